@@ -1,0 +1,1 @@
+//! pubsub-broker (in progress).

@@ -1,0 +1,1 @@
+//! pubsub-client (in progress).

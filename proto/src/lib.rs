@@ -1,0 +1,1 @@
+//! pubsub-proto (in progress).

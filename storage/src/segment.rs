@@ -1,0 +1,598 @@
+//! One segment of a partition log: a `.log` file of batches and its two indexes.
+//!
+//! A segment is either active (the one being appended to) or sealed (closed, never
+//! written again). The active segment's `.log` is preallocated to the segment size and
+//! mapped once at that length, so readers never need a remap and never touch bytes
+//! past the end of the file; `size` (an atomic, stored after the bytes are written)
+//! tells readers how much of it holds complete batches, so they never see half a batch.
+//! Sealing cuts the file to its size, syncs it and writes the index trailers.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use memmap2::{Mmap, MmapOptions};
+
+use crate::batch::{self, BatchHeader};
+use crate::config::LogConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::index::{ActiveIndex, OffsetEntry, SealedIndex, TimeEntry};
+
+/// Why a scan stops at the zero-filled, preallocated end of an active segment.
+const PREALLOCATED: &str = "preallocated zeros";
+
+/// Width of the zero-padded base offset in segment file names (as Kafka names them).
+const NAME_DIGITS: usize = 20;
+
+/// Path of the `.log` file of the segment starting at `base_offset`.
+pub fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(format!("{base_offset:0NAME_DIGITS$}.log"))
+}
+
+/// Path of the offset index of the segment starting at `base_offset`.
+pub fn index_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(format!("{base_offset:0NAME_DIGITS$}.index"))
+}
+
+/// Path of the time index of the segment starting at `base_offset`.
+pub fn time_index_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(format!("{base_offset:0NAME_DIGITS$}.timeindex"))
+}
+
+/// Parses a segment file stem back into its base offset.
+pub fn parse_base_offset(stem: &str) -> Option<u64> {
+    (stem.len() == NAME_DIGITS && stem.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| stem.parse().ok())
+        .flatten()
+}
+
+fn offset_key(e: &OffsetEntry) -> i64 {
+    i64::from(e.relative_offset)
+}
+
+fn time_key(e: &TimeEntry) -> i64 {
+    e.timestamp
+}
+
+/// Decides which batches get index entries; shared by appends and index rebuilds so
+/// both produce the same index.
+#[derive(Clone, Copy, Debug, Default)]
+struct IndexCursor {
+    last_offset_entry_position: u64,
+    last_time_entry_position: Option<u64>,
+    max_timestamp: Option<i64>,
+}
+
+impl IndexCursor {
+    fn observe(
+        &mut self,
+        header: &BatchHeader,
+        position: u64,
+        base_offset: u64,
+        interval: u32,
+    ) -> (Option<OffsetEntry>, Option<TimeEntry>) {
+        let relative_offset = (header.base_offset - base_offset) as u32;
+        let offset_entry = (position - self.last_offset_entry_position >= u64::from(interval)).then(|| {
+            self.last_offset_entry_position = position;
+            OffsetEntry { relative_offset, position: position as u32 }
+        });
+        let increases = self.max_timestamp.is_none_or(|max| header.max_timestamp > max);
+        let time_entry = (increases
+            && self
+                .last_time_entry_position
+                .is_none_or(|last| position - last >= u64::from(interval)))
+        .then(|| {
+            self.last_time_entry_position = Some(position);
+            TimeEntry { timestamp: header.max_timestamp, relative_offset }
+        });
+        if increases {
+            self.max_timestamp = Some(header.max_timestamp);
+        }
+        (offset_entry, time_entry)
+    }
+}
+
+/// What a scan of a segment's batches found.
+struct Scan {
+    /// Bytes of complete, valid, contiguous batches from the start position.
+    valid_bytes: u64,
+    /// Offset after the last valid batch.
+    next_offset: u64,
+    /// Largest timestamp seen, if any batch was.
+    max_timestamp: Option<i64>,
+    offset_entries: Vec<OffsetEntry>,
+    time_entries: Vec<TimeEntry>,
+    /// Why the scan stopped before the end of the bytes, if it did.
+    stopped: Option<String>,
+    cursor: IndexCursor,
+}
+
+/// Walks batches from position 0, checking each header, CRC and offset continuity.
+fn scan(bytes: &[u8], base_offset: u64, interval: u32) -> Scan {
+    let mut out = Scan {
+        valid_bytes: 0,
+        next_offset: base_offset,
+        max_timestamp: None,
+        offset_entries: Vec::new(),
+        time_entries: Vec::new(),
+        stopped: None,
+        cursor: IndexCursor::default(),
+    };
+    let mut position = 0usize;
+    while position < bytes.len() {
+        let rest = &bytes[position..];
+        let header = match check_batch_at(rest, out.next_offset) {
+            Ok(header) => header,
+            Err(reason) => {
+                out.stopped = Some(reason);
+                break;
+            }
+        };
+        let (offset_entry, time_entry) = out.cursor.observe(&header, position as u64, base_offset, interval);
+        out.offset_entries.extend(offset_entry);
+        out.time_entries.extend(time_entry);
+        out.max_timestamp = Some(out.max_timestamp.map_or(header.max_timestamp, |m| m.max(header.max_timestamp)));
+        out.next_offset = header.next_offset();
+        position += header.total_bytes();
+        out.valid_bytes = position as u64;
+    }
+    out
+}
+
+/// Checks the batch at the front of `rest`: header, length, CRC, expected base offset.
+fn check_batch_at(rest: &[u8], expected_offset: u64) -> std::result::Result<BatchHeader, String> {
+    if rest.len() >= batch::LOG_OVERHEAD && rest[..batch::LOG_OVERHEAD].iter().all(|&b| b == 0) {
+        return Err(PREALLOCATED.into());
+    }
+    let header = BatchHeader::parse(rest).map_err(|e| e.to_string())?;
+    if header.total_bytes() > rest.len() {
+        return Err(format!("torn batch: {} bytes claimed, {} present", header.total_bytes(), rest.len()));
+    }
+    batch::check_crc(&rest[..header.total_bytes()], &header).map_err(|e| e.to_string())?;
+    if header.base_offset != expected_offset {
+        return Err(format!("batch base offset {} where {expected_offset} was expected", header.base_offset));
+    }
+    Ok(header)
+}
+
+/// Finds where the batch holding `offset` starts, scanning forward from `position`.
+///
+/// Returns the byte position of the first batch whose last offset is at or past
+/// `offset`, or `committed` if there is none.
+fn seek(bytes: &[u8], mut position: usize, offset: u64) -> Result<usize> {
+    while position < bytes.len() {
+        let header = BatchHeader::parse(&bytes[position..])?;
+        if header.last_offset() >= offset {
+            return Ok(position);
+        }
+        position += header.total_bytes();
+    }
+    Ok(bytes.len())
+}
+
+/// Collects whole batches from `start` while they fit in `max_bytes` (at least one)
+/// and lie below `end_offset`; verifies each one's CRC before it is served.
+fn collect(bytes: &[u8], start: usize, max_bytes: usize, end_offset: u64, path: &Path) -> Result<std::ops::Range<usize>> {
+    let mut end = start;
+    while end < bytes.len() {
+        let corrupt = |reason: String| Error::SegmentCorrupt { path: path.to_path_buf(), position: end as u64, reason };
+        let header = BatchHeader::parse(&bytes[end..]).map_err(|e| corrupt(e.to_string()))?;
+        let total = header.total_bytes();
+        if header.last_offset() >= end_offset || (end > start && end - start + total > max_bytes) {
+            break;
+        }
+        if end + total > bytes.len() {
+            return Err(corrupt("batch runs past the end of the segment".into()));
+        }
+        batch::check_crc(&bytes[end..end + total], &header).map_err(|e| corrupt(e.to_string()))?;
+        end += total;
+    }
+    Ok(start..end)
+}
+
+/// A segment being appended to.
+pub struct ActiveSegment {
+    base_offset: u64,
+    path: PathBuf,
+    file: File,
+    map: Mmap,
+    capacity: u64,
+    size: AtomicU64,
+    next_offset: AtomicU64,
+    max_timestamp: AtomicI64,
+    created_ms: i64,
+    indexes: RwLock<Option<ActiveIndexes>>,
+}
+
+struct ActiveIndexes {
+    offsets: ActiveIndex<OffsetEntry>,
+    times: ActiveIndex<TimeEntry>,
+    cursor: IndexCursor,
+}
+
+impl ActiveSegment {
+    /// Opens (creating if missing) the segment at `base_offset` as the active one.
+    ///
+    /// Checks the existing bytes batch by batch; everything after the first torn,
+    /// corrupt or out-of-sequence batch is cut off (the count of dropped bytes is
+    /// returned). Both indexes are rebuilt from the surviving batches.
+    pub fn recover(dir: &Path, base_offset: u64, config: &LogConfig, now_ms: i64) -> Result<(Self, u64)> {
+        let path = log_path(dir, base_offset);
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+        let file_len = file.metadata().at(&path)?.len();
+        let (scan, dropped) = if file_len == 0 {
+            (scan(&[], base_offset, config.index_interval_bytes), 0)
+        } else {
+            // SAFETY: this process owns the partition directory; the map is dropped
+            // before the file is resized below.
+            let map = unsafe { Mmap::map(&file) }.at(&path)?;
+            let found = scan(&map, base_offset, config.index_interval_bytes);
+            let dropped = match &found.stopped {
+                Some(reason) if reason != PREALLOCATED => {
+                    let end = map.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1);
+                    let dropped = end.saturating_sub(found.valid_bytes);
+                    tracing::warn!(path = %path.display(), position = found.valid_bytes, dropped_bytes = dropped, reason = %reason, "truncated a torn or corrupt log tail");
+                    dropped
+                }
+                _ => 0,
+            };
+            (found, dropped)
+        };
+        let valid = scan.valid_bytes;
+        let capacity = config.segment_bytes.max(valid);
+        // Cutting to the valid prefix and growing back zero-fills the rest, so a later
+        // recovery can never mistake stale bytes for batches.
+        file.set_len(valid).at(&path)?;
+        file.set_len(capacity).at(&path)?;
+        file.sync_all().at(&path)?;
+        let mut offsets = ActiveIndex::create(&index_path(dir, base_offset), config.index_bytes)?;
+        let mut times = ActiveIndex::create(&time_index_path(dir, base_offset), config.index_bytes)?;
+        for entry in &scan.offset_entries {
+            if offsets.is_full() {
+                break;
+            }
+            offsets.push(*entry);
+        }
+        for entry in &scan.time_entries {
+            if times.is_full() {
+                break;
+            }
+            times.push(*entry);
+        }
+        // SAFETY: the file is now `capacity` long and is never shrunk below the mapped
+        // length while this segment is active (sealing happens after readers are told
+        // the committed size, and they never read past it).
+        let map = unsafe { MmapOptions::new().len(capacity as usize).map(&file) }.at(&path)?;
+        let created_ms = scan.max_timestamp.map_or(now_ms, |ts| ts.min(now_ms));
+        let segment = ActiveSegment {
+            base_offset,
+            path,
+            file,
+            map,
+            capacity,
+            size: AtomicU64::new(valid),
+            next_offset: AtomicU64::new(scan.next_offset),
+            max_timestamp: AtomicI64::new(scan.max_timestamp.unwrap_or(i64::MIN)),
+            created_ms,
+            indexes: RwLock::new(Some(ActiveIndexes { offsets, times, cursor: scan.cursor })),
+        };
+        Ok((segment, dropped))
+    }
+
+    /// First offset of the segment.
+    pub fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    /// Offset the next appended batch gets.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Bytes of complete batches.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Largest record timestamp, or `i64::MIN` when empty.
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    /// Wall-clock time the segment was started (for rolling by age).
+    pub fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    /// The `.log` file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True if a batch of `len` bytes fits without exceeding the segment or its indexes.
+    pub fn fits(&self, len: usize, config: &LogConfig) -> bool {
+        let size = self.size();
+        if size == 0 {
+            return len as u64 <= self.capacity;
+        }
+        let indexes_full = self
+            .indexes
+            .read()
+            .map(|i| i.as_ref().is_none_or(|i| i.offsets.is_full() || i.times.is_full()))
+            .unwrap_or(true);
+        !indexes_full && size + len as u64 <= config.segment_bytes.min(self.capacity)
+    }
+
+    /// Writes one validated, stamped batch at the end. Caller holds the log's writer lock.
+    pub fn append(&self, bytes: &[u8], header: &BatchHeader, interval: u32) -> Result<()> {
+        let position = self.size();
+        assert_eq!(header.base_offset, self.next_offset(), "appended batch must continue the segment");
+        assert!(position + bytes.len() as u64 <= self.capacity, "append past the segment capacity");
+        self.file.write_all_at(bytes, position).at(&self.path)?;
+        {
+            let mut guard = self.indexes.write().map_err(|_| poisoned(&self.path))?;
+            if let Some(indexes) = guard.as_mut() {
+                let (offset_entry, time_entry) = indexes.cursor.observe(header, position, self.base_offset, interval);
+                if let Some(entry) = offset_entry.filter(|_| !indexes.offsets.is_full()) {
+                    indexes.offsets.push(entry);
+                }
+                if let Some(entry) = time_entry.filter(|_| !indexes.times.is_full()) {
+                    indexes.times.push(entry);
+                }
+            }
+        }
+        self.max_timestamp.fetch_max(header.max_timestamp, Ordering::AcqRel);
+        self.next_offset.store(header.next_offset(), Ordering::Release);
+        // Published last: a reader that sees the new size sees the whole batch.
+        self.size.store(position + bytes.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Forces the segment's bytes to disk.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().at(&self.path)
+    }
+
+    /// Closes the segment for writing: cuts the file, syncs it, writes index trailers.
+    ///
+    /// Readers that still hold this segment keep reading its committed bytes.
+    pub fn seal(&self) -> Result<()> {
+        let size = self.size();
+        let indexes = self.indexes.write().map_err(|_| poisoned(&self.path))?.take();
+        self.file.set_len(size).at(&self.path)?;
+        self.file.sync_all().at(&self.path)?;
+        if let Some(ActiveIndexes { offsets, mut times, .. }) = indexes {
+            let max = self.max_timestamp();
+            let needs_final = size > 0 && times.last().is_none_or(|last| last.timestamp < max) && !times.is_full();
+            if needs_final {
+                // The segment's max timestamp must be recoverable from the time index.
+                let relative_offset = self.last_batch_relative_offset(size as usize)?;
+                times.push(TimeEntry { timestamp: max, relative_offset });
+            }
+            offsets.seal(size)?;
+            times.seal(size)?;
+        }
+        Ok(())
+    }
+
+    fn last_batch_relative_offset(&self, size: usize) -> Result<u32> {
+        let start = self.index_lookup(u64::MAX).unwrap_or(0);
+        let bytes = &self.map[..size];
+        let mut position = start;
+        let mut last = 0;
+        while position < size {
+            let header = BatchHeader::parse(&bytes[position..])?;
+            last = (header.base_offset - self.base_offset) as u32;
+            position += header.total_bytes();
+        }
+        Ok(last)
+    }
+
+    fn index_lookup(&self, offset: u64) -> Option<usize> {
+        let relative = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as i64;
+        let guard = self.indexes.read().ok()?;
+        let entry = guard.as_ref()?.offsets.lookup(relative, offset_key)?;
+        Some(entry.position as usize)
+    }
+
+    /// Reads whole batches from the one holding `offset`, below `end_offset`.
+    pub fn read(&self, offset: u64, max_bytes: usize, end_offset: u64) -> Result<std::ops::Range<usize>> {
+        let bytes = &self.map[..self.size() as usize];
+        let start = seek(bytes, self.index_lookup(offset).unwrap_or(0), offset)?;
+        collect(bytes, start, max_bytes, end_offset, &self.path)
+    }
+
+    /// Base offset of the first batch whose max timestamp is at or after `timestamp`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        let start_offset = {
+            let guard = self.indexes.read().map_err(|_| poisoned(&self.path))?;
+            guard
+                .as_ref()
+                .and_then(|i| i.times.lookup(timestamp.saturating_sub(1), time_key))
+                .map_or(self.base_offset, |e| self.base_offset + u64::from(e.relative_offset))
+        };
+        let bytes = &self.map[..self.size() as usize];
+        let start = seek(bytes, self.index_lookup(start_offset).unwrap_or(0), start_offset)?;
+        first_at_or_after(bytes, start, timestamp)
+    }
+
+    /// The committed bytes of the segment.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[..self.size() as usize]
+    }
+}
+
+fn first_at_or_after(bytes: &[u8], mut position: usize, timestamp: i64) -> Result<Option<u64>> {
+    while position < bytes.len() {
+        let header = BatchHeader::parse(&bytes[position..])?;
+        if header.max_timestamp >= timestamp {
+            return Ok(Some(header.base_offset));
+        }
+        position += header.total_bytes();
+    }
+    Ok(None)
+}
+
+fn poisoned(path: &Path) -> Error {
+    Error::Io { path: path.to_path_buf(), source: std::io::Error::other("index lock poisoned by a panic") }
+}
+
+/// A closed segment: read-only, with checked indexes.
+pub struct SealedSegment {
+    base_offset: u64,
+    next_offset: u64,
+    size: u64,
+    max_timestamp: i64,
+    path: PathBuf,
+    map: Option<Mmap>,
+    offsets: SealedIndex<OffsetEntry>,
+    times: SealedIndex<TimeEntry>,
+}
+
+impl SealedSegment {
+    /// Opens a sealed segment, rebuilding its indexes if they are missing or damaged.
+    ///
+    /// Fails with [`Error::SegmentCorrupt`] if its batches do not check out (a sealed
+    /// segment was synced when it was closed, so damage there is never a torn write).
+    pub fn open(dir: &Path, base_offset: u64, config: &LogConfig) -> Result<Self> {
+        let path = log_path(dir, base_offset);
+        let file = File::open(&path).at(&path)?;
+        let size = file.metadata().at(&path)?.len();
+        // SAFETY: sealed segments are never written again while the log is open.
+        let map = if size == 0 { None } else { Some(unsafe { Mmap::map(&file) }.at(&path)?) };
+        let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
+        let corrupt = |position: u64, reason: String| Error::SegmentCorrupt { path: path.clone(), position, reason };
+        let indexes = (
+            SealedIndex::<OffsetEntry>::open(&index_path(dir, base_offset), size)?,
+            SealedIndex::<TimeEntry>::open(&time_index_path(dir, base_offset), size)?,
+        );
+        let (offsets, times, next_offset, max_timestamp) = match indexes {
+            (Some(offsets), Some(times)) => {
+                // Trust the checked index and verify only the last batches up to the end.
+                let start = offsets.lookup(i64::MAX, offset_key).map_or(0, |e| e.position as usize);
+                let expected = offsets
+                    .lookup(i64::MAX, offset_key)
+                    .map_or(base_offset, |e| base_offset + u64::from(e.relative_offset));
+                let tail = scan(&bytes[start.min(bytes.len())..], expected, u32::MAX);
+                if let Some(reason) = tail.stopped {
+                    return Err(corrupt(start as u64 + tail.valid_bytes, reason));
+                }
+                let max = times.lookup(i64::MAX, time_key).map_or(i64::MIN, |e| e.timestamp);
+                (offsets, times, tail.next_offset, max.max(tail.max_timestamp.unwrap_or(i64::MIN)))
+            }
+            _ => {
+                let full = scan(bytes, base_offset, config.index_interval_bytes);
+                if let Some(reason) = full.stopped {
+                    return Err(corrupt(full.valid_bytes, reason));
+                }
+                tracing::info!(path = %path.display(), "rebuilt indexes of sealed segment");
+                let mut time_entries = full.time_entries;
+                let max = full.max_timestamp.unwrap_or(i64::MIN);
+                if size > 0 && time_entries.last().is_none_or(|l| l.timestamp < max) {
+                    let last = last_batch_relative_offset(bytes, base_offset)?;
+                    time_entries.push(TimeEntry { timestamp: max, relative_offset: last });
+                }
+                let offsets = SealedIndex::write(&index_path(dir, base_offset), &full.offset_entries, size)?;
+                let times = SealedIndex::write(&time_index_path(dir, base_offset), &time_entries, size)?;
+                (offsets, times, full.next_offset, max)
+            }
+        };
+        Ok(SealedSegment { base_offset, next_offset, size, max_timestamp, path, map, offsets, times })
+    }
+
+    /// First offset of the segment.
+    pub fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    /// Offset after the segment's last batch.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Size of the `.log` file.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Largest record timestamp in the segment.
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// The `.log` file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All bytes of the segment.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    fn position_of(&self, offset: u64) -> usize {
+        let relative = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as i64;
+        self.offsets.lookup(relative, offset_key).map_or(0, |e| e.position as usize)
+    }
+
+    /// Reads whole batches from the one holding `offset`, below `end_offset`.
+    pub fn read(&self, offset: u64, max_bytes: usize, end_offset: u64) -> Result<std::ops::Range<usize>> {
+        let start = seek(self.bytes(), self.position_of(offset), offset)?;
+        collect(self.bytes(), start, max_bytes, end_offset, &self.path)
+    }
+
+    /// Base offset of the first batch whose max timestamp is at or after `timestamp`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        if self.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        let start_offset = self
+            .times
+            .lookup(timestamp.saturating_sub(1), time_key)
+            .map_or(self.base_offset, |e| self.base_offset + u64::from(e.relative_offset));
+        let start = seek(self.bytes(), self.position_of(start_offset), start_offset)?;
+        first_at_or_after(self.bytes(), start, timestamp)
+    }
+
+    /// Position of the batch holding `offset` (for truncation inside this segment).
+    pub fn position_for_truncation(&self, offset: u64) -> Result<usize> {
+        seek(self.bytes(), self.position_of(offset), offset)
+    }
+
+    /// Offset entries of the index (kept for a reopen as active).
+    pub fn offset_entries(&self) -> Vec<OffsetEntry> {
+        self.offsets.entries()
+    }
+}
+
+fn last_batch_relative_offset(bytes: &[u8], base_offset: u64) -> Result<u32> {
+    let mut position = 0;
+    let mut last = 0;
+    while position < bytes.len() {
+        let header = BatchHeader::parse(&bytes[position..])?;
+        last = (header.base_offset - base_offset) as u32;
+        position += header.total_bytes();
+    }
+    Ok(last)
+}
+
+/// A segment of either kind, held by a reader for as long as it uses the bytes.
+#[derive(Clone)]
+pub enum SegmentRef {
+    /// The active segment.
+    Active(Arc<ActiveSegment>),
+    /// A sealed segment.
+    Sealed(Arc<SealedSegment>),
+}
+
+impl SegmentRef {
+    /// The segment's mapped bytes (committed part only for the active segment).
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            SegmentRef::Active(s) => s.bytes(),
+            SegmentRef::Sealed(s) => s.bytes(),
+        }
+    }
+}
