@@ -73,7 +73,8 @@ mod tests {
     #[test]
     fn size_retention_keeps_the_log_under_the_limit() {
         let policy = RetentionPolicy { retention: None, retention_bytes: Some(25) };
-        check(&[(10, 0), (10, 0), (10, 0)], 5, policy, 0, 2);
+        check(&[(10, 0), (10, 0), (10, 0)], 5, policy, 0, 1);
+        check(&[(10, 0), (10, 0), (10, 0)], 6, policy, 0, 2);
         check(&[(10, 0)], 100, policy, 0, 1);
         check(&[(10, 0)], 5, policy, 0, 0);
     }
