@@ -12,10 +12,15 @@ use std::path::PathBuf;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
+    criterion_main,
+};
 use pubsub_storage::batch::{self, BatchHeader};
-use pubsub_storage::{BatchBuilder, Compression, DecodedBatch, FsyncPolicy, Log, LogConfig, ProducerStamp};
+use pubsub_storage::{
+    BatchBuilder, Compression, DecodedBatch, FsyncPolicy, Log, LogConfig, ProducerStamp,
+};
 use tempfile::TempDir;
 
 /// Value sizes of the records: a small event and a typical 1 KiB payload.
@@ -48,8 +53,22 @@ impl Rng {
 /// A value of `len` bytes of words drawn at random: compressible, but not trivially.
 fn value(rng: &mut Rng, len: usize) -> Vec<u8> {
     const WORDS: [&str; 16] = [
-        "broker", "offset", "segment", "partition", "leader", "replica", "epoch", "topic",
-        "42", "1700000000", "user", "checkout", "click", "true", "null", "{\"id\":",
+        "broker",
+        "offset",
+        "segment",
+        "partition",
+        "leader",
+        "replica",
+        "epoch",
+        "topic",
+        "42",
+        "1700000000",
+        "user",
+        "checkout",
+        "click",
+        "true",
+        "null",
+        "{\"id\":",
     ];
     let mut out = Vec::with_capacity(len + 16);
     while out.len() < len {
@@ -76,11 +95,18 @@ fn build(record_bytes: usize, count: u32, codec: Compression) -> (Vec<u8>, u64) 
     let mut builder = BatchBuilder::new();
     push_all(&mut builder, &values(record_bytes, count));
     let plain = builder.estimated_bytes() as u64;
-    (builder.build(codec, ProducerStamp::NONE).unwrap().unwrap(), plain)
+    (
+        builder.build(codec, ProducerStamp::NONE).unwrap().unwrap(),
+        plain,
+    )
 }
 
 fn label(record_bytes: usize, count: u32) -> String {
-    let size = if record_bytes >= 1024 { format!("{}KiB", record_bytes / 1024) } else { format!("{record_bytes}B") };
+    let size = if record_bytes >= 1024 {
+        format!("{}KiB", record_bytes / 1024)
+    } else {
+        format!("{record_bytes}B")
+    };
     format!("{size}x{count}")
 }
 
@@ -91,7 +117,11 @@ fn bench_root() -> PathBuf {
 }
 
 fn config(segment_bytes: u64, fsync: FsyncPolicy) -> LogConfig {
-    LogConfig { segment_bytes, fsync, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes,
+        fsync,
+        ..LogConfig::default()
+    }
 }
 
 /// A log in a temporary directory that is replaced by an empty one when it fills,
@@ -107,7 +137,13 @@ struct Fixture {
 impl Fixture {
     fn new(config: LogConfig) -> Fixture {
         let root = tempfile::tempdir_in(bench_root()).unwrap();
-        let mut fixture = Fixture { root, config, log: None, generation: 0, bytes: 0 };
+        let mut fixture = Fixture {
+            root,
+            config,
+            log: None,
+            generation: 0,
+            bytes: 0,
+        };
         fixture.recreate();
         fixture
     }
@@ -185,7 +221,10 @@ fn append_concurrent(fixture: &mut Fixture, batch: &[u8], iters: u64) -> Duratio
 
 fn codec_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut group = c.benchmark_group(name);
-    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_millis(1500)).sample_size(20);
+    group
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500))
+        .sample_size(20);
     group
 }
 
@@ -197,11 +236,18 @@ fn encode(c: &mut Criterion) {
                 let values = values(record_bytes, count);
                 let (encoded, plain) = build(record_bytes, count, codec);
                 if count == 1000 {
-                    eprintln!("{codec:?} {}: {plain} bytes encode to {}", label(record_bytes, count), encoded.len());
+                    eprintln!(
+                        "{codec:?} {}: {plain} bytes encode to {}",
+                        label(record_bytes, count),
+                        encoded.len()
+                    );
                 }
                 let mut builder = BatchBuilder::new();
                 group.throughput(Throughput::Bytes(plain));
-                let id = BenchmarkId::new(format!("{codec:?}").to_lowercase(), label(record_bytes, count));
+                let id = BenchmarkId::new(
+                    format!("{codec:?}").to_lowercase(),
+                    label(record_bytes, count),
+                );
                 group.bench_function(id, |b| {
                     b.iter(|| {
                         builder.clear();
@@ -222,10 +268,14 @@ fn decode(c: &mut Criterion) {
             for count in BATCH_RECORDS {
                 let (encoded, plain) = build(record_bytes, count, codec);
                 group.throughput(Throughput::Bytes(plain));
-                let id = BenchmarkId::new(format!("{codec:?}").to_lowercase(), label(record_bytes, count));
+                let id = BenchmarkId::new(
+                    format!("{codec:?}").to_lowercase(),
+                    label(record_bytes, count),
+                );
                 group.bench_function(id, |b| {
                     b.iter(|| {
-                        let decoded = DecodedBatch::new(black_box(&encoded), DECODE_LIMIT_BYTES).unwrap();
+                        let decoded =
+                            DecodedBatch::new(black_box(&encoded), DECODE_LIMIT_BYTES).unwrap();
                         let mut value_bytes = 0;
                         for record in decoded.records() {
                             value_bytes += record.unwrap().value.map_or(0, <[u8]>::len);
@@ -243,7 +293,9 @@ fn crc(c: &mut Criterion) {
     let mut group = codec_group(c, "crc32c");
     let buffer: Vec<u8> = values(1 << 20, 1).remove(0);
     group.throughput(Throughput::Bytes(buffer.len() as u64));
-    group.bench_function("raw/1MiB", |b| b.iter(|| crc32c::crc32c(black_box(&buffer))));
+    group.bench_function("raw/1MiB", |b| {
+        b.iter(|| crc32c::crc32c(black_box(&buffer)))
+    });
     let (encoded, _) = build(1024, 1000, Compression::None);
     group.throughput(Throughput::Bytes(encoded.len() as u64));
     group.bench_function("validate/1KiBx1000", |b| {
@@ -289,7 +341,10 @@ fn append_never_rolling(c: &mut Criterion) {
         b.iter(|| log.append(&mut encoded, 0).unwrap())
     });
     group.finish();
-    eprintln!("append_never_rolling: {} segments written", log.segment_count());
+    eprintln!(
+        "append_never_rolling: {} segments written",
+        log.segment_count()
+    );
 }
 
 fn append_always(c: &mut Criterion) {
@@ -299,12 +354,14 @@ fn append_always(c: &mut Criterion) {
         for count in BATCH_RECORDS {
             let (mut encoded, _) = build(record_bytes, count, Compression::None);
             group.throughput(Throughput::Bytes(encoded.len() as u64));
-            group.bench_function(BenchmarkId::new("1thread", label(record_bytes, count)), |b| {
-                b.iter_custom(|iters| append_serial(&mut fixture, &mut encoded, iters))
-            });
-            group.bench_function(BenchmarkId::new("8threads", label(record_bytes, count)), |b| {
-                b.iter_custom(|iters| append_concurrent(&mut fixture, &encoded, iters))
-            });
+            group.bench_function(
+                BenchmarkId::new("1thread", label(record_bytes, count)),
+                |b| b.iter_custom(|iters| append_serial(&mut fixture, &mut encoded, iters)),
+            );
+            group.bench_function(
+                BenchmarkId::new("8threads", label(record_bytes, count)),
+                |b| b.iter_custom(|iters| append_concurrent(&mut fixture, &encoded, iters)),
+            );
         }
     }
     group.finish();
@@ -312,7 +369,12 @@ fn append_always(c: &mut Criterion) {
 
 /// A log of `total_bytes` of one repeated batch, in segments of `segment_bytes`;
 /// everything it wrote is still in the page cache.
-fn filled_log(record_bytes: usize, count: u32, segment_bytes: u64, total_bytes: u64) -> (TempDir, Log) {
+fn filled_log(
+    record_bytes: usize,
+    count: u32,
+    segment_bytes: u64,
+    total_bytes: u64,
+) -> (TempDir, Log) {
     let root = tempfile::tempdir_in(bench_root()).unwrap();
     let log = Log::open(root.path(), config(segment_bytes, FsyncPolicy::Never)).unwrap();
     let (mut encoded, _) = build(record_bytes, count, Compression::None);
@@ -342,12 +404,20 @@ fn read_all(log: &Log) -> u64 {
 
 fn read(c: &mut Criterion) {
     let mut group = c.benchmark_group("read_sequential");
-    group.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3)).sample_size(10);
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(10);
     for (record_bytes, count) in [(1024, 1000), (100, 100)] {
         let (_root, log) = filled_log(record_bytes, count, 32 << 20, 128 << 20);
         let total = read_all(&log);
         group.throughput(Throughput::Bytes(total));
-        let id = format!("{}/{}MiB_{}segments", label(record_bytes, count), total >> 20, log.segment_count());
+        let id = format!(
+            "{}/{}MiB_{}segments",
+            label(record_bytes, count),
+            total >> 20,
+            log.segment_count()
+        );
         group.bench_function(id, |b| b.iter(|| read_all(&log)));
     }
     group.finish();
@@ -355,12 +425,20 @@ fn read(c: &mut Criterion) {
 
 fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("offset_lookup");
-    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(20);
+    group
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20);
     for (record_bytes, count) in [(100, 1), (100, 100)] {
         let (_root, log) = filled_log(record_bytes, count, 8 << 20, 32 << 20);
         let end = log.log_end_offset();
         let mut rng = Rng(0x5eed);
-        let id = format!("{}/{}records_{}segments", label(record_bytes, count), end, log.segment_count());
+        let id = format!(
+            "{}/{}records_{}segments",
+            label(record_bytes, count),
+            end,
+            log.segment_count()
+        );
         group.bench_function(id, |b| {
             b.iter(|| {
                 let slice = log.read(rng.next() % end, 1).unwrap();
@@ -371,5 +449,15 @@ fn lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode, decode, crc, read, lookup, append_never, append_always, append_never_rolling);
+criterion_group!(
+    benches,
+    encode,
+    decode,
+    crc,
+    read,
+    lookup,
+    append_never,
+    append_always,
+    append_never_rolling
+);
 criterion_main!(benches);

@@ -204,21 +204,23 @@ impl Log {
         segments.sealed.iter().map(|s| s.size()).sum::<u64>() + segments.active.size()
     }
 
-    /// Validates a producer's batch, stamps its base offset and leader epoch, appends
-    /// it and, per the fsync policy, waits until it is durable.
+    /// Validates a producer's batch and appends it with its base offset and leader
+    /// epoch stamped, then, per the fsync policy, waits until it is durable.
     ///
-    /// The batch bytes are modified in place (only the stamped fields) and written as
-    /// they are; nothing is re-encoded.
-    pub fn append(&self, batch_bytes: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
+    /// The caller's bytes are not modified or copied: the stamped header is written
+    /// from a stack copy and the rest straight from `batch_bytes`. Nothing is re-encoded.
+    pub fn append(&self, batch_bytes: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
         let header = batch::validate(batch_bytes, self.config.max_batch_bytes)?;
         let info = {
             let _writer = self.lock_writer()?;
             self.check_not_failed()?;
             let active = self.prepare_active(batch_bytes.len())?;
             let base_offset = active.next_offset();
-            batch::stamp(batch_bytes, base_offset, leader_epoch);
+            let mut head = [0u8; batch::HEADER_BYTES];
+            head.copy_from_slice(&batch_bytes[..batch::HEADER_BYTES]);
+            batch::stamp(&mut head, base_offset, leader_epoch);
             let header = BatchHeader { base_offset, leader_epoch, ..header };
-            active.append(batch_bytes, &header, self.config.index_interval_bytes)?;
+            active.append_parts(&head, &batch_bytes[batch::HEADER_BYTES..], &header, self.config.index_interval_bytes)?;
             AppendInfo { base_offset, last_offset: header.last_offset() }
         };
         self.after_append(info.last_offset + 1)?;

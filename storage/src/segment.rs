@@ -327,10 +327,18 @@ impl ActiveSegment {
 
     /// Writes one validated, stamped batch at the end. Caller holds the log's writer lock.
     pub fn append(&self, bytes: &[u8], header: &BatchHeader, interval: u32) -> Result<()> {
+        self.append_parts(bytes, &[], header, interval)
+    }
+
+    /// Writes one batch given as its (stamped) head and the rest of its bytes.
+    pub fn append_parts(&self, head: &[u8], tail: &[u8], header: &BatchHeader, interval: u32) -> Result<()> {
         let position = self.size();
+        let len = (head.len() + tail.len()) as u64;
         assert_eq!(header.base_offset, self.next_offset(), "appended batch must continue the segment");
-        assert!(position + bytes.len() as u64 <= self.capacity, "append past the segment capacity");
-        self.file.write_all_at(bytes, position).at(&self.path)?;
+        assert_eq!(len, header.total_bytes() as u64, "appended bytes must be exactly the batch");
+        assert!(position + len <= self.capacity, "append past the segment capacity");
+        self.file.write_all_at(head, position).at(&self.path)?;
+        self.file.write_all_at(tail, position + head.len() as u64).at(&self.path)?;
         {
             let mut guard = self.indexes.write().map_err(|_| poisoned(&self.path))?;
             if let Some(indexes) = guard.as_mut() {
@@ -346,7 +354,7 @@ impl ActiveSegment {
         self.max_timestamp.fetch_max(header.max_timestamp, Ordering::AcqRel);
         self.next_offset.store(header.next_offset(), Ordering::Release);
         // Published last: a reader that sees the new size sees the whole batch.
-        self.size.store(position + bytes.len() as u64, Ordering::Release);
+        self.size.store(position + len, Ordering::Release);
         Ok(())
     }
 

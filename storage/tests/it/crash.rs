@@ -15,8 +15,8 @@ fn write_log(dir: &std::path::Path) -> Vec<u64> {
     let mut ends = Vec::new();
     let mut position = 0;
     for tag in 0..BATCHES {
-        let mut bytes = batch(tag, 3, 1000);
-        log.append(&mut bytes, 1).unwrap();
+        let bytes = batch(tag, 3, 1000);
+        log.append(&bytes, 1).unwrap();
         position += bytes.len() as u64;
         ends.push(position);
     }
@@ -48,8 +48,8 @@ fn a_cut_anywhere_in_the_tail_leaves_the_intact_prefix() {
         assert_eq!(log.log_end_offset(), intact * 3, "cut at {cut}");
         assert_eq!(read_all(&log, 0), expected(intact), "cut at {cut}");
         // The log accepts appends right after the intact prefix.
-        let mut more = batch(99, 1, 2000);
-        assert_eq!(log.append(&mut more, 2).unwrap().base_offset, intact * 3);
+        let more = batch(99, 1, 2000);
+        assert_eq!(log.append(&more, 2).unwrap().base_offset, intact * 3);
     }
 }
 

@@ -54,8 +54,8 @@ proptest! {
             match step {
                 Step::Append { count } => {
                     tag += 1;
-                    let mut bytes = batch(tag, count, 1_000 + tag as i64);
-                    let info = log.append(&mut bytes, 3).unwrap();
+                    let bytes = batch(tag, count, 1_000 + tag as i64);
+                    let info = log.append(&bytes, 3).unwrap();
                     prop_assert_eq!(info.base_offset, model.end());
                     model.batch_starts.push(model.end());
                     model.values.extend((0..count).map(|i| format!("{tag}-{i}")));

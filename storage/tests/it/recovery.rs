@@ -7,8 +7,8 @@ use crate::{batch, files, read_all, small_config};
 
 fn fill(log: &Log, batches: u64) {
     for tag in 0..batches {
-        let mut bytes = batch(tag, 5, 1000 + tag as i64 * 10);
-        log.append(&mut bytes, 1).unwrap();
+        let bytes = batch(tag, 5, 1000 + tag as i64 * 10);
+        log.append(&bytes, 1).unwrap();
     }
 }
 
@@ -143,8 +143,8 @@ fn truncate_across_segments_then_append_and_reopen() {
     log.truncate_to(52).unwrap();
     assert_eq!(log.log_end_offset(), 50, "truncation removes the whole batch holding the offset");
     assert!(log.segment_count() < segments);
-    let mut bytes = batch(500, 2, 5000);
-    assert_eq!(log.append(&mut bytes, 2).unwrap().base_offset, 50);
+    let bytes = batch(500, 2, 5000);
+    assert_eq!(log.append(&bytes, 2).unwrap().base_offset, 50);
     let before = read_all(&log, 0);
     drop(log);
     let log = Log::open(dir.path(), small_config()).unwrap();
@@ -161,8 +161,8 @@ fn reset_starts_an_empty_log_at_any_offset() {
     log.reset_to(1_000).unwrap();
     assert_eq!(log.log_start_offset(), 1_000);
     assert_eq!(log.log_end_offset(), 1_000);
-    let mut bytes = batch(1, 1, 1);
-    assert_eq!(log.append(&mut bytes, 4).unwrap().base_offset, 1_000);
+    let bytes = batch(1, 1, 1);
+    assert_eq!(log.append(&bytes, 4).unwrap().base_offset, 1_000);
     drop(log);
     let log = Log::open(dir.path(), small_config()).unwrap();
     assert_eq!(log.log_start_offset(), 1_000);
@@ -197,8 +197,8 @@ fn fsync_always_reports_everything_durable_and_group_commits_across_threads() {
             let log = log.clone();
             std::thread::spawn(move || {
                 for i in 0..50 {
-                    let mut bytes = batch(t * 1000 + i, 2, 1);
-                    let info = log.append(&mut bytes, 1).unwrap();
+                    let bytes = batch(t * 1000 + i, 2, 1);
+                    let info = log.append(&bytes, 1).unwrap();
                     assert!(log.durable_offset() > info.last_offset, "acknowledged only once durable");
                 }
             })
@@ -220,8 +220,8 @@ fn concurrent_readers_see_only_whole_batches() {
         let log = log.clone();
         std::thread::spawn(move || {
             for tag in 0..2000 {
-                let mut bytes = batch(tag, 3, tag as i64);
-                log.append(&mut bytes, 1).unwrap();
+                let bytes = batch(tag, 3, tag as i64);
+                log.append(&bytes, 1).unwrap();
             }
         })
     };

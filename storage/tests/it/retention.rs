@@ -15,8 +15,8 @@ fn time_retention_deletes_only_expired_closed_segments() {
     for tag in 0..300u64 {
         // Record timestamps follow the clock: 1 s apart.
         let ts = now.load(Ordering::SeqCst);
-        let mut bytes = batch(tag, 4, ts);
-        log.append(&mut bytes, 1).unwrap();
+        let bytes = batch(tag, 4, ts);
+        log.append(&bytes, 1).unwrap();
         now.fetch_add(1000, Ordering::SeqCst);
     }
     let segments = log.segment_count();
@@ -42,8 +42,8 @@ fn size_retention_keeps_the_log_under_its_limit() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
     for tag in 0..200u64 {
-        let mut bytes = batch(tag, 4, 0);
-        log.append(&mut bytes, 1).unwrap();
+        let bytes = batch(tag, 4, 0);
+        log.append(&bytes, 1).unwrap();
     }
     let limit = 20_000;
     log.apply_retention(RetentionPolicy { retention: None, retention_bytes: Some(limit) }).unwrap();
@@ -57,11 +57,11 @@ fn segments_roll_by_age() {
     let (now, clock) = manual_clock(0);
     let config = pubsub_storage::LogConfig { segment_age: Duration::from_secs(60), ..small_config() };
     let log = Log::open_with_clock(dir.path(), config, clock).unwrap();
-    let mut bytes = batch(1, 1, 0);
-    log.append(&mut bytes, 1).unwrap();
+    let bytes = batch(1, 1, 0);
+    log.append(&bytes, 1).unwrap();
     now.store(61_000, Ordering::SeqCst);
-    let mut bytes = batch(2, 1, 61_000);
-    log.append(&mut bytes, 1).unwrap();
+    let bytes = batch(2, 1, 61_000);
+    log.append(&bytes, 1).unwrap();
     assert_eq!(log.segment_count(), 2);
 }
 
@@ -70,8 +70,8 @@ fn delete_segments_below_keeps_the_segment_holding_the_offset() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
     for tag in 0..300u64 {
-        let mut bytes = batch(tag, 4, 0);
-        log.append(&mut bytes, 1).unwrap();
+        let bytes = batch(tag, 4, 0);
+        log.append(&bytes, 1).unwrap();
     }
     assert!(log.segment_count() > 2);
     log.delete_segments_below(350).unwrap();
