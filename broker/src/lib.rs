@@ -1,1 +1,23 @@
-//! pubsub-broker (in progress).
+//! pubsub-broker: hosts partition replicas and serves them over gRPC.
+//!
+//! - [`server`]: `run(config, listener, shutdown)`, the entry point binaries and tests call.
+//! - [`broker`]: the set of hosted topics and partitions.
+//! - [`partition`]: one partition's log and high watermark; long-poll fetch.
+//! - [`service`]: the Admin and Broker gRPC services.
+//! - [`metadata`]: the topic catalogue interface and its local, single-node store.
+//! - [`topic`]: topic settings, resolved and validated.
+//! - [`grpc`]: the mapping from errors to gRPC statuses.
+
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod metadata;
+pub mod partition;
+pub mod server;
+pub mod service;
+pub mod topic;
+
+pub use config::{BrokerConfig, TopicDefaults};
+pub use error::{Error, Result};
+pub use server::{run, serve};

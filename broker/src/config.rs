@@ -1,0 +1,64 @@
+//! The broker's configuration, built by the binary and validated once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pubsub_storage::FsyncPolicy;
+
+/// Settings of one broker process.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// This broker's id in the cluster.
+    pub broker_id: u32,
+    /// Directory holding one subdirectory per partition and the metadata file.
+    pub data_dir: PathBuf,
+    /// Address clients are told to connect to (host:port).
+    pub advertised_address: String,
+    /// Defaults for topics created without explicit settings.
+    pub topic_defaults: TopicDefaults,
+    /// How often retention is applied to every partition.
+    pub retention_check_interval: Duration,
+}
+
+/// Topic settings used when a CreateTopic leaves them unset.
+#[derive(Clone, Debug)]
+pub struct TopicDefaults {
+    /// Retention by age; `None` keeps forever (default 7 days, as Kafka).
+    pub retention: Option<Duration>,
+    /// Retention by partition size; `None` is unlimited.
+    pub retention_bytes: Option<u64>,
+    /// Segment size (default 1 GiB).
+    pub segment_bytes: u64,
+    /// Segment age before a roll (default 7 days).
+    pub segment_age: Duration,
+    /// Largest batch (default 1 MiB).
+    pub max_message_bytes: usize,
+    /// Fsync policy (default always, with group commit: an acknowledged record is on disk).
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_bytes: None,
+            segment_bytes: 1 << 30,
+            segment_age: Duration::from_secs(7 * 24 * 3600),
+            max_message_bytes: 1 << 20,
+            fsync: FsyncPolicy::Always,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// A single-node configuration over `data_dir`, advertising `address`.
+    pub fn standalone(data_dir: PathBuf, address: String) -> Self {
+        BrokerConfig {
+            broker_id: 0,
+            data_dir,
+            advertised_address: address,
+            topic_defaults: TopicDefaults::default(),
+            retention_check_interval: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Assembles the gRPC server: Admin and Broker services, health, reflection (v1 and
+//! v1alpha), compression accepted on every service, and deliberate message limits.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pubsub_proto::v1::admin_server::AdminServer;
+use pubsub_proto::v1::broker_server::BrokerServer;
+use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::error::{Error, Result};
+use crate::metadata::{LocalMetadata, Metadata};
+use crate::service::{admin::AdminService, data::DataService};
+
+/// Interval of HTTP/2 keepalive pings: detects dead peers on long-lived streams
+/// without a whole-stream deadline.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a keepalive ping may go unanswered before the connection is dropped.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Interval of the background loop that runs due interval-fsyncs.
+const FLUSH_TICK: Duration = Duration::from_millis(50);
+
+macro_rules! limits {
+    ($service:expr) => {
+        $service
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    };
+}
+
+/// Runs a broker with local metadata on `listener` until `shutdown` resolves.
+pub async fn run(config: BrokerConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::Metadata { path: config.data_dir.clone(), reason: format!("cannot create data directory: {e}") })?;
+    let metadata: Arc<dyn Metadata> = Arc::new(LocalMetadata::open(&config.data_dir)?);
+    let broker = Arc::new(Broker::open(config, metadata).await?);
+    serve(broker, listener, shutdown).await
+}
+
+/// Serves an opened broker on `listener` until `shutdown` resolves, then flushes.
+pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AdminServer<AdminService>>().await;
+    health.set_serving::<BrokerServer<DataService>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pubsub_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| Error::Task(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Task(format!("reflection: {e}")))?;
+
+    let background = tokio::spawn(background(broker.clone()));
+    let address = listener.local_addr().ok();
+    tracing::info!(address = ?address, "broker listening");
+    let result = tonic::transport::Server::builder()
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(limits!(health_service))
+        .add_service(limits!(reflection_v1))
+        .add_service(limits!(reflection_v1alpha))
+        .add_service(limits!(AdminServer::new(AdminService::new(broker.clone()))))
+        .add_service(limits!(BrokerServer::new(DataService::new(broker.clone()))))
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await;
+    background.abort();
+    let flushed = broker.flush_all().await;
+    tracing::info!("broker stopped");
+    result.map_err(|e| Error::Task(format!("grpc server: {e}")))?;
+    flushed
+}
+
+/// Accepted connections with Nagle's algorithm off: produce acks are small writes.
+fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
+/// Retention and interval fsyncs, until the server stops.
+async fn background(broker: Arc<Broker>) {
+    let mut retention = tokio::time::interval(broker.config().retention_check_interval);
+    let mut flush = tokio::time::interval(FLUSH_TICK);
+    loop {
+        tokio::select! {
+            _ = retention.tick() => match broker.apply_retention().await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(segments = deleted, "retention deleted segments"),
+                Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+            },
+            _ = flush.tick() => {
+                if let Err(e) = broker.flush_due().await {
+                    tracing::error!(error = %e, "interval fsync failed");
+                }
+            }
+        }
+    }
+}

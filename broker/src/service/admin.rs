@@ -1,0 +1,84 @@
+//! The Admin service: create, delete, list and describe topics.
+
+use std::sync::Arc;
+
+use pubsub_proto::v1::{self, admin_server::Admin};
+use tonic::{Request, Response, Status};
+
+use crate::broker::{Broker, HostedTopic};
+
+/// Admin service over the broker's topic set.
+pub struct AdminService {
+    broker: Arc<Broker>,
+}
+
+impl AdminService {
+    /// Serves admin requests from `broker`.
+    pub fn new(broker: Arc<Broker>) -> Self {
+        AdminService { broker }
+    }
+
+    fn describe(&self, topic: &HostedTopic) -> v1::TopicDescription {
+        let broker_id = self.broker.config().broker_id;
+        v1::TopicDescription {
+            name: topic.record.name.clone(),
+            replication_factor: topic.record.replication_factor,
+            config: Some(topic.record.settings.to_proto()),
+            partitions: topic
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(index, partition)| v1::PartitionDescription {
+                    partition: index as u32,
+                    leader: broker_id,
+                    leader_epoch: 0,
+                    replicas: vec![broker_id],
+                    in_sync_replicas: vec![broker_id],
+                    log_start_offset: partition.log().log_start_offset(),
+                    high_watermark: partition.high_watermark(),
+                    log_end_offset: partition.log().log_end_offset(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn create_topic(&self, request: Request<v1::CreateTopicRequest>) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        let topic = self.broker.create_topic(request.into_inner()).await?;
+        Ok(Response::new(v1::CreateTopicResponse { topic: Some(self.describe(&topic)) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn delete_topic(&self, request: Request<v1::DeleteTopicRequest>) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        self.broker.delete_topic(&request.get_ref().name).await?;
+        Ok(Response::new(v1::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(&self, _request: Request<v1::ListTopicsRequest>) -> Result<Response<v1::ListTopicsResponse>, Status> {
+        let mut topics: Vec<v1::TopicSummary> = self
+            .broker
+            .all_topics()
+            .iter()
+            .map(|t| v1::TopicSummary {
+                name: t.record.name.clone(),
+                partitions: t.record.partitions,
+                replication_factor: t.record.replication_factor,
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(v1::ListTopicsResponse { topics }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn describe_topic(&self, request: Request<v1::DescribeTopicRequest>) -> Result<Response<v1::DescribeTopicResponse>, Status> {
+        let topic = self.broker.topic(&request.get_ref().name)?;
+        let config = self.broker.config();
+        Ok(Response::new(v1::DescribeTopicResponse {
+            topic: Some(self.describe(&topic)),
+            brokers: vec![v1::BrokerInfo { id: config.broker_id, address: config.advertised_address.clone() }],
+        }))
+    }
+}

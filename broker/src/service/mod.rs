@@ -1,0 +1,4 @@
+//! The gRPC services the broker serves.
+
+pub mod admin;
+pub mod data;

@@ -1,0 +1,18 @@
+//! Compiles the .proto files with protox (pure Rust, no system protoc) and writes the
+//! descriptor set that server reflection serves.
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/pubsub/v1/pubsub.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("pubsub_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .bytes(".pubsub.v1")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Validated identifiers shared by every service and the client.
+
+use std::fmt;
+
+/// Longest topic name: Kafka's limit, so names fit in a file name with a partition suffix.
+pub const TOPIC_NAME_MAX_BYTES: usize = 249;
+
+/// Most partitions a topic may have.
+pub const PARTITIONS_MAX: u32 = 10_000;
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name is empty.
+    #[error("topic name is empty")]
+    Empty,
+    /// The name is longer than allowed.
+    #[error("topic name is {len} bytes long; the limit is {TOPIC_NAME_MAX_BYTES}")]
+    TooLong {
+        /// The name's length.
+        len: usize,
+    },
+    /// The name holds a character outside `[A-Za-z0-9._-]`.
+    #[error("topic name {name:?} has the character {ch:?}; only letters, digits, '.', '_' and '-' are allowed")]
+    BadCharacter {
+        /// The name (at most the first 249 bytes).
+        name: String,
+        /// The first bad character.
+        ch: char,
+    },
+    /// The name is `.` or `..` or holds `..`.
+    #[error("topic name {0:?} may not be '.' or contain '..'")]
+    Dots(String),
+}
+
+/// A topic name: `[A-Za-z0-9._-]{1,249}` without `..`, safe as a directory name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(String);
+
+impl TopicName {
+    /// Validates a name.
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if name.len() > TOPIC_NAME_MAX_BYTES {
+            return Err(NameError::TooLong { len: name.len() });
+        }
+        if let Some(ch) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+            return Err(NameError::BadCharacter { name, ch });
+        }
+        if name == "." || name.contains("..") {
+            return Err(NameError::Dots(name));
+        }
+        Ok(TopicName(name))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for TopicName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TopicName::new(s)
+    }
+}
+
+/// A partition's index within its topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId(pub u32);
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A broker's id within the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BrokerId(pub u32);
+
+impl fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, ok: bool) {
+        assert_eq!(TopicName::new(name).is_ok(), ok, "{name:?}");
+    }
+
+    #[test]
+    fn topic_names_follow_the_kafka_rules() {
+        check("orders", true);
+        check("a.b_c-D9", true);
+        check(&"x".repeat(249), true);
+        check(&"x".repeat(250), false);
+        check("", false);
+        check(".", false);
+        check("..", false);
+        check("a..b", false);
+        check("a/b", false);
+        check("a b", false);
+        check("ü", false);
+    }
+}
