@@ -49,7 +49,12 @@ impl Broker {
         let names: Vec<String> = topics.keys().cloned().collect();
         let data_dir = config.data_dir.clone();
         blocking(move || remove_orphans(&data_dir, &names)).await?;
-        Ok(Broker { config, metadata, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
+        Ok(Broker {
+            config,
+            metadata,
+            topics: RwLock::new(topics),
+            admin: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The broker's configuration.
@@ -69,22 +74,30 @@ impl Broker {
 
     /// Every hosted topic.
     pub fn all_topics(&self) -> Vec<Arc<HostedTopic>> {
-        self.topics.read().map(|t| t.values().cloned().collect()).unwrap_or_default()
+        self.topics
+            .read()
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// A hosted partition.
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         let hosted = self.topic(topic)?;
-        hosted.partitions.get(partition as usize).cloned().ok_or(Error::PartitionNotFound {
-            topic: topic.to_string(),
-            partition,
-            partitions: hosted.record.partitions,
-        })
+        hosted
+            .partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or(Error::PartitionNotFound {
+                topic: topic.to_string(),
+                partition,
+                partitions: hosted.record.partitions,
+            })
     }
 
     /// Validates and creates a topic: metadata first (durably), then its logs.
     pub async fn create_topic(&self, request: v1::CreateTopicRequest) -> Result<Arc<HostedTopic>> {
-        let name = TopicName::new(request.name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let name =
+            TopicName::new(request.name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if request.partitions == 0 || request.partitions > PARTITIONS_MAX {
             return Err(Error::InvalidArgument(format!(
                 "partitions must be between 1 and {PARTITIONS_MAX}, got {}",
@@ -98,7 +111,8 @@ impl Broker {
                 "replication factor {replication_factor} exceeds the {live_brokers} live broker(s)"
             )));
         }
-        let settings = TopicSettings::resolve(request.config.as_ref(), &self.config.topic_defaults)?;
+        let settings =
+            TopicSettings::resolve(request.config.as_ref(), &self.config.topic_defaults)?;
         let record = TopicRecord {
             name: name.as_str().to_string(),
             partitions: request.partitions,
@@ -139,7 +153,13 @@ impl Broker {
                     match std::fs::remove_dir_all(&dir) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(pubsub_storage::Error::Io { path: dir, source: e }.into()),
+                        Err(e) => {
+                            return Err(pubsub_storage::Error::Io {
+                                path: dir,
+                                source: e,
+                            }
+                            .into());
+                        }
                     }
                 }
                 Ok(())
@@ -185,7 +205,11 @@ impl Broker {
 
     /// Flushes every partition (clean shutdown).
     pub async fn flush_all(&self) -> Result<()> {
-        let logs: Vec<Arc<Log>> = self.all_topics().iter().flat_map(|t| t.partitions.iter().map(|p| p.log().clone())).collect();
+        let logs: Vec<Arc<Log>> = self
+            .all_topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.log().clone()))
+            .collect();
         blocking(move || {
             for log in logs {
                 log.flush()?;
@@ -213,17 +237,31 @@ fn remove_orphans(data_dir: &Path, topics: &[String]) -> Result<()> {
     let entries = match std::fs::read_dir(data_dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(pubsub_storage::Error::Io { path: data_dir.to_path_buf(), source: e }.into()),
+        Err(e) => {
+            return Err(pubsub_storage::Error::Io {
+                path: data_dir.to_path_buf(),
+                source: e,
+            }
+            .into());
+        }
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some((topic, partition)) = name.rsplit_once('-') else { continue };
-        if !path.is_dir() || partition.parse::<u32>().is_err() || topics.iter().any(|t| t == topic) {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some((topic, partition)) = name.rsplit_once('-') else {
+            continue;
+        };
+        if !path.is_dir() || partition.parse::<u32>().is_err() || topics.iter().any(|t| t == topic)
+        {
             continue;
         }
         tracing::warn!(path = %path.display(), "removing data of a deleted topic");
-        std::fs::remove_dir_all(&path).map_err(|e| pubsub_storage::Error::Io { path: path.clone(), source: e })?;
+        std::fs::remove_dir_all(&path).map_err(|e| pubsub_storage::Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
     }
     Ok(())
 }

@@ -15,7 +15,9 @@ pub enum Error {
     #[error("topic {0:?} already exists")]
     TopicExists(String),
     /// The partition index is past the topic's partition count.
-    #[error("topic {topic:?} has {partitions} partitions (0..{partitions}); partition {partition} does not exist")]
+    #[error(
+        "topic {topic:?} has {partitions} partitions (0..{partitions}); partition {partition} does not exist"
+    )]
     PartitionNotFound {
         /// Topic name.
         topic: String,

@@ -30,6 +30,7 @@ impl From<Error> for Status {
                 | S::UnsupportedCompression { .. }
                 | S::DecompressedTooLarge { .. }
                 | S::Decompress(_)
+                | S::Compress(_)
                 | S::NonContiguousOffset { .. }
                 | S::SegmentFull { .. }
                 | S::InvalidConfig(_) => Code::InvalidArgument,
@@ -45,7 +46,12 @@ impl From<Error> for Status {
             tracing::debug!(error = %error, "request rejected");
         }
         let mut status = Status::new(code, error.to_string());
-        if let Error::Storage(S::OffsetOutOfRange { log_start_offset, log_end_offset, .. }) = &error {
+        if let Error::Storage(S::OffsetOutOfRange {
+            log_start_offset,
+            log_end_offset,
+            ..
+        }) = &error
+        {
             let metadata = status.metadata_mut();
             if let Ok(v) = log_start_offset.to_string().parse() {
                 metadata.insert(LOG_START_OFFSET_KEY, v);
@@ -73,8 +79,17 @@ mod tests {
         check(Error::TopicNotFound("t".into()), Code::NotFound);
         check(Error::TopicExists("t".into()), Code::AlreadyExists);
         check(Error::InvalidArgument("bad".into()), Code::InvalidArgument);
-        check(Error::Storage(pubsub_storage::Error::CrcMismatch { stored: 1, computed: 2 }), Code::InvalidArgument);
-        check(Error::Storage(pubsub_storage::Error::BatchTooLarge { size: 2, limit: 1 }), Code::InvalidArgument);
+        check(
+            Error::Storage(pubsub_storage::Error::CrcMismatch {
+                stored: 1,
+                computed: 2,
+            }),
+            Code::InvalidArgument,
+        );
+        check(
+            Error::Storage(pubsub_storage::Error::BatchTooLarge { size: 2, limit: 1 }),
+            Code::InvalidArgument,
+        );
     }
 
     #[test]

@@ -44,24 +44,43 @@ impl LocalMetadata {
     /// Loads (or starts) the catalogue at `<data_dir>/topics.json`.
     pub fn open(data_dir: &Path) -> Result<Self> {
         let path = data_dir.join("topics.json");
-        let fail = |reason: String| Error::Metadata { path: path.clone(), reason };
+        let fail = |reason: String| Error::Metadata {
+            path: path.clone(),
+            reason,
+        };
         let catalogue = match std::fs::read(&path) {
             Ok(bytes) => {
-                let catalogue: Catalogue = serde_json::from_slice(&bytes).map_err(|e| fail(format!("cannot parse: {e}")))?;
+                let catalogue: Catalogue = serde_json::from_slice(&bytes)
+                    .map_err(|e| fail(format!("cannot parse: {e}")))?;
                 if catalogue.version != CATALOGUE_VERSION {
-                    return Err(fail(format!("version {} is not {CATALOGUE_VERSION}", catalogue.version)));
+                    return Err(fail(format!(
+                        "version {} is not {CATALOGUE_VERSION}",
+                        catalogue.version
+                    )));
                 }
                 catalogue
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Catalogue { version: CATALOGUE_VERSION, topics: BTreeMap::new() },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Catalogue {
+                version: CATALOGUE_VERSION,
+                topics: BTreeMap::new(),
+            },
             Err(e) => return Err(fail(e.to_string())),
         };
-        Ok(LocalMetadata { path, catalogue: Mutex::new(catalogue) })
+        Ok(LocalMetadata {
+            path,
+            catalogue: Mutex::new(catalogue),
+        })
     }
 
     fn update(&self, change: impl FnOnce(&mut Catalogue) -> Result<()>) -> Result<()> {
-        let mut catalogue = self.catalogue.lock().map_err(|_| self.error("lock poisoned".into()))?;
-        let mut next = Catalogue { version: catalogue.version, topics: catalogue.topics.clone() };
+        let mut catalogue = self
+            .catalogue
+            .lock()
+            .map_err(|_| self.error("lock poisoned".into()))?;
+        let mut next = Catalogue {
+            version: catalogue.version,
+            topics: catalogue.topics.clone(),
+        };
         change(&mut next)?;
         self.persist(&next)?;
         *catalogue = next;
@@ -86,7 +105,10 @@ impl LocalMetadata {
     }
 
     fn error(&self, reason: String) -> Error {
-        Error::Metadata { path: self.path.clone(), reason }
+        Error::Metadata {
+            path: self.path.clone(),
+            reason,
+        }
     }
 }
 
@@ -115,7 +137,10 @@ impl Metadata for LocalMetadata {
 
     fn topics(&self) -> BoxFuture<'_, Result<Vec<TopicRecord>>> {
         Box::pin(async move {
-            let catalogue = self.catalogue.lock().map_err(|_| self.error("lock poisoned".into()))?;
+            let catalogue = self
+                .catalogue
+                .lock()
+                .map_err(|_| self.error("lock poisoned".into()))?;
             Ok(catalogue.topics.values().cloned().collect())
         })
     }

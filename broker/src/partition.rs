@@ -33,7 +33,11 @@ impl Partition {
     /// Wraps an opened log; on a single node every stored record is committed.
     pub fn new(log: Log, leader_epoch: i32) -> Self {
         let end = log.log_end_offset();
-        Partition { log: Arc::new(log), high_watermark: watch::Sender::new(end), leader_epoch }
+        Partition {
+            log: Arc::new(log),
+            high_watermark: watch::Sender::new(end),
+            leader_epoch,
+        }
     }
 
     /// The partition's log.
@@ -74,12 +78,18 @@ impl Partition {
 
     /// Reads batches from `offset` below the high watermark, waiting until
     /// `deadline` for some to arrive if none are there yet.
-    pub async fn fetch(&self, offset: u64, max_bytes: usize, deadline: tokio::time::Instant) -> Result<FetchedBatches> {
+    pub async fn fetch(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<FetchedBatches> {
         let mut watermark = self.high_watermark.subscribe();
         loop {
             let high_watermark = *watermark.borrow_and_update();
             let log = self.log.clone();
-            let slice: ReadSlice = blocking(move || Ok(log.read_below(offset, max_bytes, high_watermark)?)).await?;
+            let slice: ReadSlice =
+                blocking(move || Ok(log.read_below(offset, max_bytes, high_watermark)?)).await?;
             if !slice.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(FetchedBatches {
                     records: Bytes::from_owner(slice),
@@ -105,6 +115,10 @@ impl Partition {
 }
 
 /// Runs disk work on the blocking pool.
-pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| Error::Task(e.to_string()))?
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
 }

@@ -36,16 +36,26 @@ macro_rules! limits {
 }
 
 /// Runs a broker with local metadata on `listener` until `shutdown` resolves.
-pub async fn run(config: BrokerConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::Metadata { path: config.data_dir.clone(), reason: format!("cannot create data directory: {e}") })?;
+pub async fn run(
+    config: BrokerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Metadata {
+        path: config.data_dir.clone(),
+        reason: format!("cannot create data directory: {e}"),
+    })?;
     let metadata: Arc<dyn Metadata> = Arc::new(LocalMetadata::open(&config.data_dir)?);
     let broker = Arc::new(Broker::open(config, metadata).await?);
     serve(broker, listener, shutdown).await
 }
 
 /// Serves an opened broker on `listener` until `shutdown` resolves, then flushes.
-pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
     health.set_serving::<BrokerServer<DataService>>().await;
@@ -54,8 +64,12 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Fu
             .register_encoded_file_descriptor_set(pubsub_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(|e| Error::Task(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Task(format!("reflection: {e}")))?;
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| Error::Task(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| Error::Task(format!("reflection: {e}")))?;
 
     let background = tokio::spawn(background(broker.clone()));
     let address = listener.local_addr().ok();
@@ -79,7 +93,9 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Fu
 }
 
 /// Accepted connections with Nagle's algorithm off: produce acks are small writes.
-fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use tokio_stream::StreamExt;
     tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
         let stream = accepted?;

@@ -52,7 +52,9 @@ fn limit(value: Option<i64>, default: Option<u64>, field: &str) -> Result<Option
         None => Ok(default),
         Some(-1) => Ok(None),
         Some(v) if v > 0 => Ok(Some(v as u64)),
-        Some(v) => Err(invalid(format!("{field} must be positive or -1 (unlimited), got {v}"))),
+        Some(v) => Err(invalid(format!(
+            "{field} must be positive or -1 (unlimited), got {v}"
+        ))),
     }
 }
 
@@ -77,13 +79,29 @@ impl TopicSettings {
         let max_message_bytes = match config.max_message_bytes {
             None => defaults.max_message_bytes as u32,
             Some(v) if v > 0 => v as u32,
-            Some(v) => return Err(invalid(format!("max_message_bytes must be positive, got {v}"))),
+            Some(v) => {
+                return Err(invalid(format!(
+                    "max_message_bytes must be positive, got {v}"
+                )));
+            }
         };
         let settings = TopicSettings {
             retention_ms: limit(config.retention_ms, default_retention, "retention_ms")?,
-            retention_bytes: limit(config.retention_bytes, defaults.retention_bytes, "retention_bytes")?,
-            segment_bytes: positive(config.segment_bytes, defaults.segment_bytes, "segment_bytes")?,
-            segment_ms: positive(config.segment_ms, defaults.segment_age.as_millis() as u64, "segment_ms")?,
+            retention_bytes: limit(
+                config.retention_bytes,
+                defaults.retention_bytes,
+                "retention_bytes",
+            )?,
+            segment_bytes: positive(
+                config.segment_bytes,
+                defaults.segment_bytes,
+                "segment_bytes",
+            )?,
+            segment_ms: positive(
+                config.segment_ms,
+                defaults.segment_age.as_millis() as u64,
+                "segment_ms",
+            )?,
             max_message_bytes,
             fsync: fsync.to_string(),
         };
@@ -137,7 +155,11 @@ mod tests {
         let settings = TopicSettings::resolve(None, &defaults).unwrap();
         assert_eq!(settings.retention_ms, Some(7 * 24 * 3600 * 1000));
         assert_eq!(settings.fsync, "always");
-        let config = v1::TopicConfig { retention_ms: Some(-1), fsync: Some("never".into()), ..Default::default() };
+        let config = v1::TopicConfig {
+            retention_ms: Some(-1),
+            fsync: Some("never".into()),
+            ..Default::default()
+        };
         let settings = TopicSettings::resolve(Some(&config), &defaults).unwrap();
         assert_eq!(settings.retention_ms, None);
         assert_eq!(settings.to_proto().retention_ms, Some(-1));
@@ -147,10 +169,22 @@ mod tests {
     fn bad_values_are_invalid_arguments_naming_the_field() {
         let defaults = TopicDefaults::default();
         for config in [
-            v1::TopicConfig { retention_ms: Some(0), ..Default::default() },
-            v1::TopicConfig { segment_bytes: Some(10), ..Default::default() },
-            v1::TopicConfig { fsync: Some("sometimes".into()), ..Default::default() },
-            v1::TopicConfig { max_message_bytes: Some(-5), ..Default::default() },
+            v1::TopicConfig {
+                retention_ms: Some(0),
+                ..Default::default()
+            },
+            v1::TopicConfig {
+                segment_bytes: Some(10),
+                ..Default::default()
+            },
+            v1::TopicConfig {
+                fsync: Some("sometimes".into()),
+                ..Default::default()
+            },
+            v1::TopicConfig {
+                max_message_bytes: Some(-5),
+                ..Default::default()
+            },
         ] {
             let err = TopicSettings::resolve(Some(&config), &defaults).unwrap_err();
             assert!(matches!(err, Error::InvalidArgument(_)), "{err}");

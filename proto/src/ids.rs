@@ -21,7 +21,9 @@ pub enum NameError {
         len: usize,
     },
     /// The name holds a character outside `[A-Za-z0-9._-]`.
-    #[error("topic name {name:?} has the character {ch:?}; only letters, digits, '.', '_' and '-' are allowed")]
+    #[error(
+        "topic name {name:?} has the character {ch:?}; only letters, digits, '.', '_' and '-' are allowed"
+    )]
     BadCharacter {
         /// The name (at most the first 249 bytes).
         name: String,
@@ -47,7 +49,10 @@ impl TopicName {
         if name.len() > TOPIC_NAME_MAX_BYTES {
             return Err(NameError::TooLong { len: name.len() });
         }
-        if let Some(ch) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        if let Some(ch) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
             return Err(NameError::BadCharacter { name, ch });
         }
         if name == "." || name.contains("..") {

@@ -13,7 +13,8 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of the pubsub protos, served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pubsub_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/pubsub_descriptor.bin"));
 
 /// Largest gRPC message either side accepts or sends (tonic's default is 4 MiB).
 ///

@@ -173,7 +173,7 @@ impl Fixture {
 }
 
 /// Appends `iters` copies of `batch` from one thread; replacing a full log is not timed.
-fn append_serial(fixture: &mut Fixture, batch: &mut [u8], iters: u64) -> Duration {
+fn append_serial(fixture: &mut Fixture, batch: &[u8], iters: u64) -> Duration {
     let len = batch.len() as u64;
     let mut elapsed = Duration::ZERO;
     let mut remaining = iters;
@@ -202,12 +202,11 @@ fn append_concurrent(fixture: &mut Fixture, batch: &[u8], iters: u64) -> Duratio
     let start = std::thread::scope(|scope| {
         for thread in 0..APPENDERS {
             let share = iters / APPENDERS + u64::from(thread < iters % APPENDERS);
-            let mut own = batch.to_vec();
             let barrier = &barrier;
             scope.spawn(move || {
                 barrier.wait();
                 for _ in 0..share {
-                    black_box(log.append(&mut own, 0).unwrap());
+                    black_box(log.append(batch, 0).unwrap());
                 }
             });
         }
@@ -319,10 +318,10 @@ fn append_never(c: &mut Criterion) {
     let mut fixture = Fixture::new(config(SEGMENT_BYTES, FsyncPolicy::Never));
     for record_bytes in RECORD_BYTES {
         for count in BATCH_RECORDS {
-            let (mut encoded, _) = build(record_bytes, count, Compression::None);
+            let (encoded, _) = build(record_bytes, count, Compression::None);
             group.throughput(Throughput::Bytes(encoded.len() as u64));
             group.bench_function(label(record_bytes, count), |b| {
-                b.iter_custom(|iters| append_serial(&mut fixture, &mut encoded, iters))
+                b.iter_custom(|iters| append_serial(&mut fixture, &encoded, iters))
             });
         }
     }
@@ -335,10 +334,10 @@ fn append_never_rolling(c: &mut Criterion) {
     let mut group = append_group(c, "append_never_rolling");
     let root = tempfile::tempdir_in(bench_root()).unwrap();
     let log = Log::open(root.path(), config(SEGMENT_BYTES, FsyncPolicy::Never)).unwrap();
-    let (mut encoded, _) = build(1024, 1000, Compression::None);
+    let (encoded, _) = build(1024, 1000, Compression::None);
     group.throughput(Throughput::Bytes(encoded.len() as u64));
     group.bench_function(label(1024, 1000), |b| {
-        b.iter(|| log.append(&mut encoded, 0).unwrap())
+        b.iter(|| log.append(&encoded, 0).unwrap())
     });
     group.finish();
     eprintln!(
@@ -352,11 +351,11 @@ fn append_always(c: &mut Criterion) {
     let mut fixture = Fixture::new(config(SEGMENT_BYTES, FsyncPolicy::Always));
     for record_bytes in RECORD_BYTES {
         for count in BATCH_RECORDS {
-            let (mut encoded, _) = build(record_bytes, count, Compression::None);
+            let (encoded, _) = build(record_bytes, count, Compression::None);
             group.throughput(Throughput::Bytes(encoded.len() as u64));
             group.bench_function(
                 BenchmarkId::new("1thread", label(record_bytes, count)),
-                |b| b.iter_custom(|iters| append_serial(&mut fixture, &mut encoded, iters)),
+                |b| b.iter_custom(|iters| append_serial(&mut fixture, &encoded, iters)),
             );
             group.bench_function(
                 BenchmarkId::new("8threads", label(record_bytes, count)),
@@ -377,9 +376,9 @@ fn filled_log(
 ) -> (TempDir, Log) {
     let root = tempfile::tempdir_in(bench_root()).unwrap();
     let log = Log::open(root.path(), config(segment_bytes, FsyncPolicy::Never)).unwrap();
-    let (mut encoded, _) = build(record_bytes, count, Compression::None);
+    let (encoded, _) = build(record_bytes, count, Compression::None);
     while log.size_bytes() + encoded.len() as u64 <= total_bytes {
-        log.append(&mut encoded, 0).unwrap();
+        log.append(&encoded, 0).unwrap();
     }
     (root, log)
 }

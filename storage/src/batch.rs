@@ -336,7 +336,7 @@ pub(crate) fn i64_at(b: &[u8], at: usize) -> i64 {
 /// Field positions the encoder writes; kept beside the layout above.
 pub(crate) mod layout {
     pub(crate) use super::{
-        ATTRIBUTES, BASE_SEQUENCE, BASE_TIMESTAMP, BATCH_LENGTH, LAST_OFFSET_DELTA,
-        LEADER_EPOCH, MAGIC_POS, MAX_TIMESTAMP, PRODUCER_EPOCH, PRODUCER_ID, RECORD_COUNT,
+        ATTRIBUTES, BASE_SEQUENCE, BASE_TIMESTAMP, BATCH_LENGTH, LAST_OFFSET_DELTA, LEADER_EPOCH,
+        MAGIC_POS, MAX_TIMESTAMP, PRODUCER_EPOCH, PRODUCER_ID, RECORD_COUNT,
     };
 }

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// Compresses `input` with `codec`.
 pub fn compress(codec: Compression, input: &[u8]) -> Result<Vec<u8>> {
-    let io = |e: std::io::Error| Error::Decompress(e);
+    let io = Error::Compress;
     match codec {
         Compression::None => Ok(input.to_vec()),
         Compression::Gzip => {
@@ -21,11 +21,15 @@ pub fn compress(codec: Compression, input: &[u8]) -> Result<Vec<u8>> {
             encoder.finish().map_err(io)
         }
         Compression::Lz4 => {
-            let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            // 64 KiB blocks (Kafka's default): the automatic size picks 4 MiB blocks
+            // for large batches, and every (de)compression allocates a block buffer.
+            let info =
+                lz4_flex::frame::FrameInfo::new().block_size(lz4_flex::frame::BlockSize::Max64KB);
+            let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
             encoder.write_all(input).map_err(io)?;
             encoder
                 .finish()
-                .map_err(|e| Error::Decompress(std::io::Error::other(e)))
+                .map_err(|e| Error::Compress(std::io::Error::other(e)))
         }
         Compression::Zstd => zstd::bulk::compress(input, 1).map_err(io),
     }
@@ -43,7 +47,8 @@ pub fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<
         Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(input), limit),
         Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(input), limit),
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(Error::Decompress)?;
+            let decoder =
+                zstd::stream::read::Decoder::with_buffer(input).map_err(Error::Decompress)?;
             read_bounded(decoder, limit)
         }
     }
@@ -75,10 +80,16 @@ mod tests {
 
     #[test]
     fn every_codec_roundtrips() {
-        let input: Vec<u8> = (0..10_000u32).flat_map(|i| (i % 97).to_be_bytes()).collect();
+        let input: Vec<u8> = (0..10_000u32)
+            .flat_map(|i| (i % 97).to_be_bytes())
+            .collect();
         for codec in CODECS {
             let packed = compress(codec, &input).unwrap();
-            assert_eq!(decompress(codec, &packed, input.len()).unwrap(), input, "{codec:?}");
+            assert_eq!(
+                decompress(codec, &packed, input.len()).unwrap(),
+                input,
+                "{codec:?}"
+            );
         }
     }
 
@@ -88,7 +99,10 @@ mod tests {
         for codec in CODECS {
             let packed = compress(codec, &input).unwrap();
             let err = decompress(codec, &packed, 1000).unwrap_err();
-            assert!(matches!(err, Error::DecompressedTooLarge { limit: 1000 }), "{codec:?}: {err}");
+            assert!(
+                matches!(err, Error::DecompressedTooLarge { limit: 1000 }),
+                "{codec:?}: {err}"
+            );
         }
     }
 

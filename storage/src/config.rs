@@ -90,14 +90,19 @@ impl LogConfig {
                 self.segment_bytes
             ));
         }
-        if self.max_batch_bytes < crate::batch::HEADER_BYTES || self.max_batch_bytes as u64 > self.segment_bytes {
+        if self.max_batch_bytes < crate::batch::HEADER_BYTES
+            || self.max_batch_bytes as u64 > self.segment_bytes
+        {
             return bad(format!(
                 "max_batch_bytes {} must fit in a segment of {} bytes",
                 self.max_batch_bytes, self.segment_bytes
             ));
         }
         if self.index_bytes < 64 {
-            return bad(format!("index_bytes {} must be at least 64", self.index_bytes));
+            return bad(format!(
+                "index_bytes {} must be at least 64",
+                self.index_bytes
+            ));
         }
         if self.index_interval_bytes == 0 {
             return bad("index_interval_bytes must be positive".into());
@@ -125,7 +130,10 @@ mod tests {
     #[test]
     fn default_config_is_valid() {
         LogConfig::default().validate().unwrap();
-        let tiny = LogConfig { segment_bytes: 100, ..LogConfig::default() };
+        let tiny = LogConfig {
+            segment_bytes: 100,
+            ..LogConfig::default()
+        };
         assert!(tiny.validate().is_err());
     }
 }

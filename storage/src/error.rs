@@ -43,6 +43,9 @@ pub enum Error {
         /// The bound that was hit.
         limit: usize,
     },
+    /// Compression failed.
+    #[error("cannot compress batch: {0}")]
+    Compress(#[source] std::io::Error),
     /// Decompression failed: the compressed bytes are corrupt.
     #[error("cannot decompress batch: {0}")]
     Decompress(#[source] std::io::Error),
@@ -55,7 +58,9 @@ pub enum Error {
         log_end_offset: u64,
     },
     /// A read asked for an offset outside `[log_start_offset, log_end_offset]`.
-    #[error("offset {offset} is out of range: valid offsets are {log_start_offset}..={log_end_offset}")]
+    #[error(
+        "offset {offset} is out of range: valid offsets are {log_start_offset}..={log_end_offset}"
+    )]
     OffsetOutOfRange {
         /// The requested offset.
         offset: u64,

@@ -88,7 +88,12 @@ impl Entry for TimeEntry {
 }
 
 /// Binary search over encoded entries: index of the last entry with `key(e) <= target`.
-fn last_at_or_below<E: Entry>(bytes: &[u8], count: usize, target: i64, key: impl Fn(&E) -> i64) -> Option<E> {
+fn last_at_or_below<E: Entry>(
+    bytes: &[u8],
+    count: usize,
+    target: i64,
+    key: impl Fn(&E) -> i64,
+) -> Option<E> {
     let (mut lo, mut hi) = (0usize, count);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -140,11 +145,6 @@ impl<E: Entry> ActiveIndex<E> {
         (self.count + 1) * E::BYTES > self.map.len()
     }
 
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
     /// Appends an entry; the caller keeps keys increasing and checks `is_full` first.
     pub fn push(&mut self, entry: E) {
         assert!(!self.is_full(), "index push past its preallocated capacity");
@@ -155,7 +155,8 @@ impl<E: Entry> ActiveIndex<E> {
 
     /// The last entry, if any.
     pub fn last(&self) -> Option<E> {
-        (self.count > 0).then(|| E::read(&self.map[(self.count - 1) * E::BYTES..self.count * E::BYTES]))
+        (self.count > 0)
+            .then(|| E::read(&self.map[(self.count - 1) * E::BYTES..self.count * E::BYTES]))
     }
 
     /// Last entry whose key is at or below `target`.
@@ -175,7 +176,13 @@ impl<E: Entry> ActiveIndex<E> {
 
     /// Cuts the file to its entries plus a trailer and syncs it; the index is then sealed.
     pub fn seal(self, covered_log_bytes: u64) -> Result<()> {
-        let ActiveIndex { path, file, map, count, .. } = self;
+        let ActiveIndex {
+            path,
+            file,
+            map,
+            count,
+            ..
+        } = self;
         let entries = count * E::BYTES;
         let trailer = trailer(&map[..entries], count, covered_log_bytes);
         map.flush().at(&path)?;
@@ -215,7 +222,7 @@ impl<E: Entry> SealedIndex<E> {
             Err(e) => return Err(e).at(path),
         };
         let len = file.metadata().at(path)?.len() as usize;
-        if len < TRAILER_BYTES || (len - TRAILER_BYTES) % E::BYTES != 0 {
+        if len < TRAILER_BYTES || !(len - TRAILER_BYTES).is_multiple_of(E::BYTES) {
             return Ok(None);
         }
         let count = (len - TRAILER_BYTES) / E::BYTES;
@@ -256,8 +263,12 @@ impl<E: Entry> SealedIndex<E> {
 
     /// All entries, in order (used when a sealed segment becomes active again).
     pub fn entries(&self) -> Vec<E> {
-        let Some(map) = self.map.as_ref() else { return Vec::new() };
-        (0..self.count).map(|i| E::read(&map[i * E::BYTES..(i + 1) * E::BYTES])).collect()
+        let Some(map) = self.map.as_ref() else {
+            return Vec::new();
+        };
+        (0..self.count)
+            .map(|i| E::read(&map[i * E::BYTES..(i + 1) * E::BYTES]))
+            .collect()
     }
 }
 
@@ -274,7 +285,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut index = ActiveIndex::<OffsetEntry>::create(&dir.path().join("i"), 1024).unwrap();
         for i in 0..10u32 {
-            index.push(OffsetEntry { relative_offset: i * 10, position: i * 100 });
+            index.push(OffsetEntry {
+                relative_offset: i * 10,
+                position: i * 100,
+            });
         }
         assert_eq!(index.lookup(-1, key), None);
         assert_eq!(index.lookup(0, key).unwrap().position, 0);
@@ -287,14 +301,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("i");
         let mut index = ActiveIndex::<OffsetEntry>::create(&path, 1024).unwrap();
-        index.push(OffsetEntry { relative_offset: 5, position: 4096 });
+        index.push(OffsetEntry {
+            relative_offset: 5,
+            position: 4096,
+        });
         index.seal(8192).unwrap();
-        let sealed = SealedIndex::<OffsetEntry>::open(&path, 8192).unwrap().unwrap();
+        let sealed = SealedIndex::<OffsetEntry>::open(&path, 8192)
+            .unwrap()
+            .unwrap();
         assert_eq!(sealed.lookup(7, key).unwrap().position, 4096);
-        assert!(SealedIndex::<OffsetEntry>::open(&path, 8000).unwrap().is_none());
+        assert!(
+            SealedIndex::<OffsetEntry>::open(&path, 8000)
+                .unwrap()
+                .is_none()
+        );
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[2] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert!(SealedIndex::<OffsetEntry>::open(&path, 8192).unwrap().is_none());
+        assert!(
+            SealedIndex::<OffsetEntry>::open(&path, 8192)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -50,7 +50,10 @@ pub struct ReadSlice {
 
 impl ReadSlice {
     fn empty() -> Self {
-        ReadSlice { segment: None, range: 0..0 }
+        ReadSlice {
+            segment: None,
+            range: 0..0,
+        }
     }
 
     /// True when no batch was read.
@@ -80,7 +83,9 @@ struct Segments {
 
 impl Segments {
     fn log_start_offset(&self) -> u64 {
-        self.sealed.first().map_or(self.active.base_offset(), |s| s.base_offset())
+        self.sealed
+            .first()
+            .map_or(self.active.base_offset(), |s| s.base_offset())
     }
 
     /// The segment that holds `offset`, which must be within the log's range.
@@ -134,22 +139,25 @@ impl Log {
                 let mut sealed = Vec::with_capacity(rest.len());
                 for &base in rest {
                     let segment = SealedSegment::open(dir, base, &config)?;
-                    check_contiguous(sealed.last().map(|s: &Arc<SealedSegment>| s.next_offset()), &segment)?;
+                    check_contiguous(
+                        sealed.last().map(|s: &Arc<SealedSegment>| s.next_offset()),
+                        &segment,
+                    )?;
                     sealed.push(Arc::new(segment));
                 }
                 let (active, _dropped) = ActiveSegment::recover(dir, last, &config, now)?;
-                if let Some(prev) = sealed.last() {
-                    if prev.next_offset() != active.base_offset() {
-                        return Err(Error::SegmentCorrupt {
-                            path: prev.path().to_path_buf(),
-                            position: prev.size(),
-                            reason: format!(
-                                "segment ends at offset {} but the next one starts at {}",
-                                prev.next_offset(),
-                                active.base_offset()
-                            ),
-                        });
-                    }
+                if let Some(prev) = sealed.last()
+                    && prev.next_offset() != active.base_offset()
+                {
+                    return Err(Error::SegmentCorrupt {
+                        path: prev.path().to_path_buf(),
+                        position: prev.size(),
+                        reason: format!(
+                            "segment ends at offset {} but the next one starts at {}",
+                            prev.next_offset(),
+                            active.base_offset()
+                        ),
+                    });
                 }
                 (sealed, active)
             }
@@ -160,9 +168,16 @@ impl Log {
             dir: dir.to_path_buf(),
             config,
             clock,
-            segments: RwLock::new(Segments { sealed, active: Arc::new(active) }),
+            segments: RwLock::new(Segments {
+                sealed,
+                active: Arc::new(active),
+            }),
             writer: Mutex::new(()),
-            sync: Mutex::new(SyncState { durable_offset, running: false, last_sync: Instant::now() }),
+            sync: Mutex::new(SyncState {
+                durable_offset,
+                running: false,
+                last_sync: Instant::now(),
+            }),
             synced: Condvar::new(),
             failed: AtomicBool::new(false),
         })
@@ -219,9 +234,21 @@ impl Log {
             let mut head = [0u8; batch::HEADER_BYTES];
             head.copy_from_slice(&batch_bytes[..batch::HEADER_BYTES]);
             batch::stamp(&mut head, base_offset, leader_epoch);
-            let header = BatchHeader { base_offset, leader_epoch, ..header };
-            active.append_parts(&head, &batch_bytes[batch::HEADER_BYTES..], &header, self.config.index_interval_bytes)?;
-            AppendInfo { base_offset, last_offset: header.last_offset() }
+            let header = BatchHeader {
+                base_offset,
+                leader_epoch,
+                ..header
+            };
+            active.append_parts(
+                &head,
+                &batch_bytes[batch::HEADER_BYTES..],
+                &header,
+                self.config.index_interval_bytes,
+            )?;
+            AppendInfo {
+                base_offset,
+                last_offset: header.last_offset(),
+            }
         };
         self.after_append(info.last_offset + 1)?;
         Ok(info)
@@ -237,7 +264,10 @@ impl Log {
             for item in batch::batches(batches) {
                 let (header, bytes) = item?;
                 if bytes.len() > self.config.max_batch_bytes {
-                    return Err(Error::BatchTooLarge { size: bytes.len(), limit: self.config.max_batch_bytes });
+                    return Err(Error::BatchTooLarge {
+                        size: bytes.len(),
+                        limit: self.config.max_batch_bytes,
+                    });
                 }
                 let active = self.prepare_active(bytes.len())?;
                 if header.base_offset != active.next_offset() {
@@ -248,7 +278,10 @@ impl Log {
                 }
                 active.append(bytes, &header, self.config.index_interval_bytes)?;
                 let first = appended.map_or(header.base_offset, |a| a.base_offset);
-                appended = Some(AppendInfo { base_offset: first, last_offset: header.last_offset() });
+                appended = Some(AppendInfo {
+                    base_offset: first,
+                    last_offset: header.last_offset(),
+                });
             }
         }
         if let Some(info) = appended {
@@ -268,7 +301,9 @@ impl Log {
             return Ok(active);
         }
         if active.size() == 0 {
-            return Err(Error::SegmentFull { reason: format!("a {len}-byte batch does not fit in an empty segment") });
+            return Err(Error::SegmentFull {
+                reason: format!("a {len}-byte batch does not fit in an empty segment"),
+            });
         }
         self.roll_locked(&active)
     }
@@ -281,8 +316,17 @@ impl Log {
             self.fail();
             return Err(e);
         }
-        let sealed = Arc::new(SealedSegment::open(&self.dir, active.base_offset(), &self.config)?);
-        let (next, _) = ActiveSegment::recover(&self.dir, active.next_offset(), &self.config, (self.clock)())?;
+        let sealed = Arc::new(SealedSegment::open(
+            &self.dir,
+            active.base_offset(),
+            &self.config,
+        )?);
+        let (next, _) = ActiveSegment::recover(
+            &self.dir,
+            active.next_offset(),
+            &self.config,
+            (self.clock)(),
+        )?;
         sync_dir(&self.dir)?;
         let next = Arc::new(next);
         let mut segments = self.write_segments();
@@ -308,8 +352,15 @@ impl Log {
         match self.config.fsync {
             FsyncPolicy::Always => self.sync_to(end_offset),
             FsyncPolicy::Interval(every) => {
-                let due = self.sync.lock().map_or(true, |s| s.last_sync.elapsed() >= every);
-                if due { self.sync_to(end_offset) } else { Ok(()) }
+                let due = self
+                    .sync
+                    .lock()
+                    .map_or(true, |s| s.last_sync.elapsed() >= every);
+                if due {
+                    self.sync_to(end_offset)
+                } else {
+                    Ok(())
+                }
             }
             FsyncPolicy::Never => Ok(()),
         }
@@ -323,7 +374,10 @@ impl Log {
     /// Runs [`Log::flush`] if the interval policy says one is due (for a background timer).
     pub fn flush_if_due(&self) -> Result<()> {
         if let FsyncPolicy::Interval(every) = self.config.fsync {
-            let due = self.sync.lock().map_or(true, |s| s.last_sync.elapsed() >= every);
+            let due = self
+                .sync
+                .lock()
+                .map_or(true, |s| s.last_sync.elapsed() >= every);
             if due {
                 return self.flush();
             }
@@ -384,7 +438,11 @@ impl Log {
             let log_start_offset = segments.log_start_offset();
             let log_end_offset = segments.active.next_offset();
             if offset < log_start_offset || offset > log_end_offset {
-                return Err(Error::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
+                return Err(Error::OffsetOutOfRange {
+                    offset,
+                    log_start_offset,
+                    log_end_offset,
+                });
             }
             (segments.holding(offset), log_end_offset)
         };
@@ -395,7 +453,10 @@ impl Log {
             SegmentRef::Active(s) => s.read(offset, max_bytes, end_offset)?,
             SegmentRef::Sealed(s) => s.read(offset, max_bytes, end_offset)?,
         };
-        Ok(ReadSlice { segment: Some(segment), range })
+        Ok(ReadSlice {
+            segment: Some(segment),
+            range,
+        })
     }
 
     /// Base offset of the first batch whose records reach `timestamp` (ms), or `None`
@@ -435,11 +496,17 @@ impl Log {
         let mut segments = self.write_segments();
         let keep = segments.holding(offset);
         let (base, position) = match &keep {
-            SegmentRef::Active(s) => (s.base_offset(), s.read(offset, 0, u64::MAX).map(|r| r.start)?),
+            SegmentRef::Active(s) => (
+                s.base_offset(),
+                s.read(offset, 0, u64::MAX).map(|r| r.start)?,
+            ),
             SegmentRef::Sealed(s) => (s.base_offset(), s.position_for_truncation(offset)?),
         };
         let doomed_from = segments.sealed.partition_point(|s| s.base_offset() <= base);
-        let mut doomed: Vec<u64> = segments.sealed[doomed_from..].iter().map(|s| s.base_offset()).collect();
+        let mut doomed: Vec<u64> = segments.sealed[doomed_from..]
+            .iter()
+            .map(|s| s.base_offset())
+            .collect();
         if segments.active.base_offset() != base {
             doomed.push(segments.active.base_offset());
         }
@@ -447,7 +514,10 @@ impl Log {
             remove_segment_files(&self.dir, doomed_base)?;
         }
         let log = segment::log_path(&self.dir, base);
-        let file = std::fs::OpenOptions::new().write(true).open(&log).at(&log)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .at(&log)?;
         file.set_len(position as u64).at(&log)?;
         file.sync_all().at(&log)?;
         drop(file);
@@ -473,7 +543,12 @@ impl Log {
 
     fn reset_locked(&self, offset: u64) -> Result<()> {
         let mut segments = self.write_segments();
-        for base in segments.sealed.iter().map(|s| s.base_offset()).chain([segments.active.base_offset()]) {
+        for base in segments
+            .sealed
+            .iter()
+            .map(|s| s.base_offset())
+            .chain([segments.active.base_offset()])
+        {
             remove_segment_files(&self.dir, base)?;
         }
         let (active, _) = ActiveSegment::recover(&self.dir, offset, &self.config, (self.clock)())?;
@@ -501,7 +576,10 @@ impl Log {
             let facts: Vec<SegmentFacts> = segments
                 .sealed
                 .iter()
-                .map(|s| SegmentFacts { size: s.size(), max_timestamp: s.max_timestamp() })
+                .map(|s| SegmentFacts {
+                    size: s.size(),
+                    max_timestamp: s.max_timestamp(),
+                })
                 .collect();
             retention::segments_to_delete(&facts, segments.active.size(), policy, (self.clock)())
         };
@@ -511,7 +589,12 @@ impl Log {
     /// Deletes the closed segments that end at or below `offset` (every record in them
     /// is below it); returns how many. The subscriptions' low-water mark uses this.
     pub fn delete_segments_below(&self, offset: u64) -> Result<usize> {
-        let count = self.read_segments().sealed.iter().take_while(|s| s.next_offset() <= offset).count();
+        let count = self
+            .read_segments()
+            .sealed
+            .iter()
+            .take_while(|s| s.next_offset() <= offset)
+            .count();
         self.delete_oldest(count)
     }
 
@@ -553,11 +636,17 @@ impl Log {
     }
 
     fn failed_error(&self) -> Error {
-        Error::LogFailed { path: self.dir.clone() }
+        Error::LogFailed {
+            path: self.dir.clone(),
+        }
     }
 
     fn check_not_failed(&self) -> Result<()> {
-        if self.failed.load(Ordering::Acquire) { Err(self.failed_error()) } else { Ok(()) }
+        if self.failed.load(Ordering::Acquire) {
+            Err(self.failed_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// Deletes the whole log directory (topic deletion).
@@ -581,7 +670,10 @@ fn check_contiguous(previous_end: Option<u64>, segment: &SealedSegment) -> Resul
         Some(end) if end != segment.base_offset() => Err(Error::SegmentCorrupt {
             path: segment.path().to_path_buf(),
             position: 0,
-            reason: format!("segment starts at offset {} but the previous one ends at {end}", segment.base_offset()),
+            reason: format!(
+                "segment starts at offset {} but the previous one ends at {end}",
+                segment.base_offset()
+            ),
         }),
         _ => Ok(()),
     }
@@ -593,10 +685,15 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     let mut indexes = Vec::new();
     for entry in std::fs::read_dir(dir).at(dir)? {
         let path = entry.at(dir)?.path();
-        let (Some(stem), Some(ext)) = (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str())) else {
+        let (Some(stem), Some(ext)) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
             continue;
         };
-        let Some(base) = segment::parse_base_offset(stem) else { continue };
+        let Some(base) = segment::parse_base_offset(stem) else {
+            continue;
+        };
         match ext {
             "log" => logs.push(base),
             "index" | "timeindex" => indexes.push((base, path)),
@@ -614,7 +711,11 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 
 /// Removes a segment's files, the `.log` first so a crash leaves only orphan indexes.
 fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
-    for path in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
+    for path in [
+        segment::log_path(dir, base),
+        segment::index_path(dir, base),
+        segment::time_index_path(dir, base),
+    ] {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -88,9 +88,10 @@ impl BatchBuilder {
         HEADER_BYTES + self.records.len()
     }
 
-    /// Encoded size one more record would add (for deciding to close the batch first).
+    /// Upper bound of the bytes one more record adds (for closing a batch before it
+    /// would pass its limit): the varint deltas are counted at their widest.
     pub fn record_bytes(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header<'_>]) -> usize {
-        let body = record_body_len(0, u32::MAX as i32, key, value, headers);
+        let body = record_body_len(i64::MIN, i32::MIN, key, value, headers);
         body + 5
     }
 
@@ -222,13 +223,19 @@ impl<'a> DecodedBatch<'a> {
     pub fn new(bytes: &'a [u8], max_uncompressed_bytes: usize) -> Result<Self> {
         let header = BatchHeader::parse(bytes)?;
         if header.total_bytes() != bytes.len() {
-            return Err(Error::malformed("batch length does not match the bytes given"));
+            return Err(Error::malformed(
+                "batch length does not match the bytes given",
+            ));
         }
         batch::check_crc(bytes, &header)?;
         let body = &bytes[HEADER_BYTES..];
         let records = match header.compression()? {
             Compression::None => Cow::Borrowed(body),
-            codec => Cow::Owned(compression::decompress(codec, body, max_uncompressed_bytes)?),
+            codec => Cow::Owned(compression::decompress(
+                codec,
+                body,
+                max_uncompressed_bytes,
+            )?),
         };
         Ok(DecodedBatch { header, records })
     }
@@ -240,11 +247,23 @@ impl<'a> DecodedBatch<'a> {
 
     /// Iterates the records; stops at the header's record count.
     pub fn records(&self) -> RecordIter<'_> {
-        RecordIter {
-            header: self.header,
-            rest: &self.records,
-            index: 0,
-        }
+        record_iter(self.header, &self.records)
+    }
+
+    /// The header and the (decompressed) records section, borrowed from the batch
+    /// when it was not compressed; lets a caller keep the records in its own buffer
+    /// type and iterate them with [`record_iter`].
+    pub fn into_parts(self) -> (BatchHeader, Cow<'a, [u8]>) {
+        (self.header, self.records)
+    }
+}
+
+/// Iterates the records of a batch's (decompressed) records section.
+pub fn record_iter(header: BatchHeader, records: &[u8]) -> RecordIter<'_> {
+    RecordIter {
+        header,
+        rest: records,
+        index: 0,
     }
 }
 
@@ -306,7 +325,8 @@ fn decode_record<'a>(header: &BatchHeader, input: &mut &'a [u8]) -> Result<Recor
     let mut headers = Vec::new();
     for _ in 0..header_count {
         let key = get_nullable(&mut body)?.ok_or_else(|| Error::malformed("null header key"))?;
-        let key = std::str::from_utf8(key).map_err(|_| Error::malformed("header key is not utf-8"))?;
+        let key =
+            std::str::from_utf8(key).map_err(|_| Error::malformed("header key is not utf-8"))?;
         let value = get_nullable(&mut body)?;
         headers.push(Header { key, value });
     }
@@ -349,14 +369,22 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    type OwnedRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>);
+    type OwnedRecord = (
+        i64,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Vec<(String, Option<Vec<u8>>)>,
+    );
 
     fn build(records: &[OwnedRecord], codec: Compression) -> Vec<u8> {
         let mut builder = BatchBuilder::new();
         for (ts, key, value, headers) in records {
             let headers: Vec<Header<'_>> = headers
                 .iter()
-                .map(|(k, v)| Header { key: k, value: v.as_deref() })
+                .map(|(k, v)| Header {
+                    key: k,
+                    value: v.as_deref(),
+                })
                 .collect();
             builder.push(*ts, key.as_deref(), value.as_deref(), &headers);
         }
@@ -369,7 +397,10 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
             proptest::collection::vec(
-                ("[a-z]{0,8}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))),
+                (
+                    "[a-z]{0,8}",
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
+                ),
                 0..3,
             ),
         )
@@ -442,17 +473,28 @@ mod tests {
         let mut bytes = build(&[(1, None, Some(b"v".to_vec()), vec![])], Compression::None);
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        assert!(matches!(batch::validate(&bytes, 1 << 20), Err(Error::CrcMismatch { .. })));
+        assert!(matches!(
+            batch::validate(&bytes, 1 << 20),
+            Err(Error::CrcMismatch { .. })
+        ));
     }
 
     #[test]
     fn oversize_batch_is_rejected_before_parsing() {
         let bytes = build(&[(1, None, Some(vec![0; 2000]), vec![])], Compression::None);
-        assert!(matches!(batch::validate(&bytes, 1000), Err(Error::BatchTooLarge { .. })));
+        assert!(matches!(
+            batch::validate(&bytes, 1000),
+            Err(Error::BatchTooLarge { .. })
+        ));
     }
 
     #[test]
     fn empty_builder_builds_nothing() {
-        assert!(BatchBuilder::new().build(Compression::None, ProducerStamp::NONE).unwrap().is_none());
+        assert!(
+            BatchBuilder::new()
+                .build(Compression::None, ProducerStamp::NONE)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -27,7 +27,12 @@ pub struct SegmentFacts {
 ///
 /// Only a prefix is ever deleted, so the log stays contiguous; the active segment
 /// (counted in `active_size`) is never deleted.
-pub fn segments_to_delete(sealed: &[SegmentFacts], active_size: u64, policy: RetentionPolicy, now_ms: i64) -> usize {
+pub fn segments_to_delete(
+    sealed: &[SegmentFacts],
+    active_size: u64,
+    policy: RetentionPolicy,
+    now_ms: i64,
+) -> usize {
     let by_time = policy.retention.map_or(0, |retention| {
         let limit = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         sealed
@@ -55,16 +60,34 @@ mod tests {
     use super::*;
 
     fn facts(sizes_and_times: &[(u64, i64)]) -> Vec<SegmentFacts> {
-        sizes_and_times.iter().map(|&(size, max_timestamp)| SegmentFacts { size, max_timestamp }).collect()
+        sizes_and_times
+            .iter()
+            .map(|&(size, max_timestamp)| SegmentFacts {
+                size,
+                max_timestamp,
+            })
+            .collect()
     }
 
-    fn check(sealed: &[(u64, i64)], active: u64, policy: RetentionPolicy, now: i64, expected: usize) {
-        assert_eq!(segments_to_delete(&facts(sealed), active, policy, now), expected);
+    fn check(
+        sealed: &[(u64, i64)],
+        active: u64,
+        policy: RetentionPolicy,
+        now: i64,
+        expected: usize,
+    ) {
+        assert_eq!(
+            segments_to_delete(&facts(sealed), active, policy, now),
+            expected
+        );
     }
 
     #[test]
     fn time_retention_deletes_expired_prefix_only() {
-        let policy = RetentionPolicy { retention: Some(Duration::from_millis(100)), retention_bytes: None };
+        let policy = RetentionPolicy {
+            retention: Some(Duration::from_millis(100)),
+            retention_bytes: None,
+        };
         check(&[(10, 0), (10, 50), (10, 500)], 10, policy, 200, 2);
         check(&[(10, 0), (10, 500), (10, 0)], 10, policy, 200, 1);
         check(&[(10, 150)], 10, policy, 200, 0);
@@ -72,7 +95,10 @@ mod tests {
 
     #[test]
     fn size_retention_keeps_the_log_under_the_limit() {
-        let policy = RetentionPolicy { retention: None, retention_bytes: Some(25) };
+        let policy = RetentionPolicy {
+            retention: None,
+            retention_bytes: Some(25),
+        };
         check(&[(10, 0), (10, 0), (10, 0)], 5, policy, 0, 1);
         check(&[(10, 0), (10, 0), (10, 0)], 6, policy, 0, 2);
         check(&[(10, 0)], 100, policy, 0, 1);

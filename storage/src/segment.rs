@@ -74,18 +74,27 @@ impl IndexCursor {
         interval: u32,
     ) -> (Option<OffsetEntry>, Option<TimeEntry>) {
         let relative_offset = (header.base_offset - base_offset) as u32;
-        let offset_entry = (position - self.last_offset_entry_position >= u64::from(interval)).then(|| {
-            self.last_offset_entry_position = position;
-            OffsetEntry { relative_offset, position: position as u32 }
-        });
-        let increases = self.max_timestamp.is_none_or(|max| header.max_timestamp > max);
+        let offset_entry = (position - self.last_offset_entry_position >= u64::from(interval))
+            .then(|| {
+                self.last_offset_entry_position = position;
+                OffsetEntry {
+                    relative_offset,
+                    position: position as u32,
+                }
+            });
+        let increases = self
+            .max_timestamp
+            .is_none_or(|max| header.max_timestamp > max);
         let time_entry = (increases
             && self
                 .last_time_entry_position
                 .is_none_or(|last| position - last >= u64::from(interval)))
         .then(|| {
             self.last_time_entry_position = Some(position);
-            TimeEntry { timestamp: header.max_timestamp, relative_offset }
+            TimeEntry {
+                timestamp: header.max_timestamp,
+                relative_offset,
+            }
         });
         if increases {
             self.max_timestamp = Some(header.max_timestamp);
@@ -102,6 +111,8 @@ struct Scan {
     next_offset: u64,
     /// Largest timestamp seen, if any batch was.
     max_timestamp: Option<i64>,
+    /// Base offset of the last valid batch.
+    last_batch_offset: Option<u64>,
     offset_entries: Vec<OffsetEntry>,
     time_entries: Vec<TimeEntry>,
     /// Why the scan stopped before the end of the bytes, if it did.
@@ -115,6 +126,7 @@ fn scan(bytes: &[u8], base_offset: u64, interval: u32) -> Scan {
         valid_bytes: 0,
         next_offset: base_offset,
         max_timestamp: None,
+        last_batch_offset: None,
         offset_entries: Vec::new(),
         time_entries: Vec::new(),
         stopped: None,
@@ -130,11 +142,17 @@ fn scan(bytes: &[u8], base_offset: u64, interval: u32) -> Scan {
                 break;
             }
         };
-        let (offset_entry, time_entry) = out.cursor.observe(&header, position as u64, base_offset, interval);
+        let (offset_entry, time_entry) =
+            out.cursor
+                .observe(&header, position as u64, base_offset, interval);
         out.offset_entries.extend(offset_entry);
         out.time_entries.extend(time_entry);
-        out.max_timestamp = Some(out.max_timestamp.map_or(header.max_timestamp, |m| m.max(header.max_timestamp)));
+        out.max_timestamp = Some(
+            out.max_timestamp
+                .map_or(header.max_timestamp, |m| m.max(header.max_timestamp)),
+        );
         out.next_offset = header.next_offset();
+        out.last_batch_offset = Some(header.base_offset);
         position += header.total_bytes();
         out.valid_bytes = position as u64;
     }
@@ -148,11 +166,18 @@ fn check_batch_at(rest: &[u8], expected_offset: u64) -> std::result::Result<Batc
     }
     let header = BatchHeader::parse(rest).map_err(|e| e.to_string())?;
     if header.total_bytes() > rest.len() {
-        return Err(format!("torn batch: {} bytes claimed, {} present", header.total_bytes(), rest.len()));
+        return Err(format!(
+            "torn batch: {} bytes claimed, {} present",
+            header.total_bytes(),
+            rest.len()
+        ));
     }
     batch::check_crc(&rest[..header.total_bytes()], &header).map_err(|e| e.to_string())?;
     if header.base_offset != expected_offset {
-        return Err(format!("batch base offset {} where {expected_offset} was expected", header.base_offset));
+        return Err(format!(
+            "batch base offset {} where {expected_offset} was expected",
+            header.base_offset
+        ));
     }
     Ok(header)
 }
@@ -174,10 +199,20 @@ fn seek(bytes: &[u8], mut position: usize, offset: u64) -> Result<usize> {
 
 /// Collects whole batches from `start` while they fit in `max_bytes` (at least one)
 /// and lie below `end_offset`; verifies each one's CRC before it is served.
-fn collect(bytes: &[u8], start: usize, max_bytes: usize, end_offset: u64, path: &Path) -> Result<std::ops::Range<usize>> {
+fn collect(
+    bytes: &[u8],
+    start: usize,
+    max_bytes: usize,
+    end_offset: u64,
+    path: &Path,
+) -> Result<std::ops::Range<usize>> {
     let mut end = start;
     while end < bytes.len() {
-        let corrupt = |reason: String| Error::SegmentCorrupt { path: path.to_path_buf(), position: end as u64, reason };
+        let corrupt = |reason: String| Error::SegmentCorrupt {
+            path: path.to_path_buf(),
+            position: end as u64,
+            reason,
+        };
         let header = BatchHeader::parse(&bytes[end..]).map_err(|e| corrupt(e.to_string()))?;
         let total = header.total_bytes();
         if header.last_offset() >= end_offset || (end > start && end - start + total > max_bytes) {
@@ -201,6 +236,8 @@ pub struct ActiveSegment {
     capacity: u64,
     size: AtomicU64,
     next_offset: AtomicU64,
+    /// Base offset of the last batch, for the final time index entry at seal.
+    last_batch_offset: AtomicU64,
     max_timestamp: AtomicI64,
     created_ms: i64,
     indexes: RwLock<Option<ActiveIndexes>>,
@@ -218,9 +255,20 @@ impl ActiveSegment {
     /// Checks the existing bytes batch by batch; everything after the first torn,
     /// corrupt or out-of-sequence batch is cut off (the count of dropped bytes is
     /// returned). Both indexes are rebuilt from the surviving batches.
-    pub fn recover(dir: &Path, base_offset: u64, config: &LogConfig, now_ms: i64) -> Result<(Self, u64)> {
+    pub fn recover(
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<(Self, u64)> {
         let path = log_path(dir, base_offset);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .at(&path)?;
         let file_len = file.metadata().at(&path)?.len();
         let (scan, dropped) = if file_len == 0 {
             (scan(&[], base_offset, config.index_interval_bytes), 0)
@@ -231,7 +279,10 @@ impl ActiveSegment {
             let found = scan(&map, base_offset, config.index_interval_bytes);
             let dropped = match &found.stopped {
                 Some(reason) if reason != PREALLOCATED => {
-                    let end = map.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1);
+                    let end = map
+                        .iter()
+                        .rposition(|&b| b != 0)
+                        .map_or(0, |p| p as u64 + 1);
                     let dropped = end.saturating_sub(found.valid_bytes);
                     tracing::warn!(path = %path.display(), position = found.valid_bytes, dropped_bytes = dropped, reason = %reason, "truncated a torn or corrupt log tail");
                     dropped
@@ -248,7 +299,8 @@ impl ActiveSegment {
         file.set_len(capacity).at(&path)?;
         file.sync_all().at(&path)?;
         let mut offsets = ActiveIndex::create(&index_path(dir, base_offset), config.index_bytes)?;
-        let mut times = ActiveIndex::create(&time_index_path(dir, base_offset), config.index_bytes)?;
+        let mut times =
+            ActiveIndex::create(&time_index_path(dir, base_offset), config.index_bytes)?;
         for entry in &scan.offset_entries {
             if offsets.is_full() {
                 break;
@@ -274,9 +326,14 @@ impl ActiveSegment {
             capacity,
             size: AtomicU64::new(valid),
             next_offset: AtomicU64::new(scan.next_offset),
+            last_batch_offset: AtomicU64::new(scan.last_batch_offset.unwrap_or(base_offset)),
             max_timestamp: AtomicI64::new(scan.max_timestamp.unwrap_or(i64::MIN)),
             created_ms,
-            indexes: RwLock::new(Some(ActiveIndexes { offsets, times, cursor: scan.cursor })),
+            indexes: RwLock::new(Some(ActiveIndexes {
+                offsets,
+                times,
+                cursor: scan.cursor,
+            })),
         };
         Ok((segment, dropped))
     }
@@ -320,7 +377,10 @@ impl ActiveSegment {
         let indexes_full = self
             .indexes
             .read()
-            .map(|i| i.as_ref().is_none_or(|i| i.offsets.is_full() || i.times.is_full()))
+            .map(|i| {
+                i.as_ref()
+                    .is_none_or(|i| i.offsets.is_full() || i.times.is_full())
+            })
             .unwrap_or(true);
         !indexes_full && size + len as u64 <= config.segment_bytes.min(self.capacity)
     }
@@ -331,18 +391,40 @@ impl ActiveSegment {
     }
 
     /// Writes one batch given as its (stamped) head and the rest of its bytes.
-    pub fn append_parts(&self, head: &[u8], tail: &[u8], header: &BatchHeader, interval: u32) -> Result<()> {
+    pub fn append_parts(
+        &self,
+        head: &[u8],
+        tail: &[u8],
+        header: &BatchHeader,
+        interval: u32,
+    ) -> Result<()> {
         let position = self.size();
         let len = (head.len() + tail.len()) as u64;
-        assert_eq!(header.base_offset, self.next_offset(), "appended batch must continue the segment");
-        assert_eq!(len, header.total_bytes() as u64, "appended bytes must be exactly the batch");
-        assert!(position + len <= self.capacity, "append past the segment capacity");
+        assert_eq!(
+            header.base_offset,
+            self.next_offset(),
+            "appended batch must continue the segment"
+        );
+        assert_eq!(
+            len,
+            header.total_bytes() as u64,
+            "appended bytes must be exactly the batch"
+        );
+        assert!(
+            position + len <= self.capacity,
+            "append past the segment capacity"
+        );
         self.file.write_all_at(head, position).at(&self.path)?;
-        self.file.write_all_at(tail, position + head.len() as u64).at(&self.path)?;
+        self.file
+            .write_all_at(tail, position + head.len() as u64)
+            .at(&self.path)?;
         {
             let mut guard = self.indexes.write().map_err(|_| poisoned(&self.path))?;
             if let Some(indexes) = guard.as_mut() {
-                let (offset_entry, time_entry) = indexes.cursor.observe(header, position, self.base_offset, interval);
+                let (offset_entry, time_entry) =
+                    indexes
+                        .cursor
+                        .observe(header, position, self.base_offset, interval);
                 if let Some(entry) = offset_entry.filter(|_| !indexes.offsets.is_full()) {
                     indexes.offsets.push(entry);
                 }
@@ -351,8 +433,12 @@ impl ActiveSegment {
                 }
             }
         }
-        self.max_timestamp.fetch_max(header.max_timestamp, Ordering::AcqRel);
-        self.next_offset.store(header.next_offset(), Ordering::Release);
+        self.max_timestamp
+            .fetch_max(header.max_timestamp, Ordering::AcqRel);
+        self.last_batch_offset
+            .store(header.base_offset, Ordering::Release);
+        self.next_offset
+            .store(header.next_offset(), Ordering::Release);
         // Published last: a reader that sees the new size sees the whole batch.
         self.size.store(position + len, Ordering::Release);
         Ok(())
@@ -368,16 +454,29 @@ impl ActiveSegment {
     /// Readers that still hold this segment keep reading its committed bytes.
     pub fn seal(&self) -> Result<()> {
         let size = self.size();
-        let indexes = self.indexes.write().map_err(|_| poisoned(&self.path))?.take();
+        let indexes = self
+            .indexes
+            .write()
+            .map_err(|_| poisoned(&self.path))?
+            .take();
         self.file.set_len(size).at(&self.path)?;
         self.file.sync_all().at(&self.path)?;
-        if let Some(ActiveIndexes { offsets, mut times, .. }) = indexes {
+        if let Some(ActiveIndexes {
+            offsets, mut times, ..
+        }) = indexes
+        {
             let max = self.max_timestamp();
-            let needs_final = size > 0 && times.last().is_none_or(|last| last.timestamp < max) && !times.is_full();
+            let needs_final = size > 0
+                && times.last().is_none_or(|last| last.timestamp < max)
+                && !times.is_full();
             if needs_final {
                 // The segment's max timestamp must be recoverable from the time index.
-                let relative_offset = self.last_batch_relative_offset(size as usize)?;
-                times.push(TimeEntry { timestamp: max, relative_offset });
+                let relative_offset =
+                    (self.last_batch_offset.load(Ordering::Acquire) - self.base_offset) as u32;
+                times.push(TimeEntry {
+                    timestamp: max,
+                    relative_offset,
+                });
             }
             offsets.seal(size)?;
             times.seal(size)?;
@@ -385,28 +484,22 @@ impl ActiveSegment {
         Ok(())
     }
 
-    fn last_batch_relative_offset(&self, size: usize) -> Result<u32> {
-        let start = self.index_lookup(u64::MAX).unwrap_or(0);
-        let bytes = &self.map[..size];
-        let mut position = start;
-        let mut last = 0;
-        while position < size {
-            let header = BatchHeader::parse(&bytes[position..])?;
-            last = (header.base_offset - self.base_offset) as u32;
-            position += header.total_bytes();
-        }
-        Ok(last)
-    }
-
     fn index_lookup(&self, offset: u64) -> Option<usize> {
-        let relative = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as i64;
+        let relative = offset
+            .saturating_sub(self.base_offset)
+            .min(u64::from(u32::MAX)) as i64;
         let guard = self.indexes.read().ok()?;
         let entry = guard.as_ref()?.offsets.lookup(relative, offset_key)?;
         Some(entry.position as usize)
     }
 
     /// Reads whole batches from the one holding `offset`, below `end_offset`.
-    pub fn read(&self, offset: u64, max_bytes: usize, end_offset: u64) -> Result<std::ops::Range<usize>> {
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        end_offset: u64,
+    ) -> Result<std::ops::Range<usize>> {
         let bytes = &self.map[..self.size() as usize];
         let start = seek(bytes, self.index_lookup(offset).unwrap_or(0), offset)?;
         collect(bytes, start, max_bytes, end_offset, &self.path)
@@ -419,10 +512,16 @@ impl ActiveSegment {
             guard
                 .as_ref()
                 .and_then(|i| i.times.lookup(timestamp.saturating_sub(1), time_key))
-                .map_or(self.base_offset, |e| self.base_offset + u64::from(e.relative_offset))
+                .map_or(self.base_offset, |e| {
+                    self.base_offset + u64::from(e.relative_offset)
+                })
         };
         let bytes = &self.map[..self.size() as usize];
-        let start = seek(bytes, self.index_lookup(start_offset).unwrap_or(0), start_offset)?;
+        let start = seek(
+            bytes,
+            self.index_lookup(start_offset).unwrap_or(0),
+            start_offset,
+        )?;
         first_at_or_after(bytes, start, timestamp)
     }
 
@@ -444,7 +543,10 @@ fn first_at_or_after(bytes: &[u8], mut position: usize, timestamp: i64) -> Resul
 }
 
 fn poisoned(path: &Path) -> Error {
-    Error::Io { path: path.to_path_buf(), source: std::io::Error::other("index lock poisoned by a panic") }
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("index lock poisoned by a panic"),
+    }
 }
 
 /// A closed segment: read-only, with checked indexes.
@@ -469,9 +571,17 @@ impl SealedSegment {
         let file = File::open(&path).at(&path)?;
         let size = file.metadata().at(&path)?.len();
         // SAFETY: sealed segments are never written again while the log is open.
-        let map = if size == 0 { None } else { Some(unsafe { Mmap::map(&file) }.at(&path)?) };
+        let map = if size == 0 {
+            None
+        } else {
+            Some(unsafe { Mmap::map(&file) }.at(&path)?)
+        };
         let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
-        let corrupt = |position: u64, reason: String| Error::SegmentCorrupt { path: path.clone(), position, reason };
+        let corrupt = |position: u64, reason: String| Error::SegmentCorrupt {
+            path: path.clone(),
+            position,
+            reason,
+        };
         let indexes = (
             SealedIndex::<OffsetEntry>::open(&index_path(dir, base_offset), size)?,
             SealedIndex::<TimeEntry>::open(&time_index_path(dir, base_offset), size)?,
@@ -479,7 +589,9 @@ impl SealedSegment {
         let (offsets, times, next_offset, max_timestamp) = match indexes {
             (Some(offsets), Some(times)) => {
                 // Trust the checked index and verify only the last batches up to the end.
-                let start = offsets.lookup(i64::MAX, offset_key).map_or(0, |e| e.position as usize);
+                let start = offsets
+                    .lookup(i64::MAX, offset_key)
+                    .map_or(0, |e| e.position as usize);
                 let expected = offsets
                     .lookup(i64::MAX, offset_key)
                     .map_or(base_offset, |e| base_offset + u64::from(e.relative_offset));
@@ -487,8 +599,15 @@ impl SealedSegment {
                 if let Some(reason) = tail.stopped {
                     return Err(corrupt(start as u64 + tail.valid_bytes, reason));
                 }
-                let max = times.lookup(i64::MAX, time_key).map_or(i64::MIN, |e| e.timestamp);
-                (offsets, times, tail.next_offset, max.max(tail.max_timestamp.unwrap_or(i64::MIN)))
+                let max = times
+                    .lookup(i64::MAX, time_key)
+                    .map_or(i64::MIN, |e| e.timestamp);
+                (
+                    offsets,
+                    times,
+                    tail.next_offset,
+                    max.max(tail.max_timestamp.unwrap_or(i64::MIN)),
+                )
             }
             _ => {
                 let full = scan(bytes, base_offset, config.index_interval_bytes);
@@ -499,15 +618,29 @@ impl SealedSegment {
                 let mut time_entries = full.time_entries;
                 let max = full.max_timestamp.unwrap_or(i64::MIN);
                 if size > 0 && time_entries.last().is_none_or(|l| l.timestamp < max) {
-                    let last = last_batch_relative_offset(bytes, base_offset)?;
-                    time_entries.push(TimeEntry { timestamp: max, relative_offset: last });
+                    let last = full.last_batch_offset.unwrap_or(base_offset);
+                    time_entries.push(TimeEntry {
+                        timestamp: max,
+                        relative_offset: (last - base_offset) as u32,
+                    });
                 }
-                let offsets = SealedIndex::write(&index_path(dir, base_offset), &full.offset_entries, size)?;
-                let times = SealedIndex::write(&time_index_path(dir, base_offset), &time_entries, size)?;
+                let offsets =
+                    SealedIndex::write(&index_path(dir, base_offset), &full.offset_entries, size)?;
+                let times =
+                    SealedIndex::write(&time_index_path(dir, base_offset), &time_entries, size)?;
                 (offsets, times, full.next_offset, max)
             }
         };
-        Ok(SealedSegment { base_offset, next_offset, size, max_timestamp, path, map, offsets, times })
+        Ok(SealedSegment {
+            base_offset,
+            next_offset,
+            size,
+            max_timestamp,
+            path,
+            map,
+            offsets,
+            times,
+        })
     }
 
     /// First offset of the segment.
@@ -541,12 +674,21 @@ impl SealedSegment {
     }
 
     fn position_of(&self, offset: u64) -> usize {
-        let relative = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as i64;
-        self.offsets.lookup(relative, offset_key).map_or(0, |e| e.position as usize)
+        let relative = offset
+            .saturating_sub(self.base_offset)
+            .min(u64::from(u32::MAX)) as i64;
+        self.offsets
+            .lookup(relative, offset_key)
+            .map_or(0, |e| e.position as usize)
     }
 
     /// Reads whole batches from the one holding `offset`, below `end_offset`.
-    pub fn read(&self, offset: u64, max_bytes: usize, end_offset: u64) -> Result<std::ops::Range<usize>> {
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        end_offset: u64,
+    ) -> Result<std::ops::Range<usize>> {
         let start = seek(self.bytes(), self.position_of(offset), offset)?;
         collect(self.bytes(), start, max_bytes, end_offset, &self.path)
     }
@@ -559,7 +701,9 @@ impl SealedSegment {
         let start_offset = self
             .times
             .lookup(timestamp.saturating_sub(1), time_key)
-            .map_or(self.base_offset, |e| self.base_offset + u64::from(e.relative_offset));
+            .map_or(self.base_offset, |e| {
+                self.base_offset + u64::from(e.relative_offset)
+            });
         let start = seek(self.bytes(), self.position_of(start_offset), start_offset)?;
         first_at_or_after(self.bytes(), start, timestamp)
     }
@@ -573,17 +717,6 @@ impl SealedSegment {
     pub fn offset_entries(&self) -> Vec<OffsetEntry> {
         self.offsets.entries()
     }
-}
-
-fn last_batch_relative_offset(bytes: &[u8], base_offset: u64) -> Result<u32> {
-    let mut position = 0;
-    let mut last = 0;
-    while position < bytes.len() {
-        let header = BatchHeader::parse(&bytes[position..])?;
-        last = (header.base_offset - base_offset) as u32;
-        position += header.total_bytes();
-    }
-    Ok(last)
 }
 
 /// A segment of either kind, held by a reader for as long as it uses the bytes.

@@ -46,18 +46,29 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
-    async fn create_topic(&self, request: Request<v1::CreateTopicRequest>) -> Result<Response<v1::CreateTopicResponse>, Status> {
+    async fn create_topic(
+        &self,
+        request: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         let topic = self.broker.create_topic(request.into_inner()).await?;
-        Ok(Response::new(v1::CreateTopicResponse { topic: Some(self.describe(&topic)) }))
+        Ok(Response::new(v1::CreateTopicResponse {
+            topic: Some(self.describe(&topic)),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
-    async fn delete_topic(&self, request: Request<v1::DeleteTopicRequest>) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+    async fn delete_topic(
+        &self,
+        request: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
         self.broker.delete_topic(&request.get_ref().name).await?;
         Ok(Response::new(v1::DeleteTopicResponse {}))
     }
 
-    async fn list_topics(&self, _request: Request<v1::ListTopicsRequest>) -> Result<Response<v1::ListTopicsResponse>, Status> {
+    async fn list_topics(
+        &self,
+        _request: Request<v1::ListTopicsRequest>,
+    ) -> Result<Response<v1::ListTopicsResponse>, Status> {
         let mut topics: Vec<v1::TopicSummary> = self
             .broker
             .all_topics()
@@ -73,12 +84,18 @@ impl Admin for AdminService {
     }
 
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
-    async fn describe_topic(&self, request: Request<v1::DescribeTopicRequest>) -> Result<Response<v1::DescribeTopicResponse>, Status> {
+    async fn describe_topic(
+        &self,
+        request: Request<v1::DescribeTopicRequest>,
+    ) -> Result<Response<v1::DescribeTopicResponse>, Status> {
         let topic = self.broker.topic(&request.get_ref().name)?;
         let config = self.broker.config();
         Ok(Response::new(v1::DescribeTopicResponse {
             topic: Some(self.describe(&topic)),
-            brokers: vec![v1::BrokerInfo { id: config.broker_id, address: config.advertised_address.clone() }],
+            brokers: vec![v1::BrokerInfo {
+                id: config.broker_id,
+                address: config.advertised_address.clone(),
+            }],
         }))
     }
 }

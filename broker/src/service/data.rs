@@ -35,9 +35,14 @@ impl DataService {
     }
 }
 
-async fn produce(broker: &Broker, request: v1::ProduceRequest) -> Result<v1::ProduceResponse, Error> {
+async fn produce(
+    broker: &Broker,
+    request: v1::ProduceRequest,
+) -> Result<v1::ProduceResponse, Error> {
     if request.batches.is_empty() {
-        return Err(Error::InvalidArgument("produce request holds no batches".into()));
+        return Err(Error::InvalidArgument(
+            "produce request holds no batches".into(),
+        ));
     }
     if request.batches.len() > BATCHES_PER_REQUEST_MAX {
         return Err(Error::ResourceExhausted(format!(
@@ -47,8 +52,16 @@ async fn produce(broker: &Broker, request: v1::ProduceRequest) -> Result<v1::Pro
     }
     let partition = broker.partition(&request.topic, request.partition)?;
     let base_offsets = partition.append(request.batches).await?;
-    let base_offsets = if request.acks == v1::Acks::None as i32 { Vec::new() } else { base_offsets };
-    Ok(v1::ProduceResponse { correlation_id: request.correlation_id, base_offsets, error: None })
+    let base_offsets = if request.acks == v1::Acks::None as i32 {
+        Vec::new()
+    } else {
+        base_offsets
+    };
+    Ok(v1::ProduceResponse {
+        correlation_id: request.correlation_id,
+        base_offsets,
+        error: None,
+    })
 }
 
 type ProduceStreamOut = Pin<Box<dyn Stream<Item = Result<v1::ProduceResponse, Status>> + Send>>;
@@ -56,13 +69,21 @@ type ProduceStreamOut = Pin<Box<dyn Stream<Item = Result<v1::ProduceResponse, St
 #[tonic::async_trait]
 impl BrokerRpc for DataService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
-    async fn produce(&self, request: Request<v1::ProduceRequest>) -> Result<Response<v1::ProduceResponse>, Status> {
-        Ok(Response::new(produce(&self.broker, request.into_inner()).await?))
+    async fn produce(
+        &self,
+        request: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
+        Ok(Response::new(
+            produce(&self.broker, request.into_inner()).await?,
+        ))
     }
 
     type ProduceStreamStream = ProduceStreamOut;
 
-    async fn produce_stream(&self, request: Request<Streaming<v1::ProduceRequest>>) -> Result<Response<Self::ProduceStreamStream>, Status> {
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<v1::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let mut inbound = request.into_inner();
         let broker = self.broker.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
@@ -80,7 +101,10 @@ impl BrokerRpc for DataService {
                                 Ok(v1::ProduceResponse {
                                     correlation_id,
                                     base_offsets: Vec::new(),
-                                    error: Some(v1::ErrorStatus { code: status.code() as i32, message: status.message().to_string() }),
+                                    error: Some(v1::ErrorStatus {
+                                        code: status.code() as i32,
+                                        message: status.message().to_string(),
+                                    }),
                                 })
                             }
                         }
@@ -93,11 +117,16 @@ impl BrokerRpc for DataService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]
-    async fn fetch(&self, request: Request<v1::FetchRequest>) -> Result<Response<v1::FetchResponse>, Status> {
+    async fn fetch(
+        &self,
+        request: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::FetchResponse>, Status> {
         let request = request.into_inner();
         let partition = self.broker.partition(&request.topic, request.partition)?;
         let max_bytes = match request.max_bytes as usize {
@@ -115,15 +144,23 @@ impl BrokerRpc for DataService {
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
-    async fn list_offsets(&self, request: Request<v1::ListOffsetsRequest>) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+    async fn list_offsets(
+        &self,
+        request: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
         let request = request.into_inner();
         let partition = self.broker.partition(&request.topic, request.partition)?;
         let offset = match request.spec {
             Some(v1::list_offsets_request::Spec::Earliest(_)) => partition.log().log_start_offset(),
             Some(v1::list_offsets_request::Spec::Latest(_)) => partition.high_watermark(),
-            Some(v1::list_offsets_request::Spec::TimestampMs(ts)) => partition.offset_for_timestamp(ts).await?,
+            Some(v1::list_offsets_request::Spec::TimestampMs(ts)) => {
+                partition.offset_for_timestamp(ts).await?
+            }
             None => {
-                return Err(Error::InvalidArgument("list offsets needs one of earliest, latest or timestamp_ms".into()).into());
+                return Err(Error::InvalidArgument(
+                    "list offsets needs one of earliest, latest or timestamp_ms".into(),
+                )
+                .into());
             }
         };
         Ok(Response::new(v1::ListOffsetsResponse { offset }))

@@ -10,7 +10,10 @@ const BATCHES: u64 = 12;
 /// Writes `BATCHES` batches of 3 records into one segment and returns the byte
 /// position where each batch ends.
 fn write_log(dir: &std::path::Path) -> Vec<u64> {
-    let config = pubsub_storage::LogConfig { segment_bytes: 1 << 20, ..small_config() };
+    let config = pubsub_storage::LogConfig {
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
     let log = Log::open(dir, config).unwrap();
     let mut ends = Vec::new();
     let mut position = 0;
@@ -24,12 +27,17 @@ fn write_log(dir: &std::path::Path) -> Vec<u64> {
 }
 
 fn reopen(dir: &std::path::Path) -> Log {
-    let config = pubsub_storage::LogConfig { segment_bytes: 1 << 20, ..small_config() };
+    let config = pubsub_storage::LogConfig {
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
     Log::open(dir, config).unwrap()
 }
 
 fn expected(batches: u64) -> Vec<(u64, String)> {
-    (0..batches).flat_map(|tag| (0..3).map(move |i| (tag * 3 + i, format!("{tag}-{i}")))).collect()
+    (0..batches)
+        .flat_map(|tag| (0..3).map(move |i| (tag * 3 + i, format!("{tag}-{i}"))))
+        .collect()
 }
 
 #[test]
@@ -40,7 +48,10 @@ fn a_cut_anywhere_in_the_tail_leaves_the_intact_prefix() {
     let original = std::fs::read(&segment).unwrap();
     let written = *ends.last().unwrap() as usize;
     let first_cut = ends[ends.len() - 4] as usize;
-    for cut in (first_cut..=written).step_by(7).chain([written - 1, written]) {
+    for cut in (first_cut..=written)
+        .step_by(7)
+        .chain([written - 1, written])
+    {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(format!("{:020}.log", 0)), &original[..cut]).unwrap();
         let log = reopen(dir.path());
@@ -65,7 +76,8 @@ fn flipped_bits_never_serve_a_bad_record() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let at = ends[ends.len() - 5] as usize + (seed as usize % (written - ends[ends.len() - 5] as usize));
+        let at = ends[ends.len() - 5] as usize
+            + (seed as usize % (written - ends[ends.len() - 5] as usize));
         let bit = (seed >> 32) as u8 % 8;
         let mut damaged = original.clone();
         damaged[at] ^= 1 << bit;
@@ -76,10 +88,18 @@ fn flipped_bits_never_serve_a_bad_record() {
         // the bit is in the leader epoch, which the format leaves outside the CRC so
         // a leader can stamp it (Kafka's layout; replication checks epochs itself).
         let holder = ends.iter().position(|&end| at < end as usize).unwrap();
-        let batch_start = if holder == 0 { 0 } else { ends[holder - 1] as usize };
+        let batch_start = if holder == 0 {
+            0
+        } else {
+            ends[holder - 1] as usize
+        };
         let in_epoch = (12..16).contains(&(at - batch_start));
         let intact = if in_epoch { BATCHES } else { holder as u64 };
-        assert_eq!(log.log_end_offset(), intact * 3, "round {round}: flip at byte {at} bit {bit}");
+        assert_eq!(
+            log.log_end_offset(),
+            intact * 3,
+            "round {round}: flip at byte {at} bit {bit}"
+        );
         assert_eq!(read_all(&log, 0), expected(intact), "round {round}");
     }
 }

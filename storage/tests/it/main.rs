@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use pubsub_storage::{BatchBuilder, Compression, DecodedBatch, FsyncPolicy, Log, LogConfig, ProducerStamp};
+use pubsub_storage::{
+    BatchBuilder, Compression, DecodedBatch, FsyncPolicy, Log, LogConfig, ProducerStamp,
+};
 
 /// A small configuration so tests roll segments and write many index entries.
 pub fn small_config() -> LogConfig {
@@ -30,9 +32,17 @@ pub fn batch(tag: u64, count: u32, timestamp: i64) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
     for i in 0..count {
         let value = format!("{tag}-{i}");
-        builder.push(timestamp, Some(format!("k{i}").as_bytes()), Some(value.as_bytes()), &[]);
+        builder.push(
+            timestamp,
+            Some(format!("k{i}").as_bytes()),
+            Some(value.as_bytes()),
+            &[],
+        );
     }
-    builder.build(Compression::None, ProducerStamp::NONE).unwrap().unwrap()
+    builder
+        .build(Compression::None, ProducerStamp::NONE)
+        .unwrap()
+        .unwrap()
 }
 
 /// Every record value in the log from `from`, by reading batch after batch.
@@ -50,7 +60,10 @@ pub fn read_all(log: &Log, from: u64) -> Vec<(u64, String)> {
             for record in decoded.records() {
                 let record = record.unwrap();
                 if record.offset >= offset {
-                    out.push((record.offset, String::from_utf8(record.value.unwrap().to_vec()).unwrap()));
+                    out.push((
+                        record.offset,
+                        String::from_utf8(record.value.unwrap().to_vec()).unwrap(),
+                    ));
                 }
             }
             offset = header.next_offset();

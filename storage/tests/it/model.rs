@@ -8,11 +8,20 @@ use crate::{batch, read_all, small_config};
 
 #[derive(Clone, Debug)]
 enum Step {
-    Append { count: u32 },
-    Read { at: prop::sample::Index, max_bytes: usize },
+    Append {
+        count: u32,
+    },
+    Read {
+        at: prop::sample::Index,
+        max_bytes: usize,
+    },
     Roll,
-    Truncate { at: prop::sample::Index },
-    RetainBytes { bytes: u64 },
+    Truncate {
+        at: prop::sample::Index,
+    },
+    RetainBytes {
+        bytes: u64,
+    },
     Reopen,
 }
 

@@ -31,7 +31,11 @@ fn deleted_indexes_are_rebuilt_and_lookups_still_work() {
     assert_eq!(read_all(&log, 0), before);
     for offset in (0..end).step_by(37) {
         let slice = log.read(offset, 1).unwrap();
-        let first = pubsub_storage::batch::batches(slice.as_ref()).next().unwrap().unwrap().0;
+        let first = pubsub_storage::batch::batches(slice.as_ref())
+            .next()
+            .unwrap()
+            .unwrap()
+            .0;
         assert!(first.base_offset <= offset && offset <= first.last_offset());
     }
     assert_eq!(log.offset_for_timestamp(1000 + 50 * 10).unwrap(), Some(250));
@@ -64,7 +68,9 @@ fn a_corrupt_closed_segment_stops_the_open_naming_file_and_position() {
     bytes[middle] ^= 0x55;
     std::fs::write(&segment, bytes).unwrap();
     std::fs::remove_file(dir.path().join(format!("{:020}.index", 0))).unwrap();
-    let err = Log::open(dir.path(), small_config()).err().expect("open must fail");
+    let err = Log::open(dir.path(), small_config())
+        .err()
+        .expect("open must fail");
     match &err {
         Error::SegmentCorrupt { path, position, .. } => {
             assert_eq!(path, &segment);
@@ -72,7 +78,10 @@ fn a_corrupt_closed_segment_stops_the_open_naming_file_and_position() {
         }
         other => panic!("unexpected error {other}"),
     }
-    assert!(err.to_string().contains("00000000000000000000.log"), "{err}");
+    assert!(
+        err.to_string().contains("00000000000000000000.log"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -117,9 +126,19 @@ fn reads_outside_the_log_are_out_of_range_with_the_valid_range() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
     fill(&log, 2);
-    assert!(log.read(10, 100).unwrap().is_empty(), "reading at the log end is empty");
+    assert!(
+        log.read(10, 100).unwrap().is_empty(),
+        "reading at the log end is empty"
+    );
     let err = log.read(11, 100).err().unwrap();
-    assert!(matches!(err, Error::OffsetOutOfRange { offset: 11, log_start_offset: 0, log_end_offset: 10 }));
+    assert!(matches!(
+        err,
+        Error::OffsetOutOfRange {
+            offset: 11,
+            log_start_offset: 0,
+            log_end_offset: 10
+        }
+    ));
     assert!(err.to_string().contains("0..=10"), "{err}");
 }
 
@@ -141,7 +160,11 @@ fn truncate_across_segments_then_append_and_reopen() {
     fill(&log, 100);
     let segments = log.segment_count();
     log.truncate_to(52).unwrap();
-    assert_eq!(log.log_end_offset(), 50, "truncation removes the whole batch holding the offset");
+    assert_eq!(
+        log.log_end_offset(),
+        50,
+        "truncation removes the whole batch holding the offset"
+    );
     assert!(log.segment_count() < segments);
     let bytes = batch(500, 2, 5000);
     assert_eq!(log.append(&bytes, 2).unwrap().base_offset, 50);
@@ -184,13 +207,20 @@ fn replicated_batches_keep_their_offsets_and_must_be_contiguous() {
     }
     assert_eq!(read_all(&follower, 0), read_all(&leader, 0));
     let stale = leader.read(0, 100).unwrap();
-    assert!(matches!(follower.append_replicated(stale.as_ref()), Err(Error::NonContiguousOffset { .. })));
+    assert!(matches!(
+        follower.append_replicated(stale.as_ref()),
+        Err(Error::NonContiguousOffset { .. })
+    ));
 }
 
 #[test]
 fn fsync_always_reports_everything_durable_and_group_commits_across_threads() {
     let dir = tempfile::tempdir().unwrap();
-    let config = pubsub_storage::LogConfig { fsync: pubsub_storage::FsyncPolicy::Always, segment_bytes: 1 << 20, ..small_config() };
+    let config = pubsub_storage::LogConfig {
+        fsync: pubsub_storage::FsyncPolicy::Always,
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
     let log = std::sync::Arc::new(Log::open(dir.path(), config).unwrap());
     let threads: Vec<_> = (0..4)
         .map(|t| {
@@ -199,7 +229,10 @@ fn fsync_always_reports_everything_durable_and_group_commits_across_threads() {
                 for i in 0..50 {
                     let bytes = batch(t * 1000 + i, 2, 1);
                     let info = log.append(&bytes, 1).unwrap();
-                    assert!(log.durable_offset() > info.last_offset, "acknowledged only once durable");
+                    assert!(
+                        log.durable_offset() > info.last_offset,
+                        "acknowledged only once durable"
+                    );
                 }
             })
         })
@@ -214,7 +247,10 @@ fn fsync_always_reports_everything_durable_and_group_commits_across_threads() {
 #[test]
 fn concurrent_readers_see_only_whole_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let config = pubsub_storage::LogConfig { segment_bytes: 64 << 10, ..small_config() };
+    let config = pubsub_storage::LogConfig {
+        segment_bytes: 64 << 10,
+        ..small_config()
+    };
     let log = std::sync::Arc::new(Log::open(dir.path(), config).unwrap());
     let writer = {
         let log = log.clone();

@@ -21,19 +21,35 @@ fn time_retention_deletes_only_expired_closed_segments() {
     }
     let segments = log.segment_count();
     assert!(segments > 3);
-    let policy = RetentionPolicy { retention: Some(Duration::from_secs(3600)), retention_bytes: None };
-    assert_eq!(log.apply_retention(policy).unwrap(), 0, "nothing is an hour old yet");
+    let policy = RetentionPolicy {
+        retention: Some(Duration::from_secs(3600)),
+        retention_bytes: None,
+    };
+    assert_eq!(
+        log.apply_retention(policy).unwrap(),
+        0,
+        "nothing is an hour old yet"
+    );
     now.fetch_add(3600 * 1000 - 30_000, Ordering::SeqCst);
     let deleted = log.apply_retention(policy).unwrap();
-    assert!(deleted > 0 && deleted < segments - 1, "only the oldest segments expire: {deleted}");
+    assert!(
+        deleted > 0 && deleted < segments - 1,
+        "only the oldest segments expire: {deleted}"
+    );
     let start = log.log_start_offset();
     assert!(start > 0);
     let err = log.read(0, 100).err().unwrap();
-    assert!(matches!(err, Error::OffsetOutOfRange { log_start_offset, .. } if log_start_offset == start));
+    assert!(
+        matches!(err, Error::OffsetOutOfRange { log_start_offset, .. } if log_start_offset == start)
+    );
     assert_eq!(read_all(&log, start).len() as u64, 1200 - start);
     now.fetch_add(3600 * 1000 * 24, Ordering::SeqCst);
     log.apply_retention(policy).unwrap();
-    assert_eq!(log.segment_count(), 1, "the active segment is never deleted");
+    assert_eq!(
+        log.segment_count(),
+        1,
+        "the active segment is never deleted"
+    );
     assert_eq!(log.log_end_offset(), 1200);
 }
 
@@ -46,7 +62,11 @@ fn size_retention_keeps_the_log_under_its_limit() {
         log.append(&bytes, 1).unwrap();
     }
     let limit = 20_000;
-    log.apply_retention(RetentionPolicy { retention: None, retention_bytes: Some(limit) }).unwrap();
+    log.apply_retention(RetentionPolicy {
+        retention: None,
+        retention_bytes: Some(limit),
+    })
+    .unwrap();
     assert!(log.size_bytes() <= limit + small_config().segment_bytes);
     assert_eq!(log.log_end_offset(), 800);
 }
@@ -55,7 +75,10 @@ fn size_retention_keeps_the_log_under_its_limit() {
 fn segments_roll_by_age() {
     let dir = tempfile::tempdir().unwrap();
     let (now, clock) = manual_clock(0);
-    let config = pubsub_storage::LogConfig { segment_age: Duration::from_secs(60), ..small_config() };
+    let config = pubsub_storage::LogConfig {
+        segment_age: Duration::from_secs(60),
+        ..small_config()
+    };
     let log = Log::open_with_clock(dir.path(), config, clock).unwrap();
     let bytes = batch(1, 1, 0);
     log.append(&bytes, 1).unwrap();
