@@ -1,1 +1,6 @@
-//! pubsub-cli (in progress).
+//! pubsub-cli: the `pubsubd` server binary and the `pubsub` command-line client.
+//!
+//! - `server`: configuration and startup of `pubsubd` roles.
+//! - `commands`: the `pubsub` subcommands, each a thin layer over the client SDK.
+
+pub mod server;

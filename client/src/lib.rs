@@ -1,1 +1,38 @@
-//! pubsub-client (in progress).
+//! pubsub-client: the Rust SDK for pubsub.
+//!
+//! - [`Client`]: a connection to a server, shared by everything below.
+//! - [`Admin`]: create, delete, list and describe topics.
+//! - [`Producer`]: batches records per partition (size and linger), compresses them,
+//!   keeps several batches in flight per partition without reordering, retries, and
+//!   reports each record's partition and offset.
+//! - [`Consumer`]: reads assigned partitions from earliest, latest, an offset or a
+//!   timestamp, and follows new records with long polls.
+//!
+//! ```no_run
+//! # async fn demo() -> pubsub_client::Result<()> {
+//! use pubsub_client::{Client, Producer, ProducerConfig, ProducerRecord};
+//! let client = Client::connect("127.0.0.1:9392").await?;
+//! let producer = Producer::new(client, "orders", ProducerConfig::default()).await?;
+//! let delivery = producer.send(ProducerRecord::keyed("customer-1", "hello")).await?;
+//! let stored = delivery.wait().await?;
+//! println!("partition {} offset {:?}", stored.partition, stored.offset);
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod partitioner;
+pub mod producer;
+pub mod record;
+
+pub use admin::{Admin, NewTopic};
+pub use connection::Client;
+pub use consumer::{Consumer, ConsumerConfig, StartPosition};
+pub use error::{Error, Result};
+pub use producer::{Acks, Delivery, Producer, ProducerConfig, RecordMetadata};
+pub use pubsub_proto::DEFAULT_ADDRESS;
+pub use pubsub_proto::v1::TopicConfig;
+pub use pubsub_storage::Compression;
+pub use record::{ConsumerRecord, ProducerRecord};

@@ -111,7 +111,9 @@ impl BrokerRpc for DataService {
                     }
                     Err(status) => Err(status),
                 };
-                let failed = reply.is_err();
+                // After a failed request the stream ends: requests behind it are not
+                // appended, so a producer that retries it keeps its batches in order.
+                let failed = reply.as_ref().map_or(true, |r| r.error.is_some());
                 if tx.send(reply).await.is_err() || failed {
                     break;
                 }

@@ -1,0 +1,3 @@
+//! `pubsub`: the command-line client (being written).
+
+fn main() {}

@@ -1,0 +1,94 @@
+//! The client's error type: server statuses, transport failures and bad input.
+
+use tonic::Code;
+
+/// Result alias of the client crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a client call can fail with. Cloneable, so one failed batch can fail
+/// every record waiting on it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error status.
+    #[error("{message}")]
+    Server {
+        /// gRPC status code.
+        code: Code,
+        /// The server's message.
+        message: String,
+        /// For OUT_OF_RANGE fetches: the valid offsets, if the server sent them.
+        valid_range: Option<(u64, u64)>,
+    },
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach {address}: {message}")]
+    Transport {
+        /// The address dialled.
+        address: String,
+        /// What failed.
+        message: String,
+    },
+    /// The caller passed something invalid (checked before sending).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A fetched batch could not be decoded.
+    #[error("cannot decode fetched records: {0}")]
+    Decode(String),
+    /// The producer was closed before the record was sent.
+    #[error("producer closed before the record was acknowledged")]
+    Closed,
+}
+
+impl Error {
+    /// The gRPC code of a server error.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// True for errors a retry may cure: the server was unavailable or the link broke.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Server { code, .. } => matches!(
+                code,
+                Code::Unavailable | Code::ResourceExhausted | Code::Aborted
+            ),
+            Error::Transport { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        let read = |key: &str| {
+            status
+                .metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let valid_range = match (
+            read("pubsub-log-start-offset"),
+            read("pubsub-log-end-offset"),
+        ) {
+            (Some(start), Some(end)) => Some((start, end)),
+            _ => None,
+        };
+        let message = match status.code() {
+            Code::Unavailable
+                if status.message().contains("tcp connect")
+                    || status.message().contains("transport") =>
+            {
+                format!("server unavailable: {}", status.message())
+            }
+            _ => status.message().to_string(),
+        };
+        Error::Server {
+            code: status.code(),
+            message,
+            valid_range,
+        }
+    }
+}
