@@ -1,0 +1,49 @@
+//! End-to-end tests over real `pubsubd standalone` processes on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod client;
+mod errors;
+mod grpc;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use pubsub_client::{Client, Consumer, ConsumerConfig, ConsumerRecord, StartPosition};
+
+/// Every record of `topic` from the beginning up to the current end.
+pub async fn read_everything(client: &Client, topic: &str, expected: usize) -> Vec<ConsumerRecord> {
+    let mut consumer = Consumer::new(client.clone(), topic, ConsumerConfig::default());
+    consumer.assign_all(StartPosition::Earliest).await.unwrap();
+    let mut records = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while records.len() < expected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read {} of {expected} records",
+            records.len()
+        );
+        records.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    // Nothing more arrives.
+    assert!(
+        consumer
+            .poll(Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    records
+}
+
+/// Checks that every key's values appear in the order `value-N` was sent.
+pub fn assert_per_key_order(records: &[ConsumerRecord]) {
+    let mut last: HashMap<Vec<u8>, u64> = HashMap::new();
+    for record in records {
+        let key = record.key.as_ref().unwrap().to_vec();
+        let value = std::str::from_utf8(record.value.as_ref().unwrap()).unwrap();
+        let n: u64 = value.rsplit('-').next().unwrap().parse().unwrap();
+        if let Some(previous) = last.insert(key, n) {
+            assert!(previous < n, "value {n} after {previous} for the same key");
+        }
+    }
+}
