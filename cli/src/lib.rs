@@ -3,4 +3,5 @@
 //! - `server`: configuration and startup of `pubsubd` roles.
 //! - `commands`: the `pubsub` subcommands, each a thin layer over the client SDK.
 
+pub mod bench;
 pub mod server;

@@ -36,3 +36,4 @@ pub use pubsub_proto::DEFAULT_ADDRESS;
 pub use pubsub_proto::v1::TopicConfig;
 pub use pubsub_storage::Compression;
 pub use record::{ConsumerRecord, ProducerRecord};
+pub use tonic::Code;
