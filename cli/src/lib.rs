@@ -4,4 +4,5 @@
 //! - `commands`: the `pubsub` subcommands, each a thin layer over the client SDK.
 
 pub mod bench;
+pub mod commands;
 pub mod server;

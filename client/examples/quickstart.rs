@@ -5,17 +5,31 @@
 
 use std::time::Duration;
 
-use pubsub_client::{Admin, Client, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord, StartPosition};
+use pubsub_client::{
+    Admin, Client, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
+    StartPosition,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = std::env::args().nth(1).unwrap_or_else(|| pubsub_client::DEFAULT_ADDRESS.to_string());
+    let server = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| pubsub_client::DEFAULT_ADDRESS.to_string());
     let client = Client::connect(&server).await?;
 
     let admin = Admin::new(client.clone());
-    match admin.create_topic(NewTopic { name: "quickstart".into(), partitions: 3, ..NewTopic::default() }).await {
+    match admin
+        .create_topic(NewTopic {
+            name: "quickstart".into(),
+            partitions: 3,
+            ..NewTopic::default()
+        })
+        .await
+    {
         Ok(_) => println!("created topic quickstart"),
-        Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => println!("topic quickstart already exists"),
+        Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
+            println!("topic quickstart already exists")
+        }
         Err(e) => return Err(e.into()),
     }
 
@@ -42,7 +56,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         for record in &records {
             let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
-            println!("partition {} offset {}: {value}", record.partition, record.offset);
+            println!(
+                "partition {} offset {}: {value}",
+                record.partition, record.offset
+            );
         }
         read += records.len();
     }

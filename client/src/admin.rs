@@ -10,7 +10,7 @@ use crate::error::Result;
 pub struct NewTopic {
     /// Topic name, `[A-Za-z0-9._-]{1,249}`.
     pub name: String,
-    /// Number of partitions (1 if 0).
+    /// Number of partitions (1 to 10,000).
     pub partitions: u32,
     /// Replicas per partition (server default if 0).
     pub replication_factor: u32,
@@ -37,7 +37,7 @@ impl Admin {
             .admin_stub()
             .create_topic(v1::CreateTopicRequest {
                 name: topic.name,
-                partitions: topic.partitions.max(1),
+                partitions: topic.partitions,
                 replication_factor: topic.replication_factor,
                 config: Some(topic.config),
             })

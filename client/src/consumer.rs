@@ -11,6 +11,7 @@ use pubsub_proto::v1;
 use crate::connection::Client;
 use crate::error::{Error, Result};
 use crate::record::{ConsumerRecord, decode_fetched};
+use crate::routing::Router;
 
 /// Where reading a partition starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +47,7 @@ impl Default for ConsumerConfig {
 /// Reads records from assigned partitions of one topic.
 pub struct Consumer {
     client: Client,
+    router: Router,
     topic: String,
     config: ConsumerConfig,
     positions: Vec<(u32, u64)>,
@@ -56,6 +58,7 @@ impl Consumer {
     /// A consumer of `topic` with nothing assigned yet.
     pub fn new(client: Client, topic: &str, config: ConsumerConfig) -> Self {
         Consumer {
+            router: Router::new(client.clone(), topic),
             client,
             topic: topic.to_string(),
             config,
@@ -170,6 +173,11 @@ impl Consumer {
                         "position below the log start; reset to it"
                     );
                     self.positions[i].1 = start;
+                }
+                Err(e) if e.is_retriable() => {
+                    // The leader moved or is down: ask again next poll.
+                    tracing::debug!(partition, error = %e, "fetch failed; refreshing the partition's leader");
+                    self.router.invalidate();
                 }
                 Err(e) => return Err(e),
             }

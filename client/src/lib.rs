@@ -26,6 +26,7 @@ pub mod error;
 pub mod partitioner;
 pub mod producer;
 pub mod record;
+pub mod routing;
 
 pub use admin::{Admin, NewTopic};
 pub use connection::Client;

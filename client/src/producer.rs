@@ -13,6 +13,7 @@
 //! sent again and may be stored twice; idempotent producers (issue 5) remove that.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -26,6 +27,7 @@ use crate::connection::Client;
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 use crate::record::ProducerRecord;
+use crate::routing::Router;
 
 /// How many replicas must have a batch before it counts as sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -218,6 +220,7 @@ struct ClosedBatch {
 
 struct Accumulator {
     client: Client,
+    router: Arc<Router>,
     topic: String,
     config: ProducerConfig,
     open: Vec<Option<OpenBatch>>,
@@ -232,6 +235,7 @@ impl Accumulator {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         Accumulator {
+            router: Arc::new(Router::new(client.clone(), &topic)),
             client,
             topic,
             config,
@@ -386,6 +390,7 @@ impl Accumulator {
                 let (tx, rx) = mpsc::channel(self.config.max_in_flight);
                 let sender = PartitionSender {
                     client: self.client.clone(),
+                    router: self.router.clone(),
                     topic: self.topic.clone(),
                     partition,
                     config: self.config.clone(),
@@ -413,6 +418,7 @@ fn now_ms() -> i64 {
 /// Sends one partition's batches over an ordered stream, keeping several in flight.
 struct PartitionSender {
     client: Client,
+    router: Arc<Router>,
     topic: String,
     partition: u32,
     config: ProducerConfig,
@@ -472,8 +478,15 @@ impl PartitionSender {
         outstanding: &mut VecDeque<ClosedBatch>,
         failures: &mut u32,
     ) -> SessionEnd {
+        let leader = match self.router.leader(self.partition).await {
+            Ok(address) => address,
+            Err(error) => return self.fail_attempt(outstanding, error),
+        };
+        let mut stub = match self.client.broker_stub_at(&leader) {
+            Ok(stub) => stub,
+            Err(error) => return self.fail_attempt(outstanding, error),
+        };
         let (requests, request_stream) = mpsc::channel(self.config.max_in_flight + 1);
-        let mut stub = self.client.broker_stub();
         let open = stub.produce_stream(tokio_stream::wrappers::ReceiverStream::new(request_stream));
         for (i, batch) in outstanding.iter().enumerate() {
             if requests.send(self.request(batch, i as u64)).await.is_err() {
@@ -537,6 +550,8 @@ impl PartitionSender {
     /// Charges an attempt to the first outstanding batch; fails it for good if the
     /// error is not retriable or it is out of retries.
     fn fail_attempt(&self, outstanding: &mut VecDeque<ClosedBatch>, error: Error) -> SessionEnd {
+        // The leader may have moved: look it up again before the next attempt.
+        self.router.invalidate();
         if let Some(first) = outstanding.front_mut() {
             first.attempts += 1;
             if !error.is_retriable() || first.attempts > self.config.retries {

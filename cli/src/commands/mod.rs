@@ -1,0 +1,173 @@
+//! The `pubsub` command line: its grammar (clap) and one module per subcommand, each a
+//! thin layer over the client SDK.
+//!
+//! - `topic`: create, list, describe and delete, also as `pubsub topic <verb>`.
+//! - `write`: records from arguments or stdin through the Producer.
+//! - `read`: records of one or all partitions, to the end or following.
+//! - `completion`: shell completion scripts.
+//! - `output`, `record`, `topic_view`: how results are printed; `units` and
+//!   `topic_config`: how sizes, durations and topic settings are typed.
+//!
+//! A new subcommand (`bench` is next) is a module with an `Args` struct and a `run`,
+//! one `Command` variant, and one arm in [`run`].
+
+pub mod completion;
+pub mod output;
+pub mod read;
+pub mod record;
+pub mod topic;
+pub mod topic_config;
+pub mod topic_view;
+pub mod units;
+pub mod write;
+
+use anyhow::anyhow;
+use clap::{Args, Parser, Subcommand};
+use pubsub_client::{Client, DEFAULT_ADDRESS, Error};
+
+use output::OutputFormat;
+
+/// The `pubsub` command line.
+#[derive(Parser)]
+#[command(
+    name = "pubsub",
+    version,
+    about = "Command-line client of pubsub, a partitioned, replicated log broker",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Flags every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Help heading of the flags every subcommand takes, listed after its own.
+const GLOBAL: &str = "Global options";
+
+/// Flags every subcommand takes.
+#[derive(Args)]
+pub struct GlobalArgs {
+    /// Server address, host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "PUBSUB_SERVER",
+        default_value = DEFAULT_ADDRESS,
+        value_name = "ADDR",
+        help_heading = GLOBAL
+    )]
+    pub server: String,
+    /// Result format: aligned text for people, JSON for scripts.
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Text,
+        help_heading = GLOBAL
+    )]
+    pub output: OutputFormat,
+    /// No progress bar and no summary line on stderr.
+    #[arg(long, short = 'q', global = true, help_heading = GLOBAL)]
+    pub quiet: bool,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// The topic verbs: create, list, describe, delete.
+    #[command(flatten)]
+    Topic(topic::TopicCommand),
+    /// The topic verbs, noun first: `pubsub topic create ..`.
+    #[command(name = "topic", subcommand)]
+    TopicNoun(topic::TopicCommand),
+    /// Write records to a topic.
+    ///
+    /// Each VALUE argument is one record; without any, each line of stdin is one record.
+    /// Prints `wrote N records` on stderr when done.
+    #[command(visible_alias = "produce")]
+    Write(write::WriteArgs),
+    /// Read records from a topic.
+    ///
+    /// Without a start flag, reading starts at the beginning of every partition
+    /// (--from-beginning) and stops at the end each partition had when the command
+    /// started; --follow keeps reading new records until --count or Ctrl-C.
+    #[command(visible_alias = "consume")]
+    Read(read::ReadArgs),
+    /// Print a shell completion script.
+    Completion(completion::CompletionArgs),
+    /// Measure produce, consume and end-to-end throughput and latency.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Topic(command) | Command::TopicNoun(command) => topic::run(global, command).await,
+        Command::Write(args) => write::run(global, args).await,
+        Command::Read(args) => read::run(global, args).await,
+        Command::Completion(args) => {
+            completion::run(&args);
+            Ok(())
+        }
+        Command::Bench(args) => bench(global, args).await,
+    }
+}
+
+/// Runs a benchmark and prints its report as text or JSON on stdout.
+async fn bench(global: &GlobalArgs, args: crate::bench::BenchArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let client = connect(global).await?;
+    let show_progress =
+        !global.quiet && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let report = crate::bench::run(&client, args, show_progress).await?;
+    match global.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string(&report)?),
+        OutputFormat::Text => print!("{}", report.to_text()),
+    }
+    Ok(())
+}
+
+/// Connects to `--server`; a server that cannot be reached gets a hint to start one.
+pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
+    Client::connect(&global.server).await.map_err(|e| match e {
+        Error::Transport { address, message } => anyhow!(
+            "cannot reach the server at {address} ({}); is it running? \
+             start one with `pubsubd standalone`",
+            transport_cause(&message)
+        ),
+        other => other.into(),
+    })
+}
+
+/// The useful part of a transport error chain: tonic and hyper repeat themselves
+/// ("transport error: tcp connect error: tcp connect error: Connection refused").
+fn transport_cause(message: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in message.split(": ") {
+        if parts.last() != Some(&part) && part != "transport error" {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_cause_drops_repeats_and_the_generic_prefix() {
+        assert_eq!(
+            transport_cause(
+                "transport error: tcp connect error: tcp connect error: Connection refused (os error 111)"
+            ),
+            "tcp connect error: Connection refused (os error 111)"
+        );
+        assert_eq!(transport_cause("timed out"), "timed out");
+    }
+}
