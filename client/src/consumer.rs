@@ -4,7 +4,11 @@
 //! idle consumer costs one outstanding request per partition and new records arrive
 //! as soon as the broker has them.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use pubsub_proto::v1;
 
@@ -45,25 +49,69 @@ impl Default for ConsumerConfig {
 }
 
 /// Reads records from assigned partitions of one topic.
+///
+/// Every assigned partition has at most one fetch outstanding (a long poll). A poll
+/// returns as soon as any partition has records; fetches still waiting carry over to
+/// the next poll, so a busy partition is never held back by idle ones.
 pub struct Consumer {
     client: Client,
-    router: Router,
+    router: Arc<Router>,
     topic: String,
     config: ConsumerConfig,
-    positions: Vec<(u32, u64)>,
-    high_watermarks: Vec<u64>,
+    partitions: Vec<PartitionState>,
+    results: mpsc::Sender<FetchDone>,
+    inbox: mpsc::Receiver<FetchDone>,
+    next_assignment: u64,
 }
+
+struct PartitionState {
+    partition: u32,
+    /// Identifies this assignment, so answers to an older one are ignored.
+    assignment: u64,
+    /// Next offset to read.
+    position: u64,
+    /// High watermark seen in the last fetch answer.
+    high_watermark: u64,
+    /// The outstanding fetch, if any.
+    inflight: Option<JoinHandle<()>>,
+}
+
+/// A finished fetch, sent back by its task.
+struct FetchDone {
+    assignment: u64,
+    offset: u64,
+    result: Result<v1::FetchResponse>,
+}
+
+/// Answers waiting to be taken: one per assigned partition at most.
+const FETCH_RESULTS_BUFFER: usize = 256;
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        for state in &mut self.partitions {
+            if let Some(handle) = state.inflight.take() {
+                handle.abort();
+            }
+        }
+    }
+}
+
+/// Pause after a failed fetch, so a down broker is not polled in a tight loop.
+const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 impl Consumer {
     /// A consumer of `topic` with nothing assigned yet.
     pub fn new(client: Client, topic: &str, config: ConsumerConfig) -> Self {
+        let (results, inbox) = mpsc::channel(FETCH_RESULTS_BUFFER);
         Consumer {
-            router: Router::new(client.clone(), topic),
+            router: Arc::new(Router::new(client.clone(), topic)),
             client,
             topic: topic.to_string(),
             config,
-            positions: Vec::new(),
-            high_watermarks: Vec::new(),
+            partitions: Vec::new(),
+            results,
+            inbox,
+            next_assignment: 0,
         }
     }
 
@@ -85,25 +133,42 @@ impl Consumer {
 
     /// Assigns one partition from `start` (replacing an earlier assignment of it).
     pub async fn assign(&mut self, partition: u32, start: StartPosition) -> Result<()> {
-        let offset = self.resolve(partition, start).await?;
-        self.positions.retain(|(p, _)| *p != partition);
-        self.positions.push((partition, offset));
-        self.high_watermarks.push(0);
-        self.high_watermarks.truncate(self.positions.len());
+        let position = self.resolve(partition, start).await?;
+        if let Some(index) = self
+            .partitions
+            .iter()
+            .position(|p| p.partition == partition)
+        {
+            let old = self.partitions.remove(index);
+            if let Some(handle) = old.inflight {
+                handle.abort();
+            }
+        }
+        self.next_assignment += 1;
+        let assignment = self.next_assignment;
+        self.partitions.push(PartitionState {
+            partition,
+            assignment,
+            position,
+            high_watermark: 0,
+            inflight: None,
+        });
         Ok(())
     }
 
     /// The next offset to read of each assigned partition.
-    pub fn positions(&self) -> &[(u32, u64)] {
-        &self.positions
+    pub fn positions(&self) -> Vec<(u32, u64)> {
+        self.partitions
+            .iter()
+            .map(|p| (p.partition, p.position))
+            .collect()
     }
 
     /// Records left to read up to each partition's last seen high watermark.
     pub fn lag(&self) -> u64 {
-        self.positions
+        self.partitions
             .iter()
-            .zip(&self.high_watermarks)
-            .map(|((_, o), hw)| hw.saturating_sub(*o))
+            .map(|p| p.high_watermark.saturating_sub(p.position))
             .sum()
     }
 
@@ -119,69 +184,117 @@ impl Consumer {
             partition,
             spec: Some(spec),
         };
-        Ok(self
+        let mut stub = self
             .client
-            .broker_stub()
-            .list_offsets(request)
-            .await?
-            .into_inner()
-            .offset)
+            .broker_stub_at(&self.router.leader(partition).await?)?;
+        match stub.list_offsets(request).await {
+            Ok(response) => Ok(response.into_inner().offset),
+            Err(status) => {
+                self.router.invalidate();
+                Err(status.into())
+            }
+        }
     }
 
-    /// Fetches from every assigned partition, waiting up to `max_wait` for data;
-    /// returns the records read (possibly none) in partition order.
-    pub async fn poll(&mut self, max_wait: Duration) -> Result<Vec<ConsumerRecord>> {
-        if self.positions.is_empty() {
-            return Err(Error::InvalidArgument("no partition assigned".into()));
-        }
-        let wait_ms = max_wait.as_millis().min(u128::from(u32::MAX)) as u32;
-        let fetches = self.positions.iter().map(|&(partition, offset)| {
-            let mut stub = self.client.broker_stub();
-            let request = v1::FetchRequest {
-                topic: self.topic.clone(),
-                partition,
-                offset,
-                max_bytes: self.config.fetch_max_bytes,
-                max_wait_ms: wait_ms,
-            };
-            async move {
+    fn start_fetch(&self, state: &PartitionState, max_wait: Duration) -> JoinHandle<()> {
+        let offset = state.position;
+        let request = v1::FetchRequest {
+            topic: self.topic.clone(),
+            partition: state.partition,
+            offset,
+            max_bytes: self.config.fetch_max_bytes,
+            max_wait_ms: max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
+        };
+        let (client, router, results) = (
+            self.client.clone(),
+            self.router.clone(),
+            self.results.clone(),
+        );
+        let (partition, assignment) = (state.partition, state.assignment);
+        tokio::spawn(async move {
+            let attempt = async {
+                let mut stub = client.broker_stub_at(&router.leader(partition).await?)?;
                 stub.fetch(request)
                     .await
                     .map(|r| r.into_inner())
                     .map_err(Error::from)
+            };
+            let result = attempt.await;
+            if result.as_ref().is_err_and(Error::is_retriable) {
+                router.invalidate();
+                tokio::time::sleep(FETCH_RETRY_PAUSE).await;
             }
-        });
-        let results = futures::future::join_all(fetches).await;
-        let mut records = Vec::new();
-        for (i, result) in results.into_iter().enumerate() {
-            let (partition, offset) = self.positions[i];
-            match result {
-                Ok(response) => {
-                    let next = decode_fetched(partition, &response.records, offset, &mut records)?;
-                    self.positions[i].1 = next;
-                    self.high_watermarks[i] = response.high_watermark;
-                }
-                Err(Error::Server {
-                    code: tonic::Code::OutOfRange,
-                    valid_range: Some((start, _)),
-                    ..
-                }) if self.config.reset_on_out_of_range && offset < start => {
-                    tracing::warn!(
-                        partition,
-                        offset,
-                        log_start_offset = start,
-                        "position below the log start; reset to it"
-                    );
-                    self.positions[i].1 = start;
-                }
-                Err(e) if e.is_retriable() => {
-                    // The leader moved or is down: ask again next poll.
-                    tracing::debug!(partition, error = %e, "fetch failed; refreshing the partition's leader");
-                    self.router.invalidate();
-                }
-                Err(e) => return Err(e),
+            let _ = results
+                .send(FetchDone {
+                    assignment,
+                    offset,
+                    result,
+                })
+                .await;
+        })
+    }
+
+    /// Returns the records that have arrived, waiting up to `max_wait` for the first.
+    pub async fn poll(&mut self, max_wait: Duration) -> Result<Vec<ConsumerRecord>> {
+        if self.partitions.is_empty() {
+            return Err(Error::InvalidArgument("no partition assigned".into()));
+        }
+        for index in 0..self.partitions.len() {
+            if self.partitions[index].inflight.is_none() {
+                let handle = self.start_fetch(&self.partitions[index], max_wait);
+                self.partitions[index].inflight = Some(handle);
             }
         }
-        Ok(records)
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut records = Vec::new();
+        loop {
+            while let Ok(done) = self.inbox.try_recv() {
+                self.take(done, &mut records)?;
+            }
+            if !records.is_empty() || self.partitions.iter().all(|p| p.inflight.is_none()) {
+                return Ok(records);
+            }
+            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+                Ok(Some(done)) => self.take(done, &mut records)?,
+                Ok(None) | Err(_) => return Ok(records),
+            }
+        }
+    }
+
+    /// Applies one fetch answer: records out, position forward.
+    fn take(&mut self, done: FetchDone, records: &mut Vec<ConsumerRecord>) -> Result<()> {
+        let Some(state) = self
+            .partitions
+            .iter_mut()
+            .find(|p| p.assignment == done.assignment)
+        else {
+            return Ok(());
+        };
+        state.inflight = None;
+        match done.result {
+            Ok(response) => {
+                state.position =
+                    decode_fetched(state.partition, &response.records, done.offset, records)?;
+                state.high_watermark = response.high_watermark;
+            }
+            Err(Error::Server {
+                code: tonic::Code::OutOfRange,
+                valid_range: Some((start, _)),
+                ..
+            }) if self.config.reset_on_out_of_range && done.offset < start => {
+                tracing::warn!(
+                    partition = state.partition,
+                    offset = done.offset,
+                    log_start_offset = start,
+                    "position below the log start; reset to it"
+                );
+                state.position = start;
+            }
+            Err(e) if e.is_retriable() => {
+                tracing::debug!(partition = state.partition, error = %e, "fetch failed; will retry");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use pubsub_proto::v1;
 use pubsub_storage::{BatchBuilder, Compression, Header, ProducerStamp};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
@@ -132,16 +132,34 @@ impl Delivery {
     }
 }
 
-enum Command {
-    Send(ProducerRecord, oneshot::Sender<Delivery>),
-    Flush(oneshot::Sender<()>),
-}
-
 /// Sends records to one topic. Cheap to clone; all clones feed the same batches.
+///
+/// Records go straight into the partition's open batch under a lock (no hand-over
+/// between tasks per record); a background task closes batches whose linger expired.
+/// Call [`Producer::flush`] before dropping the last clone to wait for everything sent;
+/// dropping it still sends what is queued, but nobody waits for the answers.
 #[derive(Clone)]
 pub struct Producer {
-    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    accumulator: tokio::sync::Mutex<Option<Accumulator>>,
     partitions: u32,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Send the batches still open; their records were accepted by `send`.
+        if let (Some(mut accumulator), Ok(runtime)) = (
+            self.accumulator.get_mut().take(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            runtime.spawn(async move {
+                accumulator.close_all().await;
+            });
+        }
+    }
 }
 
 impl Producer {
@@ -159,48 +177,66 @@ impl Producer {
                 "max_in_flight and batch_bytes must be positive".into(),
             ));
         }
-        let (commands, inbox) = mpsc::channel(config.queue_records.max(1));
+        let tick = (config.linger / 2).max(Duration::from_millis(1));
         let accumulator = Accumulator::new(client, topic.to_string(), partitions, config);
-        tokio::spawn(accumulator.run(inbox));
-        Ok(Producer {
-            commands,
+        let shared = Arc::new(Shared {
+            accumulator: tokio::sync::Mutex::new(Some(accumulator)),
             partitions,
-        })
+        });
+        tokio::spawn(linger(Arc::downgrade(&shared), tick));
+        Ok(Producer { shared })
     }
 
     /// Number of partitions of the topic.
     pub fn partitions(&self) -> u32 {
-        self.partitions
+        self.shared.partitions
     }
 
-    /// Queues a record; waits only while the queue is full. The returned [`Delivery`]
+    /// Adds a record to its partition's batch; waits only while that partition has
+    /// `max_in_flight` batches outstanding and one more full. The returned [`Delivery`]
     /// resolves once the record is stored.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery> {
         if let Some(p) = record.partition
-            && p >= self.partitions
+            && p >= self.shared.partitions
         {
             return Err(Error::InvalidArgument(format!(
                 "partition {p} does not exist: the topic has {} partitions",
-                self.partitions
+                self.shared.partitions
             )));
         }
-        let (reply, delivery) = oneshot::channel();
-        self.commands
-            .send(Command::Send(record, reply))
-            .await
-            .map_err(|_| Error::Closed)?;
-        delivery.await.map_err(|_| Error::Closed)
+        let mut guard = self.shared.accumulator.lock().await;
+        let accumulator = guard.as_mut().ok_or(Error::Closed)?;
+        Ok(accumulator.add(record).await)
     }
 
     /// Sends everything queued so far now, without waiting for linger, and waits
     /// until all of it is acknowledged or failed.
     pub async fn flush(&self) -> Result<()> {
-        let (done, wait) = oneshot::channel();
-        self.commands
-            .send(Command::Flush(done))
-            .await
-            .map_err(|_| Error::Closed)?;
-        wait.await.map_err(|_| Error::Closed)
+        let waits = {
+            let mut guard = self.shared.accumulator.lock().await;
+            guard.as_mut().ok_or(Error::Closed)?.close_all().await
+        };
+        for mut wait in waits {
+            let _ = wait.wait_for(|o| o.is_some()).await;
+        }
+        Ok(())
+    }
+}
+
+/// Closes batches whose linger expired, until the producer is gone.
+async fn linger(shared: std::sync::Weak<Shared>, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let mut guard = shared.accumulator.lock().await;
+        match guard.as_mut() {
+            Some(accumulator) => accumulator.close_expired().await,
+            None => return,
+        }
     }
 }
 
@@ -225,6 +261,9 @@ struct Accumulator {
     config: ProducerConfig,
     open: Vec<Option<OpenBatch>>,
     senders: Vec<Option<mpsc::Sender<ClosedBatch>>>,
+    /// Outcome of each partition's newest closed batch: batches of a partition finish
+    /// in order, so waiting for it waits for all of them.
+    last_closed: Vec<Option<watch::Receiver<BatchOutcome>>>,
     sticky: u32,
     partitions: u32,
 }
@@ -241,45 +280,9 @@ impl Accumulator {
             config,
             open: (0..partitions).map(|_| None).collect(),
             senders: (0..partitions).map(|_| None).collect(),
+            last_closed: (0..partitions).map(|_| None).collect(),
             sticky: seed % partitions,
             partitions,
-        }
-    }
-
-    async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
-        loop {
-            let deadline = self
-                .open
-                .iter()
-                .flatten()
-                .map(|b| b.opened + self.config.linger)
-                .min();
-            let command = tokio::select! {
-                command = inbox.recv() => command,
-                _ = sleep_until(deadline) => {
-                    self.close_expired().await;
-                    continue;
-                }
-            };
-            match command {
-                Some(Command::Send(record, reply)) => {
-                    let delivery = self.add(record).await;
-                    let _ = reply.send(delivery);
-                }
-                Some(Command::Flush(done)) => {
-                    let waits = self.close_all().await;
-                    tokio::spawn(async move {
-                        for mut wait in waits {
-                            let _ = wait.wait_for(|o| o.is_some()).await;
-                        }
-                        let _ = done.send(());
-                    });
-                }
-                None => {
-                    self.close_all().await;
-                    return;
-                }
-            }
         }
     }
 
@@ -343,14 +346,12 @@ impl Accumulator {
         }
     }
 
+    /// Closes every open batch; returns the outcome of each partition's newest batch.
     async fn close_all(&mut self) -> Vec<watch::Receiver<BatchOutcome>> {
-        let mut waits = Vec::new();
         for partition in 0..self.partitions {
-            if let Some(wait) = self.close(partition).await {
-                waits.push(wait);
-            }
+            self.close(partition).await;
         }
-        waits
+        self.last_closed.iter().flatten().cloned().collect()
     }
 
     /// Encodes the partition's open batch and hands it to the partition's sender.
@@ -360,6 +361,7 @@ impl Accumulator {
             self.sticky = (self.sticky + 1) % self.partitions;
         }
         let wait = open.outcome.subscribe();
+        self.last_closed[partition as usize] = Some(wait.clone());
         let bytes = match open
             .builder
             .build(self.config.compression, ProducerStamp::NONE)
@@ -399,13 +401,6 @@ impl Accumulator {
                 tx
             })
             .clone()
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
