@@ -1,0 +1,57 @@
+//! A smoke run of each `pubsub bench` command with small counts: they work end to end
+//! and report what they did. Figures are printed, never asserted.
+
+use pubsub_tests::{Server, pubsub};
+
+fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--output", "json", "bench"];
+    full.extend_from_slice(args);
+    let output = pubsub(server.address(), &full, b"");
+    assert!(
+        output.status.success(),
+        "bench {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn produce_consume_and_e2e_benchmarks_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let produced = bench(
+        &server,
+        &[
+            "produce",
+            "--topic",
+            "b",
+            "--create",
+            "--partitions",
+            "2",
+            "--records",
+            "5000",
+            "--record-size",
+            "200",
+        ],
+    );
+    assert_eq!(produced["records"], 5000);
+    assert_eq!(produced["bytes"], 5000 * 200);
+    assert!(produced["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    let consumed = bench(&server, &["consume", "--topic", "b", "--records", "5000"]);
+    assert_eq!(consumed["records"], 5000);
+    let e2e = bench(
+        &server,
+        &[
+            "e2e",
+            "--topic",
+            "e",
+            "--create",
+            "--records",
+            "500",
+            "--rate",
+            "5000",
+        ],
+    );
+    assert_eq!(e2e["records"], 500);
+    assert!(e2e["latency"]["max_ms"].as_f64().unwrap() > 0.0);
+}
