@@ -4,7 +4,10 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/pubsub/v1/pubsub.proto"];
+    let files = [
+        "proto/pubsub/v1/pubsub.proto",
+        "proto/pubsub/v1/cluster.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -1,34 +1,50 @@
-//! The set of partitions this broker hosts, kept in step with the topic metadata.
+//! The partitions this broker hosts, kept in step with the cluster metadata.
+//!
+//! The cluster manager decides which broker holds which replica and who leads; the
+//! broker applies each metadata snapshot it receives ([`Broker::apply_metadata`]):
+//! opens the logs of replicas assigned to it, records leaders and epochs, and deletes
+//! the data of topics that were deleted. Topic writes arriving at the broker's Admin
+//! service are forwarded to the cluster manager, and answered once this broker has
+//! applied the resulting metadata, so a client can produce right after a create.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use pubsub_proto::ids::{PARTITIONS_MAX, TopicName};
 use pubsub_proto::v1;
 use pubsub_storage::Log;
+use tokio::sync::watch;
 
+use crate::cluster::ClusterLink;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
-use crate::metadata::Metadata;
 use crate::partition::{Partition, blocking};
 use crate::topic::{TopicRecord, TopicSettings};
 
-/// A topic and its hosted partitions.
+/// How long an admin write waits for its metadata to reach this broker.
+const METADATA_WAIT: Duration = Duration::from_secs(15);
+
+/// A topic and the replicas of it this broker hosts.
 pub struct HostedTopic {
-    /// The topic's metadata.
+    /// The topic's metadata, settings resolved.
     pub record: TopicRecord,
-    /// Partitions in index order.
-    pub partitions: Vec<Arc<Partition>>,
+    /// Placement, leaders and in-sync replicas, as the cluster manager sent them.
+    pub metadata: v1::TopicMetadata,
+    /// Partitions in index order; `None` where this broker holds no replica.
+    pub partitions: Vec<Option<Arc<Partition>>>,
 }
 
-/// The broker's state: hosted topics and where their data lives.
+/// The broker's state: hosted topics and the cluster view they come from.
 pub struct Broker {
     config: BrokerConfig,
-    metadata: Arc<dyn Metadata>,
+    link: Arc<ClusterLink>,
     topics: RwLock<HashMap<String, Arc<HostedTopic>>>,
-    /// Serializes topic creation and deletion so metadata and disk never disagree.
-    admin: tokio::sync::Mutex<()>,
+    /// The last applied metadata; its version tells admin calls when they are visible.
+    view: watch::Sender<Arc<v1::ClusterMetadata>>,
+    /// Serializes metadata application.
+    applying: tokio::sync::Mutex<()>,
 }
 
 /// Directory of one partition: `<data>/<topic>-<partition>`.
@@ -36,30 +52,53 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
+/// The answer to a request for a partition this broker does not lead.
+pub fn not_leader(broker: &Broker, topic: &str, partition: u32, leader: Option<u32>) -> Error {
+    let address = leader.and_then(|id| broker.broker_address(id));
+    Error::NotLeader {
+        topic: topic.to_string(),
+        partition,
+        broker: broker.config.broker_id,
+        leader,
+        leader_address: address,
+    }
+}
+
 impl Broker {
-    /// Opens every partition of every topic in metadata and removes directories of
-    /// topics that no longer exist (a deletion cut short by a crash).
-    pub async fn open(config: BrokerConfig, metadata: Arc<dyn Metadata>) -> Result<Self> {
-        let records = metadata.topics().await?;
-        let mut topics = HashMap::new();
-        for record in records {
-            let hosted = open_topic(&config.data_dir, record).await?;
-            topics.insert(hosted.record.name.clone(), Arc::new(hosted));
-        }
-        let names: Vec<String> = topics.keys().cloned().collect();
-        let data_dir = config.data_dir.clone();
-        blocking(move || remove_orphans(&data_dir, &names)).await?;
-        Ok(Broker {
+    /// A broker with no topics yet, linked to the cluster managers.
+    pub fn new(config: BrokerConfig, link: Arc<ClusterLink>) -> Self {
+        Broker {
             config,
-            metadata,
-            topics: RwLock::new(topics),
-            admin: tokio::sync::Mutex::new(()),
-        })
+            link,
+            topics: RwLock::new(HashMap::new()),
+            view: watch::Sender::new(Arc::new(v1::ClusterMetadata::default())),
+            applying: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The broker's configuration.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The link to the cluster managers.
+    pub fn link(&self) -> &Arc<ClusterLink> {
+        &self.link
+    }
+
+    /// The last applied cluster metadata.
+    pub fn view(&self) -> Arc<v1::ClusterMetadata> {
+        self.view.borrow().clone()
+    }
+
+    /// The address of broker `id`, from the metadata.
+    pub fn broker_address(&self, id: u32) -> Option<String> {
+        self.view
+            .borrow()
+            .brokers
+            .iter()
+            .find(|b| b.id == id)
+            .map(|b| b.address.clone())
     }
 
     /// A hosted topic by name.
@@ -72,7 +111,7 @@ impl Broker {
             .ok_or_else(|| Error::TopicNotFound(name.to_string()))
     }
 
-    /// Every hosted topic.
+    /// Every known topic.
     pub fn all_topics(&self) -> Vec<Arc<HostedTopic>> {
         self.topics
             .read()
@@ -80,21 +119,141 @@ impl Broker {
             .unwrap_or_default()
     }
 
-    /// A hosted partition.
-    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+    /// A partition this broker leads; otherwise NOT_FOUND or a not-leader error
+    /// naming the leader.
+    pub fn leader_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         let hosted = self.topic(topic)?;
-        hosted
-            .partitions
-            .get(partition as usize)
-            .cloned()
-            .ok_or(Error::PartitionNotFound {
+        let Some(metadata) = hosted.metadata.partitions.get(partition as usize) else {
+            return Err(Error::PartitionNotFound {
                 topic: topic.to_string(),
                 partition,
                 partitions: hosted.record.partitions,
-            })
+            });
+        };
+        let leader = metadata.leader;
+        match hosted.partitions.get(partition as usize).cloned().flatten() {
+            Some(local) if leader == Some(self.config.broker_id) => Ok(local),
+            _ => Err(not_leader(self, topic, partition, leader)),
+        }
     }
 
-    /// Validates and creates a topic: metadata first (durably), then its logs.
+    /// Applies a metadata snapshot: opens newly assigned replicas, updates leaders,
+    /// deletes the data of deleted topics.
+    pub async fn apply_metadata(&self, metadata: v1::ClusterMetadata) -> Result<()> {
+        let _applying = self.applying.lock().await;
+        if metadata.version < self.view.borrow().version {
+            return Ok(());
+        }
+        let current: HashMap<String, Arc<HostedTopic>> = self
+            .topics
+            .read()
+            .map_err(|_| Error::Task("topic map lock poisoned".into()))?
+            .clone();
+        let mut next = HashMap::with_capacity(metadata.topics.len());
+        for topic in &metadata.topics {
+            match self.host(topic, current.get(&topic.name)).await {
+                Ok(hosted) => {
+                    next.insert(topic.name.clone(), Arc::new(hosted));
+                }
+                Err(e) => tracing::error!(topic = %topic.name, error = %e, "cannot host topic"),
+            }
+        }
+        let deleted: Vec<Arc<HostedTopic>> = current
+            .iter()
+            .filter(|(name, _)| !next.contains_key(*name))
+            .map(|(_, t)| t.clone())
+            .collect();
+        *self
+            .topics
+            .write()
+            .map_err(|_| Error::Task("topic map lock poisoned".into()))? = next;
+        self.view.send_replace(Arc::new(metadata));
+        for topic in deleted {
+            self.remove_data(&topic).await?;
+        }
+        Ok(())
+    }
+
+    /// Builds the hosted form of `topic`, reusing partitions already open.
+    async fn host(
+        &self,
+        topic: &v1::TopicMetadata,
+        existing: Option<&Arc<HostedTopic>>,
+    ) -> Result<HostedTopic> {
+        let settings = TopicSettings::resolve(topic.config.as_ref(), &self.config.topic_defaults)?;
+        let record = TopicRecord {
+            name: topic.name.clone(),
+            partitions: topic.partitions.len() as u32,
+            replication_factor: topic.replication_factor,
+            settings,
+        };
+        let log_config = record.settings.log_config()?;
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for (index, metadata) in topic.partitions.iter().enumerate() {
+            let mine = metadata.replicas.contains(&self.config.broker_id);
+            let reuse = existing.and_then(|e| e.partitions.get(index).cloned().flatten());
+            let partition = match (mine, reuse) {
+                (false, _) => None,
+                (true, Some(open)) => Some(open),
+                (true, None) => {
+                    let dir = partition_dir(&self.config.data_dir, &topic.name, index as u32);
+                    let config = log_config.clone();
+                    let log = blocking(move || Ok(Log::open(&dir, config)?)).await?;
+                    Some(Arc::new(Partition::new(log)))
+                }
+            };
+            if let Some(partition) = &partition {
+                partition.set_leadership(metadata.leader, metadata.leader_epoch);
+            }
+            partitions.push(partition);
+        }
+        Ok(HostedTopic {
+            record,
+            metadata: topic.clone(),
+            partitions,
+        })
+    }
+
+    async fn remove_data(&self, topic: &HostedTopic) -> Result<()> {
+        let dirs: Vec<PathBuf> = (0..topic.record.partitions)
+            .map(|p| partition_dir(&self.config.data_dir, &topic.record.name, p))
+            .collect();
+        blocking(move || {
+            for dir in dirs {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(pubsub_storage::Error::Io {
+                            path: dir,
+                            source: e,
+                        }
+                        .into());
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(topic = %topic.record.name, "deleted topic data");
+        Ok(())
+    }
+
+    /// Waits until this broker has applied metadata at least as new as `version`.
+    async fn await_version(&self, version: u64) -> Result<()> {
+        let mut view = self.view.subscribe();
+        let waited =
+            tokio::time::timeout(METADATA_WAIT, view.wait_for(|v| v.version >= version)).await;
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::Unavailable(format!(
+                "the cluster manager accepted the change (metadata version {version}) but this broker has not seen it within {METADATA_WAIT:?}"
+            ))),
+        }
+    }
+
+    /// Validates a topic, has the cluster manager create it, and waits until this
+    /// broker has applied it.
     pub async fn create_topic(&self, request: v1::CreateTopicRequest) -> Result<Arc<HostedTopic>> {
         let name =
             TopicName::new(request.name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -104,69 +263,54 @@ impl Broker {
                 request.partitions
             )));
         }
-        let replication_factor = request.replication_factor.max(1);
-        let live_brokers = 1;
-        if replication_factor > live_brokers {
-            return Err(Error::InvalidArgument(format!(
-                "replication factor {replication_factor} exceeds the {live_brokers} live broker(s)"
-            )));
-        }
-        let settings =
-            TopicSettings::resolve(request.config.as_ref(), &self.config.topic_defaults)?;
-        let record = TopicRecord {
-            name: name.as_str().to_string(),
+        // Resolving checks every setting before anything is written.
+        TopicSettings::resolve(request.config.as_ref(), &self.config.topic_defaults)?;
+        let forwarded = v1::ClusterCreateTopicRequest {
+            name: name.to_string(),
             partitions: request.partitions,
-            replication_factor,
-            settings,
+            replication_factor: request.replication_factor,
+            config: request.config,
+            unclean_leader_election: false,
         };
-        let _admin = self.admin.lock().await;
-        if self.topic(name.as_str()).is_ok() {
+        let response = self
+            .link
+            .call(|mut stub| {
+                let request = forwarded.clone();
+                async move { stub.create_topic(request).await }
+            })
+            .await
+            .map_err(Error::ClusterManager)?;
+        if !response.created {
             return Err(Error::TopicExists(name.to_string()));
         }
-        self.metadata.create_topic(record.clone()).await?;
-        let hosted = Arc::new(open_topic(&self.config.data_dir, record).await?);
-        self.topics
-            .write()
-            .map_err(|_| Error::Task("topic map lock poisoned".into()))?
-            .insert(name.to_string(), hosted.clone());
-        tracing::info!(topic = %name, partitions = request.partitions, "created topic");
-        Ok(hosted)
+        self.await_version(response.metadata_version).await?;
+        self.topic(name.as_str())
     }
 
-    /// Deletes a topic: metadata first (durably), then its partitions' data.
+    /// Has the cluster manager delete a topic, and waits until its data is gone here.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        let _admin = self.admin.lock().await;
-        self.topic(name)?;
-        self.metadata.delete_topic(name).await?;
-        let removed = self
-            .topics
-            .write()
-            .map_err(|_| Error::Task("topic map lock poisoned".into()))?
-            .remove(name);
-        if let Some(hosted) = removed {
-            let dirs: Vec<PathBuf> = (0..hosted.record.partitions)
-                .map(|p| partition_dir(&self.config.data_dir, name, p))
-                .collect();
-            drop(hosted);
-            blocking(move || {
-                for dir in dirs {
-                    match std::fs::remove_dir_all(&dir) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => {
-                            return Err(pubsub_storage::Error::Io {
-                                path: dir,
-                                source: e,
-                            }
-                            .into());
-                        }
-                    }
-                }
-                Ok(())
+        let request = v1::DeleteTopicRequest {
+            name: name.to_string(),
+        };
+        self.link
+            .call(|mut stub| {
+                let request = request.clone();
+                async move { stub.delete_topic(request).await }
             })
-            .await?;
-        }
-        tracing::info!(topic = %name, "deleted topic");
+            .await
+            .map_err(Error::ClusterManager)?;
+        let mut view = self.view.subscribe();
+        let gone = view.wait_for(|v| v.topics.iter().all(|t| t.name != name));
+        tokio::time::timeout(METADATA_WAIT, gone)
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "topic {name:?} was deleted but this broker has not seen it yet"
+                ))
+            })?
+            .map_err(|_| Error::Task("metadata view closed".into()))?;
+        // The data is removed right after the view changes, under the same lock.
+        let _applied = self.applying.lock().await;
         Ok(())
     }
 
@@ -175,7 +319,7 @@ impl Broker {
         let mut deleted = 0;
         for topic in self.all_topics() {
             let policy = topic.record.settings.retention();
-            for partition in &topic.partitions {
+            for partition in topic.partitions.iter().flatten() {
                 let log = partition.log().clone();
                 deleted += blocking(move || Ok(log.apply_retention(policy)?)).await?;
             }
@@ -183,12 +327,18 @@ impl Broker {
         Ok(deleted)
     }
 
+    fn all_logs(&self) -> Vec<Arc<Log>> {
+        self.all_topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter().flatten().map(|p| p.log().clone()))
+            .collect()
+    }
+
     /// Runs due interval fsyncs on every partition.
     pub async fn flush_due(&self) -> Result<()> {
         let logs: Vec<Arc<Log>> = self
-            .all_topics()
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| p.log().clone()))
+            .all_logs()
+            .into_iter()
             .filter(|log| pubsub_storage::log::flush_interval(log.config()).is_some())
             .collect();
         if logs.is_empty() {
@@ -205,11 +355,7 @@ impl Broker {
 
     /// Flushes every partition (clean shutdown).
     pub async fn flush_all(&self) -> Result<()> {
-        let logs: Vec<Arc<Log>> = self
-            .all_topics()
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| p.log().clone()))
-            .collect();
+        let logs = self.all_logs();
         blocking(move || {
             for log in logs {
                 log.flush()?;
@@ -218,50 +364,4 @@ impl Broker {
         })
         .await
     }
-}
-
-async fn open_topic(data_dir: &Path, record: TopicRecord) -> Result<HostedTopic> {
-    let config = record.settings.log_config()?;
-    let mut partitions = Vec::with_capacity(record.partitions as usize);
-    for partition in 0..record.partitions {
-        let dir = partition_dir(data_dir, &record.name, partition);
-        let config = config.clone();
-        let log = blocking(move || Ok(Log::open(&dir, config)?)).await?;
-        partitions.push(Arc::new(Partition::new(log, 0)));
-    }
-    Ok(HostedTopic { record, partitions })
-}
-
-/// Removes partition directories whose topic is not in metadata.
-fn remove_orphans(data_dir: &Path, topics: &[String]) -> Result<()> {
-    let entries = match std::fs::read_dir(data_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(pubsub_storage::Error::Io {
-                path: data_dir.to_path_buf(),
-                source: e,
-            }
-            .into());
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let Some((topic, partition)) = name.rsplit_once('-') else {
-            continue;
-        };
-        if !path.is_dir() || partition.parse::<u32>().is_err() || topics.iter().any(|t| t == topic)
-        {
-            continue;
-        }
-        tracing::warn!(path = %path.display(), "removing data of a deleted topic");
-        std::fs::remove_dir_all(&path).map_err(|e| pubsub_storage::Error::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-    }
-    Ok(())
 }

@@ -14,6 +14,10 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Address clients are told to connect to (host:port).
     pub advertised_address: String,
+    /// Failure domain (rack, zone): replicas of a partition are spread across racks.
+    pub rack: Option<String>,
+    /// Addresses of the cluster-manager nodes.
+    pub cluster_managers: Vec<String>,
     /// Defaults for topics created without explicit settings.
     pub topic_defaults: TopicDefaults,
     /// How often retention is applied to every partition.
@@ -51,12 +55,20 @@ impl Default for TopicDefaults {
 }
 
 impl BrokerConfig {
-    /// A single-node configuration over `data_dir`, advertising `address`.
-    pub fn standalone(data_dir: PathBuf, address: String) -> Self {
+    /// A broker `broker_id` over `data_dir`, advertising `address`, in the cluster
+    /// managed by `cluster_managers`.
+    pub fn new(
+        broker_id: u32,
+        data_dir: PathBuf,
+        address: String,
+        cluster_managers: Vec<String>,
+    ) -> Self {
         BrokerConfig {
-            broker_id: 0,
+            broker_id,
             data_dir,
             advertised_address: address,
+            rack: None,
+            cluster_managers,
             topic_defaults: TopicDefaults::default(),
             retention_check_interval: Duration::from_secs(30),
         }

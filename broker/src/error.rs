@@ -35,14 +35,38 @@ pub enum Error {
     /// The partition log failed.
     #[error(transparent)]
     Storage(#[from] pubsub_storage::Error),
-    /// The metadata file could not be read or written.
-    #[error("metadata file {path}: {reason}")]
-    Metadata {
-        /// The metadata file.
+    /// The data directory is unusable.
+    #[error("data directory {path}: {reason}")]
+    DataDir {
+        /// The directory.
         path: PathBuf,
         /// What went wrong.
         reason: String,
     },
+    /// This broker does not lead the partition.
+    #[error("broker {broker} is not the leader of {topic}-{partition}{}", match (leader, leader_address) {
+        (Some(id), Some(address)) => format!("; the leader is broker {id} at {address}"),
+        (Some(id), None) => format!("; the leader is broker {id}"),
+        _ => "; it has no leader right now".to_string(),
+    })]
+    NotLeader {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// This broker.
+        broker: u32,
+        /// The leader, if there is one.
+        leader: Option<u32>,
+        /// The leader's address, if known.
+        leader_address: Option<String>,
+    },
+    /// The cluster cannot do it right now; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The cluster manager refused or failed a forwarded request.
+    #[error("cluster manager: {}", .0.message())]
+    ClusterManager(tonic::Status),
     /// A blocking task died (the process is going down).
     #[error("internal task failed: {0}")]
     Task(String),

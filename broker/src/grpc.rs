@@ -12,6 +12,8 @@ use crate::error::Error;
 
 /// Metadata key carrying the partition's log start offset on OUT_OF_RANGE.
 pub const LOG_START_OFFSET_KEY: &str = "pubsub-log-start-offset";
+/// Metadata key carrying the partition leader's address on a not-leader UNAVAILABLE.
+pub const LEADER_ADDRESS_KEY: &str = "pubsub-leader-address";
 /// Metadata key carrying the partition's log end offset on OUT_OF_RANGE.
 pub const LOG_END_OFFSET_KEY: &str = "pubsub-log-end-offset";
 
@@ -38,14 +40,29 @@ impl From<Error> for Status {
                 S::LogFailed { .. } => Code::Unavailable,
                 S::SegmentCorrupt { .. } | S::Io { .. } => Code::Internal,
             },
-            Error::Metadata { .. } | Error::Task(_) => Code::Internal,
+            Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,
+            Error::ClusterManager(status) => status.code(),
+            Error::DataDir { .. } | Error::Task(_) => Code::Internal,
         };
         if code == Code::Internal || code == Code::Unavailable {
             tracing::error!(error = %error, "request failed");
         } else {
             tracing::debug!(error = %error, "request rejected");
         }
-        let mut status = Status::new(code, error.to_string());
+        let message = match &error {
+            // The cluster manager's message already says what to do; don't prefix it.
+            Error::ClusterManager(status) => status.message().to_string(),
+            other => other.to_string(),
+        };
+        let mut status = Status::new(code, message);
+        if let Error::NotLeader {
+            leader_address: Some(address),
+            ..
+        } = &error
+            && let Ok(value) = address.parse()
+        {
+            status.metadata_mut().insert(LEADER_ADDRESS_KEY, value);
+        }
         if let Error::Storage(S::OffsetOutOfRange {
             log_start_offset,
             log_end_offset,

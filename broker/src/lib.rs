@@ -4,15 +4,17 @@
 //! - [`broker`]: the set of hosted topics and partitions.
 //! - [`partition`]: one partition's log and high watermark; long-poll fetch.
 //! - [`service`]: the Admin and Broker gRPC services.
-//! - [`metadata`]: the topic catalogue interface and its local, single-node store.
+//! - [`cluster`]: the link to the cluster managers; [`membership`]: registration,
+//!   heartbeats and the metadata watch.
 //! - [`topic`]: topic settings, resolved and validated.
 //! - [`grpc`]: the mapping from errors to gRPC statuses.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod grpc;
-pub mod metadata;
+pub mod membership;
 pub mod partition;
 pub mod server;
 pub mod service;

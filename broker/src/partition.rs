@@ -5,6 +5,7 @@
 //! fetches wake as soon as records become visible.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use bytes::Bytes;
 use pubsub_storage::{Log, ReadSlice};
@@ -12,11 +13,17 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 
-/// A partition replica hosted by this broker (the leader, on a single node).
+/// Marks "no leader" in [`Partition`]'s leader field.
+pub const NO_LEADER: u32 = u32::MAX;
+
+/// A partition replica hosted by this broker.
 pub struct Partition {
     log: Arc<Log>,
     high_watermark: watch::Sender<u64>,
-    leader_epoch: i32,
+    /// The partition's leader as the metadata says, or [`NO_LEADER`].
+    leader: AtomicU32,
+    /// The leader epoch stamped into batches this replica appends as leader.
+    leader_epoch: AtomicI32,
 }
 
 /// Batches read for a fetch, with the partition's offsets at the time of the read.
@@ -30,14 +37,33 @@ pub struct FetchedBatches {
 }
 
 impl Partition {
-    /// Wraps an opened log; on a single node every stored record is committed.
-    pub fn new(log: Log, leader_epoch: i32) -> Self {
+    /// Wraps an opened log. Without replication every stored record is committed, so
+    /// the high watermark starts at the log end.
+    pub fn new(log: Log) -> Self {
         let end = log.log_end_offset();
         Partition {
             log: Arc::new(log),
             high_watermark: watch::Sender::new(end),
-            leader_epoch,
+            leader: AtomicU32::new(NO_LEADER),
+            leader_epoch: AtomicI32::new(0),
         }
+    }
+
+    /// Records who leads the partition and in which epoch, from the metadata.
+    pub fn set_leadership(&self, leader: Option<u32>, leader_epoch: i32) {
+        self.leader_epoch.store(leader_epoch, Ordering::Release);
+        self.leader
+            .store(leader.unwrap_or(NO_LEADER), Ordering::Release);
+    }
+
+    /// The partition's leader, if it has one.
+    pub fn leader(&self) -> Option<u32> {
+        Some(self.leader.load(Ordering::Acquire)).filter(|&l| l != NO_LEADER)
+    }
+
+    /// The current leader epoch.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
     }
 
     /// The partition's log.
@@ -56,7 +82,7 @@ impl Partition {
     /// offset is on disk. The high watermark then moves past the appended batches.
     pub async fn append(&self, batches: Vec<Bytes>) -> Result<Vec<u64>> {
         let log = self.log.clone();
-        let epoch = self.leader_epoch;
+        let epoch = self.leader_epoch();
         let (offsets, end) = blocking(move || {
             let mut offsets = Vec::with_capacity(batches.len());
             let mut end = 0;

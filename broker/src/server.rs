@@ -12,9 +12,10 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 
 use crate::broker::Broker;
+use crate::cluster::ClusterLink;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
-use crate::metadata::{LocalMetadata, Metadata};
+use crate::membership;
 use crate::service::{admin::AdminService, data::DataService};
 
 /// Interval of HTTP/2 keepalive pings: detects dead peers on long-lived streams
@@ -35,19 +36,24 @@ macro_rules! limits {
     };
 }
 
-/// Runs a broker with local metadata on `listener` until `shutdown` resolves.
+/// Runs a broker on `listener` until `shutdown` resolves: joins the cluster (register,
+/// first metadata), then serves while heartbeats and the metadata watch run.
 pub async fn run(
     config: BrokerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Metadata {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::DataDir {
         path: config.data_dir.clone(),
-        reason: format!("cannot create data directory: {e}"),
+        reason: format!("cannot create it: {e}"),
     })?;
-    let metadata: Arc<dyn Metadata> = Arc::new(LocalMetadata::open(&config.data_dir)?);
-    let broker = Arc::new(Broker::open(config, metadata).await?);
-    serve(broker, listener, shutdown).await
+    let link = ClusterLink::new(config.cluster_managers.clone()).map_err(Error::InvalidArgument)?;
+    let broker = Arc::new(Broker::new(config, Arc::new(link)));
+    let lease = membership::join(&broker).await?;
+    let membership = tokio::spawn(membership::maintain(broker.clone(), lease));
+    let result = serve(broker, listener, shutdown).await;
+    membership.abort();
+    result
 }
 
 /// Serves an opened broker on `listener` until `shutdown` resolves, then flushes.

@@ -172,6 +172,12 @@ impl Consumer {
             .sum()
     }
 
+    /// The offset `start` names in `partition` right now (earliest, latest, by time),
+    /// asked of the partition's leader.
+    pub async fn offset_of(&self, partition: u32, start: StartPosition) -> Result<u64> {
+        self.resolve(partition, start).await
+    }
+
     async fn resolve(&self, partition: u32, start: StartPosition) -> Result<u64> {
         let spec = match start {
             StartPosition::Offset(offset) => return Ok(offset),

@@ -71,7 +71,7 @@ impl Router {
         let mut leaders = vec![None; topic.partitions.len()];
         for partition in &topic.partitions {
             if let Some(slot) = leaders.get_mut(partition.partition as usize) {
-                *slot = address_of(partition.leader);
+                *slot = partition.leader.and_then(address_of);
             }
         }
         *self.leaders.lock().map_err(|_| Error::Closed)? = Some(leaders);

@@ -1,1 +1,35 @@
-//! The cluster manager: the Raft group (openraft) that will own cluster metadata (brokers, topics, partition leaders, in-sync replicas, ACLs); built in issue 4.
+//! pubsub-cluster-manager: the Raft group (openraft) that owns the cluster metadata:
+//! brokers and their leases, topics, replica placement, partition leaders, leader epochs
+//! and in-sync replicas.
+//!
+//! - [`server`]: `run(config, listener, shutdown)`, the entry point binaries and tests call.
+//! - [`state`]: the metadata as plain values and its deterministic `apply`.
+//! - [`command`]: the commands `apply` takes, their responses and refusals.
+//! - [`placement`]: where a new topic's replicas go (rack-aware, leaders balanced).
+//! - [`raft`]: openraft's type configuration, sled log store, state machine and network.
+//! - [`manager`]: a running node: reads from its state, writes routed to the leader.
+//! - [`lease`]: the leader's task that fences brokers whose lease expired.
+//! - [`service`]: the `ClusterManager` and `Raft` gRPC services.
+//! - [`wire`]: the state as `pubsub.v1` messages.
+//! - [`grpc`]: the mapping from errors to gRPC statuses.
+//!
+//! **Invariant:** `state` and `placement` do no I/O and read no clock; everything that
+//! talks to disk, network or time lives in `raft`, `manager`, `lease` and `server`.
+
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod lease;
+pub mod manager;
+pub mod placement;
+pub mod raft;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod wire;
+
+pub use config::{ClusterManagerConfig, Member};
+pub use error::{Error, Result};
+pub use raft::RaftSettings;
+pub use server::run;

@@ -29,11 +29,13 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A running `pubsubd standalone`, killed (SIGKILL) when dropped.
+/// A running `pubsubd` process, killed (SIGKILL) when dropped.
 pub struct Server {
     child: Option<Child>,
     data_dir: PathBuf,
     address: String,
+    /// Arguments after `pubsubd`, with `{listen}` standing for the listen address.
+    args: Vec<String>,
 }
 
 impl Server {
@@ -44,10 +46,31 @@ impl Server {
 
     /// Starts a standalone server listening on `listen`.
     pub fn start_on(data_dir: &Path, listen: &str) -> Server {
+        // The embedded cluster manager gets its own fixed port, so a restart finds it
+        // free and at the same address.
+        let manager = format!("127.0.0.1:{}", free_port());
+        let args = [
+            "standalone",
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--listen",
+            "{listen}",
+            "--cluster-manager-listen",
+            &manager,
+        ];
+        Server::spawn(
+            data_dir,
+            args.iter().map(|s| s.to_string()).collect(),
+            listen,
+        )
+    }
+
+    /// Starts `pubsubd ARGS...`, where `{listen}` in ARGS is replaced by `listen`, and
+    /// waits for its `listening on ADDR` line.
+    pub fn spawn(data_dir: &Path, args: Vec<String>, listen: &str) -> Server {
+        let expanded: Vec<String> = args.iter().map(|a| a.replace("{listen}", listen)).collect();
         let mut child = Command::new(binary("pubsubd"))
-            .args(["standalone", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", listen])
+            .args(&expanded)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -68,13 +91,14 @@ impl Server {
             Ok(address) => address,
             Err(_) => {
                 let _ = child.kill();
-                panic!("pubsubd did not start listening within {START_TIMEOUT:?}");
+                panic!("pubsubd {expanded:?} did not start listening within {START_TIMEOUT:?}");
             }
         };
         Server {
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
             address,
+            args,
         }
     }
 
@@ -86,6 +110,11 @@ impl Server {
     /// The server's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the server with SIGKILL and waits for it to die.
@@ -116,17 +145,111 @@ impl Server {
         }
     }
 
+    /// Starts the server again with the same arguments, on the same address.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let restarted = Server::spawn(
+            &self.data_dir.clone(),
+            self.args.clone(),
+            &self.address.clone(),
+        );
+        *self = restarted;
+    }
+
     /// Kills the server (SIGKILL) and starts it again on the same port and data.
     pub fn restart_after_kill9(&mut self) {
-        self.kill9();
-        let restarted = Server::start_on(&self.data_dir.clone(), &self.address.clone());
-        *self = restarted;
+        self.restart();
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// Three cluster managers and three brokers, each a `pubsubd` process.
+pub struct Cluster {
+    /// Temporary directory holding every node's data.
+    pub dir: tempfile::TempDir,
+    /// Cluster-manager processes, ids 1, 2, 3 at index 0, 1, 2.
+    pub managers: Vec<Server>,
+    /// Broker processes, ids 1, 2, 3 at index 0, 1, 2.
+    pub brokers: Vec<Server>,
+}
+
+impl Cluster {
+    /// Starts 3 cluster managers (broker lease `lease`) and 3 brokers.
+    pub fn start(lease: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peers: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect();
+        let peers = peers.join(",");
+        let managers: Vec<Server> = (0..3)
+            .map(|i| {
+                let data = dir.path().join(format!("cm{}", i + 1));
+                let args = vec![
+                    "cluster-manager".to_string(),
+                    "--id".into(),
+                    (i + 1).to_string(),
+                    "--listen".into(),
+                    "{listen}".into(),
+                    "--data-dir".into(),
+                    data.display().to_string(),
+                    "--peers".into(),
+                    peers.clone(),
+                    "--lease".into(),
+                    lease.to_string(),
+                ];
+                Server::spawn(&data, args, &format!("127.0.0.1:{}", ports[i]))
+            })
+            .collect();
+        let manager_list: Vec<String> = managers.iter().map(|m| m.address().to_string()).collect();
+        let manager_list = manager_list.join(",");
+        let brokers = (0..3)
+            .map(|i| {
+                let data = dir.path().join(format!("broker{}", i + 1));
+                let args = vec![
+                    "broker".to_string(),
+                    "--id".into(),
+                    (i + 1).to_string(),
+                    "--listen".into(),
+                    "{listen}".into(),
+                    "--data-dir".into(),
+                    data.display().to_string(),
+                    "--cluster-managers".into(),
+                    manager_list.clone(),
+                ];
+                Server::spawn(&data, args, &format!("127.0.0.1:{}", free_port()))
+            })
+            .collect();
+        Cluster {
+            dir,
+            managers,
+            brokers,
+        }
+    }
+
+    /// Addresses of the cluster managers still running.
+    pub fn live_managers(&self) -> Vec<String> {
+        self.managers
+            .iter()
+            .filter(|m| m.pid().is_some())
+            .map(|m| m.address().to_string())
+            .collect()
     }
 }
 

@@ -19,27 +19,49 @@ impl AdminService {
     }
 
     fn describe(&self, topic: &HostedTopic) -> v1::TopicDescription {
-        let broker_id = self.broker.config().broker_id;
         v1::TopicDescription {
             name: topic.record.name.clone(),
             replication_factor: topic.record.replication_factor,
             config: Some(topic.record.settings.to_proto()),
             partitions: topic
+                .metadata
                 .partitions
                 .iter()
                 .enumerate()
-                .map(|(index, partition)| v1::PartitionDescription {
-                    partition: index as u32,
-                    leader: broker_id,
-                    leader_epoch: 0,
-                    replicas: vec![broker_id],
-                    in_sync_replicas: vec![broker_id],
-                    log_start_offset: partition.log().log_start_offset(),
-                    high_watermark: partition.high_watermark(),
-                    log_end_offset: partition.log().log_end_offset(),
+                .map(|(index, metadata)| {
+                    let local = topic.partitions.get(index).cloned().flatten();
+                    v1::PartitionDescription {
+                        partition: metadata.partition,
+                        leader: metadata.leader,
+                        leader_epoch: metadata.leader_epoch,
+                        replicas: metadata.replicas.clone(),
+                        in_sync_replicas: metadata.in_sync_replicas.clone(),
+                        log_start_offset: local.as_ref().map(|p| p.log().log_start_offset()),
+                        high_watermark: local.as_ref().map(|p| p.high_watermark()),
+                        log_end_offset: local.as_ref().map(|p| p.log().log_end_offset()),
+                    }
                 })
                 .collect(),
         }
+    }
+
+    /// The brokers named in a topic's replica lists, with their addresses.
+    fn brokers_of(&self, topic: &HostedTopic) -> Vec<v1::BrokerInfo> {
+        let view = self.broker.view();
+        view.brokers
+            .iter()
+            .filter(|b| {
+                topic
+                    .metadata
+                    .partitions
+                    .iter()
+                    .any(|p| p.replicas.contains(&b.id))
+            })
+            .map(|b| v1::BrokerInfo {
+                id: b.id,
+                address: b.address.clone(),
+            })
+            .collect()
     }
 }
 
@@ -89,13 +111,9 @@ impl Admin for AdminService {
         request: Request<v1::DescribeTopicRequest>,
     ) -> Result<Response<v1::DescribeTopicResponse>, Status> {
         let topic = self.broker.topic(&request.get_ref().name)?;
-        let config = self.broker.config();
         Ok(Response::new(v1::DescribeTopicResponse {
             topic: Some(self.describe(&topic)),
-            brokers: vec![v1::BrokerInfo {
-                id: config.broker_id,
-                address: config.advertised_address.clone(),
-            }],
+            brokers: self.brokers_of(&topic),
         }))
     }
 }

@@ -50,7 +50,7 @@ async fn produce(
             request.batches.len()
         )));
     }
-    let partition = broker.partition(&request.topic, request.partition)?;
+    let partition = broker.leader_partition(&request.topic, request.partition)?;
     let base_offsets = partition.append(request.batches).await?;
     let base_offsets = if request.acks == v1::Acks::None as i32 {
         Vec::new()
@@ -130,7 +130,9 @@ impl BrokerRpc for DataService {
         request: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
         let request = request.into_inner();
-        let partition = self.broker.partition(&request.topic, request.partition)?;
+        let partition = self
+            .broker
+            .leader_partition(&request.topic, request.partition)?;
         let max_bytes = match request.max_bytes as usize {
             0 => FETCH_BYTES_DEFAULT,
             n => n.min(FETCH_BYTES_MAX),
@@ -151,7 +153,9 @@ impl BrokerRpc for DataService {
         request: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
         let request = request.into_inner();
-        let partition = self.broker.partition(&request.topic, request.partition)?;
+        let partition = self
+            .broker
+            .leader_partition(&request.topic, request.partition)?;
         let offset = match request.spec {
             Some(v1::list_offsets_request::Spec::Earliest(_)) => partition.log().log_start_offset(),
             Some(v1::list_offsets_request::Spec::Latest(_)) => partition.high_watermark(),

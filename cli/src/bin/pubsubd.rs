@@ -1,11 +1,18 @@
 //! `pubsubd`: the pubsub server. `pubsubd standalone` runs every role in one process
 //! on loopback with data under `./data`: the embedded default a new user starts first.
+//! `pubsubd cluster-manager` and `pubsubd broker` run the roles apart, for a cluster.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pubsub_cli::server::StandaloneConfig;
+use pubsub_cluster_manager::{ClusterManagerConfig, Member};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 #[derive(Parser)]
 #[command(
@@ -20,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Role {
-    /// Every role in one process: broker and topic metadata, on loopback.
+    /// Every role in one process: a one-node cluster manager and a broker, on loopback.
     Standalone {
         /// TOML configuration file (see cli/config.example.toml).
         #[arg(long, env = "PUBSUB_CONFIG")]
@@ -28,12 +35,64 @@ enum Role {
         /// Directory for all data [default: ./data].
         #[arg(long, env = "PUBSUB_DATA_DIR")]
         data_dir: Option<PathBuf>,
-        /// Address to listen on [default: 127.0.0.1:9392].
+        /// Address clients connect to [default: 127.0.0.1:9392].
         #[arg(long, env = "PUBSUB_LISTEN")]
         listen: Option<String>,
         /// Address clients are told to connect to [default: the listen address].
         #[arg(long, env = "PUBSUB_ADVERTISED_ADDRESS")]
         advertised_address: Option<String>,
+        /// Address of the embedded cluster manager [default: 127.0.0.1:9393, or a free
+        /// port when --listen has port 0].
+        #[arg(long, env = "PUBSUB_CLUSTER_MANAGER_LISTEN")]
+        cluster_manager_listen: Option<String>,
+    },
+    /// One node of the cluster-manager Raft group.
+    ClusterManager {
+        /// Raft node id, unique in the group.
+        #[arg(long, env = "PUBSUB_ID")]
+        id: u64,
+        /// Address to listen on.
+        #[arg(long, env = "PUBSUB_LISTEN")]
+        listen: SocketAddr,
+        /// Address other nodes and brokers reach this node at [default: its entry in
+        /// --peers, else the listen address].
+        #[arg(long, env = "PUBSUB_ADVERTISED_ADDRESS")]
+        advertised_address: Option<String>,
+        /// Directory of the Raft log and snapshots.
+        #[arg(long, env = "PUBSUB_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Initial voters, this node included, as id=host:port (comma separated).
+        #[arg(long, env = "PUBSUB_PEERS", value_delimiter = ',')]
+        peers: Vec<String>,
+        /// A broker is fenced after this long without a heartbeat.
+        #[arg(long, env = "PUBSUB_LEASE", value_parser = humantime::parse_duration, default_value = "6s")]
+        lease: Duration,
+    },
+    /// A broker: hosts partition replicas and serves producers and consumers.
+    Broker {
+        /// Broker id, unique in the cluster.
+        #[arg(long, env = "PUBSUB_ID")]
+        id: u32,
+        /// Address to listen on.
+        #[arg(long, env = "PUBSUB_LISTEN")]
+        listen: SocketAddr,
+        /// Address clients and other brokers connect to [default: the listen address].
+        #[arg(long, env = "PUBSUB_ADVERTISED_ADDRESS")]
+        advertised_address: Option<String>,
+        /// Directory of the partition logs.
+        #[arg(long, env = "PUBSUB_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Cluster-manager addresses (comma separated).
+        #[arg(
+            long,
+            env = "PUBSUB_CLUSTER_MANAGERS",
+            value_delimiter = ',',
+            required = true
+        )]
+        cluster_managers: Vec<String>,
+        /// Failure domain (rack or zone) for replica placement.
+        #[arg(long, env = "PUBSUB_RACK")]
+        rack: Option<String>,
     },
 }
 
@@ -65,38 +124,125 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} for the {what}"))?;
+    let bound = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    Ok((listener, bound))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let shutdown = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|&s| s).await;
+        }
+    };
     match cli.role {
         Role::Standalone {
             config,
             data_dir,
             listen,
             advertised_address,
+            cluster_manager_listen,
         } => {
             let config =
                 StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised_address)?;
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.listen))?;
-            let bound = listener
-                .local_addr()
-                .context("listener has no local address")?;
+            let manager_listen: SocketAddr = match cluster_manager_listen {
+                Some(text) => text.parse().with_context(|| {
+                    format!("--cluster-manager-listen {text:?} is not host:port")
+                })?,
+                None if config.listen.port() == 0 => SocketAddr::new(config.listen.ip(), 0),
+                None => SocketAddr::new(config.listen.ip(), config.listen.port().wrapping_add(1)),
+            };
+            let (manager_listener, manager_bound) = bind(manager_listen, "cluster manager").await?;
+            let (broker_listener, broker_bound) = bind(config.listen, "broker").await?;
             let advertised = if config.listen.port() == 0 {
-                bound.to_string()
+                broker_bound.to_string()
             } else {
                 config.advertised_address.clone()
             };
-            let broker =
-                pubsub_broker::BrokerConfig::standalone(config.data_dir.clone(), advertised);
-            tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), "pubsubd standalone starting");
+            let mut manager_config =
+                ClusterManagerConfig::new(1, config.data_dir.join("cluster-manager"));
+            manager_config.advertised_address = Some(manager_bound.to_string());
+            let manager = tokio::spawn(run_manager(manager_config, manager_listener, shutdown()));
+            let broker = pubsub_broker::BrokerConfig::new(
+                0,
+                config.data_dir.join("broker"),
+                advertised,
+                vec![manager_bound.to_string()],
+            );
+            tracing::info!(listen = %broker_bound, cluster_manager = %manager_bound, data_dir = %config.data_dir.display(), "pubsubd standalone starting");
             // Tests and scripts read this line to learn the port when listening on :0.
-            println!("listening on {bound}");
-            pubsub_broker::run(broker, listener, shutdown_signal())
+            println!("listening on {broker_bound}");
+            println!("cluster manager on {manager_bound}");
+            let served = pubsub_broker::run(broker, broker_listener, shutdown())
                 .await
-                .context("server failed")?;
-            Ok(())
+                .context("broker failed");
+            // The manager stops on the same signal; wait for it to release its data.
+            match tokio::time::timeout(Duration::from_secs(10), manager).await {
+                Ok(Ok(Err(e))) if served.is_ok() => return Err(e),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("cluster manager did not stop within 10 s"),
+            }
+            served
+        }
+        Role::ClusterManager {
+            id,
+            listen,
+            advertised_address,
+            data_dir,
+            peers,
+            lease,
+        } => {
+            let mut config = ClusterManagerConfig::new(id, data_dir);
+            config.advertised_address = advertised_address;
+            config.lease = lease;
+            config.peers = peers
+                .iter()
+                .map(|p| p.parse::<Member>().map_err(|e| anyhow::anyhow!("{e}")))
+                .collect::<anyhow::Result<_>>()?;
+            let (listener, bound) = bind(listen, "cluster manager").await?;
+            println!("listening on {bound}");
+            run_manager(config, listener, shutdown()).await
+        }
+        Role::Broker {
+            id,
+            listen,
+            advertised_address,
+            data_dir,
+            cluster_managers,
+            rack,
+        } => {
+            let (listener, bound) = bind(listen, "broker").await?;
+            let advertised = advertised_address.unwrap_or_else(|| bound.to_string());
+            let mut config =
+                pubsub_broker::BrokerConfig::new(id, data_dir, advertised, cluster_managers);
+            config.rack = rack;
+            println!("listening on {bound}");
+            pubsub_broker::run(config, listener, shutdown())
+                .await
+                .context("broker failed")
         }
     }
+}
+
+async fn run_manager(
+    config: ClusterManagerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    pubsub_cluster_manager::run(config, listener, shutdown)
+        .await
+        .context("cluster manager failed")
 }
 
 /// Resolves on Ctrl-C or SIGTERM (Kubernetes stops pods with SIGTERM).

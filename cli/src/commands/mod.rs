@@ -11,6 +11,7 @@
 //! A new subcommand (`bench` is next) is a module with an `Args` struct and a `run`,
 //! one `Command` variant, and one arm in [`run`].
 
+pub mod cluster;
 pub mod completion;
 pub mod output;
 pub mod read;
@@ -101,6 +102,8 @@ pub enum Command {
     Completion(completion::CompletionArgs),
     /// Measure produce, consume and end-to-end throughput and latency.
     Bench(crate::bench::BenchArgs),
+    /// The cluster managers' Raft group and the brokers' health.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Runs the parsed command line.
@@ -115,6 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench(global, args).await,
+        Command::Cluster(args) => cluster::run(global, args).await,
     }
 }
 

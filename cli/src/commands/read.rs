@@ -111,6 +111,8 @@ pub async fn run(global: &GlobalArgs, args: ReadArgs) -> anyhow::Result<()> {
             args.topic
         );
     };
+    let mut topic = topic;
+    fill_offsets(&client, &mut topic).await?;
     let plans = plan(&topic, &args)?;
     if args.count == Some(0) {
         return Ok(());
@@ -123,6 +125,29 @@ pub async fn run(global: &GlobalArgs, args: ReadArgs) -> anyhow::Result<()> {
     // The channel closes once every reader is done and this copy is gone.
     drop(sender);
     print_records(&mut receiver, format, args.count, args.follow).await
+}
+
+/// Asks each partition's leader for the offsets the describing broker did not know
+/// (in a cluster it knows only the replicas it holds).
+async fn fill_offsets(client: &Client, topic: &mut TopicDescription) -> anyhow::Result<()> {
+    let consumer = pubsub_client::Consumer::new(client.clone(), &topic.name, Default::default());
+    for partition in &mut topic.partitions {
+        if partition.log_start_offset.is_none() {
+            partition.log_start_offset = Some(
+                consumer
+                    .offset_of(partition.partition, StartPosition::Earliest)
+                    .await?,
+            );
+        }
+        if partition.high_watermark.is_none() {
+            partition.high_watermark = Some(
+                consumer
+                    .offset_of(partition.partition, StartPosition::Latest)
+                    .await?,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Chooses the partitions, each one's start and, without `--follow`, its end.
@@ -144,7 +169,8 @@ fn plan(topic: &TopicDescription, args: &ReadArgs) -> anyhow::Result<Vec<Partiti
     let mut plans = Vec::with_capacity(chosen.len());
     for description in chosen {
         let start = if let Some(offset) = args.start.offset {
-            let (first, end) = (description.log_start_offset, description.high_watermark);
+            let first = description.log_start_offset.unwrap_or(0);
+            let end = description.high_watermark.unwrap_or(0);
             if offset < first || offset > end {
                 bail!(
                     "offset {offset} is out of range for partition {}: valid offsets are {first}..={end}",
@@ -162,7 +188,7 @@ fn plan(topic: &TopicDescription, args: &ReadArgs) -> anyhow::Result<Vec<Partiti
         plans.push(PartitionPlan {
             partition: description.partition,
             start,
-            end: (!args.follow).then_some(description.high_watermark),
+            end: (!args.follow).then_some(description.high_watermark.unwrap_or(0)),
         });
     }
     Ok(plans)
@@ -310,7 +336,10 @@ mod tests {
         };
         TopicDescription {
             name: "t".into(),
-            partitions: vec![partition(0, 0, 10), partition(1, 5, 7)],
+            partitions: vec![
+                partition(0, Some(0), Some(10)),
+                partition(1, Some(5), Some(7)),
+            ],
             ..TopicDescription::default()
         }
     }

@@ -44,13 +44,13 @@ struct ConfigView<'a> {
 #[derive(Serialize)]
 struct PartitionView<'a> {
     partition: u32,
-    leader: u32,
+    leader: Option<u32>,
     leader_epoch: i32,
     replicas: &'a [u32],
     in_sync_replicas: &'a [u32],
-    log_start_offset: u64,
-    high_watermark: u64,
-    log_end_offset: u64,
+    log_start_offset: Option<u64>,
+    high_watermark: Option<u64>,
+    log_end_offset: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -159,12 +159,12 @@ pub fn topic_text(described: &DescribeTopicResponse, topic: &TopicDescription) -
     for p in &topic.partitions {
         partitions.row(vec![
             p.partition.to_string(),
-            p.leader.to_string(),
+            or_dash(p.leader),
             id_list(&p.replicas),
             id_list(&p.in_sync_replicas),
-            p.log_start_offset.to_string(),
-            p.high_watermark.to_string(),
-            p.log_end_offset.to_string(),
+            or_dash(p.log_start_offset),
+            or_dash(p.high_watermark),
+            or_dash(p.log_end_offset),
         ]);
     }
     let mut text = heading.render();
@@ -205,4 +205,9 @@ fn config_table(config: Option<&TopicConfig>) -> String {
 fn id_list(ids: &[u32]) -> String {
     let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
     ids.join(",")
+}
+
+/// A value, or "-" where the answering broker did not know it.
+fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }

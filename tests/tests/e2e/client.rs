@@ -74,10 +74,16 @@ async fn keyed_records_survive_kill_9_and_delete_removes_everything() {
     server.restart_after_kill9();
     let client = Client::connect(server.address()).await.unwrap();
     let after = read_everything(&client, "orders", 10_000).await;
-    assert_eq!(
-        after, records,
-        "acknowledged records are all there after kill -9"
-    );
+    if after != records {
+        let first_difference = after.iter().zip(&records).position(|(a, b)| a != b);
+        panic!(
+            "after kill -9: {} records, before: {}, first difference at {first_difference:?}: {:?} vs {:?}",
+            after.len(),
+            records.len(),
+            first_difference.map(|i| &after[i]),
+            first_difference.map(|i| &records[i]),
+        );
+    }
 
     // Appends continue at the old end after the restart.
     let more = produce_keyed(&client, "orders", 10, Compression::None).await;

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod client;
+mod cluster;
 mod errors;
 mod grpc;
 
@@ -34,6 +35,8 @@ pub async fn read_everything(client: &Client, topic: &str, expected: usize) -> V
             .unwrap()
             .is_empty()
     );
+    // Partitions interleave as their fetches complete; compare in (partition, offset) order.
+    records.sort_by_key(|r| (r.partition, r.offset));
     records
 }
 

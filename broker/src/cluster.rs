@@ -1,0 +1,122 @@
+//! The broker's link to the cluster managers: registration, heartbeats, the metadata
+//! watch, and topic writes forwarded to the Raft group.
+//!
+//! Any cluster-manager node answers: reads from its copy of the metadata, writes by
+//! forwarding to its Raft leader. A node that is down or cannot forward is skipped and
+//! the next one tried, preferring the one that answered last.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pubsub_proto::v1::cluster_manager_client::ClusterManagerClient;
+use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
+
+/// How long to wait for a TCP connection to a cluster manager.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline of one unary call to a cluster manager (a Raft write included).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between rounds over all cluster managers.
+const ROUND_BACKOFF: Duration = Duration::from_millis(200);
+/// Rounds over all cluster managers before a call gives up.
+const ROUNDS_MAX: usize = 10;
+
+/// Connections to every cluster-manager node.
+pub struct ClusterLink {
+    addresses: Vec<String>,
+    preferred: AtomicUsize,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl ClusterLink {
+    /// A link to the cluster managers at `addresses` (connected lazily).
+    pub fn new(addresses: Vec<String>) -> Result<Self, String> {
+        if addresses.is_empty() {
+            return Err("no cluster-manager address given".into());
+        }
+        Ok(ClusterLink {
+            addresses,
+            preferred: AtomicUsize::new(0),
+            channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configured cluster-manager addresses.
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
+    }
+
+    /// A stub for the node at `address`.
+    pub fn stub(&self, address: &str) -> Result<ClusterManagerClient<Channel>, Status> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| Status::internal("channel pool lock poisoned"))?;
+        let channel = match channels.get(address) {
+            Some(channel) => channel.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{address}"))
+                    .map_err(|e| {
+                        Status::invalid_argument(format!(
+                            "bad cluster-manager address {address:?}: {e}"
+                        ))
+                    })?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(CALL_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .max_frame_size(MAX_FRAME_BYTES)
+                    .http2_keep_alive_interval(Duration::from_millis(500))
+                    .keep_alive_timeout(Duration::from_secs(2))
+                    .keep_alive_while_idle(true);
+                let channel = endpoint.connect_lazy();
+                channels.insert(address.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(ClusterManagerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Runs `call` against the cluster managers, the last one that answered first,
+    /// moving on while a node is unreachable or has no leader to forward to.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: Fn(ClusterManagerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let count = self.addresses.len();
+        let mut last_error = Status::unavailable("no cluster manager answered");
+        for round in 0..ROUNDS_MAX {
+            if round > 0 {
+                tokio::time::sleep(ROUND_BACKOFF).await;
+            }
+            let start = self.preferred.load(Ordering::Relaxed);
+            for step in 0..count {
+                let index = (start + step) % count;
+                let stub = self.stub(&self.addresses[index])?;
+                match call(stub).await {
+                    Ok(response) => {
+                        self.preferred.store(index, Ordering::Relaxed);
+                        return Ok(response.into_inner());
+                    }
+                    Err(status) if retriable(&status) => last_error = status,
+                    Err(status) => return Err(status),
+                }
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// Errors that another node, or the same one a moment later, may not have.
+fn retriable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+    )
+}

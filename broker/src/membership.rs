@@ -1,0 +1,172 @@
+//! The broker's membership in the cluster: it registers with the cluster manager,
+//! renews its lease with heartbeats, and applies every metadata snapshot the cluster
+//! manager streams to it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pubsub_proto::v1;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::partition::blocking;
+
+/// Pause before reconnecting a broken metadata watch.
+const WATCH_RETRY: Duration = Duration::from_millis(300);
+/// Heartbeats per lease: three chances before the lease runs out.
+const HEARTBEATS_PER_LEASE: u32 = 3;
+
+/// Registers the broker and applies the first metadata snapshot; returns the lease.
+///
+/// Retries until a cluster manager answers: a broker without metadata cannot serve.
+pub async fn join(broker: &Arc<Broker>) -> Result<Duration> {
+    let lease = register(broker).await?;
+    let first = first_snapshot(broker).await?;
+    broker.apply_metadata(first).await?;
+    let names: Vec<String> = broker
+        .all_topics()
+        .iter()
+        .map(|t| t.record.name.clone())
+        .collect();
+    let data_dir = broker.config().data_dir.clone();
+    blocking(move || remove_orphans(&data_dir, &names)).await?;
+    tracing::info!(broker_id = broker.config().broker_id, "joined the cluster");
+    Ok(lease)
+}
+
+/// Keeps the lease renewed and the metadata current until the task is aborted.
+pub async fn maintain(broker: Arc<Broker>, lease: Duration) {
+    let heartbeats = tokio::spawn(heartbeat_loop(broker.clone(), lease));
+    watch_loop(broker).await;
+    heartbeats.abort();
+}
+
+async fn register(broker: &Broker) -> Result<Duration> {
+    let config = broker.config();
+    let request = v1::RegisterBrokerRequest {
+        broker_id: config.broker_id,
+        address: config.advertised_address.clone(),
+        rack: config.rack.clone(),
+    };
+    loop {
+        let attempt = broker
+            .link()
+            .call(|mut stub| {
+                let request = request.clone();
+                async move { stub.register_broker(request).await }
+            })
+            .await;
+        match attempt {
+            Ok(response) => return Ok(Duration::from_millis(response.lease_ms.max(300))),
+            Err(status) if status.code() == Code::Unavailable => {
+                tracing::warn!(error = %status.message(), "no cluster manager reachable yet; retrying registration");
+            }
+            Err(status) => return Err(Error::ClusterManager(status)),
+        }
+    }
+}
+
+async fn heartbeat_loop(broker: Arc<Broker>, mut lease: Duration) {
+    let request = v1::HeartbeatRequest {
+        broker_id: broker.config().broker_id,
+    };
+    loop {
+        tokio::time::sleep(lease / HEARTBEATS_PER_LEASE).await;
+        let answer = broker
+            .link()
+            .call(|mut stub| async move { stub.heartbeat(request).await })
+            .await;
+        match answer {
+            Ok(response) => lease = Duration::from_millis(response.lease_ms.max(300)),
+            Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
+                tracing::warn!(error = %status.message(), "lease lost; registering again");
+                match register(&broker).await {
+                    Ok(renewed) => lease = renewed,
+                    Err(e) => tracing::error!(error = %e, "cannot register again"),
+                }
+            }
+            Err(status) => tracing::warn!(error = %status.message(), "heartbeat failed"),
+        }
+    }
+}
+
+async fn first_snapshot(broker: &Broker) -> Result<v1::ClusterMetadata> {
+    loop {
+        for address in broker.link().addresses() {
+            let Ok(mut stub) = broker.link().stub(address) else {
+                continue;
+            };
+            if let Ok(response) = stub.watch_metadata(v1::WatchMetadataRequest {}).await
+                && let Some(Ok(first)) = response.into_inner().next().await
+            {
+                return Ok(first);
+            }
+        }
+        tokio::time::sleep(WATCH_RETRY).await;
+    }
+}
+
+async fn watch_loop(broker: Arc<Broker>) {
+    let addresses = broker.link().addresses().to_vec();
+    let mut next = 0;
+    loop {
+        let address = &addresses[next % addresses.len()];
+        next += 1;
+        let Ok(mut stub) = broker.link().stub(address) else {
+            continue;
+        };
+        match stub.watch_metadata(v1::WatchMetadataRequest {}).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                while let Some(Ok(metadata)) = stream.next().await {
+                    if let Err(e) = broker.apply_metadata(metadata).await {
+                        tracing::error!(error = %e, "cannot apply metadata");
+                    }
+                }
+                tracing::debug!(address = %address, "metadata watch ended; reconnecting");
+            }
+            Err(status) => {
+                tracing::debug!(address = %address, error = %status.message(), "metadata watch failed")
+            }
+        }
+        tokio::time::sleep(WATCH_RETRY).await;
+    }
+}
+
+/// Removes partition directories whose topic is not in the metadata (a deletion cut
+/// short by a crash).
+fn remove_orphans(data_dir: &Path, topics: &[String]) -> Result<()> {
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(pubsub_storage::Error::Io {
+                path: data_dir.to_path_buf(),
+                source: e,
+            }
+            .into());
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some((topic, partition)) = name.rsplit_once('-') else {
+            continue;
+        };
+        if !path.is_dir() || partition.parse::<u32>().is_err() || topics.iter().any(|t| t == topic)
+        {
+            continue;
+        }
+        tracing::warn!(path = %path.display(), "removing data of a deleted topic");
+        std::fs::remove_dir_all(&path).map_err(|e| pubsub_storage::Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! `pubsub cluster status|add-member|remove-member`: the cluster manager's Raft group
+//! and the brokers' health, from any cluster-manager node.
+
+use clap::{Args, Subcommand};
+use pubsub_proto::v1::{self, cluster_manager_client::ClusterManagerClient};
+use serde_json::json;
+
+use super::GlobalArgs;
+use super::output::{OutputFormat, Table};
+
+/// `pubsub cluster ...`
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// A cluster-manager node to ask (standalone: the server's port + 1).
+    #[arg(
+        long,
+        env = "PUBSUB_CLUSTER_MANAGER",
+        default_value = "127.0.0.1:9393",
+        global = true
+    )]
+    pub cluster_manager: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+/// The cluster subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Raft members, leader, term and commit index; brokers (alive or fenced, partitions
+    /// led); under-replicated partitions.
+    Status,
+    /// Adds a cluster-manager node to the Raft group (it catches up, then votes).
+    AddMember {
+        /// The new node's id.
+        id: u64,
+        /// Its host:port.
+        address: String,
+    },
+    /// Removes a cluster-manager node from the Raft group.
+    RemoveMember {
+        /// The node's id.
+        id: u64,
+    },
+}
+
+/// Runs `pubsub cluster ...`.
+pub async fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<()> {
+    let address = &args.cluster_manager;
+    let mut stub = ClusterManagerClient::connect(format!("http://{address}"))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the cluster manager at {address}: {e}"))?;
+    match args.command {
+        ClusterCommand::Status => {
+            let status = stub
+                .cluster_status(v1::ClusterStatusRequest {})
+                .await?
+                .into_inner();
+            match global.output {
+                OutputFormat::Json => println!("{}", status_json(&status)),
+                OutputFormat::Text => print!("{}", status_text(&status)),
+            }
+        }
+        ClusterCommand::AddMember { id, address } => {
+            let members = stub
+                .add_member(v1::AddMemberRequest {
+                    node_id: id,
+                    address,
+                })
+                .await?
+                .into_inner()
+                .members;
+            print!("{}", members_text(&members));
+        }
+        ClusterCommand::RemoveMember { id } => {
+            let members = stub
+                .remove_member(v1::RemoveMemberRequest { node_id: id })
+                .await?
+                .into_inner()
+                .members;
+            print!("{}", members_text(&members));
+        }
+    }
+    Ok(())
+}
+
+fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn members_text(members: &[v1::RaftMember]) -> String {
+    let mut table = Table::new(&["MEMBER", "ADDRESS", "ROLE", "MATCHED INDEX"]);
+    for m in members {
+        let role = if m.voter { "voter" } else { "learner" };
+        table.row(vec![
+            m.id.to_string(),
+            m.address.clone(),
+            role.into(),
+            or_dash(m.matched_index),
+        ]);
+    }
+    table.render()
+}
+
+/// The status as tables.
+pub fn status_text(status: &v1::ClusterStatusResponse) -> String {
+    let mut raft = Table::new(&["raft", ""]);
+    raft.row(vec!["answered by".into(), status.node_id.to_string()]);
+    raft.row(vec![
+        "leader".into(),
+        format!("{} {}", or_dash(status.leader_id), status.leader_address),
+    ]);
+    raft.row(vec!["term".into(), status.term.to_string()]);
+    raft.row(vec!["commit index".into(), or_dash(status.commit_index)]);
+    raft.row(vec!["applied index".into(), or_dash(status.applied_index)]);
+    let mut brokers = Table::new(&[
+        "BROKER",
+        "ADDRESS",
+        "RACK",
+        "STATE",
+        "PARTITIONS LED",
+        "REPLICAS",
+    ]);
+    for b in &status.brokers {
+        let Some(meta) = &b.broker else { continue };
+        let state = if meta.fenced { "fenced" } else { "alive" };
+        brokers.row(vec![
+            meta.id.to_string(),
+            meta.address.clone(),
+            meta.rack.clone().unwrap_or_else(|| "-".into()),
+            state.into(),
+            b.partitions_led.to_string(),
+            b.replicas.to_string(),
+        ]);
+    }
+    let mut under = Table::new(&["UNDER-REPLICATED", "LEADER", "REPLICAS", "ISR"]);
+    for p in &status.under_replicated {
+        let Some(partition) = &p.partition else {
+            continue;
+        };
+        under.row(vec![
+            format!("{}-{}", p.topic, partition.partition),
+            or_dash(partition.leader),
+            format!("{:?}", partition.replicas),
+            format!("{:?}", partition.in_sync_replicas),
+        ]);
+    }
+    let mut text = raft.render();
+    text.push('\n');
+    text.push_str(&members_text(&status.members));
+    text.push('\n');
+    text.push_str(&brokers.render());
+    text.push('\n');
+    if status.under_replicated.is_empty() {
+        text.push_str("no under-replicated partitions\n");
+    } else {
+        text.push_str(&under.render());
+    }
+    text
+}
+
+/// The status as one JSON object.
+pub fn status_json(status: &v1::ClusterStatusResponse) -> serde_json::Value {
+    json!({
+        "node_id": status.node_id,
+        "leader_id": status.leader_id,
+        "leader_address": status.leader_address,
+        "term": status.term,
+        "commit_index": status.commit_index,
+        "applied_index": status.applied_index,
+        "members": status.members.iter().map(|m| json!({"id": m.id, "address": m.address, "voter": m.voter, "matched_index": m.matched_index})).collect::<Vec<_>>(),
+        "brokers": status.brokers.iter().filter_map(|b| b.broker.as_ref().map(|m| json!({
+            "id": m.id, "address": m.address, "rack": m.rack, "fenced": m.fenced,
+            "last_heartbeat_ms": m.last_heartbeat_ms, "partitions_led": b.partitions_led, "replicas": b.replicas,
+        }))).collect::<Vec<_>>(),
+        "under_replicated": status.under_replicated.iter().filter_map(|p| p.partition.as_ref().map(|q| json!({
+            "topic": p.topic, "partition": q.partition, "leader": q.leader, "replicas": q.replicas, "in_sync_replicas": q.in_sync_replicas,
+        }))).collect::<Vec<_>>(),
+        "offline_partitions": status.offline_partitions,
+    })
+}

@@ -1,0 +1,524 @@
+//! The metadata changes that go through Raft ([`Command`]), what applying one answers
+//! ([`Response`]) and why one is refused ([`CommandError`]).
+//!
+//! Commands carry every input their effect depends on, the clock included (`now_ms`),
+//! so that every node applying the same log reaches the same state and refuses the same
+//! commands. They are serialized into the Raft log and into snapshots, so variants and
+//! fields are only ever added, with serde defaults.
+
+use pubsub_proto::ids::{PARTITIONS_MAX, TopicName};
+use serde::{Deserialize, Serialize};
+
+use crate::state::TopicSettings;
+
+/// Longest broker address accepted (`host:port`; a DNS name is at most 253 bytes).
+pub const ADDRESS_BYTES_MAX: usize = 260;
+/// Longest rack name accepted.
+pub const RACK_BYTES_MAX: usize = 255;
+/// Most brokers the metadata holds: bounds every snapshot and every scan over brokers.
+pub const BROKERS_MAX: usize = 4096;
+/// Most partitions over all topics: keeps a snapshot (about 100 bytes per partition)
+/// in the tens of MiB, so it is sent and loaded in well under a second.
+pub const PARTITIONS_TOTAL_MAX: u64 = 100_000;
+/// Most replicas per partition; more only multiplies write traffic.
+pub const REPLICATION_FACTOR_MAX: u32 = 16;
+/// Replication factor of a topic created with 0, capped by the live broker count.
+pub const REPLICATION_FACTOR_DEFAULT: u32 = 3;
+/// Longest fsync policy text (`interval:<ms>`).
+const FSYNC_BYTES_MAX: usize = 64;
+
+/// One change to the cluster metadata, as stored in the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A broker announces itself. A known broker registering again (restart, or return
+    /// after fencing) is treated as fenced and unfenced at once: it leaves the ISRs and
+    /// its leaderships move, except where it is the last in-sync replica.
+    RegisterBroker {
+        /// Broker id.
+        broker: u32,
+        /// `host:port` clients connect to.
+        address: String,
+        /// Failure domain; replicas are spread across racks.
+        rack: Option<String>,
+        /// Leader clock, ms since the Unix epoch.
+        now_ms: u64,
+    },
+    /// A broker renews its lease.
+    Heartbeat {
+        /// Broker id.
+        broker: u32,
+        /// Leader clock, ms since the Unix epoch.
+        now_ms: u64,
+    },
+    /// Creates a topic and places its replicas over the live brokers.
+    CreateTopic {
+        /// Topic name, validated by [`TopicName`].
+        name: String,
+        /// Partition count, `1..=PARTITIONS_MAX`.
+        partitions: u32,
+        /// Replicas per partition; 0 takes [`REPLICATION_FACTOR_DEFAULT`] capped by the
+        /// live broker count.
+        replication_factor: u32,
+        /// Settings the brokers apply.
+        settings: TopicSettings,
+        /// Whether a leader may be elected outside the in-sync replicas.
+        unclean_leader_election: bool,
+        /// Leader clock, ms since the Unix epoch.
+        now_ms: u64,
+    },
+    /// Deletes a topic.
+    DeleteTopic {
+        /// Topic name.
+        name: String,
+    },
+    /// Fences every broker whose last heartbeat is older than `lease_ms` and moves
+    /// leadership of its partitions to in-sync replicas.
+    ExpireLeases {
+        /// Leader clock, ms since the Unix epoch.
+        now_ms: u64,
+        /// Lease length.
+        lease_ms: u64,
+    },
+    /// A partition leader sets the partition's in-sync replicas.
+    UpdateIsr {
+        /// The leader asking.
+        broker: u32,
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// The epoch the leader was elected in; any other is refused.
+        leader_epoch: i32,
+        /// New in-sync replicas, the leader included.
+        isr: Vec<u32>,
+    },
+}
+
+/// What applying a command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A Raft-internal entry (leader no-op, membership change) was applied.
+    Applied,
+    /// The broker is registered and unfenced.
+    BrokerRegistered {
+        /// Partitions whose leadership it took on returning (it was their last
+        /// in-sync replica and they had no leader).
+        leaderships: u32,
+    },
+    /// The lease was renewed.
+    HeartbeatRenewed,
+    /// The topic exists as requested.
+    TopicCreated {
+        /// False when an identical topic already existed.
+        created: bool,
+    },
+    /// The topic is gone.
+    TopicDeleted,
+    /// Leases were checked.
+    LeasesExpired {
+        /// Brokers fenced now.
+        fenced: Vec<u32>,
+        /// Partitions whose leader changed.
+        leader_changes: u32,
+    },
+    /// The in-sync replicas were replaced.
+    IsrUpdated,
+}
+
+impl Response {
+    /// Whether the metadata that brokers and clients watch changed. Heartbeats and
+    /// lease checks that fence nobody only move timestamps, so watchers are not woken.
+    pub fn changes_metadata(&self) -> bool {
+        match self {
+            Response::HeartbeatRenewed => false,
+            Response::LeasesExpired { fenced, .. } => !fenced.is_empty(),
+            Response::Applied
+            | Response::BrokerRegistered { .. }
+            | Response::TopicCreated { .. }
+            | Response::TopicDeleted
+            | Response::IsrUpdated => true,
+        }
+    }
+}
+
+/// Why a command was refused. Every node refuses the same command the same way, so the
+/// error travels in the Raft response and is serializable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandError {
+    /// The topic name breaks the naming rules.
+    #[error("{reason}")]
+    InvalidTopicName {
+        /// Why, naming the name.
+        reason: String,
+    },
+    /// The partition count is outside `1..=PARTITIONS_MAX`.
+    #[error("partitions must be between 1 and {PARTITIONS_MAX}, got {partitions}")]
+    InvalidPartitions {
+        /// The requested count.
+        partitions: u32,
+    },
+    /// The replication factor is above [`REPLICATION_FACTOR_MAX`].
+    #[error(
+        "replication factor {replication_factor} is above the limit of {REPLICATION_FACTOR_MAX}"
+    )]
+    InvalidReplicationFactor {
+        /// The requested factor.
+        replication_factor: u32,
+    },
+    /// Fewer live brokers than replicas per partition.
+    #[error("replication factor {replication_factor} exceeds the {live_brokers} live broker(s)")]
+    ReplicationFactorTooLarge {
+        /// The requested factor.
+        replication_factor: u32,
+        /// Live (unfenced) brokers.
+        live_brokers: u32,
+    },
+    /// A topic setting is out of range.
+    #[error("topic setting {key}: {reason}")]
+    InvalidSetting {
+        /// The setting's name, as in `TopicConfig`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A broker address or rack is empty or too long.
+    #[error("broker {broker}: {reason}")]
+    InvalidBroker {
+        /// Broker id.
+        broker: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The proposed in-sync replicas are not acceptable.
+    #[error("in-sync replicas of {topic}-{partition}: {reason}")]
+    InvalidIsr {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A different topic of that name exists.
+    #[error("topic {name:?} already exists with different settings")]
+    TopicExists {
+        /// Topic name.
+        name: String,
+    },
+    /// No topic of that name.
+    #[error("topic {name:?} does not exist")]
+    TopicNotFound {
+        /// Topic name.
+        name: String,
+    },
+    /// The partition index is past the topic's partition count.
+    #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
+    PartitionNotFound {
+        /// Topic name.
+        topic: String,
+        /// Requested partition.
+        partition: u32,
+        /// The topic's partition count.
+        partitions: u32,
+    },
+    /// The broker never registered.
+    #[error("broker {broker} is not registered")]
+    BrokerNotFound {
+        /// Broker id.
+        broker: u32,
+    },
+    /// The broker's lease expired; it must register again.
+    #[error("broker {broker} is fenced (its lease expired); register again")]
+    BrokerFenced {
+        /// Broker id.
+        broker: u32,
+    },
+    /// The request names a leader epoch that is not the partition's current one.
+    #[error(
+        "leader epoch {given} of {topic}-{partition} is stale; the current leader epoch is {current}"
+    )]
+    StaleLeaderEpoch {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// Epoch in the request.
+        given: i32,
+        /// The partition's epoch.
+        current: i32,
+    },
+    /// The broker asking does not lead the partition.
+    #[error("broker {broker} does not lead {topic}-{partition} (leader: {leader:?})")]
+    NotPartitionLeader {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// The broker asking.
+        broker: u32,
+        /// The current leader.
+        leader: Option<u32>,
+    },
+    /// A metadata limit would be exceeded.
+    #[error("{what} limit of {limit} reached")]
+    LimitExceeded {
+        /// What is limited.
+        what: String,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl Command {
+    /// Checks what can be checked without the state, so a malformed request is refused
+    /// before it takes a place in the Raft log. `apply` checks again.
+    pub fn validate(&self) -> Result<(), CommandError> {
+        match self {
+            Command::RegisterBroker {
+                broker,
+                address,
+                rack,
+                ..
+            } => validate_broker(*broker, address, rack.as_deref()),
+            Command::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                settings,
+                ..
+            } => {
+                validate_topic_name(name)?;
+                if !(1..=PARTITIONS_MAX).contains(partitions) {
+                    return Err(CommandError::InvalidPartitions {
+                        partitions: *partitions,
+                    });
+                }
+                if *replication_factor > REPLICATION_FACTOR_MAX {
+                    return Err(CommandError::InvalidReplicationFactor {
+                        replication_factor: *replication_factor,
+                    });
+                }
+                settings.validate()
+            }
+            Command::UpdateIsr {
+                topic,
+                partition,
+                isr,
+                ..
+            } => {
+                validate_topic_name(topic)?;
+                if isr.len() > REPLICATION_FACTOR_MAX as usize {
+                    return Err(CommandError::InvalidIsr {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        reason: format!(
+                            "{} members is more than any partition has replicas",
+                            isr.len()
+                        ),
+                    });
+                }
+                Ok(())
+            }
+            // Names are checked so that no error message echoes an unbounded one.
+            Command::DeleteTopic { name } => validate_topic_name(name),
+            Command::Heartbeat { .. } | Command::ExpireLeases { .. } => Ok(()),
+        }
+    }
+
+    /// Sets the clock reading of a command that carries one. The Raft leader stamps
+    /// commands just before proposing them, so leases are judged by one clock.
+    pub fn stamp(&mut self, now: u64) {
+        match self {
+            Command::RegisterBroker { now_ms, .. }
+            | Command::Heartbeat { now_ms, .. }
+            | Command::CreateTopic { now_ms, .. }
+            | Command::ExpireLeases { now_ms, .. } => *now_ms = now,
+            Command::DeleteTopic { .. } | Command::UpdateIsr { .. } => {}
+        }
+    }
+
+    /// The command's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::RegisterBroker { .. } => "register_broker",
+            Command::Heartbeat { .. } => "heartbeat",
+            Command::CreateTopic { .. } => "create_topic",
+            Command::DeleteTopic { .. } => "delete_topic",
+            Command::ExpireLeases { .. } => "expire_leases",
+            Command::UpdateIsr { .. } => "update_isr",
+        }
+    }
+}
+
+/// Checks a topic name against the shared naming rules.
+pub fn validate_topic_name(name: &str) -> Result<(), CommandError> {
+    TopicName::new(name)
+        .map(|_| ())
+        .map_err(|e| CommandError::InvalidTopicName {
+            reason: e.to_string(),
+        })
+}
+
+fn validate_broker(broker: u32, address: &str, rack: Option<&str>) -> Result<(), CommandError> {
+    let invalid = |reason: String| Err(CommandError::InvalidBroker { broker, reason });
+    if address.is_empty() {
+        return invalid("address is empty".into());
+    }
+    if address.len() > ADDRESS_BYTES_MAX {
+        return invalid(format!(
+            "address is {} bytes long; the limit is {ADDRESS_BYTES_MAX}",
+            address.len()
+        ));
+    }
+    if let Some(rack) = rack {
+        if rack.is_empty() {
+            return invalid("rack is empty (leave it unset instead)".into());
+        }
+        if rack.len() > RACK_BYTES_MAX {
+            return invalid(format!(
+                "rack is {} bytes long; the limit is {RACK_BYTES_MAX}",
+                rack.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl TopicSettings {
+    /// Checks each set value's range; unset values are the brokers' business.
+    pub fn validate(&self) -> Result<(), CommandError> {
+        let invalid = |key: &str, reason: String| {
+            Err(CommandError::InvalidSetting {
+                key: key.into(),
+                reason,
+            })
+        };
+        for (key, value) in [
+            ("retention_ms", self.retention_ms),
+            ("retention_bytes", self.retention_bytes),
+        ] {
+            match value {
+                Some(v) if v != -1 && v <= 0 => {
+                    return invalid(key, format!("must be positive or -1 (unlimited), got {v}"));
+                }
+                _ => {}
+            }
+        }
+        for (key, value) in [
+            ("segment_bytes", self.segment_bytes),
+            ("segment_ms", self.segment_ms),
+            ("max_message_bytes", self.max_message_bytes.map(i64::from)),
+        ] {
+            match value {
+                Some(v) if v <= 0 => return invalid(key, format!("must be positive, got {v}")),
+                _ => {}
+            }
+        }
+        if let Some(fsync) = &self.fsync {
+            if fsync.len() > FSYNC_BYTES_MAX {
+                return invalid("fsync", format!("longer than {FSYNC_BYTES_MAX} bytes"));
+            }
+            let ok = match fsync.as_str() {
+                "always" | "never" => true,
+                other => other
+                    .strip_prefix("interval:")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .is_some_and(|ms| ms > 0),
+            };
+            if !ok {
+                return invalid(
+                    "fsync",
+                    format!("{fsync:?} is not \"always\", \"never\" or \"interval:<ms>\""),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, partitions: u32, settings: TopicSettings) -> Command {
+        Command::CreateTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            settings,
+            unclean_leader_election: false,
+            now_ms: 0,
+        }
+    }
+
+    #[test]
+    fn malformed_commands_are_refused_before_the_log() {
+        let ok = TopicSettings::default();
+        assert!(create("orders", 1, ok.clone()).validate().is_ok());
+        for (command, expected) in [
+            (create("a/b", 1, ok.clone()), "only letters"),
+            (create("", 1, ok.clone()), "empty"),
+            (create("orders", 0, ok.clone()), "between 1 and 10000"),
+            (create("orders", 10_001, ok.clone()), "between 1 and 10000"),
+            (
+                create(
+                    "orders",
+                    1,
+                    TopicSettings {
+                        fsync: Some("sometimes".into()),
+                        ..Default::default()
+                    },
+                ),
+                "fsync",
+            ),
+            (
+                create(
+                    "orders",
+                    1,
+                    TopicSettings {
+                        retention_ms: Some(0),
+                        ..Default::default()
+                    },
+                ),
+                "retention_ms",
+            ),
+            (
+                Command::RegisterBroker {
+                    broker: 1,
+                    address: String::new(),
+                    rack: None,
+                    now_ms: 0,
+                },
+                "address is empty",
+            ),
+            (
+                Command::RegisterBroker {
+                    broker: 1,
+                    address: "x".repeat(ADDRESS_BYTES_MAX + 1),
+                    rack: None,
+                    now_ms: 0,
+                },
+                "bytes long",
+            ),
+        ] {
+            let error = command.validate().unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn stamping_sets_the_clock_of_commands_that_carry_one() {
+        let mut command = Command::Heartbeat {
+            broker: 1,
+            now_ms: 0,
+        };
+        command.stamp(42);
+        assert_eq!(
+            command,
+            Command::Heartbeat {
+                broker: 1,
+                now_ms: 42
+            }
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Starts a cluster-manager node: opens its Raft storage, starts Raft, bootstraps a new
+//! group when this node should, runs lease expiry, and serves the `ClusterManager` and
+//! `Raft` services (plus health and reflection) until shutdown.
+//!
+//! Shutdown order: metadata watches end, the gRPC server drains (bounded by
+//! [`SHUTDOWN_DRAIN`]), lease expiry stops, Raft shuts down, and `run` returns only once
+//! every handle on the sled database is gone, so the same data directory can be opened
+//! again at once (sled locks it while open).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{InitializeError, RaftError};
+use pubsub_proto::v1::cluster_manager_server::ClusterManagerServer;
+use pubsub_proto::v1::raft_server::RaftServer;
+use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
+
+use crate::config::ClusterManagerConfig;
+use crate::error::{Error, Result};
+use crate::lease;
+use crate::manager::Manager;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Channels, NetworkFactory};
+use crate::raft::state_machine::StateMachineStore;
+use crate::raft::{NodeId, Raft};
+use crate::service::cluster::ClusterManagerService;
+use crate::service::raft::RaftService;
+
+/// HTTP/2 keepalive of the server: notices dead watchers and peers.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the server waits for in-flight requests once shutdown starts.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// Longest `run` waits for openraft's tasks to drop their storage handles.
+const STORAGE_RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// sled's page cache. The metadata is a few MiB; sled's 1 GiB default is for data stores.
+const SLED_CACHE_BYTES: u64 = 64 << 20;
+
+macro_rules! limits {
+    ($service:expr) => {
+        $service
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    };
+}
+
+/// Runs a cluster-manager node on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: ClusterManagerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    config.validate()?;
+    let local = listener.local_addr().map_err(|source| Error::Io {
+        path: PathBuf::from("listener"),
+        source,
+    })?;
+    let address = advertised_address(&config, local);
+    let raft_dir = config.data_dir.join("raft");
+    let db = open_db(&raft_dir).await?;
+    let storage = |source| Error::Storage {
+        path: raft_dir.clone(),
+        source,
+    };
+    let users = Arc::new(());
+    let log_store = LogStore::open(&db, &users).map_err(storage)?;
+    let pristine = log_store.is_pristine().map_err(storage)?;
+    let (state_machine, view) = StateMachineStore::open(&db, &users)
+        .map_err(|e| Error::Internal(format!("cannot load the metadata snapshot: {e}")))?;
+    let pristine = pristine && view.borrow().applied_index == 0;
+    let channels = Channels::default();
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(config.raft.openraft_config()?),
+        NetworkFactory::new(channels.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| Error::Internal(format!("cannot start raft: {e}")))?;
+    tracing::info!(node_id = config.node_id, address = %address, %local, pristine, "cluster manager starting");
+
+    let (stopping_tx, stopping) = watch::channel(false);
+    let manager = Arc::new(Manager::new(
+        config.node_id,
+        address.clone(),
+        raft.clone(),
+        view,
+        channels,
+        config.lease,
+        stopping,
+    ));
+    let result = async {
+        if pristine && config.bootstraps() {
+            bootstrap(&raft, &config, &address).await?;
+        }
+        let expiry = tokio::spawn(lease::expire_leases(
+            manager.clone(),
+            config.lease_check_interval,
+        ));
+        let served = serve(manager, listener, shutdown, stopping_tx).await;
+        expiry.abort();
+        // The task ends at its next await point; a JoinError::Cancelled is expected.
+        let _ = expiry.await;
+        served
+    }
+    .await;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    drop(raft);
+    release(&users).await;
+    let flushed = db.flush_async().await.map_err(storage);
+    drop(db);
+    tracing::info!(node_id = config.node_id, "cluster manager stopped");
+    result.and(flushed.map(|_| ()))
+}
+
+/// The configured address, else this node's entry in the peers, else the listener's.
+fn advertised_address(config: &ClusterManagerConfig, local: std::net::SocketAddr) -> String {
+    config
+        .advertised_address
+        .clone()
+        .or_else(|| {
+            config
+                .peers
+                .iter()
+                .find(|p| p.id == config.node_id)
+                .map(|p| p.address.clone())
+        })
+        .unwrap_or_else(|| local.to_string())
+}
+
+async fn open_db(dir: &Path) -> Result<sled::Db> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        sled::Config::new()
+            .path(&dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()
+            .map_err(|source| Error::Storage { path: dir, source })
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("opening sled: {e}")))?
+}
+
+/// Initializes a new group with the configured peers (or this node alone) as voters.
+async fn bootstrap(raft: &Raft, config: &ClusterManagerConfig, address: &str) -> Result<()> {
+    let members: BTreeMap<NodeId, BasicNode> = if config.peers.is_empty() {
+        BTreeMap::from([(config.node_id, BasicNode::new(address))])
+    } else {
+        config
+            .peers
+            .iter()
+            .map(|p| (p.id, BasicNode::new(&p.address)))
+            .collect()
+    };
+    let voters: Vec<NodeId> = members.keys().copied().collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(voters = ?voters, "initialized a new raft group");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+            tracing::info!(reason = %e, "raft group already initialized");
+            Ok(())
+        }
+        Err(e) => Err(Error::Internal(format!("cannot initialize raft: {e}"))),
+    }
+}
+
+/// Serves the services until `shutdown`, then flips `stopping` and drains.
+async fn serve(
+    manager: Arc<Manager>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    stopping: watch::Sender<bool>,
+) -> Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ClusterManagerServer<ClusterManagerService>>()
+        .await;
+    health.set_serving::<RaftServer<RaftService>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pubsub_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+
+    let mut stopped = stopping.subscribe();
+    let server = tonic::transport::Server::builder()
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(limits!(health_service))
+        .add_service(limits!(reflection_v1))
+        .add_service(limits!(reflection_v1alpha))
+        .add_service(limits!(ClusterManagerServer::new(
+            ClusterManagerService::new(manager.clone())
+        )))
+        .add_service(limits!(RaftServer::new(RaftService::new(manager))))
+        .serve_with_incoming_shutdown(incoming(listener), async move {
+            // An error means the sender is gone, which also means stop.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.map_err(Error::Server),
+        () = shutdown => {}
+    }
+    tracing::info!("cluster manager shutting down");
+    stopping.send_replace(true);
+    match tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await {
+        Ok(result) => result.map_err(Error::Server),
+        Err(_) => {
+            tracing::warn!(waited = ?SHUTDOWN_DRAIN, "requests still running at shutdown; dropped");
+            Ok(())
+        }
+    }
+}
+
+/// Waits (bounded) until openraft's leftover tasks have dropped their storage handles.
+async fn release(users: &Arc<()>) {
+    let deadline = tokio::time::Instant::now() + STORAGE_RELEASE_WAIT;
+    while Arc::strong_count(users) > 1 {
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!(
+                handles = Arc::strong_count(users) - 1,
+                "raft storage still in use after shutdown"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Accepted connections with Nagle's algorithm off: Raft heartbeats are small writes.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}

@@ -1,0 +1,353 @@
+//! The `ClusterManager` service: broker registration and heartbeats, ISR updates, topic
+//! administration, metadata watches, Raft status and membership.
+//!
+//! Writes go through [`Manager::write`] (Raft, via the leader); their answers are read
+//! from this node's state once it has applied the write, so a client sees its own write
+//! whichever node it asked. Reads are answered from this node's state as it is.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use pubsub_proto::v1::{self, cluster_manager_server::ClusterManager};
+use tonic::{Request, Response, Status};
+
+use crate::command::{Command, CommandError, Response as Applied, validate_topic_name};
+use crate::error::Error;
+use crate::manager::Manager;
+use crate::wire;
+
+/// The `ClusterManager` service of one node.
+pub struct ClusterManagerService {
+    manager: Arc<Manager>,
+}
+
+impl ClusterManagerService {
+    /// Serves metadata from `manager`'s node.
+    pub fn new(manager: Arc<Manager>) -> Self {
+        ClusterManagerService { manager }
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.manager.lease().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn members(&self) -> Vec<v1::RaftMember> {
+        let metrics = self.manager.metrics();
+        let matched = metrics.replication.as_ref();
+        self.manager
+            .members()
+            .into_iter()
+            .map(|(id, address, voter)| v1::RaftMember {
+                id,
+                address,
+                voter,
+                matched_index: matched
+                    .and_then(|m| m.get(&id).copied().flatten())
+                    .map(|l| l.index),
+            })
+            .collect()
+    }
+}
+
+/// The stream type of `WatchMetadata`.
+pub type MetadataStream = Pin<Box<dyn Stream<Item = Result<v1::ClusterMetadata, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ClusterManager for ClusterManagerService {
+    #[tracing::instrument(skip_all, fields(broker_id = request.get_ref().broker_id))]
+    async fn register_broker(
+        &self,
+        request: Request<v1::RegisterBrokerRequest>,
+    ) -> Result<Response<v1::RegisterBrokerResponse>, Status> {
+        let request = request.into_inner();
+        let written = self
+            .manager
+            .write(Command::RegisterBroker {
+                broker: request.broker_id,
+                address: request.address,
+                rack: request.rack,
+                now_ms: 0,
+            })
+            .await?;
+        tracing::info!(response = ?written.response, "broker registered");
+        Ok(Response::new(v1::RegisterBrokerResponse {
+            lease_ms: self.lease_ms(),
+            metadata_version: written.log_index,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(broker_id = request.get_ref().broker_id))]
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let broker = request.into_inner().broker_id;
+        let written = self
+            .manager
+            .write(Command::Heartbeat { broker, now_ms: 0 })
+            .await?;
+        self.manager.wait_applied(written.log_index).await?;
+        let view = self.manager.view();
+        let assignments = view
+            .state
+            .assignments(broker)
+            .into_iter()
+            .map(|(topic, index, partition)| v1::BrokerAssignment {
+                topic: topic.to_string(),
+                partition: Some(wire::partition(index, partition)),
+            })
+            .collect();
+        Ok(Response::new(v1::HeartbeatResponse {
+            lease_ms: self.lease_ms(),
+            metadata_version: view.applied_index,
+            assignments,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn update_isr(
+        &self,
+        request: Request<v1::UpdateIsrRequest>,
+    ) -> Result<Response<v1::UpdateIsrResponse>, Status> {
+        let request = request.into_inner();
+        let written = self
+            .manager
+            .write(Command::UpdateIsr {
+                broker: request.broker_id,
+                topic: request.topic.clone(),
+                partition: request.partition,
+                leader_epoch: request.leader_epoch,
+                isr: request.in_sync_replicas,
+            })
+            .await?;
+        self.manager.wait_applied(written.log_index).await?;
+        let view = self.manager.view();
+        let partition = view
+            .state
+            .topic(&request.topic)
+            .and_then(|t| t.partitions().get(request.partition as usize))
+            .map(|p| wire::partition(request.partition, p));
+        Ok(Response::new(v1::UpdateIsrResponse {
+            partition,
+            metadata_version: view.applied_index,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn create_topic(
+        &self,
+        request: Request<v1::ClusterCreateTopicRequest>,
+    ) -> Result<Response<v1::ClusterCreateTopicResponse>, Status> {
+        let request = request.into_inner();
+        let written = self
+            .manager
+            .write(Command::CreateTopic {
+                name: request.name.clone(),
+                partitions: request.partitions,
+                replication_factor: request.replication_factor,
+                settings: wire::settings(request.config),
+                unclean_leader_election: request.unclean_leader_election,
+                now_ms: 0,
+            })
+            .await?;
+        let created = matches!(written.response, Applied::TopicCreated { created: true });
+        if created {
+            tracing::info!(partitions = request.partitions, "topic created");
+        }
+        self.manager.wait_applied(written.log_index).await?;
+        let view = self.manager.view();
+        // Deleted again between the write and this read: report it as gone.
+        let Some(topic) = view.state.topic(&request.name) else {
+            return Err(Error::Command(CommandError::TopicNotFound { name: request.name }).into());
+        };
+        Ok(Response::new(v1::ClusterCreateTopicResponse {
+            topic: Some(wire::topic(topic)),
+            created,
+            metadata_version: view.applied_index,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn delete_topic(
+        &self,
+        request: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        self.manager.write(Command::DeleteTopic { name }).await?;
+        tracing::info!("topic deleted");
+        Ok(Response::new(v1::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<v1::ListTopicsRequest>,
+    ) -> Result<Response<v1::ListTopicsResponse>, Status> {
+        let view = self.manager.view();
+        let topics = view
+            .state
+            .topics()
+            .values()
+            .map(|t| v1::TopicSummary {
+                name: t.name().to_string(),
+                partitions: t.partitions().len() as u32,
+                replication_factor: t.replication_factor(),
+            })
+            .collect();
+        Ok(Response::new(v1::ListTopicsResponse { topics }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn describe_topic(
+        &self,
+        request: Request<v1::DescribeTopicRequest>,
+    ) -> Result<Response<v1::ClusterDescribeTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        validate_topic_name(&name).map_err(Error::Command)?;
+        let view = self.manager.view();
+        let Some(topic) = view.state.topic(&name) else {
+            return Err(Error::Command(CommandError::TopicNotFound { name }).into());
+        };
+        let named: BTreeSet<u32> = topic
+            .partitions()
+            .iter()
+            .flat_map(|p| p.replicas().iter().copied())
+            .collect();
+        let brokers = named
+            .iter()
+            .filter_map(|id| view.state.brokers().get(id))
+            .map(wire::broker)
+            .collect();
+        Ok(Response::new(v1::ClusterDescribeTopicResponse {
+            topic: Some(wire::topic(topic)),
+            brokers,
+            metadata_version: view.applied_index,
+        }))
+    }
+
+    type WatchMetadataStream = MetadataStream;
+
+    async fn watch_metadata(
+        &self,
+        _request: Request<v1::WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        let watching = self.manager.subscribe();
+        let stopping = self.manager.stopping();
+        let manager = self.manager.clone();
+        // The first item is the metadata as it is; each later one follows a change.
+        // `watch` keeps only the newest value, so a slow reader skips to it.
+        let stream = futures::stream::unfold(
+            (watching, stopping, manager, true),
+            |(mut watching, mut stopping, manager, first)| async move {
+                if *stopping.borrow() {
+                    return None;
+                }
+                if !first {
+                    tokio::select! {
+                        changed = watching.changed() => changed.ok()?,
+                        _ = stopping.wait_for(|stop| *stop) => return None,
+                    }
+                }
+                let view = watching.borrow_and_update().clone();
+                let metadata = wire::cluster_metadata(&view, manager.leader_id());
+                Some((Ok(metadata), (watching, stopping, manager, false)))
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<v1::ClusterStatusRequest>,
+    ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        let metrics = self.manager.metrics();
+        let commit_index = self
+            .manager
+            .raft()
+            .with_raft_state(|st| st.committed.map(|l| l.index))
+            .await
+            .map_err(|e| Error::RaftStopped(e.to_string()))?;
+        let members = self.members();
+        let leader_address = metrics
+            .current_leader
+            .and_then(|id| members.iter().find(|m| m.id == id))
+            .map(|m| m.address.clone())
+            .unwrap_or_default();
+        let view = self.manager.view();
+        let state = &view.state;
+        let brokers = state
+            .brokers()
+            .values()
+            .map(|b| {
+                let mut status = v1::BrokerStatus {
+                    broker: Some(wire::broker(b)),
+                    partitions_led: 0,
+                    replicas: 0,
+                };
+                for (_, _, p) in state.partitions() {
+                    status.partitions_led += u32::from(p.leader() == Some(b.id()));
+                    status.replicas += u32::from(p.replicas().contains(&b.id()));
+                }
+                status
+            })
+            .collect();
+        let under_replicated: Vec<v1::PartitionStatus> = state
+            .partitions()
+            .filter(|(_, _, p)| p.under_replicated())
+            .map(|(topic, index, p)| v1::PartitionStatus {
+                topic: topic.to_string(),
+                partition: Some(wire::partition(index, p)),
+            })
+            .collect();
+        let offline_partitions = state
+            .partitions()
+            .filter(|(_, _, p)| p.leader().is_none())
+            .count() as u32;
+        Ok(Response::new(v1::ClusterStatusResponse {
+            node_id: self.manager.id(),
+            leader_id: metrics.current_leader,
+            leader_address,
+            term: metrics.current_term,
+            commit_index,
+            applied_index: metrics.last_applied.map(|l| l.index),
+            last_log_index: metrics.last_log_index,
+            members,
+            brokers,
+            under_replicated,
+            offline_partitions,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = request.get_ref().node_id))]
+    async fn add_member(
+        &self,
+        request: Request<v1::AddMemberRequest>,
+    ) -> Result<Response<v1::AddMemberResponse>, Status> {
+        let request = request.into_inner();
+        let index = self
+            .manager
+            .add_member(request.node_id, request.address)
+            .await?;
+        self.manager.wait_applied(index).await?;
+        Ok(Response::new(v1::AddMemberResponse {
+            members: self.members(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = request.get_ref().node_id))]
+    async fn remove_member(
+        &self,
+        request: Request<v1::RemoveMemberRequest>,
+    ) -> Result<Response<v1::RemoveMemberResponse>, Status> {
+        let index = self
+            .manager
+            .remove_member(request.into_inner().node_id)
+            .await?;
+        // A removed node (perhaps this one) may never apply it; answer regardless.
+        let _ = self.manager.wait_applied(index).await;
+        Ok(Response::new(v1::RemoveMemberResponse {
+            members: self.members(),
+        }))
+    }
+}

@@ -1,0 +1,540 @@
+//! The cluster metadata as plain values, and [`ClusterState::apply`], the deterministic
+//! transition every Raft node runs on every committed [`Command`].
+//!
+//! `apply` reads no clock, no randomness and no I/O: the time is inside the command and
+//! maps are ordered, so the same log gives the same state (and the same refusals) on every
+//! node, and snapshots of equal states are equal bytes. A refused command leaves the state
+//! untouched: everything is checked before anything changes.
+//!
+//! Partition invariants, asserted after every change: the leader, when there is one, is a
+//! live in-sync replica; the in-sync replicas are a non-empty subset of the replicas; the
+//! leader epoch never decreases and grows by one with every leader change.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{
+    BROKERS_MAX, Command, CommandError, PARTITIONS_TOTAL_MAX, REPLICATION_FACTOR_DEFAULT, Response,
+    validate_topic_name,
+};
+use crate::placement::{Candidate, place};
+
+/// Per-topic settings as the client asked for them; unset fields take the brokers'
+/// defaults. Mirrors `pubsub.v1.TopicConfig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopicSettings {
+    /// Retention by age in ms; -1 keeps forever.
+    pub retention_ms: Option<i64>,
+    /// Retention by partition size; -1 is unlimited.
+    pub retention_bytes: Option<i64>,
+    /// Segment size in bytes.
+    pub segment_bytes: Option<i64>,
+    /// Largest batch in bytes.
+    pub max_message_bytes: Option<i32>,
+    /// `always`, `never` or `interval:<ms>`.
+    pub fsync: Option<String>,
+    /// Segment age before a roll, ms.
+    pub segment_ms: Option<i64>,
+}
+
+/// The whole metadata: brokers and topics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    brokers: BTreeMap<u32, Broker>,
+    topics: BTreeMap<String, Topic>,
+}
+
+/// A registered broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broker {
+    id: u32,
+    address: String,
+    rack: Option<String>,
+    last_heartbeat_ms: u64,
+    fenced: bool,
+}
+
+/// A topic and its partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    name: String,
+    replication_factor: u32,
+    settings: TopicSettings,
+    unclean_leader_election: bool,
+    created_ms: u64,
+    partitions: Vec<Partition>,
+}
+
+/// One partition's placement and leadership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    replicas: Vec<u32>,
+    leader: Option<u32>,
+    leader_epoch: i32,
+    isr: Vec<u32>,
+}
+
+impl Broker {
+    /// Broker id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    /// `host:port` clients connect to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+    /// Its rack, if declared.
+    pub fn rack(&self) -> Option<&str> {
+        self.rack.as_deref()
+    }
+    /// Leader clock at its last heartbeat or registration, ms since the Unix epoch.
+    pub fn last_heartbeat_ms(&self) -> u64 {
+        self.last_heartbeat_ms
+    }
+    /// Whether its lease expired since it last registered.
+    pub fn fenced(&self) -> bool {
+        self.fenced
+    }
+}
+
+impl Topic {
+    /// Topic name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Replicas per partition.
+    pub fn replication_factor(&self) -> u32 {
+        self.replication_factor
+    }
+    /// Settings as requested.
+    pub fn settings(&self) -> &TopicSettings {
+        &self.settings
+    }
+    /// Whether leaders may be elected outside the in-sync replicas.
+    pub fn unclean_leader_election(&self) -> bool {
+        self.unclean_leader_election
+    }
+    /// Leader clock at creation, ms since the Unix epoch.
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+    /// The partitions, indexed by partition id.
+    pub fn partitions(&self) -> &[Partition] {
+        &self.partitions
+    }
+}
+
+impl Partition {
+    /// Replica brokers; the first is the preferred leader.
+    pub fn replicas(&self) -> &[u32] {
+        &self.replicas
+    }
+    /// The leader, unless no eligible replica is alive.
+    pub fn leader(&self) -> Option<u32> {
+        self.leader
+    }
+    /// Grows by one with every leader change.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+    /// In-sync replicas, in replica order.
+    pub fn isr(&self) -> &[u32] {
+        &self.isr
+    }
+    /// Whether fewer replicas are in sync than exist, or there is no leader.
+    pub fn under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len() || self.leader.is_none()
+    }
+
+    fn check_invariants(&self) {
+        assert!(!self.isr.is_empty(), "the in-sync replicas are never empty");
+        assert!(
+            self.isr.iter().all(|b| self.replicas.contains(b)),
+            "in-sync replicas are replicas"
+        );
+        if let Some(leader) = self.leader {
+            assert!(self.isr.contains(&leader), "the leader is in sync");
+        }
+        assert!(self.leader_epoch >= 0, "leader epochs start at 0");
+    }
+}
+
+impl ClusterState {
+    /// Every registered broker, by id.
+    pub fn brokers(&self) -> &BTreeMap<u32, Broker> {
+        &self.brokers
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> &BTreeMap<String, Topic> {
+        &self.topics
+    }
+
+    /// One topic.
+    pub fn topic(&self, name: &str) -> Option<&Topic> {
+        self.topics.get(name)
+    }
+
+    /// Brokers not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &Broker> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Whether an `ExpireLeases { now_ms, lease_ms }` would fence anyone, so the leader
+    /// proposes one only when it matters.
+    pub fn has_expired_leases(&self, now_ms: u64, lease_ms: u64) -> bool {
+        self.live_brokers()
+            .any(|b| lease_expired(b, now_ms, lease_ms))
+    }
+
+    /// Every partition `broker` holds a replica of, as (topic, partition id, partition).
+    pub fn assignments(&self, broker: u32) -> Vec<(&str, u32, &Partition)> {
+        self.partitions()
+            .filter(|(_, _, p)| p.replicas.contains(&broker))
+            .collect()
+    }
+
+    /// Every partition, as (topic, partition id, partition).
+    pub fn partitions(&self) -> impl Iterator<Item = (&str, u32, &Partition)> {
+        self.topics.values().flat_map(|t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .map(move |(i, p)| (t.name.as_str(), i as u32, p))
+        })
+    }
+
+    /// Applies one committed command. Deterministic; on error nothing changed.
+    pub fn apply(&mut self, command: Command) -> Result<Response, CommandError> {
+        command.validate()?;
+        match command {
+            Command::RegisterBroker {
+                broker,
+                address,
+                rack,
+                now_ms,
+            } => self.register_broker(broker, address, rack, now_ms),
+            Command::Heartbeat { broker, now_ms } => self.heartbeat(broker, now_ms),
+            Command::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                settings,
+                unclean_leader_election,
+                now_ms,
+            } => self.create_topic(
+                name,
+                partitions,
+                replication_factor,
+                settings,
+                unclean_leader_election,
+                now_ms,
+            ),
+            Command::DeleteTopic { name } => match self.topics.remove(&name) {
+                Some(_) => Ok(Response::TopicDeleted),
+                None => Err(CommandError::TopicNotFound { name }),
+            },
+            Command::ExpireLeases { now_ms, lease_ms } => Ok(self.expire_leases(now_ms, lease_ms)),
+            Command::UpdateIsr {
+                broker,
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => self.update_isr(broker, topic, partition, leader_epoch, isr),
+        }
+    }
+
+    fn register_broker(
+        &mut self,
+        id: u32,
+        address: String,
+        rack: Option<String>,
+        now_ms: u64,
+    ) -> Result<Response, CommandError> {
+        if !self.brokers.contains_key(&id) && self.brokers.len() >= BROKERS_MAX {
+            return Err(CommandError::LimitExceeded {
+                what: "broker".into(),
+                limit: BROKERS_MAX as u64,
+            });
+        }
+        let known = self.brokers.contains_key(&id);
+        let broker = self.brokers.entry(id).or_insert_with(|| Broker {
+            id,
+            address: String::new(),
+            rack: None,
+            last_heartbeat_ms: now_ms,
+            fenced: false,
+        });
+        broker.address = address;
+        broker.rack = rack;
+        broker.last_heartbeat_ms = broker.last_heartbeat_ms.max(now_ms);
+        if !known {
+            return Ok(Response::BrokerRegistered { leaderships: 0 });
+        }
+        // A known broker registering again has restarted (or returns after fencing):
+        // what it held in memory may be gone, so it is fenced and unfenced in one step.
+        // It leaves the ISRs and its leaderships move to other in-sync replicas with a
+        // new epoch; it rejoins as a follower, back in the ISR when the leader says so.
+        // Only where it is the last in-sync replica of a leaderless partition does it
+        // lead again, since no one else has every acknowledged record.
+        broker.fenced = true;
+        self.reconcile_all();
+        if let Some(broker) = self.brokers.get_mut(&id) {
+            broker.fenced = false;
+        }
+        let leaderships = self.reconcile_all();
+        Ok(Response::BrokerRegistered { leaderships })
+    }
+
+    fn heartbeat(&mut self, id: u32, now_ms: u64) -> Result<Response, CommandError> {
+        let Some(broker) = self.brokers.get_mut(&id) else {
+            return Err(CommandError::BrokerNotFound { broker: id });
+        };
+        if broker.fenced {
+            return Err(CommandError::BrokerFenced { broker: id });
+        }
+        broker.last_heartbeat_ms = broker.last_heartbeat_ms.max(now_ms);
+        Ok(Response::HeartbeatRenewed)
+    }
+
+    fn create_topic(
+        &mut self,
+        name: String,
+        partitions: u32,
+        replication_factor: u32,
+        settings: TopicSettings,
+        unclean_leader_election: bool,
+        now_ms: u64,
+    ) -> Result<Response, CommandError> {
+        validate_topic_name(&name)?;
+        if let Some(existing) = self.topics.get(&name) {
+            let same = existing.partitions.len() == partitions as usize
+                && (replication_factor == 0 || replication_factor == existing.replication_factor)
+                && existing.settings == settings
+                && existing.unclean_leader_election == unclean_leader_election;
+            return if same {
+                Ok(Response::TopicCreated { created: false })
+            } else {
+                Err(CommandError::TopicExists { name })
+            };
+        }
+        let existing_partitions: u64 = self
+            .topics
+            .values()
+            .map(|t| t.partitions.len() as u64)
+            .sum();
+        if existing_partitions + u64::from(partitions) > PARTITIONS_TOTAL_MAX {
+            return Err(CommandError::LimitExceeded {
+                what: "total partition".into(),
+                limit: PARTITIONS_TOTAL_MAX,
+            });
+        }
+        let live: Vec<Candidate<'_>> = self
+            .live_brokers()
+            .map(|b| Candidate {
+                id: b.id,
+                rack: b.rack.as_deref(),
+            })
+            .collect();
+        let replication_factor = match replication_factor {
+            0 => REPLICATION_FACTOR_DEFAULT.min(live.len() as u32).max(1),
+            r => r,
+        };
+        let placement = place(&live, partitions, replication_factor, existing_partitions)?;
+        let partitions = placement
+            .into_iter()
+            .map(|replicas| Partition {
+                leader: replicas.first().copied(),
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+            })
+            .collect::<Vec<_>>();
+        partitions.iter().for_each(Partition::check_invariants);
+        self.topics.insert(
+            name.clone(),
+            Topic {
+                name,
+                replication_factor,
+                settings,
+                unclean_leader_election,
+                created_ms: now_ms,
+                partitions,
+            },
+        );
+        Ok(Response::TopicCreated { created: true })
+    }
+
+    fn expire_leases(&mut self, now_ms: u64, lease_ms: u64) -> Response {
+        let fenced: Vec<u32> = self
+            .brokers
+            .values_mut()
+            .filter(|b| !b.fenced && lease_expired(b, now_ms, lease_ms))
+            .map(|b| {
+                b.fenced = true;
+                b.id
+            })
+            .collect();
+        let leader_changes = if fenced.is_empty() {
+            0
+        } else {
+            self.reconcile_all()
+        };
+        Response::LeasesExpired {
+            fenced,
+            leader_changes,
+        }
+    }
+
+    /// Brings every partition in line with the live broker set; returns how many
+    /// partitions changed leader.
+    fn reconcile_all(&mut self) -> u32 {
+        let live: BTreeSet<u32> = self.live_brokers().map(|b| b.id).collect();
+        let mut changes = 0;
+        for topic in self.topics.values_mut() {
+            for partition in &mut topic.partitions {
+                if reconcile(partition, &live, topic.unclean_leader_election) {
+                    changes += 1;
+                }
+            }
+        }
+        changes
+    }
+
+    fn update_isr(
+        &mut self,
+        broker: u32,
+        topic: String,
+        partition: u32,
+        leader_epoch: i32,
+        isr: Vec<u32>,
+    ) -> Result<Response, CommandError> {
+        let live: BTreeSet<u32> = self.live_brokers().map(|b| b.id).collect();
+        match self.brokers.get(&broker) {
+            None => return Err(CommandError::BrokerNotFound { broker }),
+            Some(b) if b.fenced => return Err(CommandError::BrokerFenced { broker }),
+            Some(_) => {}
+        }
+        let Some(t) = self.topics.get_mut(&topic) else {
+            return Err(CommandError::TopicNotFound { name: topic });
+        };
+        let partitions = t.partitions.len() as u32;
+        let Some(p) = t.partitions.get_mut(partition as usize) else {
+            return Err(CommandError::PartitionNotFound {
+                topic,
+                partition,
+                partitions,
+            });
+        };
+        if leader_epoch != p.leader_epoch {
+            return Err(CommandError::StaleLeaderEpoch {
+                topic,
+                partition,
+                given: leader_epoch,
+                current: p.leader_epoch,
+            });
+        }
+        if p.leader != Some(broker) {
+            return Err(CommandError::NotPartitionLeader {
+                topic,
+                partition,
+                broker,
+                leader: p.leader,
+            });
+        }
+        let invalid = |reason: String| CommandError::InvalidIsr {
+            topic: topic.clone(),
+            partition,
+            reason,
+        };
+        let wanted: BTreeSet<u32> = isr.iter().copied().collect();
+        if wanted.len() != isr.len() {
+            return Err(invalid("a broker is listed twice".into()));
+        }
+        if !wanted.contains(&broker) {
+            return Err(invalid(format!("the leader {broker} must be in sync")));
+        }
+        if let Some(stranger) = wanted.iter().find(|b| !p.replicas.contains(b)) {
+            return Err(invalid(format!("broker {stranger} is not a replica")));
+        }
+        if let Some(dead) = wanted.iter().find(|b| !live.contains(b)) {
+            return Err(invalid(format!("broker {dead} is fenced or unknown")));
+        }
+        p.isr = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| wanted.contains(b))
+            .collect();
+        p.check_invariants();
+        Ok(Response::IsrUpdated)
+    }
+}
+
+fn lease_expired(broker: &Broker, now_ms: u64, lease_ms: u64) -> bool {
+    now_ms.saturating_sub(broker.last_heartbeat_ms) > lease_ms
+}
+
+/// Drops dead brokers from the in-sync replicas (keeping at least one, so the replica
+/// with every acknowledged record can lead again when it returns) and makes sure the
+/// leader is alive, electing a new one when it is not. Returns whether the leader changed.
+///
+/// A new leader comes from the live in-sync replicas, in replica order. Only if there is
+/// none and the topic allows unclean election does a live replica outside the ISR take
+/// over, becoming the whole ISR (records only the old ISR had are lost).
+fn reconcile(partition: &mut Partition, live: &BTreeSet<u32>, unclean: bool) -> bool {
+    let keep = partition
+        .leader
+        .filter(|l| partition.isr.contains(l))
+        .or_else(|| partition.isr.first().copied());
+    let mut isr: Vec<u32> = partition
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| live.contains(b))
+        .collect();
+    if isr.is_empty() {
+        isr.extend(keep);
+    }
+    partition.isr = isr;
+    let leader_alive = partition.leader.is_some_and(|l| live.contains(&l));
+    let mut changed = false;
+    if !leader_alive {
+        let clean = partition
+            .replicas
+            .iter()
+            .copied()
+            .find(|b| partition.isr.contains(b) && live.contains(b));
+        let elected = match clean {
+            Some(leader) => Some(leader),
+            None if unclean => {
+                let leader = partition
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|b| live.contains(b));
+                if let Some(leader) = leader {
+                    partition.isr = vec![leader];
+                }
+                leader
+            }
+            None => None,
+        };
+        if elected != partition.leader {
+            let previous = partition.leader_epoch;
+            partition.leader = elected;
+            partition.leader_epoch = previous
+                .checked_add(1)
+                .expect("a leader epoch grows by one per election and never nears i32::MAX");
+            changed = true;
+        }
+    }
+    partition.check_invariants();
+    changed
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,420 @@
+//! Unit tests of the metadata state machine: placement through `apply`, elections from
+//! the in-sync replicas only, stale epochs, fencing and returning brokers.
+
+use super::*;
+
+const LEASE_MS: u64 = 6_000;
+
+fn register(state: &mut ClusterState, broker: u32, rack: Option<&str>, now_ms: u64) {
+    state
+        .apply(Command::RegisterBroker {
+            broker,
+            address: format!("10.0.0.{broker}:9392"),
+            rack: rack.map(String::from),
+            now_ms,
+        })
+        .unwrap();
+}
+
+fn create(name: &str, partitions: u32, replication_factor: u32) -> Command {
+    Command::CreateTopic {
+        name: name.into(),
+        partitions,
+        replication_factor,
+        settings: TopicSettings::default(),
+        unclean_leader_election: false,
+        now_ms: 0,
+    }
+}
+
+fn cluster(brokers: u32) -> ClusterState {
+    let mut state = ClusterState::default();
+    for id in 1..=brokers {
+        register(&mut state, id, None, 0);
+    }
+    state
+}
+
+fn partition<'a>(state: &'a ClusterState, topic: &str, p: usize) -> &'a Partition {
+    &state.topic(topic).unwrap().partitions()[p]
+}
+
+fn heartbeat_all_but(state: &mut ClusterState, silent: u32, now_ms: u64) {
+    let ids: Vec<u32> = state.live_brokers().map(|b| b.id()).collect();
+    for broker in ids.into_iter().filter(|&b| b != silent) {
+        state.apply(Command::Heartbeat { broker, now_ms }).unwrap();
+    }
+}
+
+fn expire(state: &mut ClusterState, now_ms: u64) -> Response {
+    state
+        .apply(Command::ExpireLeases {
+            now_ms,
+            lease_ms: LEASE_MS,
+        })
+        .unwrap()
+}
+
+fn update_isr(
+    state: &mut ClusterState,
+    broker: u32,
+    leader_epoch: i32,
+    isr: &[u32],
+) -> Result<Response, CommandError> {
+    state.apply(Command::UpdateIsr {
+        broker,
+        topic: "t".into(),
+        partition: 0,
+        leader_epoch,
+        isr: isr.to_vec(),
+    })
+}
+
+#[test]
+fn created_topics_have_balanced_leaders_and_full_isr() {
+    let mut state = cluster(3);
+    assert_eq!(
+        state.apply(create("t", 6, 3)).unwrap(),
+        Response::TopicCreated { created: true }
+    );
+    let mut leaders = BTreeMap::new();
+    for p in state.topic("t").unwrap().partitions() {
+        assert_eq!(p.replicas().len(), 3);
+        assert_eq!(p.isr(), p.replicas());
+        assert_eq!(p.leader(), Some(p.replicas()[0]));
+        assert_eq!(p.leader_epoch(), 0);
+        *leaders.entry(p.leader().unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(leaders, BTreeMap::from([(1, 2), (2, 2), (3, 2)]));
+}
+
+#[test]
+fn default_replication_factor_is_capped_by_live_brokers() {
+    let mut state = cluster(2);
+    state.apply(create("t", 1, 0)).unwrap();
+    assert_eq!(state.topic("t").unwrap().replication_factor(), 2);
+    let error = state.apply(create("u", 1, 3)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "replication factor 3 exceeds the 2 live broker(s)"
+    );
+    assert!(state.topic("u").is_none());
+}
+
+#[test]
+fn racks_are_spread_over_through_apply() {
+    let mut state = ClusterState::default();
+    for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b")] {
+        register(&mut state, id, Some(rack), 0);
+    }
+    state.apply(create("t", 8, 2)).unwrap();
+    for p in state.topic("t").unwrap().partitions() {
+        let racks: BTreeSet<_> = p
+            .replicas()
+            .iter()
+            .map(|id| state.brokers()[id].rack())
+            .collect();
+        assert_eq!(racks.len(), 2, "{:?}", p.replicas());
+    }
+}
+
+#[test]
+fn creating_an_identical_topic_again_is_idempotent_and_a_different_one_conflicts() {
+    let mut state = cluster(3);
+    state.apply(create("t", 2, 2)).unwrap();
+    let before = state.clone();
+    assert_eq!(
+        state.apply(create("t", 2, 2)).unwrap(),
+        Response::TopicCreated { created: false }
+    );
+    assert_eq!(state, before);
+    assert_eq!(
+        state.apply(create("t", 3, 2)).unwrap_err(),
+        CommandError::TopicExists { name: "t".into() }
+    );
+    assert_eq!(state, before);
+}
+
+#[test]
+fn deleting_removes_the_topic_and_unknown_topics_are_not_found() {
+    let mut state = cluster(1);
+    state.apply(create("t", 1, 1)).unwrap();
+    state
+        .apply(Command::DeleteTopic { name: "t".into() })
+        .unwrap();
+    assert!(state.topic("t").is_none());
+    assert_eq!(
+        state
+            .apply(Command::DeleteTopic { name: "t".into() })
+            .unwrap_err(),
+        CommandError::TopicNotFound { name: "t".into() }
+    );
+}
+
+#[test]
+fn an_expired_lease_fences_the_broker_and_moves_leadership_inside_the_isr() {
+    let mut state = cluster(3);
+    state.apply(create("t", 1, 3)).unwrap();
+    let leader = partition(&state, "t", 0).leader().unwrap();
+    let replicas = partition(&state, "t", 0).replicas().to_vec();
+    // The follower next in replica order falls out of sync; the last one stays in.
+    let out_of_sync = replicas[1];
+    let in_sync = replicas[2];
+    update_isr(&mut state, leader, 0, &[leader, in_sync]).unwrap();
+
+    heartbeat_all_but(&mut state, leader, 5_000);
+    assert_eq!(
+        expire(&mut state, 6_000),
+        Response::LeasesExpired {
+            fenced: vec![],
+            leader_changes: 0
+        }
+    );
+    assert!(state.has_expired_leases(6_001, LEASE_MS));
+    assert_eq!(
+        expire(&mut state, 6_001),
+        Response::LeasesExpired {
+            fenced: vec![leader],
+            leader_changes: 1
+        }
+    );
+    let p = partition(&state, "t", 0);
+    assert_eq!(p.leader(), Some(in_sync), "never the out-of-sync replica");
+    assert_ne!(p.leader(), Some(out_of_sync));
+    assert_eq!(p.leader_epoch(), 1);
+    assert_eq!(p.isr(), &[in_sync]);
+    assert!(state.brokers()[&leader].fenced());
+    assert_eq!(
+        state.apply(Command::Heartbeat {
+            broker: leader,
+            now_ms: 7_000
+        }),
+        Err(CommandError::BrokerFenced { broker: leader })
+    );
+}
+
+#[test]
+fn without_a_live_in_sync_replica_the_partition_goes_offline_and_keeps_its_last_isr_member() {
+    let mut state = cluster(2);
+    state.apply(create("t", 1, 2)).unwrap();
+    let leader = partition(&state, "t", 0).leader().unwrap();
+    let follower = partition(&state, "t", 0).replicas()[1];
+    update_isr(&mut state, leader, 0, &[leader]).unwrap();
+    heartbeat_all_but(&mut state, leader, 5_000);
+    expire(&mut state, 6_001);
+    let p = partition(&state, "t", 0);
+    assert_eq!(p.leader(), None, "the follower was not in sync");
+    assert_eq!(p.leader_epoch(), 1);
+    assert_eq!(p.isr(), &[leader]);
+    assert!(p.under_replicated());
+
+    // The follower re-registering changes nothing; the old leader returning leads again.
+    register(&mut state, follower, None, 6_500);
+    assert_eq!(partition(&state, "t", 0).leader(), None);
+    state
+        .apply(Command::RegisterBroker {
+            broker: leader,
+            address: "10.0.0.9:9392".into(),
+            rack: None,
+            now_ms: 7_000,
+        })
+        .map(|r| assert_eq!(r, Response::BrokerRegistered { leaderships: 1 }))
+        .unwrap();
+    let p = partition(&state, "t", 0);
+    assert_eq!(p.leader(), Some(leader));
+    assert_eq!(p.leader_epoch(), 2);
+    assert_eq!(state.brokers()[&leader].address(), "10.0.0.9:9392");
+}
+
+#[test]
+fn unclean_election_takes_a_live_replica_outside_the_isr() {
+    let mut state = cluster(2);
+    state
+        .apply(Command::CreateTopic {
+            name: "t".into(),
+            partitions: 1,
+            replication_factor: 2,
+            settings: TopicSettings::default(),
+            unclean_leader_election: true,
+            now_ms: 0,
+        })
+        .unwrap();
+    let leader = partition(&state, "t", 0).leader().unwrap();
+    let follower = partition(&state, "t", 0).replicas()[1];
+    update_isr(&mut state, leader, 0, &[leader]).unwrap();
+    heartbeat_all_but(&mut state, leader, 5_000);
+    expire(&mut state, 6_001);
+    let p = partition(&state, "t", 0);
+    assert_eq!(p.leader(), Some(follower));
+    assert_eq!(p.isr(), &[follower]);
+    assert_eq!(p.leader_epoch(), 1);
+}
+
+#[test]
+fn a_fenced_follower_leaves_the_isr_and_returns_outside_it() {
+    let mut state = cluster(3);
+    state.apply(create("t", 1, 3)).unwrap();
+    let p = partition(&state, "t", 0).clone();
+    let follower = p.replicas()[2];
+    heartbeat_all_but(&mut state, follower, 5_000);
+    expire(&mut state, 6_001);
+    let after = partition(&state, "t", 0);
+    assert_eq!(after.leader(), p.leader(), "the leader is untouched");
+    assert_eq!(after.leader_epoch(), 0, "no leader change, no new epoch");
+    assert!(!after.isr().contains(&follower));
+
+    register(&mut state, follower, None, 7_000);
+    assert!(!state.brokers()[&follower].fenced());
+    assert!(
+        !partition(&state, "t", 0).isr().contains(&follower),
+        "back in sync only when the leader says so"
+    );
+    let leader = p.leader().unwrap();
+    update_isr(&mut state, leader, 0, p.replicas()).unwrap();
+    assert_eq!(partition(&state, "t", 0).isr(), p.replicas());
+}
+
+#[test]
+fn isr_updates_with_a_stale_epoch_or_from_a_non_leader_are_refused() {
+    let mut state = cluster(3);
+    state.apply(create("t", 1, 3)).unwrap();
+    let p = partition(&state, "t", 0).clone();
+    let leader = p.leader().unwrap();
+    let follower = p.replicas()[1];
+    // Move leadership once so epoch 0 becomes stale.
+    heartbeat_all_but(&mut state, leader, 5_000);
+    expire(&mut state, 6_001);
+    register(&mut state, leader, None, 6_002);
+    let now = partition(&state, "t", 0).clone();
+    assert_eq!(now.leader(), Some(follower));
+    assert_eq!(now.leader_epoch(), 1);
+    let before = state.clone();
+
+    assert_eq!(
+        update_isr(&mut state, follower, 0, &[follower]).unwrap_err(),
+        CommandError::StaleLeaderEpoch {
+            topic: "t".into(),
+            partition: 0,
+            given: 0,
+            current: 1
+        }
+    );
+    assert!(matches!(
+        update_isr(&mut state, leader, 1, &[leader]).unwrap_err(),
+        CommandError::NotPartitionLeader { .. }
+    ));
+    assert!(matches!(
+        update_isr(&mut state, follower, 1, &[leader]).unwrap_err(),
+        CommandError::InvalidIsr { .. }
+    ));
+    assert!(matches!(
+        update_isr(&mut state, follower, 1, &[follower, follower]).unwrap_err(),
+        CommandError::InvalidIsr { .. }
+    ));
+    assert!(matches!(
+        update_isr(&mut state, follower, 1, &[follower, 99]).unwrap_err(),
+        CommandError::InvalidIsr { .. }
+    ));
+    assert_eq!(state, before, "refused commands change nothing");
+    update_isr(&mut state, follower, 1, &[leader, follower]).unwrap();
+}
+
+#[test]
+fn the_same_commands_give_the_same_state_and_bytes() {
+    let commands = [
+        Command::RegisterBroker {
+            broker: 2,
+            address: "b:1".into(),
+            rack: Some("x".into()),
+            now_ms: 10,
+        },
+        Command::RegisterBroker {
+            broker: 1,
+            address: "a:1".into(),
+            rack: None,
+            now_ms: 11,
+        },
+        create("t", 4, 2),
+        create("bad/name", 1, 1),
+        Command::Heartbeat {
+            broker: 1,
+            now_ms: 9_000,
+        },
+        Command::ExpireLeases {
+            now_ms: 9_000,
+            lease_ms: LEASE_MS,
+        },
+        create("u", 3, 0),
+    ];
+    let run = || {
+        let mut state = ClusterState::default();
+        let results: Vec<_> = commands.iter().cloned().map(|c| state.apply(c)).collect();
+        (state, results)
+    };
+    let (a, ra) = run();
+    let (b, rb) = run();
+    assert_eq!(ra, rb);
+    assert_eq!(
+        serde_json::to_vec(&a).unwrap(),
+        serde_json::to_vec(&b).unwrap()
+    );
+    let round_trip: ClusterState =
+        serde_json::from_slice(&serde_json::to_vec(&a).unwrap()).unwrap();
+    assert_eq!(round_trip, a);
+    assert!(a.brokers()[&2].fenced());
+    assert_eq!(a.topic("u").unwrap().replication_factor(), 1);
+}
+
+#[test]
+fn heartbeats_of_unknown_brokers_are_refused() {
+    let mut state = ClusterState::default();
+    assert_eq!(
+        state.apply(Command::Heartbeat {
+            broker: 5,
+            now_ms: 1
+        }),
+        Err(CommandError::BrokerNotFound { broker: 5 })
+    );
+    assert!(
+        !Response::HeartbeatRenewed.changes_metadata(),
+        "heartbeats do not wake watchers"
+    );
+}
+
+#[test]
+fn a_restarted_leader_registering_again_hands_leadership_to_the_isr() {
+    let mut state = cluster(3);
+    state.apply(create("t", 1, 3)).unwrap();
+    let p = partition(&state, "t", 0).clone();
+    let leader = p.leader().unwrap();
+    assert_eq!(
+        state
+            .apply(Command::RegisterBroker {
+                broker: leader,
+                address: "10.0.0.1:9392".into(),
+                rack: None,
+                now_ms: 100,
+            })
+            .unwrap(),
+        Response::BrokerRegistered { leaderships: 0 }
+    );
+    let after = partition(&state, "t", 0);
+    assert_eq!(after.leader(), Some(p.replicas()[1]));
+    assert_eq!(after.leader_epoch(), 1);
+    assert!(
+        !after.isr().contains(&leader),
+        "back in sync only via UpdateIsr"
+    );
+    assert!(!state.brokers()[&leader].fenced());
+}
+
+#[test]
+fn a_restarted_sole_replica_keeps_leading_with_a_new_epoch() {
+    let mut state = cluster(1);
+    state.apply(create("t", 1, 1)).unwrap();
+    register(&mut state, 1, None, 100);
+    let p = partition(&state, "t", 0);
+    assert_eq!(p.leader(), Some(1));
+    assert_eq!(p.isr(), &[1]);
+    assert_eq!(p.leader_epoch(), 2, "one epoch to fence, one to lead again");
+}

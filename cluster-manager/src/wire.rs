@@ -1,0 +1,79 @@
+//! The metadata state as `pubsub.v1` messages, and topic settings from them.
+
+use pubsub_proto::v1;
+
+use crate::raft::state_machine::MetadataView;
+use crate::state::{Broker, Partition, Topic, TopicSettings};
+
+/// Settings from a request's `TopicConfig` (unset stays unset).
+pub fn settings(config: Option<v1::TopicConfig>) -> TopicSettings {
+    let config = config.unwrap_or_default();
+    TopicSettings {
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
+        segment_bytes: config.segment_bytes,
+        max_message_bytes: config.max_message_bytes,
+        fsync: config.fsync,
+        segment_ms: config.segment_ms,
+    }
+}
+
+/// Settings as a `TopicConfig`.
+pub fn topic_config(settings: &TopicSettings) -> v1::TopicConfig {
+    v1::TopicConfig {
+        retention_ms: settings.retention_ms,
+        retention_bytes: settings.retention_bytes,
+        segment_bytes: settings.segment_bytes,
+        max_message_bytes: settings.max_message_bytes,
+        fsync: settings.fsync.clone(),
+        segment_ms: settings.segment_ms,
+    }
+}
+
+/// One partition.
+pub fn partition(index: u32, partition: &Partition) -> v1::PartitionMetadata {
+    v1::PartitionMetadata {
+        partition: index,
+        leader: partition.leader(),
+        leader_epoch: partition.leader_epoch(),
+        replicas: partition.replicas().to_vec(),
+        in_sync_replicas: partition.isr().to_vec(),
+    }
+}
+
+/// One topic with its partitions.
+pub fn topic(topic: &Topic) -> v1::TopicMetadata {
+    v1::TopicMetadata {
+        name: topic.name().to_string(),
+        replication_factor: topic.replication_factor(),
+        config: Some(topic_config(topic.settings())),
+        unclean_leader_election: topic.unclean_leader_election(),
+        partitions: topic
+            .partitions()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| partition(i as u32, p))
+            .collect(),
+    }
+}
+
+/// One broker.
+pub fn broker(broker: &Broker) -> v1::BrokerMetadata {
+    v1::BrokerMetadata {
+        id: broker.id(),
+        address: broker.address().to_string(),
+        rack: broker.rack().map(String::from),
+        fenced: broker.fenced(),
+        last_heartbeat_ms: broker.last_heartbeat_ms(),
+    }
+}
+
+/// The whole metadata.
+pub fn cluster_metadata(view: &MetadataView, leader: Option<u64>) -> v1::ClusterMetadata {
+    v1::ClusterMetadata {
+        version: view.applied_index,
+        cluster_leader_id: leader,
+        brokers: view.state.brokers().values().map(broker).collect(),
+        topics: view.state.topics().values().map(topic).collect(),
+    }
+}
