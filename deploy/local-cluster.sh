@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Starts a 3-node cluster on loopback: 3 cluster managers and 3 brokers, each its own
+# pubsubd process, data under ${DATA:-./cluster-data}. Ctrl-C stops them all.
+#
+#   deploy/local-cluster.sh            # builds release binaries first
+#   pubsub --server 127.0.0.1:9392 create orders --partitions 6 --replication-factor 3
+#   pubsub cluster status --cluster-manager 127.0.0.1:9501
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-./cluster-data}
+LEASE=${LEASE:-6s}
+cargo build --release --bins -q
+BIN=target/release/pubsubd
+mkdir -p "$DATA"
+
+PEERS="1=127.0.0.1:9501,2=127.0.0.1:9502,3=127.0.0.1:9503"
+MANAGERS="127.0.0.1:9501,127.0.0.1:9502,127.0.0.1:9503"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
+
+for id in 1 2 3; do
+    "$BIN" cluster-manager --id "$id" --listen "127.0.0.1:950$id" --data-dir "$DATA/cm$id" \
+        --peers "$PEERS" --lease "$LEASE" >"$DATA/cm$id.out" 2>"$DATA/cm$id.log" &
+    pids+=($!)
+done
+ports=(9392 9412 9422)
+for id in 1 2 3; do
+    port=${ports[$((id - 1))]}
+    "$BIN" broker --id "$id" --listen "127.0.0.1:$port" --data-dir "$DATA/broker$id" \
+        --cluster-managers "$MANAGERS" >"$DATA/broker$id.out" 2>"$DATA/broker$id.log" &
+    pids+=($!)
+done
+echo "cluster managers: $MANAGERS"
+echo "brokers: 127.0.0.1:9392 127.0.0.1:9412 127.0.0.1:9422 (logs in $DATA/*.log)"
+echo "Ctrl-C stops everything."
+wait
