@@ -20,7 +20,8 @@ use tokio::sync::watch;
 use crate::cluster::ClusterLink;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
-use crate::partition::{Partition, blocking};
+use crate::partition::{Partition, Role, blocking};
+use crate::replication;
 use crate::topic::{TopicRecord, TopicSettings};
 
 /// How long an admin write waits for its metadata to reach this broker.
@@ -132,14 +133,14 @@ impl Broker {
         };
         let leader = metadata.leader;
         match hosted.partitions.get(partition as usize).cloned().flatten() {
-            Some(local) if leader == Some(self.config.broker_id) => Ok(local),
+            Some(local) if leader == Some(self.config.broker_id) && local.is_leader() => Ok(local),
             _ => Err(not_leader(self, topic, partition, leader)),
         }
     }
 
     /// Applies a metadata snapshot: opens newly assigned replicas, updates leaders,
     /// deletes the data of deleted topics.
-    pub async fn apply_metadata(&self, metadata: v1::ClusterMetadata) -> Result<()> {
+    pub async fn apply_metadata(self: &Arc<Self>, metadata: v1::ClusterMetadata) -> Result<()> {
         let _applying = self.applying.lock().await;
         if metadata.version < self.view.borrow().version {
             return Ok(());
@@ -163,11 +164,15 @@ impl Broker {
             .filter(|(name, _)| !next.contains_key(*name))
             .map(|(_, t)| t.clone())
             .collect();
+        let hosted: Vec<Arc<HostedTopic>> = next.values().cloned().collect();
         *self
             .topics
             .write()
             .map_err(|_| Error::Task("topic map lock poisoned".into()))? = next;
         self.view.send_replace(Arc::new(metadata));
+        for topic in hosted {
+            self.apply_roles(&topic).await;
+        }
         for topic in deleted {
             self.remove_data(&topic).await?;
         }
@@ -199,12 +204,9 @@ impl Broker {
                     let dir = partition_dir(&self.config.data_dir, &topic.name, index as u32);
                     let config = log_config.clone();
                     let log = blocking(move || Ok(Log::open(&dir, config)?)).await?;
-                    Some(Arc::new(Partition::new(log)))
+                    Some(Arc::new(Partition::new(log, self.config.broker_id)))
                 }
             };
-            if let Some(partition) = &partition {
-                partition.set_leadership(metadata.leader, metadata.leader_epoch);
-            }
             partitions.push(partition);
         }
         Ok(HostedTopic {
@@ -212,6 +214,41 @@ impl Broker {
             metadata: topic.clone(),
             partitions,
         })
+    }
+
+    /// Gives each hosted replica of `topic` its role from the metadata, restarting its
+    /// fetcher or ISR task when the leader or the epoch changed.
+    async fn apply_roles(self: &Arc<Self>, topic: &HostedTopic) {
+        for (index, metadata) in topic.metadata.partitions.iter().enumerate() {
+            let Some(partition) = topic.partitions.get(index).cloned().flatten() else {
+                continue;
+            };
+            let role = Role {
+                leader: metadata.leader,
+                leader_epoch: metadata.leader_epoch,
+                replicas: metadata.replicas.clone(),
+                in_sync_replicas: metadata.in_sync_replicas.clone(),
+            };
+            match partition.set_role(role.clone()) {
+                Ok(previous)
+                    if previous.leader != role.leader
+                        || previous.leader_epoch != role.leader_epoch =>
+                {
+                    replication::start_role(
+                        self,
+                        &topic.record.name,
+                        index as u32,
+                        &partition,
+                        &role,
+                    )
+                    .await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(topic = %topic.record.name, partition = index, error = %e, "cannot apply role")
+                }
+            }
+        }
     }
 
     async fn remove_data(&self, topic: &HostedTopic) -> Result<()> {

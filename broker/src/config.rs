@@ -20,6 +20,9 @@ pub struct BrokerConfig {
     pub cluster_managers: Vec<String>,
     /// Defaults for topics created without explicit settings.
     pub topic_defaults: TopicDefaults,
+    /// A follower that has not caught up with its leader for this long leaves the
+    /// in-sync replicas (Kafka's replica.lag.time.max.ms, default 10 s).
+    pub replica_lag_max: Duration,
     /// How often retention is applied to every partition.
     pub retention_check_interval: Duration,
 }
@@ -71,6 +74,7 @@ impl BrokerConfig {
             cluster_managers,
             topic_defaults: TopicDefaults::default(),
             retention_check_interval: Duration::from_secs(30),
+            replica_lag_max: Duration::from_secs(10),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod grpc;
 pub mod membership;
 pub mod partition;
+pub mod replication;
 pub mod server;
 pub mod service;
 pub mod topic;

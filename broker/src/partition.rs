@@ -1,29 +1,60 @@
-//! One hosted partition: its log and the high watermark consumers read below.
+//! One hosted partition replica: its log, its high watermark, and, on the leader, what
+//! it knows of its followers.
 //!
 //! The log is synchronous; every call that may touch the disk runs on tokio's
-//! blocking pool. The high watermark is published on a watch channel so long-polling
-//! fetches wake as soon as records become visible.
+//! blocking pool. Two watch channels publish progress: the log end (durable appends,
+//! which wakes followers' long polls) and the high watermark (offsets below it are on
+//! every in-sync replica, which wakes consumers' long polls). The leader computes the
+//! high watermark as the smallest log end among the in-sync replicas; a follower takes
+//! the leader's, capped by its own log end.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use pubsub_storage::{Log, ReadSlice};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
-/// Marks "no leader" in [`Partition`]'s leader field.
-pub const NO_LEADER: u32 = u32::MAX;
+/// What a partition replica knows of its role, from the metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Role {
+    /// The leader, if any.
+    pub leader: Option<u32>,
+    /// The current leader epoch.
+    pub leader_epoch: i32,
+    /// Every replica, preferred leader first.
+    pub replicas: Vec<u32>,
+    /// The in-sync replicas.
+    pub in_sync_replicas: Vec<u32>,
+}
+
+/// A follower's progress as the leader sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct FollowerState {
+    /// The follower's log end offset (the offset it last fetched from).
+    pub log_end_offset: u64,
+    /// Last time the follower had everything the leader had.
+    pub caught_up_at: Instant,
+}
+
+struct ReplicaState {
+    role: Role,
+    followers: HashMap<u32, FollowerState>,
+    /// The task that runs this replica's role: a follower's fetcher or a leader's ISR check.
+    task: Option<JoinHandle<()>>,
+}
 
 /// A partition replica hosted by this broker.
 pub struct Partition {
     log: Arc<Log>,
+    broker_id: u32,
+    log_end: watch::Sender<u64>,
     high_watermark: watch::Sender<u64>,
-    /// The partition's leader as the metadata says, or [`NO_LEADER`].
-    leader: AtomicU32,
-    /// The leader epoch stamped into batches this replica appends as leader.
-    leader_epoch: AtomicI32,
+    state: Mutex<ReplicaState>,
 }
 
 /// Batches read for a fetch, with the partition's offsets at the time of the read.
@@ -34,36 +65,37 @@ pub struct FetchedBatches {
     pub high_watermark: u64,
     /// The log start offset when the read was made.
     pub log_start_offset: u64,
+    /// The log end offset when the read was made.
+    pub log_end_offset: u64,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.state.lock()
+            && let Some(task) = state.task.take()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl Partition {
-    /// Wraps an opened log. Without replication every stored record is committed, so
-    /// the high watermark starts at the log end.
-    pub fn new(log: Log) -> Self {
+    /// Wraps an opened log hosted by broker `broker_id`. The high watermark starts at
+    /// the log start and moves once the replica knows its role and its peers' progress.
+    pub fn new(log: Log, broker_id: u32) -> Self {
         let end = log.log_end_offset();
+        let start = log.log_start_offset();
         Partition {
             log: Arc::new(log),
-            high_watermark: watch::Sender::new(end),
-            leader: AtomicU32::new(NO_LEADER),
-            leader_epoch: AtomicI32::new(0),
+            broker_id,
+            log_end: watch::Sender::new(end),
+            high_watermark: watch::Sender::new(start),
+            state: Mutex::new(ReplicaState {
+                role: Role::default(),
+                followers: HashMap::new(),
+                task: None,
+            }),
         }
-    }
-
-    /// Records who leads the partition and in which epoch, from the metadata.
-    pub fn set_leadership(&self, leader: Option<u32>, leader_epoch: i32) {
-        self.leader_epoch.store(leader_epoch, Ordering::Release);
-        self.leader
-            .store(leader.unwrap_or(NO_LEADER), Ordering::Release);
-    }
-
-    /// The partition's leader, if it has one.
-    pub fn leader(&self) -> Option<u32> {
-        Some(self.leader.load(Ordering::Acquire)).filter(|&l| l != NO_LEADER)
-    }
-
-    /// The current leader epoch.
-    pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch.load(Ordering::Acquire)
     }
 
     /// The partition's log.
@@ -76,13 +108,83 @@ impl Partition {
         *self.high_watermark.borrow()
     }
 
-    /// Appends producer batches in order; returns each batch's base offset.
+    /// The durable log end this replica reports.
+    pub fn log_end(&self) -> u64 {
+        *self.log_end.borrow()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, ReplicaState>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Task("partition state lock poisoned".into()))
+    }
+
+    /// The role the metadata last gave this replica.
+    pub fn role(&self) -> Role {
+        self.state
+            .lock()
+            .map(|s| s.role.clone())
+            .unwrap_or_default()
+    }
+
+    /// True if this broker leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.role().leader == Some(self.broker_id)
+    }
+
+    /// The leader's view of its followers.
+    pub fn followers(&self) -> HashMap<u32, FollowerState> {
+        self.state
+            .lock()
+            .map(|s| s.followers.clone())
+            .unwrap_or_default()
+    }
+
+    /// Applies the role from new metadata. Returns the previous role, so the caller
+    /// can tell whether leadership or the epoch changed and restart the role's task.
+    pub fn set_role(&self, role: Role) -> Result<Role> {
+        let mut state = self.lock()?;
+        let previous = std::mem::replace(&mut state.role, role.clone());
+        if previous.leader != role.leader || previous.leader_epoch != role.leader_epoch {
+            // A new term for this replica: followers start with a fresh grace period.
+            let now = Instant::now();
+            state.followers = role
+                .replicas
+                .iter()
+                .filter(|&&r| r != self.broker_id)
+                .map(|&r| {
+                    (
+                        r,
+                        FollowerState {
+                            log_end_offset: 0,
+                            caught_up_at: now,
+                        },
+                    )
+                })
+                .collect();
+        }
+        drop(state);
+        self.advance_high_watermark();
+        Ok(previous)
+    }
+
+    /// Replaces the task running this replica's role (aborting the old one).
+    pub fn set_task(&self, task: Option<JoinHandle<()>>) {
+        if let Ok(mut state) = self.state.lock()
+            && let Some(old) = std::mem::replace(&mut state.task, task)
+        {
+            old.abort();
+        }
+    }
+
+    /// Appends producer batches in order (leader only); returns each base offset.
     ///
     /// Returns once the fsync policy is satisfied, so with `always` every returned
-    /// offset is on disk. The high watermark then moves past the appended batches.
-    pub async fn append(&self, batches: Vec<Bytes>) -> Result<Vec<u64>> {
+    /// offset is on disk; then the log end moves and the high watermark follows as the
+    /// in-sync replicas catch up.
+    pub async fn append(&self, batches: Vec<Bytes>) -> Result<(Vec<u64>, u64)> {
         let log = self.log.clone();
-        let epoch = self.leader_epoch();
+        let epoch = self.role().leader_epoch;
         let (offsets, end) = blocking(move || {
             let mut offsets = Vec::with_capacity(batches.len());
             let mut end = 0;
@@ -94,36 +196,136 @@ impl Partition {
             Ok((offsets, end))
         })
         .await?;
-        self.high_watermark.send_if_modified(|hw| {
-            let moved = end > *hw;
-            *hw = (*hw).max(end);
-            moved
-        });
-        Ok(offsets)
+        self.publish_log_end(end);
+        Ok((offsets, end))
     }
 
-    /// Reads batches from `offset` below the high watermark, waiting until
-    /// `deadline` for some to arrive if none are there yet.
+    /// Appends batches fetched from the leader (follower only).
+    pub async fn append_replicated(&self, batches: Bytes) -> Result<()> {
+        let log = self.log.clone();
+        let end = blocking(move || {
+            log.append_replicated(&batches)?;
+            Ok(log.log_end_offset())
+        })
+        .await?;
+        self.publish_log_end(end);
+        Ok(())
+    }
+
+    /// Truncates the log to `offset` (a diverged follower suffix) or resets it to start
+    /// there (the follower is below the leader's log start).
+    pub async fn truncate(&self, offset: u64, reset: bool) -> Result<()> {
+        let log = self.log.clone();
+        let end = blocking(move || {
+            if reset {
+                log.reset_to(offset)?;
+            } else {
+                log.truncate_to(offset)?;
+            }
+            Ok(log.log_end_offset())
+        })
+        .await?;
+        self.log_end.send_replace(end);
+        Ok(())
+    }
+
+    fn publish_log_end(&self, end: u64) {
+        self.log_end.send_if_modified(|current| {
+            let moved = end > *current;
+            *current = (*current).max(end);
+            moved
+        });
+        self.advance_high_watermark();
+    }
+
+    /// A follower fetched from `offset`: it has everything below it.
+    pub fn record_follower(&self, follower: u32, offset: u64) {
+        let leader_end = self.log_end();
+        if let Ok(mut state) = self.state.lock()
+            && let Some(progress) = state.followers.get_mut(&follower)
+        {
+            progress.log_end_offset = offset;
+            if offset >= leader_end {
+                progress.caught_up_at = Instant::now();
+            }
+        }
+        self.advance_high_watermark();
+    }
+
+    /// A follower learned the leader's high watermark.
+    pub fn follow_high_watermark(&self, leader_high_watermark: u64) {
+        let candidate = leader_high_watermark.min(self.log_end());
+        self.raise_high_watermark(candidate);
+    }
+
+    /// On the leader: the high watermark becomes the smallest log end among the
+    /// in-sync replicas (never lower than before, never above this log's end).
+    pub fn advance_high_watermark(&self) {
+        let Ok(state) = self.state.lock() else { return };
+        if state.role.leader != Some(self.broker_id) {
+            return;
+        }
+        let own = self.log_end();
+        let mut candidate = own;
+        for replica in &state.role.in_sync_replicas {
+            if *replica != self.broker_id {
+                let follower = state.followers.get(replica).map_or(0, |f| f.log_end_offset);
+                candidate = candidate.min(follower);
+            }
+        }
+        drop(state);
+        self.raise_high_watermark(candidate);
+    }
+
+    fn raise_high_watermark(&self, candidate: u64) {
+        let candidate = candidate.max(self.log.log_start_offset());
+        self.high_watermark.send_if_modified(|hw| {
+            let moved = candidate > *hw;
+            *hw = (*hw).max(candidate);
+            moved
+        });
+        debug_assert!(
+            self.high_watermark() <= self.log.log_end_offset().max(self.log.log_start_offset())
+        );
+    }
+
+    /// Waits until the high watermark reaches `offset` or `deadline` passes.
+    pub async fn await_high_watermark(&self, offset: u64, deadline: tokio::time::Instant) -> bool {
+        let mut watermark = self.high_watermark.subscribe();
+        tokio::time::timeout_at(deadline, watermark.wait_for(|&hw| hw >= offset))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Reads batches from `offset` below `end` (the high watermark for consumers, the
+    /// log end for followers), waiting until `deadline` for some if none are there.
     pub async fn fetch(
         &self,
         offset: u64,
         max_bytes: usize,
         deadline: tokio::time::Instant,
+        replica: bool,
     ) -> Result<FetchedBatches> {
-        let mut watermark = self.high_watermark.subscribe();
+        let channel = if replica {
+            &self.log_end
+        } else {
+            &self.high_watermark
+        };
+        let mut bound = channel.subscribe();
         loop {
-            let high_watermark = *watermark.borrow_and_update();
+            let end = *bound.borrow_and_update();
             let log = self.log.clone();
             let slice: ReadSlice =
-                blocking(move || Ok(log.read_below(offset, max_bytes, high_watermark)?)).await?;
+                blocking(move || Ok(log.read_below(offset, max_bytes, end)?)).await?;
             if !slice.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(FetchedBatches {
                     records: Bytes::from_owner(slice),
-                    high_watermark,
+                    high_watermark: self.high_watermark(),
                     log_start_offset: self.log.log_start_offset(),
+                    log_end_offset: self.log_end(),
                 });
             }
-            match tokio::time::timeout_at(deadline, watermark.changed()).await {
+            match tokio::time::timeout_at(deadline, bound.changed()).await {
                 Ok(Ok(())) | Err(_) => continue,
                 // The partition was dropped (topic deleted) while we waited.
                 Ok(Err(_)) => return Err(Error::TopicNotFound("(deleted while fetching)".into())),

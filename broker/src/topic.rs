@@ -26,6 +26,9 @@ pub struct TopicSettings {
     pub max_message_bytes: u32,
     /// Fsync policy as text (`always`, `never`, `interval:<ms>`).
     pub fsync: String,
+    /// acks=all needs at least this many in-sync replicas; `None`: 2 when the
+    /// replication factor is 3 or more, else 1 (resolved by [`Self::min_insync`]).
+    pub min_insync_replicas: Option<u32>,
 }
 
 /// A topic as metadata stores it.
@@ -104,6 +107,15 @@ impl TopicSettings {
             )?,
             max_message_bytes,
             fsync: fsync.to_string(),
+            min_insync_replicas: match config.min_insync_replicas {
+                None => None,
+                Some(n) if n > 0 => Some(n as u32),
+                Some(n) => {
+                    return Err(invalid(format!(
+                        "min_insync_replicas must be positive, got {n}"
+                    )));
+                }
+            },
         };
         settings.log_config()?;
         Ok(settings)
@@ -123,6 +135,13 @@ impl TopicSettings {
         Ok(config)
     }
 
+    /// In-sync replicas an acks=all produce needs, for `replication_factor` replicas.
+    pub fn min_insync(&self, replication_factor: u32) -> u32 {
+        self.min_insync_replicas
+            .unwrap_or(if replication_factor >= 3 { 2 } else { 1 })
+            .min(replication_factor.max(1))
+    }
+
     /// The topic's retention policy.
     pub fn retention(&self) -> RetentionPolicy {
         RetentionPolicy {
@@ -140,6 +159,7 @@ impl TopicSettings {
             segment_bytes: Some(self.segment_bytes as i64),
             max_message_bytes: Some(self.max_message_bytes as i32),
             fsync: Some(self.fsync.clone()),
+            min_insync_replicas: self.min_insync_replicas.map(|n| n as i32),
             segment_ms: Some(self.segment_ms as i64),
         }
     }

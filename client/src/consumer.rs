@@ -210,6 +210,8 @@ impl Consumer {
             offset,
             max_bytes: self.config.fetch_max_bytes,
             max_wait_ms: max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
+            replica_id: None,
+            leader_epoch: 0,
         };
         let (client, router, results) = (
             self.client.clone(),

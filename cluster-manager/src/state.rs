@@ -37,6 +37,9 @@ pub struct TopicSettings {
     pub fsync: Option<String>,
     /// Segment age before a roll, ms.
     pub segment_ms: Option<i64>,
+    /// In-sync replicas an acks=all produce needs.
+    #[serde(default)]
+    pub min_insync_replicas: Option<i32>,
 }
 
 /// The whole metadata: brokers and topics.

@@ -15,6 +15,7 @@ pub fn settings(config: Option<v1::TopicConfig>) -> TopicSettings {
         max_message_bytes: config.max_message_bytes,
         fsync: config.fsync,
         segment_ms: config.segment_ms,
+        min_insync_replicas: config.min_insync_replicas,
     }
 }
 
@@ -27,6 +28,7 @@ pub fn topic_config(settings: &TopicSettings) -> v1::TopicConfig {
         max_message_bytes: settings.max_message_bytes,
         fsync: settings.fsync.clone(),
         segment_ms: settings.segment_ms,
+        min_insync_replicas: settings.min_insync_replicas,
     }
 }
 

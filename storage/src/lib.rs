@@ -11,10 +11,12 @@
 //! - [`index`]: the mmap'd offset and time indexes.
 //! - [`log`]: the partition log: append, read, roll, truncate, retention, group commit.
 //! - [`retention`]: the pure choice of segments to delete.
+//! - [`epochs`]: the leader-epoch checkpoint used to truncate a diverged follower.
 
 pub mod batch;
 pub mod compression;
 pub mod config;
+pub mod epochs;
 pub mod error;
 pub mod index;
 pub mod log;

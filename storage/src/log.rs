@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{self, BatchHeader};
 use crate::config::{FsyncPolicy, LogConfig};
+use crate::epochs::EpochCache;
 use crate::error::{Error, IoContext, Result};
 use crate::retention::{self, RetentionPolicy, SegmentFacts};
 use crate::segment::{self, ActiveSegment, SealedSegment, SegmentRef};
@@ -111,6 +112,8 @@ pub struct Log {
     config: LogConfig,
     clock: Clock,
     segments: RwLock<Segments>,
+    /// Where each leader epoch starts; changed only under the writer lock.
+    epochs: Mutex<EpochCache>,
     writer: Mutex<()>,
     sync: Mutex<SyncState>,
     synced: Condvar,
@@ -164,6 +167,7 @@ impl Log {
         };
         sync_dir(dir)?;
         let durable_offset = active.next_offset();
+        let epochs = EpochCache::load(dir, durable_offset)?;
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -173,6 +177,7 @@ impl Log {
                 active: Arc::new(active),
             }),
             writer: Mutex::new(()),
+            epochs: Mutex::new(epochs),
             sync: Mutex::new(SyncState {
                 durable_offset,
                 running: false,
@@ -239,6 +244,7 @@ impl Log {
                 leader_epoch,
                 ..header
             };
+            self.note_epoch(leader_epoch, base_offset)?;
             active.append_parts(
                 &head,
                 &batch_bytes[batch::HEADER_BYTES..],
@@ -276,6 +282,7 @@ impl Log {
                         log_end_offset: active.next_offset(),
                     });
                 }
+                self.note_epoch(header.leader_epoch, header.base_offset)?;
                 active.append(bytes, &header, self.config.index_interval_bytes)?;
                 let first = appended.map_or(header.base_offset, |a| a.base_offset);
                 appended = Some(AppendInfo {
@@ -529,6 +536,7 @@ impl Log {
         let new_end = segments.active.next_offset();
         drop(segments);
         self.lower_durable_offset(new_end);
+        self.lock_epochs()?.truncate_from(new_end)?;
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = new_end, "truncated log");
         Ok(())
     }
@@ -559,8 +567,36 @@ impl Log {
         if let Ok(mut state) = self.sync.lock() {
             state.durable_offset = offset;
         }
+        self.lock_epochs()?.clear()?;
         tracing::info!(dir = %self.dir.display(), offset, "reset log");
         Ok(())
+    }
+
+    /// Records that `epoch` has records from `offset` on. Caller holds the writer lock.
+    fn note_epoch(&self, epoch: i32, offset: u64) -> Result<()> {
+        self.lock_epochs()?.assign(epoch, offset)
+    }
+
+    fn lock_epochs(&self) -> Result<MutexGuard<'_, EpochCache>> {
+        self.epochs.lock().map_err(|_| self.failed_error())
+    }
+
+    /// The newest leader epoch with records in this log.
+    pub fn last_epoch(&self) -> Option<i32> {
+        self.epochs.lock().ok().and_then(|e| e.last_epoch())
+    }
+
+    /// The largest epoch at or below `epoch` that this log has, and where it ends.
+    pub fn epoch_end_offset(&self, epoch: i32) -> Result<(Option<i32>, u64)> {
+        let end = self.log_end_offset();
+        Ok(self.lock_epochs()?.end_offset_for(epoch, end))
+    }
+
+    /// Starts a new leader epoch at the current log end (this replica became leader).
+    pub fn begin_epoch(&self, epoch: i32) -> Result<()> {
+        let _writer = self.lock_writer()?;
+        let end = self.log_end_offset();
+        self.note_epoch(epoch, end)
     }
 
     fn lower_durable_offset(&self, end: u64) {

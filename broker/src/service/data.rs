@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::broker::Broker;
 use crate::error::Error;
+use crate::partition::{Partition, blocking};
 
 /// Fetch size when a request asks for 0 bytes.
 pub const FETCH_BYTES_DEFAULT: usize = 1 << 20;
@@ -35,10 +36,39 @@ impl DataService {
     }
 }
 
-async fn produce(
-    broker: &Broker,
-    request: v1::ProduceRequest,
-) -> Result<v1::ProduceResponse, Error> {
+/// How long an acks=all produce waits for the in-sync replicas.
+pub const ACKS_ALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A produce appended on the leader, waiting for its acknowledgement condition.
+struct Appended {
+    correlation_id: u64,
+    base_offsets: Vec<u64>,
+    partition: Arc<Partition>,
+    /// For acks=all: the offset the high watermark must reach.
+    commit_offset: Option<u64>,
+}
+
+impl Appended {
+    /// Waits for the in-sync replicas where acks=all asks for it.
+    async fn acknowledge(self) -> Result<v1::ProduceResponse, Error> {
+        if let Some(offset) = self.commit_offset {
+            let deadline = tokio::time::Instant::now() + ACKS_ALL_TIMEOUT;
+            if !self.partition.await_high_watermark(offset, deadline).await {
+                return Err(Error::Unavailable(format!(
+                    "the in-sync replicas did not reach offset {offset} within {ACKS_ALL_TIMEOUT:?}; the records may still be committed"
+                )));
+            }
+        }
+        Ok(v1::ProduceResponse {
+            correlation_id: self.correlation_id,
+            base_offsets: self.base_offsets,
+            error: None,
+        })
+    }
+}
+
+/// Validates and appends a produce request on the leader, in arrival order.
+async fn append(broker: &Broker, request: v1::ProduceRequest) -> Result<Appended, Error> {
     if request.batches.is_empty() {
         return Err(Error::InvalidArgument(
             "produce request holds no batches".into(),
@@ -50,18 +80,64 @@ async fn produce(
             request.batches.len()
         )));
     }
+    let topic = broker.topic(&request.topic)?;
     let partition = broker.leader_partition(&request.topic, request.partition)?;
-    let base_offsets = partition.append(request.batches).await?;
+    let acks_all = request.acks == v1::Acks::All as i32;
+    if acks_all {
+        // Checked before appending, so a refused request leaves nothing half-written.
+        let needed = topic
+            .record
+            .settings
+            .min_insync(topic.record.replication_factor);
+        let in_sync = partition.role().in_sync_replicas.len() as u32;
+        if in_sync < needed {
+            return Err(Error::Unavailable(format!(
+                "not enough in-sync replicas for {}-{}: {in_sync} < {needed}",
+                request.topic, request.partition
+            )));
+        }
+    }
+    let (base_offsets, end) = partition.append(request.batches).await?;
     let base_offsets = if request.acks == v1::Acks::None as i32 {
         Vec::new()
     } else {
         base_offsets
     };
-    Ok(v1::ProduceResponse {
+    Ok(Appended {
         correlation_id: request.correlation_id,
         base_offsets,
-        error: None,
+        partition,
+        commit_offset: acks_all.then_some(end),
     })
+}
+
+async fn produce(
+    broker: &Broker,
+    request: v1::ProduceRequest,
+) -> Result<v1::ProduceResponse, Error> {
+    append(broker, request).await?.acknowledge().await
+}
+
+fn error_response(correlation_id: u64, error: Error) -> v1::ProduceResponse {
+    let status = Status::from(error);
+    v1::ProduceResponse {
+        correlation_id,
+        base_offsets: Vec::new(),
+        error: Some(v1::ErrorStatus {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+        }),
+    }
+}
+
+/// What the acknowledging side of a produce stream waits on, in request order.
+enum AckTask {
+    /// Appended; acknowledged when this finishes.
+    Waiting(tokio::task::JoinHandle<Result<v1::ProduceResponse, Error>>),
+    /// Refused before anything was appended.
+    Rejected(Error),
+    /// The inbound stream broke.
+    Failed(Status),
 }
 
 type ProduceStreamOut = Pin<Box<dyn Stream<Item = Result<v1::ProduceResponse, Status>> + Send>>;
@@ -87,32 +163,54 @@ impl BrokerRpc for DataService {
         let mut inbound = request.into_inner();
         let broker = self.broker.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let (waiting, mut acknowledged) =
+            tokio::sync::mpsc::channel::<(u64, AckTask)>(STREAM_BUFFER);
+        // Appends happen one request at a time, in arrival order: this is what keeps a
+        // producer's pipelined batches in order. Acknowledgements (acks=all waits for the
+        // in-sync replicas) run concurrently and are answered in the same order.
         tokio::spawn(async move {
-            // One request at a time, in arrival order: this is what keeps a producer's
-            // pipelined batches in order.
             while let Some(next) = inbound.next().await {
-                let reply = match next {
-                    Ok(request) => {
-                        let correlation_id = request.correlation_id;
-                        match produce(&broker, request).await {
-                            Ok(response) => Ok(response),
-                            Err(error) => {
-                                let status = Status::from(error);
-                                Ok(v1::ProduceResponse {
-                                    correlation_id,
-                                    base_offsets: Vec::new(),
-                                    error: Some(v1::ErrorStatus {
-                                        code: status.code() as i32,
-                                        message: status.message().to_string(),
-                                    }),
-                                })
-                            }
+                let request = match next {
+                    Ok(request) => request,
+                    Err(status) => {
+                        let _ = waiting.send((0, AckTask::Failed(status))).await;
+                        break;
+                    }
+                };
+                let correlation_id = request.correlation_id;
+                match append(&broker, request).await {
+                    Ok(appended) => {
+                        let task = tokio::spawn(appended.acknowledge());
+                        if waiting
+                            .send((correlation_id, AckTask::Waiting(task)))
+                            .await
+                            .is_err()
+                        {
+                            break;
                         }
                     }
-                    Err(status) => Err(status),
+                    Err(error) => {
+                        // After a failed request the stream ends: requests behind it are
+                        // not appended, so a producer that retries keeps its batches in order.
+                        let _ = waiting
+                            .send((correlation_id, AckTask::Rejected(error)))
+                            .await;
+                        break;
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((correlation_id, task)) = acknowledged.recv().await {
+                let reply = match task {
+                    AckTask::Waiting(task) => match task.await {
+                        Ok(Ok(response)) => Ok(response),
+                        Ok(Err(error)) => Ok(error_response(correlation_id, error)),
+                        Err(e) => Ok(error_response(correlation_id, Error::Task(e.to_string()))),
+                    },
+                    AckTask::Rejected(error) => Ok(error_response(correlation_id, error)),
+                    AckTask::Failed(status) => Err(status),
                 };
-                // After a failed request the stream ends: requests behind it are not
-                // appended, so a producer that retries it keeps its batches in order.
                 let failed = reply.as_ref().map_or(true, |r| r.error.is_some());
                 if tx.send(reply).await.is_err() || failed {
                     break;
@@ -122,6 +220,24 @@ impl BrokerRpc for DataService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn offset_for_leader_epoch(
+        &self,
+        request: Request<v1::OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<v1::OffsetForLeaderEpochResponse>, Status> {
+        let request = request.into_inner();
+        let partition = self
+            .broker
+            .leader_partition(&request.topic, request.partition)?;
+        let log = partition.log().clone();
+        let epoch = request.leader_epoch;
+        let (found, end_offset) = blocking(move || Ok(log.epoch_end_offset(epoch)?)).await?;
+        Ok(Response::new(v1::OffsetForLeaderEpochResponse {
+            leader_epoch: found.unwrap_or(-1),
+            end_offset,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]
@@ -139,11 +255,31 @@ impl BrokerRpc for DataService {
         };
         let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(FETCH_WAIT_MAX);
         let deadline = tokio::time::Instant::now() + wait;
-        let fetched = partition.fetch(request.offset, max_bytes, deadline).await?;
+        let replica = request.replica_id.is_some();
+        if let Some(follower) = request.replica_id {
+            let epoch = partition.role().leader_epoch;
+            if request.leader_epoch < epoch {
+                return Err(Status::failed_precondition(format!(
+                    "stale leader epoch {} for {}-{}: the current epoch is {epoch}",
+                    request.leader_epoch, request.topic, request.partition
+                )));
+            }
+            if request.leader_epoch > epoch {
+                return Err(Status::unavailable(format!(
+                    "leader epoch {} for {}-{} is newer than this broker's {epoch}; its metadata is catching up",
+                    request.leader_epoch, request.topic, request.partition
+                )));
+            }
+            partition.record_follower(follower, request.offset);
+        }
+        let fetched = partition
+            .fetch(request.offset, max_bytes, deadline, replica)
+            .await?;
         Ok(Response::new(v1::FetchResponse {
             records: fetched.records,
             high_watermark: fetched.high_watermark,
             log_start_offset: fetched.log_start_offset,
+            log_end_offset: fetched.log_end_offset,
         }))
     }
 

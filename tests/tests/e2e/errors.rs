@@ -210,6 +210,7 @@ async fn data_errors_have_the_documented_codes() {
         offset: 5,
         max_bytes: 0,
         max_wait_ms: 0,
+        ..v1::FetchRequest::default()
     };
     let err = stub.fetch(fetch).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange);

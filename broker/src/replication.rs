@@ -1,0 +1,296 @@
+//! Leader-follower replication of partition data.
+//!
+//! A follower runs one task per partition: it first asks the leader where its own last
+//! leader epoch ends and truncates anything past that (a suffix written under an old
+//! leader that the new one never had), then fetches from its log end, appends the same
+//! batch bytes, and follows the leader's high watermark. The leader learns each
+//! follower's log end from the offset it fetches at, and moves the high watermark to the
+//! smallest log end among the in-sync replicas. A leader task shrinks the in-sync
+//! replicas when a follower has not caught up for `replica_lag_max`, and expands them
+//! when it has, through the cluster manager with the leader epoch checked there.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pubsub_proto::v1::{self, broker_client::BrokerClient};
+use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::broker::Broker;
+use crate::partition::{Partition, Role, blocking};
+
+/// How long a follower's fetch waits at the leader for new records.
+const FOLLOWER_FETCH_WAIT: Duration = Duration::from_millis(500);
+/// Bytes a follower asks for per fetch.
+const FOLLOWER_FETCH_BYTES: u32 = 8 << 20;
+/// Pause after a failed follower fetch.
+const FOLLOWER_RETRY: Duration = Duration::from_millis(200);
+/// How often a leader checks its followers against the in-sync replicas.
+const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Starts the task of a replica's new role: a fetcher for a follower, an ISR check
+/// for a leader, nothing without a leader.
+pub async fn start_role(
+    broker: &Arc<Broker>,
+    topic: &str,
+    index: u32,
+    partition: &Arc<Partition>,
+    role: &Role,
+) {
+    let me = broker.config().broker_id;
+    let task = match role.leader {
+        Some(leader) if leader == me => {
+            let log = partition.log().clone();
+            let epoch = role.leader_epoch;
+            if let Err(e) = blocking(move || Ok(log.begin_epoch(epoch)?)).await {
+                tracing::error!(topic, partition = index, error = %e, "cannot record the new leader epoch");
+            }
+            partition.advance_high_watermark();
+            tracing::info!(
+                topic,
+                partition = index,
+                leader_epoch = role.leader_epoch,
+                "leading partition"
+            );
+            tokio::spawn(maintain_isr(
+                broker.clone(),
+                topic.to_string(),
+                index,
+                Arc::downgrade(partition),
+            ))
+        }
+        Some(leader) => {
+            tracing::info!(
+                topic,
+                partition = index,
+                leader,
+                leader_epoch = role.leader_epoch,
+                "following partition"
+            );
+            tokio::spawn(follow(
+                broker.clone(),
+                topic.to_string(),
+                index,
+                Arc::downgrade(partition),
+                leader,
+                role.leader_epoch,
+            ))
+        }
+        None => {
+            partition.set_task(None);
+            return;
+        }
+    };
+    partition.set_task(Some(task));
+}
+
+fn stub(address: &str) -> Option<BrokerClient<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}")).ok()?;
+    let channel = endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .connect_lazy();
+    Some(
+        BrokerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+}
+
+/// The follower loop of one partition; ends when the task is aborted.
+async fn follow(
+    broker: Arc<Broker>,
+    topic: String,
+    index: u32,
+    partition: std::sync::Weak<Partition>,
+    leader: u32,
+    epoch: i32,
+) {
+    let me = broker.config().broker_id;
+    let mut truncated = false;
+    loop {
+        let Some(partition) = partition.upgrade() else {
+            return;
+        };
+        let Some(mut leader_stub) = broker.broker_address(leader).as_deref().and_then(stub) else {
+            tokio::time::sleep(FOLLOWER_RETRY).await;
+            continue;
+        };
+        if !truncated {
+            match truncate_diverged(&mut leader_stub, &topic, index, &partition).await {
+                Ok(()) => truncated = true,
+                Err(message) => {
+                    tracing::debug!(topic, partition = index, error = %message, "epoch check failed; retrying");
+                    tokio::time::sleep(FOLLOWER_RETRY).await;
+                    continue;
+                }
+            }
+        }
+        let offset = partition.log().log_end_offset();
+        let request = v1::FetchRequest {
+            topic: topic.clone(),
+            partition: index,
+            offset,
+            max_bytes: FOLLOWER_FETCH_BYTES,
+            max_wait_ms: FOLLOWER_FETCH_WAIT.as_millis() as u32,
+            replica_id: Some(me),
+            leader_epoch: epoch,
+        };
+        match leader_stub.fetch(request).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                if !response.records.is_empty()
+                    && let Err(e) = partition.append_replicated(response.records).await
+                {
+                    tracing::warn!(topic, partition = index, error = %e, "cannot append replicated batches");
+                    truncated = false;
+                    tokio::time::sleep(FOLLOWER_RETRY).await;
+                    continue;
+                }
+                partition.follow_high_watermark(response.high_watermark);
+            }
+            Err(status) if status.code() == Code::OutOfRange => {
+                // Below the leader's log start: start over there. Above its end: diverged.
+                let start = status
+                    .metadata()
+                    .get("pubsub-log-start-offset")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                match start {
+                    Some(start) if offset < start => {
+                        if let Err(e) = partition.truncate(start, true).await {
+                            tracing::error!(topic, partition = index, error = %e, "cannot reset the follower log");
+                        }
+                    }
+                    _ => truncated = false,
+                }
+            }
+            Err(status) => {
+                tracing::debug!(topic, partition = index, error = %status.message(), "follower fetch failed");
+                tokio::time::sleep(FOLLOWER_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Asks the leader where this replica's last epoch ends and truncates past it.
+async fn truncate_diverged(
+    leader: &mut BrokerClient<Channel>,
+    topic: &str,
+    index: u32,
+    partition: &Partition,
+) -> Result<(), String> {
+    let Some(last_epoch) = partition.log().last_epoch() else {
+        return Ok(());
+    };
+    let request = v1::OffsetForLeaderEpochRequest {
+        topic: topic.to_string(),
+        partition: index,
+        leader_epoch: last_epoch,
+    };
+    let answer = leader
+        .offset_for_leader_epoch(request)
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let own_end = partition.log().log_end_offset();
+    if answer.end_offset < own_end {
+        tracing::warn!(
+            topic,
+            partition = index,
+            from = own_end,
+            to = answer.end_offset,
+            last_epoch,
+            "truncating a diverged suffix"
+        );
+        partition
+            .truncate(answer.end_offset, false)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The leader's loop keeping the in-sync replicas true; ends when aborted.
+async fn maintain_isr(
+    broker: Arc<Broker>,
+    topic: String,
+    index: u32,
+    partition: std::sync::Weak<Partition>,
+) {
+    let me = broker.config().broker_id;
+    let lag_max = broker.config().replica_lag_max;
+    let mut interval = tokio::time::interval(ISR_CHECK_INTERVAL);
+    loop {
+        interval.tick().await;
+        let Some(partition) = partition.upgrade() else {
+            return;
+        };
+        let role = partition.role();
+        if role.leader != Some(me) {
+            return;
+        }
+        let own_end = partition.log_end();
+        let followers = partition.followers();
+        let now = Instant::now();
+        let mut isr: Vec<u32> = Vec::new();
+        for &replica in &role.replicas {
+            let keep = if replica == me {
+                true
+            } else {
+                let Some(state) = followers.get(&replica) else {
+                    continue;
+                };
+                let caught_up = state.log_end_offset >= own_end;
+                let lagging = now.duration_since(state.caught_up_at) > lag_max;
+                if role.in_sync_replicas.contains(&replica) {
+                    !lagging
+                } else {
+                    caught_up
+                }
+            };
+            if keep {
+                isr.push(replica);
+            }
+        }
+        let mut current = role.in_sync_replicas.clone();
+        current.sort_unstable();
+        let mut wanted = isr.clone();
+        wanted.sort_unstable();
+        if current == wanted {
+            continue;
+        }
+        tracing::info!(topic, partition = index, from = ?role.in_sync_replicas, to = ?isr, "changing in-sync replicas");
+        let request = v1::UpdateIsrRequest {
+            broker_id: me,
+            topic: topic.clone(),
+            partition: index,
+            leader_epoch: role.leader_epoch,
+            in_sync_replicas: isr,
+        };
+        match broker
+            .link()
+            .call(|mut stub| {
+                let request = request.clone();
+                async move { stub.update_isr(request).await }
+            })
+            .await
+        {
+            Ok(response) => {
+                if let Some(updated) = response.partition {
+                    let role = Role {
+                        in_sync_replicas: updated.in_sync_replicas,
+                        ..role
+                    };
+                    let _ = partition.set_role(role);
+                }
+            }
+            Err(status) => {
+                tracing::warn!(topic, partition = index, error = %status.message(), "in-sync replica change refused")
+            }
+        }
+    }
+}
