@@ -96,6 +96,10 @@ impl Drop for Consumer {
     }
 }
 
+/// Attempts to resolve a start position while the partition's leader is moving
+/// (about 10 s with the pause below: a broker lease plus an election).
+const RESOLVE_RETRIES: u32 = 50;
+
 /// Pause after a failed fetch, so a down broker is not polled in a tight loop.
 const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -190,14 +194,22 @@ impl Consumer {
             partition,
             spec: Some(spec),
         };
-        let mut stub = self
-            .client
-            .broker_stub_at(&self.router.leader(partition).await?)?;
-        match stub.list_offsets(request).await {
-            Ok(response) => Ok(response.into_inner().offset),
-            Err(status) => {
-                self.router.invalidate();
-                Err(status.into())
+        // A leader that just moved answers UNAVAILABLE until the metadata catches up.
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let mut stub = self.client.broker_stub_at(&self.router.leader(partition).await?)?;
+                stub.list_offsets(request.clone()).await.map(|r| r.into_inner().offset).map_err(Error::from)
+            }
+            .await;
+            match result {
+                Ok(offset) => return Ok(offset),
+                Err(e) if e.is_retriable() && attempt < RESOLVE_RETRIES => {
+                    attempt += 1;
+                    self.router.invalidate();
+                    tokio::time::sleep(FETCH_RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(e),
             }
         }
     }

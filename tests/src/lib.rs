@@ -232,6 +232,8 @@ impl Cluster {
                     data.display().to_string(),
                     "--cluster-managers".into(),
                     manager_list.clone(),
+                    "--replica-lag-max".into(),
+                    lease.to_string(),
                 ];
                 Server::spawn(&data, args, &format!("127.0.0.1:{}", free_port()))
             })

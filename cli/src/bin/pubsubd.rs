@@ -93,6 +93,9 @@ enum Role {
         /// Failure domain (rack or zone) for replica placement.
         #[arg(long, env = "PUBSUB_RACK")]
         rack: Option<String>,
+        /// A follower that has not caught up for this long leaves the in-sync replicas.
+        #[arg(long, env = "PUBSUB_REPLICA_LAG_MAX", value_parser = humantime::parse_duration, default_value = "10s")]
+        replica_lag_max: Duration,
     },
 }
 
@@ -221,12 +224,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             cluster_managers,
             rack,
+            replica_lag_max,
         } => {
             let (listener, bound) = bind(listen, "broker").await?;
             let advertised = advertised_address.unwrap_or_else(|| bound.to_string());
             let mut config =
                 pubsub_broker::BrokerConfig::new(id, data_dir, advertised, cluster_managers);
             config.rack = rack;
+            config.replica_lag_max = replica_lag_max;
             println!("listening on {bound}");
             pubsub_broker::run(config, listener, shutdown())
                 .await

@@ -8,7 +8,7 @@ use pubsub_client::{Admin, Client, NewTopic, Producer, ProducerConfig, ProducerR
 use pubsub_proto::v1::{self, cluster_manager_client::ClusterManagerClient};
 use pubsub_tests::{Cluster, pubsub};
 
-async fn status(address: &str) -> Option<v1::ClusterStatusResponse> {
+pub async fn status(address: &str) -> Option<v1::ClusterStatusResponse> {
     let mut stub = ClusterManagerClient::connect(format!("http://{address}"))
         .await
         .ok()?;
@@ -45,7 +45,7 @@ async fn wait_for_leader(cluster: &Cluster, within: Duration) -> u64 {
 }
 
 /// Waits until all three brokers are registered and alive.
-async fn wait_for_brokers(cluster: &Cluster) {
+pub async fn wait_for_brokers(cluster: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for address in cluster.live_managers() {

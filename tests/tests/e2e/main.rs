@@ -7,6 +7,7 @@ mod client;
 mod cluster;
 mod errors;
 mod grpc;
+mod replication;
 
 use std::collections::HashMap;
 use std::time::Duration;
