@@ -156,12 +156,19 @@ impl Broker {
                 Ok(hosted) => {
                     next.insert(topic.name.clone(), Arc::new(hosted));
                 }
-                Err(e) => tracing::error!(topic = %topic.name, error = %e, "cannot host topic"),
+                Err(e) => {
+                    // Keep what was hosted before; a topic that fails to open is not deleted.
+                    tracing::error!(topic = %topic.name, error = %e, "cannot host topic");
+                    if let Some(previous) = current.get(&topic.name) {
+                        next.insert(topic.name.clone(), previous.clone());
+                    }
+                }
             }
         }
+        // Only topics the metadata no longer names lose their data.
         let deleted: Vec<Arc<HostedTopic>> = current
             .iter()
-            .filter(|(name, _)| !next.contains_key(*name))
+            .filter(|(name, _)| !metadata.topics.iter().any(|t| &t.name == *name))
             .map(|(_, t)| t.clone())
             .collect();
         let hosted: Vec<Arc<HostedTopic>> = next.values().cloned().collect();

@@ -37,7 +37,7 @@ impl From<Error> for Status {
                 | S::SegmentFull { .. }
                 | S::InvalidConfig(_) => Code::InvalidArgument,
                 S::OffsetOutOfRange { .. } => Code::OutOfRange,
-                S::LogFailed { .. } => Code::Unavailable,
+                S::LogFailed { .. } => Code::Internal,
                 S::SegmentCorrupt { .. } | S::Io { .. } => Code::Internal,
             },
             Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,

@@ -25,12 +25,9 @@ const HEARTBEATS_PER_LEASE: u32 = 3;
 pub async fn join(broker: &Arc<Broker>) -> Result<Duration> {
     let lease = register(broker).await?;
     let first = first_snapshot(broker).await?;
+    // Every topic the metadata names keeps its data, even one that failed to open.
+    let names: Vec<String> = first.topics.iter().map(|t| t.name.clone()).collect();
     broker.apply_metadata(first).await?;
-    let names: Vec<String> = broker
-        .all_topics()
-        .iter()
-        .map(|t| t.record.name.clone())
-        .collect();
     let data_dir = broker.config().data_dir.clone();
     blocking(move || remove_orphans(&data_dir, &names)).await?;
     tracing::info!(broker_id = broker.config().broker_id, "joined the cluster");

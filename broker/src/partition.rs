@@ -186,6 +186,13 @@ impl Partition {
         let log = self.log.clone();
         let epoch = self.role().leader_epoch;
         let (offsets, end) = blocking(move || {
+            // All or nothing: a bad batch later in the request must not leave the
+            // earlier ones appended behind an error (one batch is checked by append).
+            if batches.len() > 1 {
+                for batch in &batches {
+                    pubsub_storage::batch::validate(batch, log.config().max_batch_bytes)?;
+                }
+            }
             let mut offsets = Vec::with_capacity(batches.len());
             let mut end = 0;
             for batch in &batches {

@@ -62,6 +62,9 @@ pub struct Consumer {
     results: mpsc::Sender<FetchDone>,
     inbox: mpsc::Receiver<FetchDone>,
     next_assignment: u64,
+    /// An error met after other partitions' records were already taken: it is
+    /// returned by the next poll, so those records are not lost with it.
+    pending_error: Option<Error>,
 }
 
 struct PartitionState {
@@ -116,6 +119,7 @@ impl Consumer {
             results,
             inbox,
             next_assignment: 0,
+            pending_error: None,
         }
     }
 
@@ -198,8 +202,13 @@ impl Consumer {
         let mut attempt = 0;
         loop {
             let result = async {
-                let mut stub = self.client.broker_stub_at(&self.router.leader(partition).await?)?;
-                stub.list_offsets(request.clone()).await.map(|r| r.into_inner().offset).map_err(Error::from)
+                let mut stub = self
+                    .client
+                    .broker_stub_at(&self.router.leader(partition).await?)?;
+                stub.list_offsets(request.clone())
+                    .await
+                    .map(|r| r.into_inner().offset)
+                    .map_err(Error::from)
             }
             .await;
             match result {
@@ -256,6 +265,9 @@ impl Consumer {
 
     /// Returns the records that have arrived, waiting up to `max_wait` for the first.
     pub async fn poll(&mut self, max_wait: Duration) -> Result<Vec<ConsumerRecord>> {
+        if let Some(error) = self.pending_error.take() {
+            return Err(error);
+        }
         if self.partitions.is_empty() {
             return Err(Error::InvalidArgument("no partition assigned".into()));
         }
@@ -269,16 +281,36 @@ impl Consumer {
         let mut records = Vec::new();
         loop {
             while let Ok(done) = self.inbox.try_recv() {
-                self.take(done, &mut records)?;
+                if let Err(error) = self.take(done, &mut records) {
+                    return self.fail_after(records, error);
+                }
             }
             if !records.is_empty() || self.partitions.iter().all(|p| p.inflight.is_none()) {
                 return Ok(records);
             }
             match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
-                Ok(Some(done)) => self.take(done, &mut records)?,
+                Ok(Some(done)) => {
+                    if let Err(error) = self.take(done, &mut records) {
+                        return self.fail_after(records, error);
+                    }
+                }
                 Ok(None) | Err(_) => return Ok(records),
             }
         }
+    }
+
+    /// Returns the records already taken, keeping `error` for the next poll; or the
+    /// error now if there are none.
+    fn fail_after(
+        &mut self,
+        records: Vec<ConsumerRecord>,
+        error: Error,
+    ) -> Result<Vec<ConsumerRecord>> {
+        if records.is_empty() {
+            return Err(error);
+        }
+        self.pending_error = Some(error);
+        Ok(records)
     }
 
     /// Applies one fetch answer: records out, position forward.

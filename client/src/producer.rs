@@ -473,6 +473,14 @@ impl PartitionSender {
         outstanding: &mut VecDeque<ClosedBatch>,
         failures: &mut u32,
     ) -> SessionEnd {
+        // A failure must be charged to a batch, or an unreachable leader would be
+        // retried forever while batches queue up: have one before connecting.
+        if outstanding.is_empty() {
+            match queue.recv().await {
+                Some(batch) => outstanding.push_back(batch),
+                None => return SessionEnd::Done,
+            }
+        }
         let leader = match self.router.leader(self.partition).await {
             Ok(address) => address,
             Err(error) => return self.fail_attempt(outstanding, error),

@@ -53,6 +53,13 @@ pub(crate) const RECORD_COUNT: usize = 57;
 const _: () = assert!(RECORD_COUNT + 4 == HEADER_BYTES);
 const _: () = assert!(CRC + 4 == ATTRIBUTES);
 
+/// Smallest encoded record: length, attributes, timestamp delta, offset delta, key
+/// length, value length and header count, one byte each.
+const RECORD_BYTES_MIN: usize = 7;
+/// Records a compressed byte may stand for at most (zstd of identical tiny records
+/// reaches a few hundred); bounds what a small compressed batch can claim.
+const COMPRESSED_RECORDS_PER_BYTE_MAX: usize = 1024;
+
 /// Attribute bit: the batch is part of a transaction (rejected: no transactions yet).
 const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 /// Attribute bit: the batch is a control batch (rejected from producers).
@@ -236,6 +243,18 @@ pub fn validate(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader> {
     header.compression()?;
     if header.record_count == 0 {
         return Err(Error::malformed("batch holds no records"));
+    }
+    // A count the body cannot hold would move the log end by billions of offsets.
+    let body = bytes.len() - HEADER_BYTES;
+    let max_records = match header.compression()? {
+        Compression::None => body / RECORD_BYTES_MIN,
+        _ => body.saturating_mul(COMPRESSED_RECORDS_PER_BYTE_MAX),
+    };
+    if header.record_count as usize > max_records {
+        return Err(Error::malformed(format!(
+            "record count {} is more than {body} bytes of records can hold",
+            header.record_count
+        )));
     }
     if header.last_offset_delta != header.record_count - 1 {
         return Err(Error::malformed(format!(

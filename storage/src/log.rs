@@ -104,6 +104,9 @@ struct SyncState {
     durable_offset: u64,
     running: bool,
     last_sync: Instant,
+    /// Bumped when the log end moves back (truncate, reset): a sync that began before
+    /// may not count offsets that were cut and written again as durable.
+    generation: u64,
 }
 
 /// One partition's log on disk.
@@ -181,6 +184,7 @@ impl Log {
             sync: Mutex::new(SyncState {
                 durable_offset,
                 running: false,
+                generation: 0,
                 last_sync: Instant::now(),
             }),
             synced: Condvar::new(),
@@ -234,7 +238,7 @@ impl Log {
         let info = {
             let _writer = self.lock_writer()?;
             self.check_not_failed()?;
-            let active = self.prepare_active(batch_bytes.len())?;
+            let active = self.prepare_active(batch_bytes.len(), header.last_offset_delta)?;
             let base_offset = active.next_offset();
             let mut head = [0u8; batch::HEADER_BYTES];
             head.copy_from_slice(&batch_bytes[..batch::HEADER_BYTES]);
@@ -275,7 +279,7 @@ impl Log {
                         limit: self.config.max_batch_bytes,
                     });
                 }
-                let active = self.prepare_active(bytes.len())?;
+                let active = self.prepare_active(bytes.len(), header.last_offset_delta)?;
                 if header.base_offset != active.next_offset() {
                     return Err(Error::NonContiguousOffset {
                         base_offset: header.base_offset,
@@ -299,12 +303,16 @@ impl Log {
 
     /// Rolls the active segment if it is too old or the batch does not fit; returns the
     /// segment to append to. Caller holds the writer lock.
-    fn prepare_active(&self, len: usize) -> Result<Arc<ActiveSegment>> {
+    fn prepare_active(&self, len: usize, last_offset_delta: u32) -> Result<Arc<ActiveSegment>> {
         let active = self.read_segments().active.clone();
         let too_old = active.size() > 0
             && (self.clock)().saturating_sub(active.created_ms())
                 >= self.config.segment_age.as_millis() as i64;
-        if !too_old && active.fits(len, &self.config) {
+        // Index entries hold offsets relative to the segment's base in 32 bits.
+        let relative_end =
+            active.next_offset() + u64::from(last_offset_delta) - active.base_offset();
+        let offsets_fit = relative_end <= u64::from(u32::MAX);
+        if !too_old && offsets_fit && active.fits(len, &self.config) {
             return Ok(active);
         }
         if active.size() == 0 {
@@ -406,6 +414,7 @@ impl Log {
             state = self.synced.wait(state).map_err(|_| self.failed_error())?;
         }
         state.running = true;
+        let generation = state.generation;
         drop(state);
         // Read the target before choosing the file: a segment sealed in between was
         // synced by its seal, so syncing the active one then covers everything.
@@ -416,7 +425,9 @@ impl Log {
         state.running = false;
         match result {
             Ok(()) => {
-                state.durable_offset = state.durable_offset.max(covered);
+                if state.generation == generation {
+                    state.durable_offset = state.durable_offset.max(covered);
+                }
                 state.last_sync = Instant::now();
                 self.synced.notify_all();
                 Ok(())
@@ -517,7 +528,8 @@ impl Log {
         if segments.active.base_offset() != base {
             doomed.push(segments.active.base_offset());
         }
-        for doomed_base in doomed {
+        // Newest first: a crash part-way leaves a contiguous prefix of segments.
+        for doomed_base in doomed.into_iter().rev() {
             remove_segment_files(&self.dir, doomed_base)?;
         }
         let log = segment::log_path(&self.dir, base);
@@ -566,6 +578,7 @@ impl Log {
         drop(segments);
         if let Ok(mut state) = self.sync.lock() {
             state.durable_offset = offset;
+            state.generation += 1;
         }
         self.lock_epochs()?.clear()?;
         tracing::info!(dir = %self.dir.display(), offset, "reset log");
@@ -602,13 +615,14 @@ impl Log {
     fn lower_durable_offset(&self, end: u64) {
         if let Ok(mut state) = self.sync.lock() {
             state.durable_offset = state.durable_offset.min(end);
+            state.generation += 1;
         }
     }
 
     /// Deletes the closed segments `policy` says have expired; returns how many.
     pub fn apply_retention(&self, policy: RetentionPolicy) -> Result<usize> {
-        let count = {
-            let segments = self.read_segments();
+        let now = (self.clock)();
+        self.delete_oldest(|segments| {
             let facts: Vec<SegmentFacts> = segments
                 .sealed
                 .iter()
@@ -617,31 +631,29 @@ impl Log {
                     max_timestamp: s.max_timestamp(),
                 })
                 .collect();
-            retention::segments_to_delete(&facts, segments.active.size(), policy, (self.clock)())
-        };
-        self.delete_oldest(count)
+            retention::segments_to_delete(&facts, segments.active.size(), policy, now)
+        })
     }
 
     /// Deletes the closed segments that end at or below `offset` (every record in them
     /// is below it); returns how many. The subscriptions' low-water mark uses this.
     pub fn delete_segments_below(&self, offset: u64) -> Result<usize> {
-        let count = self
-            .read_segments()
-            .sealed
-            .iter()
-            .take_while(|s| s.next_offset() <= offset)
-            .count();
-        self.delete_oldest(count)
+        self.delete_oldest(|segments| {
+            segments
+                .sealed
+                .iter()
+                .take_while(|s| s.next_offset() <= offset)
+                .count()
+        })
     }
 
-    fn delete_oldest(&self, count: usize) -> Result<usize> {
-        if count == 0 {
-            return Ok(0);
-        }
+    /// Deletes the oldest closed segments, as many as `choose` says; the choice and the
+    /// deletion happen under the writer lock, so two passes cannot both delete.
+    fn delete_oldest(&self, choose: impl FnOnce(&Segments) -> usize) -> Result<usize> {
         let _writer = self.lock_writer()?;
         let removed: Vec<Arc<SealedSegment>> = {
             let mut segments = self.write_segments();
-            let count = count.min(segments.sealed.len());
+            let count = choose(&segments).min(segments.sealed.len());
             segments.sealed.drain(..count).collect()
         };
         for segment in &removed {

@@ -489,6 +489,18 @@ mod tests {
     }
 
     #[test]
+    fn a_record_count_the_body_cannot_hold_is_rejected() {
+        let mut bytes = build(&[(1, None, Some(b"v".to_vec()), vec![])], Compression::None);
+        let lie = i32::MAX;
+        bytes[layout::RECORD_COUNT..layout::RECORD_COUNT + 4].copy_from_slice(&lie.to_be_bytes());
+        bytes[layout::LAST_OFFSET_DELTA..layout::LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&(lie - 1).to_be_bytes());
+        batch::seal_crc(&mut bytes);
+        let err = batch::validate(&bytes, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("record count"), "{err}");
+    }
+
+    #[test]
     fn empty_builder_builds_nothing() {
         assert!(
             BatchBuilder::new()

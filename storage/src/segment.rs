@@ -186,9 +186,9 @@ fn check_batch_at(rest: &[u8], expected_offset: u64) -> std::result::Result<Batc
 ///
 /// Returns the byte position of the first batch whose last offset is at or past
 /// `offset`, or `committed` if there is none.
-fn seek(bytes: &[u8], mut position: usize, offset: u64) -> Result<usize> {
+fn seek(bytes: &[u8], mut position: usize, offset: u64, path: &Path) -> Result<usize> {
     while position < bytes.len() {
-        let header = BatchHeader::parse(&bytes[position..])?;
+        let header = parse_stored(bytes, position, path)?;
         if header.last_offset() >= offset {
             return Ok(position);
         }
@@ -501,7 +501,12 @@ impl ActiveSegment {
         end_offset: u64,
     ) -> Result<std::ops::Range<usize>> {
         let bytes = &self.map[..self.size() as usize];
-        let start = seek(bytes, self.index_lookup(offset).unwrap_or(0), offset)?;
+        let start = seek(
+            bytes,
+            self.index_lookup(offset).unwrap_or(0),
+            offset,
+            &self.path,
+        )?;
         collect(bytes, start, max_bytes, end_offset, &self.path)
     }
 
@@ -521,8 +526,9 @@ impl ActiveSegment {
             bytes,
             self.index_lookup(start_offset).unwrap_or(0),
             start_offset,
+            &self.path,
         )?;
-        first_at_or_after(bytes, start, timestamp)
+        first_at_or_after(bytes, start, timestamp, &self.path)
     }
 
     /// The committed bytes of the segment.
@@ -531,15 +537,37 @@ impl ActiveSegment {
     }
 }
 
-fn first_at_or_after(bytes: &[u8], mut position: usize, timestamp: i64) -> Result<Option<u64>> {
+fn first_at_or_after(
+    bytes: &[u8],
+    mut position: usize,
+    timestamp: i64,
+    path: &Path,
+) -> Result<Option<u64>> {
     while position < bytes.len() {
-        let header = BatchHeader::parse(&bytes[position..])?;
+        let header = parse_stored(bytes, position, path)?;
         if header.max_timestamp >= timestamp {
             return Ok(Some(header.base_offset));
         }
         position += header.total_bytes();
     }
     Ok(None)
+}
+
+/// Parses a stored batch header; damage is the segment's, never the caller's request.
+fn parse_stored(bytes: &[u8], position: usize, path: &Path) -> Result<BatchHeader> {
+    let header = BatchHeader::parse(&bytes[position..]).map_err(|e| Error::SegmentCorrupt {
+        path: path.to_path_buf(),
+        position: position as u64,
+        reason: e.to_string(),
+    })?;
+    if header.total_bytes() > bytes.len() - position {
+        return Err(Error::SegmentCorrupt {
+            path: path.to_path_buf(),
+            position: position as u64,
+            reason: "batch runs past the end of the segment".into(),
+        });
+    }
+    Ok(header)
 }
 
 fn poisoned(path: &Path) -> Error {
@@ -689,7 +717,7 @@ impl SealedSegment {
         max_bytes: usize,
         end_offset: u64,
     ) -> Result<std::ops::Range<usize>> {
-        let start = seek(self.bytes(), self.position_of(offset), offset)?;
+        let start = seek(self.bytes(), self.position_of(offset), offset, &self.path)?;
         collect(self.bytes(), start, max_bytes, end_offset, &self.path)
     }
 
@@ -704,13 +732,18 @@ impl SealedSegment {
             .map_or(self.base_offset, |e| {
                 self.base_offset + u64::from(e.relative_offset)
             });
-        let start = seek(self.bytes(), self.position_of(start_offset), start_offset)?;
-        first_at_or_after(self.bytes(), start, timestamp)
+        let start = seek(
+            self.bytes(),
+            self.position_of(start_offset),
+            start_offset,
+            &self.path,
+        )?;
+        first_at_or_after(self.bytes(), start, timestamp, &self.path)
     }
 
     /// Position of the batch holding `offset` (for truncation inside this segment).
     pub fn position_for_truncation(&self, offset: u64) -> Result<usize> {
-        seek(self.bytes(), self.position_of(offset), offset)
+        seek(self.bytes(), self.position_of(offset), offset, &self.path)
     }
 
     /// Offset entries of the index (kept for a reopen as active).
