@@ -163,3 +163,173 @@ async fn acknowledged_records_survive_a_leader_kill_9() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// How a soak test takes a leader away.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// kill -9, then restart after a pause.
+    Kill,
+    /// SIGSTOP for longer than the lease, then SIGCONT.
+    Pause,
+}
+
+/// Seconds each soak runs; `PUBSUB_SOAK_SECS` lengthens it (the full run is 60).
+fn soak_duration() -> Duration {
+    let secs = std::env::var("PUBSUB_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    Duration::from_secs(secs)
+}
+
+/// Numbered records to 6 partitions with acks=all while leaders are taken away every
+/// few seconds; afterwards every acknowledged record must be there, in order.
+async fn soak(fault: Fault) {
+    const SOAK_PARTITIONS: u32 = 6;
+    let mut cluster = Cluster::start("2s");
+    wait_for_brokers(&cluster).await;
+    let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
+    let topic = NewTopic {
+        name: "soak".into(),
+        partitions: SOAK_PARTITIONS,
+        replication_factor: 3,
+        ..NewTopic::default()
+    };
+    Admin::new(client.clone())
+        .create_topic(topic)
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        acks: Acks::All,
+        linger: Duration::from_millis(2),
+        retries: 60,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client.clone(), "soak", config).await.unwrap();
+    let until = Instant::now() + soak_duration();
+    let writer = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut seq = 0u32;
+        while Instant::now() < until {
+            let mut pending = Vec::new();
+            for _ in 0..50 {
+                for partition in 0..SOAK_PARTITIONS {
+                    let value = format!("p{partition}-{seq:08}");
+                    let record = ProducerRecord {
+                        partition: Some(partition),
+                        ..ProducerRecord::value(value.clone())
+                    };
+                    pending.push((value, producer.send(record).await.unwrap()));
+                }
+                seq += 1;
+            }
+            for (value, delivery) in pending {
+                if let Ok(stored) = delivery.wait().await {
+                    acked.push((stored.partition, stored.offset.unwrap(), value));
+                }
+            }
+        }
+        acked
+    });
+    // Take away the leader of some partition every few seconds; broker 1 stays up as
+    // the client's bootstrap server.
+    let mut round = 0usize;
+    while Instant::now() + Duration::from_secs(4) < until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let described = Admin::new(client.clone())
+            .describe_topic("soak")
+            .await
+            .unwrap();
+        let partitions = described.topic.unwrap().partitions;
+        let Some(victim) = partitions
+            .iter()
+            .cycle()
+            .skip(round)
+            .take(partitions.len())
+            .find_map(|p| p.leader.filter(|&l| l != 1))
+        else {
+            continue;
+        };
+        round += 1;
+        let node = &mut cluster.brokers[victim as usize - 1];
+        match fault {
+            Fault::Kill => {
+                node.kill9();
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                node.restart();
+            }
+            Fault::Pause => {
+                let pid = node.pid().unwrap().to_string();
+                std::process::Command::new("kill")
+                    .args(["-STOP", &pid])
+                    .status()
+                    .unwrap();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                std::process::Command::new("kill")
+                    .args(["-CONT", &pid])
+                    .status()
+                    .unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let acked = writer.await.unwrap();
+    assert!(!acked.is_empty());
+
+    let mut consumer = Consumer::new(client.clone(), "soak", ConsumerConfig::default());
+    consumer.assign_all(StartPosition::Earliest).await.unwrap();
+    let mut stored: HashMap<u32, Vec<(u64, String)>> = HashMap::new();
+    let mut quiet = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while quiet < 5 && Instant::now() < deadline {
+        let records = consumer.poll(Duration::from_millis(300)).await.unwrap();
+        if records.is_empty() && consumer.lag() == 0 {
+            quiet += 1
+        } else {
+            quiet = 0
+        }
+        for r in records {
+            stored.entry(r.partition).or_default().push((
+                r.offset,
+                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+            ));
+        }
+    }
+    let (mut lost, mut duplicated, mut reordered) = (0, 0, 0);
+    for partition in 0..SOAK_PARTITIONS {
+        let records = stored.remove(&partition).unwrap_or_default();
+        let by_offset: HashMap<u64, &String> = records.iter().map(|(o, v)| (*o, v)).collect();
+        lost += acked
+            .iter()
+            .filter(|a| a.0 == partition && by_offset.get(&a.1) != Some(&&a.2))
+            .count();
+        let mut seen = std::collections::HashSet::new();
+        let mut last: Option<&String> = None;
+        for (_, value) in &records {
+            if !seen.insert(value) {
+                duplicated += 1;
+            } else {
+                if last.is_some_and(|l| l > value) {
+                    reordered += 1;
+                }
+                last = Some(value);
+            }
+        }
+    }
+    println!(
+        "{fault:?}: acked {}, lost {lost}, duplicated {duplicated}, reordered {reordered}",
+        acked.len()
+    );
+    assert_eq!(lost, 0, "acknowledged records were lost");
+    assert_eq!(reordered, 0, "records were reordered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_killing_leaders_loses_no_acknowledged_record() {
+    soak(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_pausing_leaders_loses_no_acknowledged_record() {
+    soak(Fault::Pause).await;
+}
