@@ -171,14 +171,20 @@ impl Broker {
             .filter(|(name, _)| !metadata.topics.iter().any(|t| &t.name == *name))
             .map(|(_, t)| t.clone())
             .collect();
-        let hosted: Vec<Arc<HostedTopic>> = next.values().cloned().collect();
+        // Roles are set before the topics become visible, so no request sees a
+        // partition whose metadata names this broker leader while its replica does not
+        // know it yet; the role tasks start after.
+        let mut changed = Vec::new();
+        for topic in next.values() {
+            changed.extend(self.apply_roles(topic));
+        }
         *self
             .topics
             .write()
             .map_err(|_| Error::Task("topic map lock poisoned".into()))? = next;
         self.view.send_replace(Arc::new(metadata));
-        for topic in hosted {
-            self.apply_roles(&topic).await;
+        for (topic, index, partition, role) in changed {
+            replication::start_role(self, &topic, index, &partition, &role).await;
         }
         for topic in deleted {
             self.remove_data(&topic).await?;
@@ -223,9 +229,10 @@ impl Broker {
         })
     }
 
-    /// Gives each hosted replica of `topic` its role from the metadata, restarting its
-    /// fetcher or ISR task when the leader or the epoch changed.
-    async fn apply_roles(self: &Arc<Self>, topic: &HostedTopic) {
+    /// Gives each hosted replica of `topic` its role from the metadata; returns those
+    /// whose leader or epoch changed, whose fetcher or ISR task must restart.
+    fn apply_roles(&self, topic: &HostedTopic) -> Vec<(String, u32, Arc<Partition>, Role)> {
+        let mut changed = Vec::new();
         for (index, metadata) in topic.metadata.partitions.iter().enumerate() {
             let Some(partition) = topic.partitions.get(index).cloned().flatten() else {
                 continue;
@@ -241,14 +248,7 @@ impl Broker {
                     if previous.leader != role.leader
                         || previous.leader_epoch != role.leader_epoch =>
                 {
-                    replication::start_role(
-                        self,
-                        &topic.record.name,
-                        index as u32,
-                        &partition,
-                        &role,
-                    )
-                    .await;
+                    changed.push((topic.record.name.clone(), index as u32, partition, role));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -256,6 +256,7 @@ impl Broker {
                 }
             }
         }
+        changed
     }
 
     async fn remove_data(&self, topic: &HostedTopic) -> Result<()> {

@@ -44,7 +44,8 @@ impl From<Error> for Status {
             Error::ClusterManager(status) => status.code(),
             Error::DataDir { .. } | Error::Task(_) => Code::Internal,
         };
-        if code == Code::Internal || code == Code::Unavailable {
+        let transient = matches!(error, Error::NotLeader { .. } | Error::Unavailable(_));
+        if code == Code::Internal || (code == Code::Unavailable && !transient) {
             tracing::error!(error = %error, "request failed");
         } else {
             tracing::debug!(error = %error, "request rejected");

@@ -213,7 +213,10 @@ impl Consumer {
             .await;
             match result {
                 Ok(offset) => return Ok(offset),
-                Err(e) if e.is_retriable() && attempt < RESOLVE_RETRIES => {
+                Err(e)
+                    if (e.is_retriable() || e.may_be_metadata_lag())
+                        && attempt < RESOLVE_RETRIES =>
+                {
                     attempt += 1;
                     self.router.invalidate();
                     tokio::time::sleep(FETCH_RETRY_PAUSE).await;

@@ -47,6 +47,12 @@ impl Error {
         }
     }
 
+    /// True for a NOT_FOUND that may be a broker not yet knowing a new topic: worth a
+    /// bounded retry against a partition leader (the metadata reaches brokers one by one).
+    pub fn may_be_metadata_lag(&self) -> bool {
+        self.code() == Some(Code::NotFound)
+    }
+
     /// True for errors a retry may cure: the server was unavailable or the link broke.
     pub fn is_retriable(&self) -> bool {
         match self {

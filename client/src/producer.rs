@@ -557,7 +557,8 @@ impl PartitionSender {
         self.router.invalidate();
         if let Some(first) = outstanding.front_mut() {
             first.attempts += 1;
-            if !error.is_retriable() || first.attempts > self.config.retries {
+            let retriable = error.is_retriable() || error.may_be_metadata_lag();
+            if !retriable || first.attempts > self.config.retries {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %error, "batch failed");
                 if let Some(batch) = outstanding.pop_front() {
                     batch.outcome.send_replace(Some(Err(error)));
