@@ -37,6 +37,7 @@ impl From<Error> for Status {
                 | S::SegmentFull { .. }
                 | S::InvalidConfig(_) => Code::InvalidArgument,
                 S::OffsetOutOfRange { .. } => Code::OutOfRange,
+                S::OutOfOrderSequence { .. } => Code::FailedPrecondition,
                 S::LogFailed { .. } => Code::Internal,
                 S::SegmentCorrupt { .. } | S::Io { .. } => Code::Internal,
             },

@@ -76,6 +76,9 @@ pub struct ProducerConfig {
     pub retry_backoff_max: Duration,
     /// Records queued before `send` waits: bounds the producer's memory.
     pub queue_records: usize,
+    /// Number batches per partition so the broker drops a retried batch it already
+    /// stored and refuses one out of order (an idempotent producer).
+    pub idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -90,6 +93,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(2),
             queue_records: 65_536,
+            idempotence: true,
         }
     }
 }
@@ -250,12 +254,15 @@ struct OpenBatch {
 /// A closed batch on its way to the broker.
 struct ClosedBatch {
     bytes: Bytes,
+    records: u32,
     outcome: watch::Sender<BatchOutcome>,
     attempts: u32,
 }
 
 struct Accumulator {
     client: Client,
+    /// This producer's id for idempotence (random, so no coordinator is needed), or -1.
+    producer_id: i64,
     router: Arc<Router>,
     topic: String,
     config: ProducerConfig,
@@ -273,7 +280,13 @@ impl Accumulator {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
+        let producer_id = if config.idempotence {
+            random_producer_id()
+        } else {
+            -1
+        };
         Accumulator {
+            producer_id,
             router: Arc::new(Router::new(client.clone(), &topic)),
             client,
             topic,
@@ -377,6 +390,7 @@ impl Accumulator {
         let sender = self.sender(partition);
         let batch = ClosedBatch {
             bytes,
+            records: open.builder.len(),
             outcome: open.outcome,
             attempts: 0,
         };
@@ -396,12 +410,25 @@ impl Accumulator {
                     topic: self.topic.clone(),
                     partition,
                     config: self.config.clone(),
+                    producer_id: self.producer_id,
+                    numbering: std::sync::Mutex::new(Numbering::default()),
                 };
                 tokio::spawn(sender.run(rx));
                 tx
             })
             .clone()
     }
+}
+
+/// A random positive producer id (SplitMix64 of the clock and the process id).
+fn random_producer_id() -> i64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut z = nanos ^ (u64::from(std::process::id()) << 40) ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) & (i64::MAX as u64)) as i64
 }
 
 fn now_ms() -> i64 {
@@ -417,6 +444,15 @@ struct PartitionSender {
     topic: String,
     partition: u32,
     config: ProducerConfig,
+    producer_id: i64,
+    numbering: std::sync::Mutex<Numbering>,
+}
+
+/// The producer epoch and next sequence number of one partition's batches.
+#[derive(Default)]
+struct Numbering {
+    epoch: i16,
+    next_sequence: i32,
 }
 
 /// Why a stream session ended.
@@ -477,7 +513,10 @@ impl PartitionSender {
         // retried forever while batches queue up: have one before connecting.
         if outstanding.is_empty() {
             match queue.recv().await {
-                Some(batch) => outstanding.push_back(batch),
+                Some(mut batch) => {
+                    self.number(&mut batch);
+                    outstanding.push_back(batch);
+                }
                 None => return SessionEnd::Done,
             }
         }
@@ -507,7 +546,8 @@ impl PartitionSender {
             }
             tokio::select! {
                 batch = queue.recv(), if queue_open && outstanding.len() < self.config.max_in_flight => match batch {
-                    Some(batch) => {
+                    Some(mut batch) => {
+                        self.number(&mut batch);
                         let request = self.request(&batch, 0);
                         if self.config.acks == Acks::None {
                             batch.outcome.send_replace(Some(Ok(None)));
@@ -552,6 +592,41 @@ impl PartitionSender {
 
     /// Charges an attempt to the first outstanding batch; fails it for good if the
     /// error is not retriable or it is out of retries.
+    /// Gives a batch its producer id, epoch and sequence numbers as it is first sent.
+    fn number(&self, batch: &mut ClosedBatch) {
+        if self.producer_id < 0 {
+            return;
+        }
+        let Ok(mut numbering) = self.numbering.lock() else {
+            return;
+        };
+        let mut bytes = batch.bytes.to_vec();
+        pubsub_storage::batch::restamp_producer(
+            &mut bytes,
+            self.producer_id,
+            numbering.epoch,
+            numbering.next_sequence,
+        );
+        batch.bytes = Bytes::from(bytes);
+        numbering.next_sequence =
+            numbering.next_sequence.wrapping_add(batch.records as i32) & i32::MAX;
+    }
+
+    /// After a batch failed for good, the ones behind it would leave a gap in the
+    /// sequence: start a new producer epoch and number them again from 0.
+    fn renumber(&self, outstanding: &mut VecDeque<ClosedBatch>) {
+        if self.producer_id < 0 {
+            return;
+        }
+        if let Ok(mut numbering) = self.numbering.lock() {
+            numbering.epoch = numbering.epoch.wrapping_add(1) & i16::MAX;
+            numbering.next_sequence = 0;
+        }
+        for batch in outstanding.iter_mut() {
+            self.number(batch);
+        }
+    }
+
     fn fail_attempt(&self, outstanding: &mut VecDeque<ClosedBatch>, error: Error) -> SessionEnd {
         // The leader may have moved: look it up again before the next attempt.
         self.router.invalidate();
@@ -563,6 +638,7 @@ impl PartitionSender {
                 if let Some(batch) = outstanding.pop_front() {
                     batch.outcome.send_replace(Some(Err(error)));
                 }
+                self.renumber(outstanding);
             } else {
                 tracing::debug!(topic = %self.topic, partition = self.partition, error = %error, "retrying batch");
             }

@@ -288,6 +288,20 @@ pub fn stamp(bytes: &mut [u8], base_offset: u64, leader_epoch: i32) {
     bytes[LEADER_EPOCH..LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// Rewrites an encoded batch's idempotent-producer fields and its CRC (the producer
+/// numbers a batch when it is sent, and renumbers it after a failed one).
+pub fn restamp_producer(
+    bytes: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) {
+    bytes[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    bytes[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    bytes[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    seal_crc(bytes);
+}
+
 /// Writes the batch CRC after the body is complete (encoder side).
 pub(crate) fn seal_crc(bytes: &mut [u8]) {
     let crc = crc32c::crc32c(&bytes[ATTRIBUTES..]);

@@ -79,6 +79,12 @@ pub enum Error {
         /// What is wrong there.
         reason: String,
     },
+    /// An idempotent producer's batch does not continue its sequence.
+    #[error("out of order sequence: {reason}")]
+    OutOfOrderSequence {
+        /// Which producer, and what was expected.
+        reason: String,
+    },
     /// A segment or index would exceed its addressable size.
     #[error("segment full: {reason}")]
     SegmentFull {

@@ -11,6 +11,7 @@
 //! - [`index`]: the mmap'd offset and time indexes.
 //! - [`log`]: the partition log: append, read, roll, truncate, retention, group commit.
 //! - [`retention`]: the pure choice of segments to delete.
+//! - [`producers`]: idempotent producers' sequences, to drop retries.
 //! - [`epochs`]: the leader-epoch checkpoint used to truncate a diverged follower.
 
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod epochs;
 pub mod error;
 pub mod index;
 pub mod log;
+pub mod producers;
 pub mod records;
 pub mod retention;
 pub mod segment;

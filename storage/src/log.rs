@@ -16,6 +16,7 @@ use crate::batch::{self, BatchHeader};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::epochs::EpochCache;
 use crate::error::{Error, IoContext, Result};
+use crate::producers::{Admission, ProducerStates};
 use crate::retention::{self, RetentionPolicy, SegmentFacts};
 use crate::segment::{self, ActiveSegment, SealedSegment, SegmentRef};
 
@@ -117,6 +118,8 @@ pub struct Log {
     segments: RwLock<Segments>,
     /// Where each leader epoch starts; changed only under the writer lock.
     epochs: Mutex<EpochCache>,
+    /// Idempotent producers' recent sequences; changed only under the writer lock.
+    producers: Mutex<ProducerStates>,
     writer: Mutex<()>,
     sync: Mutex<SyncState>,
     synced: Condvar,
@@ -171,6 +174,11 @@ impl Log {
         sync_dir(dir)?;
         let durable_offset = active.next_offset();
         let epochs = EpochCache::load(dir, durable_offset)?;
+        let mut producers = ProducerStates::default();
+        for item in batch::batches(active.bytes()) {
+            let Ok((header, _)) = item else { break };
+            producers.record(&header);
+        }
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -181,6 +189,7 @@ impl Log {
             }),
             writer: Mutex::new(()),
             epochs: Mutex::new(epochs),
+            producers: Mutex::new(producers),
             sync: Mutex::new(SyncState {
                 durable_offset,
                 running: false,
@@ -238,6 +247,12 @@ impl Log {
         let info = {
             let _writer = self.lock_writer()?;
             self.check_not_failed()?;
+            if let Admission::Duplicate(stored) = self.lock_producers()?.admit(&header)? {
+                // A retry whose answer was lost: answer with the stored batch, once durable.
+                drop(_writer);
+                self.after_append(stored.last_offset + 1)?;
+                return Ok(stored);
+            }
             let active = self.prepare_active(batch_bytes.len(), header.last_offset_delta)?;
             let base_offset = active.next_offset();
             let mut head = [0u8; batch::HEADER_BYTES];
@@ -249,6 +264,7 @@ impl Log {
                 ..header
             };
             self.note_epoch(leader_epoch, base_offset)?;
+            self.lock_producers()?.record(&header);
             active.append_parts(
                 &head,
                 &batch_bytes[batch::HEADER_BYTES..],
@@ -287,6 +303,7 @@ impl Log {
                     });
                 }
                 self.note_epoch(header.leader_epoch, header.base_offset)?;
+                self.lock_producers()?.record(&header);
                 active.append(bytes, &header, self.config.index_interval_bytes)?;
                 let first = appended.map_or(header.base_offset, |a| a.base_offset);
                 appended = Some(AppendInfo {
@@ -549,6 +566,7 @@ impl Log {
         drop(segments);
         self.lower_durable_offset(new_end);
         self.lock_epochs()?.truncate_from(new_end)?;
+        self.lock_producers()?.truncate_from(new_end);
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = new_end, "truncated log");
         Ok(())
     }
@@ -581,6 +599,7 @@ impl Log {
             state.generation += 1;
         }
         self.lock_epochs()?.clear()?;
+        *self.lock_producers()? = ProducerStates::default();
         tracing::info!(dir = %self.dir.display(), offset, "reset log");
         Ok(())
     }
@@ -588,6 +607,10 @@ impl Log {
     /// Records that `epoch` has records from `offset` on. Caller holds the writer lock.
     fn note_epoch(&self, epoch: i32, offset: u64) -> Result<()> {
         self.lock_epochs()?.assign(epoch, offset)
+    }
+
+    fn lock_producers(&self) -> Result<MutexGuard<'_, ProducerStates>> {
+        self.producers.lock().map_err(|_| self.failed_error())
     }
 
     fn lock_epochs(&self) -> Result<MutexGuard<'_, EpochCache>> {

@@ -272,3 +272,36 @@ fn concurrent_readers_see_only_whole_batches() {
     }
     writer.join().unwrap();
 }
+
+#[test]
+fn an_idempotent_retry_is_answered_with_the_stored_offsets_even_after_reopen() {
+    use pubsub_storage::batch::restamp_producer;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut first = batch(1, 3, 10);
+    restamp_producer(&mut first, 42, 0, 0);
+    let mut second = batch(2, 2, 10);
+    restamp_producer(&mut second, 42, 0, 3);
+    let stored = log.append(&first, 1).unwrap();
+    assert_eq!(
+        log.append(&first, 1).unwrap(),
+        stored,
+        "a retry gets the stored offsets"
+    );
+    assert_eq!(log.log_end_offset(), 3, "and is not stored twice");
+    let mut gap = batch(3, 1, 10);
+    restamp_producer(&mut gap, 42, 0, 9);
+    assert!(matches!(
+        log.append(&gap, 1),
+        Err(Error::OutOfOrderSequence { .. })
+    ));
+    log.append(&second, 1).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(
+        log.append(&second, 1).unwrap().base_offset,
+        3,
+        "state is rebuilt on open"
+    );
+    assert_eq!(log.log_end_offset(), 5);
+}

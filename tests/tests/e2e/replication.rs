@@ -142,6 +142,10 @@ async fn acknowledged_records_survive_a_leader_kill_9() {
         acked.len()
     );
     assert_eq!(lost, 0, "an acknowledged record was lost");
+    assert_eq!(
+        duplicated, 0,
+        "the idempotent producer stored a record twice"
+    );
     assert_eq!(reordered, 0, "records were reordered");
 
     // The killed broker comes back, catches up and rejoins the in-sync replicas.
@@ -321,6 +325,10 @@ async fn soak(fault: Fault) {
         acked.len()
     );
     assert_eq!(lost, 0, "acknowledged records were lost");
+    assert_eq!(
+        duplicated, 0,
+        "the idempotent producer stored a record twice"
+    );
     assert_eq!(reordered, 0, "records were reordered");
 }
 
