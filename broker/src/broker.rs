@@ -379,6 +379,15 @@ impl Broker {
             .collect()
     }
 
+    /// Directories of partition logs that failed after an fsync error.
+    pub fn failed_logs(&self) -> Vec<PathBuf> {
+        self.all_logs()
+            .iter()
+            .filter(|log| log.is_failed())
+            .map(|log| log.dir().to_path_buf())
+            .collect()
+    }
+
     /// Runs due interval fsyncs on every partition.
     pub async fn flush_due(&self) -> Result<()> {
         let logs: Vec<Arc<Log>> = self

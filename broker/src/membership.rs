@@ -70,8 +70,20 @@ async fn heartbeat_loop(broker: Arc<Broker>, mut lease: Duration) {
     let request = v1::HeartbeatRequest {
         broker_id: broker.config().broker_id,
     };
+    let mut fenced_self = false;
     loop {
         tokio::time::sleep(lease / HEARTBEATS_PER_LEASE).await;
+        // After an fsync error a log may have lost acknowledged writes from the page
+        // cache: stop renewing the lease, so the cluster manager fences this broker and
+        // moves its leaderships to in-sync replicas. A restart recovers from disk.
+        let failed = broker.failed_logs();
+        if !failed.is_empty() {
+            if !fenced_self {
+                tracing::error!(logs = ?failed, "a partition log failed after an fsync error; stopping heartbeats so this broker is fenced; restart it to recover from disk");
+                fenced_self = true;
+            }
+            continue;
+        }
         let answer = broker
             .link()
             .call(|mut stub| async move { stub.heartbeat(request).await })

@@ -357,3 +357,86 @@ pub async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Error::Task(e.to_string()))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pubsub_storage::{BatchBuilder, Compression, FsyncPolicy, LogConfig, ProducerStamp};
+
+    fn partition(dir: &std::path::Path) -> Partition {
+        let config = LogConfig {
+            fsync: FsyncPolicy::Never,
+            segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        Partition::new(Log::open(dir, config).unwrap(), 1)
+    }
+
+    fn batch(records: u32) -> Bytes {
+        let mut builder = BatchBuilder::new();
+        for _ in 0..records {
+            builder.push(0, None, Some(b"v"), &[]);
+        }
+        Bytes::from(
+            builder
+                .build(Compression::None, ProducerStamp::NONE)
+                .unwrap()
+                .unwrap(),
+        )
+    }
+
+    fn leader_of(isr: &[u32]) -> Role {
+        Role {
+            leader: Some(1),
+            leader_epoch: 1,
+            replicas: vec![1, 2, 3],
+            in_sync_replicas: isr.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_high_watermark_is_the_smallest_in_sync_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = partition(dir.path());
+        partition.set_role(leader_of(&[1, 2, 3])).unwrap();
+        partition.append(vec![batch(10)]).await.unwrap();
+        assert_eq!(
+            partition.high_watermark(),
+            0,
+            "no follower has the records yet"
+        );
+        partition.record_follower(2, 10);
+        assert_eq!(
+            partition.high_watermark(),
+            0,
+            "follower 3 is in sync and has nothing"
+        );
+        partition.record_follower(3, 4);
+        assert_eq!(partition.high_watermark(), 4);
+        partition.set_role(leader_of(&[1, 2])).unwrap();
+        partition.record_follower(2, 10);
+        assert_eq!(partition.high_watermark(), 10, "3 left the ISR");
+        partition.record_follower(2, 7);
+        assert_eq!(
+            partition.high_watermark(),
+            10,
+            "the high watermark never goes back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_takes_the_leaders_high_watermark_capped_by_its_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = partition(dir.path());
+        partition
+            .set_role(Role {
+                leader: Some(2),
+                leader_epoch: 1,
+                replicas: vec![1, 2],
+                in_sync_replicas: vec![1, 2],
+            })
+            .unwrap();
+        partition.follow_high_watermark(50);
+        assert_eq!(partition.high_watermark(), 0, "nothing replicated yet");
+    }
+}

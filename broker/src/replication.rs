@@ -18,7 +18,7 @@ use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::broker::Broker;
-use crate::partition::{Partition, Role, blocking};
+use crate::partition::{FollowerState, Partition, Role, blocking};
 
 /// How long a follower's fetch waits at the leader for new records.
 const FOLLOWER_FETCH_WAIT: Duration = Duration::from_millis(500);
@@ -214,6 +214,35 @@ async fn truncate_diverged(
     Ok(())
 }
 
+/// The in-sync replicas a leader should have: itself, the members still caught up within
+/// `lag_max`, and the followers outside that have caught up with its log end.
+pub fn desired_isr(
+    me: u32,
+    role: &Role,
+    followers: &std::collections::HashMap<u32, FollowerState>,
+    own_end: u64,
+    now: Instant,
+    lag_max: Duration,
+) -> Vec<u32> {
+    role.replicas
+        .iter()
+        .copied()
+        .filter(|&replica| {
+            if replica == me {
+                return true;
+            }
+            let Some(state) = followers.get(&replica) else {
+                return false;
+            };
+            if role.in_sync_replicas.contains(&replica) {
+                now.duration_since(state.caught_up_at) <= lag_max
+            } else {
+                state.log_end_offset >= own_end
+            }
+        })
+        .collect()
+}
+
 /// The leader's loop keeping the in-sync replicas true; ends when aborted.
 async fn maintain_isr(
     broker: Arc<Broker>,
@@ -233,29 +262,14 @@ async fn maintain_isr(
         if role.leader != Some(me) {
             return;
         }
-        let own_end = partition.log_end();
-        let followers = partition.followers();
-        let now = Instant::now();
-        let mut isr: Vec<u32> = Vec::new();
-        for &replica in &role.replicas {
-            let keep = if replica == me {
-                true
-            } else {
-                let Some(state) = followers.get(&replica) else {
-                    continue;
-                };
-                let caught_up = state.log_end_offset >= own_end;
-                let lagging = now.duration_since(state.caught_up_at) > lag_max;
-                if role.in_sync_replicas.contains(&replica) {
-                    !lagging
-                } else {
-                    caught_up
-                }
-            };
-            if keep {
-                isr.push(replica);
-            }
-        }
+        let isr = desired_isr(
+            me,
+            &role,
+            &partition.followers(),
+            partition.log_end(),
+            Instant::now(),
+            lag_max,
+        );
         let mut current = role.in_sync_replicas.clone();
         current.sort_unstable();
         let mut wanted = isr.clone();
@@ -292,5 +306,64 @@ async fn maintain_isr(
                 tracing::warn!(topic, partition = index, error = %status.message(), "in-sync replica change refused")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn role(isr: &[u32]) -> Role {
+        Role {
+            leader: Some(1),
+            leader_epoch: 3,
+            replicas: vec![1, 2, 3],
+            in_sync_replicas: isr.to_vec(),
+        }
+    }
+
+    #[test]
+    fn lagging_members_leave_and_caught_up_followers_join() {
+        let start = Instant::now();
+        let lag = Duration::from_secs(10);
+        let now = start + Duration::from_secs(11);
+        let followers = HashMap::from([
+            (
+                2,
+                FollowerState {
+                    log_end_offset: 100,
+                    caught_up_at: now,
+                },
+            ),
+            (
+                3,
+                FollowerState {
+                    log_end_offset: 40,
+                    caught_up_at: start,
+                },
+            ),
+        ]);
+        assert_eq!(
+            desired_isr(1, &role(&[1, 2, 3]), &followers, 100, now, lag),
+            [1, 2],
+            "3 lags too long"
+        );
+        assert_eq!(
+            desired_isr(1, &role(&[1, 2, 3]), &followers, 100, start, lag),
+            [1, 2, 3],
+            "within the lag"
+        );
+        assert_eq!(
+            desired_isr(1, &role(&[1]), &followers, 100, now, lag),
+            [1, 2],
+            "2 has caught up and rejoins"
+        );
+        assert_eq!(
+            desired_isr(1, &role(&[1]), &HashMap::new(), 100, now, lag),
+            [1],
+            "unknown followers stay out"
+        );
     }
 }

@@ -706,6 +706,11 @@ impl Log {
         self.failed.store(true, Ordering::Release);
     }
 
+    /// True once an fsync failed: the log accepts nothing until reopened from disk.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     fn failed_error(&self) -> Error {
         Error::LogFailed {
             path: self.dir.clone(),

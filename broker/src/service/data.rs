@@ -92,7 +92,7 @@ async fn append(broker: &Broker, request: v1::ProduceRequest) -> Result<Appended
         let in_sync = partition.role().in_sync_replicas.len() as u32;
         if in_sync < needed {
             return Err(Error::Unavailable(format!(
-                "not enough in-sync replicas for {}-{}: {in_sync} < {needed}",
+                "not enough in-sync replicas: {in_sync} < {needed} (partition {}-{})",
                 request.topic, request.partition
             )));
         }
