@@ -5,11 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pubsub_proto::MAX_FRAME_BYTES;
 use pubsub_proto::v1::admin_server::AdminServer;
 use pubsub_proto::v1::broker_server::BrokerServer;
-use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
 
 use crate::broker::Broker;
 use crate::cluster::ClusterLink;
@@ -25,16 +24,6 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Interval of the background loop that runs due interval-fsyncs.
 const FLUSH_TICK: Duration = Duration::from_millis(50);
-
-macro_rules! limits {
-    ($service:expr) => {
-        $service
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-    };
-}
 
 /// Runs a broker on `listener` until `shutdown` resolves: joins the cluster (register,
 /// first metadata), then serves while heartbeats and the metadata watch run.
@@ -84,11 +73,15 @@ pub async fn serve(
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(limits!(health_service))
-        .add_service(limits!(reflection_v1))
-        .add_service(limits!(reflection_v1alpha))
-        .add_service(limits!(AdminServer::new(AdminService::new(broker.clone()))))
-        .add_service(limits!(BrokerServer::new(DataService::new(broker.clone()))))
+        .add_service(pubsub_proto::with_limits!(health_service))
+        .add_service(pubsub_proto::with_limits!(reflection_v1))
+        .add_service(pubsub_proto::with_limits!(reflection_v1alpha))
+        .add_service(pubsub_proto::with_limits!(AdminServer::new(
+            AdminService::new(broker.clone())
+        )))
+        .add_service(pubsub_proto::with_limits!(BrokerServer::new(
+            DataService::new(broker.clone())
+        )))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     background.abort();

@@ -15,12 +15,11 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
+use pubsub_proto::MAX_FRAME_BYTES;
 use pubsub_proto::v1::cluster_manager_server::ClusterManagerServer;
 use pubsub_proto::v1::raft_server::RaftServer;
-use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::codec::CompressionEncoding;
 
 use crate::config::ClusterManagerConfig;
 use crate::error::{Error, Result};
@@ -42,16 +41,6 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 const STORAGE_RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// sled's page cache. The metadata is a few MiB; sled's 1 GiB default is for data stores.
 const SLED_CACHE_BYTES: u64 = 64 << 20;
-
-macro_rules! limits {
-    ($service:expr) => {
-        $service
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-    };
-}
 
 /// Runs a cluster-manager node on `listener` until `shutdown` resolves.
 pub async fn run(
@@ -211,13 +200,15 @@ async fn serve(
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(limits!(health_service))
-        .add_service(limits!(reflection_v1))
-        .add_service(limits!(reflection_v1alpha))
-        .add_service(limits!(ClusterManagerServer::new(
+        .add_service(pubsub_proto::with_limits!(health_service))
+        .add_service(pubsub_proto::with_limits!(reflection_v1))
+        .add_service(pubsub_proto::with_limits!(reflection_v1alpha))
+        .add_service(pubsub_proto::with_limits!(ClusterManagerServer::new(
             ClusterManagerService::new(manager.clone())
         )))
-        .add_service(limits!(RaftServer::new(RaftService::new(manager))))
+        .add_service(pubsub_proto::with_limits!(RaftServer::new(
+            RaftService::new(manager)
+        )))
         .serve_with_incoming_shutdown(incoming(listener), async move {
             // An error means the sender is gone, which also means stop.
             let _ = stopped.wait_for(|stop| *stop).await;

@@ -29,3 +29,17 @@ pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// The embedded default listen address of `pubsubd standalone`.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9392";
+
+/// Applies the transport rules every pubsub gRPC service follows: gzip and zstd
+/// requests accepted (a compressing client otherwise gets UNIMPLEMENTED), and the
+/// message limit set deliberately in both directions (tonic's default is 4 MiB).
+#[macro_export]
+macro_rules! with_limits {
+    ($service:expr) => {
+        $service
+            .accept_compressed(::tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed(::tonic::codec::CompressionEncoding::Zstd)
+            .max_decoding_message_size($crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size($crate::MAX_MESSAGE_BYTES)
+    };
+}
