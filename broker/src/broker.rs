@@ -53,6 +53,41 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
+/// File in a partition directory naming the topic incarnation its data belongs to.
+const INCARNATION_FILE: &str = "topic-created-ms";
+
+/// Makes `dir` hold data of the topic incarnation created at `created_ms`: data left by
+/// an older incarnation of the same name (deleted while this broker was away or behind)
+/// is removed first, so a recreated topic never serves the old records.
+fn claim_for_incarnation(dir: &Path, created_ms: u64) -> Result<()> {
+    let marker = dir.join(INCARNATION_FILE);
+    let io = |path: &Path, e: std::io::Error| {
+        Error::from(pubsub_storage::Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })
+    };
+    match std::fs::read_to_string(&marker) {
+        Ok(text) if text.trim() == created_ms.to_string() => return Ok(()),
+        Ok(text) => {
+            tracing::warn!(dir = %dir.display(), old = %text.trim(), new = created_ms, "removing data of an older topic incarnation");
+            std::fs::remove_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&marker, e)),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let tmp = dir.join(format!("{INCARNATION_FILE}.tmp"));
+    std::fs::write(&tmp, created_ms.to_string()).map_err(|e| io(&tmp, e))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, &marker).map_err(|e| io(&marker, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
+}
+
 /// The answer to a request for a partition this broker does not lead.
 pub fn not_leader(broker: &Broker, topic: &str, partition: u32, leader: Option<u32>) -> Error {
     let address = leader.and_then(|id| broker.broker_address(id));
@@ -209,14 +244,23 @@ impl Broker {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (index, metadata) in topic.partitions.iter().enumerate() {
             let mine = metadata.replicas.contains(&self.config.broker_id);
-            let reuse = existing.and_then(|e| e.partitions.get(index).cloned().flatten());
+            // Only the same incarnation of the topic may reuse an open replica.
+            let same = existing.is_some_and(|e| e.metadata.created_ms == topic.created_ms);
+            let reuse = existing
+                .filter(|_| same)
+                .and_then(|e| e.partitions.get(index).cloned().flatten());
             let partition = match (mine, reuse) {
                 (false, _) => None,
                 (true, Some(open)) => Some(open),
                 (true, None) => {
                     let dir = partition_dir(&self.config.data_dir, &topic.name, index as u32);
                     let config = log_config.clone();
-                    let log = blocking(move || Ok(Log::open(&dir, config)?)).await?;
+                    let incarnation = topic.created_ms;
+                    let log = blocking(move || {
+                        claim_for_incarnation(&dir, incarnation)?;
+                        Ok(Log::open(&dir, config)?)
+                    })
+                    .await?;
                     Some(Arc::new(Partition::new(log, self.config.broker_id)))
                 }
             };
@@ -417,5 +461,32 @@ impl Broker {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_of_an_older_incarnation_is_removed_and_the_same_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = dir.path().join("t-0");
+        claim_for_incarnation(&partition, 100).unwrap();
+        std::fs::write(partition.join("00000000000000000000.log"), b"old").unwrap();
+        claim_for_incarnation(&partition, 100).unwrap();
+        assert!(
+            partition.join("00000000000000000000.log").exists(),
+            "same incarnation keeps its data"
+        );
+        claim_for_incarnation(&partition, 200).unwrap();
+        assert!(
+            !partition.join("00000000000000000000.log").exists(),
+            "a recreated topic starts empty"
+        );
+        assert_eq!(
+            std::fs::read_to_string(partition.join(INCARNATION_FILE)).unwrap(),
+            "200"
+        );
     }
 }

@@ -50,6 +50,7 @@ pub fn topic(topic: &Topic) -> v1::TopicMetadata {
         replication_factor: topic.replication_factor(),
         config: Some(topic_config(topic.settings())),
         unclean_leader_election: topic.unclean_leader_election(),
+        created_ms: topic.created_ms(),
         partitions: topic
             .partitions()
             .iter()
