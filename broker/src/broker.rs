@@ -77,15 +77,10 @@ fn claim_for_incarnation(dir: &Path, created_ms: u64) -> Result<()> {
         Err(e) => return Err(io(&marker, e)),
     }
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let tmp = dir.join(format!("{INCARNATION_FILE}.tmp"));
-    std::fs::write(&tmp, created_ms.to_string()).map_err(|e| io(&tmp, e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, &marker).map_err(|e| io(&marker, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, e))
+    Ok(pubsub_storage::epochs::replace_file(
+        &marker,
+        created_ms.to_string().as_bytes(),
+    )?)
 }
 
 /// The answer to a request for a partition this broker does not lead.

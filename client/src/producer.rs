@@ -600,14 +600,18 @@ impl PartitionSender {
         let Ok(mut numbering) = self.numbering.lock() else {
             return;
         };
-        let mut bytes = batch.bytes.to_vec();
+        // Unsent batches are unshared, so this rewrites them in place; only a batch
+        // renumbered after a failure (its bytes still held by a request) is copied.
+        let mut bytes = std::mem::take(&mut batch.bytes)
+            .try_into_mut()
+            .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
         pubsub_storage::batch::restamp_producer(
             &mut bytes,
             self.producer_id,
             numbering.epoch,
             numbering.next_sequence,
         );
-        batch.bytes = Bytes::from(bytes);
+        batch.bytes = bytes.freeze();
         numbering.next_sequence =
             numbering.next_sequence.wrapping_add(batch.records as i32) & i32::MAX;
     }

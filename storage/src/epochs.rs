@@ -103,20 +103,26 @@ impl EpochCache {
         bytes.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_be_bytes());
-        let tmp = self.path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().at(&self.path)
+        replace_file(&self.path, &bytes)
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new contents,
+/// never a mix: write a temporary file, fsync it, rename it over, fsync the directory.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().at(path)
 }
 
 fn decode(bytes: &[u8]) -> Option<Vec<(i32, u64)>> {
