@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/pubsub/v1/pubsub.proto",
         "proto/pubsub/v1/cluster.proto",
+        "proto/pubsub/v1/consumer.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -150,6 +150,22 @@ impl Broker {
             .unwrap_or_default()
     }
 
+    /// This broker's replica of a partition, whatever its role; NOT_FOUND if it holds
+    /// none.
+    pub fn local_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        let hosted = self.topic(topic)?;
+        hosted
+            .partitions
+            .get(partition as usize)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| Error::PartitionNotFound {
+                topic: topic.to_string(),
+                partition,
+                partitions: hosted.record.partitions,
+            })
+    }
+
     /// A partition this broker leads; otherwise NOT_FOUND or a not-leader error
     /// naming the leader.
     pub fn leader_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {

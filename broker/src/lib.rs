@@ -23,4 +23,4 @@ pub mod topic;
 
 pub use config::{BrokerConfig, TopicDefaults};
 pub use error::{Error, Result};
-pub use server::{run, serve};
+pub use server::{run, run_with, serve};

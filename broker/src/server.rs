@@ -9,6 +9,7 @@ use pubsub_proto::MAX_FRAME_BYTES;
 use pubsub_proto::v1::admin_server::AdminServer;
 use pubsub_proto::v1::broker_server::BrokerServer;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 
 use crate::broker::Broker;
 use crate::cluster::ClusterLink;
@@ -32,6 +33,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    run_with(config, listener, shutdown, Routes::default()).await
+}
+
+/// [`run`], serving `extra` gRPC services beside the broker's on the same address
+/// (standalone adds the consumer manager this way).
+pub async fn run_with(
+    config: BrokerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    extra: Routes,
+) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::DataDir {
         path: config.data_dir.clone(),
         reason: format!("cannot create it: {e}"),
@@ -40,7 +52,7 @@ pub async fn run(
     let broker = Arc::new(Broker::new(config, Arc::new(link)));
     let lease = membership::join(&broker).await?;
     let membership = tokio::spawn(membership::maintain(broker.clone(), lease));
-    let result = serve(broker, listener, shutdown).await;
+    let result = serve(broker, listener, shutdown, extra).await;
     membership.abort();
     result
 }
@@ -50,6 +62,7 @@ pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+    extra: Routes,
 ) -> Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
@@ -73,6 +86,7 @@ pub async fn serve(
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_routes(extra)
         .add_service(pubsub_proto::with_limits!(health_service))
         .add_service(pubsub_proto::with_limits!(reflection_v1))
         .add_service(pubsub_proto::with_limits!(reflection_v1alpha))

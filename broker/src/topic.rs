@@ -29,6 +29,10 @@ pub struct TopicSettings {
     /// acks=all needs at least this many in-sync replicas; `None`: 2 when the
     /// replication factor is 3 or more, else 1 (resolved by [`Self::min_insync`]).
     pub min_insync_replicas: Option<u32>,
+    /// Keep segments until every subscription consumed them (the consumer manager
+    /// deletes them then), at most `retention_ms`.
+    #[serde(default)]
+    pub retain_until_consumed: bool,
 }
 
 /// A topic as metadata stores it.
@@ -116,6 +120,7 @@ impl TopicSettings {
                     )));
                 }
             },
+            retain_until_consumed: config.retain_until_consumed.unwrap_or(false),
         };
         settings.log_config()?;
         Ok(settings)
@@ -161,6 +166,7 @@ impl TopicSettings {
             fsync: Some(self.fsync.clone()),
             min_insync_replicas: self.min_insync_replicas.map(|n| n as i32),
             segment_ms: Some(self.segment_ms as i64),
+            retain_until_consumed: Some(self.retain_until_consumed),
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct TopicSettings {
     /// In-sync replicas an acks=all produce needs.
     #[serde(default)]
     pub min_insync_replicas: Option<i32>,
+    /// Segments go once every subscription consumed them (at most `retention_ms`).
+    #[serde(default)]
+    pub retain_until_consumed: Option<bool>,
 }
 
 /// The whole metadata: brokers and topics.

@@ -16,6 +16,7 @@ pub fn settings(config: Option<v1::TopicConfig>) -> TopicSettings {
         fsync: config.fsync,
         segment_ms: config.segment_ms,
         min_insync_replicas: config.min_insync_replicas,
+        retain_until_consumed: config.retain_until_consumed,
     }
 }
 
@@ -29,6 +30,7 @@ pub fn topic_config(settings: &TopicSettings) -> v1::TopicConfig {
         fsync: settings.fsync.clone(),
         segment_ms: settings.segment_ms,
         min_insync_replicas: settings.min_insync_replicas,
+        retain_until_consumed: settings.retain_until_consumed,
     }
 }
 

@@ -307,4 +307,28 @@ impl BrokerRpc for DataService {
         };
         Ok(Response::new(v1::ListOffsetsResponse { offset }))
     }
+
+    async fn delete_records(
+        &self,
+        request: Request<v1::DeleteRecordsRequest>,
+    ) -> Result<Response<v1::DeleteRecordsResponse>, Status> {
+        let request = request.into_inner();
+        let partition = self
+            .broker
+            .local_partition(&request.topic, request.partition)?;
+        let log = partition.log().clone();
+        let before = request.before_offset;
+        let (deleted, start) = blocking(move || {
+            let deleted = log.delete_segments_below(before)?;
+            Ok((deleted, log.log_start_offset()))
+        })
+        .await?;
+        if deleted > 0 {
+            tracing::info!(topic = %request.topic, partition = request.partition, segments = deleted, log_start_offset = start, "deleted consumed segments");
+        }
+        Ok(Response::new(v1::DeleteRecordsResponse {
+            log_start_offset: start,
+            segments_deleted: deleted as u32,
+        }))
+    }
 }

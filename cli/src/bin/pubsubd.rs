@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -45,6 +46,9 @@ enum Role {
         /// port when --listen has port 0].
         #[arg(long, env = "PUBSUB_CLUSTER_MANAGER_LISTEN")]
         cluster_manager_listen: Option<String>,
+        /// How often keep-until-consumed topics get their consumed segments deleted.
+        #[arg(long, env = "PUBSUB_CLEANUP_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
+        cleanup_interval: Duration,
     },
     /// One node of the cluster-manager Raft group.
     ClusterManager {
@@ -96,6 +100,25 @@ enum Role {
         /// A follower that has not caught up for this long leaves the in-sync replicas.
         #[arg(long, env = "PUBSUB_REPLICA_LAG_MAX", value_parser = humantime::parse_duration, default_value = "10s")]
         replica_lag_max: Duration,
+    },
+    /// The consumer manager: subscriptions, groups, committed offsets, push delivery.
+    ConsumerManager {
+        /// Address to listen on.
+        #[arg(long, env = "PUBSUB_LISTEN")]
+        listen: SocketAddr,
+        /// Directory of the sled database of offsets and subscriptions.
+        #[arg(long, env = "PUBSUB_DATA_DIR")]
+        data_dir: PathBuf,
+        /// A broker address to bootstrap from (a Kubernetes Service works well).
+        #[arg(long, env = "PUBSUB_BROKERS")]
+        brokers: Option<String>,
+        /// Cluster-manager addresses (comma separated): a broker is looked up there
+        /// when --brokers is not given.
+        #[arg(long, env = "PUBSUB_CLUSTER_MANAGERS", value_delimiter = ',')]
+        cluster_managers: Vec<String>,
+        /// How often keep-until-consumed topics get their consumed segments deleted.
+        #[arg(long, env = "PUBSUB_CLEANUP_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
+        cleanup_interval: Duration,
     },
 }
 
@@ -156,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             advertised_address,
             cluster_manager_listen,
+            cleanup_interval,
         } => {
             let config =
                 StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised_address)?;
@@ -183,13 +207,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 advertised,
                 vec![manager_bound.to_string()],
             );
+            let mut consumer_config = pubsub_consumer_manager::ManagerConfig::new(
+                config.data_dir.join("consumer-manager"),
+                broker_bound.to_string(),
+            );
+            consumer_config.cleanup_interval = cleanup_interval;
+            let consumers = Arc::new(
+                pubsub_consumer_manager::Manager::open(consumer_config)
+                    .context("cannot open the consumer manager")?,
+            );
+            let consumer_background =
+                tokio::spawn(pubsub_consumer_manager::background(consumers.clone()));
+            let routes = tonic::service::Routes::new(pubsub_consumer_manager::grpc_service(
+                consumers.clone(),
+            ));
             tracing::info!(listen = %broker_bound, cluster_manager = %manager_bound, data_dir = %config.data_dir.display(), "pubsubd standalone starting");
             // Tests and scripts read this line to learn the port when listening on :0.
             println!("listening on {broker_bound}");
             println!("cluster manager on {manager_bound}");
-            let served = pubsub_broker::run(broker, broker_listener, shutdown())
+            let served = pubsub_broker::run_with(broker, broker_listener, shutdown(), routes)
                 .await
                 .context("broker failed");
+            consumer_background.abort();
+            if let Err(e) = consumers.store().flush().await {
+                tracing::error!(error = %e, "cannot flush the consumer manager");
+            }
             // The manager stops on the same signal; wait for it to release its data.
             match tokio::time::timeout(Duration::from_secs(10), manager).await {
                 Ok(Ok(Err(e))) if served.is_ok() => return Err(e),
@@ -237,7 +279,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("broker failed")
         }
+        Role::ConsumerManager {
+            listen,
+            data_dir,
+            brokers,
+            cluster_managers,
+            cleanup_interval,
+        } => {
+            let brokers = match brokers {
+                Some(brokers) => brokers,
+                None => find_broker(&cluster_managers).await?,
+            };
+            let mut config = pubsub_consumer_manager::ManagerConfig::new(data_dir, brokers);
+            config.cleanup_interval = cleanup_interval;
+            let manager = Arc::new(
+                pubsub_consumer_manager::Manager::open(config)
+                    .context("cannot open the consumer manager")?,
+            );
+            let (listener, bound) = bind(listen, "consumer manager").await?;
+            println!("listening on {bound}");
+            pubsub_consumer_manager::run(manager, listener, shutdown())
+                .await
+                .context("consumer manager failed")
+        }
     }
+}
+
+/// A broker address from the cluster managers' view of the cluster.
+async fn find_broker(cluster_managers: &[String]) -> anyhow::Result<String> {
+    use pubsub_proto::v1::cluster_manager_client::ClusterManagerClient;
+    anyhow::ensure!(
+        !cluster_managers.is_empty(),
+        "give --brokers or --cluster-managers so the consumer manager can find the brokers"
+    );
+    for address in cluster_managers {
+        let Ok(mut client) = ClusterManagerClient::connect(format!("http://{address}")).await
+        else {
+            continue;
+        };
+        let Ok(status) = client
+            .cluster_status(pubsub_proto::v1::ClusterStatusRequest {})
+            .await
+        else {
+            continue;
+        };
+        if let Some(broker) = status
+            .into_inner()
+            .brokers
+            .into_iter()
+            .filter_map(|b| b.broker)
+            .next()
+        {
+            return Ok(broker.address);
+        }
+    }
+    anyhow::bail!("no cluster manager at {cluster_managers:?} named a broker; give --brokers")
 }
 
 async fn run_manager(

@@ -1,0 +1,489 @@
+//! One partition's delivery state within a subscription.
+//!
+//! Every offset in `[committed, next)` is exactly one of: acknowledged (above the
+//! committed offset, waiting for the gap below it to close), leased to a reader until
+//! a deadline, or waiting for redelivery. Offsets below `committed` are done; offsets
+//! at or above `next` were never delivered. The window `next - committed` is bounded,
+//! so this state, and what a restart must reload, stays small.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+/// Most records of one partition delivered and not yet acknowledged (Pub/Sub's
+/// outstanding-message limit, per partition).
+pub const MAX_WINDOW: u64 = 50_000;
+
+/// Identifies who holds a lease: one reader session (a stream or a pull member).
+pub type Holder = u64;
+
+/// A delivered, unacknowledged record's lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Lease {
+    deadline: Instant,
+    holder: Holder,
+}
+
+/// What an acknowledgement did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Newly acknowledged.
+    Acked,
+    /// Already acknowledged (or below the committed offset): nothing to do.
+    Already,
+    /// Never delivered: the caller named an offset it cannot have received.
+    NotDelivered,
+}
+
+/// The delivery state of one partition.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    committed: u64,
+    next: u64,
+    acked: BTreeSet<u64>,
+    leases: HashMap<u64, Lease>,
+    expiry: BTreeSet<(Instant, u64)>,
+    redeliver: BTreeSet<u64>,
+    /// Deliveries so far of offsets delivered more than once (others: 1).
+    deliveries: HashMap<u64, u32>,
+    held: HashMap<Holder, u64>,
+}
+
+impl Cursor {
+    /// A cursor at `offset` with nothing delivered.
+    pub fn at(offset: u64) -> Self {
+        Cursor {
+            committed: offset,
+            next: offset,
+            ..Cursor::default()
+        }
+    }
+
+    /// A cursor reloaded after a restart: leases are gone, so every delivered offset
+    /// that is not acknowledged waits for redelivery, with its delivery count kept.
+    pub fn restore(
+        committed: u64,
+        next: u64,
+        acked: impl IntoIterator<Item = u64>,
+        deliveries: impl IntoIterator<Item = (u64, u32)>,
+    ) -> Self {
+        let next = next.max(committed);
+        let mut cursor = Cursor::at(committed);
+        cursor.next = next;
+        cursor.acked = acked
+            .into_iter()
+            .filter(|&o| o > committed && o < next)
+            .collect();
+        cursor.deliveries = deliveries
+            .into_iter()
+            .filter(|&(o, _)| o >= committed && o < next)
+            .collect();
+        cursor.redeliver = (committed..next)
+            .filter(|o| !cursor.acked.contains(o))
+            .collect();
+        cursor.advance();
+        cursor
+    }
+
+    /// Everything below this offset is acknowledged.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// The first offset never delivered.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Delivered and not acknowledged (leased or waiting for redelivery).
+    pub fn outstanding(&self) -> u64 {
+        (self.leases.len() + self.redeliver.len()) as u64
+    }
+
+    /// Offsets acknowledged above the committed offset (persisted so a restart does
+    /// not redeliver them).
+    pub fn acked_above_committed(&self) -> impl Iterator<Item = u64> + '_ {
+        self.acked.iter().copied()
+    }
+
+    /// Records `holder` holds leases on.
+    pub fn held_by(&self, holder: Holder) -> u64 {
+        self.held.get(&holder).copied().unwrap_or(0)
+    }
+
+    /// How many more records may be delivered for the first time.
+    pub fn room(&self) -> u64 {
+        MAX_WINDOW.saturating_sub(self.next - self.committed)
+    }
+
+    /// Whether any offset waits for redelivery (now, or when a lease expires).
+    pub fn has_redeliveries(&self, now: Instant) -> bool {
+        !self.redeliver.is_empty() || self.expiry.first().is_some_and(|&(d, _)| d <= now)
+    }
+
+    /// Deliveries so far of a delivered offset.
+    pub fn deliveries(&self, offset: u64) -> u32 {
+        self.deliveries.get(&offset).copied().unwrap_or(1)
+    }
+
+    /// Moves leases whose deadline passed to the redelivery set.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, offset)) = self.expiry.first() {
+            if deadline > now {
+                break;
+            }
+            self.expiry.pop_first();
+            if self
+                .leases
+                .get(&offset)
+                .is_some_and(|l| l.deadline == deadline)
+            {
+                self.unlease(offset);
+                self.redeliver.insert(offset);
+            }
+        }
+    }
+
+    /// Leases up to `max` offsets waiting for redelivery to `holder`; returns each with
+    /// its delivery attempt number (deliveries so far + 1), counted now.
+    pub fn claim_redeliveries(
+        &mut self,
+        max: usize,
+        holder: Holder,
+        deadline: Instant,
+    ) -> Vec<(u64, u32)> {
+        let offsets: Vec<u64> = self.redeliver.iter().take(max).copied().collect();
+        offsets
+            .into_iter()
+            .map(|offset| {
+                self.redeliver.remove(&offset);
+                let attempt = self.deliveries(offset).saturating_add(1);
+                self.deliveries.insert(offset, attempt);
+                self.lease(offset, holder, deadline);
+                (offset, attempt)
+            })
+            .collect()
+    }
+
+    /// Gives back a claimed redelivery that could not be sent (its record could not be
+    /// fetched), so it is offered again; the delivery count is not undone.
+    pub fn unclaim(&mut self, offset: u64) {
+        if self.leases.contains_key(&offset) {
+            self.unlease(offset);
+            self.redeliver.insert(offset);
+        }
+    }
+
+    /// Delivers `offset` for the first time to `holder`. Offsets must come in
+    /// increasing order; any below `next` were delivered already (false). A gap
+    /// before `offset` holds no records and counts as acknowledged.
+    pub fn deliver_new(&mut self, offset: u64, holder: Holder, deadline: Instant) -> bool {
+        if offset < self.next || self.room() == 0 {
+            return false;
+        }
+        self.skip_gap(offset);
+        self.next = offset + 1;
+        self.lease(offset, holder, deadline);
+        true
+    }
+
+    /// Passes over a record that is never delivered (aged out for this subscription):
+    /// it counts as acknowledged.
+    pub fn pass_new(&mut self, offset: u64) -> bool {
+        if offset < self.next {
+            return false;
+        }
+        self.skip_gap(offset);
+        self.next = offset + 1;
+        self.acked.insert(offset);
+        self.advance();
+        true
+    }
+
+    fn skip_gap(&mut self, offset: u64) {
+        if offset > self.next {
+            if self.committed == self.next {
+                self.committed = offset;
+            } else {
+                self.acked.extend(self.next..offset);
+            }
+            self.next = offset;
+        }
+    }
+
+    /// Records that retention removed everything below `start`: whatever was
+    /// outstanding there can never be delivered again and is dropped.
+    pub fn skip_below(&mut self, start: u64) {
+        if start <= self.committed {
+            return;
+        }
+        let below: Vec<u64> = self
+            .leases
+            .keys()
+            .filter(|&&o| o < start)
+            .copied()
+            .collect();
+        for offset in below {
+            self.unlease(offset);
+        }
+        self.redeliver = self.redeliver.split_off(&start);
+        self.acked = self.acked.split_off(&start);
+        self.deliveries.retain(|&o, _| o >= start);
+        self.committed = start;
+        self.next = self.next.max(start);
+        self.advance();
+    }
+
+    /// Acknowledges one offset.
+    pub fn ack(&mut self, offset: u64) -> AckOutcome {
+        if offset >= self.next {
+            return AckOutcome::NotDelivered;
+        }
+        if offset < self.committed || self.acked.contains(&offset) {
+            return AckOutcome::Already;
+        }
+        if self.leases.contains_key(&offset) {
+            self.unlease(offset);
+        }
+        self.redeliver.remove(&offset);
+        self.deliveries.remove(&offset);
+        self.acked.insert(offset);
+        self.advance();
+        AckOutcome::Acked
+    }
+
+    /// Gives a leased offset back for immediate redelivery.
+    pub fn nack(&mut self, offset: u64) {
+        self.unclaim(offset);
+    }
+
+    /// Gives back every lease `holder` has (it left), for immediate redelivery.
+    pub fn release(&mut self, holder: Holder) {
+        if self.held_by(holder) == 0 {
+            return;
+        }
+        let offsets: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.holder == holder)
+            .map(|(&o, _)| o)
+            .collect();
+        for offset in offsets {
+            self.unlease(offset);
+            self.redeliver.insert(offset);
+        }
+    }
+
+    /// Kafka-style commit: everything below `offset` is acknowledged.
+    pub fn commit_to(&mut self, offset: u64) {
+        if offset <= self.committed {
+            return;
+        }
+        let start_next = self.next.max(offset);
+        self.skip_below(offset);
+        self.next = start_next;
+    }
+
+    /// Moves the position: nothing is outstanding afterwards, delivery starts at
+    /// `offset` (it may move backwards, to read again).
+    pub fn seek(&mut self, offset: u64) {
+        *self = Cursor::at(offset);
+    }
+
+    fn lease(&mut self, offset: u64, holder: Holder, deadline: Instant) {
+        self.leases.insert(offset, Lease { deadline, holder });
+        self.expiry.insert((deadline, offset));
+        *self.held.entry(holder).or_default() += 1;
+    }
+
+    fn unlease(&mut self, offset: u64) {
+        if let Some(lease) = self.leases.remove(&offset) {
+            self.expiry.remove(&(lease.deadline, offset));
+            if let Some(count) = self.held.get_mut(&lease.holder) {
+                *count -= 1;
+                if *count == 0 {
+                    self.held.remove(&lease.holder);
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self) {
+        while self.acked.first() == Some(&self.committed) {
+            self.acked.pop_first();
+            self.committed += 1;
+        }
+        if self.committed > self.next {
+            self.next = self.committed;
+        }
+    }
+
+    /// Partitions' holders with leases here (for presence).
+    pub fn holders(&self) -> impl Iterator<Item = Holder> + '_ {
+        self.held.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn acks_in_any_order_advance_the_committed_offset_over_the_gap() {
+        let mut c = Cursor::at(10);
+        for o in 10..15 {
+            assert!(c.deliver_new(o, 1, soon()));
+        }
+        assert_eq!(c.ack(12), AckOutcome::Acked);
+        assert_eq!(c.ack(11), AckOutcome::Acked);
+        assert_eq!(c.committed(), 10);
+        assert_eq!(c.ack(10), AckOutcome::Acked);
+        assert_eq!(c.committed(), 13);
+        assert_eq!(c.ack(12), AckOutcome::Already);
+        assert_eq!(c.ack(15), AckOutcome::NotDelivered);
+        assert_eq!(c.outstanding(), 2);
+    }
+
+    #[test]
+    fn an_expired_lease_is_redelivered_with_its_attempt_counted() {
+        let mut c = Cursor::at(0);
+        let now = Instant::now();
+        c.deliver_new(0, 1, now + Duration::from_millis(10));
+        c.deliver_new(1, 1, now + Duration::from_secs(60));
+        assert_eq!(c.held_by(1), 2);
+        c.expire(now + Duration::from_millis(20));
+        assert_eq!(c.held_by(1), 1);
+        let again = c.claim_redeliveries(10, 2, soon());
+        assert_eq!(again, vec![(0, 2)]);
+        assert_eq!(c.held_by(2), 1);
+        c.nack(0);
+        assert_eq!(c.claim_redeliveries(10, 2, soon()), vec![(0, 3)]);
+    }
+
+    #[test]
+    fn restore_redelivers_exactly_the_unacked_offsets() {
+        let c = Cursor::restore(5, 10, [6, 8], [(7, 3)]);
+        let mut c = c;
+        let again: Vec<u64> = c
+            .claim_redeliveries(100, 1, soon())
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        assert_eq!(again, vec![5, 7, 9]);
+        assert_eq!(c.deliveries(7), 4);
+    }
+
+    #[test]
+    fn release_returns_a_departed_holders_leases() {
+        let mut c = Cursor::at(0);
+        c.deliver_new(0, 1, soon());
+        c.deliver_new(1, 2, soon());
+        c.release(1);
+        assert_eq!(c.held_by(1), 0);
+        assert_eq!(c.claim_redeliveries(10, 3, soon()), vec![(0, 2)]);
+    }
+
+    #[test]
+    fn skip_below_drops_what_retention_removed() {
+        let mut c = Cursor::at(0);
+        for o in 0..5 {
+            c.deliver_new(o, 1, soon());
+        }
+        c.skip_below(3);
+        assert_eq!(c.committed(), 3);
+        assert_eq!(c.held_by(1), 2);
+        c.skip_below(8);
+        assert_eq!((c.committed(), c.next()), (8, 8));
+        assert_eq!(c.outstanding(), 0);
+    }
+
+    #[test]
+    fn the_window_bounds_first_deliveries() {
+        let mut c = Cursor::at(0);
+        for o in 0..MAX_WINDOW {
+            assert!(c.deliver_new(o, 1, soon()));
+        }
+        assert!(!c.deliver_new(MAX_WINDOW, 1, soon()));
+        c.ack(0);
+        assert!(c.deliver_new(MAX_WINDOW, 1, soon()));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Deliver(u8),
+        Ack(u8),
+        Nack(u8),
+        Expire,
+        Redeliver(u8),
+        Release,
+        Commit(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u8..8).prop_map(Op::Deliver),
+            any::<u8>().prop_map(Op::Ack),
+            any::<u8>().prop_map(Op::Nack),
+            Just(Op::Expire),
+            (1u8..8).prop_map(Op::Redeliver),
+            Just(Op::Release),
+            any::<u8>().prop_map(Op::Commit),
+        ]
+    }
+
+    proptest! {
+        /// Against a model: every offset below `next` is acked exactly when the model
+        /// says so, and outstanding = delivered - acked.
+        #[test]
+        fn cursor_matches_a_model(ops in proptest::collection::vec(op(), 1..80)) {
+            let base = Instant::now();
+            let mut c = Cursor::at(0);
+            let mut acked: BTreeSet<u64> = BTreeSet::new();
+            let mut delivered = 0u64;
+            for (step, op) in ops.into_iter().enumerate() {
+                let deadline = base + Duration::from_millis(step as u64 % 3);
+                match op {
+                    Op::Deliver(n) => {
+                        for _ in 0..n {
+                            prop_assert!(c.deliver_new(delivered, 1, deadline));
+                            delivered += 1;
+                        }
+                    }
+                    Op::Ack(o) => {
+                        let o = u64::from(o);
+                        let outcome = c.ack(o);
+                        if o >= delivered {
+                            prop_assert_eq!(outcome, AckOutcome::NotDelivered);
+                        } else {
+                            prop_assert_eq!(outcome == AckOutcome::Acked, acked.insert(o));
+                        }
+                    }
+                    Op::Nack(o) => c.nack(u64::from(o)),
+                    Op::Expire => c.expire(base + Duration::from_millis(1)),
+                    Op::Redeliver(n) => {
+                        for (o, attempt) in c.claim_redeliveries(n as usize, 2, deadline) {
+                            prop_assert!(!acked.contains(&o));
+                            prop_assert!(attempt >= 2);
+                        }
+                    }
+                    Op::Release => c.release(1),
+                    Op::Commit(o) => {
+                        let o = u64::from(o).min(delivered);
+                        c.commit_to(o);
+                        acked.extend(0..o);
+                    }
+                }
+                let expected_committed = (0..).find(|o| !acked.contains(o)).unwrap_or(0).min(delivered);
+                prop_assert_eq!(c.committed(), expected_committed);
+                prop_assert_eq!(c.next(), delivered);
+                let unacked = (0..delivered).filter(|o| !acked.contains(o)).count() as u64;
+                prop_assert_eq!(c.outstanding(), unacked);
+            }
+        }
+    }
+}

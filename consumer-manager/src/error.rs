@@ -1,0 +1,51 @@
+//! Errors of the consumer manager and the gRPC status each becomes.
+
+use tonic::{Code, Status};
+
+/// Result alias of the consumer manager.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a consumer-manager operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad name, option or argument.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An unknown subscription or topic.
+    #[error("{0}")]
+    NotFound(String),
+    /// A subscription of that name exists with other options.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The caller's view is stale (group generation, unknown member).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The brokers could not be reached or refused for now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// sled failed.
+    #[error("consumer manager storage: {0}")]
+    Storage(String),
+    /// A broker answered with an error.
+    #[error("broker: {0}")]
+    Broker(#[from] pubsub_client::Error),
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        let code = match &error {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Storage(_) => Code::Internal,
+            Error::Broker(e) => match e.code() {
+                Some(code) => code,
+                None if e.is_retriable() => Code::Unavailable,
+                None => Code::Internal,
+            },
+        };
+        Status::new(code, error.to_string())
+    }
+}

@@ -1,0 +1,254 @@
+//! History reads, dead-letter replay, and deleting segments every subscription of a
+//! keep-until-consumed topic has consumed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pubsub_proto::v1;
+use v1::list_offsets_request::Spec;
+
+use crate::error::{Error, Result};
+use crate::manager::{Manager, delivered};
+use crate::source::{ReadOutcome, header_pairs};
+
+/// Most records History returns per partition.
+pub const MAX_HISTORY_RECORDS: u32 = 10_000;
+
+impl Manager {
+    /// The latest records of a topic as offset-range reads, with each partition's log
+    /// start offset so a caller sees what retention removed.
+    pub async fn history(&self, request: &v1::HistoryRequest) -> Result<Vec<v1::HistoryPartition>> {
+        let description = self.source().describe(&request.topic).await?;
+        let count = description.topic.map_or(0, |t| t.partitions.len() as u32);
+        let partitions: Vec<u32> = match request.partition {
+            Some(p) if p < count => vec![p],
+            Some(p) => {
+                return Err(Error::InvalidArgument(format!(
+                    "partition {p} does not exist in topic {:?} ({count} partitions)",
+                    request.topic
+                )));
+            }
+            None => (0..count).collect(),
+        };
+        let limit = match request.max_records {
+            0 => MAX_HISTORY_RECORDS,
+            n => n.min(MAX_HISTORY_RECORDS),
+        } as usize;
+        let Some(range) = request.range else {
+            return Err(Error::InvalidArgument(
+                "history needs one of last, since_offset or since_timestamp_ms".into(),
+            ));
+        };
+        let mut out = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let topic = request.topic.as_str();
+            let high_watermark = self
+                .source()
+                .offset(topic, partition, Spec::Latest(true))
+                .await?;
+            let requested_from = match range {
+                v1::history_request::Range::Last(n) => high_watermark.saturating_sub(n),
+                v1::history_request::Range::SinceOffset(o) => o,
+                v1::history_request::Range::SinceTimestampMs(ts) => {
+                    self.source()
+                        .offset(topic, partition, Spec::TimestampMs(ts))
+                        .await?
+                }
+            };
+            let mut log_start = self
+                .source()
+                .offset(topic, partition, Spec::Earliest(true))
+                .await?;
+            let mut position = requested_from.max(log_start);
+            let mut records = Vec::new();
+            let mut truncated = false;
+            while position < high_watermark {
+                match self
+                    .source()
+                    .read(topic, partition, position, Duration::ZERO)
+                    .await?
+                {
+                    ReadOutcome::BelowStart { log_start: start } => {
+                        log_start = start;
+                        position = start;
+                    }
+                    ReadOutcome::Records(fetched) => {
+                        log_start = fetched.log_start_offset;
+                        if fetched.records.is_empty() {
+                            break;
+                        }
+                        for record in fetched.records {
+                            if record.offset >= high_watermark {
+                                break;
+                            }
+                            if records.len() == limit {
+                                truncated = true;
+                                break;
+                            }
+                            position = record.offset + 1;
+                            records.push(delivered(record, 0));
+                        }
+                        if truncated {
+                            break;
+                        }
+                    }
+                }
+            }
+            out.push(v1::HistoryPartition {
+                partition,
+                records,
+                log_start_offset: log_start,
+                high_watermark,
+                requested_from,
+                truncated,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Moves a subscription's dead letters back to its topic, each once: the replay
+    /// position in the dead-letter topic is stored with the subscription.
+    pub async fn replay_dead_letters(&self, name: &str, max: u64) -> Result<u64> {
+        let subscription = self.subscription(name)?;
+        let dlq = subscription.options.dead_letter_topic.clone();
+        let description = match self.source().describe(&dlq).await {
+            Ok(d) => d,
+            Err(Error::NotFound(_)) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let count = description.topic.map_or(0, |t| t.partitions.len());
+        let mut replayed = 0u64;
+        let max = if max == 0 { u64::MAX } else { max };
+        for partition in 0..count as u32 {
+            let position = subscription
+                .lock()?
+                .replayed
+                .get(partition as usize)
+                .copied()
+                .unwrap_or(0);
+            let end = self
+                .source()
+                .offset(&dlq, partition, Spec::Latest(true))
+                .await?;
+            let mut position = position;
+            while position < end && replayed < max {
+                let fetched = match self
+                    .source()
+                    .read(&dlq, partition, position, Duration::ZERO)
+                    .await?
+                {
+                    ReadOutcome::BelowStart { log_start } => {
+                        position = log_start;
+                        continue;
+                    }
+                    ReadOutcome::Records(f) if f.records.is_empty() => break,
+                    ReadOutcome::Records(f) => f,
+                };
+                let mut batch = Vec::new();
+                for record in fetched.records {
+                    if record.offset >= end || replayed + batch.len() as u64 >= max {
+                        break;
+                    }
+                    position = record.offset + 1;
+                    let headers = header_pairs(&record)
+                        .into_iter()
+                        .filter(|(k, _)| !k.starts_with("pubsub-dlq-"))
+                        .collect();
+                    batch.push(pubsub_client::ProducerRecord {
+                        key: record.key.clone(),
+                        value: record.value.clone(),
+                        headers,
+                        partition: dlq_source_partition(&record),
+                        timestamp: Some(record.timestamp),
+                    });
+                }
+                replayed += batch.len() as u64;
+                self.source()
+                    .produce(&subscription.topic, subscription.partitions, batch)
+                    .await?;
+                let record = {
+                    let mut state = subscription.lock()?;
+                    if state.replayed.len() <= partition as usize {
+                        state.replayed.resize(partition as usize + 1, 0);
+                    }
+                    state.replayed[partition as usize] = position;
+                    subscription.record(&state)
+                };
+                self.store().put_subscription(&record)?;
+                self.store().flush().await?;
+            }
+        }
+        tracing::info!(subscription = %name, replayed, "dead letters replayed");
+        Ok(replayed)
+    }
+
+    /// One pass of keep-until-consumed deletion: for every such topic with
+    /// subscriptions, each replica deletes the segments below the smallest committed
+    /// offset of its partition. Returns how many segments were deleted.
+    pub async fn delete_consumed(&self) -> Result<u64> {
+        let mut floors: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for subscription in self.all() {
+            let state = subscription.lock()?;
+            let committed: Vec<u64> = state.cursors.iter().map(|c| c.committed()).collect();
+            let entry = floors
+                .entry(subscription.topic.clone())
+                .or_insert_with(|| vec![u64::MAX; committed.len()]);
+            for (floor, c) in entry.iter_mut().zip(committed) {
+                *floor = (*floor).min(c);
+            }
+        }
+        let mut deleted = 0u64;
+        for (topic, floors) in floors {
+            let description = match self.source().describe(&topic).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(%topic, error = %e, "cannot describe topic for cleanup");
+                    continue;
+                }
+            };
+            let Some(described) = description.topic else {
+                continue;
+            };
+            let keep_until_consumed = described
+                .config
+                .as_ref()
+                .and_then(|c| c.retain_until_consumed)
+                .unwrap_or(false);
+            if !keep_until_consumed {
+                continue;
+            }
+            for partition in &described.partitions {
+                let Some(&floor) = floors.get(partition.partition as usize) else {
+                    continue;
+                };
+                for replica in &partition.replicas {
+                    let Some(broker) = description.brokers.iter().find(|b| b.id == *replica) else {
+                        continue;
+                    };
+                    match self
+                        .source()
+                        .delete_below(&broker.address, &topic, partition.partition, floor)
+                        .await
+                    {
+                        Ok(response) => deleted += u64::from(response.segments_deleted),
+                        Err(e) => {
+                            tracing::debug!(%topic, partition = partition.partition, broker = replica, error = %e, "delete below the consumed offset failed")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// The partition a dead letter came from, so replay keeps per-key order.
+fn dlq_source_partition(record: &pubsub_client::record::ConsumerRecord) -> Option<u32> {
+    record
+        .headers
+        .iter()
+        .find(|(k, _)| k == "pubsub-dlq-partition")
+        .and_then(|(_, v)| v.as_ref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+}

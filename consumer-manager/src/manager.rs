@@ -1,0 +1,1067 @@
+//! The consumer manager's operations: subscriptions, group membership, delivery
+//! (pull), acknowledgements, seeking, and dead letters.
+//!
+//! Delivery runs in three steps so no lock is held across I/O: claim (under the
+//! subscription's lock: expired leases, redeliveries, where new records start), fetch
+//! (from the partition leaders), then record (under the lock: leases, the new
+//! positions, persisted in sled and flushed before the records are returned).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use pubsub_client::record::ConsumerRecord;
+use pubsub_proto::v1;
+
+use crate::cursor::{AckOutcome, Cursor, Holder};
+use crate::error::{Error, Result};
+use crate::options::{Options, Start, check_subscription_name};
+use crate::source::{ReadOutcome, Source, header_pairs};
+use crate::store::{Changes, Store, SubscriptionRecord};
+use crate::subscription::{Mode, Subscription, check_generation, now_ms, persist_partition};
+
+/// Most records one Read or one stream delivery returns.
+pub const MAX_READ_RECORDS: usize = 10_000;
+/// Longest a Read waits for records.
+const MAX_READ_WAIT: Duration = Duration::from_secs(30);
+
+/// Settings of a consumer manager.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// Directory of the sled database.
+    pub data_dir: PathBuf,
+    /// A broker to bootstrap from (host:port).
+    pub brokers: String,
+    /// How often keep-until-consumed topics get their consumed segments deleted.
+    pub cleanup_interval: Duration,
+}
+
+impl ManagerConfig {
+    /// Defaults for a manager storing under `data_dir` and reading from `brokers`.
+    pub fn new(data_dir: PathBuf, brokers: String) -> Self {
+        ManagerConfig {
+            data_dir,
+            brokers,
+            cleanup_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Who is calling: member id (may be empty) and client address.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Member id given by the caller (empty: derived from the address).
+    pub member_id: String,
+    /// Client address.
+    pub address: String,
+}
+
+/// Records delivered by one read, and what was skipped.
+#[derive(Default)]
+pub struct Delivery {
+    /// Records, each leased to the reader.
+    pub records: Vec<v1::DeliveredRecord>,
+    /// Ranges passed over because of retention.
+    pub skipped: Vec<v1::Skip>,
+}
+
+/// The consumer manager.
+pub struct Manager {
+    store: Store,
+    source: Source,
+    subscriptions: RwLock<HashMap<String, Arc<Subscription>>>,
+    /// Serializes Subscribe and Unsubscribe.
+    admin: tokio::sync::Mutex<()>,
+    next_holder: AtomicU64,
+    config: ManagerConfig,
+}
+
+impl Manager {
+    /// Opens the store and reloads every subscription.
+    pub fn open(config: ManagerConfig) -> Result<Manager> {
+        let store = Store::open(&config.data_dir)?;
+        let mut subscriptions = HashMap::new();
+        for record in store.subscriptions()? {
+            let mut cursors = Vec::with_capacity(record.partitions as usize);
+            for partition in 0..record.partitions {
+                let cursor = match store.cursor(&record.name, partition)? {
+                    Some(loaded) => Cursor::restore(
+                        loaded.cursor.committed,
+                        loaded.cursor.next,
+                        loaded.acked,
+                        loaded.deliveries,
+                    ),
+                    None => Cursor::at(0),
+                };
+                cursors.push(cursor);
+            }
+            tracing::info!(subscription = %record.name, topic = %record.topic, "subscription loaded");
+            subscriptions.insert(
+                record.name.clone(),
+                Arc::new(Subscription::new(&record, cursors)),
+            );
+        }
+        Ok(Manager {
+            source: Source::new(config.brokers.clone()),
+            store,
+            subscriptions: RwLock::new(subscriptions),
+            admin: tokio::sync::Mutex::new(()),
+            next_holder: AtomicU64::new(1),
+            config,
+        })
+    }
+
+    /// The manager's settings.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// The brokers.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn new_holder(&self) -> Holder {
+        self.next_holder.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A subscription by name.
+    pub fn subscription(&self, name: &str) -> Result<Arc<Subscription>> {
+        self.subscriptions
+            .read()
+            .map_err(|_| Error::Storage("subscription map poisoned".into()))?
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("subscription {name:?} does not exist")))
+    }
+
+    /// Every subscription.
+    pub fn all(&self) -> Vec<Arc<Subscription>> {
+        self.subscriptions
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Creates a subscription (or answers with the identical existing one).
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        name: &str,
+        options: Option<&v1::SubscriptionOptions>,
+    ) -> Result<(Arc<Subscription>, bool)> {
+        check_subscription_name(name)?;
+        pubsub_proto::ids::TopicName::new(topic.to_string())
+            .map_err(|e| Error::InvalidArgument(format!("topic name {topic:?}: {e}")))?;
+        let options = Options::resolve(topic, name, options)?;
+        let _admin = self.admin.lock().await;
+        if let Ok(existing) = self.subscription(name) {
+            if existing.topic == topic && existing.options == options {
+                return Ok((existing, false));
+            }
+            return Err(Error::AlreadyExists(format!(
+                "subscription {name:?} already exists on topic {:?} with other options; \
+                 unsubscribe it first or pick another name",
+                existing.topic
+            )));
+        }
+        let description = self.source.describe(topic).await?;
+        let partitions = description.topic.map_or(0, |t| t.partitions.len() as u32);
+        let spec = match options.start {
+            Start::Earliest => v1::list_offsets_request::Spec::Earliest(true),
+            Start::Latest => v1::list_offsets_request::Spec::Latest(true),
+            Start::Timestamp(ts) => v1::list_offsets_request::Spec::TimestampMs(ts),
+        };
+        let mut cursors = Vec::with_capacity(partitions as usize);
+        let mut changes = Changes::new();
+        for partition in 0..partitions {
+            let offset = self.source.offset(topic, partition, spec).await?;
+            let cursor = Cursor::at(offset);
+            persist_partition(
+                &self.store,
+                &mut changes,
+                name,
+                partition,
+                &cursor,
+                offset,
+                &[],
+            )?;
+            cursors.push(cursor);
+        }
+        let record = SubscriptionRecord {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            partitions,
+            options,
+            generation: 0,
+            dead_lettered: 0,
+            replayed: Vec::new(),
+        };
+        self.store.apply(changes)?;
+        self.store.put_subscription(&record)?;
+        self.store.flush().await?;
+        let subscription = Arc::new(Subscription::new(&record, cursors));
+        self.subscriptions
+            .write()
+            .map_err(|_| Error::Storage("subscription map poisoned".into()))?
+            .insert(name.to_string(), subscription.clone());
+        tracing::info!(subscription = %name, topic, partitions, "subscription created");
+        Ok((subscription, true))
+    }
+
+    /// Deletes a subscription of `topic`, its offsets and delivery counts.
+    pub async fn unsubscribe(&self, topic: &str, name: &str) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let subscription = self.subscription(name)?;
+        if !topic.is_empty() && subscription.topic != topic {
+            return Err(Error::NotFound(format!(
+                "subscription {name:?} is on topic {:?}, not {topic:?}",
+                subscription.topic
+            )));
+        }
+        self.subscriptions
+            .write()
+            .map_err(|_| Error::Storage("subscription map poisoned".into()))?
+            .remove(name);
+        {
+            let mut state = subscription.lock()?;
+            let ids: Vec<String> = state.members.keys().cloned().collect();
+            for id in ids {
+                state.remove(&id);
+            }
+        }
+        self.store.delete_subscription(name)?;
+        self.store.flush().await?;
+        tracing::info!(subscription = %name, "subscription deleted");
+        Ok(())
+    }
+
+    /// Joins a group (or renews a membership): member id, generation, partitions.
+    pub async fn join(
+        &self,
+        name: &str,
+        caller: &Caller,
+        mode: Mode,
+    ) -> Result<v1::JoinGroupResponse> {
+        let subscription = self.subscription(name)?;
+        let member_id = if caller.member_id.is_empty() {
+            format!("{}-{:016x}", mode.as_str(), rand::random::<u64>())
+        } else {
+            caller.member_id.clone()
+        };
+        let (response, record) = {
+            let mut state = subscription.lock()?;
+            let (_, new) = state.touch(&member_id, &caller.address, mode, || self.new_holder());
+            let record = if new && subscription.options.group {
+                state.rebalance(subscription.partitions);
+                tracing::info!(subscription = %name, member = %member_id, generation = state.generation, "member joined; rebalanced");
+                Some(subscription.record(&state))
+            } else {
+                None
+            };
+            let response = v1::JoinGroupResponse {
+                partitions: state.eligible(
+                    subscription.options.group,
+                    &member_id,
+                    subscription.partitions,
+                ),
+                member_id,
+                generation: state.generation,
+                session_timeout_ms: subscription.options.session_timeout_ms,
+            };
+            (response, record)
+        };
+        if let Some(record) = record {
+            // A generation is never handed out twice, even across a restart.
+            self.store.put_subscription(&record)?;
+            self.store.flush().await?;
+            subscription.changed.notify_waiters();
+        }
+        Ok(response)
+    }
+
+    /// Removes a member now (leave, stream closed, session expired).
+    pub async fn leave(&self, name: &str, member_id: &str) -> Result<()> {
+        let subscription = self.subscription(name)?;
+        let record = {
+            let mut state = subscription.lock()?;
+            if !state.remove(member_id) {
+                return Ok(());
+            }
+            if subscription.options.group {
+                state.rebalance(subscription.partitions);
+                tracing::info!(subscription = %name, member = %member_id, generation = state.generation, "member left; rebalanced");
+            }
+            subscription.record(&state)
+        };
+        subscription.changed.notify_waiters();
+        self.store.put_subscription(&record)?;
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// Pull: up to `max` records for `caller`, waiting up to `wait` for the first.
+    pub async fn read(
+        &self,
+        name: &str,
+        caller: &Caller,
+        generation: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Delivery> {
+        let subscription = self.subscription(name)?;
+        let max = max.clamp(1, MAX_READ_RECORDS);
+        let wait = wait.min(MAX_READ_WAIT);
+        let member_id = if subscription.options.group || !caller.member_id.is_empty() {
+            caller.member_id.clone()
+        } else {
+            format!("pull-{}", caller.address)
+        };
+        let holder = {
+            let mut state = subscription.lock()?;
+            if subscription.options.group {
+                check_generation(&subscription, &state, &member_id, generation)?;
+            }
+            state
+                .touch(&member_id, &caller.address, Mode::Pull, || {
+                    self.new_holder()
+                })
+                .0
+        };
+        self.deliver(&subscription, &member_id, holder, max, wait)
+            .await
+    }
+
+    /// Delivers up to `max` records to a member, waiting up to `wait` for the first.
+    pub async fn deliver(
+        &self,
+        subscription: &Arc<Subscription>,
+        member_id: &str,
+        holder: Holder,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Delivery> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = subscription.changed.notified();
+            let delivery = self
+                .deliver_once(subscription, member_id, holder, max, until)
+                .await?;
+            if !delivery.records.is_empty()
+                || !delivery.skipped.is_empty()
+                || tokio::time::Instant::now() >= until
+            {
+                return Ok(delivery);
+            }
+            // Nothing new: wait for a nack or release, or look again shortly (leases
+            // expire on their own clock).
+            let _ = tokio::time::timeout_at(
+                until.min(tokio::time::Instant::now() + Duration::from_millis(200)),
+                changed,
+            )
+            .await;
+        }
+    }
+
+    async fn deliver_once(
+        &self,
+        subscription: &Arc<Subscription>,
+        member_id: &str,
+        holder: Holder,
+        max: usize,
+        until: tokio::time::Instant,
+    ) -> Result<Delivery> {
+        let name = &subscription.name;
+        // 1. Claim.
+        let (claims, plans) = {
+            let mut state = subscription.lock()?;
+            let now = Instant::now();
+            let eligible = state.eligible(
+                subscription.options.group,
+                member_id,
+                subscription.partitions,
+            );
+            let deadline = subscription.lease_deadline();
+            let mut claims: Vec<(u32, u64, u32)> = Vec::new();
+            for &partition in &eligible {
+                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                    continue;
+                };
+                cursor.expire(now);
+                let room = max - claims.len();
+                if room == 0 {
+                    break;
+                }
+                claims.extend(
+                    cursor
+                        .claim_redeliveries(room, holder, deadline)
+                        .into_iter()
+                        .map(|(o, a)| (partition, o, a)),
+                );
+            }
+            let left = max - claims.len();
+            let plans: Vec<(u32, u64)> = if left == 0 {
+                Vec::new()
+            } else {
+                eligible
+                    .iter()
+                    .filter_map(|&p| {
+                        let cursor = state.cursors.get(p as usize)?;
+                        (cursor.room() > 0).then_some((p, cursor.next()))
+                    })
+                    .collect()
+            };
+            (claims, plans)
+        };
+        let mut delivery = Delivery::default();
+        // 2a. Redeliveries: fetch the claimed records; dead-letter those out of attempts.
+        if !claims.is_empty() {
+            self.redeliver(subscription, claims, &mut delivery).await?;
+        }
+        // 2b. New records: long-poll every planned partition, take what arrives first.
+        let left = max.saturating_sub(delivery.records.len());
+        if left == 0 || plans.is_empty() {
+            return Ok(delivery);
+        }
+        let wait = if delivery.records.is_empty() {
+            until.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            Duration::ZERO
+        };
+        let mut fetches: FuturesUnordered<_> = plans
+            .into_iter()
+            .map(|(partition, from)| {
+                let source = &self.source;
+                let topic = subscription.topic.as_str();
+                async move { (partition, source.read(topic, partition, from, wait).await) }
+            })
+            .collect();
+        let mut results = Vec::new();
+        while let Some((partition, result)) = fetches.next().await {
+            let found = match &result {
+                Ok(ReadOutcome::Records(f)) => !f.records.is_empty(),
+                Ok(ReadOutcome::BelowStart { .. }) => true,
+                Err(e) => {
+                    tracing::debug!(subscription = %name, partition, error = %e, "read failed");
+                    false
+                }
+            };
+            if let Ok(outcome) = result {
+                results.push((partition, outcome));
+            }
+            if found {
+                // Take whatever else is ready now, then stop waiting on idle partitions.
+                while let Some(Some((partition, Ok(outcome)))) =
+                    futures::FutureExt::now_or_never(fetches.next())
+                {
+                    results.push((partition, outcome));
+                }
+                break;
+            }
+        }
+        drop(fetches);
+        // 3. Record.
+        let retention_floor = subscription
+            .options
+            .retention_ms
+            .map(|ms| now_ms().saturating_sub(ms as i64));
+        let mut changes = Changes::new();
+        {
+            let mut state = subscription.lock()?;
+            let deadline = subscription.lease_deadline();
+            let mut left = left;
+            for (partition, outcome) in results {
+                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                    continue;
+                };
+                let before = cursor.committed();
+                let mut passed = Vec::new();
+                match outcome {
+                    ReadOutcome::BelowStart { log_start } => {
+                        let from = cursor.committed();
+                        cursor.skip_below(log_start);
+                        delivery
+                            .skipped
+                            .push(skip(partition, from, log_start, "topic retention"));
+                    }
+                    ReadOutcome::Records(fetched) => {
+                        let mut aged: Option<(u64, u64)> = None;
+                        for record in fetched.records {
+                            if left == 0 {
+                                break;
+                            }
+                            if retention_floor.is_some_and(|floor| record.timestamp < floor) {
+                                if cursor.pass_new(record.offset) {
+                                    passed.push(record.offset);
+                                    aged =
+                                        Some(aged.map_or(
+                                            (record.offset, record.offset + 1),
+                                            |(a, _)| (a, record.offset + 1),
+                                        ));
+                                }
+                                continue;
+                            }
+                            if cursor.deliver_new(record.offset, holder, deadline) {
+                                left -= 1;
+                                delivery.records.push(delivered(record, 1));
+                            }
+                        }
+                        if let Some((from, to)) = aged {
+                            delivery.skipped.push(skip(
+                                partition,
+                                from,
+                                to,
+                                "subscription retention",
+                            ));
+                        }
+                        if let Some(hw) = state.high_watermarks.get_mut(partition as usize) {
+                            *hw = Some(fetched.high_watermark);
+                        }
+                    }
+                }
+                let Some(cursor) = state.cursors.get(partition as usize) else {
+                    continue;
+                };
+                persist_partition(
+                    &self.store,
+                    &mut changes,
+                    name,
+                    partition,
+                    cursor,
+                    before,
+                    &passed,
+                )?;
+            }
+            self.store.apply(changes)?;
+        }
+        self.store.flush().await?;
+        Ok(delivery)
+    }
+
+    /// Fetches claimed redeliveries; records past `max_deliveries` go to the dead-letter
+    /// topic and are acknowledged instead of delivered.
+    async fn redeliver(
+        &self,
+        subscription: &Arc<Subscription>,
+        claims: Vec<(u32, u64, u32)>,
+        delivery: &mut Delivery,
+    ) -> Result<()> {
+        let mut by_partition: BTreeMap<u32, Vec<(u64, u32)>> = BTreeMap::new();
+        for (partition, offset, attempt) in claims {
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push((offset, attempt));
+        }
+        let max_deliveries = subscription.options.max_deliveries;
+        let mut dead: Vec<ConsumerRecord> = Vec::new();
+        let mut attempts: Vec<(u32, u64, u32)> = Vec::new();
+        let mut unfound: Vec<(u32, u64)> = Vec::new();
+        let mut below_start: Vec<(u32, u64)> = Vec::new();
+        for (partition, mut wanted) in by_partition {
+            wanted.sort_unstable();
+            let mut index = 0;
+            while index < wanted.len() {
+                let from = wanted[index].0;
+                match self
+                    .source
+                    .read(&subscription.topic, partition, from, Duration::ZERO)
+                    .await
+                {
+                    Ok(ReadOutcome::Records(fetched)) if !fetched.records.is_empty() => {
+                        let mut records = fetched.records.into_iter().peekable();
+                        while index < wanted.len() {
+                            let (offset, attempt) = wanted[index];
+                            while records.peek().is_some_and(|r| r.offset < offset) {
+                                records.next();
+                            }
+                            let Some(record) = records.next_if(|r| r.offset == offset) else {
+                                if records.peek().is_none() {
+                                    break;
+                                }
+                                unfound.push((partition, offset));
+                                index += 1;
+                                continue;
+                            };
+                            attempts.push((partition, offset, attempt));
+                            if max_deliveries.is_some_and(|max| attempt > max) {
+                                dead.push(record);
+                            } else {
+                                delivery.records.push(delivered(record, attempt));
+                            }
+                            index += 1;
+                        }
+                    }
+                    Ok(ReadOutcome::BelowStart { log_start }) => {
+                        below_start.push((partition, log_start));
+                        break;
+                    }
+                    Ok(ReadOutcome::Records(_)) | Err(_) => {
+                        unfound.extend(wanted[index..].iter().map(|&(o, _)| (partition, o)));
+                        break;
+                    }
+                }
+            }
+        }
+        if !dead.is_empty() {
+            self.dead_letter(subscription, &dead, &attempts).await?;
+        }
+        let mut changes = Changes::new();
+        {
+            let mut state = subscription.lock()?;
+            for (partition, offset) in unfound {
+                if let Some(cursor) = state.cursors.get_mut(partition as usize) {
+                    cursor.unclaim(offset);
+                }
+            }
+            for &(partition, offset, attempt) in &attempts {
+                changes.deliveries(&subscription.name, partition, offset, attempt);
+            }
+            for (partition, log_start) in below_start {
+                if let Some(cursor) = state.cursors.get_mut(partition as usize) {
+                    let from = cursor.committed();
+                    let before = from;
+                    cursor.skip_below(log_start);
+                    persist_partition(
+                        &self.store,
+                        &mut changes,
+                        &subscription.name,
+                        partition,
+                        cursor,
+                        before,
+                        &[],
+                    )?;
+                    delivery
+                        .skipped
+                        .push(skip(partition, from, log_start, "topic retention"));
+                }
+            }
+            self.store.apply(changes)?;
+        }
+        Ok(())
+    }
+
+    /// Writes records to the subscription's dead-letter topic, then acknowledges them.
+    async fn dead_letter(
+        &self,
+        subscription: &Arc<Subscription>,
+        dead: &[ConsumerRecord],
+        attempts: &[(u32, u64, u32)],
+    ) -> Result<()> {
+        let attempt_of = |partition: u32, offset: u64| {
+            attempts
+                .iter()
+                .find(|&&(p, o, _)| p == partition && o == offset)
+                .map_or(0, |&(_, _, a)| a - 1)
+        };
+        let records = dead
+            .iter()
+            .map(|record| {
+                let mut headers = header_pairs(record);
+                headers.push(("pubsub-dlq-topic".into(), subscription.topic.clone().into()));
+                headers.push((
+                    "pubsub-dlq-partition".into(),
+                    record.partition.to_string().into(),
+                ));
+                headers.push(("pubsub-dlq-offset".into(), record.offset.to_string().into()));
+                headers.push((
+                    "pubsub-dlq-deliveries".into(),
+                    attempt_of(record.partition, record.offset)
+                        .to_string()
+                        .into(),
+                ));
+                pubsub_client::ProducerRecord {
+                    key: record.key.clone(),
+                    value: record.value.clone(),
+                    headers,
+                    partition: None,
+                    timestamp: Some(record.timestamp),
+                }
+            })
+            .collect();
+        self.source
+            .produce(&subscription.options.dead_letter_topic, 1, records)
+            .await?;
+        tracing::info!(subscription = %subscription.name, records = dead.len(), topic = %subscription.options.dead_letter_topic, "dead-lettered records");
+        let ids: Vec<(u32, u64)> = dead.iter().map(|r| (r.partition, r.offset)).collect();
+        {
+            let mut state = subscription.lock()?;
+            state.dead_lettered += ids.len() as u64;
+            self.store.put_subscription(&subscription.record(&state))?;
+        }
+        self.ack_ids(subscription, &ids).await
+    }
+
+    /// Acknowledges records of a subscription for a caller (generation checked).
+    pub async fn ack(
+        &self,
+        name: &str,
+        member_id: &str,
+        generation: u64,
+        ids: &[(u32, u64)],
+    ) -> Result<()> {
+        let subscription = self.subscription(name)?;
+        {
+            let mut state = subscription.lock()?;
+            check_generation(&subscription, &state, member_id, generation)?;
+            if let Some(member) = state.members.get_mut(member_id) {
+                member.last_seen = Instant::now();
+            }
+        }
+        self.ack_ids(&subscription, ids).await
+    }
+
+    /// Acknowledges records and waits until the new positions are durable.
+    pub async fn ack_ids(
+        &self,
+        subscription: &Arc<Subscription>,
+        ids: &[(u32, u64)],
+    ) -> Result<()> {
+        let mut changes = Changes::new();
+        {
+            let mut state = subscription.lock()?;
+            let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+            for &(partition, offset) in ids {
+                by_partition.entry(partition).or_default().push(offset);
+            }
+            for (partition, offsets) in by_partition {
+                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                    return Err(Error::InvalidArgument(format!(
+                        "partition {partition} does not exist in topic {:?} ({} partitions)",
+                        subscription.topic, subscription.partitions
+                    )));
+                };
+                let before = cursor.committed();
+                let mut acked = Vec::with_capacity(offsets.len());
+                for offset in offsets {
+                    match cursor.ack(offset) {
+                        AckOutcome::Acked => acked.push(offset),
+                        AckOutcome::Already => {}
+                        AckOutcome::NotDelivered => {
+                            return Err(Error::InvalidArgument(format!(
+                                "offset {offset} of partition {partition} was never delivered to \
+                                 subscription {:?}",
+                                subscription.name
+                            )));
+                        }
+                    }
+                }
+                if acked.is_empty() {
+                    continue;
+                }
+                let cursor = &state.cursors[partition as usize];
+                persist_partition(
+                    &self.store,
+                    &mut changes,
+                    &subscription.name,
+                    partition,
+                    cursor,
+                    before,
+                    &acked,
+                )?;
+            }
+            self.store.apply(changes)?;
+        }
+        self.store.flush().await?;
+        subscription.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Gives records back for immediate redelivery.
+    pub async fn nack(
+        &self,
+        name: &str,
+        member_id: &str,
+        generation: u64,
+        ids: &[(u32, u64)],
+    ) -> Result<()> {
+        let subscription = self.subscription(name)?;
+        {
+            let mut state = subscription.lock()?;
+            check_generation(&subscription, &state, member_id, generation)?;
+            for &(partition, offset) in ids {
+                if let Some(cursor) = state.cursors.get_mut(partition as usize) {
+                    cursor.nack(offset);
+                }
+            }
+        }
+        subscription.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Kafka-style commit of one partition up to `offset`.
+    pub async fn commit(
+        &self,
+        name: &str,
+        member_id: &str,
+        generation: u64,
+        partition: u32,
+        offset: u64,
+    ) -> Result<()> {
+        let subscription = self.subscription(name)?;
+        if partition >= subscription.partitions {
+            return Err(Error::InvalidArgument(format!(
+                "partition {partition} does not exist in topic {:?} ({} partitions)",
+                subscription.topic, subscription.partitions
+            )));
+        }
+        let high_watermark = self
+            .source
+            .offset(
+                &subscription.topic,
+                partition,
+                v1::list_offsets_request::Spec::Latest(true),
+            )
+            .await?;
+        if offset > high_watermark {
+            return Err(Error::InvalidArgument(format!(
+                "cannot commit offset {offset} of partition {partition}: the partition ends at {high_watermark}"
+            )));
+        }
+        let mut changes = Changes::new();
+        {
+            let mut state = subscription.lock()?;
+            check_generation(&subscription, &state, member_id, generation)?;
+            let cursor = &mut state.cursors[partition as usize];
+            let before = cursor.committed();
+            cursor.commit_to(offset);
+            persist_partition(
+                &self.store,
+                &mut changes,
+                name,
+                partition,
+                cursor,
+                before,
+                &[],
+            )?;
+            self.store.apply(changes)?;
+        }
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// Moves a subscription's position (all partitions or one).
+    pub async fn seek(
+        &self,
+        name: &str,
+        partition: Option<u32>,
+        target: v1::seek_request::Target,
+    ) -> Result<Vec<v1::PartitionLag>> {
+        let subscription = self.subscription(name)?;
+        let partitions: Vec<u32> = match partition {
+            Some(p) if p < subscription.partitions => vec![p],
+            Some(p) => {
+                return Err(Error::InvalidArgument(format!(
+                    "partition {p} does not exist in topic {:?} ({} partitions)",
+                    subscription.topic, subscription.partitions
+                )));
+            }
+            None => (0..subscription.partitions).collect(),
+        };
+        let mut offsets = Vec::with_capacity(partitions.len());
+        for &p in &partitions {
+            use v1::list_offsets_request::Spec;
+            let offset = match target {
+                v1::seek_request::Target::Offset(o) => o,
+                v1::seek_request::Target::Earliest(_) => {
+                    self.source
+                        .offset(&subscription.topic, p, Spec::Earliest(true))
+                        .await?
+                }
+                v1::seek_request::Target::Latest(_) => {
+                    self.source
+                        .offset(&subscription.topic, p, Spec::Latest(true))
+                        .await?
+                }
+                v1::seek_request::Target::TimestampMs(ts) => {
+                    self.source
+                        .offset(&subscription.topic, p, Spec::TimestampMs(ts))
+                        .await?
+                }
+            };
+            offsets.push((p, offset));
+        }
+        let mut changes = Changes::new();
+        {
+            let mut state = subscription.lock()?;
+            for &(p, offset) in &offsets {
+                let cursor = &mut state.cursors[p as usize];
+                cursor.seek(offset);
+                self.store.forget_range(name, p, 0, u64::MAX)?;
+                persist_partition(&self.store, &mut changes, name, p, cursor, offset, &[])?;
+            }
+            self.store.apply(changes)?;
+        }
+        self.store.flush().await?;
+        subscription.changed.notify_waiters();
+        Ok(offsets
+            .into_iter()
+            .map(|(p, offset)| v1::PartitionLag {
+                partition: p,
+                committed_offset: offset,
+                ..Default::default()
+            })
+            .collect())
+    }
+
+    /// A subscription's description with per-partition lag (high watermarks asked of
+    /// the leaders now) and members.
+    pub async fn describe(&self, subscription: &Arc<Subscription>) -> v1::SubscriptionInfo {
+        let mut high_watermarks = Vec::with_capacity(subscription.partitions as usize);
+        for p in 0..subscription.partitions {
+            high_watermarks.push(
+                self.source
+                    .offset(
+                        &subscription.topic,
+                        p,
+                        v1::list_offsets_request::Spec::Latest(true),
+                    )
+                    .await
+                    .ok(),
+            );
+        }
+        let Ok(state) = subscription.lock() else {
+            return v1::SubscriptionInfo::default();
+        };
+        let partitions = state
+            .cursors
+            .iter()
+            .enumerate()
+            .map(|(p, cursor)| {
+                let end = high_watermarks.get(p).copied().flatten();
+                v1::PartitionLag {
+                    partition: p as u32,
+                    committed_offset: cursor.committed(),
+                    end_offset: end,
+                    lag: end.map(|e| e.saturating_sub(cursor.committed())),
+                    outstanding: cursor.outstanding(),
+                }
+            })
+            .collect();
+        v1::SubscriptionInfo {
+            name: subscription.name.clone(),
+            topic: subscription.topic.clone(),
+            options: Some(subscription.options.to_proto()),
+            partitions,
+            generation: state.generation,
+            members: members(subscription, &state, &high_watermarks),
+            dead_lettered: state.dead_lettered,
+        }
+    }
+
+    /// Members connected to a topic's subscriptions (or one subscription).
+    pub fn presence(&self, topic: &str, name: &str) -> Result<Vec<v1::MemberInfo>> {
+        let mut all = Vec::new();
+        for subscription in self.all() {
+            if (!topic.is_empty() && subscription.topic != topic)
+                || (!name.is_empty() && subscription.name != name)
+            {
+                continue;
+            }
+            let state = subscription.lock()?;
+            let high_watermarks = state.high_watermarks.clone();
+            all.extend(members(&subscription, &state, &high_watermarks));
+        }
+        all.sort_by(|a, b| (&a.subscription, &a.member_id).cmp(&(&b.subscription, &b.member_id)));
+        Ok(all)
+    }
+
+    /// Evicts members not heard from within their session timeout.
+    pub async fn expire_members(&self) {
+        for subscription in self.all() {
+            let timeout = subscription.session_timeout();
+            let expired = match subscription.lock() {
+                Ok(state) => state.expired(timeout, Instant::now()),
+                Err(_) => continue,
+            };
+            for member in expired {
+                tracing::info!(subscription = %subscription.name, %member, "session expired");
+                if let Err(e) = self.leave(&subscription.name, &member).await {
+                    tracing::warn!(subscription = %subscription.name, error = %e, "cannot remove expired member");
+                }
+            }
+        }
+    }
+}
+
+/// Member descriptions of a subscription; `high_watermarks` give the lag.
+fn members(
+    subscription: &Subscription,
+    state: &crate::subscription::State,
+    high_watermarks: &[Option<u64>],
+) -> Vec<v1::MemberInfo> {
+    state
+        .members
+        .iter()
+        .map(|(id, member)| {
+            let partitions: Vec<u32> = if subscription.options.group {
+                state.assignment.get(id).cloned().unwrap_or_default()
+            } else {
+                state
+                    .cursors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.holders().any(|h| h == member.holder))
+                    .map(|(p, _)| p as u32)
+                    .collect()
+            };
+            let lag_of = |p: &u32| {
+                let committed = state.cursors.get(*p as usize).map_or(0, Cursor::committed);
+                high_watermarks
+                    .get(*p as usize)
+                    .copied()
+                    .flatten()
+                    .map_or(0, |hw| hw.saturating_sub(committed))
+            };
+            let lag = if subscription.options.group {
+                partitions.iter().map(lag_of).sum()
+            } else {
+                (0..subscription.partitions).map(|p| lag_of(&p)).sum()
+            };
+            v1::MemberInfo {
+                member_id: id.clone(),
+                subscription: subscription.name.clone(),
+                client_address: member.address.clone(),
+                connected_since_ms: member.since_ms,
+                partitions,
+                lag,
+                mode: member.mode.as_str().to_string(),
+            }
+        })
+        .collect()
+}
+
+fn skip(partition: u32, from: u64, to: u64, reason: &str) -> v1::Skip {
+    v1::Skip {
+        partition,
+        from_offset: from,
+        to_offset: to,
+        reason: reason.to_string(),
+    }
+}
+
+/// A fetched record as delivered; key, value and headers stay slices of the fetch.
+pub fn delivered(record: ConsumerRecord, attempt: u32) -> v1::DeliveredRecord {
+    v1::DeliveredRecord {
+        partition: record.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp,
+        key: record.key,
+        value: record.value,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|(key, value)| v1::RecordHeader { key, value })
+            .collect(),
+        delivery_attempt: attempt,
+    }
+}

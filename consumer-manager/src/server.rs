@@ -1,0 +1,68 @@
+//! Running a consumer manager: the background work (session expiry, keep-until-
+//! consumed deletion) and, for `pubsubd consumer-manager`, its own gRPC server.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pubsub_proto::MAX_FRAME_BYTES;
+use pubsub_proto::v1::consumer_manager_server::ConsumerManagerServer;
+use tokio::net::TcpListener;
+
+use crate::error::{Error, Result};
+use crate::manager::Manager;
+use crate::service::ConsumerManagerService;
+
+/// How often member sessions are checked.
+const SESSION_CHECK: Duration = Duration::from_millis(250);
+
+/// The gRPC service of `manager`, with the project's transport limits, to serve
+/// beside others (standalone serves it on the broker's address).
+pub fn grpc_service(manager: Arc<Manager>) -> ConsumerManagerServer<ConsumerManagerService> {
+    pubsub_proto::with_limits!(ConsumerManagerServer::new(ConsumerManagerService::new(
+        manager
+    )))
+}
+
+/// Runs session expiry and keep-until-consumed deletion until the task is dropped.
+pub async fn background(manager: Arc<Manager>) {
+    let mut sessions = tokio::time::interval(SESSION_CHECK);
+    let mut cleanup = tokio::time::interval(manager.config().cleanup_interval);
+    loop {
+        tokio::select! {
+            _ = sessions.tick() => manager.expire_members().await,
+            _ = cleanup.tick() => match manager.delete_consumed().await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(segments = deleted, "deleted segments every subscription consumed"),
+                Err(e) => tracing::warn!(error = %e, "keep-until-consumed pass failed"),
+            },
+        }
+    }
+}
+
+/// Serves a consumer manager alone on `listener` until `shutdown` resolves.
+pub async fn run(
+    manager: Arc<Manager>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ConsumerManagerServer<ConsumerManagerService>>()
+        .await;
+    let background = tokio::spawn(background(manager.clone()));
+    tracing::info!(address = ?listener.local_addr().ok(), "consumer manager listening");
+    let result = tonic::transport::Server::builder()
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .add_service(pubsub_proto::with_limits!(health_service))
+        .add_service(grpc_service(manager.clone()))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    background.abort();
+    let flushed = manager.store().flush().await;
+    result.map_err(|e| Error::Unavailable(format!("grpc server: {e}")))?;
+    flushed
+}

@@ -1,0 +1,283 @@
+//! The ConsumerManager gRPC service: requests checked and mapped onto [`Manager`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use pubsub_proto::v1::{self, consumer_manager_server::ConsumerManager as Rpc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::manager::{Caller, Manager};
+use crate::subscription::Mode;
+
+/// Most record ids one Ack or Nack may carry.
+const MAX_IDS: usize = 100_000;
+
+/// The gRPC face of a [`Manager`].
+#[derive(Clone)]
+pub struct ConsumerManagerService {
+    manager: Arc<Manager>,
+}
+
+impl ConsumerManagerService {
+    /// Serves `manager`.
+    pub fn new(manager: Arc<Manager>) -> Self {
+        ConsumerManagerService { manager }
+    }
+}
+
+fn address<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.to_string())
+}
+
+fn ids(records: &[v1::RecordId]) -> Result<Vec<(u32, u64)>, Status> {
+    if records.len() > MAX_IDS {
+        return Err(Status::invalid_argument(format!(
+            "{} record ids in one call; at most {MAX_IDS}",
+            records.len()
+        )));
+    }
+    Ok(records.iter().map(|r| (r.partition, r.offset)).collect())
+}
+
+type StreamOf<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Rpc for ConsumerManagerService {
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<v1::SubscribeResponse>, Status> {
+        let request = request.into_inner();
+        let (subscription, created) = self
+            .manager
+            .subscribe(
+                &request.topic,
+                &request.subscription,
+                request.options.as_ref(),
+            )
+            .await?;
+        Ok(Response::new(v1::SubscribeResponse {
+            subscription: Some(self.manager.describe(&subscription).await),
+            created,
+        }))
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<v1::UnsubscribeRequest>,
+    ) -> Result<Response<v1::UnsubscribeResponse>, Status> {
+        let request = request.into_inner();
+        self.manager
+            .unsubscribe(&request.topic, &request.subscription)
+            .await?;
+        Ok(Response::new(v1::UnsubscribeResponse {}))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<v1::ListSubscriptionsRequest>,
+    ) -> Result<Response<v1::ListSubscriptionsResponse>, Status> {
+        let request = request.into_inner();
+        let mut chosen = if request.subscription.is_empty() {
+            self.manager.all()
+        } else {
+            vec![self.manager.subscription(&request.subscription)?]
+        };
+        chosen.retain(|s| request.topic.is_empty() || s.topic == request.topic);
+        chosen.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut subscriptions = Vec::with_capacity(chosen.len());
+        for subscription in chosen {
+            subscriptions.push(self.manager.describe(&subscription).await);
+        }
+        Ok(Response::new(v1::ListSubscriptionsResponse {
+            subscriptions,
+        }))
+    }
+
+    async fn join_group(
+        &self,
+        request: Request<v1::JoinGroupRequest>,
+    ) -> Result<Response<v1::JoinGroupResponse>, Status> {
+        let caller = Caller {
+            member_id: request.get_ref().member_id.clone(),
+            address: address(&request),
+        };
+        let request = request.into_inner();
+        let subscription = self.manager.subscription(&request.subscription)?;
+        if !subscription.options.group {
+            return Err(Status::failed_precondition(format!(
+                "subscription {:?} is not a group; read it without joining",
+                request.subscription
+            )));
+        }
+        Ok(Response::new(
+            self.manager
+                .join(&request.subscription, &caller, Mode::Pull)
+                .await?,
+        ))
+    }
+
+    async fn leave_group(
+        &self,
+        request: Request<v1::LeaveGroupRequest>,
+    ) -> Result<Response<v1::LeaveGroupResponse>, Status> {
+        let request = request.into_inner();
+        self.manager
+            .leave(&request.subscription, &request.member_id)
+            .await?;
+        Ok(Response::new(v1::LeaveGroupResponse {}))
+    }
+
+    async fn read(
+        &self,
+        request: Request<v1::ReadRequest>,
+    ) -> Result<Response<v1::ReadResponse>, Status> {
+        let caller = Caller {
+            member_id: request.get_ref().member_id.clone(),
+            address: address(&request),
+        };
+        let request = request.into_inner();
+        let delivery = self
+            .manager
+            .read(
+                &request.subscription,
+                &caller,
+                request.generation,
+                request.max_records.max(1) as usize,
+                Duration::from_millis(u64::from(request.max_wait_ms)),
+            )
+            .await?;
+        Ok(Response::new(v1::ReadResponse {
+            records: delivery.records,
+            skipped: delivery.skipped,
+        }))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<v1::AckRequest>,
+    ) -> Result<Response<v1::AckResponse>, Status> {
+        let request = request.into_inner();
+        let ids = ids(&request.records)?;
+        self.manager
+            .ack(
+                &request.subscription,
+                &request.member_id,
+                request.generation,
+                &ids,
+            )
+            .await?;
+        Ok(Response::new(v1::AckResponse {}))
+    }
+
+    async fn nack(
+        &self,
+        request: Request<v1::NackRequest>,
+    ) -> Result<Response<v1::NackResponse>, Status> {
+        let request = request.into_inner();
+        let ids = ids(&request.records)?;
+        self.manager
+            .nack(
+                &request.subscription,
+                &request.member_id,
+                request.generation,
+                &ids,
+            )
+            .await?;
+        Ok(Response::new(v1::NackResponse {}))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<v1::CommitRequest>,
+    ) -> Result<Response<v1::CommitResponse>, Status> {
+        let request = request.into_inner();
+        self.manager
+            .commit(
+                &request.subscription,
+                &request.member_id,
+                request.generation,
+                request.partition,
+                request.offset,
+            )
+            .await?;
+        Ok(Response::new(v1::CommitResponse {}))
+    }
+
+    async fn seek(
+        &self,
+        request: Request<v1::SeekRequest>,
+    ) -> Result<Response<v1::SeekResponse>, Status> {
+        let request = request.into_inner();
+        let Some(target) = request.target else {
+            return Err(Status::invalid_argument(
+                "seek needs one of offset, earliest, latest or timestamp_ms",
+            ));
+        };
+        let partitions = self
+            .manager
+            .seek(&request.subscription, request.partition, target)
+            .await?;
+        Ok(Response::new(v1::SeekResponse { partitions }))
+    }
+
+    type StreamStream = StreamOf<v1::StreamResponse>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<v1::StreamRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let address = address(&request);
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream ended before its open message"))?;
+        let Some(v1::stream_request::Kind::Open(open)) = first.kind else {
+            return Err(Status::invalid_argument(
+                "the first message of a stream must be `open` (subscription, credits)",
+            ));
+        };
+        let receiver = crate::stream::open(self.manager.clone(), open, address, inbound).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn presence(
+        &self,
+        request: Request<v1::PresenceRequest>,
+    ) -> Result<Response<v1::PresenceResponse>, Status> {
+        let request = request.into_inner();
+        if !request.subscription.is_empty() {
+            self.manager.subscription(&request.subscription)?;
+        }
+        let members = self
+            .manager
+            .presence(&request.topic, &request.subscription)?;
+        Ok(Response::new(v1::PresenceResponse { members }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<v1::HistoryRequest>,
+    ) -> Result<Response<v1::HistoryResponse>, Status> {
+        let partitions = self.manager.history(request.get_ref()).await?;
+        Ok(Response::new(v1::HistoryResponse { partitions }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<v1::ReplayDeadLettersRequest>,
+    ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let replayed = self
+            .manager
+            .replay_dead_letters(&request.subscription, request.max_records)
+            .await?;
+        Ok(Response::new(v1::ReplayDeadLettersResponse { replayed }))
+    }
+}

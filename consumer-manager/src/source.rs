@@ -1,0 +1,279 @@
+//! The brokers, as the consumer manager uses them: topic metadata, offset-range
+//! reads from partition leaders, offsets, deleting consumed segments, and producing
+//! dead letters. Connects lazily, so it can be built before the broker it talks to
+//! is serving (standalone runs both in one process).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pubsub_client::record::{ConsumerRecord, decode_fetched};
+use pubsub_client::routing::Router;
+use pubsub_client::{Admin, Client, Producer, ProducerConfig};
+use pubsub_proto::v1;
+use tokio::sync::OnceCell;
+
+use crate::error::{Error, Result};
+
+/// Bytes asked of a broker per partition read.
+const FETCH_MAX_BYTES: u32 = 4 << 20;
+/// Attempts at an operation while a partition's leader moves.
+const RETRIES: u32 = 20;
+/// Pause between those attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Records read from a partition, with where the partition stands.
+pub struct Fetched {
+    /// Records at or after the requested offset, in order.
+    pub records: Vec<ConsumerRecord>,
+    /// Consumers never see records at or past this.
+    pub high_watermark: u64,
+    /// First offset still stored.
+    pub log_start_offset: u64,
+}
+
+/// What a read of a partition found.
+pub enum ReadOutcome {
+    /// Records (possibly none).
+    Records(Fetched),
+    /// The offset is below what retention kept; reading resumes at `log_start`.
+    BelowStart {
+        /// First offset still stored.
+        log_start: u64,
+    },
+}
+
+/// Access to the brokers.
+pub struct Source {
+    bootstrap: String,
+    client: OnceCell<Client>,
+    routers: Mutex<HashMap<String, Arc<Router>>>,
+    producers: tokio::sync::Mutex<HashMap<String, Producer>>,
+}
+
+impl Source {
+    /// Brokers reached through `bootstrap` (any broker, host:port).
+    pub fn new(bootstrap: String) -> Self {
+        Source {
+            bootstrap,
+            client: OnceCell::new(),
+            routers: Mutex::new(HashMap::new()),
+            producers: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn client(&self) -> Result<Client> {
+        self.client
+            .get_or_try_init(|| async {
+                Client::connect(&self.bootstrap).await.map_err(|e| {
+                    Error::Unavailable(format!(
+                        "cannot reach the brokers at {}: {e}",
+                        self.bootstrap
+                    ))
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    async fn router(&self, topic: &str) -> Result<Arc<Router>> {
+        let client = self.client().await?;
+        let mut routers = self
+            .routers
+            .lock()
+            .map_err(|_| Error::Unavailable("router cache poisoned".into()))?;
+        Ok(routers
+            .entry(topic.to_string())
+            .or_insert_with(|| Arc::new(Router::new(client, topic)))
+            .clone())
+    }
+
+    /// A topic's description (partitions, leaders, replicas, config) and brokers.
+    pub async fn describe(&self, topic: &str) -> Result<v1::DescribeTopicResponse> {
+        let admin = Admin::new(self.client().await?);
+        match admin.describe_topic(topic).await {
+            Ok(description) => Ok(description),
+            Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+                Err(Error::NotFound(format!("topic {topic:?} does not exist")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `call` against a partition's leader, retrying while the leader moves.
+    async fn on_leader<T, F, Fut>(&self, topic: &str, partition: u32, call: F) -> Result<T>
+    where
+        F: Fn(pubsub_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, pubsub_client::Error>>,
+    {
+        let router = self.router(topic).await?;
+        let client = self.client().await?;
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let stub = client.broker_stub_at(&router.leader(partition).await?)?;
+                call(stub).await
+            }
+            .await;
+            match result {
+                Ok(value) => return Ok(value),
+                Err(e)
+                    if (e.is_retriable()
+                        || e.may_be_metadata_lag()
+                        || e.code() == Some(tonic::Code::FailedPrecondition))
+                        && attempt < RETRIES =>
+                {
+                    attempt += 1;
+                    router.invalidate();
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads a partition from `offset`, waiting up to `wait` for records.
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        wait: Duration,
+    ) -> Result<ReadOutcome> {
+        let request = v1::FetchRequest {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            max_bytes: FETCH_MAX_BYTES,
+            max_wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+            replica_id: None,
+            leader_epoch: 0,
+        };
+        let result = self
+            .on_leader(topic, partition, |mut stub| {
+                let request = request.clone();
+                async move {
+                    stub.fetch(request)
+                        .await
+                        .map(|r| r.into_inner())
+                        .map_err(pubsub_client::Error::from)
+                }
+            })
+            .await;
+        match result {
+            Ok(response) => {
+                let mut records = Vec::new();
+                decode_fetched(partition, &response.records, offset, &mut records)?;
+                Ok(ReadOutcome::Records(Fetched {
+                    records,
+                    high_watermark: response.high_watermark,
+                    log_start_offset: response.log_start_offset,
+                }))
+            }
+            Err(Error::Broker(pubsub_client::Error::Server {
+                code: tonic::Code::OutOfRange,
+                valid_range: Some((start, _)),
+                ..
+            })) if offset < start => Ok(ReadOutcome::BelowStart { log_start: start }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An offset of a partition: earliest, latest (high watermark) or by time.
+    pub async fn offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: v1::list_offsets_request::Spec,
+    ) -> Result<u64> {
+        let request = v1::ListOffsetsRequest {
+            topic: topic.to_string(),
+            partition,
+            spec: Some(spec),
+        };
+        self.on_leader(topic, partition, |mut stub| {
+            let request = request.clone();
+            async move {
+                stub.list_offsets(request)
+                    .await
+                    .map(|r| r.into_inner().offset)
+                    .map_err(pubsub_client::Error::from)
+            }
+        })
+        .await
+    }
+
+    /// Asks the broker at `address` to delete its replica's segments below `offset`.
+    pub async fn delete_below(
+        &self,
+        address: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<v1::DeleteRecordsResponse> {
+        let mut stub = self.client().await?.broker_stub_at(address)?;
+        let response = stub
+            .delete_records(v1::DeleteRecordsRequest {
+                topic: topic.to_string(),
+                partition,
+                before_offset: offset,
+            })
+            .await
+            .map_err(pubsub_client::Error::from)?;
+        Ok(response.into_inner())
+    }
+
+    /// Produces dead letters to `topic` (creating it, with `partitions` partitions, if
+    /// missing) and waits until each is stored.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partitions: u32,
+        records: Vec<pubsub_client::ProducerRecord>,
+    ) -> Result<()> {
+        let mut producers = self.producers.lock().await;
+        if !producers.contains_key(topic) {
+            let client = self.client().await?;
+            let admin = Admin::new(client.clone());
+            if let Err(e) = admin
+                .create_topic(pubsub_client::NewTopic {
+                    name: topic.to_string(),
+                    partitions: partitions.max(1),
+                    ..Default::default()
+                })
+                .await
+                && e.code() != Some(tonic::Code::AlreadyExists)
+            {
+                return Err(e.into());
+            }
+            let config = ProducerConfig {
+                acks: pubsub_client::Acks::All,
+                ..ProducerConfig::default()
+            };
+            let producer = Producer::new(client, topic, config).await?;
+            producers.insert(topic.to_string(), producer);
+        }
+        let producer = producers
+            .get(topic)
+            .ok_or_else(|| Error::Unavailable(format!("no producer for {topic:?}")))?;
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in records {
+            deliveries.push(producer.send(record).await?);
+        }
+        producer.flush().await?;
+        for delivery in deliveries {
+            delivery.wait().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A record's headers with their values as bytes.
+pub fn header_pairs(record: &ConsumerRecord) -> Vec<(String, Bytes)> {
+    record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+        .collect()
+}

@@ -1,0 +1,344 @@
+//! Durable state in sled: subscriptions, per-partition cursors (committed offset and
+//! first never-delivered offset), acknowledgements above the committed offset, and
+//! delivery counts of redelivered records.
+//!
+//! Writes are applied as one batch per tree under the subscription's lock (so they
+//! reach sled in order) and made durable with [`Store::flush`] before the caller
+//! answers. Keys are `name 0x00 partition(be32) [offset(be64)]`; names never hold NUL.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::options::Options;
+
+/// A subscription as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    /// Subscription name.
+    pub name: String,
+    /// Topic it reads.
+    pub topic: String,
+    /// Partition count of the topic when subscribed.
+    pub partitions: u32,
+    /// Effective options.
+    pub options: Options,
+    /// Last group generation handed out (never reused after a restart).
+    #[serde(default)]
+    pub generation: u64,
+    /// Records sent to the dead-letter topic.
+    #[serde(default)]
+    pub dead_lettered: u64,
+    /// Replay position in the dead-letter topic, per its partition.
+    #[serde(default)]
+    pub replayed: Vec<u64>,
+}
+
+/// A partition's cursor as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredCursor {
+    /// Everything below is acknowledged.
+    pub committed: u64,
+    /// First offset never delivered.
+    pub next: u64,
+}
+
+/// A partition cursor reloaded from disk.
+pub struct LoadedCursor {
+    /// Committed and next offsets.
+    pub cursor: StoredCursor,
+    /// Acknowledged offsets above the committed one.
+    pub acked: Vec<u64>,
+    /// Delivery counts of redelivered offsets.
+    pub deliveries: Vec<(u64, u32)>,
+}
+
+/// The sled database of a consumer manager.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    subscriptions: sled::Tree,
+    cursors: sled::Tree,
+    acks: sled::Tree,
+    deliveries: sled::Tree,
+}
+
+/// Changes to one subscription's partitions, written together.
+#[derive(Default)]
+pub struct Changes {
+    cursors: sled::Batch,
+    acks: sled::Batch,
+    deliveries: sled::Batch,
+    empty: bool,
+}
+
+impl Changes {
+    /// No changes yet.
+    pub fn new() -> Self {
+        Changes {
+            empty: true,
+            ..Changes::default()
+        }
+    }
+
+    /// Sets a partition's cursor.
+    pub fn cursor(&mut self, name: &str, partition: u32, cursor: StoredCursor) {
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&cursor.committed.to_be_bytes());
+        value[8..].copy_from_slice(&cursor.next.to_be_bytes());
+        self.cursors
+            .insert(partition_key(name, partition), value.to_vec());
+        self.empty = false;
+    }
+
+    /// Records an acknowledgement above the committed offset.
+    pub fn ack(&mut self, name: &str, partition: u32, offset: u64) {
+        self.acks.insert(offset_key(name, partition, offset), &[]);
+        self.empty = false;
+    }
+
+    /// Forgets an acknowledgement (the committed offset passed it).
+    pub fn forget_ack(&mut self, name: &str, partition: u32, offset: u64) {
+        self.acks.remove(offset_key(name, partition, offset));
+        self.deliveries.remove(offset_key(name, partition, offset));
+        self.empty = false;
+    }
+
+    /// Stores how often an offset has been delivered.
+    pub fn deliveries(&mut self, name: &str, partition: u32, offset: u64, count: u32) {
+        self.deliveries
+            .insert(offset_key(name, partition, offset), &count.to_be_bytes());
+        self.empty = false;
+    }
+
+    /// True if nothing was changed.
+    pub fn is_empty(&self) -> bool {
+        self.empty
+    }
+}
+
+fn partition_key(name: &str, partition: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 13);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+fn offset_key(name: &str, partition: u32, offset: u64) -> Vec<u8> {
+    let mut key = partition_key(name, partition);
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn name_prefix(name: &str) -> Vec<u8> {
+    let mut key = name.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn be_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Storage(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .open()
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
+        let tree = |name: &str| db.open_tree(name).map_err(storage);
+        Ok(Store {
+            subscriptions: tree("subscriptions")?,
+            cursors: tree("cursors")?,
+            acks: tree("acks")?,
+            deliveries: tree("deliveries")?,
+            db,
+        })
+    }
+
+    /// Every stored subscription.
+    pub fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {
+        self.subscriptions
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(storage)?;
+                serde_json::from_slice(&value).map_err(|e| {
+                    Error::Storage(format!(
+                        "subscription record {:?} is unreadable: {e}",
+                        String::from_utf8_lossy(&key)
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Writes a subscription record (not yet durable: see [`Store::flush`]).
+    pub fn put_subscription(&self, record: &SubscriptionRecord) -> Result<()> {
+        let value = serde_json::to_vec(record)
+            .map_err(|e| Error::Storage(format!("cannot encode subscription: {e}")))?;
+        self.subscriptions
+            .insert(record.name.as_bytes(), value)
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Reloads one partition's cursor; `None` if it was never stored.
+    pub fn cursor(&self, name: &str, partition: u32) -> Result<Option<LoadedCursor>> {
+        let Some(value) = self
+            .cursors
+            .get(partition_key(name, partition))
+            .map_err(storage)?
+        else {
+            return Ok(None);
+        };
+        let (Some(committed), Some(next)) = (
+            value.get(..8).and_then(be_u64),
+            value.get(8..16).and_then(be_u64),
+        ) else {
+            return Err(Error::Storage(format!(
+                "cursor of {name:?} partition {partition} is {} bytes, not 16",
+                value.len()
+            )));
+        };
+        let prefix = partition_key(name, partition);
+        let offset_of = |key: &[u8]| key.get(prefix.len()..).and_then(be_u64);
+        let mut acked = Vec::new();
+        for item in self.acks.scan_prefix(&prefix) {
+            let (key, _) = item.map_err(storage)?;
+            acked.extend(offset_of(&key));
+        }
+        let mut deliveries = Vec::new();
+        for item in self.deliveries.scan_prefix(&prefix) {
+            let (key, value) = item.map_err(storage)?;
+            if let (Some(offset), Some(count)) = (offset_of(&key), be_u32(&value)) {
+                deliveries.push((offset, count));
+            }
+        }
+        Ok(Some(LoadedCursor {
+            cursor: StoredCursor { committed, next },
+            acked,
+            deliveries,
+        }))
+    }
+
+    /// Applies a set of changes (in order with other applies; durable after flush).
+    pub fn apply(&self, changes: Changes) -> Result<()> {
+        if changes.empty {
+            return Ok(());
+        }
+        self.cursors.apply_batch(changes.cursors).map_err(storage)?;
+        self.acks.apply_batch(changes.acks).map_err(storage)?;
+        self.deliveries
+            .apply_batch(changes.deliveries)
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Forgets acknowledgements and delivery counts of offsets in `[from, to)` of a
+    /// partition (the committed offset passed them).
+    pub fn forget_range(&self, name: &str, partition: u32, from: u64, to: u64) -> Result<()> {
+        let (start, end) = (
+            offset_key(name, partition, from),
+            offset_key(name, partition, to),
+        );
+        for tree in [&self.acks, &self.deliveries] {
+            let mut batch = sled::Batch::default();
+            for item in tree.range(start.clone()..end.clone()) {
+                let (key, _) = item.map_err(storage)?;
+                batch.remove(key);
+            }
+            tree.apply_batch(batch).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a subscription and everything stored for it.
+    pub fn delete_subscription(&self, name: &str) -> Result<()> {
+        let prefix = name_prefix(name);
+        for tree in [&self.cursors, &self.acks, &self.deliveries] {
+            let mut batch = sled::Batch::default();
+            for item in tree.scan_prefix(&prefix) {
+                let (key, _) = item.map_err(storage)?;
+                batch.remove(key);
+            }
+            tree.apply_batch(batch).map_err(storage)?;
+        }
+        self.subscriptions
+            .remove(name.as_bytes())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(())
+    }
+}
+
+fn storage(e: sled::Error) -> Error {
+    Error::Storage(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cursors_acks_and_counts_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut changes = Changes::new();
+            changes.cursor(
+                "s",
+                2,
+                StoredCursor {
+                    committed: 5,
+                    next: 9,
+                },
+            );
+            changes.ack("s", 2, 7);
+            changes.ack("s", 2, 8);
+            changes.deliveries("s", 2, 6, 3);
+            changes.forget_ack("s", 2, 8);
+            changes.cursor(
+                "s2",
+                2,
+                StoredCursor {
+                    committed: 1,
+                    next: 1,
+                },
+            );
+            store.apply(changes).unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.cursor("s", 2).unwrap().unwrap();
+        assert_eq!(
+            loaded.cursor,
+            StoredCursor {
+                committed: 5,
+                next: 9
+            }
+        );
+        assert_eq!(loaded.acked, vec![7]);
+        assert_eq!(loaded.deliveries, vec![(6, 3)]);
+        store.delete_subscription("s").unwrap();
+        assert!(store.cursor("s", 2).unwrap().is_none());
+        assert!(store.cursor("s2", 2).unwrap().is_some());
+    }
+}

@@ -1,0 +1,305 @@
+//! A subscription's live state: partition cursors, members (presence), and for a
+//! group the generation and the partition assignment. Everything here is synchronous
+//! and runs under the subscription's lock; I/O happens outside it.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, watch};
+
+use crate::assignment::{Assignment, sticky};
+use crate::cursor::{Cursor, Holder};
+use crate::error::{Error, Result};
+use crate::options::Options;
+use crate::store::{Changes, Store, StoredCursor, SubscriptionRecord};
+
+/// How a member reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Read/Ack calls.
+    Pull,
+    /// An open Stream.
+    Stream,
+}
+
+impl Mode {
+    /// As presence shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Pull => "pull",
+            Mode::Stream => "stream",
+        }
+    }
+}
+
+/// A connected reader.
+#[derive(Debug)]
+pub struct Member {
+    /// Lease holder id of this member's session.
+    pub holder: Holder,
+    /// Address it connects from.
+    pub address: String,
+    /// When it joined, ms since the epoch.
+    pub since_ms: i64,
+    /// Last time it was heard from.
+    pub last_seen: Instant,
+    /// Pull or stream.
+    pub mode: Mode,
+    /// Set to true when the member is evicted (a stream then ends).
+    pub evicted: watch::Sender<bool>,
+}
+
+/// Mutable state of a subscription.
+pub struct State {
+    /// One cursor per partition.
+    pub cursors: Vec<Cursor>,
+    /// Connected members by id.
+    pub members: BTreeMap<String, Member>,
+    /// Group generation (groups only; bumped on every membership change).
+    pub generation: u64,
+    /// Group assignment of the current generation.
+    pub assignment: Assignment,
+    /// Dead letters written so far.
+    pub dead_lettered: u64,
+    /// Replay position per dead-letter partition.
+    pub replayed: Vec<u64>,
+    /// High watermark per partition, as last seen.
+    pub high_watermarks: Vec<Option<u64>>,
+}
+
+/// A subscription: immutable identity and options, and its state under a lock.
+pub struct Subscription {
+    /// Subscription name.
+    pub name: String,
+    /// Topic it reads.
+    pub topic: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Effective options.
+    pub options: Options,
+    state: Mutex<State>,
+    /// Woken when records may have become deliverable (nack, release, rebalance,
+    /// credits) so waiting readers look again.
+    pub changed: Notify,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Subscription {
+    /// A subscription from its stored record and cursors.
+    pub fn new(record: &SubscriptionRecord, cursors: Vec<Cursor>) -> Self {
+        let partitions = record.partitions;
+        Subscription {
+            name: record.name.clone(),
+            topic: record.topic.clone(),
+            partitions,
+            options: record.options.clone(),
+            state: Mutex::new(State {
+                cursors,
+                members: BTreeMap::new(),
+                generation: record.generation,
+                assignment: Assignment::new(),
+                dead_lettered: record.dead_lettered,
+                replayed: record.replayed.clone(),
+                high_watermarks: vec![None; partitions as usize],
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Locks the state.
+    pub fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Storage(format!("subscription {:?} state poisoned", self.name)))
+    }
+
+    /// The record to store for this subscription's current state.
+    pub fn record(&self, state: &State) -> SubscriptionRecord {
+        SubscriptionRecord {
+            name: self.name.clone(),
+            topic: self.topic.clone(),
+            partitions: self.partitions,
+            options: self.options.clone(),
+            generation: state.generation,
+            dead_lettered: state.dead_lettered,
+            replayed: state.replayed.clone(),
+        }
+    }
+
+    /// The lease deadline of a record delivered now.
+    pub fn lease_deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(u64::from(self.options.ack_deadline_ms))
+    }
+
+    /// How long a member may go unheard before it is removed.
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.options.session_timeout_ms))
+    }
+}
+
+impl State {
+    /// Adds a member or refreshes one; returns its holder id and whether it is new.
+    pub fn touch(
+        &mut self,
+        member_id: &str,
+        address: &str,
+        mode: Mode,
+        new_holder: impl FnOnce() -> Holder,
+    ) -> (Holder, bool) {
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.last_seen = Instant::now();
+            return (member.holder, false);
+        }
+        let holder = new_holder();
+        self.members.insert(
+            member_id.to_string(),
+            Member {
+                holder,
+                address: address.to_string(),
+                since_ms: now_ms(),
+                last_seen: Instant::now(),
+                mode,
+                evicted: watch::channel(false).0,
+            },
+        );
+        (holder, true)
+    }
+
+    /// Removes a member: its leases go back for redelivery, a stream is told to end.
+    pub fn remove(&mut self, member_id: &str) -> bool {
+        let Some(member) = self.members.remove(member_id) else {
+            return false;
+        };
+        for cursor in &mut self.cursors {
+            cursor.release(member.holder);
+        }
+        member.evicted.send_replace(true);
+        true
+    }
+
+    /// Ids of members not heard from within `timeout`.
+    pub fn expired(&self, timeout: Duration, now: Instant) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|(_, m)| now.duration_since(m.last_seen) > timeout)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Starts a new generation: partitions reassigned (sticky); leases on a partition
+    /// that changed owner go back for redelivery to its new owner.
+    pub fn rebalance(&mut self, partitions: u32) {
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        let next = sticky(&self.assignment, &ids, partitions);
+        let owner = |assignment: &Assignment, partition: u32| {
+            assignment
+                .iter()
+                .find(|(_, owned)| owned.contains(&partition))
+                .map(|(id, _)| id.clone())
+        };
+        for partition in 0..partitions {
+            let before = owner(&self.assignment, partition);
+            if before != owner(&next, partition)
+                && let Some(holder) = before
+                    .and_then(|id| self.members.get(&id))
+                    .map(|m| m.holder)
+                && let Some(cursor) = self.cursors.get_mut(partition as usize)
+            {
+                cursor.release(holder);
+            }
+        }
+        self.assignment = next;
+        self.generation += 1;
+    }
+
+    /// Partitions a member may read: its assignment in a group, all otherwise.
+    pub fn eligible(&self, group: bool, member_id: &str, partitions: u32) -> Vec<u32> {
+        if group {
+            self.assignment.get(member_id).cloned().unwrap_or_default()
+        } else {
+            (0..partitions).collect()
+        }
+    }
+
+    /// Records leased to `holder`, across partitions.
+    pub fn held_by(&self, holder: Holder) -> u64 {
+        self.cursors.iter().map(|c| c.held_by(holder)).sum()
+    }
+
+    /// Moves expired leases of every partition to redelivery.
+    pub fn expire_all(&mut self, now: Instant) {
+        for cursor in &mut self.cursors {
+            cursor.expire(now);
+        }
+    }
+}
+
+/// Checks that a group member is current: known, and of the current generation.
+pub fn check_generation(
+    subscription: &Subscription,
+    state: &State,
+    member_id: &str,
+    generation: u64,
+) -> Result<()> {
+    if !subscription.options.group {
+        return Ok(());
+    }
+    if !state.members.contains_key(member_id) {
+        return Err(Error::FailedPrecondition(format!(
+            "member {member_id:?} is not in group {:?} (never joined, left, or its session \
+             expired): join again",
+            subscription.name
+        )));
+    }
+    if generation != state.generation {
+        return Err(Error::FailedPrecondition(format!(
+            "generation {generation} of group {:?} is stale; the current one is {}: join \
+             again for the new assignment",
+            subscription.name, state.generation
+        )));
+    }
+    Ok(())
+}
+
+/// Persists one partition's cursor after an operation that started at committed
+/// offset `before`: the cursor, the acks above the committed offset named in
+/// `acked`, and forgets what the committed offset passed.
+pub fn persist_partition(
+    store: &Store,
+    changes: &mut Changes,
+    name: &str,
+    partition: u32,
+    cursor: &Cursor,
+    before: u64,
+    acked: &[u64],
+) -> Result<()> {
+    changes.cursor(
+        name,
+        partition,
+        StoredCursor {
+            committed: cursor.committed(),
+            next: cursor.next(),
+        },
+    );
+    for &offset in acked {
+        if offset >= cursor.committed() {
+            changes.ack(name, partition, offset);
+        }
+    }
+    if cursor.committed() != before {
+        store.forget_range(
+            name,
+            partition,
+            before.min(cursor.committed()),
+            cursor.committed().max(before),
+        )?;
+    }
+    Ok(())
+}
