@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pubsub_proto::v1::admin_client::AdminClient;
 use pubsub_proto::v1::broker_client::BrokerClient;
+use pubsub_proto::v1::consumer_manager_client::ConsumerManagerClient;
 use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use tonic::transport::{Channel, Endpoint};
 
@@ -71,6 +72,13 @@ impl Client {
     /// A raw Admin stub with the message limits set.
     pub fn admin_stub(&self) -> AdminClient<Channel> {
         AdminClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// A raw ConsumerManager stub with the message limits set.
+    pub fn consumer_manager_stub(&self) -> ConsumerManagerClient<Channel> {
+        ConsumerManagerClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }

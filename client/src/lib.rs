@@ -27,6 +27,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod record;
 pub mod routing;
+pub mod subscriber;
 
 pub use admin::{Admin, NewTopic};
 pub use connection::Client;
@@ -35,6 +36,8 @@ pub use error::{Error, Result};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, RecordMetadata};
 pub use pubsub_proto::DEFAULT_ADDRESS;
 pub use pubsub_proto::v1::TopicConfig;
+pub use pubsub_proto::v1::{DeliveredRecord, SubscriptionOptions};
 pub use pubsub_storage::Compression;
 pub use record::{ConsumerRecord, ProducerRecord};
+pub use subscriber::{SubscriberStream, Subscriptions};
 pub use tonic::Code;

@@ -7,7 +7,7 @@
 //! records again once their ack deadline passes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -54,6 +54,8 @@ pub async fn open(
     };
     let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE);
     let credits = Arc::new(AtomicU64::new(u64::from(open.credits)));
+    // Set when the client ended the stream, so its end is not reported as an eviction.
+    let client_ended = Arc::new(AtomicBool::new(false));
     let _ = outbound
         .send(Ok(v1::StreamResponse {
             kind: Some(v1::stream_response::Kind::Assignment(joined)),
@@ -63,12 +65,13 @@ pub async fn open(
 
     // Inbound: credits, acks, nacks, heartbeats; the end of the stream ends the member.
     let inbound_task = {
-        let (manager, subscription, credits, member_id, outbound) = (
+        let (manager, subscription, credits, member_id, outbound, client_ended) = (
             manager.clone(),
             subscription.clone(),
             credits.clone(),
             member_id.clone(),
             outbound.clone(),
+            client_ended.clone(),
         );
         tokio::spawn(async move {
             let mut batches = inbound.ready_chunks(INBOUND_BATCH);
@@ -116,6 +119,7 @@ pub async fn open(
                     break;
                 }
             }
+            client_ended.store(true, Ordering::SeqCst);
             let _ = manager.leave(&subscription.name, &member_id).await;
             tracing::info!(subscription = %subscription.name, member = %member_id, "stream closed");
         })
@@ -200,7 +204,7 @@ pub async fn open(
                 }
             }
         }
-        if *evicted.borrow() {
+        if *evicted.borrow() && !client_ended.load(Ordering::SeqCst) {
             let _ = outbound
                 .send(Err(Status::aborted(format!(
                     "member {member_id:?} of subscription {:?} was removed (session timeout, or the \

@@ -16,6 +16,7 @@ pub mod completion;
 pub mod output;
 pub mod read;
 pub mod record;
+pub mod subscribe;
 pub mod topic;
 pub mod topic_config;
 pub mod topic_view;
@@ -61,6 +62,16 @@ pub struct GlobalArgs {
         help_heading = GLOBAL
     )]
     pub server: String,
+    /// Consumer-manager address, for subscribe and the other subscription commands
+    /// [default: --server; standalone serves both on one address].
+    #[arg(
+        long,
+        global = true,
+        env = "PUBSUB_CONSUMER_MANAGER",
+        value_name = "ADDR",
+        help_heading = GLOBAL
+    )]
+    pub consumer_manager: Option<String>,
     /// Result format: aligned text for people, JSON for scripts.
     #[arg(
         long,
@@ -104,6 +115,26 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// The cluster managers' Raft group and the brokers' health.
     Cluster(cluster::ClusterArgs),
+    /// Follow a durable subscription, acknowledging each record once printed.
+    ///
+    /// Creates the subscription if it does not exist (new records only, unless
+    /// --from-beginning or --from-time). With --group, subscribers sharing the name
+    /// split the partitions between them.
+    Subscribe(subscribe::SubscribeArgs),
+    /// Delete a subscription and its committed offsets.
+    Unsubscribe(subscribe::UnsubscribeArgs),
+    /// List subscriptions with their lag.
+    Subscriptions(subscribe::SubscriptionsArgs),
+    /// Consumer groups: members, generation and lag per partition.
+    #[command(subcommand)]
+    Groups(subscribe::GroupsCommand),
+    /// Who is subscribed to a topic right now.
+    Presence(subscribe::PresenceArgs),
+    /// The latest records of a topic (--last N, --since-offset, --since-time).
+    History(subscribe::HistoryArgs),
+    /// Dead letters of a subscription.
+    #[command(subcommand)]
+    Dlq(subscribe::DlqCommand),
 }
 
 /// Runs the parsed command line.
@@ -119,6 +150,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench(global, args).await,
         Command::Cluster(args) => cluster::run(global, args).await,
+        Command::Subscribe(args) => subscribe::subscribe(global, args).await,
+        Command::Unsubscribe(args) => subscribe::unsubscribe(global, args).await,
+        Command::Subscriptions(args) => subscribe::list(global, args).await,
+        Command::Groups(command) => subscribe::groups(global, command).await,
+        Command::Presence(args) => subscribe::presence(global, args).await,
+        Command::History(args) => subscribe::history(global, args).await,
+        Command::Dlq(command) => subscribe::dlq(global, command).await,
     }
 }
 
@@ -138,7 +176,16 @@ async fn bench(global: &GlobalArgs, args: crate::bench::BenchArgs) -> anyhow::Re
 
 /// Connects to `--server`; a server that cannot be reached gets a hint to start one.
 pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
-    Client::connect(&global.server).await.map_err(|e| match e {
+    connect_to(&global.server).await
+}
+
+/// Connects to the consumer manager (`--consumer-manager`, else `--server`).
+pub async fn connect_consumer_manager(global: &GlobalArgs) -> anyhow::Result<Client> {
+    connect_to(global.consumer_manager.as_deref().unwrap_or(&global.server)).await
+}
+
+async fn connect_to(address: &str) -> anyhow::Result<Client> {
+    Client::connect(address).await.map_err(|e| match e {
         Error::Transport { address, message } => anyhow!(
             "cannot reach the server at {address} ({}); is it running? \
              start one with `pubsubd standalone`",

@@ -283,7 +283,7 @@ async fn print_records(
 }
 
 /// `--from-time` against the current clock.
-fn parse_from_time_now(text: &str) -> Result<i64, String> {
+pub fn parse_from_time_now(text: &str) -> Result<i64, String> {
     parse_from_time(text, SystemTime::now())
 }
 
