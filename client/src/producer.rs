@@ -257,6 +257,9 @@ struct ClosedBatch {
     records: u32,
     outcome: watch::Sender<BatchOutcome>,
     attempts: u32,
+    /// Sent at least once: the broker may hold it, so it keeps its numbering for good
+    /// (renumbered, a stored copy could not be recognized and would be duplicated).
+    sent: bool,
 }
 
 struct Accumulator {
@@ -393,6 +396,7 @@ impl Accumulator {
             records: open.builder.len(),
             outcome: open.outcome,
             attempts: 0,
+            sent: false,
         };
         if let Err(mpsc::error::SendError(batch)) = sender.send(batch).await {
             batch.outcome.send_replace(Some(Err(Error::Closed)));
@@ -417,6 +421,25 @@ impl Accumulator {
                 tx
             })
             .clone()
+    }
+}
+
+/// The error for a status that ended a produce stream (rather than one answer on it):
+/// the link broke or the server failed outside any request, so whatever was in flight
+/// has an unknown outcome and is retried with the same numbering, which the broker
+/// recognizes if it stored it. h2 reports a peer that vanished as UNKNOWN, INTERNAL or
+/// CANCELLED; only a deliberate refusal keeps its code.
+fn link_error(leader: &str, status: tonic::Status) -> Error {
+    match status.code() {
+        tonic::Code::Unknown
+        | tonic::Code::Internal
+        | tonic::Code::Cancelled
+        | tonic::Code::Unavailable
+        | tonic::Code::DeadlineExceeded => Error::Transport {
+            address: leader.to_string(),
+            message: status.message().to_string(),
+        },
+        _ => Error::from(status),
     }
 }
 
@@ -530,14 +553,15 @@ impl PartitionSender {
         };
         let (requests, request_stream) = mpsc::channel(self.config.max_in_flight + 1);
         let open = stub.produce_stream(tokio_stream::wrappers::ReceiverStream::new(request_stream));
-        for (i, batch) in outstanding.iter().enumerate() {
+        for (i, batch) in outstanding.iter_mut().enumerate() {
+            batch.sent = true;
             if requests.send(self.request(batch, i as u64)).await.is_err() {
                 break;
             }
         }
         let mut responses = match open.await {
             Ok(response) => response.into_inner(),
-            Err(status) => return self.fail_attempt(outstanding, Error::from(status)),
+            Err(status) => return self.fail_attempt(outstanding, link_error(&leader, status)),
         };
         let mut queue_open = true;
         loop {
@@ -548,6 +572,7 @@ impl PartitionSender {
                 batch = queue.recv(), if queue_open && outstanding.len() < self.config.max_in_flight => match batch {
                     Some(mut batch) => {
                         self.number(&mut batch);
+                        batch.sent = true;
                         let request = self.request(&batch, 0);
                         if self.config.acks == Acks::None {
                             batch.outcome.send_replace(Some(Ok(None)));
@@ -580,7 +605,7 @@ impl PartitionSender {
                             }
                         }
                     }
-                    Some(Err(status)) => return self.fail_attempt(outstanding, Error::from(status)),
+                    Some(Err(status)) => return self.fail_attempt(outstanding, link_error(&leader, status)),
                     None => return self.fail_attempt(outstanding, Error::Transport {
                         address: self.client.address().to_string(),
                         message: "produce stream closed".into(),
@@ -640,7 +665,14 @@ impl PartitionSender {
             if !retriable || first.attempts > self.config.retries {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %error, "batch failed");
                 if let Some(batch) = outstanding.pop_front() {
-                    batch.outcome.send_replace(Some(Err(error)));
+                    batch.outcome.send_replace(Some(Err(error.clone())));
+                }
+                // Batches already sent have an unknown outcome: they fail with it rather
+                // than go out again under new numbers the broker cannot match.
+                while outstanding.front().is_some_and(|b| b.sent) {
+                    if let Some(batch) = outstanding.pop_front() {
+                        batch.outcome.send_replace(Some(Err(error.clone())));
+                    }
                 }
                 self.renumber(outstanding);
             } else {

@@ -174,10 +174,15 @@ impl Log {
         sync_dir(dir)?;
         let durable_offset = active.next_offset();
         let epochs = EpochCache::load(dir, durable_offset)?;
+        // The newest closed segment too: batches a producer had in flight when the
+        // segment rolled are still ones its retries may repeat.
         let mut producers = ProducerStates::default();
-        for item in batch::batches(active.bytes()) {
-            let Ok((header, _)) = item else { break };
-            producers.record(&header);
+        let previous = sealed.last().map(|s| s.bytes()).unwrap_or_default();
+        for bytes in [previous, active.bytes()] {
+            for item in batch::batches(bytes) {
+                let Ok((header, _)) = item else { break };
+                producers.record(&header);
+            }
         }
         Ok(Log {
             dir: dir.to_path_buf(),

@@ -64,6 +64,15 @@ impl ProducerStates {
             });
         }
         if header.producer_epoch > state.epoch {
+            // A new epoch numbers its batches from 0 again (as Kafka's does).
+            if header.base_sequence != 0 {
+                return Err(Error::OutOfOrderSequence {
+                    reason: format!(
+                        "producer {} started epoch {} at sequence {}, not 0",
+                        header.producer_id, header.producer_epoch, header.base_sequence
+                    ),
+                });
+            }
             return Ok(Admission::Append);
         }
         let last = last_sequence(header);
@@ -180,5 +189,20 @@ mod tests {
             Admission::Append,
             "state of truncated batches is gone"
         );
+    }
+
+    #[test]
+    fn a_new_epoch_starts_at_sequence_zero() {
+        let mut states = ProducerStates::default();
+        states.record(&header(7, 0, 10, 0));
+        let bumped = |sequence| BatchHeader {
+            producer_epoch: 1,
+            ..header(7, sequence, 1, 0)
+        };
+        assert!(
+            states.admit(&bumped(5)).is_err(),
+            "a renumbered batch must restart at 0"
+        );
+        assert_eq!(states.admit(&bumped(0)).unwrap(), Admission::Append);
     }
 }

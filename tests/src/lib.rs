@@ -46,10 +46,15 @@ impl Server {
 
     /// Starts a standalone server listening on `listen`.
     pub fn start_on(data_dir: &Path, listen: &str) -> Server {
+        Server::start_with(data_dir, listen, &[])
+    }
+
+    /// Starts a standalone server listening on `listen` with extra flags.
+    pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
         // The embedded cluster manager gets its own fixed port, so a restart finds it
         // free and at the same address.
         let manager = format!("127.0.0.1:{}", free_port());
-        let args = [
+        let mut args: Vec<String> = [
             "standalone",
             "--data-dir",
             &data_dir.display().to_string(),
@@ -57,12 +62,12 @@ impl Server {
             "{listen}",
             "--cluster-manager-listen",
             &manager,
-        ];
-        Server::spawn(
-            data_dir,
-            args.iter().map(|s| s.to_string()).collect(),
-            listen,
-        )
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn(data_dir, args, listen)
     }
 
     /// Starts `pubsubd ARGS...`, where `{listen}` in ARGS is replaced by `listen`, and
