@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client;
 mod cluster;
+mod consumer;
 mod errors;
 mod grpc;
 mod replication;
