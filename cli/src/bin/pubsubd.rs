@@ -328,7 +328,7 @@ async fn find_broker(cluster_managers: &[String]) -> anyhow::Result<String> {
             .brokers
             .into_iter()
             .filter_map(|b| b.broker)
-            .next()
+            .find(|b| !b.fenced)
         {
             return Ok(broker.address);
         }

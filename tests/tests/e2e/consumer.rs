@@ -819,3 +819,86 @@ fn subscribe_count_prints_acks_and_exits() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_manager_role_follows_partition_leaders_in_a_cluster() {
+    let mut cluster = pubsub_tests::Cluster::start("2s");
+    crate::cluster::wait_for_brokers(&cluster).await;
+    let managers = cluster.live_managers().join(",");
+    let data = cluster.dir.path().join("consumer-manager");
+    let args = vec![
+        "consumer-manager".to_string(),
+        "--listen".into(),
+        "{listen}".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--cluster-managers".into(),
+        managers,
+    ];
+    let consumers = Server::spawn(&data, args, "127.0.0.1:0");
+    let bootstrap = cluster.brokers[0].address().to_string();
+    let client = Client::connect(&bootstrap).await.unwrap();
+    Admin::new(client.clone())
+        .create_topic(NewTopic {
+            name: "orders".into(),
+            partitions: 3,
+            replication_factor: 3,
+            ..NewTopic::default()
+        })
+        .await
+        .unwrap();
+    let lines = |from: u32, to: u32| -> Vec<u8> {
+        (from..to)
+            .map(|i| format!("order-{i}\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let subscribe = |count: &str| {
+        let args = [
+            "--consumer-manager",
+            consumers.address(),
+            "subscribe",
+            "orders",
+            "-s",
+            "shipping",
+            "--from-beginning",
+            "--count",
+            count,
+        ];
+        let output = pubsub(&bootstrap, &args, b"");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut values: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        values.sort();
+        values
+    };
+    assert!(
+        pubsub(&bootstrap, &["write", "orders"], &lines(0, 300))
+            .status
+            .success()
+    );
+    let mut expected: Vec<String> = (0..300).map(|i| format!("order-{i}")).collect();
+    expected.sort();
+    assert_eq!(subscribe("300"), expected);
+
+    // A broker that leads partitions dies; the subscription goes on from the new leaders.
+    cluster.brokers[2].kill9();
+    assert!(
+        pubsub(&bootstrap, &["write", "orders"], &lines(300, 600))
+            .status
+            .success()
+    );
+    let mut expected: Vec<String> = (300..600).map(|i| format!("order-{i}")).collect();
+    expected.sort();
+    assert_eq!(
+        subscribe("300"),
+        expected,
+        "exactly the new records, none again"
+    );
+}
