@@ -19,6 +19,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "segment_ms",
     "max_message_bytes",
     "fsync",
+    "retain_until_consumed",
 ];
 
 /// One parsed topic setting.
@@ -36,6 +37,8 @@ pub enum ConfigSetting {
     MaxMessageBytes(i32),
     /// `always`, `never` or `interval:<ms>` (the server checks the spelling).
     Fsync(String),
+    /// Keep records until every subscription consumed them (at most retention_ms).
+    RetainUntilConsumed(bool),
 }
 
 impl FromStr for ConfigSetting {
@@ -64,6 +67,12 @@ impl FromStr for ConfigSetting {
                 ConfigSetting::MaxMessageBytes(bytes)
             }
             "fsync" => ConfigSetting::Fsync(value.trim().to_string()),
+            "retain_until_consumed" => ConfigSetting::RetainUntilConsumed(
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| with_key(format!("{value:?} is not true or false")))?,
+            ),
             other => {
                 return Err(format!(
                     "unknown config key {other:?}: expected one of {}",
@@ -85,6 +94,7 @@ impl ConfigSetting {
             ConfigSetting::SegmentMs(_) => "segment_ms",
             ConfigSetting::MaxMessageBytes(_) => "max_message_bytes",
             ConfigSetting::Fsync(_) => "fsync",
+            ConfigSetting::RetainUntilConsumed(_) => "retain_until_consumed",
         }
     }
 }
@@ -103,6 +113,9 @@ pub fn build_config(
             ConfigSetting::SegmentMs(v) => config.segment_ms.replace(v).is_some(),
             ConfigSetting::MaxMessageBytes(v) => config.max_message_bytes.replace(v).is_some(),
             ConfigSetting::Fsync(v) => config.fsync.replace(v).is_some(),
+            ConfigSetting::RetainUntilConsumed(v) => {
+                config.retain_until_consumed.replace(v).is_some()
+            }
         };
         if was_set {
             return Err(format!("{key} is set twice"));

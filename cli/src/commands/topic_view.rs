@@ -39,6 +39,7 @@ struct ConfigView<'a> {
     segment_ms: Option<i64>,
     max_message_bytes: Option<i32>,
     fsync: Option<&'a str>,
+    retain_until_consumed: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -101,6 +102,7 @@ pub fn topic<'a>(
             segment_ms: config.segment_ms,
             max_message_bytes: config.max_message_bytes,
             fsync: topic.config.as_ref().and_then(|c| c.fsync.as_deref()),
+            retain_until_consumed: config.retain_until_consumed,
         },
         partitions: topic
             .partitions
@@ -198,6 +200,16 @@ fn config_table(config: Option<&TopicConfig>) -> String {
     );
     let fsync = config.fsync.as_deref().unwrap_or("-");
     table.row(vec!["fsync".into(), fsync.to_string(), String::new()]);
+    let until_consumed = config.retain_until_consumed.unwrap_or(false);
+    table.row(vec![
+        "retain_until_consumed".into(),
+        until_consumed.to_string(),
+        if until_consumed {
+            "kept until every subscription consumed it, at most retention_ms".into()
+        } else {
+            String::new()
+        },
+    ]);
     table.render()
 }
 
