@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Starts a 3-node cluster on loopback: 3 cluster managers and 3 brokers, each its own
-# pubsubd process, data under ${DATA:-./cluster-data}. Ctrl-C stops them all.
+# Starts a 3-node cluster on loopback: 3 cluster managers, 3 brokers and a consumer
+# manager, each its own pubsubd process, data under ${DATA:-./cluster-data}. Ctrl-C stops them all.
 #
 #   deploy/local-cluster.sh            # builds release binaries first
 #   pubsub --server 127.0.0.1:9392 create orders --partitions 6 --replication-factor 3
@@ -30,7 +30,11 @@ for id in 1 2 3; do
         --cluster-managers "$MANAGERS" >"$DATA/broker$id.out" 2>"$DATA/broker$id.log" &
     pids+=($!)
 done
+"$BIN" consumer-manager --listen 127.0.0.1:9402 --data-dir "$DATA/consumers" \
+    --brokers 127.0.0.1:9392 >"$DATA/consumers.out" 2>"$DATA/consumers.log" &
+pids+=($!)
 echo "cluster managers: $MANAGERS"
+echo "consumer manager: 127.0.0.1:9402 (pubsub --consumer-manager 127.0.0.1:9402 subscribe ...)"
 echo "brokers: 127.0.0.1:9392 127.0.0.1:9412 127.0.0.1:9422 (logs in $DATA/*.log)"
 echo "Ctrl-C stops everything."
 wait
