@@ -46,6 +46,8 @@ pub struct Cursor {
     /// Deliveries so far of offsets delivered more than once (others: 1).
     deliveries: HashMap<u64, u32>,
     held: HashMap<Holder, u64>,
+    /// Seeks so far: a delivery planned before a seek must not apply after it.
+    seeks: u64,
 }
 
 impl Cursor {
@@ -286,7 +288,14 @@ impl Cursor {
     /// Moves the position: nothing is outstanding afterwards, delivery starts at
     /// `offset` (it may move backwards, to read again).
     pub fn seek(&mut self, offset: u64) {
+        let seeks = self.seeks + 1;
         *self = Cursor::at(offset);
+        self.seeks = seeks;
+    }
+
+    /// How many seeks this cursor has had.
+    pub fn seeks(&self) -> u64 {
+        self.seeks
     }
 
     fn lease(&mut self, offset: u64, holder: Holder, deadline: Instant) {

@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 use crate::manager::{Manager, delivered};
 use crate::source::{ReadOutcome, header_pairs};
 
+/// Bytes per fetch of a history or replay read.
+const FETCH_BYTES: u32 = 4 << 20;
+
 /// Most records History returns per partition.
 pub const MAX_HISTORY_RECORDS: u32 = 10_000;
 
@@ -65,7 +68,7 @@ impl Manager {
             while position < high_watermark {
                 match self
                     .source()
-                    .read(topic, partition, position, Duration::ZERO)
+                    .read(topic, partition, position, Duration::ZERO, FETCH_BYTES)
                     .await?
                 {
                     ReadOutcome::BelowStart { log_start: start } => {
@@ -110,6 +113,8 @@ impl Manager {
     /// position in the dead-letter topic is stored with the subscription.
     pub async fn replay_dead_letters(&self, name: &str, max: u64) -> Result<u64> {
         let subscription = self.subscription(name)?;
+        // One replay at a time, so no dead letter is moved twice.
+        let _replaying = self.admin.lock().await;
         let dlq = subscription.options.dead_letter_topic.clone();
         let description = match self.source().describe(&dlq).await {
             Ok(d) => d,
@@ -134,7 +139,7 @@ impl Manager {
             while position < end && replayed < max {
                 let fetched = match self
                     .source()
-                    .read(&dlq, partition, position, Duration::ZERO)
+                    .read(&dlq, partition, position, Duration::ZERO, FETCH_BYTES)
                     .await?
                 {
                     ReadOutcome::BelowStart { log_start } => {
@@ -159,22 +164,24 @@ impl Manager {
                         value: record.value.clone(),
                         headers,
                         partition: dlq_source_partition(&record),
-                        timestamp: Some(record.timestamp),
+                        // Published again now: a subscriber's retention must not age
+                        // it out on its way back.
+                        timestamp: None,
                     });
                 }
                 replayed += batch.len() as u64;
                 self.source()
                     .produce(&subscription.topic, subscription.partitions, batch)
                     .await?;
-                let record = {
+                {
                     let mut state = subscription.lock()?;
                     if state.replayed.len() <= partition as usize {
                         state.replayed.resize(partition as usize + 1, 0);
                     }
                     state.replayed[partition as usize] = position;
-                    subscription.record(&state)
-                };
-                self.store().put_subscription(&record)?;
+                    self.store()
+                        .put_subscription(&subscription.record(&state))?;
+                }
                 self.store().flush().await?;
             }
         }

@@ -24,6 +24,20 @@ use crate::source::{ReadOutcome, Source, header_pairs};
 use crate::store::{Changes, Store, SubscriptionRecord};
 use crate::subscription::{Mode, Subscription, check_generation, now_ms, persist_partition};
 
+/// Fetch size per record wanted, when sizing a delivery's fetches.
+const FETCH_BYTES_PER_RECORD: u64 = 1024;
+/// Smallest and largest fetch per partition of one delivery.
+const FETCH_BYTES_MIN: u64 = 64 << 10;
+const FETCH_BYTES_MAX: u64 = 4 << 20;
+
+/// Where a delivery reads one partition's new records, and the cursor's seek count
+/// then (a seek meanwhile makes the fetched records stale).
+struct Plan {
+    partition: u32,
+    from: u64,
+    seeks: u64,
+}
+
 /// Most records one Read or one stream delivery returns.
 pub const MAX_READ_RECORDS: usize = 10_000;
 /// Longest a Read waits for records.
@@ -74,8 +88,8 @@ pub struct Manager {
     store: Store,
     source: Source,
     subscriptions: RwLock<HashMap<String, Arc<Subscription>>>,
-    /// Serializes Subscribe and Unsubscribe.
-    admin: tokio::sync::Mutex<()>,
+    /// Serializes Subscribe, Unsubscribe and dead-letter replays.
+    pub(crate) admin: tokio::sync::Mutex<()>,
     next_holder: AtomicU64,
     config: ManagerConfig,
 }
@@ -181,6 +195,8 @@ impl Manager {
             Start::Latest => v1::list_offsets_request::Spec::Latest(true),
             Start::Timestamp(ts) => v1::list_offsets_request::Spec::TimestampMs(ts),
         };
+        // Whatever a deleted subscription of this name left behind must not count.
+        self.store.delete_subscription(name)?;
         let mut cursors = Vec::with_capacity(partitions as usize);
         let mut changes = Changes::new();
         for partition in 0..partitions {
@@ -233,13 +249,14 @@ impl Manager {
             .map_err(|_| Error::Storage("subscription map poisoned".into()))?
             .remove(name);
         {
-            let mut state = subscription.lock()?;
+            let mut state = subscription.lock_any()?;
+            state.deleted = true;
             let ids: Vec<String> = state.members.keys().cloned().collect();
             for id in ids {
-                state.remove(&id);
+                state.remove(&id, true);
             }
+            self.store.delete_subscription(name)?;
         }
-        self.store.delete_subscription(name)?;
         self.store.flush().await?;
         tracing::info!(subscription = %name, "subscription deleted");
         Ok(())
@@ -258,16 +275,15 @@ impl Manager {
         } else {
             caller.member_id.clone()
         };
-        let (response, record) = {
+        let (response, rebalanced) = {
             let mut state = subscription.lock()?;
             let (_, new) = state.touch(&member_id, &caller.address, mode, || self.new_holder());
-            let record = if new && subscription.options.group {
+            let rebalanced = new && subscription.options.group;
+            if rebalanced {
                 state.rebalance(subscription.partitions);
                 tracing::info!(subscription = %name, member = %member_id, generation = state.generation, "member joined; rebalanced");
-                Some(subscription.record(&state))
-            } else {
-                None
-            };
+                self.store.put_subscription(&subscription.record(&state))?;
+            }
             let response = v1::JoinGroupResponse {
                 partitions: state.eligible(
                     subscription.options.group,
@@ -278,11 +294,10 @@ impl Manager {
                 generation: state.generation,
                 session_timeout_ms: subscription.options.session_timeout_ms,
             };
-            (response, record)
+            (response, rebalanced)
         };
-        if let Some(record) = record {
+        if rebalanced {
             // A generation is never handed out twice, even across a restart.
-            self.store.put_subscription(&record)?;
             self.store.flush().await?;
             subscription.changed.notify_waiters();
         }
@@ -292,19 +307,21 @@ impl Manager {
     /// Removes a member now (leave, stream closed, session expired).
     pub async fn leave(&self, name: &str, member_id: &str) -> Result<()> {
         let subscription = self.subscription(name)?;
-        let record = {
+        {
             let mut state = subscription.lock()?;
-            if !state.remove(member_id) {
+            let group = subscription.options.group;
+            if !state.remove(member_id, group) {
                 return Ok(());
             }
-            if subscription.options.group {
-                state.rebalance(subscription.partitions);
-                tracing::info!(subscription = %name, member = %member_id, generation = state.generation, "member left; rebalanced");
+            if !group {
+                subscription.changed.notify_waiters();
+                return Ok(());
             }
-            subscription.record(&state)
-        };
+            state.rebalance(subscription.partitions);
+            tracing::info!(subscription = %name, member = %member_id, generation = state.generation, "member left; rebalanced");
+            self.store.put_subscription(&subscription.record(&state))?;
+        }
         subscription.changed.notify_waiters();
-        self.store.put_subscription(&record)?;
         self.store.flush().await?;
         Ok(())
     }
@@ -321,11 +338,7 @@ impl Manager {
         let subscription = self.subscription(name)?;
         let max = max.clamp(1, MAX_READ_RECORDS);
         let wait = wait.min(MAX_READ_WAIT);
-        let member_id = if subscription.options.group || !caller.member_id.is_empty() {
-            caller.member_id.clone()
-        } else {
-            format!("pull-{}", caller.address)
-        };
+        let member_id = member_id_of(&subscription, caller);
         let holder = {
             let mut state = subscription.lock()?;
             if subscription.options.group {
@@ -382,14 +395,20 @@ impl Manager {
     ) -> Result<Delivery> {
         let name = &subscription.name;
         // 1. Claim.
-        let (claims, plans) = {
+        let (claims, plans, generation) = {
             let mut state = subscription.lock()?;
             let now = Instant::now();
-            let eligible = state.eligible(
+            let mut eligible = state.eligible(
                 subscription.options.group,
                 member_id,
                 subscription.partitions,
             );
+            // Start at a different partition each time, so with few credits no
+            // partition is always served last.
+            if !eligible.is_empty() {
+                let turn = subscription.next_turn() % eligible.len();
+                eligible.rotate_left(turn);
+            }
             let deadline = subscription.lease_deadline();
             let mut claims: Vec<(u32, u64, u32)> = Vec::new();
             for &partition in &eligible {
@@ -409,18 +428,22 @@ impl Manager {
                 );
             }
             let left = max - claims.len();
-            let plans: Vec<(u32, u64)> = if left == 0 {
+            let plans: Vec<Plan> = if left == 0 {
                 Vec::new()
             } else {
                 eligible
                     .iter()
-                    .filter_map(|&p| {
-                        let cursor = state.cursors.get(p as usize)?;
-                        (cursor.room() > 0).then_some((p, cursor.next()))
+                    .filter_map(|&partition| {
+                        let cursor = state.cursors.get(partition as usize)?;
+                        (cursor.room() > 0).then_some(Plan {
+                            partition,
+                            from: cursor.next(),
+                            seeks: cursor.seeks(),
+                        })
                     })
                     .collect()
             };
-            (claims, plans)
+            (claims, plans, state.generation)
         };
         let mut delivery = Delivery::default();
         // 2a. Redeliveries: fetch the claimed records; dead-letter those out of attempts.
@@ -430,6 +453,8 @@ impl Manager {
         // 2b. New records: long-poll every planned partition, take what arrives first.
         let left = max.saturating_sub(delivery.records.len());
         if left == 0 || plans.is_empty() {
+            // Delivery counts of the redeliveries are durable before they go out.
+            self.store.flush().await?;
             return Ok(delivery);
         }
         let wait = if delivery.records.is_empty() {
@@ -437,38 +462,59 @@ impl Manager {
         } else {
             Duration::ZERO
         };
+        // Ask for about what can be delivered, not a full fetch of every partition.
+        let max_bytes =
+            (left as u64 * FETCH_BYTES_PER_RECORD).clamp(FETCH_BYTES_MIN, FETCH_BYTES_MAX) as u32;
+        let planned = plans.len();
         let mut fetches: FuturesUnordered<_> = plans
             .into_iter()
-            .map(|(partition, from)| {
+            .map(|plan| {
                 let source = &self.source;
                 let topic = subscription.topic.as_str();
-                async move { (partition, source.read(topic, partition, from, wait).await) }
+                async move {
+                    let result = source
+                        .read(topic, plan.partition, plan.from, wait, max_bytes)
+                        .await;
+                    (plan, result)
+                }
             })
             .collect();
         let mut results = Vec::new();
-        while let Some((partition, result)) = fetches.next().await {
+        let mut failure = None;
+        let mut failed = 0;
+        while let Some((plan, result)) = fetches.next().await {
             let found = match &result {
                 Ok(ReadOutcome::Records(f)) => !f.records.is_empty(),
                 Ok(ReadOutcome::BelowStart { .. }) => true,
-                Err(e) => {
-                    tracing::debug!(subscription = %name, partition, error = %e, "read failed");
-                    false
-                }
+                Err(_) => false,
             };
-            if let Ok(outcome) = result {
-                results.push((partition, outcome));
+            match result {
+                Ok(outcome) => results.push((plan, outcome)),
+                Err(e) => {
+                    tracing::debug!(subscription = %name, partition = plan.partition, error = %e, "read failed");
+                    failed += 1;
+                    failure.get_or_insert(e);
+                }
             }
             if found {
                 // Take whatever else is ready now, then stop waiting on idle partitions.
-                while let Some(Some((partition, Ok(outcome)))) =
+                while let Some(Some((plan, Ok(outcome)))) =
                     futures::FutureExt::now_or_never(fetches.next())
                 {
-                    results.push((partition, outcome));
+                    results.push((plan, outcome));
                 }
                 break;
             }
         }
         drop(fetches);
+        if failed == planned
+            && delivery.records.is_empty()
+            && let Some(error) = failure
+        {
+            // Every partition failed even after the source's retries: say why.
+            self.store.flush().await?;
+            return Err(error);
+        }
         // 3. Record.
         let retention_floor = subscription
             .options
@@ -478,11 +524,25 @@ impl Manager {
         {
             let mut state = subscription.lock()?;
             let deadline = subscription.lease_deadline();
+            let eligible = state.eligible(
+                subscription.options.group,
+                member_id,
+                subscription.partitions,
+            );
+            let same_generation = state.generation == generation;
             let mut left = left;
-            for (partition, outcome) in results {
+            for (plan, outcome) in results {
+                let partition = plan.partition;
+                // A rebalance or a seek while the fetch ran makes its records stale.
+                if !same_generation || !eligible.contains(&partition) {
+                    continue;
+                }
                 let Some(cursor) = state.cursors.get_mut(partition as usize) else {
                     continue;
                 };
+                if cursor.seeks() != plan.seeks {
+                    continue;
+                }
                 let before = cursor.committed();
                 let mut passed = Vec::new();
                 match outcome {
@@ -496,18 +556,22 @@ impl Manager {
                     ReadOutcome::Records(fetched) => {
                         let mut aged: Option<(u64, u64)> = None;
                         for record in fetched.records {
-                            if left == 0 {
+                            if left == 0 || cursor.room() == 0 {
                                 break;
                             }
+                            if record.offset < cursor.next() {
+                                continue;
+                            }
+                            // Offsets the log does not hold count as acknowledged.
+                            passed.extend(cursor.next()..record.offset);
                             if retention_floor.is_some_and(|floor| record.timestamp < floor) {
-                                if cursor.pass_new(record.offset) {
-                                    passed.push(record.offset);
-                                    aged =
-                                        Some(aged.map_or(
-                                            (record.offset, record.offset + 1),
-                                            |(a, _)| (a, record.offset + 1),
-                                        ));
-                                }
+                                cursor.pass_new(record.offset);
+                                passed.push(record.offset);
+                                aged = Some(
+                                    aged.map_or((record.offset, record.offset + 1), |(a, _)| {
+                                        (a, record.offset + 1)
+                                    }),
+                                );
                                 continue;
                             }
                             if cursor.deliver_new(record.offset, holder, deadline) {
@@ -565,7 +629,10 @@ impl Manager {
         let max_deliveries = subscription.options.max_deliveries;
         let mut dead: Vec<ConsumerRecord> = Vec::new();
         let mut attempts: Vec<(u32, u64, u32)> = Vec::new();
+        // Could not be fetched now: offered again.
         let mut unfound: Vec<(u32, u64)> = Vec::new();
+        // The log holds no such offset (a later one came instead): acknowledged.
+        let mut vanished: Vec<(u32, u64)> = Vec::new();
         let mut below_start: Vec<(u32, u64)> = Vec::new();
         for (partition, mut wanted) in by_partition {
             wanted.sort_unstable();
@@ -574,7 +641,13 @@ impl Manager {
                 let from = wanted[index].0;
                 match self
                     .source
-                    .read(&subscription.topic, partition, from, Duration::ZERO)
+                    .read(
+                        &subscription.topic,
+                        partition,
+                        from,
+                        Duration::ZERO,
+                        FETCH_BYTES_MAX as u32,
+                    )
                     .await
                 {
                     Ok(ReadOutcome::Records(fetched)) if !fetched.records.is_empty() => {
@@ -586,9 +659,10 @@ impl Manager {
                             }
                             let Some(record) = records.next_if(|r| r.offset == offset) else {
                                 if records.peek().is_none() {
+                                    // Past this fetch: the next one starts here.
                                     break;
                                 }
-                                unfound.push((partition, offset));
+                                vanished.push((partition, offset));
                                 index += 1;
                                 continue;
                             };
@@ -603,6 +677,12 @@ impl Manager {
                     }
                     Ok(ReadOutcome::BelowStart { log_start }) => {
                         below_start.push((partition, log_start));
+                        unfound.extend(
+                            wanted[index..]
+                                .iter()
+                                .filter(|&&(o, _)| o >= log_start)
+                                .map(|&(o, _)| (partition, o)),
+                        );
                         break;
                     }
                     Ok(ReadOutcome::Records(_)) | Err(_) => {
@@ -612,8 +692,12 @@ impl Manager {
                 }
             }
         }
-        if !dead.is_empty() {
-            self.dead_letter(subscription, &dead, &attempts).await?;
+        if !dead.is_empty()
+            && let Err(e) = self.dead_letter(subscription, &dead, &attempts).await
+        {
+            // Offered again later; the rest of the delivery goes on.
+            tracing::warn!(subscription = %subscription.name, error = %e, "cannot write dead letters; will retry");
+            unfound.extend(dead.iter().map(|r| (r.partition, r.offset)));
         }
         let mut changes = Changes::new();
         {
@@ -626,11 +710,16 @@ impl Manager {
             for &(partition, offset, attempt) in &attempts {
                 changes.deliveries(&subscription.name, partition, offset, attempt);
             }
-            for (partition, log_start) in below_start {
+            let mut gone: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+            for (partition, offset) in vanished {
+                gone.entry(partition).or_default().push(offset);
+            }
+            for (partition, offsets) in gone {
                 if let Some(cursor) = state.cursors.get_mut(partition as usize) {
-                    let from = cursor.committed();
-                    let before = from;
-                    cursor.skip_below(log_start);
+                    let before = cursor.committed();
+                    for &offset in &offsets {
+                        cursor.ack(offset);
+                    }
                     persist_partition(
                         &self.store,
                         &mut changes,
@@ -638,6 +727,21 @@ impl Manager {
                         partition,
                         cursor,
                         before,
+                        &offsets,
+                    )?;
+                }
+            }
+            for (partition, log_start) in below_start {
+                if let Some(cursor) = state.cursors.get_mut(partition as usize) {
+                    let from = cursor.committed();
+                    cursor.skip_below(log_start);
+                    persist_partition(
+                        &self.store,
+                        &mut changes,
+                        &subscription.name,
+                        partition,
+                        cursor,
+                        from,
                         &[],
                     )?;
                     delivery
@@ -698,67 +802,86 @@ impl Manager {
             state.dead_lettered += ids.len() as u64;
             self.store.put_subscription(&subscription.record(&state))?;
         }
-        self.ack_ids(subscription, &ids).await
+        self.ack_ids(subscription, &ids, true).await
     }
 
     /// Acknowledges records of a subscription for a caller (generation checked).
     pub async fn ack(
         &self,
         name: &str,
-        member_id: &str,
+        caller: &Caller,
         generation: u64,
         ids: &[(u32, u64)],
     ) -> Result<()> {
         let subscription = self.subscription(name)?;
-        {
-            let mut state = subscription.lock()?;
-            check_generation(&subscription, &state, member_id, generation)?;
-            if let Some(member) = state.members.get_mut(member_id) {
-                member.last_seen = Instant::now();
-            }
-        }
-        self.ack_ids(&subscription, ids).await
+        self.check_caller(&subscription, caller, generation)?;
+        self.ack_ids(&subscription, ids, true).await
     }
 
-    /// Acknowledges records and waits until the new positions are durable.
+    /// Checks a caller's generation and renews its presence.
+    fn check_caller(
+        &self,
+        subscription: &Subscription,
+        caller: &Caller,
+        generation: u64,
+    ) -> Result<()> {
+        let member_id = member_id_of(subscription, caller);
+        let mut state = subscription.lock()?;
+        check_generation(subscription, &state, &member_id, generation)?;
+        if let Some(member) = state.members.get_mut(&member_id) {
+            member.last_seen = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Acknowledges records and waits until the new positions are durable. `strict`
+    /// refuses the whole call, changing nothing, if any id names an unknown partition
+    /// or an offset never delivered; otherwise (a stream's acks, which may trail a
+    /// seek) such ids are skipped.
     pub async fn ack_ids(
         &self,
         subscription: &Arc<Subscription>,
         ids: &[(u32, u64)],
+        strict: bool,
     ) -> Result<()> {
         let mut changes = Changes::new();
         {
             let mut state = subscription.lock()?;
             let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
             for &(partition, offset) in ids {
-                by_partition.entry(partition).or_default().push(offset);
+                let valid = match state.cursors.get(partition as usize) {
+                    None if strict => {
+                        return Err(Error::InvalidArgument(format!(
+                            "partition {partition} does not exist in topic {:?} ({} partitions)",
+                            subscription.topic, subscription.partitions
+                        )));
+                    }
+                    None => false,
+                    Some(cursor) if offset >= cursor.next() && strict => {
+                        return Err(Error::InvalidArgument(format!(
+                            "offset {offset} of partition {partition} was never delivered to \
+                             subscription {:?}; nothing in this call was acknowledged",
+                            subscription.name
+                        )));
+                    }
+                    Some(cursor) => offset < cursor.next(),
+                };
+                if valid {
+                    by_partition.entry(partition).or_default().push(offset);
+                }
             }
             for (partition, offsets) in by_partition {
                 let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                    return Err(Error::InvalidArgument(format!(
-                        "partition {partition} does not exist in topic {:?} ({} partitions)",
-                        subscription.topic, subscription.partitions
-                    )));
+                    continue;
                 };
                 let before = cursor.committed();
-                let mut acked = Vec::with_capacity(offsets.len());
-                for offset in offsets {
-                    match cursor.ack(offset) {
-                        AckOutcome::Acked => acked.push(offset),
-                        AckOutcome::Already => {}
-                        AckOutcome::NotDelivered => {
-                            return Err(Error::InvalidArgument(format!(
-                                "offset {offset} of partition {partition} was never delivered to \
-                                 subscription {:?}",
-                                subscription.name
-                            )));
-                        }
-                    }
-                }
+                let acked: Vec<u64> = offsets
+                    .into_iter()
+                    .filter(|&offset| cursor.ack(offset) == AckOutcome::Acked)
+                    .collect();
                 if acked.is_empty() {
                     continue;
                 }
-                let cursor = &state.cursors[partition as usize];
                 persist_partition(
                     &self.store,
                     &mut changes,
@@ -780,14 +903,20 @@ impl Manager {
     pub async fn nack(
         &self,
         name: &str,
-        member_id: &str,
+        caller: &Caller,
         generation: u64,
         ids: &[(u32, u64)],
     ) -> Result<()> {
         let subscription = self.subscription(name)?;
+        self.check_caller(&subscription, caller, generation)?;
+        if let Some(&(partition, _)) = ids.iter().find(|(p, _)| *p >= subscription.partitions) {
+            return Err(Error::InvalidArgument(format!(
+                "partition {partition} does not exist in topic {:?} ({} partitions)",
+                subscription.topic, subscription.partitions
+            )));
+        }
         {
             let mut state = subscription.lock()?;
-            check_generation(&subscription, &state, member_id, generation)?;
             for &(partition, offset) in ids {
                 if let Some(cursor) = state.cursors.get_mut(partition as usize) {
                     cursor.nack(offset);
@@ -802,7 +931,7 @@ impl Manager {
     pub async fn commit(
         &self,
         name: &str,
-        member_id: &str,
+        caller: &Caller,
         generation: u64,
         partition: u32,
         offset: u64,
@@ -829,9 +958,12 @@ impl Manager {
         }
         let mut changes = Changes::new();
         {
+            let member_id = member_id_of(&subscription, caller);
             let mut state = subscription.lock()?;
-            check_generation(&subscription, &state, member_id, generation)?;
-            let cursor = &mut state.cursors[partition as usize];
+            check_generation(&subscription, &state, &member_id, generation)?;
+            let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                return Err(Error::InvalidArgument(format!("no partition {partition}")));
+            };
             let before = cursor.committed();
             cursor.commit_to(offset);
             persist_partition(
@@ -871,7 +1003,22 @@ impl Manager {
         for &p in &partitions {
             use v1::list_offsets_request::Spec;
             let offset = match target {
-                v1::seek_request::Target::Offset(o) => o,
+                v1::seek_request::Target::Offset(o) => {
+                    let start = self
+                        .source
+                        .offset(&subscription.topic, p, Spec::Earliest(true))
+                        .await?;
+                    let end = self
+                        .source
+                        .offset(&subscription.topic, p, Spec::Latest(true))
+                        .await?;
+                    if !(start..=end).contains(&o) {
+                        return Err(Error::InvalidArgument(format!(
+                            "cannot seek partition {p} to offset {o}: it holds offsets {start} to {end}"
+                        )));
+                    }
+                    o
+                }
                 v1::seek_request::Target::Earliest(_) => {
                     self.source
                         .offset(&subscription.topic, p, Spec::Earliest(true))
@@ -894,9 +1041,12 @@ impl Manager {
         {
             let mut state = subscription.lock()?;
             for &(p, offset) in &offsets {
-                let cursor = &mut state.cursors[p as usize];
+                let Some(cursor) = state.cursors.get_mut(p as usize) else {
+                    continue;
+                };
                 cursor.seek(offset);
-                self.store.forget_range(name, p, 0, u64::MAX)?;
+                self.store
+                    .forget_range(&mut changes, name, p, 0, u64::MAX)?;
                 persist_partition(&self.store, &mut changes, name, p, cursor, offset, &[])?;
             }
             self.store.apply(changes)?;
@@ -990,6 +1140,16 @@ impl Manager {
                 }
             }
         }
+    }
+}
+
+/// The member id a caller reads as: its own, or for an anonymous reader of a shared
+/// subscription one derived from its address (so Read and Ack find the same member).
+fn member_id_of(subscription: &Subscription, caller: &Caller) -> String {
+    if subscription.options.group || !caller.member_id.is_empty() {
+        caller.member_id.clone()
+    } else {
+        format!("pull-{}", caller.address)
     }
 }
 

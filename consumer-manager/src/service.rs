@@ -162,15 +162,14 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::AckRequest>,
     ) -> Result<Response<v1::AckResponse>, Status> {
+        let caller = Caller {
+            member_id: request.get_ref().member_id.clone(),
+            address: address(&request),
+        };
         let request = request.into_inner();
         let ids = ids(&request.records)?;
         self.manager
-            .ack(
-                &request.subscription,
-                &request.member_id,
-                request.generation,
-                &ids,
-            )
+            .ack(&request.subscription, &caller, request.generation, &ids)
             .await?;
         Ok(Response::new(v1::AckResponse {}))
     }
@@ -179,15 +178,14 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::NackRequest>,
     ) -> Result<Response<v1::NackResponse>, Status> {
+        let caller = Caller {
+            member_id: request.get_ref().member_id.clone(),
+            address: address(&request),
+        };
         let request = request.into_inner();
         let ids = ids(&request.records)?;
         self.manager
-            .nack(
-                &request.subscription,
-                &request.member_id,
-                request.generation,
-                &ids,
-            )
+            .nack(&request.subscription, &caller, request.generation, &ids)
             .await?;
         Ok(Response::new(v1::NackResponse {}))
     }
@@ -196,11 +194,15 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::CommitRequest>,
     ) -> Result<Response<v1::CommitResponse>, Status> {
+        let caller = Caller {
+            member_id: request.get_ref().member_id.clone(),
+            address: address(&request),
+        };
         let request = request.into_inner();
         self.manager
             .commit(
                 &request.subscription,
-                &request.member_id,
+                &caller,
                 request.generation,
                 request.partition,
                 request.offset,

@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
 
-/// Bytes asked of a broker per partition read.
+/// Most bytes asked of a broker per partition read.
 const FETCH_MAX_BYTES: u32 = 4 << 20;
 /// Attempts at an operation while a partition's leader moves.
 const RETRIES: u32 = 20;
@@ -140,12 +140,13 @@ impl Source {
         partition: u32,
         offset: u64,
         wait: Duration,
+        max_bytes: u32,
     ) -> Result<ReadOutcome> {
         let request = v1::FetchRequest {
             topic: topic.to_string(),
             partition,
             offset,
-            max_bytes: FETCH_MAX_BYTES,
+            max_bytes: max_bytes.min(FETCH_MAX_BYTES),
             max_wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
             replica_id: None,
             leader_epoch: 0,

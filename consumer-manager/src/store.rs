@@ -235,6 +235,9 @@ impl Store {
     }
 
     /// Applies a set of changes (in order with other applies; durable after flush).
+    /// Cursors go first: should a crash keep only part, it keeps a newer committed
+    /// offset with stale acks below it (ignored on load), never removed acks with an
+    /// older committed offset.
     pub fn apply(&self, changes: Changes) -> Result<()> {
         if changes.empty {
             return Ok(());
@@ -247,21 +250,30 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets acknowledgements and delivery counts of offsets in `[from, to)` of a
-    /// partition (the committed offset passed them).
-    pub fn forget_range(&self, name: &str, partition: u32, from: u64, to: u64) -> Result<()> {
+    /// Adds to `changes` the removal of acknowledgements and delivery counts of
+    /// offsets in `[from, to)` of a partition (the committed offset passed them). They
+    /// go with the cursor's change, never ahead of it.
+    pub fn forget_range(
+        &self,
+        changes: &mut Changes,
+        name: &str,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<()> {
         let (start, end) = (
             offset_key(name, partition, from),
             offset_key(name, partition, to),
         );
-        for tree in [&self.acks, &self.deliveries] {
-            let mut batch = sled::Batch::default();
-            for item in tree.range(start.clone()..end.clone()) {
-                let (key, _) = item.map_err(storage)?;
-                batch.remove(key);
-            }
-            tree.apply_batch(batch).map_err(storage)?;
+        for item in self.acks.range(start.clone()..end.clone()) {
+            let (key, _) = item.map_err(storage)?;
+            changes.acks.remove(key);
         }
+        for item in self.deliveries.range(start..end) {
+            let (key, _) = item.map_err(storage)?;
+            changes.deliveries.remove(key);
+        }
+        changes.empty = false;
         Ok(())
     }
 

@@ -100,7 +100,7 @@ pub async fn open(
                     member.last_seen = std::time::Instant::now();
                 }
                 if !acks.is_empty()
-                    && let Err(e) = manager.ack_ids(&subscription, &acks).await
+                    && let Err(e) = manager.ack_ids(&subscription, &acks, false).await
                 {
                     let _ = outbound.send(Err(e.into())).await;
                     break;

@@ -3,6 +3,7 @@
 //! and runs under the subscription's lock; I/O happens outside it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +67,8 @@ pub struct State {
     pub replayed: Vec<u64>,
     /// High watermark per partition, as last seen.
     pub high_watermarks: Vec<Option<u64>>,
+    /// Set by Unsubscribe: nothing may be written for it any more.
+    pub deleted: bool,
 }
 
 /// A subscription: immutable identity and options, and its state under a lock.
@@ -82,6 +85,7 @@ pub struct Subscription {
     /// Woken when records may have become deliverable (nack, release, rebalance,
     /// credits) so waiting readers look again.
     pub changed: Notify,
+    turn: AtomicUsize,
 }
 
 /// Milliseconds since the epoch, now.
@@ -108,13 +112,28 @@ impl Subscription {
                 dead_lettered: record.dead_lettered,
                 replayed: record.replayed.clone(),
                 high_watermarks: vec![None; partitions as usize],
+                deleted: false,
             }),
             changed: Notify::new(),
+            turn: AtomicUsize::new(0),
         }
     }
 
-    /// Locks the state.
+    /// Locks the state of a subscription that still exists (NOT_FOUND once it was
+    /// deleted, so an operation that raced Unsubscribe writes nothing).
     pub fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        let state = self.lock_any()?;
+        if state.deleted {
+            return Err(Error::NotFound(format!(
+                "subscription {:?} was deleted",
+                self.name
+            )));
+        }
+        Ok(state)
+    }
+
+    /// Locks the state, deleted or not.
+    pub fn lock_any(&self) -> Result<MutexGuard<'_, State>> {
         self.state
             .lock()
             .map_err(|_| Error::Storage(format!("subscription {:?} state poisoned", self.name)))
@@ -131,6 +150,11 @@ impl Subscription {
             dead_lettered: state.dead_lettered,
             replayed: state.replayed.clone(),
         }
+    }
+
+    /// A counter that rotates which partition a delivery serves first.
+    pub fn next_turn(&self) -> usize {
+        self.turn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The lease deadline of a record delivered now.
@@ -172,13 +196,18 @@ impl State {
         (holder, true)
     }
 
-    /// Removes a member: its leases go back for redelivery, a stream is told to end.
-    pub fn remove(&mut self, member_id: &str) -> bool {
+    /// Removes a member; a stream is told to end. The leases of a group member or a
+    /// stream go back for redelivery now (its partitions move, or its connection is
+    /// gone); a shared pull reader's leases run to their ack deadline, since it may
+    /// still ack what it holds.
+    pub fn remove(&mut self, member_id: &str, group: bool) -> bool {
         let Some(member) = self.members.remove(member_id) else {
             return false;
         };
-        for cursor in &mut self.cursors {
-            cursor.release(member.holder);
+        if group || member.mode == Mode::Stream {
+            for cursor in &mut self.cursors {
+                cursor.release(member.holder);
+            }
         }
         member.evicted.send_replace(true);
         true
@@ -295,6 +324,7 @@ pub fn persist_partition(
     }
     if cursor.committed() != before {
         store.forget_range(
+            changes,
             name,
             partition,
             before.min(cursor.committed()),

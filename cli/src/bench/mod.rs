@@ -8,6 +8,7 @@ mod consume;
 mod e2e;
 mod produce;
 mod report;
+mod subscribe;
 
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub enum BenchKind {
     Consume(ConsumeArgs),
     /// Produce at a steady rate while consuming, and report produce-to-consume latency.
     E2e(E2eArgs),
+    /// Read a topic through a new subscription (push stream, every record acked) and
+    /// report throughput through the consumer manager.
+    Subscribe(SubscribeArgs),
 }
 
 /// Topic options shared by the benchmarks that write.
@@ -120,6 +124,23 @@ pub struct ConsumeArgs {
     duration: Option<Duration>,
 }
 
+/// `pubsub bench subscribe`
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// Topic to read from the beginning.
+    #[arg(long)]
+    topic: String,
+    /// Records to read and acknowledge.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Unacknowledged records the server may send ahead.
+    #[arg(long, default_value_t = 10_000)]
+    credits: u32,
+    /// Stop after this long even if fewer records were read.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+}
+
 /// `pubsub bench e2e`
 #[derive(Debug, Args)]
 pub struct E2eArgs {
@@ -141,6 +162,7 @@ pub async fn run(client: &Client, args: BenchArgs, show_progress: bool) -> anyho
         BenchKind::Produce(args) => produce::run(client, args, show_progress).await,
         BenchKind::Consume(args) => consume::run(client, args, show_progress).await,
         BenchKind::E2e(args) => e2e::run(client, args, show_progress).await,
+        BenchKind::Subscribe(args) => subscribe::run(client, args, show_progress).await,
     }
 }
 

@@ -39,6 +39,9 @@ fn produce_consume_and_e2e_benchmarks_run() {
     assert!(produced["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
     let consumed = bench(&server, &["consume", "--topic", "b", "--records", "5000"]);
     assert_eq!(consumed["records"], 5000);
+    let subscribed = bench(&server, &["subscribe", "--topic", "b", "--records", "5000"]);
+    assert_eq!(subscribed["records"], 5000);
+    assert_eq!(subscribed["bytes"], 5000 * 200);
     let e2e = bench(
         &server,
         &[

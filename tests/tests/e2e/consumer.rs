@@ -146,6 +146,33 @@ async fn two_subscriptions_get_every_record_and_kill_9_redelivers_exactly_the_un
         let values: BTreeSet<String> = records.iter().map(value).collect();
         assert_eq!(values, all, "each subscription receives every record once");
     }
+    // One bad id refuses the whole call and acknowledges nothing.
+    let mut with_bad = ids(&billing);
+    with_bad.push((0, 1_000_000));
+    let refused = subs.ack("billing", "", 0, &with_bad).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::InvalidArgument),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("never delivered"), "{refused}");
+    let info = subs.list("", "billing").await.unwrap();
+    assert!(
+        info[0]
+            .partitions
+            .iter()
+            .all(|p| p.outstanding > 0 || p.lag == Some(0))
+    );
+    assert_eq!(
+        info[0]
+            .partitions
+            .iter()
+            .map(|p| p.outstanding)
+            .sum::<u64>(),
+        1000,
+        "nothing was acknowledged: {:?}",
+        info[0].partitions
+    );
     subs.ack("billing", "", 0, &ids(&billing)).await.unwrap();
     let (acked, unacked): (Vec<_>, Vec<_>) = audit.into_iter().partition(|r| r.offset % 2 == 0);
     subs.ack("audit", "", 0, &ids(&acked)).await.unwrap();
