@@ -25,7 +25,7 @@ use crate::store::{Changes, Store, SubscriptionRecord};
 use crate::subscription::{Mode, Subscription, check_generation, now_ms, persist_partition};
 
 /// Fetch size per record wanted, when sizing a delivery's fetches.
-const FETCH_BYTES_PER_RECORD: u64 = 1024;
+const FETCH_BYTES_PER_RECORD: u64 = 256;
 /// Smallest and largest fetch per partition of one delivery.
 const FETCH_BYTES_MIN: u64 = 64 << 10;
 const FETCH_BYTES_MAX: u64 = 4 << 20;

@@ -19,7 +19,7 @@ use crate::manager::{Caller, Manager};
 use crate::subscription::Mode;
 
 /// Most records delivered per step.
-const STEP_RECORDS: u64 = 1_000;
+const STEP_RECORDS: u64 = 5_000;
 /// Long-poll wait of one delivery step.
 const STEP_WAIT: Duration = Duration::from_millis(500);
 /// Messages queued toward the client before the delivery task waits.
