@@ -36,6 +36,8 @@ pub struct Server {
     address: String,
     /// Arguments after `pubsubd`, with `{listen}` standing for the listen address.
     args: Vec<String>,
+    /// Extra environment of the process (kept across restarts).
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -51,6 +53,16 @@ impl Server {
 
     /// Starts a standalone server listening on `listen` with extra flags.
     pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, listen, extra, Vec::new())
+    }
+
+    /// Starts a standalone server with extra flags and environment.
+    pub fn start_with_env(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Server {
         // The embedded cluster manager gets its own fixed port, so a restart finds it
         // free and at the same address.
         let manager = format!("127.0.0.1:{}", free_port());
@@ -67,15 +79,26 @@ impl Server {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        Server::spawn(data_dir, args, listen)
+        Server::spawn_with_env(data_dir, args, listen, env)
     }
 
     /// Starts `pubsubd ARGS...`, where `{listen}` in ARGS is replaced by `listen`, and
     /// waits for its `listening on ADDR` line.
     pub fn spawn(data_dir: &Path, args: Vec<String>, listen: &str) -> Server {
+        Server::spawn_with_env(data_dir, args, listen, Vec::new())
+    }
+
+    /// [`Server::spawn`] with extra environment variables (LD_PRELOAD, for example).
+    pub fn spawn_with_env(
+        data_dir: &Path,
+        args: Vec<String>,
+        listen: &str,
+        env: Vec<(String, String)>,
+    ) -> Server {
         let expanded: Vec<String> = args.iter().map(|a| a.replace("{listen}", listen)).collect();
         let mut child = Command::new(binary("pubsubd"))
             .args(&expanded)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -104,6 +127,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             address,
             args,
+            env,
         }
     }
 
@@ -153,12 +177,18 @@ impl Server {
     /// Starts the server again with the same arguments, on the same address.
     pub fn restart(&mut self) {
         self.kill9();
-        let restarted = Server::spawn(
+        let restarted = Server::spawn_with_env(
             &self.data_dir.clone(),
             self.args.clone(),
             &self.address.clone(),
+            self.env.clone(),
         );
         *self = restarted;
+    }
+
+    /// Replaces the extra environment used by the next restart.
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.env = env;
     }
 
     /// Kills the server (SIGKILL) and starts it again on the same port and data.

@@ -7,6 +7,7 @@ mod client;
 mod cluster;
 mod consumer;
 mod errors;
+mod fsync;
 mod grpc;
 mod replication;
 
