@@ -929,3 +929,66 @@ async fn the_consumer_manager_role_follows_partition_leaders_in_a_cluster() {
         "exactly the new records, none again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_moves_a_subscription_back_forward_and_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = Client::connect(server.address()).await.unwrap();
+    create(&client, "replay", 1, TopicConfig::default()).await;
+    let records = (0..5)
+        .map(|i| ProducerRecord::value(format!("r-{i}")))
+        .collect();
+    produce(&client, "replay", ProducerConfig::default(), records).await;
+    let subs = Subscriptions::new(client.clone());
+    subs.subscribe("replay", "again", earliest()).await.unwrap();
+    let first = read_n(&subs, "again", 5).await;
+    subs.ack("again", "", 0, &ids(&first)).await.unwrap();
+
+    use v1::seek_request::Target;
+    subs.seek("again", None, Target::Earliest(true))
+        .await
+        .unwrap();
+    let replayed = read_n(&subs, "again", 5).await;
+    let offsets: Vec<u64> = replayed.iter().map(|r| r.offset).collect();
+    assert_eq!(
+        offsets,
+        vec![0, 1, 2, 3, 4],
+        "everything again after seeking to the start"
+    );
+
+    let moved = subs
+        .seek("again", Some(0), Target::Offset(3))
+        .await
+        .unwrap();
+    assert_eq!(moved[0].committed_offset, 3);
+    let tail = read_n(&subs, "again", 2).await;
+    assert_eq!(
+        tail.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+
+    let beyond = subs
+        .seek("again", Some(0), Target::Offset(99))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        beyond.code(),
+        Some(tonic::Code::InvalidArgument),
+        "{beyond}"
+    );
+    assert!(beyond.to_string().contains("0 to 5"), "{beyond}");
+
+    let future = i64::MAX / 2;
+    subs.seek("again", None, Target::TimestampMs(future))
+        .await
+        .unwrap();
+    let none = subs
+        .read("again", "", 0, 10, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(
+        none.records.is_empty(),
+        "a seek past the newest record reads nothing old"
+    );
+}
