@@ -34,6 +34,14 @@ fn address<T>(request: &Request<T>) -> String {
         .map_or_else(|| "unknown".to_string(), |a| a.to_string())
 }
 
+/// Who calls: the member id the request names, and where it connects from.
+fn caller<T>(request: &Request<T>, member_id: &str) -> Caller {
+    Caller {
+        member_id: member_id.to_string(),
+        address: address(request),
+    }
+}
+
 fn ids(records: &[v1::RecordId]) -> Result<Vec<(u32, u64)>, Status> {
     if records.len() > MAX_IDS {
         return Err(Status::invalid_argument(format!(
@@ -103,10 +111,7 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::JoinGroupRequest>,
     ) -> Result<Response<v1::JoinGroupResponse>, Status> {
-        let caller = Caller {
-            member_id: request.get_ref().member_id.clone(),
-            address: address(&request),
-        };
+        let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let subscription = self.manager.subscription(&request.subscription)?;
         if !subscription.options.group {
@@ -137,10 +142,7 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::ReadRequest>,
     ) -> Result<Response<v1::ReadResponse>, Status> {
-        let caller = Caller {
-            member_id: request.get_ref().member_id.clone(),
-            address: address(&request),
-        };
+        let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let delivery = self
             .manager
@@ -162,10 +164,7 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::AckRequest>,
     ) -> Result<Response<v1::AckResponse>, Status> {
-        let caller = Caller {
-            member_id: request.get_ref().member_id.clone(),
-            address: address(&request),
-        };
+        let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let ids = ids(&request.records)?;
         self.manager
@@ -178,10 +177,7 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::NackRequest>,
     ) -> Result<Response<v1::NackResponse>, Status> {
-        let caller = Caller {
-            member_id: request.get_ref().member_id.clone(),
-            address: address(&request),
-        };
+        let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let ids = ids(&request.records)?;
         self.manager
@@ -194,10 +190,7 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::CommitRequest>,
     ) -> Result<Response<v1::CommitResponse>, Status> {
-        let caller = Caller {
-            member_id: request.get_ref().member_id.clone(),
-            address: address(&request),
-        };
+        let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         self.manager
             .commit(
