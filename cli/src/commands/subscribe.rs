@@ -190,12 +190,24 @@ pub async fn subscribe(global: &GlobalArgs, args: SubscribeArgs) -> anyhow::Resu
         .await?;
     let stdout = std::io::stdout();
     let mut printed = 0u64;
+    let mut lost_since: Option<std::time::Instant> = None;
     loop {
-        let record = tokio::select! {
-            record = stream.next_record() => record?,
-            _ = tokio::signal::ctrl_c() => None,
+        let next = tokio::select! {
+            record = stream.next_record() => match record {
+                Ok(Some(record)) => Ok(record),
+                Ok(None) => Err(pubsub_client::Error::Closed),
+                Err(e) => Err(e),
+            },
+            _ = tokio::signal::ctrl_c() => break,
         };
-        let Some(record) = record else { break };
+        let record = match next {
+            Ok(record) => record,
+            Err(e) if can_reconnect(&e) => {
+                stream = reconnect(&subscriptions, &args, credits, e, &mut lost_since).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         for skip in stream.skipped.drain(..) {
             eprintln!(
                 "warning: partition {} offsets {}..{} skipped ({})",
@@ -211,7 +223,14 @@ pub async fn subscribe(global: &GlobalArgs, args: SubscribeArgs) -> anyhow::Resu
             }
             out.flush()?;
         }
-        stream.ack(record.partition, record.offset).await?;
+        if let Err(e) = stream.ack(record.partition, record.offset).await {
+            // Not acknowledged: the record comes again (delivery is at least once).
+            if !can_reconnect(&e) {
+                return Err(e.into());
+            }
+            stream = reconnect(&subscriptions, &args, credits, e, &mut lost_since).await?;
+            continue;
+        }
         printed += 1;
         if args.count.is_some_and(|n| printed >= n) {
             break;
@@ -219,6 +238,55 @@ pub async fn subscribe(global: &GlobalArgs, args: SubscribeArgs) -> anyhow::Resu
     }
     stream.close().await?;
     Ok(())
+}
+
+/// How long `subscribe` keeps trying to reach the consumer manager again.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+/// Pause between reconnection attempts.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+/// Errors after which a subscriber reconnects: the server restarted or the link
+/// broke. A deleted subscription or a refused request ends `subscribe`.
+fn can_reconnect(error: &pubsub_client::Error) -> bool {
+    error.is_retriable()
+        || matches!(error, pubsub_client::Error::Closed)
+        || matches!(
+            error.code(),
+            Some(tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled)
+        )
+}
+
+/// Opens the subscription's stream again after `error`, retrying for up to
+/// [`RECONNECT_FOR`] since the connection was first lost.
+async fn reconnect(
+    subscriptions: &Subscriptions,
+    args: &SubscribeArgs,
+    credits: u32,
+    error: pubsub_client::Error,
+    lost_since: &mut Option<std::time::Instant>,
+) -> anyhow::Result<pubsub_client::SubscriberStream> {
+    let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+    eprintln!("connection to the consumer manager lost ({error}); reconnecting");
+    loop {
+        tokio::time::sleep(RECONNECT_PAUSE).await;
+        match subscriptions
+            .stream(&args.subscription, &args.member_id, credits)
+            .await
+        {
+            Ok(stream) => {
+                *lost_since = None;
+                eprintln!("reconnected to subscription {:?}", args.subscription);
+                return Ok(stream);
+            }
+            Err(e) if can_reconnect(&e) && since.elapsed() < RECONNECT_FOR => {}
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "cannot reach subscription {:?} again",
+                    args.subscription
+                )));
+            }
+        }
+    }
 }
 
 /// Whether `subscribe` was given options that define a subscription (other than

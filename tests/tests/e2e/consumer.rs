@@ -992,3 +992,80 @@ async fn seek_moves_a_subscription_back_forward_and_by_time() {
         "a seek past the newest record reads nothing old"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_following_subscriber_reconnects_after_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let client = Client::connect(server.address()).await.unwrap();
+    create(&client, "feed", 2, TopicConfig::default()).await;
+    let subs = Subscriptions::new(client.clone());
+    subs.subscribe("feed", "reader", earliest()).await.unwrap();
+    let mut child = Command::new(binary("pubsub"))
+        .args([
+            "--server",
+            server.address(),
+            "subscribe",
+            "feed",
+            "-s",
+            "reader",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let wait_for = |count: usize| {
+        let lines = lines.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let seen: HashSet<String> = lines.lock().unwrap().iter().cloned().collect();
+                if seen.len() >= count {
+                    return seen;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "subscriber printed {} of {count}",
+                    seen.len()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    produce(
+        &client,
+        "feed",
+        ProducerConfig::default(),
+        keyed(0..10, "before"),
+    )
+    .await;
+    wait_for(10).await;
+
+    server.restart_after_kill9();
+    let client = Client::connect(server.address()).await.unwrap();
+    produce(
+        &client,
+        "feed",
+        ProducerConfig::default(),
+        keyed(10..20, "after"),
+    )
+    .await;
+    let seen = wait_for(20).await;
+    let expected: HashSet<String> = (0..10)
+        .map(|i| format!("before-{i}"))
+        .chain((10..20).map(|i| format!("after-{i}")))
+        .collect();
+    assert_eq!(seen, expected);
+    let _ = child.kill();
+    let _ = child.wait();
+}
