@@ -1,6 +1,7 @@
 //! `pubsubd`: the pubsub server. `pubsubd standalone` runs every role in one process
 //! on loopback with data under `./data`: the embedded default a new user starts first.
-//! `pubsubd cluster-manager` and `pubsubd broker` run the roles apart, for a cluster.
+//! `pubsubd cluster-manager`, `pubsubd broker` and `pubsubd consumer-manager` run the
+//! roles apart, for a cluster.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,7 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Role {
-    /// Every role in one process: a one-node cluster manager and a broker, on loopback.
+    /// Every role in one process: a one-node cluster manager, a broker and the consumer
+    /// manager (on the broker's address), on loopback.
     Standalone {
         /// TOML configuration file (see cli/config.example.toml).
         #[arg(long, env = "PUBSUB_CONFIG")]
