@@ -4,6 +4,7 @@
 //! is serving (standalone runs both in one process).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,6 @@ use pubsub_client::record::{ConsumerRecord, decode_fetched};
 use pubsub_client::routing::Router;
 use pubsub_client::{Admin, Client, Producer, ProducerConfig};
 use pubsub_proto::v1;
-use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
 
@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 const FETCH_MAX_BYTES: u32 = 4 << 20;
 /// Attempts at an operation while a partition's leader moves.
 const RETRIES: u32 = 20;
+/// Failed attempts after which the next bootstrap broker is tried.
+const SWITCH_AFTER: u32 = 4;
 /// Pause between those attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
@@ -46,35 +48,68 @@ pub enum ReadOutcome {
 
 /// Access to the brokers.
 pub struct Source {
-    bootstrap: String,
-    client: OnceCell<Client>,
+    /// Brokers to bootstrap from, tried in turn.
+    bootstraps: Vec<String>,
+    /// The client of the bootstrap in use; dropped to move to the next one.
+    client: tokio::sync::Mutex<Option<Client>>,
+    /// Index of the bootstrap to try first.
+    turn: AtomicUsize,
     routers: Mutex<HashMap<String, Arc<Router>>>,
     producers: tokio::sync::Mutex<HashMap<String, Producer>>,
 }
 
 impl Source {
-    /// Brokers reached through `bootstrap` (any broker, host:port).
+    /// Brokers reached through `bootstrap`: one or more `host:port`, comma separated.
     pub fn new(bootstrap: String) -> Self {
         Source {
-            bootstrap,
-            client: OnceCell::new(),
+            bootstraps: bootstrap
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            client: tokio::sync::Mutex::new(None),
+            turn: AtomicUsize::new(0),
             routers: Mutex::new(HashMap::new()),
             producers: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
     async fn client(&self) -> Result<Client> {
-        self.client
-            .get_or_try_init(|| async {
-                Client::connect(&self.bootstrap).await.map_err(|e| {
-                    Error::Unavailable(format!(
-                        "cannot reach the brokers at {}: {e}",
-                        self.bootstrap
-                    ))
-                })
-            })
-            .await
-            .cloned()
+        let mut current = self.client.lock().await;
+        if let Some(client) = current.as_ref() {
+            return Ok(client.clone());
+        }
+        let first = self.turn.load(Ordering::Relaxed);
+        let mut last_error = String::from("no broker address given");
+        for i in 0..self.bootstraps.len() {
+            let address = &self.bootstraps[(first + i) % self.bootstraps.len()];
+            match Client::connect(address).await {
+                Ok(client) => {
+                    *current = Some(client.clone());
+                    return Ok(client);
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "cannot reach any broker of {:?}: {last_error}",
+            self.bootstraps
+        )))
+    }
+
+    /// Moves to the next bootstrap broker (the current one may be down): the client,
+    /// the leader caches built on it and the dead-letter producers are dropped.
+    async fn switch_bootstrap(&self) {
+        if self.bootstraps.len() < 2 {
+            return;
+        }
+        *self.client.lock().await = None;
+        self.turn.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut routers) = self.routers.lock() {
+            routers.clear();
+        }
+        self.producers.lock().await.clear();
     }
 
     async fn router(&self, topic: &str) -> Result<Arc<Router>> {
@@ -91,13 +126,20 @@ impl Source {
 
     /// A topic's description (partitions, leaders, replicas, config) and brokers.
     pub async fn describe(&self, topic: &str) -> Result<v1::DescribeTopicResponse> {
-        let admin = Admin::new(self.client().await?);
-        match admin.describe_topic(topic).await {
-            Ok(description) => Ok(description),
-            Err(e) if e.code() == Some(tonic::Code::NotFound) => {
-                Err(Error::NotFound(format!("topic {topic:?} does not exist")))
+        let mut attempt = 0;
+        loop {
+            let admin = Admin::new(self.client().await?);
+            match admin.describe_topic(topic).await {
+                Ok(description) => return Ok(description),
+                Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+                    return Err(Error::NotFound(format!("topic {topic:?} does not exist")));
+                }
+                Err(e) if e.is_retriable() && attempt < self.bootstraps.len() => {
+                    attempt += 1;
+                    self.switch_bootstrap().await;
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
     }
 
@@ -107,10 +149,10 @@ impl Source {
         F: Fn(pubsub_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, pubsub_client::Error>>,
     {
-        let router = self.router(topic).await?;
-        let client = self.client().await?;
         let mut attempt = 0;
         loop {
+            let router = self.router(topic).await?;
+            let client = self.client().await?;
             let result = async {
                 let stub = client.broker_stub_at(&router.leader(partition).await?)?;
                 call(stub).await
@@ -126,6 +168,11 @@ impl Source {
                 {
                     attempt += 1;
                     router.invalidate();
+                    // Leaders are looked up through the bootstrap broker: after a few
+                    // failures, it may be the one that is down.
+                    if e.is_retriable() && attempt % SWITCH_AFTER == 0 {
+                        self.switch_bootstrap().await;
+                    }
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Err(e) => return Err(e.into()),
@@ -258,15 +305,25 @@ impl Source {
         let producer = producers
             .get(topic)
             .ok_or_else(|| Error::Unavailable(format!("no producer for {topic:?}")))?;
-        let mut deliveries = Vec::with_capacity(records.len());
-        for record in records {
-            deliveries.push(producer.send(record).await?);
+        let sent = async {
+            let mut deliveries = Vec::with_capacity(records.len());
+            for record in records {
+                deliveries.push(producer.send(record).await?);
+            }
+            producer.flush().await?;
+            for delivery in deliveries {
+                delivery.wait().await?;
+            }
+            Ok::<(), pubsub_client::Error>(())
         }
-        producer.flush().await?;
-        for delivery in deliveries {
-            delivery.wait().await?;
+        .await;
+        if sent.is_err() {
+            // Built on a bootstrap broker that may be gone: start afresh next time.
+            producers.remove(topic);
+            drop(producers);
+            self.switch_bootstrap().await;
         }
-        Ok(())
+        Ok(sent?)
     }
 }
 

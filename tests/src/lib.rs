@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Longest a `pubsub` command may run in a test.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -308,7 +311,24 @@ pub fn pubsub(server: &str, args: &[&str], stdin: &[u8]) -> Output {
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(&data);
     });
+    // A command that hangs fails its test instead of the whole run.
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(COMMAND_TIMEOUT).is_err() {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            return true;
+        }
+        false
+    });
     let output = child.wait_with_output().expect("wait for pubsub");
+    let _ = done.send(());
     let _ = writer.join();
+    let killed = watchdog.join().unwrap_or(false);
+    assert!(
+        !killed,
+        "pubsub {args:?} did not finish within {COMMAND_TIMEOUT:?}; stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }

@@ -111,7 +111,8 @@ enum Role {
         /// Directory of the sled database of offsets and subscriptions.
         #[arg(long, env = "PUBSUB_DATA_DIR")]
         data_dir: PathBuf,
-        /// A broker address to bootstrap from (a Kubernetes Service works well).
+        /// Broker addresses to bootstrap from, comma separated, tried in turn (a
+        /// Kubernetes Service works well).
         #[arg(long, env = "PUBSUB_BROKERS")]
         brokers: Option<String>,
         /// Cluster-manager addresses (comma separated): a broker is looked up there
@@ -307,7 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// A broker address from the cluster managers' view of the cluster.
+/// The live brokers' addresses (comma separated) from the cluster managers' view.
 async fn find_broker(cluster_managers: &[String]) -> anyhow::Result<String> {
     use pubsub_proto::v1::cluster_manager_client::ClusterManagerClient;
     anyhow::ensure!(
@@ -325,14 +326,16 @@ async fn find_broker(cluster_managers: &[String]) -> anyhow::Result<String> {
         else {
             continue;
         };
-        if let Some(broker) = status
+        let live: Vec<String> = status
             .into_inner()
             .brokers
             .into_iter()
             .filter_map(|b| b.broker)
-            .find(|b| !b.fenced)
-        {
-            return Ok(broker.address);
+            .filter(|b| !b.fenced)
+            .map(|b| b.address)
+            .collect();
+        if !live.is_empty() {
+            return Ok(live.join(","));
         }
     }
     anyhow::bail!("no cluster manager at {cluster_managers:?} named a broker; give --brokers")
