@@ -36,6 +36,11 @@ pub enum Error {
     /// The producer was closed before the record was sent.
     #[error("producer closed before the record was acknowledged")]
     Closed,
+    /// The record's batch was sent, but an earlier batch of its partition failed for
+    /// good first, so whether the broker stored it is unknown; sending it again may
+    /// store it twice.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl Error {
@@ -60,7 +65,7 @@ impl Error {
                 code,
                 Code::Unavailable | Code::ResourceExhausted | Code::Aborted
             ),
-            Error::Transport { .. } => true,
+            Error::Transport { .. } | Error::OutcomeUnknown(_) => true,
             _ => false,
         }
     }

@@ -669,9 +669,13 @@ impl PartitionSender {
                 }
                 // Batches already sent have an unknown outcome: they fail with it rather
                 // than go out again under new numbers the broker cannot match.
+                let unknown = Error::OutcomeUnknown(format!(
+                    "sent to partition {} of {:?} behind a batch that failed ({error})",
+                    self.partition, self.topic
+                ));
                 while outstanding.front().is_some_and(|b| b.sent) {
                     if let Some(batch) = outstanding.pop_front() {
-                        batch.outcome.send_replace(Some(Err(error.clone())));
+                        batch.outcome.send_replace(Some(Err(unknown.clone())));
                     }
                 }
                 self.renumber(outstanding);

@@ -253,9 +253,22 @@ impl Cursor {
         AckOutcome::Acked
     }
 
-    /// Gives a leased offset back for immediate redelivery.
-    pub fn nack(&mut self, offset: u64) {
-        self.unclaim(offset);
+    /// Gives an offset `holder` has leased back for immediate redelivery (a late nack
+    /// from a reader whose lease moved on changes nothing).
+    pub fn nack(&mut self, offset: u64, holder: Holder) {
+        self.unclaim_if(offset, holder);
+    }
+
+    /// Like [`Cursor::unclaim`], only if `holder` still holds the lease.
+    pub fn unclaim_if(&mut self, offset: u64, holder: Holder) {
+        if self.holder_of(offset) == Some(holder) {
+            self.unclaim(offset);
+        }
+    }
+
+    /// Who holds the lease on `offset`, if anyone.
+    pub fn holder_of(&self, offset: u64) -> Option<Holder> {
+        self.leases.get(&offset).map(|l| l.holder)
     }
 
     /// Gives back every lease `holder` has (it left), for immediate redelivery.
@@ -370,7 +383,7 @@ mod tests {
         let again = c.claim_redeliveries(10, 2, soon());
         assert_eq!(again, vec![(0, 2)]);
         assert_eq!(c.held_by(2), 1);
-        c.nack(0);
+        c.nack(0, 2);
         assert_eq!(c.claim_redeliveries(10, 2, soon()), vec![(0, 3)]);
     }
 
@@ -385,6 +398,18 @@ mod tests {
             .collect();
         assert_eq!(again, vec![5, 7, 9]);
         assert_eq!(c.deliveries(7), 4);
+    }
+
+    #[test]
+    fn a_nack_from_a_reader_whose_lease_moved_on_changes_nothing() {
+        let mut c = Cursor::at(0);
+        c.deliver_new(0, 1, soon());
+        c.release(1);
+        assert_eq!(c.claim_redeliveries(1, 2, soon()), vec![(0, 2)]);
+        c.nack(0, 1);
+        assert_eq!(c.holder_of(0), Some(2), "the new holder keeps its lease");
+        c.nack(0, 2);
+        assert_eq!(c.holder_of(0), None);
     }
 
     #[test]
@@ -472,7 +497,7 @@ mod tests {
                             prop_assert_eq!(outcome == AckOutcome::Acked, acked.insert(o));
                         }
                     }
-                    Op::Nack(o) => c.nack(u64::from(o)),
+                    Op::Nack(o) => c.nack(u64::from(o), 1),
                     Op::Expire => c.expire(base + Duration::from_millis(1)),
                     Op::Redeliver(n) => {
                         for (o, attempt) in c.claim_redeliveries(n as usize, 2, deadline) {

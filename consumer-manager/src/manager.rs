@@ -38,6 +38,15 @@ struct Plan {
     seeks: u64,
 }
 
+/// What a delivery claimed under the lock, to check again once the fetches are back.
+struct Claim {
+    member_id: String,
+    holder: Holder,
+    generation: u64,
+    /// Seek count of each eligible partition at claim time.
+    seeks: BTreeMap<u32, u64>,
+}
+
 /// Most records one Read or one stream delivery returns.
 pub const MAX_READ_RECORDS: usize = 10_000;
 /// Longest a Read waits for records.
@@ -395,7 +404,7 @@ impl Manager {
     ) -> Result<Delivery> {
         let name = &subscription.name;
         // 1. Claim.
-        let (claims, plans, generation) = {
+        let (claims, plans, claim) = {
             let mut state = subscription.lock()?;
             let now = Instant::now();
             let mut eligible = state.eligible(
@@ -443,12 +452,23 @@ impl Manager {
                     })
                     .collect()
             };
-            (claims, plans, state.generation)
+            let claim = Claim {
+                member_id: member_id.to_string(),
+                holder,
+                generation: state.generation,
+                seeks: eligible
+                    .iter()
+                    .filter_map(|&p| Some((p, state.cursors.get(p as usize)?.seeks())))
+                    .collect(),
+            };
+            (claims, plans, claim)
         };
+        let generation = claim.generation;
         let mut delivery = Delivery::default();
         // 2a. Redeliveries: fetch the claimed records; dead-letter those out of attempts.
         if !claims.is_empty() {
-            self.redeliver(subscription, claims, &mut delivery).await?;
+            self.redeliver(subscription, &claim, claims, &mut delivery)
+                .await?;
         }
         // 2b. New records: long-poll every planned partition, take what arrives first.
         let left = max.saturating_sub(delivery.records.len());
@@ -509,6 +529,7 @@ impl Manager {
         drop(fetches);
         if failed == planned
             && delivery.records.is_empty()
+            && delivery.skipped.is_empty()
             && let Some(error) = failure
         {
             // Every partition failed even after the source's retries: say why.
@@ -616,6 +637,7 @@ impl Manager {
     async fn redeliver(
         &self,
         subscription: &Arc<Subscription>,
+        claim: &Claim,
         claims: Vec<(u32, u64, u32)>,
         delivery: &mut Delivery,
     ) -> Result<()> {
@@ -629,6 +651,8 @@ impl Manager {
         let max_deliveries = subscription.options.max_deliveries;
         let mut dead: Vec<ConsumerRecord> = Vec::new();
         let mut attempts: Vec<(u32, u64, u32)> = Vec::new();
+        // Fetched and due for delivery, if the claim still stands once fetched.
+        let mut found: Vec<(u32, u64, u32, ConsumerRecord)> = Vec::new();
         // Could not be fetched now: offered again.
         let mut unfound: Vec<(u32, u64)> = Vec::new();
         // The log holds no such offset (a later one came instead): acknowledged.
@@ -666,11 +690,11 @@ impl Manager {
                                 index += 1;
                                 continue;
                             };
-                            attempts.push((partition, offset, attempt));
                             if max_deliveries.is_some_and(|max| attempt > max) {
+                                attempts.push((partition, offset, attempt));
                                 dead.push(record);
                             } else {
-                                delivery.records.push(delivered(record, attempt));
+                                found.push((partition, offset, attempt, record));
                             }
                             index += 1;
                         }
@@ -702,9 +726,31 @@ impl Manager {
         let mut changes = Changes::new();
         {
             let mut state = subscription.lock()?;
+            // A rebalance, a seek or an expiry while fetching moved the lease on: then
+            // the record is not this reader's to get.
+            let eligible = state.eligible(
+                subscription.options.group,
+                &claim.member_id,
+                subscription.partitions,
+            );
+            let same_generation = state.generation == claim.generation;
+            let still_held = |state: &crate::subscription::State, partition: u32, offset: u64| {
+                same_generation
+                    && eligible.contains(&partition)
+                    && state.cursors.get(partition as usize).is_some_and(|c| {
+                        claim.seeks.get(&partition) == Some(&c.seeks())
+                            && c.holder_of(offset) == Some(claim.holder)
+                    })
+            };
+            for (partition, offset, attempt, record) in found {
+                if still_held(&state, partition, offset) {
+                    attempts.push((partition, offset, attempt));
+                    delivery.records.push(delivered(record, attempt));
+                }
+            }
             for (partition, offset) in unfound {
                 if let Some(cursor) = state.cursors.get_mut(partition as usize) {
-                    cursor.unclaim(offset);
+                    cursor.unclaim_if(offset, claim.holder);
                 }
             }
             for &(partition, offset, attempt) in &attempts {
@@ -802,7 +848,9 @@ impl Manager {
             state.dead_lettered += ids.len() as u64;
             self.store.put_subscription(&subscription.record(&state))?;
         }
-        self.ack_ids(subscription, &ids, true).await
+        // Not strict: a seek meanwhile must not leave a written dead letter unacked
+        // (it would be dead-lettered again).
+        self.ack_ids(subscription, &ids, false).await
     }
 
     /// Acknowledges records of a subscription for a caller (generation checked).
@@ -916,10 +964,15 @@ impl Manager {
             )));
         }
         {
+            let member_id = member_id_of(&subscription, caller);
             let mut state = subscription.lock()?;
+            // Only the caller's own leases: a member that never read holds none.
+            let Some(holder) = state.members.get(&member_id).map(|m| m.holder) else {
+                return Ok(());
+            };
             for &(partition, offset) in ids {
                 if let Some(cursor) = state.cursors.get_mut(partition as usize) {
-                    cursor.nack(offset);
+                    cursor.nack(offset, holder);
                 }
             }
         }

@@ -110,7 +110,7 @@ pub async fn open(
                 {
                     for (p, o) in nacks {
                         if let Some(cursor) = state.cursors.get_mut(p as usize) {
-                            cursor.nack(o);
+                            cursor.nack(o, holder);
                         }
                     }
                 }

@@ -23,6 +23,9 @@ use crate::segment::{self, ActiveSegment, SealedSegment, SegmentRef};
 /// Milliseconds since the Unix epoch; injectable so tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// Bytes at the end of the newest closed segment scanned for producer state on open.
+const PRODUCER_SCAN_BYTES: usize = 16 << 20;
+
 /// The system clock.
 pub fn system_clock() -> Clock {
     Arc::new(|| {
@@ -177,7 +180,20 @@ impl Log {
         // The newest closed segment too: batches a producer had in flight when the
         // segment rolled are still ones its retries may repeat.
         let mut producers = ProducerStates::default();
-        let previous = sealed.last().map(|s| s.bytes()).unwrap_or_default();
+        // Only its tail (batches still in flight at the roll are near its end), found
+        // through the offset index, so a 1 GiB segment is not read whole at start.
+        let previous = sealed.last().map_or(&[][..], |segment| {
+            let bytes = segment.bytes();
+            let from = bytes.len().saturating_sub(PRODUCER_SCAN_BYTES);
+            let start = segment
+                .offset_entries()
+                .iter()
+                .map(|e| e.position as usize)
+                .filter(|&p| p <= from)
+                .max()
+                .unwrap_or(0);
+            bytes.get(start..).unwrap_or_default()
+        });
         for bytes in [previous, active.bytes()] {
             for item in batch::batches(bytes) {
                 let Ok((header, _)) = item else { break };
