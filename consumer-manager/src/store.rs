@@ -7,6 +7,8 @@
 //! answers. Keys are `name 0x00 partition(be32) [offset(be64)]`; names never hold NUL.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +60,10 @@ pub struct LoadedCursor {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// Set by the first failed write or flush: memory may then be ahead of the disk,
+    /// so nothing more is acknowledged until a restart reloads from disk (as a log
+    /// does after a failed fsync).
+    failed: Arc<AtomicBool>,
     subscriptions: sled::Tree,
     cursors: sled::Tree,
     acks: sled::Tree,
@@ -166,6 +172,7 @@ impl Store {
             acks: tree("acks")?,
             deliveries: tree("deliveries")?,
             db,
+            failed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -239,15 +246,35 @@ impl Store {
     /// offset with stale acks below it (ignored on load), never removed acks with an
     /// older committed offset.
     pub fn apply(&self, changes: Changes) -> Result<()> {
+        self.check_not_failed()?;
         if changes.empty {
             return Ok(());
         }
-        self.cursors.apply_batch(changes.cursors).map_err(storage)?;
-        self.acks.apply_batch(changes.acks).map_err(storage)?;
-        self.deliveries
-            .apply_batch(changes.deliveries)
-            .map_err(storage)?;
+        let applied = self
+            .cursors
+            .apply_batch(changes.cursors)
+            .and_then(|()| self.acks.apply_batch(changes.acks))
+            .and_then(|()| self.deliveries.apply_batch(changes.deliveries));
+        self.fail_on(applied)
+    }
+
+    fn check_not_failed(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Storage(
+                "an earlier write to the offsets database failed; restart the consumer \
+                 manager to reload its state from disk"
+                    .into(),
+            ));
+        }
         Ok(())
+    }
+
+    fn fail_on<T>(&self, result: sled::Result<T>) -> Result<T> {
+        result.map_err(|e| {
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, "offsets database write failed; acknowledging nothing more");
+            storage(e)
+        })
     }
 
     /// Adds to `changes` the removal of acknowledgements and delivery counts of
@@ -296,7 +323,9 @@ impl Store {
 
     /// Makes everything applied so far durable.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await.map_err(storage)?;
+        self.check_not_failed()?;
+        let flushed = self.db.flush_async().await;
+        self.fail_on(flushed)?;
         Ok(())
     }
 }
