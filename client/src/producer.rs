@@ -454,7 +454,9 @@ fn random_producer_id() -> i64 {
     ((z ^ (z >> 31)) & (i64::MAX as u64)) as i64
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, now (0 if the clock is before it): the
+/// timestamp records get when the caller sets none.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

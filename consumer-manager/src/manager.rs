@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use pubsub_client::now_ms;
 use pubsub_client::record::ConsumerRecord;
 use pubsub_proto::v1;
 
@@ -22,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::options::{Options, Start, check_subscription_name};
 use crate::source::{ReadOutcome, Source, header_pairs};
 use crate::store::{Changes, Store, SubscriptionRecord};
-use crate::subscription::{Mode, Subscription, check_generation, now_ms, persist_partition};
+use crate::subscription::{Mode, State, Subscription, check_generation, persist_partition};
 
 /// Fetch size per record wanted, when sizing a delivery's fetches.
 const FETCH_BYTES_PER_RECORD: u64 = 256;
@@ -30,12 +31,10 @@ const FETCH_BYTES_PER_RECORD: u64 = 256;
 const FETCH_BYTES_MIN: u64 = 64 << 10;
 const FETCH_BYTES_MAX: u64 = 4 << 20;
 
-/// Where a delivery reads one partition's new records, and the cursor's seek count
-/// then (a seek meanwhile makes the fetched records stale).
+/// Where a delivery reads one partition's new records.
 struct Plan {
     partition: u32,
     from: u64,
-    seeks: u64,
 }
 
 /// What a delivery claimed under the lock, to check again once the fetches are back.
@@ -45,6 +44,19 @@ struct Claim {
     generation: u64,
     /// Seek count of each eligible partition at claim time.
     seeks: BTreeMap<u32, u64>,
+}
+
+impl Claim {
+    /// Whether what was claimed of `partition` still stands after the fetch: same
+    /// generation, the member still reads the partition, and no seek since.
+    fn stands(&self, subscription: &Subscription, state: &State, partition: u32) -> bool {
+        state.generation == self.generation
+            && state.may_read(subscription.options.group, &self.member_id, partition)
+            && state
+                .cursors
+                .get(partition as usize)
+                .is_some_and(|c| self.seeks.get(&partition) == Some(&c.seeks()))
+    }
 }
 
 /// Most records one Read or one stream delivery returns.
@@ -447,7 +459,6 @@ impl Manager {
                         (cursor.room() > 0).then_some(Plan {
                             partition,
                             from: cursor.next(),
-                            seeks: cursor.seeks(),
                         })
                     })
                     .collect()
@@ -463,7 +474,6 @@ impl Manager {
             };
             (claims, plans, claim)
         };
-        let generation = claim.generation;
         let mut delivery = Delivery::default();
         // 2a. Redeliveries: fetch the claimed records; dead-letter those out of attempts.
         if !claims.is_empty() {
@@ -545,25 +555,16 @@ impl Manager {
         {
             let mut state = subscription.lock()?;
             let deadline = subscription.lease_deadline();
-            let eligible = state.eligible(
-                subscription.options.group,
-                member_id,
-                subscription.partitions,
-            );
-            let same_generation = state.generation == generation;
             let mut left = left;
             for (plan, outcome) in results {
                 let partition = plan.partition;
                 // A rebalance or a seek while the fetch ran makes its records stale.
-                if !same_generation || !eligible.contains(&partition) {
+                if !claim.stands(subscription, &state, partition) {
                     continue;
                 }
                 let Some(cursor) = state.cursors.get_mut(partition as usize) else {
                     continue;
                 };
-                if cursor.seeks() != plan.seeks {
-                    continue;
-                }
                 let before = cursor.committed();
                 let mut passed = Vec::new();
                 match outcome {
@@ -728,22 +729,12 @@ impl Manager {
             let mut state = subscription.lock()?;
             // A rebalance, a seek or an expiry while fetching moved the lease on: then
             // the record is not this reader's to get.
-            let eligible = state.eligible(
-                subscription.options.group,
-                &claim.member_id,
-                subscription.partitions,
-            );
-            let same_generation = state.generation == claim.generation;
-            let still_held = |state: &crate::subscription::State, partition: u32, offset: u64| {
-                same_generation
-                    && eligible.contains(&partition)
-                    && state.cursors.get(partition as usize).is_some_and(|c| {
-                        claim.seeks.get(&partition) == Some(&c.seeks())
-                            && c.holder_of(offset) == Some(claim.holder)
-                    })
-            };
             for (partition, offset, attempt, record) in found {
-                if still_held(&state, partition, offset) {
+                let held = state
+                    .cursors
+                    .get(partition as usize)
+                    .is_some_and(|c| c.holder_of(offset) == Some(claim.holder));
+                if held && claim.stands(subscription, &state, partition) {
                     attempts.push((partition, offset, attempt));
                     delivery.records.push(delivered(record, attempt));
                 }

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use pubsub_client::now_ms;
 use tokio::sync::{Notify, watch};
 
 use crate::assignment::{Assignment, sticky};
@@ -86,13 +87,6 @@ pub struct Subscription {
     /// credits) so waiting readers look again.
     pub changed: Notify,
     turn: AtomicUsize,
-}
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Subscription {
@@ -254,6 +248,17 @@ impl State {
             self.assignment.get(member_id).cloned().unwrap_or_default()
         } else {
             (0..partitions).collect()
+        }
+    }
+
+    /// Whether a member may read `partition` (see [`State::eligible`]).
+    pub fn may_read(&self, group: bool, member_id: &str, partition: u32) -> bool {
+        if group {
+            self.assignment
+                .get(member_id)
+                .is_some_and(|owned| owned.contains(&partition))
+        } else {
+            (partition as usize) < self.cursors.len()
         }
     }
 

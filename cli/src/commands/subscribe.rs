@@ -445,7 +445,7 @@ pub async fn presence(global: &GlobalArgs, args: PresenceArgs) -> anyhow::Result
     if global.output == OutputFormat::Json {
         return print_json(&members.iter().map(member_json).collect::<Vec<_>>());
     }
-    let now = pubsub_now_ms();
+    let now = pubsub_client::now_ms();
     let mut table = Table::new(&[
         "MEMBER",
         "SUBSCRIPTION",
@@ -471,12 +471,6 @@ pub async fn presence(global: &GlobalArgs, args: PresenceArgs) -> anyhow::Result
         ]);
     }
     Ok(print_text(&table.render())?)
-}
-
-fn pubsub_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Runs `history`: prints the records, and says on stderr when retention removed

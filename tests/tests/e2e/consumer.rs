@@ -202,6 +202,23 @@ async fn two_subscriptions_get_every_record_and_kill_9_redelivers_exactly_the_un
     assert_eq!(gone.code(), Some(tonic::Code::NotFound));
 }
 
+/// The lines a child prints on stdout, parsed, gathered by a thread as they come.
+fn collect_lines<T: Send + 'static>(
+    child: &mut Child,
+    parse: fn(String) -> T,
+) -> Arc<Mutex<Vec<T>>> {
+    let stdout = child.stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            sink.lock().unwrap().push(parse(line));
+        }
+    });
+    lines
+}
+
 /// A `pubsub subscribe --group` process and the JSON lines it printed.
 struct Member {
     id: String,
@@ -233,17 +250,7 @@ impl Member {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                sink.lock()
-                    .unwrap()
-                    .push(serde_json::from_str(&line).unwrap());
-            }
-        });
+        let lines = collect_lines(&mut child, |line| serde_json::from_str(&line).unwrap());
         Member {
             id: id.to_string(),
             child,
@@ -1017,15 +1024,7 @@ async fn a_following_subscriber_reconnects_after_the_server_restarts() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            sink.lock().unwrap().push(line);
-        }
-    });
+    let lines = collect_lines(&mut child, |line| line);
     let wait_for = |count: usize| {
         let lines = lines.clone();
         async move {
