@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::cluster::ClusterLink;
 use crate::config::BrokerConfig;
+use crate::disk::DiskSpace;
 use crate::error::{Error, Result};
 use crate::partition::{Partition, Role, blocking};
 use crate::replication;
@@ -46,6 +47,8 @@ pub struct Broker {
     view: watch::Sender<Arc<v1::ClusterMetadata>>,
     /// Serializes metadata application.
     applying: tokio::sync::Mutex<()>,
+    /// Free space under the data directory, checked before every append.
+    disk: Arc<DiskSpace>,
 }
 
 /// Directory of one partition: `<data>/<topic>-<partition>`.
@@ -98,7 +101,12 @@ pub fn not_leader(broker: &Broker, topic: &str, partition: u32, leader: Option<u
 impl Broker {
     /// A broker with no topics yet, linked to the cluster managers.
     pub fn new(config: BrokerConfig, link: Arc<ClusterLink>) -> Self {
+        let disk = Arc::new(DiskSpace::new(
+            config.data_dir.clone(),
+            config.min_free_bytes,
+        ));
         Broker {
+            disk,
             config,
             link,
             topics: RwLock::new(HashMap::new()),
@@ -272,7 +280,11 @@ impl Broker {
                         Ok(Log::open(&dir, config)?)
                     })
                     .await?;
-                    Some(Arc::new(Partition::new(log, self.config.broker_id)))
+                    Some(Arc::new(Partition::new(
+                        log,
+                        self.config.broker_id,
+                        self.disk.clone(),
+                    )))
                 }
             };
             partitions.push(partition);

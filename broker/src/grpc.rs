@@ -39,6 +39,8 @@ impl From<Error> for Status {
                 S::OffsetOutOfRange { .. } => Code::OutOfRange,
                 S::OutOfOrderSequence { .. } => Code::FailedPrecondition,
                 S::LogFailed { .. } => Code::Internal,
+                S::DiskFull { .. } => Code::ResourceExhausted,
+                S::AppendLost { .. } => Code::Unavailable,
                 S::SegmentCorrupt { .. } | S::Io { .. } => Code::Internal,
             },
             Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,

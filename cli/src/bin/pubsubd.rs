@@ -51,6 +51,10 @@ enum Role {
         /// How often keep-until-consumed topics get their consumed segments deleted.
         #[arg(long, env = "PUBSUB_CLEANUP_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
         cleanup_interval: Duration,
+        /// Appends stop while less than this would stay free on the data disk (0: off);
+        /// keeps room for the metadata databases and a restart.
+        #[arg(long, env = "PUBSUB_MIN_FREE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "64MiB")]
+        min_free_bytes: u64,
     },
     /// One node of the cluster-manager Raft group.
     ClusterManager {
@@ -102,6 +106,10 @@ enum Role {
         /// A follower that has not caught up for this long leaves the in-sync replicas.
         #[arg(long, env = "PUBSUB_REPLICA_LAG_MAX", value_parser = humantime::parse_duration, default_value = "10s")]
         replica_lag_max: Duration,
+        /// Appends stop while less than this would stay free on the data disk (0: off);
+        /// keeps room for the metadata databases and a restart.
+        #[arg(long, env = "PUBSUB_MIN_FREE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "64MiB")]
+        min_free_bytes: u64,
     },
     /// The consumer manager: subscriptions, groups, committed offsets, push delivery.
     ConsumerManager {
@@ -183,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             advertised_address,
             cluster_manager_listen,
             cleanup_interval,
+            min_free_bytes,
         } => {
             let config =
                 StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised_address)?;
@@ -204,12 +213,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ClusterManagerConfig::new(1, config.data_dir.join("cluster-manager"));
             manager_config.advertised_address = Some(manager_bound.to_string());
             let manager = tokio::spawn(run_manager(manager_config, manager_listener, shutdown()));
-            let broker = pubsub_broker::BrokerConfig::new(
+            let mut broker = pubsub_broker::BrokerConfig::new(
                 0,
                 config.data_dir.join("broker"),
                 advertised,
                 vec![manager_bound.to_string()],
             );
+            broker.min_free_bytes = min_free_bytes;
             let mut consumer_config = pubsub_consumer_manager::ManagerConfig::new(
                 config.data_dir.join("consumer-manager"),
                 broker_bound.to_string(),
@@ -270,6 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster_managers,
             rack,
             replica_lag_max,
+            min_free_bytes,
         } => {
             let (listener, bound) = bind(listen, "broker").await?;
             let advertised = advertised_address.unwrap_or_else(|| bound.to_string());
@@ -277,6 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 pubsub_broker::BrokerConfig::new(id, data_dir, advertised, cluster_managers);
             config.rack = rack;
             config.replica_lag_max = replica_lag_max;
+            config.min_free_bytes = min_free_bytes;
             println!("listening on {bound}");
             pubsub_broker::run(config, listener, shutdown())
                 .await
