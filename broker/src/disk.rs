@@ -9,8 +9,12 @@
 //! `statvfs` is not called per append: the answer is reused for `RECHECK_INTERVAL`,
 //! or until the bytes appended since reach half of the headroom it showed, so a burst
 //! cannot overshoot the floor between two checks.
+//!
+//! Every server role also keeps a [`SpaceReserve`]: a file of real blocks it gives
+//! back when it starts on a disk too full to open its databases (sled needs to write
+//! to open), so a node whose disk was filled, by anything, still starts and serves.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -84,11 +88,81 @@ impl DiskSpace {
     }
 
     fn read_free(&self) -> Result<u64> {
-        let stat = rustix::fs::statvfs(&self.dir).map_err(|e| Error::DataDir {
-            path: self.dir.clone(),
-            reason: format!("cannot read free space: {e}"),
-        })?;
-        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+        free_bytes(&self.dir)
+    }
+}
+
+/// Bytes available to this process on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Result<u64> {
+    let stat = rustix::fs::statvfs(dir).map_err(|e| Error::DataDir {
+        path: dir.to_path_buf(),
+        reason: format!("cannot read free space: {e}"),
+    })?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// What [`SpaceReserve::at_startup`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// The reserve is off (0 bytes); any old reserve file was removed.
+    Off,
+    /// The reserve file is in place.
+    Kept,
+    /// Less than the reserve was free: the file was removed so the role can start.
+    Released,
+    /// There is no reserve file and too little space to make one.
+    Missing,
+}
+
+/// A file of `bytes` real blocks in a role's data directory, given back at startup
+/// when the disk is fuller than the reserve (CockroachDB calls it a ballast).
+pub struct SpaceReserve;
+
+impl SpaceReserve {
+    /// Name of the reserve file in a data directory.
+    pub const FILE_NAME: &str = "reserved-space";
+
+    /// Run before a role opens its databases: releases the reserve in `dir` when less
+    /// than `bytes` is free, else makes sure it exists (only while at least twice its
+    /// size is free, so making it never fills the disk).
+    pub fn at_startup(dir: &Path, bytes: u64) -> Result<ReserveOutcome> {
+        let path = dir.join(Self::FILE_NAME);
+        let io = |e: std::io::Error| Error::DataDir {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let exists = path.exists();
+        if bytes == 0 {
+            if exists {
+                std::fs::remove_file(&path).map_err(io)?;
+            }
+            return Ok(ReserveOutcome::Off);
+        }
+        let free = free_bytes(dir)?;
+        if exists && free < bytes {
+            std::fs::remove_file(&path).map_err(io)?;
+            tracing::error!(path = %path.display(), free_bytes = free, reserve_bytes = bytes, "disk almost full: released the space reserve to start; free space on this disk");
+            return Ok(ReserveOutcome::Released);
+        }
+        if exists {
+            return Ok(ReserveOutcome::Kept);
+        }
+        if free < bytes.saturating_mul(2) {
+            tracing::warn!(path = %path.display(), free_bytes = free, reserve_bytes = bytes, "too little free space to make the space reserve");
+            return Ok(ReserveOutcome::Missing);
+        }
+        let file = std::fs::File::create(&path).map_err(io)?;
+        let allocated = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes)
+            .map_err(std::io::Error::from)
+            .and_then(|()| file.sync_all());
+        if let Err(e) = allocated {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            tracing::warn!(path = %path.display(), error = %e, "cannot make the space reserve");
+            return Ok(ReserveOutcome::Missing);
+        }
+        Ok(ReserveOutcome::Kept)
     }
 }
 
@@ -105,6 +179,29 @@ mod tests {
         let error = refusing.admit(1).unwrap_err();
         assert!(matches!(error, Error::ResourceExhausted(_)), "{error}");
         assert!(error.to_string().contains("disk almost full"), "{error}");
+    }
+
+    #[test]
+    fn the_reserve_is_made_kept_released_when_the_disk_is_fuller_and_removed_when_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(SpaceReserve::FILE_NAME);
+        let kept = SpaceReserve::at_startup(dir.path(), 1 << 20).unwrap();
+        assert_eq!(kept, ReserveOutcome::Kept);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 1 << 20);
+        // A reserve larger than the free space stands for a full disk.
+        let released = SpaceReserve::at_startup(dir.path(), u64::MAX / 2).unwrap();
+        assert_eq!(released, ReserveOutcome::Released);
+        assert!(!file.exists());
+        assert_eq!(
+            SpaceReserve::at_startup(dir.path(), u64::MAX / 2).unwrap(),
+            ReserveOutcome::Missing
+        );
+        SpaceReserve::at_startup(dir.path(), 4096).unwrap();
+        assert_eq!(
+            SpaceReserve::at_startup(dir.path(), 0).unwrap(),
+            ReserveOutcome::Off
+        );
+        assert!(!file.exists());
     }
 
     #[test]

@@ -55,6 +55,10 @@ enum Role {
         /// keeps room for the metadata databases and a restart.
         #[arg(long, env = "PUBSUB_MIN_FREE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "64MiB")]
         min_free_bytes: u64,
+        /// Disk space kept in a reserve file in the data directory and given back when
+        /// the role starts on a fuller disk, so it can open its databases (0: off).
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        reserve_bytes: u64,
     },
     /// One node of the cluster-manager Raft group.
     ClusterManager {
@@ -77,6 +81,10 @@ enum Role {
         /// A broker is fenced after this long without a heartbeat.
         #[arg(long, env = "PUBSUB_LEASE", value_parser = humantime::parse_duration, default_value = "6s")]
         lease: Duration,
+        /// Disk space kept in a reserve file in the data directory and given back when
+        /// the role starts on a fuller disk, so it can open its databases (0: off).
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        reserve_bytes: u64,
     },
     /// A broker: hosts partition replicas and serves producers and consumers.
     Broker {
@@ -110,6 +118,10 @@ enum Role {
         /// keeps room for the metadata databases and a restart.
         #[arg(long, env = "PUBSUB_MIN_FREE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "64MiB")]
         min_free_bytes: u64,
+        /// Disk space kept in a reserve file in the data directory and given back when
+        /// the role starts on a fuller disk, so it can open its databases (0: off).
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        reserve_bytes: u64,
     },
     /// The consumer manager: subscriptions, groups, committed offsets, push delivery.
     ConsumerManager {
@@ -130,6 +142,10 @@ enum Role {
         /// How often keep-until-consumed topics get their consumed segments deleted.
         #[arg(long, env = "PUBSUB_CLEANUP_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
         cleanup_interval: Duration,
+        /// Disk space kept in a reserve file in the data directory and given back when
+        /// the role starts on a fuller disk, so it can open its databases (0: off).
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        reserve_bytes: u64,
     },
 }
 
@@ -192,9 +208,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster_manager_listen,
             cleanup_interval,
             min_free_bytes,
+            reserve_bytes,
         } => {
             let config =
                 StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised_address)?;
+            keep_reserve(&config.data_dir, reserve_bytes)?;
             let manager_listen: SocketAddr = match cluster_manager_listen {
                 Some(text) => text.parse().with_context(|| {
                     format!("--cluster-manager-listen {text:?} is not host:port")
@@ -260,7 +278,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             peers,
             lease,
+            reserve_bytes,
         } => {
+            keep_reserve(&data_dir, reserve_bytes)?;
             let mut config = ClusterManagerConfig::new(id, data_dir);
             config.advertised_address = advertised_address;
             config.lease = lease;
@@ -281,7 +301,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rack,
             replica_lag_max,
             min_free_bytes,
+            reserve_bytes,
         } => {
+            keep_reserve(&data_dir, reserve_bytes)?;
             let (listener, bound) = bind(listen, "broker").await?;
             let advertised = advertised_address.unwrap_or_else(|| bound.to_string());
             let mut config =
@@ -300,7 +322,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             brokers,
             cluster_managers,
             cleanup_interval,
+            reserve_bytes,
         } => {
+            keep_reserve(&data_dir, reserve_bytes)?;
             let brokers = match brokers {
                 Some(brokers) => brokers,
                 None => find_broker(&cluster_managers).await?,
@@ -318,6 +342,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("consumer manager failed")
         }
     }
+}
+
+/// Keeps the role's space reserve, or gives it back when the disk is too full to
+/// start (see `pubsub_broker::disk`).
+fn keep_reserve(data_dir: &std::path::Path, bytes: u64) -> anyhow::Result<()> {
+    pubsub_broker::disk::SpaceReserve::at_startup(data_dir, bytes)
+        .with_context(|| format!("cannot keep the space reserve in {}", data_dir.display()))?;
+    Ok(())
 }
 
 /// The live brokers' addresses (comma separated) from the cluster managers' view.

@@ -8,6 +8,7 @@ mod cluster;
 mod consumer;
 mod errors;
 mod fsync;
+mod full_disk;
 mod grpc;
 mod replication;
 

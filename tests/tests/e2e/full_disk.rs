@@ -1,0 +1,181 @@
+//! A full disk under `pubsubd standalone` (issue 11), on a small tmpfs and on a small
+//! ext4 on a loop device: writes are refused with RESOURCE_EXHAUSTED naming the path,
+//! every acknowledged record is read back (lost 0), before and after a kill -9 and a
+//! restart on the still-full disk; the server never dies (SIGBUS), reads keep
+//! working, and writes resume by themselves once space is freed.
+
+use std::time::{Duration, Instant};
+
+use pubsub_client::{
+    Acks, Admin, Client, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
+    ProducerRecord, StartPosition,
+};
+use pubsub_tests::disk::SmallDisk;
+use pubsub_tests::{Server, free_port};
+
+/// (partition, offset, value) of an acknowledged record.
+type Acked = (u32, u64, String);
+
+fn value(seq: u64) -> String {
+    format!("{seq:010}-{}", "v".repeat(1000))
+}
+
+/// Sends records until one is refused; returns the acknowledged ones and the refusal.
+async fn produce_until_refused(
+    producer: &Producer,
+    seq: &mut u64,
+) -> (Vec<Acked>, pubsub_client::Error) {
+    let mut acked = Vec::new();
+    let limit = *seq + 200_000;
+    loop {
+        assert!(*seq < limit, "the disk never filled");
+        let mut pending = Vec::new();
+        for _ in 0..100 {
+            let record = ProducerRecord::keyed(format!("k{seq}"), value(*seq));
+            pending.push((value(*seq), producer.send(record).await.unwrap()));
+            *seq += 1;
+        }
+        let mut refused = None;
+        for (value, delivery) in pending {
+            match delivery.wait().await {
+                Ok(stored) => acked.push((stored.partition, stored.offset.unwrap(), value)),
+                Err(e) => refused = Some(e),
+            }
+        }
+        if let Some(e) = refused {
+            return (acked, e);
+        }
+    }
+}
+
+/// Sends `count` records that must all be acknowledged.
+async fn produce_all(producer: &Producer, seq: &mut u64, count: u64) -> Vec<Acked> {
+    let mut pending = Vec::new();
+    for _ in 0..count {
+        let record = ProducerRecord::keyed(format!("k{seq}"), value(*seq));
+        pending.push((value(*seq), producer.send(record).await.unwrap()));
+        *seq += 1;
+    }
+    let mut acked = Vec::new();
+    for (value, delivery) in pending {
+        let stored = delivery.wait().await.unwrap();
+        acked.push((stored.partition, stored.offset.unwrap(), value));
+    }
+    acked
+}
+
+/// Reads both partitions to their ends and counts the acknowledged records missing.
+async fn lost(client: &Client, acked: &[Acked]) -> usize {
+    let mut consumer = Consumer::new(client.clone(), "full", ConsumerConfig::default());
+    consumer.assign_all(StartPosition::Earliest).await.unwrap();
+    let mut stored = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut quiet = 0;
+    while quiet < 3 {
+        assert!(Instant::now() < deadline, "reads did not reach the end");
+        let records = consumer.poll(Duration::from_millis(300)).await.unwrap();
+        if records.is_empty() && consumer.lag() == 0 {
+            quiet += 1;
+        }
+        for r in records {
+            let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+            stored.insert((r.partition, r.offset), value);
+        }
+    }
+    acked
+        .iter()
+        .filter(|(p, o, v)| stored.get(&(*p, *o)) != Some(v))
+        .count()
+}
+
+fn producer_config() -> ProducerConfig {
+    ProducerConfig {
+        acks: Acks::Leader,
+        retries: 2,
+        retry_backoff: Duration::from_millis(10),
+        ..ProducerConfig::default()
+    }
+}
+
+async fn full_disk_loses_nothing(disk: SmallDisk, kind: &str) {
+    let data = disk.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    // The floor off: this is about the disk really filling up.
+    let flags = ["--min-free-bytes", "0", "--reserve-bytes", "2MiB"];
+    let mut server = Server::start_with(&data, &listen, &flags);
+    let client = Client::connect(server.address()).await.unwrap();
+    Admin::new(client.clone())
+        .create_topic(NewTopic {
+            name: "full".into(),
+            partitions: 2,
+            ..NewTopic::default()
+        })
+        .await
+        .unwrap();
+    disk.take("spare", 3 << 20);
+    let producer = Producer::new(client.clone(), "full", producer_config())
+        .await
+        .unwrap();
+    let mut seq = 0;
+    let (mut acked, refused) = produce_until_refused(&producer, &mut seq).await;
+    println!("{kind}: acknowledged {} then: {refused}", acked.len());
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::ResourceExhausted),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("no space left"), "{refused}");
+    assert!(
+        refused.to_string().contains(&data.display().to_string()),
+        "{refused}"
+    );
+    assert!(
+        server.exited().is_none(),
+        "the server died: {:?}",
+        server.exited()
+    );
+    assert_eq!(lost(&client, &acked).await, 0, "reads on a full disk");
+
+    // Space comes back: writes resume without a restart.
+    disk.free("spare");
+    let producer = Producer::new(client.clone(), "full", producer_config())
+        .await
+        .unwrap();
+    acked.extend(produce_all(&producer, &mut seq, 300).await);
+    let (more, refused) = produce_until_refused(&producer, &mut seq).await;
+    acked.extend(more);
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::ResourceExhausted),
+        "{refused}"
+    );
+
+    // A crash and a restart on the still-full disk: everything is there.
+    server.restart_after_kill9();
+    let client = Client::connect(server.address()).await.unwrap();
+    let missing = lost(&client, &acked).await;
+    println!(
+        "{kind}: acknowledged {}, lost {missing} after a restart on a full disk",
+        acked.len()
+    );
+    assert_eq!(missing, 0);
+    assert!(
+        server.exited().is_none(),
+        "the server died: {:?}",
+        server.exited()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tmpfs_loses_no_acknowledged_record() {
+    if let Some(disk) = SmallDisk::tmpfs(24) {
+        full_disk_loses_nothing(disk, "tmpfs").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ext4_loses_no_acknowledged_record() {
+    if let Some(disk) = SmallDisk::ext4(48) {
+        full_disk_loses_nothing(disk, "ext4").await;
+    }
+}
