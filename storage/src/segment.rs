@@ -26,8 +26,8 @@ const PREALLOCATED: &str = "preallocated zeros";
 
 /// Blocks reserved for the active segment at a time (at most up to the segment size):
 /// large enough that fallocate and the file-size change it brings are rare (once per
-/// 8 MiB appended), small enough that a partition holds little unused space.
-const ALLOCATE_STEP_BYTES: u64 = 8 << 20;
+/// MiB appended), small enough that thousands of partitions hold little unused space.
+const ALLOCATE_STEP_BYTES: u64 = 1 << 20;
 
 /// Width of the zero-padded base offset in segment file names (as Kafka names them).
 const NAME_DIGITS: usize = 20;

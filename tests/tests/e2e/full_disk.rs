@@ -179,3 +179,65 @@ async fn a_full_ext4_loses_no_acknowledged_record() {
         full_disk_loses_nothing(disk, "ext4").await;
     }
 }
+
+/// With the default floor on, the broker stops before the disk is full: the Raft log
+/// and the consumer manager's database, on the same disk, keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_free_space_floor_keeps_metadata_and_subscriptions_writable() {
+    let Some(disk) = SmallDisk::tmpfs(32) else {
+        return;
+    };
+    let data = disk.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let flags = ["--min-free-bytes", "8MiB", "--reserve-bytes", "2MiB"];
+    let mut server = Server::start_with(&data, &listen, &flags);
+    let client = Client::connect(server.address()).await.unwrap();
+    let admin = Admin::new(client.clone());
+    let topic = |name: &str| NewTopic {
+        name: name.into(),
+        partitions: 2,
+        ..NewTopic::default()
+    };
+    admin.create_topic(topic("full")).await.unwrap();
+    let producer = Producer::new(client.clone(), "full", producer_config())
+        .await
+        .unwrap();
+    let mut seq = 0;
+    let (acked, refused) = produce_until_refused(&producer, &mut seq).await;
+    println!("floor: acknowledged {} then: {refused}", acked.len());
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::ResourceExhausted),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("disk almost full"),
+        "{refused}"
+    );
+
+    // Metadata and subscriptions still write (and flush) on the same disk.
+    admin.create_topic(topic("after")).await.unwrap();
+    let subs = pubsub_client::Subscriptions::new(client.clone());
+    let options = pubsub_proto::v1::SubscriptionOptions {
+        start: Some(pubsub_proto::v1::subscription_options::Start::Earliest(
+            true,
+        )),
+        ..Default::default()
+    };
+    subs.subscribe("full", "audit", options).await.unwrap();
+    let read = subs
+        .read("audit", "", 0, 100, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(!read.records.is_empty());
+    let ids: Vec<(u32, u64)> = read
+        .records
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    subs.ack("audit", "", 0, &ids).await.unwrap();
+
+    server.restart_after_kill9();
+    let client = Client::connect(server.address()).await.unwrap();
+    assert_eq!(lost(&client, &acked).await, 0);
+}
