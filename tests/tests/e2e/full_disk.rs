@@ -243,17 +243,17 @@ async fn the_free_space_floor_keeps_metadata_and_subscriptions_writable() {
 }
 
 /// The disk fills under the metadata (the floor off, another program fills it): the
-/// Raft log and the subscriptions database fail their writes cleanly, and work again
-/// once space is freed, without a restart.
+/// Raft log fails its writes cleanly, and the cluster manager works again once space
+/// is freed, without a restart of the process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metadata_and_subscriptions_recover_once_space_is_freed() {
+async fn metadata_recovers_once_space_is_freed() {
     let Some(disk) = SmallDisk::tmpfs(32) else {
         return;
     };
     let data = disk.path().join("data");
     let listen = format!("127.0.0.1:{}", free_port());
     let flags = ["--min-free-bytes", "0", "--reserve-bytes", "0"];
-    let server = Server::start_with(&data, &listen, &flags);
+    let mut server = Server::start_with(&data, &listen, &flags);
     let client = Client::connect(server.address()).await.unwrap();
     let admin = Admin::new(client.clone());
     let topic = |name: &str| NewTopic {
@@ -262,36 +262,25 @@ async fn metadata_and_subscriptions_recover_once_space_is_freed() {
         ..NewTopic::default()
     };
     admin.create_topic(topic("before")).await.unwrap();
-    let subs = pubsub_client::Subscriptions::new(client.clone());
-    let options = || pubsub_proto::v1::SubscriptionOptions {
-        start: Some(pubsub_proto::v1::subscription_options::Start::Earliest(
-            true,
-        )),
-        ..Default::default()
-    };
-    subs.subscribe("before", "s1", options()).await.unwrap();
 
     disk.take("filler", 64 << 20);
-    // Write metadata and subscriptions until the disk refuses (sled first fills the
-    // space its files already hold).
-    let mut refusals = (0, 0);
+    // Write metadata until the Raft log refuses (sled first fills the space its files
+    // already hold; the broker may fail to host a new topic's directory before that).
+    let mut refused = None;
     for i in 0..300 {
         if let Err(e) = admin.create_topic(topic(&format!("during-{i}"))).await {
-            refusals.0 += 1;
             println!("create topic on a full disk: {e}");
-        }
-        if let Err(e) = subs.subscribe("before", &format!("s-{i}"), options()).await {
-            refusals.1 += 1;
-            println!("subscribe on a full disk: {e}");
-        }
-        if refusals.0 > 0 && refusals.1 > 0 {
-            break;
+            if !e.to_string().contains("does not exist") {
+                refused = Some(e);
+                break;
+            }
         }
     }
-    println!(
-        "refused on a full disk: {} topic creations, {} subscribes",
-        refusals.0, refusals.1
+    assert!(
+        refused.is_some(),
+        "the full disk never refused a metadata write"
     );
+
     disk.free("filler");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -303,17 +292,11 @@ async fn metadata_and_subscriptions_recover_once_space_is_freed() {
             }
         }
     }
-    loop {
-        match subs.subscribe("before", "s3", options()).await {
-            Ok(_) => break,
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "subscriptions never recovered: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    drop(server);
+    let topics = admin.list_topics().await.unwrap();
+    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+    assert!(
+        names.contains(&"before") && names.contains(&"after"),
+        "{names:?}"
+    );
+    assert!(server.exited().is_none());
 }
