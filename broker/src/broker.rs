@@ -49,6 +49,9 @@ pub struct Broker {
     applying: tokio::sync::Mutex<()>,
     /// Free space under the data directory, checked before every append.
     disk: Arc<DiskSpace>,
+    /// Topics in the metadata this broker could not open, with the reason (a full
+    /// disk, say), so requests for them say why instead of "does not exist".
+    unhosted: RwLock<HashMap<String, String>>,
 }
 
 /// Directory of one partition: `<data>/<topic>-<partition>`.
@@ -107,6 +110,7 @@ impl Broker {
         ));
         Broker {
             disk,
+            unhosted: RwLock::new(HashMap::new()),
             config,
             link,
             topics: RwLock::new(HashMap::new()),
@@ -140,14 +144,30 @@ impl Broker {
             .map(|b| b.address.clone())
     }
 
+    /// True while some topic in the metadata could not be opened here.
+    pub fn has_unhosted(&self) -> bool {
+        self.unhosted.read().is_ok_and(|u| !u.is_empty())
+    }
+
     /// A hosted topic by name.
     pub fn topic(&self, name: &str) -> Result<Arc<HostedTopic>> {
-        self.topics
+        let hosted = self
+            .topics
             .read()
             .map_err(|_| Error::Task("topic map lock poisoned".into()))?
             .get(name)
-            .cloned()
-            .ok_or_else(|| Error::TopicNotFound(name.to_string()))
+            .cloned();
+        if let Some(topic) = hosted {
+            return Ok(topic);
+        }
+        let unhosted = self.unhosted.read().ok().and_then(|u| u.get(name).cloned());
+        Err(match unhosted {
+            Some(reason) => Error::Unavailable(format!(
+                "topic {name:?} exists but broker {} cannot open it: {reason}",
+                self.config.broker_id
+            )),
+            None => Error::TopicNotFound(name.to_string()),
+        })
     }
 
     /// Every known topic.
@@ -205,6 +225,7 @@ impl Broker {
             .map_err(|_| Error::Task("topic map lock poisoned".into()))?
             .clone();
         let mut next = HashMap::with_capacity(metadata.topics.len());
+        let mut unhosted = HashMap::new();
         for topic in &metadata.topics {
             match self.host(topic, current.get(&topic.name)).await {
                 Ok(hosted) => {
@@ -213,6 +234,7 @@ impl Broker {
                 Err(e) => {
                     // Keep what was hosted before; a topic that fails to open is not deleted.
                     tracing::error!(topic = %topic.name, error = %e, "cannot host topic");
+                    unhosted.insert(topic.name.clone(), e.to_string());
                     if let Some(previous) = current.get(&topic.name) {
                         next.insert(topic.name.clone(), previous.clone());
                     }
@@ -236,6 +258,9 @@ impl Broker {
             .topics
             .write()
             .map_err(|_| Error::Task("topic map lock poisoned".into()))? = next;
+        if let Ok(mut slot) = self.unhosted.write() {
+            *slot = unhosted;
+        }
         self.view.send_replace(Arc::new(metadata));
         for (topic, index, partition, role) in changed {
             replication::start_role(self, &topic, index, &partition, &role).await;
