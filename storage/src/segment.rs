@@ -4,9 +4,10 @@
 //! written again). The active segment's `.log` is mapped once at the segment size, so
 //! readers never need a remap; `size` (an atomic, stored after the bytes are written)
 //! tells readers how much of it holds complete batches, so they never see half a batch
-//! and never touch bytes past the end of the file. Blocks are reserved (fallocate)
-//! ahead of each write, so a full disk fails an append before any of it is written.
-//! Sealing cuts the file to its size, syncs it and writes the index files.
+//! and never touch bytes past what was written. The file is extended sparsely to the
+//! segment size: bytes reach the disk only through `pwrite`, so a full disk is an
+//! error of the append that met it (ENOSPC), never a fault on a mapped page. Sealing
+//! cuts the file to its size, syncs it and writes the index files.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -23,11 +24,6 @@ use crate::index::{ActiveIndex, OffsetEntry, SealedIndex, TimeEntry};
 
 /// Why a scan stops at the zero-filled, preallocated end of an active segment.
 const PREALLOCATED: &str = "preallocated zeros";
-
-/// Blocks reserved for the active segment at a time (at most up to the segment size):
-/// large enough that fallocate and the file-size change it brings are rare (once per
-/// MiB appended), small enough that thousands of partitions hold little unused space.
-const ALLOCATE_STEP_BYTES: u64 = 1 << 20;
 
 /// Width of the zero-padded base offset in segment file names (as Kafka names them).
 const NAME_DIGITS: usize = 20;
@@ -236,9 +232,9 @@ fn collect(
 /// Scans an active segment's file for valid batches and returns what it found with
 /// the count of bytes past them that will be cut.
 ///
-/// Only the file's data is read: an older version extended the file sparsely to the
-/// segment size, and reading a hole through a map needs a free page on tmpfs (SIGBUS
-/// on a full disk), so the scan stops at the first hole, which reads as zeros anyway.
+/// Only the file's data is read: the file is sparse past it (extended to the segment
+/// size), and reading a hole through a map needs a free page on tmpfs (SIGBUS on a
+/// full disk), so the scan stops at the first hole, which reads as zeros anyway.
 fn scan_file(
     file: &File,
     path: &Path,
@@ -278,17 +274,6 @@ fn data_end(file: &File, len: u64) -> u64 {
     rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(0)).map_or(len, |hole| hole.min(len))
 }
 
-/// Reserves blocks for `file` between `from` and `to`, extending it to `to`.
-/// Filesystems without fallocate get a plain (sparse) extension: the following write
-/// then reports a full disk itself, as it did before.
-fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), from, to - from) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::OPNOTSUPP) => file.set_len(to),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Why sealing a segment failed.
 #[derive(Debug)]
 pub enum SealError {
@@ -311,9 +296,6 @@ pub struct ActiveSegment {
     file: File,
     map: Mmap,
     capacity: u64,
-    /// Bytes of the file with blocks reserved behind them (its length); grown ahead of
-    /// every write, changed only under the log's writer lock.
-    allocated: AtomicU64,
     size: AtomicU64,
     next_offset: AtomicU64,
     /// Base offset of the last batch, for the final time index entry at seal.
@@ -352,10 +334,12 @@ impl ActiveSegment {
         let (scan, dropped) = scan_file(&file, &path, base_offset, config)?;
         let valid = scan.valid_bytes;
         let capacity = config.segment_bytes.max(valid);
-        // Cut to the valid prefix: stale bytes of a torn tail can never be read as
-        // batches later, and the space past the data is free again (blocks are
-        // reserved ahead of each write instead, see `reserve`).
+        // Cutting to the valid prefix and growing back zero-fills the rest, so a later
+        // recovery can never mistake stale bytes for batches. The growth is sparse: it
+        // takes no space, and pre-filling or fallocate would make every later fsync
+        // slower (ext4 converts unwritten extents on each one: measured 10x).
         file.set_len(valid).at(&path)?;
+        file.set_len(capacity).at(&path)?;
         file.sync_all().at(&path)?;
         // Index files of an active segment are written only when it is sealed; any
         // found now are left from before a crash (or an older version) and are stale.
@@ -382,9 +366,9 @@ impl ActiveSegment {
             }
             times.push(*entry);
         }
-        // SAFETY: the map may extend past the end of the file; readers only touch the
-        // committed bytes (`size`), which were written through the file and lie below
-        // its length, and the file is never cut below `size` while this map lives.
+        // SAFETY: readers only touch the committed bytes (`size`), which were written
+        // through the file (so their pages exist, even on tmpfs), and the file is never
+        // cut below `size` while this map lives.
         let map = unsafe { MmapOptions::new().len(capacity as usize).map(&file) }.at(&path)?;
         let created_ms = scan.max_timestamp.map_or(now_ms, |ts| ts.min(now_ms));
         let segment = ActiveSegment {
@@ -393,7 +377,6 @@ impl ActiveSegment {
             file,
             map,
             capacity,
-            allocated: AtomicU64::new(valid),
             size: AtomicU64::new(valid),
             next_offset: AtomicU64::new(scan.next_offset),
             last_batch_offset: AtomicU64::new(scan.last_batch_offset.unwrap_or(base_offset)),
@@ -484,9 +467,9 @@ impl ActiveSegment {
             position + len <= self.capacity,
             "append past the segment capacity"
         );
-        // A failure here (a full disk) leaves nothing a reader or a recovery could take
-        // for the batch: `size` has not moved, and bytes past it are cut on recovery.
-        self.reserve(position + len)?;
+        // A failure here (ENOSPC, even part-way) leaves nothing a reader or a recovery
+        // could take for the batch: `size` has not moved, the next append writes over
+        // whatever was written, and recovery cuts a torn tail.
         self.file.write_all_at(head, position).at(&self.path)?;
         self.file
             .write_all_at(tail, position + head.len() as u64)
@@ -517,30 +500,6 @@ impl ActiveSegment {
         Ok(())
     }
 
-    /// Reserves the file's blocks up to `end` before bytes are written there, so a
-    /// full disk fails an append before any of its bytes are written, never later in
-    /// an fsync. Grows by `ALLOCATE_STEP_BYTES` at a time to keep fallocate calls and
-    /// file-size changes rare; near a full disk it takes only what the batch needs.
-    fn reserve(&self, end: u64) -> Result<()> {
-        let allocated = self.allocated.load(Ordering::Acquire);
-        if end <= allocated {
-            return Ok(());
-        }
-        let step = (allocated + ALLOCATE_STEP_BYTES)
-            .min(self.capacity)
-            .max(end);
-        let reserved = match allocate(&self.file, allocated, step) {
-            Ok(()) => step,
-            Err(e) if step > end && e.kind() == std::io::ErrorKind::StorageFull => {
-                allocate(&self.file, allocated, end).at(&self.path)?;
-                end
-            }
-            Err(e) => return Err(e).at(&self.path),
-        };
-        self.allocated.store(reserved, Ordering::Release);
-        Ok(())
-    }
-
     /// Forces the segment's bytes to disk.
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().at(&self.path)
@@ -556,7 +515,6 @@ impl ActiveSegment {
     pub fn seal(&self) -> std::result::Result<(), SealError> {
         let size = self.size();
         self.file.set_len(size).at(&self.path)?;
-        self.allocated.store(size, Ordering::Release);
         self.file
             .sync_all()
             .at(&self.path)
