@@ -18,12 +18,15 @@ use pubsub_client::now_ms;
 use pubsub_client::record::ConsumerRecord;
 use pubsub_proto::v1;
 
-use crate::cursor::{AckOutcome, Cursor, Holder};
+use crate::cursor::{AckOutcome, Cursor, Holder, Stopped};
 use crate::error::{Error, Result};
-use crate::options::{Options, Start, check_subscription_name};
-use crate::source::{ReadOutcome, Source, header_pairs};
+use crate::options::{Options, check_subscription_name};
+use crate::source::{Fetched, ReadOutcome, Source, header_pairs};
 use crate::store::{Changes, Store, SubscriptionRecord};
-use crate::subscription::{Mode, State, Subscription, check_generation, persist_partition};
+use crate::subscription::{
+    Mode, State, Subscription, check_generation, persist_partition, seek_partition,
+};
+use crate::undecodable::all_stopped;
 
 /// Fetch size per record wanted, when sizing a delivery's fetches.
 const FETCH_BYTES_PER_RECORD: u64 = 256;
@@ -31,10 +34,84 @@ const FETCH_BYTES_PER_RECORD: u64 = 256;
 const FETCH_BYTES_MIN: u64 = 64 << 10;
 const FETCH_BYTES_MAX: u64 = 4 << 20;
 
+/// Offsets claimed for redelivery: partition, offset and delivery attempt.
+type Redeliveries = Vec<(u32, u64, u32)>;
+
 /// Where a delivery reads one partition's new records.
 struct Plan {
     partition: u32,
     from: u64,
+}
+
+/// What a fetch of new records found, once resolved outside the lock: what the
+/// record step applies to the partition's cursor.
+pub(crate) enum Found {
+    /// Records (possibly none).
+    Records(Fetched),
+    /// Retention removed everything below `log_start`.
+    BelowStart { log_start: u64 },
+    /// The position lay past the log end (`log_end`); reading resumes at `to`.
+    Reset { log_end: u64, to: u64 },
+    /// The batch `[offset, next_offset)` cannot be decoded and went to the
+    /// dead-letter topic.
+    DeadLettered { offset: u64, next_offset: u64 },
+    /// The batch cannot be decoded; delivery of new records stops there.
+    Stop(Stopped),
+}
+
+/// How fetched records are taken into a delivery.
+struct Take {
+    holder: Holder,
+    deadline: Instant,
+    /// Records older than this (ms since the epoch) are passed over.
+    retention_floor: Option<i64>,
+    /// Records the delivery may still take.
+    left: usize,
+}
+
+impl Take {
+    /// Delivers a partition's fetched records in order while there is room; returns
+    /// the offsets passed over (gaps the log does not hold, and records aged out,
+    /// which are reported as a skip).
+    fn records(
+        &mut self,
+        cursor: &mut Cursor,
+        records: Vec<ConsumerRecord>,
+        delivery: &mut Delivery,
+    ) -> Vec<u64> {
+        let mut passed = Vec::new();
+        let mut aged: Option<(u32, u64, u64)> = None;
+        for record in records {
+            if self.left == 0 || cursor.room() == 0 {
+                break;
+            }
+            if record.offset < cursor.next() {
+                continue;
+            }
+            // Offsets the log does not hold count as acknowledged.
+            passed.extend(cursor.next()..record.offset);
+            if self
+                .retention_floor
+                .is_some_and(|floor| record.timestamp < floor)
+            {
+                cursor.pass_new(record.offset);
+                passed.push(record.offset);
+                let first = aged.map_or(record.offset, |(_, first, _)| first);
+                aged = Some((record.partition, first, record.offset + 1));
+                continue;
+            }
+            if cursor.deliver_new(record.offset, self.holder, self.deadline) {
+                self.left -= 1;
+                delivery.records.push(delivered(record, 1));
+            }
+        }
+        if let Some((partition, from, to)) = aged {
+            delivery
+                .skipped
+                .push(skip(partition, from, to, "subscription retention"));
+        }
+        passed
+    }
 }
 
 /// What a delivery claimed under the lock, to check again once the fetches are back.
@@ -210,12 +287,10 @@ impl Manager {
             )));
         }
         let description = self.source.describe(topic).await?;
-        let partitions = description.topic.map_or(0, |t| t.partitions.len() as u32);
-        let spec = match options.start {
-            Start::Earliest => v1::list_offsets_request::Spec::Earliest(true),
-            Start::Latest => v1::list_offsets_request::Spec::Latest(true),
-            Start::Timestamp(ts) => v1::list_offsets_request::Spec::TimestampMs(ts),
-        };
+        let (partitions, topic_created_ms) = description
+            .topic
+            .map_or((0, 0), |t| (t.partitions.len() as u32, t.created_ms));
+        let spec = options.start.spec();
         // Whatever a deleted subscription of this name left behind must not count.
         self.store.delete_subscription(name)?;
         let mut cursors = Vec::with_capacity(partitions as usize);
@@ -242,6 +317,8 @@ impl Manager {
             generation: 0,
             dead_lettered: 0,
             replayed: Vec::new(),
+            topic_created_ms,
+            dead_letter_created_ms: 0,
         };
         self.store.apply(changes)?;
         self.store.put_subscription(&record)?;
@@ -265,22 +342,35 @@ impl Manager {
                 subscription.topic
             )));
         }
-        self.subscriptions
-            .write()
-            .map_err(|_| Error::Storage("subscription map poisoned".into()))?
-            .remove(name);
-        {
-            let mut state = subscription.lock_any()?;
-            state.deleted = true;
-            let ids: Vec<String> = state.members.keys().cloned().collect();
-            for id in ids {
-                state.remove(&id, true);
-            }
-            self.store.delete_subscription(name)?;
-        }
+        self.remove(&subscription, "unsubscribed")?;
         self.store.flush().await?;
         tracing::info!(subscription = %name, "subscription deleted");
         Ok(())
+    }
+
+    /// Deletes a subscription and everything stored for it (not yet flushed): members
+    /// are removed, so their streams end. The caller holds `admin`. Does nothing if
+    /// the name now stands for another subscription.
+    pub(crate) fn remove(&self, subscription: &Arc<Subscription>, why: &str) -> Result<()> {
+        {
+            let mut map = self
+                .subscriptions
+                .write()
+                .map_err(|_| Error::Storage("subscription map poisoned".into()))?;
+            match map.get(&subscription.name) {
+                Some(current) if Arc::ptr_eq(current, subscription) => {
+                    map.remove(&subscription.name);
+                }
+                _ => return Ok(()),
+            }
+        }
+        let mut state = subscription.lock_any()?;
+        state.deleted = Some(why.to_string());
+        let ids: Vec<String> = state.members.keys().cloned().collect();
+        for id in ids {
+            state.remove(&id, true);
+        }
+        self.store.delete_subscription(&subscription.name)
     }
 
     /// Joins a group (or renews a membership): member id, generation, partitions.
@@ -414,66 +504,8 @@ impl Manager {
         max: usize,
         until: tokio::time::Instant,
     ) -> Result<Delivery> {
-        let name = &subscription.name;
         // 1. Claim.
-        let (claims, plans, claim) = {
-            let mut state = subscription.lock()?;
-            let now = Instant::now();
-            let mut eligible = state.eligible(
-                subscription.options.group,
-                member_id,
-                subscription.partitions,
-            );
-            // Start at a different partition each time, so with few credits no
-            // partition is always served last.
-            if !eligible.is_empty() {
-                let turn = subscription.next_turn() % eligible.len();
-                eligible.rotate_left(turn);
-            }
-            let deadline = subscription.lease_deadline();
-            let mut claims: Vec<(u32, u64, u32)> = Vec::new();
-            for &partition in &eligible {
-                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                    continue;
-                };
-                cursor.expire(now);
-                let room = max - claims.len();
-                if room == 0 {
-                    break;
-                }
-                claims.extend(
-                    cursor
-                        .claim_redeliveries(room, holder, deadline)
-                        .into_iter()
-                        .map(|(o, a)| (partition, o, a)),
-                );
-            }
-            let left = max - claims.len();
-            let plans: Vec<Plan> = if left == 0 {
-                Vec::new()
-            } else {
-                eligible
-                    .iter()
-                    .filter_map(|&partition| {
-                        let cursor = state.cursors.get(partition as usize)?;
-                        (cursor.room() > 0).then_some(Plan {
-                            partition,
-                            from: cursor.next(),
-                        })
-                    })
-                    .collect()
-            };
-            let claim = Claim {
-                member_id: member_id.to_string(),
-                holder,
-                generation: state.generation,
-                seeks: eligible
-                    .iter()
-                    .filter_map(|&p| Some((p, state.cursors.get(p as usize)?.seeks())))
-                    .collect(),
-            };
-            (claims, plans, claim)
-        };
+        let (claims, plans, claim) = self.claim(subscription, member_id, holder, max)?;
         let mut delivery = Delivery::default();
         // 2a. Redeliveries: fetch the claimed records; dead-letter those out of attempts.
         if !claims.is_empty() {
@@ -492,6 +524,107 @@ impl Manager {
         } else {
             Duration::ZERO
         };
+        let (results, failure) = self.fetch_new(subscription, plans, left, wait).await;
+        if delivery.records.is_empty()
+            && delivery.skipped.is_empty()
+            && let Some(error) = failure
+        {
+            // Every partition failed even after the source's retries: say why.
+            self.store.flush().await?;
+            return Err(error);
+        }
+        // 2c. What is not records (another incarnation, an undecodable batch, a
+        // position past the end) is acted on outside the lock.
+        let results = self.resolve(subscription, results).await?;
+        // 3. Record.
+        self.record_new(subscription, &claim, left, results, &mut delivery)?;
+        self.store.flush().await?;
+        Ok(delivery)
+    }
+
+    /// Step 1 of a delivery, under the lock: expires leases, claims redeliveries, and
+    /// plans where each eligible partition's new records start. Fails when every
+    /// partition the member may read is stopped at a batch that cannot be decoded.
+    fn claim(
+        &self,
+        subscription: &Arc<Subscription>,
+        member_id: &str,
+        holder: Holder,
+        max: usize,
+    ) -> Result<(Redeliveries, Vec<Plan>, Claim)> {
+        let mut state = subscription.lock()?;
+        let now = Instant::now();
+        let mut eligible = state.eligible(
+            subscription.options.group,
+            member_id,
+            subscription.partitions,
+        );
+        // Start at a different partition each time, so with few credits no
+        // partition is always served last.
+        if !eligible.is_empty() {
+            let turn = subscription.next_turn() % eligible.len();
+            eligible.rotate_left(turn);
+        }
+        let deadline = subscription.lease_deadline();
+        let mut claims: Redeliveries = Vec::new();
+        for &partition in &eligible {
+            let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                continue;
+            };
+            cursor.expire(now);
+            let room = max - claims.len();
+            if room == 0 {
+                break;
+            }
+            claims.extend(
+                cursor
+                    .claim_redeliveries(room, holder, deadline)
+                    .into_iter()
+                    .map(|(o, a)| (partition, o, a)),
+            );
+        }
+        let plans: Vec<Plan> = if claims.len() == max {
+            Vec::new()
+        } else {
+            eligible
+                .iter()
+                .filter_map(|&partition| {
+                    let cursor = state.cursors.get(partition as usize)?;
+                    (cursor.room() > 0 && cursor.stopped().is_none()).then_some(Plan {
+                        partition,
+                        from: cursor.next(),
+                    })
+                })
+                .collect()
+        };
+        if claims.is_empty()
+            && plans.is_empty()
+            && let Some(error) = all_stopped(subscription, &state, &eligible)
+        {
+            return Err(error);
+        }
+        let claim = Claim {
+            member_id: member_id.to_string(),
+            holder,
+            generation: state.generation,
+            seeks: eligible
+                .iter()
+                .filter_map(|&p| Some((p, state.cursors.get(p as usize)?.seeks())))
+                .collect(),
+        };
+        Ok((claims, plans, claim))
+    }
+
+    /// Step 2b: long-polls every planned partition; takes what arrives first and
+    /// whatever else is ready then. The error is that of the first failure, when
+    /// every fetch failed.
+    async fn fetch_new(
+        &self,
+        subscription: &Subscription,
+        plans: Vec<Plan>,
+        left: usize,
+        wait: Duration,
+    ) -> (Vec<(Plan, ReadOutcome)>, Option<Error>) {
         // Ask for about what can be delivered, not a full fetch of every partition.
         let max_bytes =
             (left as u64 * FETCH_BYTES_PER_RECORD).clamp(FETCH_BYTES_MIN, FETCH_BYTES_MAX) as u32;
@@ -514,14 +647,14 @@ impl Manager {
         let mut failed = 0;
         while let Some((plan, result)) = fetches.next().await {
             let found = match &result {
-                Ok(ReadOutcome::Records(f)) => !f.records.is_empty(),
-                Ok(ReadOutcome::BelowStart { .. }) => true,
+                Ok(ReadOutcome::Records(f)) => !f.records.is_empty() || f.undecodable.is_some(),
+                Ok(ReadOutcome::BelowStart { .. } | ReadOutcome::AboveEnd { .. }) => true,
                 Err(_) => false,
             };
             match result {
                 Ok(outcome) => results.push((plan, outcome)),
                 Err(e) => {
-                    tracing::debug!(subscription = %name, partition = plan.partition, error = %e, "read failed");
+                    tracing::debug!(subscription = %subscription.name, partition = plan.partition, error = %e, "read failed");
                     failed += 1;
                     failure.get_or_insert(e);
                 }
@@ -536,101 +669,139 @@ impl Manager {
                 break;
             }
         }
-        drop(fetches);
-        if failed == planned
-            && delivery.records.is_empty()
-            && delivery.skipped.is_empty()
-            && let Some(error) = failure
-        {
-            // Every partition failed even after the source's retries: say why.
-            self.store.flush().await?;
-            return Err(error);
+        (results, failure.filter(|_| failed == planned))
+    }
+
+    /// Step 2c, outside the lock: records of another incarnation of the topic end the
+    /// subscription (or, from a broker behind on metadata, are dropped); a batch that
+    /// cannot be decoded is dead-lettered or stops its partition; a position past the
+    /// partition's end gets the offset it is reset to.
+    async fn resolve(
+        &self,
+        subscription: &Arc<Subscription>,
+        results: Vec<(Plan, ReadOutcome)>,
+    ) -> Result<Vec<(Plan, Found)>> {
+        let mut resolved = Vec::with_capacity(results.len());
+        for (plan, outcome) in results {
+            let found = match outcome {
+                ReadOutcome::Records(fetched) => {
+                    if !self
+                        .observe_incarnation(subscription, fetched.topic_created_ms)
+                        .await?
+                    {
+                        continue;
+                    }
+                    match fetched.undecodable {
+                        None => Found::Records(fetched),
+                        Some(batch) => {
+                            let resolved = self
+                                .resolve_undecodable(subscription, plan.partition, batch)
+                                .await;
+                            let Some(found) = resolved else { continue };
+                            found
+                        }
+                    }
+                }
+                ReadOutcome::BelowStart { log_start } => Found::BelowStart { log_start },
+                ReadOutcome::AboveEnd { log_end } => {
+                    let target = self
+                        .reset_target(subscription, plan.partition, log_end)
+                        .await?;
+                    let Some(to) = target else { continue };
+                    Found::Reset { log_end, to }
+                }
+            };
+            resolved.push((plan, found));
         }
-        // 3. Record.
+        Ok(resolved)
+    }
+
+    /// Step 3, under the lock: applies what was found to each partition whose claim
+    /// still stands, and persists it (the caller flushes).
+    fn record_new(
+        &self,
+        subscription: &Arc<Subscription>,
+        claim: &Claim,
+        left: usize,
+        results: Vec<(Plan, Found)>,
+        delivery: &mut Delivery,
+    ) -> Result<()> {
+        let name = &subscription.name;
         let retention_floor = subscription
             .options
             .retention_ms
             .map(|ms| now_ms().saturating_sub(ms as i64));
         let mut changes = Changes::new();
-        {
-            let mut state = subscription.lock()?;
-            let deadline = subscription.lease_deadline();
-            let mut left = left;
-            for (plan, outcome) in results {
-                let partition = plan.partition;
-                // A rebalance or a seek while the fetch ran makes its records stale.
-                if !claim.stands(subscription, &state, partition) {
-                    continue;
-                }
-                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                    continue;
-                };
-                let before = cursor.committed();
-                let mut passed = Vec::new();
-                match outcome {
-                    ReadOutcome::BelowStart { log_start } => {
-                        let from = cursor.committed();
-                        cursor.skip_below(log_start);
-                        delivery
-                            .skipped
-                            .push(skip(partition, from, log_start, "topic retention"));
-                    }
-                    ReadOutcome::Records(fetched) => {
-                        let mut aged: Option<(u64, u64)> = None;
-                        for record in fetched.records {
-                            if left == 0 || cursor.room() == 0 {
-                                break;
-                            }
-                            if record.offset < cursor.next() {
-                                continue;
-                            }
-                            // Offsets the log does not hold count as acknowledged.
-                            passed.extend(cursor.next()..record.offset);
-                            if retention_floor.is_some_and(|floor| record.timestamp < floor) {
-                                cursor.pass_new(record.offset);
-                                passed.push(record.offset);
-                                aged = Some(
-                                    aged.map_or((record.offset, record.offset + 1), |(a, _)| {
-                                        (a, record.offset + 1)
-                                    }),
-                                );
-                                continue;
-                            }
-                            if cursor.deliver_new(record.offset, holder, deadline) {
-                                left -= 1;
-                                delivery.records.push(delivered(record, 1));
-                            }
-                        }
-                        if let Some((from, to)) = aged {
-                            delivery.skipped.push(skip(
-                                partition,
-                                from,
-                                to,
-                                "subscription retention",
-                            ));
-                        }
-                        if let Some(hw) = state.high_watermarks.get_mut(partition as usize) {
-                            *hw = Some(fetched.high_watermark);
-                        }
-                    }
-                }
-                let Some(cursor) = state.cursors.get(partition as usize) else {
-                    continue;
-                };
-                persist_partition(
-                    &self.store,
-                    &mut changes,
-                    name,
-                    partition,
-                    cursor,
-                    before,
-                    &passed,
-                )?;
+        let mut state = subscription.lock()?;
+        let deadline = subscription.lease_deadline();
+        let mut take = Take {
+            holder: claim.holder,
+            deadline,
+            retention_floor,
+            left,
+        };
+        for (plan, found) in results {
+            let partition = plan.partition;
+            if let Found::DeadLettered { .. } = found {
+                // Written whether or not the claim still stands: counted either way.
+                state.dead_lettered += 1;
+                self.store.put_subscription(&subscription.record(&state))?;
             }
-            self.store.apply(changes)?;
+            // A rebalance or a seek while the fetch ran makes what it found stale.
+            if !claim.stands(subscription, &state, partition) {
+                continue;
+            }
+            if let Found::Records(fetched) = &found
+                && let Some(hw) = state.high_watermarks.get_mut(partition as usize)
+            {
+                *hw = Some(fetched.high_watermark);
+            }
+            let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                continue;
+            };
+            let before = cursor.committed();
+            let passed: Vec<u64> = match found {
+                Found::Records(fetched) => take.records(cursor, fetched.records, delivery),
+                Found::BelowStart { log_start } => {
+                    cursor.skip_below(log_start);
+                    delivery
+                        .skipped
+                        .push(skip(partition, before, log_start, "topic retention"));
+                    Vec::new()
+                }
+                Found::DeadLettered {
+                    offset,
+                    next_offset,
+                } => {
+                    delivery.skipped.push(skip(
+                        partition,
+                        offset,
+                        next_offset,
+                        "undecodable batch dead-lettered",
+                    ));
+                    cursor.pass_to(next_offset).collect()
+                }
+                Found::Stop(stopped) => {
+                    cursor.stop(stopped.offset, stopped.reason);
+                    continue;
+                }
+                Found::Reset { log_end, to } => {
+                    tracing::warn!(subscription = %name, topic = %subscription.topic, partition, committed_offset = before, next_offset = cursor.next(), log_end_offset = log_end, reset_to = to, "position past the partition's end (records lost); reset by the subscription's start option");
+                    seek_partition(&self.store, &mut changes, name, partition, cursor, to)?;
+                    continue;
+                }
+            };
+            persist_partition(
+                &self.store,
+                &mut changes,
+                name,
+                partition,
+                cursor,
+                before,
+                &passed,
+            )?;
         }
-        self.store.flush().await?;
-        Ok(delivery)
+        self.store.apply(changes)
     }
 
     /// Fetches claimed redeliveries; records past `max_deliveries` go to the dead-letter
@@ -639,7 +810,7 @@ impl Manager {
         &self,
         subscription: &Arc<Subscription>,
         claim: &Claim,
-        claims: Vec<(u32, u64, u32)>,
+        claims: Redeliveries,
         delivery: &mut Delivery,
     ) -> Result<()> {
         let mut by_partition: BTreeMap<u32, Vec<(u64, u32)>> = BTreeMap::new();
@@ -675,7 +846,10 @@ impl Manager {
                     )
                     .await
                 {
-                    Ok(ReadOutcome::Records(fetched)) if !fetched.records.is_empty() => {
+                    Ok(ReadOutcome::Records(fetched))
+                        if !fetched.records.is_empty()
+                            && subscription.reads_incarnation(fetched.topic_created_ms) =>
+                    {
                         let mut records = fetched.records.into_iter().peekable();
                         while index < wanted.len() {
                             let (offset, attempt) = wanted[index];
@@ -710,7 +884,9 @@ impl Manager {
                         );
                         break;
                     }
-                    Ok(ReadOutcome::Records(_)) | Err(_) => {
+                    // Nothing of this incarnation to deliver now (a batch that cannot
+                    // be decoded, a position past the end): new reads deal with it.
+                    Ok(ReadOutcome::Records(_) | ReadOutcome::AboveEnd { .. }) | Err(_) => {
                         unfound.extend(wanted[index..].iter().map(|&(o, _)| (partition, o)));
                         break;
                     }
@@ -1088,10 +1264,7 @@ impl Manager {
                 let Some(cursor) = state.cursors.get_mut(p as usize) else {
                     continue;
                 };
-                cursor.seek(offset);
-                self.store
-                    .forget_range(&mut changes, name, p, 0, u64::MAX)?;
-                persist_partition(&self.store, &mut changes, name, p, cursor, offset, &[])?;
+                seek_partition(&self.store, &mut changes, name, p, cursor, offset)?;
             }
             self.store.apply(changes)?;
         }
@@ -1138,6 +1311,10 @@ impl Manager {
                     end_offset: end,
                     lag: end.map(|e| e.saturating_sub(cursor.committed())),
                     outstanding: cursor.outstanding(),
+                    stopped: cursor.stopped().map(|s| v1::PartitionStopped {
+                        offset: s.offset,
+                        reason: s.reason.clone(),
+                    }),
                 }
             })
             .collect();

@@ -42,6 +42,7 @@ impl AdminService {
                     }
                 })
                 .collect(),
+            created_ms: topic.metadata.created_ms,
         }
     }
 
