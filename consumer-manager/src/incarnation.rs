@@ -165,6 +165,27 @@ impl Manager {
         }
     }
 
+    /// Removes `existing` (not yet flushed; the caller holds `admin`) if it belongs to
+    /// an older incarnation of its topic than `seen`, the one now under its name:
+    /// subscribing again then makes a new subscription instead of returning it.
+    pub(crate) fn remove_if_outlived(
+        &self,
+        existing: &Arc<Subscription>,
+        seen: u64,
+    ) -> Result<bool> {
+        let recorded = existing.lock()?.topic_created_ms;
+        if compare(recorded, seen) != Incarnation::Recreated {
+            return Ok(false);
+        }
+        let why = format!(
+            "its topic {:?} was deleted and created again",
+            existing.topic
+        );
+        self.remove(existing, &why)?;
+        tracing::info!(subscription = %existing.name, topic = %existing.topic, reason = %why, "subscription deleted with its topic");
+        Ok(true)
+    }
+
     /// Deletes a subscription whose topic is gone, as Unsubscribe does: its members
     /// are removed (their streams end with NOT_FOUND) and nothing of it is kept.
     pub(crate) async fn end_subscription(&self, subscription: &Arc<Subscription>, why: &str) {

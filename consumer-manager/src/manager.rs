@@ -277,14 +277,23 @@ impl Manager {
         let options = Options::resolve(topic, name, options)?;
         let _admin = self.admin.lock().await;
         if let Ok(existing) = self.subscription(name) {
-            if existing.topic == topic && existing.options == options {
-                return Ok((existing, false));
+            let outlived = existing.topic == topic && {
+                let described = self.source.describe(topic).await?;
+                let seen = described.topic.map_or(0, |t| t.created_ms);
+                self.remove_if_outlived(&existing, seen)?
+            };
+            // An outlived one (its topic deleted and created again) is gone: the name
+            // starts afresh.
+            if !outlived {
+                if existing.topic == topic && existing.options == options {
+                    return Ok((existing, false));
+                }
+                return Err(Error::AlreadyExists(format!(
+                    "subscription {name:?} already exists on topic {:?} with other options; \
+                     unsubscribe it first or pick another name",
+                    existing.topic
+                )));
             }
-            return Err(Error::AlreadyExists(format!(
-                "subscription {name:?} already exists on topic {:?} with other options; \
-                 unsubscribe it first or pick another name",
-                existing.topic
-            )));
         }
         let description = self.source.describe(topic).await?;
         let (partitions, topic_created_ms) = description
