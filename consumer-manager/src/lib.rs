@@ -5,6 +5,8 @@
 //! - [`assignment`]: sticky, balanced partition assignment for groups.
 //! - [`store`]: the sled database; a commit is answered only after it is flushed.
 //! - [`manager`]: subscribe, join, read, ack, nack, commit, seek, presence.
+//! - [`delivery`] and [`redelivery`]: claim, fetch, resolve and record new records;
+//!   redeliveries and dead letters.
 //! - [`stream`]: push delivery with credit-based flow control.
 //! - [`history`]: history reads, dead-letter replay, keep-until-consumed deletion.
 //! - [`undecodable`]: batches that cannot be decoded: dead-lettered whole, or their
@@ -15,11 +17,13 @@
 
 pub mod assignment;
 pub mod cursor;
+pub mod delivery;
 pub mod error;
 pub mod history;
 pub mod incarnation;
 pub mod manager;
 pub mod options;
+pub mod redelivery;
 pub mod server;
 pub mod service;
 pub mod source;

@@ -11,8 +11,9 @@ use pubsub_client::ProducerRecord;
 use pubsub_client::record::Undecodable;
 
 use crate::cursor::{Cursor, Stopped};
+use crate::delivery::Found;
 use crate::error::{Error, Result};
-use crate::manager::{Found, Manager};
+use crate::manager::Manager;
 use crate::options::Options;
 use crate::source::Fetched;
 use crate::subscription::{State, Subscription};
