@@ -10,7 +10,7 @@
 //! A position past a partition's end (records lost under the same incarnation) is
 //! reset by the subscription's start option, never used.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +56,30 @@ pub struct TopicWatch {
     missing: HashMap<String, u32>,
 }
 
+impl TopicWatch {
+    /// Counts one check: of the `subscribed` topics, those not `listed` are missing
+    /// once more (those listed start over). Returns the topics now missing in
+    /// [`MISSING_CHECKS`] checks in a row, which count as deleted.
+    pub fn gone<'a>(
+        &mut self,
+        subscribed: &BTreeSet<&'a str>,
+        listed: impl Fn(&str) -> bool,
+    ) -> BTreeSet<&'a str> {
+        self.missing
+            .retain(|topic, _| subscribed.contains(topic.as_str()) && !listed(topic));
+        let mut gone = BTreeSet::new();
+        for &topic in subscribed.iter().filter(|t| !listed(t)) {
+            let misses = self.missing.entry(topic.to_string()).or_default();
+            *misses += 1;
+            if *misses >= MISSING_CHECKS {
+                self.missing.remove(topic);
+                gone.insert(topic);
+            }
+        }
+        gone
+    }
+}
+
 impl Subscription {
     /// Whether records of incarnation `seen` may be delivered to this subscription
     /// (no I/O: a redelivery that sees another incarnation just waits).
@@ -70,46 +94,37 @@ impl Subscription {
 }
 
 impl Manager {
-    /// One check of every subscribed topic: a newer incarnation, or the topic missing
-    /// in [`MISSING_CHECKS`] checks in a row, deletes its subscriptions.
+    /// One check of every subscribed topic (one ListTopics call): a newer
+    /// incarnation, or the topic missing in [`MISSING_CHECKS`] checks in a row,
+    /// deletes its subscriptions.
     pub async fn check_topics(&self, watch: &mut TopicWatch) {
-        let mut by_topic: BTreeMap<String, Vec<Arc<Subscription>>> = BTreeMap::new();
-        for subscription in self.all() {
-            by_topic
-                .entry(subscription.topic.clone())
-                .or_default()
-                .push(subscription);
+        let subscriptions = self.all();
+        if subscriptions.is_empty() {
+            return;
         }
-        watch
-            .missing
-            .retain(|topic, _| by_topic.contains_key(topic));
-        for (topic, subscriptions) in by_topic {
-            let seen = match self.source().describe(&topic).await {
-                Ok(description) => description.topic.map_or(0, |t| t.created_ms),
-                Err(Error::NotFound(_)) => {
-                    let misses = watch.missing.entry(topic.clone()).or_default();
-                    *misses += 1;
-                    if *misses >= MISSING_CHECKS {
-                        watch.missing.remove(&topic);
-                        let why = format!("its topic {topic:?} was deleted");
-                        for subscription in &subscriptions {
-                            self.end_subscription(subscription, &why).await;
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(%topic, error = %e, "cannot describe a subscribed topic");
-                    continue;
-                }
+        let topics = match self.source().incarnations().await {
+            Ok(topics) => topics,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list topics to check subscriptions");
+                return;
+            }
+        };
+        let subscribed: BTreeSet<&str> = subscriptions.iter().map(|s| s.topic.as_str()).collect();
+        let gone = watch.gone(&subscribed, |topic| topics.contains_key(topic));
+        for subscription in &subscriptions {
+            let topic = subscription.topic.as_str();
+            if gone.contains(topic) {
+                let why = format!("its topic {topic:?} was deleted");
+                self.end_subscription(subscription, &why).await;
+                continue;
+            }
+            let Some(&seen) = topics.get(topic) else {
+                continue;
             };
-            watch.missing.remove(&topic);
-            for subscription in &subscriptions {
-                match self.observe_incarnation(subscription, seen).await {
-                    Ok(_) | Err(Error::NotFound(_)) => {}
-                    Err(e) => {
-                        tracing::warn!(subscription = %subscription.name, error = %e, "cannot check the topic's incarnation")
-                    }
+            match self.observe_incarnation(subscription, seen).await {
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(subscription = %subscription.name, error = %e, "cannot check the topic's incarnation")
                 }
             }
         }
@@ -276,5 +291,21 @@ mod tests {
         check(0, 7, Incarnation::Adopt(7));
         check(10, 11, Incarnation::Recreated);
         check(10, 9, Incarnation::Stale);
+    }
+
+    #[test]
+    fn a_topic_counts_as_deleted_only_after_missing_in_checks_in_a_row() {
+        let mut watch = TopicWatch::default();
+        let subscribed: BTreeSet<&str> = ["a", "b"].into();
+        let listed = |present: &'static [&'static str]| move |t: &str| present.contains(&t);
+        assert!(watch.gone(&subscribed, listed(&["b"])).is_empty());
+        assert!(watch.gone(&subscribed, listed(&["b"])).is_empty());
+        // Listed again: the count starts over.
+        assert!(watch.gone(&subscribed, listed(&["a", "b"])).is_empty());
+        for _ in 1..MISSING_CHECKS {
+            assert!(watch.gone(&subscribed, listed(&["b"])).is_empty());
+        }
+        assert_eq!(watch.gone(&subscribed, listed(&["b"])), ["a"].into());
+        assert!(watch.missing.is_empty());
     }
 }

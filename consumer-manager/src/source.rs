@@ -137,16 +137,17 @@ impl Source {
             .clone())
     }
 
-    /// A topic's description (partitions, leaders, replicas, config) and brokers.
-    pub async fn describe(&self, topic: &str) -> Result<v1::DescribeTopicResponse> {
+    /// Runs an admin call on the bootstrap broker, moving on to the next one while it
+    /// fails with an error a retry may cure.
+    async fn on_bootstrap<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(Admin) -> Fut,
+        Fut: std::future::Future<Output = Result<T, pubsub_client::Error>>,
+    {
         let mut attempt = 0;
         loop {
-            let admin = Admin::new(self.client().await?);
-            match admin.describe_topic(topic).await {
-                Ok(description) => return Ok(description),
-                Err(e) if e.code() == Some(tonic::Code::NotFound) => {
-                    return Err(Error::NotFound(format!("topic {topic:?} does not exist")));
-                }
+            match call(Admin::new(self.client().await?)).await {
+                Ok(value) => return Ok(value),
                 Err(e) if e.is_retriable() && attempt < self.bootstraps.len() => {
                     attempt += 1;
                     self.switch_bootstrap().await;
@@ -154,6 +155,28 @@ impl Source {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// A topic's description (partitions, leaders, replicas, config) and brokers.
+    pub async fn describe(&self, topic: &str) -> Result<v1::DescribeTopicResponse> {
+        let described = self
+            .on_bootstrap(|admin| async move { admin.describe_topic(topic).await })
+            .await;
+        match described {
+            Err(Error::Broker(e)) if e.code() == Some(tonic::Code::NotFound) => {
+                Err(Error::NotFound(format!("topic {topic:?} does not exist")))
+            }
+            other => other,
+        }
+    }
+
+    /// Every topic, by name, with its incarnation (`created_ms`; 0 from brokers that
+    /// do not say): one call however many topics there are.
+    pub async fn incarnations(&self) -> Result<HashMap<String, u64>> {
+        let topics = self
+            .on_bootstrap(|admin| async move { admin.list_topics().await })
+            .await?;
+        Ok(topics.into_iter().map(|t| (t.name, t.created_ms)).collect())
     }
 
     /// Runs `call` against a partition's leader, retrying while the leader moves.

@@ -415,8 +415,20 @@ async fn deleting_a_topic_ends_its_subscriptions_and_their_streams_with_not_foun
     subs.subscribe("t", "g", group.clone()).await.unwrap();
     assert_eq!(read_values(&subs, "s", 5).await.len(), 5);
     let mut stream = subs.stream("s", "", 10).await.unwrap();
-
     let admin = Admin::new(client.clone());
+
+    // A topic deleted for good: its subscription goes once the topic stays missing.
+    create(&client, "u", 1).await;
+    subs.subscribe("u", "su", earliest()).await.unwrap();
+    let mut gone_stream = subs.stream("su", "", 10).await.unwrap();
+    admin.delete_topic("u").await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(30), gone_stream.next_record())
+        .await
+        .expect("the stream ends once its topic is deleted")
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::NotFound), "{error}");
+    assert!(error.to_string().contains("\"u\" was deleted"), "{error}");
+
     admin.delete_topic("t").await.unwrap();
     create(&client, "t", 1).await;
     produce(&client, "t", 0, &values("new", 3)).await;
