@@ -64,7 +64,56 @@ struct Take {
     left: usize,
 }
 
+/// What applying a find to a cursor leaves for the record step to persist.
+enum Persist {
+    /// The cursor, and these offsets passed over as acknowledged.
+    Passed(Vec<u64>),
+    /// A reset of a position past the log end (`log_end`) to `to`.
+    Reset { log_end: u64, to: u64 },
+    /// Nothing (the stop of a partition is held in memory only).
+    Nothing,
+}
+
 impl Take {
+    /// Applies what a fetch of `partition` found to its cursor; reports what to
+    /// deliver or skip into `delivery`.
+    fn found(
+        &mut self,
+        partition: u32,
+        cursor: &mut Cursor,
+        found: Found,
+        delivery: &mut Delivery,
+    ) -> Persist {
+        match found {
+            Found::Records(fetched) => {
+                Persist::Passed(self.records(cursor, fetched.records, delivery))
+            }
+            Found::BelowStart { log_start } => {
+                let from = cursor.committed();
+                cursor.skip_below(log_start);
+                delivery
+                    .skipped
+                    .push(skip(partition, from, log_start, "topic retention"));
+                Persist::Passed(Vec::new())
+            }
+            Found::DeadLettered {
+                offset,
+                next_offset,
+            } => {
+                let reason = "undecodable batch dead-lettered";
+                delivery
+                    .skipped
+                    .push(skip(partition, offset, next_offset, reason));
+                Persist::Passed(cursor.pass_to(next_offset).collect())
+            }
+            Found::Stop(stopped) => {
+                cursor.stop(stopped.offset, stopped.reason);
+                Persist::Nothing
+            }
+            Found::Reset { log_end, to } => Persist::Reset { log_end, to },
+        }
+    }
+
     /// Delivers a partition's fetched records in order while there is room; returns
     /// the offsets passed over (gaps the log does not hold, and records aged out,
     /// which are reported as a skip).
@@ -433,46 +482,22 @@ impl Manager {
                 continue;
             };
             let before = cursor.committed();
-            let passed: Vec<u64> = match found {
-                Found::Records(fetched) => take.records(cursor, fetched.records, delivery),
-                Found::BelowStart { log_start } => {
-                    cursor.skip_below(log_start);
-                    delivery
-                        .skipped
-                        .push(skip(partition, before, log_start, "topic retention"));
-                    Vec::new()
-                }
-                Found::DeadLettered {
-                    offset,
-                    next_offset,
-                } => {
-                    delivery.skipped.push(skip(
-                        partition,
-                        offset,
-                        next_offset,
-                        "undecodable batch dead-lettered",
-                    ));
-                    cursor.pass_to(next_offset).collect()
-                }
-                Found::Stop(stopped) => {
-                    cursor.stop(stopped.offset, stopped.reason);
-                    continue;
-                }
-                Found::Reset { log_end, to } => {
+            match take.found(partition, cursor, found, delivery) {
+                Persist::Passed(passed) => persist_partition(
+                    self.store(),
+                    &mut changes,
+                    name,
+                    partition,
+                    cursor,
+                    before,
+                    &passed,
+                )?,
+                Persist::Reset { log_end, to } => {
                     tracing::warn!(subscription = %name, topic = %subscription.topic, partition, committed_offset = before, next_offset = cursor.next(), log_end_offset = log_end, reset_to = to, "position past the partition's end (records lost); reset by the subscription's start option");
                     seek_partition(self.store(), &mut changes, name, partition, cursor, to)?;
-                    continue;
                 }
-            };
-            persist_partition(
-                self.store(),
-                &mut changes,
-                name,
-                partition,
-                cursor,
-                before,
-                &passed,
-            )?;
+                Persist::Nothing => {}
+            }
         }
         self.store().apply(changes)
     }
