@@ -197,6 +197,12 @@ impl Broker {
     /// A partition this broker leads; otherwise NOT_FOUND or a not-leader error
     /// naming the leader.
     pub fn leader_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        Ok(self.leader_replica(topic, partition)?.0)
+    }
+
+    /// [`Broker::leader_partition`] with the incarnation (`created_ms`) of the topic it
+    /// belongs to, read from the same view, so a reader can tell a recreated topic.
+    pub fn leader_replica(&self, topic: &str, partition: u32) -> Result<(Arc<Partition>, u64)> {
         let hosted = self.topic(topic)?;
         let Some(metadata) = hosted.metadata.partitions.get(partition as usize) else {
             return Err(Error::PartitionNotFound {
@@ -207,7 +213,9 @@ impl Broker {
         };
         let leader = metadata.leader;
         match hosted.partitions.get(partition as usize).cloned().flatten() {
-            Some(local) if leader == Some(self.config.broker_id) && local.is_leader() => Ok(local),
+            Some(local) if leader == Some(self.config.broker_id) && local.is_leader() => {
+                Ok((local, hosted.metadata.created_ms))
+            }
             _ => Err(not_leader(self, topic, partition, leader)),
         }
     }

@@ -28,6 +28,19 @@ pub enum Start {
     Timestamp(i64),
 }
 
+impl Start {
+    /// The broker offset query for this position. A partition whose stored position
+    /// lies past its log end is reset by it too, as Kafka's `auto.offset.reset` does.
+    pub fn spec(self) -> v1::list_offsets_request::Spec {
+        use v1::list_offsets_request::Spec;
+        match self {
+            Start::Earliest => Spec::Earliest(true),
+            Start::Latest => Spec::Latest(true),
+            Start::Timestamp(ts) => Spec::TimestampMs(ts),
+        }
+    }
+}
+
 /// Effective subscription options.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options {

@@ -246,9 +246,9 @@ impl BrokerRpc for DataService {
         request: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
         let request = request.into_inner();
-        let partition = self
+        let (partition, topic_created_ms) = self
             .broker
-            .leader_partition(&request.topic, request.partition)?;
+            .leader_replica(&request.topic, request.partition)?;
         let max_bytes = match request.max_bytes as usize {
             0 => FETCH_BYTES_DEFAULT,
             n => n.min(FETCH_BYTES_MAX),
@@ -280,6 +280,7 @@ impl BrokerRpc for DataService {
             high_watermark: fetched.high_watermark,
             log_start_offset: fetched.log_start_offset,
             log_end_offset: fetched.log_end_offset,
+            topic_created_ms,
         }))
     }
 

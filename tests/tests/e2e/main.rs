@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod cluster;
 mod consumer;
+mod consumer_integrity;
 mod errors;
 mod fsync;
 mod full_disk;
