@@ -83,6 +83,7 @@ pub async fn serve(
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "broker listening");
     let result = tonic::transport::Server::builder()
+        .layer(pubsub_proto::OversizeLayer)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

@@ -311,6 +311,7 @@ async fn serve(
 
     let mut stopped = stopping.subscribe();
     let server = tonic::transport::Server::builder()
+        .layer(pubsub_proto::OversizeLayer)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

@@ -142,6 +142,16 @@ enum AckTask {
 
 type ProduceStreamOut = Pin<Box<dyn Stream<Item = Result<v1::ProduceResponse, Status>> + Send>>;
 
+/// tonic reports a request over the message limit as OUT_OF_RANGE, the code Fetch
+/// uses for an offset out of range; say RESOURCE_EXHAUSTED and name the limit instead.
+fn oversize(status: Status) -> Status {
+    if pubsub_proto::is_oversize(&status) {
+        Status::resource_exhausted(pubsub_proto::oversize_message())
+    } else {
+        status
+    }
+}
+
 #[tonic::async_trait]
 impl BrokerRpc for DataService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
@@ -211,8 +221,22 @@ impl BrokerRpc for DataService {
                     AckTask::Rejected(error) => Ok(error_response(correlation_id, error)),
                     AckTask::Failed(status) => Err(status),
                 };
-                let failed = reply.as_ref().map_or(true, |r| r.error.is_some());
-                if tx.send(reply).await.is_err() || failed {
+                let failed = match &reply {
+                    Ok(response) => response.error.is_some(),
+                    Err(_) => true,
+                };
+                if tx.send(reply.map_err(oversize)).await.is_err() {
+                    break;
+                }
+                if failed {
+                    // Requests behind a failed one are not answered (the appender stopped
+                    // reading, so later batches keep their order on a retry); end the call
+                    // with a status so that is never mistaken for a clean end.
+                    let _ = tx
+                        .send(Err(Status::aborted(format!(
+                            "request {correlation_id} failed, so this stream ends: requests sent after it were not answered (those already appended keep their offsets); retry them on a new stream"
+                        ))))
+                        .await;
                     break;
                 }
             }

@@ -7,6 +7,7 @@ mod client;
 mod cluster;
 mod consumer;
 mod consumer_integrity;
+mod contracts;
 mod errors;
 mod fsync;
 mod full_disk;

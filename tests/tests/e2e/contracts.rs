@@ -1,0 +1,159 @@
+//! RPC contracts a client written from the protos alone relies on (issue 12): a
+//! ProduceStream never ends OK with requests unanswered, size limits answer
+//! RESOURCE_EXHAUSTED naming the limit, and a status never overflows HTTP/2 headers
+//! however long the name it echoes.
+
+use bytes::Bytes;
+use pubsub_client::{Admin, Client, NewTopic};
+use pubsub_proto::v1;
+use pubsub_proto::v1::broker_client::BrokerClient;
+use pubsub_tests::Server;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::errors::one_batch as batch;
+
+fn request(topic: &str, correlation_id: u64, batches: Vec<Bytes>) -> v1::ProduceRequest {
+    v1::ProduceRequest {
+        topic: topic.into(),
+        partition: 0,
+        acks: v1::Acks::Leader as i32,
+        batches,
+        correlation_id,
+    }
+}
+
+async fn started() -> (tempfile::TempDir, Server, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = Client::connect(server.address()).await.unwrap();
+    Admin::new(client.clone())
+        .create_topic(NewTopic {
+            name: "t".into(),
+            partitions: 1,
+            ..NewTopic::default()
+        })
+        .await
+        .unwrap();
+    (dir, server, client)
+}
+
+async fn log_end(client: &Client) -> u64 {
+    let latest = v1::ListOffsetsRequest {
+        topic: "t".into(),
+        partition: 0,
+        spec: Some(v1::list_offsets_request::Spec::Latest(true)),
+    };
+    client
+        .broker_stub()
+        .list_offsets(latest)
+        .await
+        .unwrap()
+        .into_inner()
+        .offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_stream_never_ends_ok_with_requests_unanswered() {
+    let (_dir, _server, client) = started().await;
+    let requests = vec![
+        request("t", 1, vec![batch(10)]),
+        request("t", 2, Vec::new()),
+        request("t", 3, vec![batch(10)]),
+    ];
+    let mut answers = client
+        .broker_stub()
+        .produce_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = answers.next().await.unwrap().unwrap();
+    assert_eq!((first.correlation_id, first.base_offsets), (1, vec![0]));
+    let second = answers.next().await.unwrap().unwrap();
+    assert_eq!(second.correlation_id, 2);
+    let error = second
+        .error
+        .expect("the bad request is answered with its error");
+    assert_eq!(
+        error.code,
+        Code::InvalidArgument as i32,
+        "{}",
+        error.message
+    );
+    // Request 3 is not answered, so the call must end with a status, not OK.
+    let end = answers.next().await.expect("the call ends with a status");
+    let status = end.expect_err("never OK with request 3 unanswered");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert!(status.message().contains("not answered"), "{status:?}");
+    assert_eq!(log_end(&client).await, 1, "request 3 was not stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_limits_answer_resource_exhausted_naming_the_limit() {
+    let (_dir, server, client) = started().await;
+    // A batch over the topic's max_message_bytes (1 MiB by default).
+    let err = client
+        .broker_stub()
+        .produce(request("t", 0, vec![batch(2 << 20)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("exceeds the limit"), "{err:?}");
+
+    // A request over the gRPC message limit, from a client that does not stop it.
+    let mut raw = BrokerClient::connect(format!("http://{}", server.address()))
+        .await
+        .unwrap()
+        .max_encoding_message_size(usize::MAX);
+    let huge: Vec<Bytes> = (0..70).map(|_| batch(1 << 20)).collect();
+    let err = raw
+        .produce(request("t", 0, huge.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("limit of 64 MiB"), "{err:?}");
+    // The same on a stream.
+    let mut answers = raw
+        .produce_stream(tokio_stream::iter(vec![request("t", 9, huge)]))
+        .await
+        .unwrap()
+        .into_inner();
+    let end = answers.next().await.expect("an answer or a status");
+    let code = match end {
+        Ok(answer) => answer.error.map(|e| e.code).unwrap_or_default(),
+        Err(status) => status.code() as i32,
+    };
+    assert_eq!(code, Code::ResourceExhausted as i32);
+    assert_eq!(log_end(&client).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_character_name_gets_an_answer_not_a_transport_error() {
+    let (_dir, _server, client) = started().await;
+    let long = "n".repeat(10_000);
+    let err = client
+        .broker_stub()
+        .produce(request(&long, 0, vec![batch(10)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::InvalidArgument | Code::NotFound),
+        "{err:?}"
+    );
+    assert!(err.message().len() <= pubsub_proto::STATUS_MESSAGE_BYTES_MAX);
+    let err = Admin::new(client.clone())
+        .create_topic(NewTopic {
+            name: long.clone(),
+            partitions: 1,
+            ..NewTopic::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err:?}");
+    let subscriptions = pubsub_client::Subscriptions::new(client.clone());
+    let err = subscriptions
+        .subscribe("t", &long, v1::SubscriptionOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err:?}");
+}
