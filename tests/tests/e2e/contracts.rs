@@ -157,3 +157,32 @@ async fn a_ten_thousand_character_name_gets_an_answer_not_a_transport_error() {
         .unwrap_err();
     assert_eq!(err.code(), Some(Code::InvalidArgument), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_by_time_answers_the_first_record_not_its_batch() {
+    let (_dir, _server, client) = started().await;
+    let mut builder = pubsub_storage::BatchBuilder::new();
+    for i in 0..10 {
+        builder.push(1_000 + i * 10, None, Some(b"v"), &[]);
+    }
+    let stamp = pubsub_storage::ProducerStamp::NONE;
+    let one = builder.build(pubsub_storage::Compression::Zstd, stamp);
+    let mut stub = client.broker_stub();
+    stub.produce(request("t", 0, vec![Bytes::from(one.unwrap().unwrap())]))
+        .await
+        .unwrap();
+    for (time, expected) in [(1_000, 0), (1_041, 5), (1_090, 9)] {
+        let by_time = v1::ListOffsetsRequest {
+            topic: "t".into(),
+            partition: 0,
+            spec: Some(v1::list_offsets_request::Spec::TimestampMs(time)),
+        };
+        let offset = stub
+            .list_offsets(by_time)
+            .await
+            .unwrap()
+            .into_inner()
+            .offset;
+        assert_eq!(offset, expected, "first record at or after {time}");
+    }
+}
