@@ -25,6 +25,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Interval of the background loop that runs due interval-fsyncs.
 const FLUSH_TICK: Duration = Duration::from_millis(50);
+/// Longest the server waits for open calls once shutdown starts; with the flush after
+/// it, SIGTERM ends a broker well within Kubernetes' 30 s grace period.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Runs a broker on `listener` until `shutdown` resolves: joins the cluster (register,
 /// first metadata), then serves while heartbeats and the metadata watch run.
@@ -82,7 +85,8 @@ pub async fn serve(
     let background = tokio::spawn(background(broker.clone()));
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "broker listening");
-    let result = tonic::transport::Server::builder()
+    let (start_drain, drain) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .layer(pubsub_proto::OversizeLayer)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -97,13 +101,38 @@ pub async fn serve(
         .add_service(pubsub_proto::with_limits!(BrokerServer::new(
             DataService::new(broker.clone())
         )))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming(listener), async move {
+            let _ = drain.await;
+        });
+    let result = drain_bounded(server, shutdown, start_drain).await;
     background.abort();
     let flushed = broker.flush_all().await;
     tracing::info!("broker stopped");
     result.map_err(|e| Error::Task(format!("grpc server: {e}")))?;
     flushed
+}
+
+/// Runs `server` until `shutdown`, then lets it drain for at most [`SHUTDOWN_DRAIN`]:
+/// long-lived calls (a follower's fetch, a subscriber's push stream, the embedded
+/// consumer manager's own producer connection) would otherwise hold it open forever.
+async fn drain_bounded<E>(
+    server: impl Future<Output = std::result::Result<(), E>>,
+    shutdown: impl Future<Output = ()>,
+    start_drain: tokio::sync::oneshot::Sender<()>,
+) -> std::result::Result<(), E> {
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    let _ = start_drain.send(());
+    match tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(waited = ?SHUTDOWN_DRAIN, "calls still open at shutdown; dropped");
+            Ok(())
+        }
+    }
 }
 
 /// Accepted connections with Nagle's algorithm off: produce acks are small writes.

@@ -187,11 +187,19 @@ async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, S
     Ok((listener, bound))
 }
 
+/// Longest `pubsubd` takes to exit after SIGTERM or Ctrl-C, whatever it is doing: every
+/// role drains and flushes well within it; past it the process exits anyway, since
+/// anything acknowledged is already on disk.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(9);
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
+        tokio::time::sleep(SHUTDOWN_LIMIT).await;
+        tracing::error!(limit = ?SHUTDOWN_LIMIT, "shutdown took too long; exiting now");
+        std::process::exit(1);
     });
     let shutdown = move || {
         let mut stopped = stopped.clone();

@@ -186,3 +186,40 @@ async fn list_offsets_by_time_answers_the_first_record_not_its_batch() {
         assert_eq!(offset, expected, "first record at or after {time}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_standalone_that_wrote_a_dead_letter() {
+    let (_dir, mut server, client) = started().await;
+    client
+        .broker_stub()
+        .produce(request("t", 0, vec![batch(10)]))
+        .await
+        .unwrap();
+    let subs = pubsub_client::Subscriptions::new(client.clone());
+    let options = v1::SubscriptionOptions {
+        max_deliveries: 1,
+        start: Some(v1::subscription_options::Start::Earliest(true)),
+        ..v1::SubscriptionOptions::default()
+    };
+    subs.subscribe("t", "s", options).await.unwrap();
+    let read = subs
+        .read("s", "", 0, 10, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let ids: Vec<(u32, u64)> = read
+        .records
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    assert_eq!(ids, [(0, 0)]);
+    subs.nack("s", "", 0, &ids).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while subs.list("", "s").await.unwrap()[0].dead_lettered == 0 {
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        // Past max_deliveries, the next read sends the record to the dead-letter topic.
+        let wait = std::time::Duration::from_millis(200);
+        subs.read("s", "", 0, 10, wait).await.unwrap();
+    }
+    // Panics if the process is still there 10 s after SIGTERM.
+    server.terminate();
+}
