@@ -264,9 +264,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Tests and scripts read this line to learn the port when listening on :0.
             println!("listening on {broker_bound}");
             println!("cluster manager on {manager_bound}");
-            let served = pubsub_broker::run_with(broker, broker_listener, shutdown(), routes)
-                .await
-                .context("broker failed");
+            let names = [pubsub_proto::v1::consumer_manager_server::SERVICE_NAME];
+            let served =
+                pubsub_broker::run_with(broker, broker_listener, shutdown(), routes, &names)
+                    .await
+                    .context("broker failed");
             consumer_background.abort();
             if let Err(e) = consumers.store().flush().await {
                 tracing::error!(error = %e, "cannot flush the consumer manager");
