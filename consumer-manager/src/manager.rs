@@ -577,12 +577,18 @@ impl Manager {
                     }
                     o
                 }
-                v1::seek_request::Target::Earliest(_) => {
+                v1::seek_request::Target::Earliest(false)
+                | v1::seek_request::Target::Latest(false) => {
+                    return Err(Error::InvalidArgument(
+                        "seek earliest and latest must be true when set".into(),
+                    ));
+                }
+                v1::seek_request::Target::Earliest(true) => {
                     self.source
                         .offset(&subscription.topic, p, Spec::Earliest(true))
                         .await?
                 }
-                v1::seek_request::Target::Latest(_) => {
+                v1::seek_request::Target::Latest(true) => {
                     self.source
                         .offset(&subscription.topic, p, Spec::Latest(true))
                         .await?

@@ -223,3 +223,45 @@ async fn sigterm_ends_a_standalone_that_wrote_a_dead_letter() {
     // Panics if the process is still there 10 s after SIGTERM.
     server.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enums_and_booleans_mean_what_they_say() {
+    let (_dir, _server, client) = started().await;
+    let mut stub = client.broker_stub();
+    let mut unknown = request("t", 0, vec![batch(10)]);
+    unknown.acks = 7;
+    let err = stub.produce(unknown).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let mut unset = request("t", 0, vec![batch(10)]);
+    unset.acks = v1::Acks::Unspecified as i32;
+    let stored = stub.produce(unset).await.unwrap().into_inner();
+    assert_eq!(stored.base_offsets, [0], "unset acks means leader");
+
+    use v1::list_offsets_request::Spec;
+    let list = |spec| v1::ListOffsetsRequest {
+        topic: "t".into(),
+        partition: 0,
+        spec: Some(spec),
+    };
+    for spec in [
+        Spec::Earliest(false),
+        Spec::Latest(false),
+        Spec::TimestampMs(-5),
+    ] {
+        let err = stub.list_offsets(list(spec.clone())).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{spec:?}: {err:?}");
+    }
+    let offset = |answer: tonic::Response<v1::ListOffsetsResponse>| answer.into_inner().offset;
+    let latest = stub.list_offsets(list(Spec::TimestampMs(-1))).await;
+    assert_eq!(offset(latest.unwrap()), 1, "-1 is latest");
+    let earliest = stub.list_offsets(list(Spec::TimestampMs(-2))).await;
+    assert_eq!(offset(earliest.unwrap()), 0, "-2 is earliest");
+
+    let subs = pubsub_client::Subscriptions::new(client.clone());
+    let options = v1::SubscriptionOptions {
+        start: Some(v1::subscription_options::Start::Earliest(false)),
+        ..v1::SubscriptionOptions::default()
+    };
+    let err = subs.subscribe("t", "s", options).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err:?}");
+}
