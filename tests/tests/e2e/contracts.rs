@@ -248,7 +248,7 @@ async fn enums_and_booleans_mean_what_they_say() {
         Spec::Latest(false),
         Spec::TimestampMs(-5),
     ] {
-        let err = stub.list_offsets(list(spec.clone())).await.unwrap_err();
+        let err = stub.list_offsets(list(spec)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{spec:?}: {err:?}");
     }
     let offset = |answer: tonic::Response<v1::ListOffsetsResponse>| answer.into_inner().offset;
