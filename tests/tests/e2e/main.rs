@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod cli_contracts;
 mod client;
 mod cluster;
 mod consumer;
