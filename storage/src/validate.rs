@@ -191,19 +191,23 @@ fn nullable<'a>(body: &mut &'a [u8], field: &str) -> Result<Option<&'a [u8]>, Re
     Ok(Some(bytes))
 }
 
+#[inline]
 fn varint(input: &mut &[u8], field: &str) -> Result<i32, Reason> {
-    get_varint(input).map_err(|e| format!("{field}: {}", reason(e)))
+    get_varint(input).map_err(|e| reason(field, e))
 }
 
+#[inline]
 fn varlong(input: &mut &[u8], field: &str) -> Result<i64, Reason> {
-    get_varlong(input).map_err(|e| format!("{field}: {}", reason(e)))
+    get_varlong(input).map_err(|e| reason(field, e))
 }
 
-/// The bare reason of a varint error, without the "malformed batch" prefix.
-fn reason(error: Error) -> String {
+/// The reason of a varint error, named after its field and without the "malformed
+/// batch" prefix.
+#[cold]
+fn reason(field: &str, error: Error) -> Reason {
     match error {
-        Error::MalformedBatch { reason } => reason,
-        other => other.to_string(),
+        Error::MalformedBatch { reason } => format!("{field}: {reason}"),
+        other => format!("{field}: {other}"),
     }
 }
 
