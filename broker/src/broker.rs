@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::cluster::ClusterLink;
 use crate::config::BrokerConfig;
+use crate::disk::DiskSpace;
 use crate::error::{Error, Result};
 use crate::partition::{Partition, Role, blocking};
 use crate::replication;
@@ -46,6 +47,11 @@ pub struct Broker {
     view: watch::Sender<Arc<v1::ClusterMetadata>>,
     /// Serializes metadata application.
     applying: tokio::sync::Mutex<()>,
+    /// Free space under the data directory, checked before every append.
+    disk: Arc<DiskSpace>,
+    /// Topics in the metadata this broker could not open, with the reason (a full
+    /// disk, say), so requests for them say why instead of "does not exist".
+    unhosted: RwLock<HashMap<String, String>>,
 }
 
 /// Directory of one partition: `<data>/<topic>-<partition>`.
@@ -98,7 +104,13 @@ pub fn not_leader(broker: &Broker, topic: &str, partition: u32, leader: Option<u
 impl Broker {
     /// A broker with no topics yet, linked to the cluster managers.
     pub fn new(config: BrokerConfig, link: Arc<ClusterLink>) -> Self {
+        let disk = Arc::new(DiskSpace::new(
+            config.data_dir.clone(),
+            config.min_free_bytes,
+        ));
         Broker {
+            disk,
+            unhosted: RwLock::new(HashMap::new()),
             config,
             link,
             topics: RwLock::new(HashMap::new()),
@@ -132,14 +144,30 @@ impl Broker {
             .map(|b| b.address.clone())
     }
 
+    /// True while some topic in the metadata could not be opened here.
+    pub fn has_unhosted(&self) -> bool {
+        self.unhosted.read().is_ok_and(|u| !u.is_empty())
+    }
+
     /// A hosted topic by name.
     pub fn topic(&self, name: &str) -> Result<Arc<HostedTopic>> {
-        self.topics
+        let hosted = self
+            .topics
             .read()
             .map_err(|_| Error::Task("topic map lock poisoned".into()))?
             .get(name)
-            .cloned()
-            .ok_or_else(|| Error::TopicNotFound(name.to_string()))
+            .cloned();
+        if let Some(topic) = hosted {
+            return Ok(topic);
+        }
+        let unhosted = self.unhosted.read().ok().and_then(|u| u.get(name).cloned());
+        Err(match unhosted {
+            Some(reason) => Error::Unavailable(format!(
+                "topic {name:?} exists but broker {} cannot open it: {reason}",
+                self.config.broker_id
+            )),
+            None => Error::TopicNotFound(name.to_string()),
+        })
     }
 
     /// Every known topic.
@@ -169,6 +197,12 @@ impl Broker {
     /// A partition this broker leads; otherwise NOT_FOUND or a not-leader error
     /// naming the leader.
     pub fn leader_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        Ok(self.leader_replica(topic, partition)?.0)
+    }
+
+    /// [`Broker::leader_partition`] with the incarnation (`created_ms`) of the topic it
+    /// belongs to, read from the same view, so a reader can tell a recreated topic.
+    pub fn leader_replica(&self, topic: &str, partition: u32) -> Result<(Arc<Partition>, u64)> {
         let hosted = self.topic(topic)?;
         let Some(metadata) = hosted.metadata.partitions.get(partition as usize) else {
             return Err(Error::PartitionNotFound {
@@ -179,7 +213,9 @@ impl Broker {
         };
         let leader = metadata.leader;
         match hosted.partitions.get(partition as usize).cloned().flatten() {
-            Some(local) if leader == Some(self.config.broker_id) && local.is_leader() => Ok(local),
+            Some(local) if leader == Some(self.config.broker_id) && local.is_leader() => {
+                Ok((local, hosted.metadata.created_ms))
+            }
             _ => Err(not_leader(self, topic, partition, leader)),
         }
     }
@@ -197,6 +233,7 @@ impl Broker {
             .map_err(|_| Error::Task("topic map lock poisoned".into()))?
             .clone();
         let mut next = HashMap::with_capacity(metadata.topics.len());
+        let mut unhosted = HashMap::new();
         for topic in &metadata.topics {
             match self.host(topic, current.get(&topic.name)).await {
                 Ok(hosted) => {
@@ -205,6 +242,7 @@ impl Broker {
                 Err(e) => {
                     // Keep what was hosted before; a topic that fails to open is not deleted.
                     tracing::error!(topic = %topic.name, error = %e, "cannot host topic");
+                    unhosted.insert(topic.name.clone(), e.to_string());
                     if let Some(previous) = current.get(&topic.name) {
                         next.insert(topic.name.clone(), previous.clone());
                     }
@@ -228,6 +266,9 @@ impl Broker {
             .topics
             .write()
             .map_err(|_| Error::Task("topic map lock poisoned".into()))? = next;
+        if let Ok(mut slot) = self.unhosted.write() {
+            *slot = unhosted;
+        }
         self.view.send_replace(Arc::new(metadata));
         for (topic, index, partition, role) in changed {
             replication::start_role(self, &topic, index, &partition, &role).await;
@@ -272,7 +313,11 @@ impl Broker {
                         Ok(Log::open(&dir, config)?)
                     })
                     .await?;
-                    Some(Arc::new(Partition::new(log, self.config.broker_id)))
+                    Some(Arc::new(Partition::new(
+                        log,
+                        self.config.broker_id,
+                        self.disk.clone(),
+                    )))
                 }
             };
             partitions.push(partition);

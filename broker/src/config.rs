@@ -25,7 +25,15 @@ pub struct BrokerConfig {
     pub replica_lag_max: Duration,
     /// How often retention is applied to every partition.
     pub retention_check_interval: Duration,
+    /// Appends stop while less than this would stay free on the data directory's
+    /// filesystem (0 turns the check off): the Raft log and the consumer manager's
+    /// database, which may share the disk, keep room to write (default 64 MiB).
+    pub min_free_bytes: u64,
 }
+
+/// Default of [`BrokerConfig::min_free_bytes`]: room for the metadata databases
+/// and a restart, small next to any disk a broker runs on.
+pub const MIN_FREE_BYTES_DEFAULT: u64 = 64 << 20;
 
 /// Topic settings used when a CreateTopic leaves them unset.
 #[derive(Clone, Debug)]
@@ -75,6 +83,7 @@ impl BrokerConfig {
             topic_defaults: TopicDefaults::default(),
             retention_check_interval: Duration::from_secs(30),
             replica_lag_max: Duration::from_secs(10),
+            min_free_bytes: MIN_FREE_BYTES_DEFAULT,
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod grpc;
 pub mod membership;

@@ -16,6 +16,8 @@ use crate::partition::blocking;
 
 /// Pause before reconnecting a broken metadata watch.
 const WATCH_RETRY: Duration = Duration::from_millis(300);
+/// Pause between attempts to open topics that failed to open.
+const UNHOSTED_RETRY: Duration = Duration::from_secs(2);
 /// Heartbeats per lease: three chances before the lease runs out.
 const HEARTBEATS_PER_LEASE: u32 = 3;
 
@@ -37,7 +39,9 @@ pub async fn join(broker: &Arc<Broker>) -> Result<Duration> {
 /// Keeps the lease renewed and the metadata current until the task is aborted.
 pub async fn maintain(broker: Arc<Broker>, lease: Duration) {
     let heartbeats = tokio::spawn(heartbeat_loop(broker.clone(), lease));
+    let retries = tokio::spawn(retry_unhosted(broker.clone()));
     watch_loop(broker).await;
+    retries.abort();
     heartbeats.abort();
 }
 
@@ -115,6 +119,21 @@ async fn first_snapshot(broker: &Broker) -> Result<v1::ClusterMetadata> {
             }
         }
         tokio::time::sleep(WATCH_RETRY).await;
+    }
+}
+
+/// Applies the current metadata again while some topic could not be opened (a full
+/// disk, say): the metadata may not change for a long time, and the topic should come
+/// back once the cause is gone.
+async fn retry_unhosted(broker: Arc<Broker>) {
+    loop {
+        tokio::time::sleep(UNHOSTED_RETRY).await;
+        if broker.has_unhosted() {
+            let current = (*broker.view()).clone();
+            if let Err(e) = broker.apply_metadata(current).await {
+                tracing::warn!(error = %e, "cannot apply metadata again");
+            }
+        }
     }
 }
 

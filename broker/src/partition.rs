@@ -17,6 +17,7 @@ use pubsub_storage::{Log, ReadSlice};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::disk::DiskSpace;
 use crate::error::{Error, Result};
 
 /// What a partition replica knows of its role, from the metadata.
@@ -51,6 +52,7 @@ struct ReplicaState {
 /// A partition replica hosted by this broker.
 pub struct Partition {
     log: Arc<Log>,
+    disk: Arc<DiskSpace>,
     broker_id: u32,
     log_end: watch::Sender<u64>,
     high_watermark: watch::Sender<u64>,
@@ -82,11 +84,12 @@ impl Drop for Partition {
 impl Partition {
     /// Wraps an opened log hosted by broker `broker_id`. The high watermark starts at
     /// the log start and moves once the replica knows its role and its peers' progress.
-    pub fn new(log: Log, broker_id: u32) -> Self {
+    pub fn new(log: Log, broker_id: u32, disk: Arc<DiskSpace>) -> Self {
         let end = log.log_end_offset();
         let start = log.log_start_offset();
         Partition {
             log: Arc::new(log),
+            disk,
             broker_id,
             log_end: watch::Sender::new(end),
             high_watermark: watch::Sender::new(start),
@@ -184,8 +187,10 @@ impl Partition {
     /// in-sync replicas catch up.
     pub async fn append(&self, batches: Vec<Bytes>) -> Result<(Vec<u64>, u64)> {
         let log = self.log.clone();
+        let disk = self.disk.clone();
         let epoch = self.role().leader_epoch;
         let (offsets, end) = blocking(move || {
+            disk.admit(batches.iter().map(|b| b.len() as u64).sum())?;
             // All or nothing: a bad batch later in the request must not leave the
             // earlier ones appended behind an error (one batch is checked by append).
             if batches.len() > 1 {
@@ -210,7 +215,9 @@ impl Partition {
     /// Appends batches fetched from the leader (follower only).
     pub async fn append_replicated(&self, batches: Bytes) -> Result<()> {
         let log = self.log.clone();
+        let disk = self.disk.clone();
         let end = blocking(move || {
+            disk.admit(batches.len() as u64)?;
             log.append_replicated(&batches)?;
             Ok(log.log_end_offset())
         })
@@ -237,6 +244,8 @@ impl Partition {
     }
 
     fn publish_log_end(&self, end: u64) {
+        // Never past what the log holds, whatever an append reported.
+        let end = end.min(self.log.log_end_offset());
         self.log_end.send_if_modified(|current| {
             let moved = end > *current;
             *current = (*current).max(end);
@@ -369,7 +378,8 @@ mod tests {
             segment_bytes: 1 << 20,
             ..LogConfig::default()
         };
-        Partition::new(Log::open(dir, config).unwrap(), 1)
+        let disk = Arc::new(DiskSpace::new(dir.to_path_buf(), 0));
+        Partition::new(Log::open(dir, config).unwrap(), 1, disk)
     }
 
     fn batch(records: u32) -> Bytes {

@@ -328,9 +328,23 @@ impl Consumer {
         state.inflight = None;
         match done.result {
             Ok(response) => {
-                state.position =
-                    decode_fetched(state.partition, &response.records, done.offset, records)?;
                 state.high_watermark = response.high_watermark;
+                match decode_fetched(state.partition, &response.records, done.offset, records) {
+                    Ok(next) => state.position = next,
+                    Err(undecodable) => {
+                        // What precedes the batch is delivered; the position stays at
+                        // the batch, so every poll names it until it is skipped.
+                        state.position = undecodable.offset.max(done.offset);
+                        tracing::error!(topic = %self.topic, partition = state.partition, offset = state.position, reason = %undecodable.reason, "cannot decode a fetched batch");
+                        return Err(Error::Undecodable {
+                            topic: self.topic.clone(),
+                            partition: state.partition,
+                            offset: state.position,
+                            next_offset: undecodable.next_offset,
+                            reason: undecodable.reason,
+                        });
+                    }
+                }
             }
             Err(Error::Server {
                 code: tonic::Code::OutOfRange,

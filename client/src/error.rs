@@ -30,9 +30,28 @@ pub enum Error {
     /// The caller passed something invalid (checked before sending).
     #[error("{0}")]
     InvalidArgument(String),
-    /// A fetched batch could not be decoded.
+    /// An answer could not be decoded.
     #[error("cannot decode fetched records: {0}")]
     Decode(String),
+    /// A stored batch cannot be decoded (written by an incompatible version, or
+    /// corrupted in a way its CRC did not catch). Reading the partition does not go
+    /// past it by itself: polling again meets it again, until the partition is
+    /// assigned from `next_offset` (skipping it) or another position.
+    #[error(
+        "topic {topic:?} partition {partition}: cannot decode the batch at offset {offset}: {reason}"
+    )]
+    Undecodable {
+        /// The topic read.
+        topic: String,
+        /// The partition read.
+        partition: u32,
+        /// The first offset the batch stands for.
+        offset: u64,
+        /// The offset right after the batch, if its extent is known.
+        next_offset: Option<u64>,
+        /// Why it cannot be decoded.
+        reason: String,
+    },
     /// The producer was closed before the record was sent.
     #[error("producer closed before the record was acknowledged")]
     Closed,
@@ -61,10 +80,9 @@ impl Error {
     /// True for errors a retry may cure: the server was unavailable or the link broke.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Server { code, .. } => matches!(
-                code,
-                Code::Unavailable | Code::ResourceExhausted | Code::Aborted
-            ),
+            // Not RESOURCE_EXHAUSTED: a size limit or a full disk does not go away
+            // by sending the same thing again a moment later.
+            Error::Server { code, .. } => matches!(code, Code::Unavailable | Code::Aborted),
             Error::Transport { .. } | Error::OutcomeUnknown(_) => true,
             _ => false,
         }

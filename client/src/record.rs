@@ -10,8 +10,6 @@ use std::borrow::Cow;
 use pubsub_storage::records::record_iter;
 use pubsub_storage::{DecodedBatch, batch};
 
-use crate::error::{Error, Result};
-
 /// Bound on one batch's decompressed size: 64x the default 1 MiB batch limit. The same
 /// constant as the broker's, which refuses to store any batch that expands past it.
 pub const DECOMPRESSED_BATCH_BYTES_MAX: usize =
@@ -68,43 +66,145 @@ pub struct ConsumerRecord {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
+/// A fetched batch whose records cannot be decoded (written by an incompatible
+/// version, or corrupted in a way its CRC did not catch), and where it lies.
+#[derive(Clone, Debug)]
+pub struct Undecodable {
+    /// The first offset it stands for: its base offset, or the fetch offset when the
+    /// batch header itself is unreadable.
+    pub offset: u64,
+    /// The offset right after it, when its header could be read: where reading can
+    /// resume past it. `None` when not even the batch's extent is known.
+    pub next_offset: Option<u64>,
+    /// The batch's raw bytes as stored (empty when its extent is unknown).
+    pub batch: Bytes,
+    /// Why it cannot be decoded.
+    pub reason: String,
+}
+
 /// Decodes the concatenated batches of a fetch response into records at or after
 /// `from_offset`, appending them to `out`; returns the offset to fetch next.
+///
+/// A batch is taken whole or not at all: at the first one that cannot be decoded,
+/// the records of the batches before it stay in `out` and the batch is returned as
+/// the error, so a caller can deliver what precedes it and then decide what to do
+/// with it (report it, skip it, dead-letter it).
 pub fn decode_fetched(
     partition: u32,
     fetched: &Bytes,
     from_offset: u64,
     out: &mut Vec<ConsumerRecord>,
-) -> Result<u64> {
+) -> Result<u64, Undecodable> {
     let mut next = from_offset;
     for item in batch::batches(fetched) {
-        let (_, bytes) = item.map_err(|e| Error::Decode(e.to_string()))?;
-        let decoded = DecodedBatch::new(bytes, DECOMPRESSED_BATCH_BYTES_MAX)
-            .map_err(|e| Error::Decode(e.to_string()))?;
-        let (header, records) = decoded.into_parts();
-        let owner = match records {
-            Cow::Borrowed(records) => fetched.slice_ref(records),
-            Cow::Owned(records) => Bytes::from(records),
-        };
-        for record in record_iter(header, &owner) {
-            let record = record.map_err(|e| Error::Decode(e.to_string()))?;
-            if record.offset < from_offset {
-                continue;
-            }
-            out.push(ConsumerRecord {
-                partition,
-                offset: record.offset,
-                timestamp: record.timestamp,
-                key: record.key.map(|k| owner.slice_ref(k)),
-                value: record.value.map(|v| owner.slice_ref(v)),
-                headers: record
-                    .headers
-                    .iter()
-                    .map(|h| (h.key.to_string(), h.value.map(|v| owner.slice_ref(v))))
-                    .collect(),
+        let (header, bytes) = item.map_err(|e| Undecodable {
+            offset: next,
+            next_offset: None,
+            batch: Bytes::new(),
+            reason: e.to_string(),
+        })?;
+        let kept = out.len();
+        if let Err(reason) = decode_batch(partition, fetched, bytes, from_offset, out) {
+            out.truncate(kept);
+            return Err(Undecodable {
+                offset: header.base_offset,
+                next_offset: Some(header.next_offset()),
+                batch: fetched.slice_ref(bytes),
+                reason,
             });
         }
         next = next.max(header.next_offset());
     }
     Ok(next)
+}
+
+/// Appends the records of one batch (a slice of `fetched`) at or after `from_offset`.
+fn decode_batch(
+    partition: u32,
+    fetched: &Bytes,
+    bytes: &[u8],
+    from_offset: u64,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<(), String> {
+    let decoded =
+        DecodedBatch::new(bytes, DECOMPRESSED_BATCH_BYTES_MAX).map_err(|e| e.to_string())?;
+    let (header, records) = decoded.into_parts();
+    let owner = match records {
+        Cow::Borrowed(records) => fetched.slice_ref(records),
+        Cow::Owned(records) => Bytes::from(records),
+    };
+    for record in record_iter(header, &owner) {
+        let record = record.map_err(|e| e.to_string())?;
+        if record.offset < from_offset {
+            continue;
+        }
+        out.push(ConsumerRecord {
+            partition,
+            offset: record.offset,
+            timestamp: record.timestamp,
+            key: record.key.map(|k| owner.slice_ref(k)),
+            value: record.value.map(|v| owner.slice_ref(v)),
+            headers: record
+                .headers
+                .iter()
+                .map(|h| (h.key.to_string(), h.value.map(|v| owner.slice_ref(v))))
+                .collect(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pubsub_storage::{BatchBuilder, Compression, ProducerStamp};
+
+    fn batch(base_offset: u64, values: &[&str]) -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        for value in values {
+            builder.push(0, None, Some(value.as_bytes()), &[]);
+        }
+        let mut bytes = builder
+            .build(Compression::None, ProducerStamp::NONE)
+            .unwrap()
+            .unwrap();
+        batch::stamp(&mut bytes, base_offset, 0);
+        bytes
+    }
+
+    #[test]
+    fn records_before_an_undecodable_batch_are_kept_and_the_batch_is_named() {
+        let mut garbled = batch(2, &["c", "d", "e"]);
+        // Claim gzip; restamping seals the CRC again, as a writer would.
+        garbled[22] |= 1;
+        batch::restamp_producer(&mut garbled, -1, -1, -1);
+        let mut fetched = batch(0, &["a", "b"]);
+        fetched.extend_from_slice(&garbled);
+        fetched.extend_from_slice(&batch(5, &["f"]));
+        let fetched = Bytes::from(fetched);
+        let mut out = Vec::new();
+        let undecodable = decode_fetched(7, &fetched, 1, &mut out).unwrap_err();
+        let offsets: Vec<u64> = out.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [1]);
+        assert_eq!(undecodable.offset, 2);
+        assert_eq!(undecodable.next_offset, Some(5));
+        assert_eq!(&undecodable.batch[..], &garbled[..]);
+        assert!(
+            undecodable.reason.contains("gzip"),
+            "{}",
+            undecodable.reason
+        );
+    }
+
+    #[test]
+    fn an_unreadable_header_names_the_fetch_position_without_an_extent() {
+        let mut fetched = batch(0, &["a"]);
+        fetched.extend_from_slice(&[9u8; 70]);
+        let mut out = Vec::new();
+        let undecodable = decode_fetched(0, &Bytes::from(fetched), 0, &mut out).unwrap_err();
+        assert_eq!(out.len(), 1);
+        assert_eq!(undecodable.offset, 1);
+        assert_eq!(undecodable.next_offset, None);
+        assert!(undecodable.batch.is_empty());
+    }
 }

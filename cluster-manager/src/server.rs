@@ -39,10 +39,18 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// Longest `run` waits for openraft's tasks to drop their storage handles.
 const STORAGE_RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// First and longest wait before the node starts again after Raft stopped.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// sled's page cache. The metadata is a few MiB; sled's 1 GiB default is for data stores.
 const SLED_CACHE_BYTES: u64 = 64 << 20;
 
 /// Runs a cluster-manager node on `listener` until `shutdown` resolves.
+///
+/// If Raft stops on a storage error (a full disk: sled refuses writes until it is
+/// reopened), the node stops serving, drops its storage, and starts again from disk
+/// with a capped backoff, so it comes back by itself once the disk has room. The
+/// listening socket stays open meanwhile; connections wait in its backlog.
 pub async fn run(
     config: ClusterManagerConfig,
     listener: TcpListener,
@@ -54,16 +62,134 @@ pub async fn run(
         source,
     })?;
     let address = advertised_address(&config, local);
-    let raft_dir = config.data_dir.join("raft");
-    let db = open_db(&raft_dir).await?;
-    let storage = |source| Error::Storage {
-        path: raft_dir.clone(),
+    let listener = listener.into_std().map_err(|source| Error::Io {
+        path: PathBuf::from("listener"),
         source,
+    })?;
+    tokio::pin!(shutdown);
+    let mut backoff = RESTART_BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        let attempt = listener
+            .try_clone()
+            .and_then(TcpListener::from_std)
+            .map_err(|source| Error::Io {
+                path: PathBuf::from("listener"),
+                source,
+            })?;
+        let ended = run_once(&config, &address, local, attempt, shutdown.as_mut()).await;
+        match ended {
+            Ended::Shutdown(result) => return result,
+            // A node that cannot open its storage at all should say so at once.
+            Ended::Failed(e) if first => return Err(e),
+            Ended::Failed(e) => {
+                tracing::error!(error = %e, retry_in = ?backoff, "cluster manager cannot start from its storage; retrying");
+            }
+            Ended::RaftStopped(reason) => {
+                tracing::error!(reason = %reason, retry_in = ?backoff, "raft stopped; restarting it from disk");
+                backoff = RESTART_BACKOFF_MIN;
+            }
+        }
+        first = false;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.as_mut() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
+/// How one life of the node (storage opened, Raft started, served) ended.
+enum Ended {
+    /// Shutdown was asked for; the result is the run's.
+    Shutdown(Result<()>),
+    /// Raft stopped on a fatal error (a storage write failed).
+    RaftStopped(String),
+    /// Storage or Raft could not be started.
+    Failed(Error),
+}
+
+/// Opens the storage, starts Raft and serves until shutdown or until Raft stops.
+async fn run_once(
+    config: &ClusterManagerConfig,
+    address: &str,
+    local: std::net::SocketAddr,
+    listener: TcpListener,
+    shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> Ended {
+    let raft_dir = config.data_dir.join("raft");
+    let db = match open_db(&raft_dir).await {
+        Ok(db) => db,
+        Err(e) => return Ended::Failed(e),
     };
     let users = Arc::new(());
-    let log_store = LogStore::open(&db, &users).map_err(storage)?;
+    let started = start_raft(config, address, &db, &users, &raft_dir).await;
+    let (raft, manager, stopping_tx, pristine) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            release(&users).await;
+            return Ended::Failed(e);
+        }
+    };
+    tracing::info!(node_id = config.node_id, address = %address, %local, pristine, "cluster manager starting");
+    let mut stopped_reason = None;
+    let result = async {
+        if pristine && config.bootstraps() {
+            bootstrap(&raft, config, address).await?;
+        }
+        let expiry = tokio::spawn(lease::expire_leases(
+            manager.clone(),
+            config.lease_check_interval,
+        ));
+        let until = async {
+            tokio::select! {
+                () = shutdown => {}
+                reason = raft_stopped(&raft) => stopped_reason = Some(reason),
+            }
+        };
+        let served = serve(manager, listener, until, stopping_tx).await;
+        expiry.abort();
+        // The task ends at its next await point; a JoinError::Cancelled is expected.
+        let _ = expiry.await;
+        served
+    }
+    .await;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    drop(raft);
+    release(&users).await;
+    let flushed = db.flush_async().await.map_err(|source| Error::Storage {
+        path: raft_dir.clone(),
+        source,
+    });
+    drop(db);
+    tracing::info!(node_id = config.node_id, "cluster manager stopped");
+    match stopped_reason {
+        Some(reason) => Ended::RaftStopped(reason),
+        None => Ended::Shutdown(result.and(flushed.map(|_| ()))),
+    }
+}
+
+/// The pieces of a started node: Raft, the manager over it, the sender that tells
+/// watchers to stop, and whether the storage was new.
+type Started = (Raft, Arc<Manager>, watch::Sender<bool>, bool);
+
+/// Opens the Raft log and state machine in `db` and starts Raft over them.
+async fn start_raft(
+    config: &ClusterManagerConfig,
+    address: &str,
+    db: &sled::Db,
+    users: &Arc<()>,
+    raft_dir: &Path,
+) -> Result<Started> {
+    let storage = |source| Error::Storage {
+        path: raft_dir.to_path_buf(),
+        source,
+    };
+    let log_store = LogStore::open(db, users).map_err(storage)?;
     let pristine = log_store.is_pristine().map_err(storage)?;
-    let (state_machine, view) = StateMachineStore::open(&db, &users)
+    let (state_machine, view) = StateMachineStore::open(db, users)
         .map_err(|e| Error::Internal(format!("cannot load the metadata snapshot: {e}")))?;
     let pristine = pristine && view.borrow().applied_index == 0;
     let channels = Channels::default();
@@ -76,42 +202,30 @@ pub async fn run(
     )
     .await
     .map_err(|e| Error::Internal(format!("cannot start raft: {e}")))?;
-    tracing::info!(node_id = config.node_id, address = %address, %local, pristine, "cluster manager starting");
-
     let (stopping_tx, stopping) = watch::channel(false);
     let manager = Arc::new(Manager::new(
         config.node_id,
-        address.clone(),
+        address.to_string(),
         raft.clone(),
         view,
         channels,
         config.lease,
         stopping,
     ));
-    let result = async {
-        if pristine && config.bootstraps() {
-            bootstrap(&raft, &config, &address).await?;
+    Ok((raft, manager, stopping_tx, pristine))
+}
+
+/// Resolves with the reason once Raft has stopped for good (a fatal error).
+async fn raft_stopped(raft: &Raft) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
         }
-        let expiry = tokio::spawn(lease::expire_leases(
-            manager.clone(),
-            config.lease_check_interval,
-        ));
-        let served = serve(manager, listener, shutdown, stopping_tx).await;
-        expiry.abort();
-        // The task ends at its next await point; a JoinError::Cancelled is expected.
-        let _ = expiry.await;
-        served
+        if metrics.changed().await.is_err() {
+            return "raft ended".to_string();
+        }
     }
-    .await;
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!(error = %e, "raft did not shut down cleanly");
-    }
-    drop(raft);
-    release(&users).await;
-    let flushed = db.flush_async().await.map_err(storage);
-    drop(db);
-    tracing::info!(node_id = config.node_id, "cluster manager stopped");
-    result.and(flushed.map(|_| ()))
 }
 
 /// The configured address, else this node's entry in the peers, else the listener's.
@@ -183,10 +297,14 @@ async fn serve(
         .set_serving::<ClusterManagerServer<ClusterManagerService>>()
         .await;
     health.set_serving::<RaftServer<RaftService>>().await;
+    // Reflection lists only what this address serves.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pubsub_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(pubsub_proto::v1::cluster_manager_server::SERVICE_NAME)
+            .with_service_name(pubsub_proto::v1::raft_server::SERVICE_NAME)
+            .with_service_name("grpc.health.v1.Health")
     };
     let reflection_v1 = reflection()
         .build_v1()
@@ -197,6 +315,7 @@ async fn serve(
 
     let mut stopped = stopping.subscribe();
     let server = tonic::transport::Server::builder()
+        .layer(pubsub_proto::OversizeLayer)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

@@ -34,6 +34,17 @@ pub enum AckOutcome {
     NotDelivered,
 }
 
+/// Why and where delivery of new records of a partition stopped: the batch there
+/// cannot be decoded and nothing may pass over it unrecorded. Held in memory only: a
+/// restart meets the batch again and stops again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// First offset of the batch.
+    pub offset: u64,
+    /// Why it cannot be decoded.
+    pub reason: String,
+}
+
 /// The delivery state of one partition.
 #[derive(Debug, Default)]
 pub struct Cursor {
@@ -48,6 +59,8 @@ pub struct Cursor {
     held: HashMap<Holder, u64>,
     /// Seeks so far: a delivery planned before a seek must not apply after it.
     seeks: u64,
+    /// Set while no new record may be delivered (a seek clears it).
+    stopped: Option<Stopped>,
 }
 
 impl Cursor {
@@ -199,6 +212,26 @@ impl Cursor {
         self.acked.insert(offset);
         self.advance();
         true
+    }
+
+    /// Passes over `[next, offset)` without delivering it (a batch that went to the
+    /// dead-letter topic): it counts as acknowledged. Returns the offsets passed.
+    pub fn pass_to(&mut self, offset: u64) -> std::ops::Range<u64> {
+        let passed = self.next..offset.max(self.next);
+        self.skip_gap(offset);
+        self.advance();
+        passed
+    }
+
+    /// Stops delivery of new records at `offset` (the batch there cannot be decoded);
+    /// redeliveries below it go on.
+    pub fn stop(&mut self, offset: u64, reason: String) {
+        self.stopped = Some(Stopped { offset, reason });
+    }
+
+    /// Where and why delivery of new records stopped, if it did.
+    pub fn stopped(&self) -> Option<&Stopped> {
+        self.stopped.as_ref()
     }
 
     fn skip_gap(&mut self, offset: u64) {
@@ -434,6 +467,29 @@ mod tests {
         c.skip_below(8);
         assert_eq!((c.committed(), c.next()), (8, 8));
         assert_eq!(c.outstanding(), 0);
+    }
+
+    #[test]
+    fn passing_a_batch_counts_it_as_acknowledged_behind_what_is_outstanding() {
+        let mut c = Cursor::at(0);
+        c.deliver_new(0, 1, soon());
+        assert_eq!(c.pass_to(4), 1..4);
+        assert_eq!((c.committed(), c.next()), (0, 4));
+        assert_eq!(c.outstanding(), 1);
+        c.ack(0);
+        assert_eq!(c.committed(), 4);
+        assert_eq!(c.pass_to(2), 4..4, "nothing below next is passed again");
+        assert_eq!(c.pass_to(6), 4..6);
+        assert_eq!(c.committed(), 6);
+    }
+
+    #[test]
+    fn a_seek_clears_a_stop() {
+        let mut c = Cursor::at(0);
+        c.stop(3, "bad".into());
+        assert_eq!(c.stopped().map(|s| s.offset), Some(3));
+        c.seek(6);
+        assert!(c.stopped().is_none());
     }
 
     #[test]

@@ -20,6 +20,37 @@ pub enum Error {
     /// The caller's view is stale (group generation, unknown member).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Every partition the caller may read is stopped at a batch that cannot be
+    /// decoded: an empty answer would look like an idle topic for ever.
+    #[error(
+        "topic {topic:?} partition {partition}: delivery stopped at offset {offset}, where a \
+         batch cannot be decoded ({reason}); seek the partition past it, or subscribe with a \
+         dead-letter policy (max_deliveries)"
+    )]
+    PartitionStopped {
+        /// Topic of the subscription.
+        topic: String,
+        /// The stopped partition.
+        partition: u32,
+        /// First offset of the batch.
+        offset: u64,
+        /// Why it cannot be decoded.
+        reason: String,
+    },
+    /// A stored batch cannot be decoded (history reads and replays report it).
+    #[error(
+        "topic {topic:?} partition {partition}: cannot decode the batch at offset {offset}: {reason}"
+    )]
+    Undecodable {
+        /// Topic read.
+        topic: String,
+        /// Partition read.
+        partition: u32,
+        /// First offset of the batch.
+        offset: u64,
+        /// Why it cannot be decoded.
+        reason: String,
+    },
     /// The brokers could not be reached or refused for now.
     #[error("{0}")]
     Unavailable(String),
@@ -37,7 +68,9 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::FailedPrecondition(_)
+            | Error::PartitionStopped { .. }
+            | Error::Undecodable { .. } => Code::FailedPrecondition,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Storage(_) => Code::Internal,
             Error::Broker(e) => match e.code() {
@@ -46,6 +79,6 @@ impl From<Error> for Status {
                 None => Code::Internal,
             },
         };
-        Status::new(code, error.to_string())
+        Status::new(code, pubsub_proto::bounded_message(error.to_string()))
     }
 }

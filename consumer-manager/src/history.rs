@@ -10,6 +10,7 @@ use v1::list_offsets_request::Spec;
 use crate::error::{Error, Result};
 use crate::manager::{Manager, delivered};
 use crate::source::{ReadOutcome, header_pairs};
+use crate::undecodable::{RAW_BATCH_HEADER, decodable};
 
 /// Bytes per fetch of a history or replay read.
 const FETCH_BYTES: u32 = 4 << 20;
@@ -75,7 +76,9 @@ impl Manager {
                         log_start = start;
                         position = start;
                     }
+                    ReadOutcome::AboveEnd { .. } => break,
                     ReadOutcome::Records(fetched) => {
+                        let fetched = decodable(topic, partition, fetched)?;
                         log_start = fetched.log_start_offset;
                         if fetched.records.is_empty() {
                             break;
@@ -121,7 +124,10 @@ impl Manager {
             Err(Error::NotFound(_)) => return Ok(0),
             Err(e) => return Err(e),
         };
-        let count = description.topic.map_or(0, |t| t.partitions.len());
+        let (count, created_ms) = description
+            .topic
+            .map_or((0, 0), |t| (t.partitions.len(), t.created_ms));
+        self.replay_positions_for(&subscription, created_ms)?;
         let mut replayed = 0u64;
         let max = if max == 0 { u64::MAX } else { max };
         for partition in 0..count as u32 {
@@ -136,6 +142,11 @@ impl Manager {
                 .offset(&dlq, partition, Spec::Latest(true))
                 .await?;
             let mut position = position;
+            if position > end {
+                // Past the end: the dead-letter topic lost records; start over.
+                tracing::warn!(subscription = %name, topic = %dlq, partition, position, end, "dead-letter replay position past the end; replaying from the start");
+                position = 0;
+            }
             while position < end && replayed < max {
                 let fetched = match self
                     .source()
@@ -146,8 +157,11 @@ impl Manager {
                         position = log_start;
                         continue;
                     }
-                    ReadOutcome::Records(f) if f.records.is_empty() => break,
-                    ReadOutcome::Records(f) => f,
+                    ReadOutcome::AboveEnd { .. } => break,
+                    ReadOutcome::Records(f) => match decodable(&dlq, partition, f)? {
+                        f if f.records.is_empty() => break,
+                        f => f,
+                    },
                 };
                 let mut batch = Vec::new();
                 for record in fetched.records {
@@ -155,6 +169,11 @@ impl Manager {
                         break;
                     }
                     position = record.offset + 1;
+                    if record.headers.iter().any(|(k, _)| k == RAW_BATCH_HEADER) {
+                        // A batch that could not be decoded is no record to publish.
+                        tracing::warn!(subscription = %name, topic = %dlq, partition, offset = record.offset, "not replaying a dead-lettered undecodable batch");
+                        continue;
+                    }
                     let headers = header_pairs(&record)
                         .into_iter()
                         .filter(|(k, _)| !k.starts_with("pubsub-dlq-"))

@@ -5,22 +5,32 @@
 //! - [`assignment`]: sticky, balanced partition assignment for groups.
 //! - [`store`]: the sled database; a commit is answered only after it is flushed.
 //! - [`manager`]: subscribe, join, read, ack, nack, commit, seek, presence.
+//! - [`delivery`] and [`redelivery`]: claim, fetch, resolve and record new records;
+//!   redeliveries and dead letters.
 //! - [`stream`]: push delivery with credit-based flow control.
 //! - [`history`]: history reads, dead-letter replay, keep-until-consumed deletion.
+//! - [`undecodable`]: batches that cannot be decoded: dead-lettered whole, or their
+//!   partition stopped visibly.
+//! - [`incarnation`]: subscriptions end with their topic's incarnation; positions
+//!   past a partition's end are reset.
 //! - [`service`] and [`server`]: the gRPC face and the background work.
 
 pub mod assignment;
 pub mod cursor;
+pub mod delivery;
 pub mod error;
 pub mod history;
+pub mod incarnation;
 pub mod manager;
 pub mod options;
+pub mod redelivery;
 pub mod server;
 pub mod service;
 pub mod source;
 pub mod store;
 pub mod stream;
 pub mod subscription;
+pub mod undecodable;
 
 pub use error::{Error, Result};
 pub use manager::{Manager, ManagerConfig};

@@ -1,10 +1,6 @@
-//! The consumer manager's operations: subscriptions, group membership, delivery
-//! (pull), acknowledgements, seeking, and dead letters.
-//!
-//! Delivery runs in three steps so no lock is held across I/O: claim (under the
-//! subscription's lock: expired leases, redeliveries, where new records start), fetch
-//! (from the partition leaders), then record (under the lock: leases, the new
-//! positions, persisted in sled and flushed before the records are returned).
+//! The consumer manager's operations: subscriptions, group membership, pull reads,
+//! acknowledgements, commits, seeking, descriptions and presence. Delivery itself is
+//! in `delivery` and `redelivery`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -12,52 +8,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use pubsub_client::now_ms;
 use pubsub_client::record::ConsumerRecord;
 use pubsub_proto::v1;
 
 use crate::cursor::{AckOutcome, Cursor, Holder};
 use crate::error::{Error, Result};
-use crate::options::{Options, Start, check_subscription_name};
-use crate::source::{ReadOutcome, Source, header_pairs};
+use crate::options::{Options, check_subscription_name};
+use crate::source::Source;
 use crate::store::{Changes, Store, SubscriptionRecord};
-use crate::subscription::{Mode, State, Subscription, check_generation, persist_partition};
-
-/// Fetch size per record wanted, when sizing a delivery's fetches.
-const FETCH_BYTES_PER_RECORD: u64 = 256;
-/// Smallest and largest fetch per partition of one delivery.
-const FETCH_BYTES_MIN: u64 = 64 << 10;
-const FETCH_BYTES_MAX: u64 = 4 << 20;
-
-/// Where a delivery reads one partition's new records.
-struct Plan {
-    partition: u32,
-    from: u64,
-}
-
-/// What a delivery claimed under the lock, to check again once the fetches are back.
-struct Claim {
-    member_id: String,
-    holder: Holder,
-    generation: u64,
-    /// Seek count of each eligible partition at claim time.
-    seeks: BTreeMap<u32, u64>,
-}
-
-impl Claim {
-    /// Whether what was claimed of `partition` still stands after the fetch: same
-    /// generation, the member still reads the partition, and no seek since.
-    fn stands(&self, subscription: &Subscription, state: &State, partition: u32) -> bool {
-        state.generation == self.generation
-            && state.may_read(subscription.options.group, &self.member_id, partition)
-            && state
-                .cursors
-                .get(partition as usize)
-                .is_some_and(|c| self.seeks.get(&partition) == Some(&c.seeks()))
-    }
-}
+use crate::subscription::{
+    Mode, Subscription, check_generation, persist_partition, seek_partition,
+};
 
 /// Most records one Read or one stream delivery returns.
 pub const MAX_READ_RECORDS: usize = 10_000;
@@ -200,22 +161,29 @@ impl Manager {
         let options = Options::resolve(topic, name, options)?;
         let _admin = self.admin.lock().await;
         if let Ok(existing) = self.subscription(name) {
-            if existing.topic == topic && existing.options == options {
-                return Ok((existing, false));
+            let outlived = existing.topic == topic && {
+                let described = self.source.describe(topic).await?;
+                let seen = described.topic.map_or(0, |t| t.created_ms);
+                self.remove_if_outlived(&existing, seen)?
+            };
+            // An outlived one (its topic deleted and created again) is gone: the name
+            // starts afresh.
+            if !outlived {
+                if existing.topic == topic && existing.options == options {
+                    return Ok((existing, false));
+                }
+                return Err(Error::AlreadyExists(format!(
+                    "subscription {name:?} already exists on topic {:?} with other options; \
+                     unsubscribe it first or pick another name",
+                    existing.topic
+                )));
             }
-            return Err(Error::AlreadyExists(format!(
-                "subscription {name:?} already exists on topic {:?} with other options; \
-                 unsubscribe it first or pick another name",
-                existing.topic
-            )));
         }
         let description = self.source.describe(topic).await?;
-        let partitions = description.topic.map_or(0, |t| t.partitions.len() as u32);
-        let spec = match options.start {
-            Start::Earliest => v1::list_offsets_request::Spec::Earliest(true),
-            Start::Latest => v1::list_offsets_request::Spec::Latest(true),
-            Start::Timestamp(ts) => v1::list_offsets_request::Spec::TimestampMs(ts),
-        };
+        let (partitions, topic_created_ms) = description
+            .topic
+            .map_or((0, 0), |t| (t.partitions.len() as u32, t.created_ms));
+        let spec = options.start.spec();
         // Whatever a deleted subscription of this name left behind must not count.
         self.store.delete_subscription(name)?;
         let mut cursors = Vec::with_capacity(partitions as usize);
@@ -242,6 +210,8 @@ impl Manager {
             generation: 0,
             dead_lettered: 0,
             replayed: Vec::new(),
+            topic_created_ms,
+            dead_letter_created_ms: 0,
         };
         self.store.apply(changes)?;
         self.store.put_subscription(&record)?;
@@ -265,22 +235,35 @@ impl Manager {
                 subscription.topic
             )));
         }
-        self.subscriptions
-            .write()
-            .map_err(|_| Error::Storage("subscription map poisoned".into()))?
-            .remove(name);
-        {
-            let mut state = subscription.lock_any()?;
-            state.deleted = true;
-            let ids: Vec<String> = state.members.keys().cloned().collect();
-            for id in ids {
-                state.remove(&id, true);
-            }
-            self.store.delete_subscription(name)?;
-        }
+        self.remove(&subscription, "unsubscribed")?;
         self.store.flush().await?;
         tracing::info!(subscription = %name, "subscription deleted");
         Ok(())
+    }
+
+    /// Deletes a subscription and everything stored for it (not yet flushed): members
+    /// are removed, so their streams end. The caller holds `admin`. Does nothing if
+    /// the name now stands for another subscription.
+    pub(crate) fn remove(&self, subscription: &Arc<Subscription>, why: &str) -> Result<()> {
+        {
+            let mut map = self
+                .subscriptions
+                .write()
+                .map_err(|_| Error::Storage("subscription map poisoned".into()))?;
+            match map.get(&subscription.name) {
+                Some(current) if Arc::ptr_eq(current, subscription) => {
+                    map.remove(&subscription.name);
+                }
+                _ => return Ok(()),
+            }
+        }
+        let mut state = subscription.lock_any()?;
+        state.deleted = Some(why.to_string());
+        let ids: Vec<String> = state.members.keys().cloned().collect();
+        for id in ids {
+            state.remove(&id, true);
+        }
+        self.store.delete_subscription(&subscription.name)
     }
 
     /// Joins a group (or renews a membership): member id, generation, partitions.
@@ -373,475 +356,6 @@ impl Manager {
         };
         self.deliver(&subscription, &member_id, holder, max, wait)
             .await
-    }
-
-    /// Delivers up to `max` records to a member, waiting up to `wait` for the first.
-    pub async fn deliver(
-        &self,
-        subscription: &Arc<Subscription>,
-        member_id: &str,
-        holder: Holder,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Delivery> {
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            let changed = subscription.changed.notified();
-            let delivery = self
-                .deliver_once(subscription, member_id, holder, max, until)
-                .await?;
-            if !delivery.records.is_empty()
-                || !delivery.skipped.is_empty()
-                || tokio::time::Instant::now() >= until
-            {
-                return Ok(delivery);
-            }
-            // Nothing new: wait for a nack or release, or look again shortly (leases
-            // expire on their own clock).
-            let _ = tokio::time::timeout_at(
-                until.min(tokio::time::Instant::now() + Duration::from_millis(200)),
-                changed,
-            )
-            .await;
-        }
-    }
-
-    async fn deliver_once(
-        &self,
-        subscription: &Arc<Subscription>,
-        member_id: &str,
-        holder: Holder,
-        max: usize,
-        until: tokio::time::Instant,
-    ) -> Result<Delivery> {
-        let name = &subscription.name;
-        // 1. Claim.
-        let (claims, plans, claim) = {
-            let mut state = subscription.lock()?;
-            let now = Instant::now();
-            let mut eligible = state.eligible(
-                subscription.options.group,
-                member_id,
-                subscription.partitions,
-            );
-            // Start at a different partition each time, so with few credits no
-            // partition is always served last.
-            if !eligible.is_empty() {
-                let turn = subscription.next_turn() % eligible.len();
-                eligible.rotate_left(turn);
-            }
-            let deadline = subscription.lease_deadline();
-            let mut claims: Vec<(u32, u64, u32)> = Vec::new();
-            for &partition in &eligible {
-                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                    continue;
-                };
-                cursor.expire(now);
-                let room = max - claims.len();
-                if room == 0 {
-                    break;
-                }
-                claims.extend(
-                    cursor
-                        .claim_redeliveries(room, holder, deadline)
-                        .into_iter()
-                        .map(|(o, a)| (partition, o, a)),
-                );
-            }
-            let left = max - claims.len();
-            let plans: Vec<Plan> = if left == 0 {
-                Vec::new()
-            } else {
-                eligible
-                    .iter()
-                    .filter_map(|&partition| {
-                        let cursor = state.cursors.get(partition as usize)?;
-                        (cursor.room() > 0).then_some(Plan {
-                            partition,
-                            from: cursor.next(),
-                        })
-                    })
-                    .collect()
-            };
-            let claim = Claim {
-                member_id: member_id.to_string(),
-                holder,
-                generation: state.generation,
-                seeks: eligible
-                    .iter()
-                    .filter_map(|&p| Some((p, state.cursors.get(p as usize)?.seeks())))
-                    .collect(),
-            };
-            (claims, plans, claim)
-        };
-        let mut delivery = Delivery::default();
-        // 2a. Redeliveries: fetch the claimed records; dead-letter those out of attempts.
-        if !claims.is_empty() {
-            self.redeliver(subscription, &claim, claims, &mut delivery)
-                .await?;
-        }
-        // 2b. New records: long-poll every planned partition, take what arrives first.
-        let left = max.saturating_sub(delivery.records.len());
-        if left == 0 || plans.is_empty() {
-            // Delivery counts of the redeliveries are durable before they go out.
-            self.store.flush().await?;
-            return Ok(delivery);
-        }
-        let wait = if delivery.records.is_empty() {
-            until.saturating_duration_since(tokio::time::Instant::now())
-        } else {
-            Duration::ZERO
-        };
-        // Ask for about what can be delivered, not a full fetch of every partition.
-        let max_bytes =
-            (left as u64 * FETCH_BYTES_PER_RECORD).clamp(FETCH_BYTES_MIN, FETCH_BYTES_MAX) as u32;
-        let planned = plans.len();
-        let mut fetches: FuturesUnordered<_> = plans
-            .into_iter()
-            .map(|plan| {
-                let source = &self.source;
-                let topic = subscription.topic.as_str();
-                async move {
-                    let result = source
-                        .read(topic, plan.partition, plan.from, wait, max_bytes)
-                        .await;
-                    (plan, result)
-                }
-            })
-            .collect();
-        let mut results = Vec::new();
-        let mut failure = None;
-        let mut failed = 0;
-        while let Some((plan, result)) = fetches.next().await {
-            let found = match &result {
-                Ok(ReadOutcome::Records(f)) => !f.records.is_empty(),
-                Ok(ReadOutcome::BelowStart { .. }) => true,
-                Err(_) => false,
-            };
-            match result {
-                Ok(outcome) => results.push((plan, outcome)),
-                Err(e) => {
-                    tracing::debug!(subscription = %name, partition = plan.partition, error = %e, "read failed");
-                    failed += 1;
-                    failure.get_or_insert(e);
-                }
-            }
-            if found {
-                // Take whatever else is ready now, then stop waiting on idle partitions.
-                while let Some(Some((plan, Ok(outcome)))) =
-                    futures::FutureExt::now_or_never(fetches.next())
-                {
-                    results.push((plan, outcome));
-                }
-                break;
-            }
-        }
-        drop(fetches);
-        if failed == planned
-            && delivery.records.is_empty()
-            && delivery.skipped.is_empty()
-            && let Some(error) = failure
-        {
-            // Every partition failed even after the source's retries: say why.
-            self.store.flush().await?;
-            return Err(error);
-        }
-        // 3. Record.
-        let retention_floor = subscription
-            .options
-            .retention_ms
-            .map(|ms| now_ms().saturating_sub(ms as i64));
-        let mut changes = Changes::new();
-        {
-            let mut state = subscription.lock()?;
-            let deadline = subscription.lease_deadline();
-            let mut left = left;
-            for (plan, outcome) in results {
-                let partition = plan.partition;
-                // A rebalance or a seek while the fetch ran makes its records stale.
-                if !claim.stands(subscription, &state, partition) {
-                    continue;
-                }
-                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                    continue;
-                };
-                let before = cursor.committed();
-                let mut passed = Vec::new();
-                match outcome {
-                    ReadOutcome::BelowStart { log_start } => {
-                        let from = cursor.committed();
-                        cursor.skip_below(log_start);
-                        delivery
-                            .skipped
-                            .push(skip(partition, from, log_start, "topic retention"));
-                    }
-                    ReadOutcome::Records(fetched) => {
-                        let mut aged: Option<(u64, u64)> = None;
-                        for record in fetched.records {
-                            if left == 0 || cursor.room() == 0 {
-                                break;
-                            }
-                            if record.offset < cursor.next() {
-                                continue;
-                            }
-                            // Offsets the log does not hold count as acknowledged.
-                            passed.extend(cursor.next()..record.offset);
-                            if retention_floor.is_some_and(|floor| record.timestamp < floor) {
-                                cursor.pass_new(record.offset);
-                                passed.push(record.offset);
-                                aged = Some(
-                                    aged.map_or((record.offset, record.offset + 1), |(a, _)| {
-                                        (a, record.offset + 1)
-                                    }),
-                                );
-                                continue;
-                            }
-                            if cursor.deliver_new(record.offset, holder, deadline) {
-                                left -= 1;
-                                delivery.records.push(delivered(record, 1));
-                            }
-                        }
-                        if let Some((from, to)) = aged {
-                            delivery.skipped.push(skip(
-                                partition,
-                                from,
-                                to,
-                                "subscription retention",
-                            ));
-                        }
-                        if let Some(hw) = state.high_watermarks.get_mut(partition as usize) {
-                            *hw = Some(fetched.high_watermark);
-                        }
-                    }
-                }
-                let Some(cursor) = state.cursors.get(partition as usize) else {
-                    continue;
-                };
-                persist_partition(
-                    &self.store,
-                    &mut changes,
-                    name,
-                    partition,
-                    cursor,
-                    before,
-                    &passed,
-                )?;
-            }
-            self.store.apply(changes)?;
-        }
-        self.store.flush().await?;
-        Ok(delivery)
-    }
-
-    /// Fetches claimed redeliveries; records past `max_deliveries` go to the dead-letter
-    /// topic and are acknowledged instead of delivered.
-    async fn redeliver(
-        &self,
-        subscription: &Arc<Subscription>,
-        claim: &Claim,
-        claims: Vec<(u32, u64, u32)>,
-        delivery: &mut Delivery,
-    ) -> Result<()> {
-        let mut by_partition: BTreeMap<u32, Vec<(u64, u32)>> = BTreeMap::new();
-        for (partition, offset, attempt) in claims {
-            by_partition
-                .entry(partition)
-                .or_default()
-                .push((offset, attempt));
-        }
-        let max_deliveries = subscription.options.max_deliveries;
-        let mut dead: Vec<ConsumerRecord> = Vec::new();
-        let mut attempts: Vec<(u32, u64, u32)> = Vec::new();
-        // Fetched and due for delivery, if the claim still stands once fetched.
-        let mut found: Vec<(u32, u64, u32, ConsumerRecord)> = Vec::new();
-        // Could not be fetched now: offered again.
-        let mut unfound: Vec<(u32, u64)> = Vec::new();
-        // The log holds no such offset (a later one came instead): acknowledged.
-        let mut vanished: Vec<(u32, u64)> = Vec::new();
-        let mut below_start: Vec<(u32, u64)> = Vec::new();
-        for (partition, mut wanted) in by_partition {
-            wanted.sort_unstable();
-            let mut index = 0;
-            while index < wanted.len() {
-                let from = wanted[index].0;
-                match self
-                    .source
-                    .read(
-                        &subscription.topic,
-                        partition,
-                        from,
-                        Duration::ZERO,
-                        FETCH_BYTES_MAX as u32,
-                    )
-                    .await
-                {
-                    Ok(ReadOutcome::Records(fetched)) if !fetched.records.is_empty() => {
-                        let mut records = fetched.records.into_iter().peekable();
-                        while index < wanted.len() {
-                            let (offset, attempt) = wanted[index];
-                            while records.peek().is_some_and(|r| r.offset < offset) {
-                                records.next();
-                            }
-                            let Some(record) = records.next_if(|r| r.offset == offset) else {
-                                if records.peek().is_none() {
-                                    // Past this fetch: the next one starts here.
-                                    break;
-                                }
-                                vanished.push((partition, offset));
-                                index += 1;
-                                continue;
-                            };
-                            if max_deliveries.is_some_and(|max| attempt > max) {
-                                attempts.push((partition, offset, attempt));
-                                dead.push(record);
-                            } else {
-                                found.push((partition, offset, attempt, record));
-                            }
-                            index += 1;
-                        }
-                    }
-                    Ok(ReadOutcome::BelowStart { log_start }) => {
-                        below_start.push((partition, log_start));
-                        unfound.extend(
-                            wanted[index..]
-                                .iter()
-                                .filter(|&&(o, _)| o >= log_start)
-                                .map(|&(o, _)| (partition, o)),
-                        );
-                        break;
-                    }
-                    Ok(ReadOutcome::Records(_)) | Err(_) => {
-                        unfound.extend(wanted[index..].iter().map(|&(o, _)| (partition, o)));
-                        break;
-                    }
-                }
-            }
-        }
-        if !dead.is_empty()
-            && let Err(e) = self.dead_letter(subscription, &dead, &attempts).await
-        {
-            // Offered again later; the rest of the delivery goes on.
-            tracing::warn!(subscription = %subscription.name, error = %e, "cannot write dead letters; will retry");
-            unfound.extend(dead.iter().map(|r| (r.partition, r.offset)));
-        }
-        let mut changes = Changes::new();
-        {
-            let mut state = subscription.lock()?;
-            // A rebalance, a seek or an expiry while fetching moved the lease on: then
-            // the record is not this reader's to get.
-            for (partition, offset, attempt, record) in found {
-                let held = state
-                    .cursors
-                    .get(partition as usize)
-                    .is_some_and(|c| c.holder_of(offset) == Some(claim.holder));
-                if held && claim.stands(subscription, &state, partition) {
-                    attempts.push((partition, offset, attempt));
-                    delivery.records.push(delivered(record, attempt));
-                }
-            }
-            for (partition, offset) in unfound {
-                if let Some(cursor) = state.cursors.get_mut(partition as usize) {
-                    cursor.unclaim_if(offset, claim.holder);
-                }
-            }
-            for &(partition, offset, attempt) in &attempts {
-                changes.deliveries(&subscription.name, partition, offset, attempt);
-            }
-            let mut gone: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-            for (partition, offset) in vanished {
-                gone.entry(partition).or_default().push(offset);
-            }
-            for (partition, offsets) in gone {
-                if let Some(cursor) = state.cursors.get_mut(partition as usize) {
-                    let before = cursor.committed();
-                    for &offset in &offsets {
-                        cursor.ack(offset);
-                    }
-                    persist_partition(
-                        &self.store,
-                        &mut changes,
-                        &subscription.name,
-                        partition,
-                        cursor,
-                        before,
-                        &offsets,
-                    )?;
-                }
-            }
-            for (partition, log_start) in below_start {
-                if let Some(cursor) = state.cursors.get_mut(partition as usize) {
-                    let from = cursor.committed();
-                    cursor.skip_below(log_start);
-                    persist_partition(
-                        &self.store,
-                        &mut changes,
-                        &subscription.name,
-                        partition,
-                        cursor,
-                        from,
-                        &[],
-                    )?;
-                    delivery
-                        .skipped
-                        .push(skip(partition, from, log_start, "topic retention"));
-                }
-            }
-            self.store.apply(changes)?;
-        }
-        Ok(())
-    }
-
-    /// Writes records to the subscription's dead-letter topic, then acknowledges them.
-    async fn dead_letter(
-        &self,
-        subscription: &Arc<Subscription>,
-        dead: &[ConsumerRecord],
-        attempts: &[(u32, u64, u32)],
-    ) -> Result<()> {
-        let attempt_of = |partition: u32, offset: u64| {
-            attempts
-                .iter()
-                .find(|&&(p, o, _)| p == partition && o == offset)
-                .map_or(0, |&(_, _, a)| a - 1)
-        };
-        let records = dead
-            .iter()
-            .map(|record| {
-                let mut headers = header_pairs(record);
-                headers.push(("pubsub-dlq-topic".into(), subscription.topic.clone().into()));
-                headers.push((
-                    "pubsub-dlq-partition".into(),
-                    record.partition.to_string().into(),
-                ));
-                headers.push(("pubsub-dlq-offset".into(), record.offset.to_string().into()));
-                headers.push((
-                    "pubsub-dlq-deliveries".into(),
-                    attempt_of(record.partition, record.offset)
-                        .to_string()
-                        .into(),
-                ));
-                pubsub_client::ProducerRecord {
-                    key: record.key.clone(),
-                    value: record.value.clone(),
-                    headers,
-                    partition: None,
-                    timestamp: Some(record.timestamp),
-                }
-            })
-            .collect();
-        self.source
-            .produce(&subscription.options.dead_letter_topic, 1, records)
-            .await?;
-        tracing::info!(subscription = %subscription.name, records = dead.len(), topic = %subscription.options.dead_letter_topic, "dead-lettered records");
-        let ids: Vec<(u32, u64)> = dead.iter().map(|r| (r.partition, r.offset)).collect();
-        {
-            let mut state = subscription.lock()?;
-            state.dead_lettered += ids.len() as u64;
-            self.store.put_subscription(&subscription.record(&state))?;
-        }
-        // Not strict: a seek meanwhile must not leave a written dead letter unacked
-        // (it would be dead-lettered again).
-        self.ack_ids(subscription, &ids, false).await
     }
 
     /// Acknowledges records of a subscription for a caller (generation checked).
@@ -1063,12 +577,18 @@ impl Manager {
                     }
                     o
                 }
-                v1::seek_request::Target::Earliest(_) => {
+                v1::seek_request::Target::Earliest(false)
+                | v1::seek_request::Target::Latest(false) => {
+                    return Err(Error::InvalidArgument(
+                        "seek earliest and latest must be true when set".into(),
+                    ));
+                }
+                v1::seek_request::Target::Earliest(true) => {
                     self.source
                         .offset(&subscription.topic, p, Spec::Earliest(true))
                         .await?
                 }
-                v1::seek_request::Target::Latest(_) => {
+                v1::seek_request::Target::Latest(true) => {
                     self.source
                         .offset(&subscription.topic, p, Spec::Latest(true))
                         .await?
@@ -1088,10 +608,7 @@ impl Manager {
                 let Some(cursor) = state.cursors.get_mut(p as usize) else {
                     continue;
                 };
-                cursor.seek(offset);
-                self.store
-                    .forget_range(&mut changes, name, p, 0, u64::MAX)?;
-                persist_partition(&self.store, &mut changes, name, p, cursor, offset, &[])?;
+                seek_partition(&self.store, &mut changes, name, p, cursor, offset)?;
             }
             self.store.apply(changes)?;
         }
@@ -1138,6 +655,10 @@ impl Manager {
                     end_offset: end,
                     lag: end.map(|e| e.saturating_sub(cursor.committed())),
                     outstanding: cursor.outstanding(),
+                    stopped: cursor.stopped().map(|s| v1::PartitionStopped {
+                        offset: s.offset,
+                        reason: s.reason.clone(),
+                    }),
                 }
             })
             .collect();
@@ -1242,15 +763,6 @@ fn members(
             }
         })
         .collect()
-}
-
-fn skip(partition: u32, from: u64, to: u64, reason: &str) -> v1::Skip {
-    v1::Skip {
-        partition,
-        from_offset: from,
-        to_offset: to,
-        reason: reason.to_string(),
-    }
 }
 
 /// A fetched record as delivered; key, value and headers stay slices of the fetch.

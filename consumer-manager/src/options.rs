@@ -28,6 +28,19 @@ pub enum Start {
     Timestamp(i64),
 }
 
+impl Start {
+    /// The broker offset query for this position. A partition whose stored position
+    /// lies past its log end is reset by it too, as Kafka's `auto.offset.reset` does.
+    pub fn spec(self) -> v1::list_offsets_request::Spec {
+        use v1::list_offsets_request::Spec;
+        match self {
+            Start::Earliest => Spec::Earliest(true),
+            Start::Latest => Spec::Latest(true),
+            Start::Timestamp(ts) => Spec::TimestampMs(ts),
+        }
+    }
+}
+
 /// Effective subscription options.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options {
@@ -56,10 +69,22 @@ impl Options {
     ) -> Result<Options> {
         let empty = v1::SubscriptionOptions::default();
         let o = options.unwrap_or(&empty);
+        use v1::subscription_options::Start as S;
         let start = match o.start {
-            None | Some(v1::subscription_options::Start::Earliest(_)) => Start::Earliest,
-            Some(v1::subscription_options::Start::Latest(_)) => Start::Latest,
-            Some(v1::subscription_options::Start::TimestampMs(ts)) => Start::Timestamp(ts),
+            None | Some(S::Earliest(true)) => Start::Earliest,
+            Some(S::Latest(true)) => Start::Latest,
+            Some(S::TimestampMs(ts)) if ts >= 0 => Start::Timestamp(ts),
+            Some(S::TimestampMs(ts)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "start timestamp_ms {ts} is negative: use a time in ms, or earliest or latest"
+                )));
+            }
+            Some(S::Earliest(false) | S::Latest(false)) => {
+                return Err(Error::InvalidArgument(
+                    "start earliest and latest must be true when set; leave them unset otherwise"
+                        .into(),
+                ));
+            }
         };
         let retention_ms = match o.retention_ms {
             0 => None,

@@ -10,6 +10,7 @@ use pubsub_proto::v1::consumer_manager_server::ConsumerManagerServer;
 use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
+use crate::incarnation::{TOPIC_CHECK_INTERVAL, TopicWatch};
 use crate::manager::Manager;
 use crate::service::ConsumerManagerService;
 
@@ -24,13 +25,17 @@ pub fn grpc_service(manager: Arc<Manager>) -> ConsumerManagerServer<ConsumerMana
     )))
 }
 
-/// Runs session expiry and keep-until-consumed deletion until the task is dropped.
+/// Runs session expiry, the check of subscribed topics (deleted topics end their
+/// subscriptions) and keep-until-consumed deletion until the task is dropped.
 pub async fn background(manager: Arc<Manager>) {
     let mut sessions = tokio::time::interval(SESSION_CHECK);
+    let mut topics = tokio::time::interval(TOPIC_CHECK_INTERVAL);
+    let mut watch = TopicWatch::default();
     let mut cleanup = tokio::time::interval(manager.config().cleanup_interval);
     loop {
         tokio::select! {
             _ = sessions.tick() => manager.expire_members().await,
+            _ = topics.tick() => manager.check_topics(&mut watch).await,
             _ = cleanup.tick() => match manager.delete_consumed().await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(segments = deleted, "deleted segments every subscription consumed"),
@@ -53,6 +58,7 @@ pub async fn run(
     let background = tokio::spawn(background(manager.clone()));
     tracing::info!(address = ?listener.local_addr().ok(), "consumer manager listening");
     let result = tonic::transport::Server::builder()
+        .layer(pubsub_proto::OversizeLayer)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .add_service(pubsub_proto::with_limits!(health_service))
         .add_service(grpc_service(manager.clone()))

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pubsub_client::record::{ConsumerRecord, decode_fetched};
+use pubsub_client::record::{ConsumerRecord, Undecodable, decode_fetched};
 use pubsub_client::routing::Router;
 use pubsub_client::{Admin, Client, Producer, ProducerConfig};
 use pubsub_proto::v1;
@@ -29,10 +29,16 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 pub struct Fetched {
     /// Records at or after the requested offset, in order.
     pub records: Vec<ConsumerRecord>,
+    /// Set when the read met a batch that cannot be decoded before any record: the
+    /// reader must deal with it before the partition can go on. (When records
+    /// precede such a batch, only they are returned; the next read meets it first.)
+    pub undecodable: Option<Undecodable>,
     /// Consumers never see records at or past this.
     pub high_watermark: u64,
     /// First offset still stored.
     pub log_start_offset: u64,
+    /// Incarnation of the topic the records belong to (0: the broker does not say).
+    pub topic_created_ms: u64,
 }
 
 /// What a read of a partition found.
@@ -43,6 +49,13 @@ pub enum ReadOutcome {
     BelowStart {
         /// First offset still stored.
         log_start: u64,
+    },
+    /// The offset is past the partition's log end: the partition lost records the
+    /// reader had positions in (a replaced disk, an unclean election), or it is
+    /// another partition of the same name.
+    AboveEnd {
+        /// Offset the partition's next record will get.
+        log_end: u64,
     },
 }
 
@@ -124,16 +137,17 @@ impl Source {
             .clone())
     }
 
-    /// A topic's description (partitions, leaders, replicas, config) and brokers.
-    pub async fn describe(&self, topic: &str) -> Result<v1::DescribeTopicResponse> {
+    /// Runs an admin call on the bootstrap broker, moving on to the next one while it
+    /// fails with an error a retry may cure.
+    async fn on_bootstrap<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(Admin) -> Fut,
+        Fut: std::future::Future<Output = Result<T, pubsub_client::Error>>,
+    {
         let mut attempt = 0;
         loop {
-            let admin = Admin::new(self.client().await?);
-            match admin.describe_topic(topic).await {
-                Ok(description) => return Ok(description),
-                Err(e) if e.code() == Some(tonic::Code::NotFound) => {
-                    return Err(Error::NotFound(format!("topic {topic:?} does not exist")));
-                }
+            match call(Admin::new(self.client().await?)).await {
+                Ok(value) => return Ok(value),
                 Err(e) if e.is_retriable() && attempt < self.bootstraps.len() => {
                     attempt += 1;
                     self.switch_bootstrap().await;
@@ -141,6 +155,28 @@ impl Source {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// A topic's description (partitions, leaders, replicas, config) and brokers.
+    pub async fn describe(&self, topic: &str) -> Result<v1::DescribeTopicResponse> {
+        let described = self
+            .on_bootstrap(|admin| async move { admin.describe_topic(topic).await })
+            .await;
+        match described {
+            Err(Error::Broker(e)) if e.code() == Some(tonic::Code::NotFound) => {
+                Err(Error::NotFound(format!("topic {topic:?} does not exist")))
+            }
+            other => other,
+        }
+    }
+
+    /// Every topic, by name, with its incarnation (`created_ms`; 0 from brokers that
+    /// do not say): one call however many topics there are.
+    pub async fn incarnations(&self) -> Result<HashMap<String, u64>> {
+        let topics = self
+            .on_bootstrap(|admin| async move { admin.list_topics().await })
+            .await?;
+        Ok(topics.into_iter().map(|t| (t.name, t.created_ms)).collect())
     }
 
     /// Runs `call` against a partition's leader, retrying while the leader moves.
@@ -212,18 +248,27 @@ impl Source {
         match result {
             Ok(response) => {
                 let mut records = Vec::new();
-                decode_fetched(partition, &response.records, offset, &mut records)?;
+                let undecodable =
+                    decode_fetched(partition, &response.records, offset, &mut records)
+                        .err()
+                        .filter(|_| records.is_empty());
                 Ok(ReadOutcome::Records(Fetched {
                     records,
+                    undecodable,
                     high_watermark: response.high_watermark,
                     log_start_offset: response.log_start_offset,
+                    topic_created_ms: response.topic_created_ms,
                 }))
             }
             Err(Error::Broker(pubsub_client::Error::Server {
                 code: tonic::Code::OutOfRange,
-                valid_range: Some((start, _)),
+                valid_range: Some((start, end)),
                 ..
-            })) if offset < start => Ok(ReadOutcome::BelowStart { log_start: start }),
+            })) if offset < start || offset > end => Ok(if offset < start {
+                ReadOutcome::BelowStart { log_start: start }
+            } else {
+                ReadOutcome::AboveEnd { log_end: end }
+            }),
             Err(e) => Err(e),
         }
     }

@@ -35,6 +35,13 @@ pub struct SubscriptionRecord {
     /// Replay position in the dead-letter topic, per its partition.
     #[serde(default)]
     pub replayed: Vec<u64>,
+    /// Incarnation (`created_ms`) of the topic the offsets belong to; 0 when not known
+    /// yet (stored before it was recorded, or a broker that does not say).
+    #[serde(default)]
+    pub topic_created_ms: u64,
+    /// Incarnation of the dead-letter topic the replay positions belong to (0: none).
+    #[serde(default)]
+    pub dead_letter_created_ms: u64,
 }
 
 /// A partition's cursor as stored.

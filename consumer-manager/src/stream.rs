@@ -15,6 +15,7 @@ use pubsub_proto::v1;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use crate::error::Error;
 use crate::manager::{Caller, Manager};
 use crate::subscription::Mode;
 
@@ -198,6 +199,12 @@ pub async fn open(
                         }
                     }
                 }
+                // Every partition of this member is stopped, or the subscription is
+                // gone: say so and end, rather than stay open delivering nothing.
+                Err(e @ (Error::PartitionStopped { .. } | Error::NotFound(_))) => {
+                    let _ = outbound.send(Err(e.into())).await;
+                    break;
+                }
                 Err(e) => {
                     tracing::debug!(subscription = %subscription.name, error = %e, "stream delivery failed; retrying");
                     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -205,13 +212,16 @@ pub async fn open(
             }
         }
         if *evicted.borrow() && !client_ended.load(Ordering::SeqCst) {
-            let _ = outbound
-                .send(Err(Status::aborted(format!(
-                    "member {member_id:?} of subscription {:?} was removed (session timeout, or the \
-                     subscription was deleted): open a new stream",
+            let status = match subscription.lock() {
+                // Deleted (unsubscribed, or its topic deleted): NOT_FOUND with why.
+                Err(e @ Error::NotFound(_)) => e.into(),
+                _ => Status::aborted(format!(
+                    "member {member_id:?} of subscription {:?} was removed (session timeout): \
+                     open a new stream",
                     subscription.name
-                ))))
-                .await;
+                )),
+            };
+            let _ = outbound.send(Err(status)).await;
         }
         inbound_task.abort();
         let _ = manager.leave(&subscription.name, &member_id).await;

@@ -68,8 +68,13 @@ pub struct State {
     pub replayed: Vec<u64>,
     /// High watermark per partition, as last seen.
     pub high_watermarks: Vec<Option<u64>>,
-    /// Set by Unsubscribe: nothing may be written for it any more.
-    pub deleted: bool,
+    /// Incarnation of the topic the cursors belong to (0: not known yet).
+    pub topic_created_ms: u64,
+    /// Incarnation of the dead-letter topic `replayed` belongs to (0: none).
+    pub dead_letter_created_ms: u64,
+    /// Set, with why, once the subscription is deleted (unsubscribed, or its topic
+    /// deleted): nothing may be written for it any more.
+    pub deleted: Option<String>,
 }
 
 /// A subscription: immutable identity and options, and its state under a lock.
@@ -106,7 +111,9 @@ impl Subscription {
                 dead_lettered: record.dead_lettered,
                 replayed: record.replayed.clone(),
                 high_watermarks: vec![None; partitions as usize],
-                deleted: false,
+                topic_created_ms: record.topic_created_ms,
+                dead_letter_created_ms: record.dead_letter_created_ms,
+                deleted: None,
             }),
             changed: Notify::new(),
             turn: AtomicUsize::new(0),
@@ -117,9 +124,9 @@ impl Subscription {
     /// deleted, so an operation that raced Unsubscribe writes nothing).
     pub fn lock(&self) -> Result<MutexGuard<'_, State>> {
         let state = self.lock_any()?;
-        if state.deleted {
+        if let Some(why) = &state.deleted {
             return Err(Error::NotFound(format!(
-                "subscription {:?} was deleted",
+                "subscription {:?} was deleted: {why}",
                 self.name
             )));
         }
@@ -143,6 +150,8 @@ impl Subscription {
             generation: state.generation,
             dead_lettered: state.dead_lettered,
             replayed: state.replayed.clone(),
+            topic_created_ms: state.topic_created_ms,
+            dead_letter_created_ms: state.dead_letter_created_ms,
         }
     }
 
@@ -300,6 +309,21 @@ pub fn check_generation(
         )));
     }
     Ok(())
+}
+
+/// Moves one partition's cursor to `offset` (a seek, or a reset of a position past
+/// the partition's end) and records it: nothing is outstanding afterwards.
+pub fn seek_partition(
+    store: &Store,
+    changes: &mut Changes,
+    name: &str,
+    partition: u32,
+    cursor: &mut Cursor,
+    offset: u64,
+) -> Result<()> {
+    cursor.seek(offset);
+    store.forget_range(changes, name, partition, 0, u64::MAX)?;
+    persist_partition(store, changes, name, partition, cursor, offset, &[])
 }
 
 /// Persists one partition's cursor after an operation that started at committed

@@ -5,6 +5,27 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 
 pub mod ids;
+mod limits;
+
+pub use limits::{Oversize, OversizeLayer, is_oversize, oversize_message};
+
+/// Longest status message sent, in bytes: messages echo names a caller sent, and a
+/// status travels in HTTP/2 headers, which a 10,000-character name would overflow
+/// (the client would then see a transport error instead of the answer).
+pub const STATUS_MESSAGE_BYTES_MAX: usize = 512;
+
+/// Cuts a status message to [`STATUS_MESSAGE_BYTES_MAX`] (on a character boundary),
+/// marking the cut; every server builds its statuses through this.
+pub fn bounded_message(message: String) -> String {
+    if message.len() <= STATUS_MESSAGE_BYTES_MAX {
+        return message;
+    }
+    let mut end = STATUS_MESSAGE_BYTES_MAX - 3;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
+}
 
 /// Generated code for package `pubsub.v1`.
 #[allow(missing_docs, clippy::all)]
@@ -24,7 +45,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// HTTP/2 frame size used on both ends: raising it from 16 KiB doubled fetch
-/// throughput on loopback (NOTES.md).
+/// throughput on loopback (962 to 2,059 MB/s with 100 KiB batches).
 pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// The embedded default listen address of `pubsubd standalone`.
@@ -42,4 +63,18 @@ macro_rules! with_limits {
             .max_decoding_message_size($crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size($crate::MAX_MESSAGE_BYTES)
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(10_000);
+        let cut = bounded_message(long);
+        assert!(cut.len() <= STATUS_MESSAGE_BYTES_MAX);
+        assert!(cut.ends_with("..."));
+        assert_eq!(bounded_message("short".into()), "short");
+    }
 }

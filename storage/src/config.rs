@@ -54,7 +54,8 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// A segment rolls once it is this old, even if small (default 7 days).
     pub segment_age: Duration,
-    /// Preallocated size of each index file (default 10 MiB); a full index rolls the segment.
+    /// Largest size of each index, kept in memory while its segment is active (default
+    /// 10 MiB); a full index rolls the segment.
     pub index_bytes: usize,
     /// Bytes of log between two offset index entries (default 4 KiB).
     pub index_interval_bytes: u32,

@@ -62,16 +62,16 @@ impl EpochCache {
                 .is_none_or(|&(_, start)| start <= start_offset),
             "epoch start offsets never go back"
         );
-        self.entries.push((epoch, start_offset));
-        self.persist()
+        let mut entries = self.entries.clone();
+        entries.push((epoch, start_offset));
+        self.replace(entries)
     }
 
     /// Forgets epochs that start at or after `offset` (the log was truncated there).
     pub fn truncate_from(&mut self, offset: u64) -> Result<()> {
         let keep = self.entries.iter().take_while(|e| e.1 < offset).count();
         if keep < self.entries.len() {
-            self.entries.truncate(keep);
-            self.persist()?;
+            self.replace(self.entries[..keep].to_vec())?;
         }
         Ok(())
     }
@@ -79,9 +79,16 @@ impl EpochCache {
     /// Forgets every epoch (the log was reset).
     pub fn clear(&mut self) -> Result<()> {
         if !self.entries.is_empty() {
-            self.entries.clear();
-            self.persist()?;
+            self.replace(Vec::new())?;
         }
+        Ok(())
+    }
+
+    /// Writes `entries` to the checkpoint, then keeps them: if the write fails (a full
+    /// disk), memory still matches the file and the next append tries again.
+    fn replace(&mut self, entries: Vec<(i32, u64)>) -> Result<()> {
+        persist(&self.path, &entries)?;
+        self.entries = entries;
         Ok(())
     }
 
@@ -93,18 +100,18 @@ impl EpochCache {
         let end = self.entries.get(index).map_or(log_end_offset, |e| e.1);
         (index.checked_sub(1).map(|i| self.entries[i].0), end)
     }
+}
 
-    fn persist(&self) -> Result<()> {
-        let mut bytes = Vec::with_capacity(self.entries.len() * ENTRY_BYTES + 8);
-        for &(epoch, start) in &self.entries {
-            bytes.extend_from_slice(&epoch.to_be_bytes());
-            bytes.extend_from_slice(&start.to_be_bytes());
-        }
-        bytes.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
-        let crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(&crc.to_be_bytes());
-        replace_file(&self.path, &bytes)
+fn persist(path: &Path, entries: &[(i32, u64)]) -> Result<()> {
+    let mut bytes = Vec::with_capacity(entries.len() * ENTRY_BYTES + 8);
+    for &(epoch, start) in entries {
+        bytes.extend_from_slice(&epoch.to_be_bytes());
+        bytes.extend_from_slice(&start.to_be_bytes());
     }
+    bytes.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_be_bytes());
+    replace_file(path, &bytes)
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new contents,

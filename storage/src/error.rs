@@ -97,6 +97,30 @@ pub enum Error {
         /// Directory of the failed log.
         path: PathBuf,
     },
+    /// The filesystem holding `path` is full (ENOSPC) or the quota is spent (EDQUOT).
+    /// Nothing of the failed write was acknowledged; writes succeed again once space
+    /// is freed, and reads keep working meanwhile.
+    #[error("no space left on the device holding {path}")]
+    DiskFull {
+        /// The file that could not grow.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Records were cut from the log (a truncation by a new leader) before they became
+    /// durable, so their append cannot be acknowledged; the producer should retry.
+    #[error(
+        "records below offset {end_offset} of {path} were cut before they were durable (log end {log_end_offset})"
+    )]
+    AppendLost {
+        /// Directory of the log.
+        path: PathBuf,
+        /// End of the append that was waiting.
+        end_offset: u64,
+        /// The log end offset after the cut.
+        log_end_offset: u64,
+    },
     /// An invalid configuration value.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),
@@ -128,9 +152,20 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: &std::path::Path) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        self.map_err(|source| io_error(path, source))
+    }
+}
+
+/// Names the file of an I/O error, and tells a full disk apart from other failures so
+/// callers can answer it as a resource limit rather than an internal error.
+pub(crate) fn io_error(path: &std::path::Path, source: std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    if matches!(
+        source.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) {
+        Error::DiskFull { path, source }
+    } else {
+        Error::Io { path, source }
     }
 }

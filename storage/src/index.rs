@@ -1,10 +1,10 @@
-//! Sparse, mmap'd indexes of a segment: offset -> file position and timestamp -> offset.
+//! Sparse indexes of a segment: offset -> file position and timestamp -> offset.
 //!
-//! An index file is an array of fixed-size, big-endian entries. While its segment is
-//! active the file is preallocated to the configured maximum and written through a
-//! mutable map; it is never trusted after a crash, because the active segment's index
-//! is rebuilt while its tail is checked. When the segment is sealed the file is cut to
-//! its entries and a trailer is appended:
+//! While its segment is active an index lives in memory (bounded by `index_bytes`);
+//! it is never trusted after a crash anyway, because the active segment's index is
+//! rebuilt while its tail is checked. When the segment is sealed the index is written
+//! to its file, an array of fixed-size, big-endian entries followed by a trailer, and
+//! read back through a read-only map:
 //!
 //! ```text
 //! entries            entry_count * ENTRY bytes
@@ -20,9 +20,9 @@
 //! Time index entry (12 bytes): timestamp i64, relative offset u32; timestamps increase.
 
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use memmap2::{Mmap, MmapMut, MmapOptions};
+use memmap2::Mmap;
 
 use crate::error::{IoContext, Result};
 
@@ -107,91 +107,78 @@ fn last_at_or_below<E: Entry>(
     (lo > 0).then(|| E::read(&bytes[(lo - 1) * E::BYTES..lo * E::BYTES]))
 }
 
-/// The index of an active segment: preallocated file, written through a mutable map.
+/// The index of an active segment, kept in memory and written to its file when the
+/// segment is sealed.
+///
+/// An active index is rebuilt from the log after a crash anyway, so a file would only
+/// be a cache; keeping it in memory means no mapped page is ever written, so a full
+/// disk can never turn an index write into SIGBUS. Its size stays bounded by
+/// `max_bytes`, as the file's was.
 pub struct ActiveIndex<E: Entry> {
-    path: PathBuf,
-    file: File,
-    map: MmapMut,
-    count: usize,
+    bytes: Vec<u8>,
+    capacity: usize,
     _entry: std::marker::PhantomData<E>,
 }
 
 impl<E: Entry> ActiveIndex<E> {
-    /// Creates (or truncates) the index file, preallocated for `max_bytes` of entries.
-    pub fn create(path: &Path, max_bytes: usize) -> Result<Self> {
-        let capacity = (max_bytes / E::BYTES).max(1) * E::BYTES;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .at(path)?;
-        file.set_len(capacity as u64).at(path)?;
-        // SAFETY: the file is ours alone (one writer per partition directory) and was
-        // just sized to `capacity`; it is not shrunk while this map lives.
-        let map = unsafe { MmapOptions::new().len(capacity).map_mut(&file) }.at(path)?;
-        Ok(ActiveIndex {
-            path: path.to_path_buf(),
-            file,
-            map,
-            count: 0,
+    /// An empty index that holds at most `max_bytes` of entries.
+    pub fn new(max_bytes: usize) -> Self {
+        ActiveIndex {
+            bytes: Vec::new(),
+            capacity: (max_bytes / E::BYTES).max(1) * E::BYTES,
             _entry: std::marker::PhantomData,
-        })
+        }
     }
 
     /// True when no further entry fits.
     pub fn is_full(&self) -> bool {
-        (self.count + 1) * E::BYTES > self.map.len()
+        self.bytes.len() + E::BYTES > self.capacity
     }
 
     /// Appends an entry; the caller keeps keys increasing and checks `is_full` first.
     pub fn push(&mut self, entry: E) {
-        assert!(!self.is_full(), "index push past its preallocated capacity");
-        let at = self.count * E::BYTES;
-        entry.write(&mut self.map[at..at + E::BYTES]);
-        self.count += 1;
+        assert!(!self.is_full(), "index push past its capacity");
+        let at = self.bytes.len();
+        self.bytes.resize(at + E::BYTES, 0);
+        entry.write(&mut self.bytes[at..]);
+    }
+
+    fn count(&self) -> usize {
+        self.bytes.len() / E::BYTES
     }
 
     /// The last entry, if any.
     pub fn last(&self) -> Option<E> {
-        (self.count > 0)
-            .then(|| E::read(&self.map[(self.count - 1) * E::BYTES..self.count * E::BYTES]))
+        let count = self.count();
+        (count > 0).then(|| E::read(&self.bytes[(count - 1) * E::BYTES..]))
     }
 
     /// Last entry whose key is at or below `target`.
     pub fn lookup(&self, target: i64, key: impl Fn(&E) -> i64) -> Option<E> {
-        last_at_or_below(&self.map, self.count, target, key)
+        last_at_or_below(&self.bytes, self.count(), target, key)
     }
 
-    /// Drops entries whose key is at or above `bound` (for truncation).
-    pub fn truncate_from(&mut self, bound: i64, key: impl Fn(&E) -> i64) {
-        while let Some(last) = self.last() {
-            if key(&last) < bound {
-                break;
-            }
-            self.count -= 1;
-        }
+    /// Writes the entries and a trailer to `path` and syncs it; the index is then
+    /// sealed. On failure (a full disk) the index is unchanged and sealing can be
+    /// tried again.
+    pub fn write_sealed(&self, path: &Path, covered_log_bytes: u64) -> Result<()> {
+        write_file(path, &self.bytes, self.count(), covered_log_bytes)
     }
+}
 
-    /// Cuts the file to its entries plus a trailer and syncs it; the index is then sealed.
-    pub fn seal(self, covered_log_bytes: u64) -> Result<()> {
-        let ActiveIndex {
-            path,
-            file,
-            map,
-            count,
-            ..
-        } = self;
-        let entries = count * E::BYTES;
-        let trailer = trailer(&map[..entries], count, covered_log_bytes);
-        map.flush().at(&path)?;
-        drop(map);
-        file.set_len(entries as u64).at(&path)?;
-        use std::os::unix::fs::FileExt;
-        file.write_all_at(&trailer, entries as u64).at(&path)?;
-        file.sync_all().at(&path)
-    }
+/// Writes `entries` (encoded) and their trailer to `path`, then syncs the file.
+fn write_file(path: &Path, entries: &[u8], count: usize, covered_log_bytes: u64) -> Result<()> {
+    use std::io::Write;
+    let trailer = trailer(entries, count, covered_log_bytes);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .at(path)?;
+    file.write_all(entries).at(path)?;
+    file.write_all(&trailer).at(path)?;
+    file.sync_all().at(path)
 }
 
 fn trailer(entries: &[u8], count: usize, covered_log_bytes: u64) -> [u8; TRAILER_BYTES] {
@@ -205,11 +192,29 @@ fn trailer(entries: &[u8], count: usize, covered_log_bytes: u64) -> [u8; TRAILER
     out
 }
 
-/// The index of a sealed segment: read-only map of entries checked against its trailer.
+/// The index of a sealed segment: read-only entries checked against its trailer.
 pub struct SealedIndex<E: Entry> {
-    map: Option<Mmap>,
+    entries: SealedEntries,
     count: usize,
     _entry: std::marker::PhantomData<E>,
+}
+
+/// Where a sealed index's entries live: its mapped file, or memory when the file
+/// could not be written (a full disk) and the index was rebuilt from the log.
+enum SealedEntries {
+    Empty,
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl SealedEntries {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            SealedEntries::Empty => &[],
+            SealedEntries::Mapped(map) => map,
+            SealedEntries::Owned(bytes) => bytes,
+        }
+    }
 }
 
 impl<E: Entry> SealedIndex<E> {
@@ -226,48 +231,53 @@ impl<E: Entry> SealedIndex<E> {
             return Ok(None);
         }
         let count = (len - TRAILER_BYTES) / E::BYTES;
-        // SAFETY: sealed index files are never written again while the log is open.
+        // SAFETY: sealed index files are never written again while the log is open,
+        // and a sealed file has all its blocks (it was written, not extended).
         let map = unsafe { Mmap::map(&file) }.at(path)?;
         let entries = count * E::BYTES;
         if map[entries..] != trailer(&map[..entries], count, covered_log_bytes) {
             return Ok(None);
         }
         Ok(Some(SealedIndex {
-            map: (count > 0).then_some(map),
+            entries: if count > 0 {
+                SealedEntries::Mapped(map)
+            } else {
+                SealedEntries::Empty
+            },
             count,
             _entry: std::marker::PhantomData,
         }))
     }
 
-    /// Writes a sealed index from entries rebuilt from the log, then opens it.
-    pub fn write(path: &Path, entries: &[E], covered_log_bytes: u64) -> Result<Self> {
+    /// Builds a sealed index from entries rebuilt from the log and writes it to
+    /// `path`. If the file cannot be written (a full disk), the index is served from
+    /// memory and rebuilt again on the next open: reads must not depend on free space.
+    pub fn write(path: &Path, entries: &[E], covered_log_bytes: u64) -> Self {
         let mut bytes = vec![0u8; entries.len() * E::BYTES];
         for (i, entry) in entries.iter().enumerate() {
             entry.write(&mut bytes[i * E::BYTES..(i + 1) * E::BYTES]);
         }
-        let trailer = trailer(&bytes, entries.len(), covered_log_bytes);
-        bytes.extend_from_slice(&trailer);
-        std::fs::write(path, &bytes).at(path)?;
-        File::open(path).at(path)?.sync_all().at(path)?;
-        SealedIndex::open(path, covered_log_bytes)?.ok_or_else(|| crate::Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other("index just written fails its own check"),
-        })
+        if let Err(e) = write_file(path, &bytes, entries.len(), covered_log_bytes) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write a rebuilt index; serving it from memory");
+            // A partial file fails its trailer check and is rebuilt next time.
+        }
+        SealedIndex {
+            count: entries.len(),
+            entries: SealedEntries::Owned(bytes),
+            _entry: std::marker::PhantomData,
+        }
     }
 
     /// Last entry whose key is at or below `target`.
     pub fn lookup(&self, target: i64, key: impl Fn(&E) -> i64) -> Option<E> {
-        let map = self.map.as_ref()?;
-        last_at_or_below(map, self.count, target, key)
+        last_at_or_below(self.entries.bytes(), self.count, target, key)
     }
 
     /// All entries, in order (used when a sealed segment becomes active again).
     pub fn entries(&self) -> Vec<E> {
-        let Some(map) = self.map.as_ref() else {
-            return Vec::new();
-        };
+        let bytes = self.entries.bytes();
         (0..self.count)
-            .map(|i| E::read(&map[i * E::BYTES..(i + 1) * E::BYTES]))
+            .map(|i| E::read(&bytes[i * E::BYTES..(i + 1) * E::BYTES]))
             .collect()
     }
 }
@@ -282,8 +292,7 @@ mod tests {
 
     #[test]
     fn lookup_finds_the_last_entry_at_or_below() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut index = ActiveIndex::<OffsetEntry>::create(&dir.path().join("i"), 1024).unwrap();
+        let mut index = ActiveIndex::<OffsetEntry>::new(1024);
         for i in 0..10u32 {
             index.push(OffsetEntry {
                 relative_offset: i * 10,
@@ -300,12 +309,12 @@ mod tests {
     fn sealed_index_checks_its_trailer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("i");
-        let mut index = ActiveIndex::<OffsetEntry>::create(&path, 1024).unwrap();
+        let mut index = ActiveIndex::<OffsetEntry>::new(1024);
         index.push(OffsetEntry {
             relative_offset: 5,
             position: 4096,
         });
-        index.seal(8192).unwrap();
+        index.write_sealed(&path, 8192).unwrap();
         let sealed = SealedIndex::<OffsetEntry>::open(&path, 8192)
             .unwrap()
             .unwrap();

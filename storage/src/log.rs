@@ -18,7 +18,7 @@ use crate::epochs::EpochCache;
 use crate::error::{Error, IoContext, Result};
 use crate::producers::{Admission, ProducerStates};
 use crate::retention::{self, RetentionPolicy, SegmentFacts};
-use crate::segment::{self, ActiveSegment, SealedSegment, SegmentRef};
+use crate::segment::{self, ActiveSegment, SealError, SealedSegment, SegmentRef};
 
 /// Milliseconds since the Unix epoch; injectable so tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -285,13 +285,15 @@ impl Log {
                 ..header
             };
             self.note_epoch(leader_epoch, base_offset)?;
-            self.lock_producers()?.record(&header);
             active.append_parts(
                 &head,
                 &batch_bytes[batch::HEADER_BYTES..],
                 &header,
                 self.config.index_interval_bytes,
             )?;
+            // Only once the bytes are written: a retry of a failed write must be
+            // written again, never answered as an already-stored duplicate.
+            self.lock_producers()?.record(&header);
             AppendInfo {
                 base_offset,
                 last_offset: header.last_offset(),
@@ -324,8 +326,8 @@ impl Log {
                     });
                 }
                 self.note_epoch(header.leader_epoch, header.base_offset)?;
-                self.lock_producers()?.record(&header);
                 active.append(bytes, &header, self.config.index_interval_bytes)?;
+                self.lock_producers()?.record(&header);
                 let first = appended.map_or(header.base_offset, |a| a.base_offset);
                 appended = Some(AppendInfo {
                     base_offset: first,
@@ -365,9 +367,16 @@ impl Log {
     fn roll_locked(&self, active: &Arc<ActiveSegment>) -> Result<Arc<ActiveSegment>> {
         // Seal fully (synced file and index trailers) before the next segment exists:
         // after a crash, the last segment is always the one to recover as active.
-        if let Err(e) = active.seal() {
-            self.fail();
-            return Err(e);
+        match active.seal() {
+            Ok(()) => {}
+            Err(SealError::Sync(e)) => {
+                // As for any failed fsync: never retry, stop acknowledging.
+                tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed while sealing a segment; log stops accepting writes");
+                self.fail();
+                return Err(e);
+            }
+            // A full disk: the segment stays active, the next append tries again.
+            Err(SealError::Other(e)) => return Err(e),
         }
         let sealed = Arc::new(SealedSegment::open(
             &self.dir,
@@ -439,6 +448,10 @@ impl Log {
     }
 
     /// Returns once every offset below `target` is durable, sharing fsyncs among callers.
+    ///
+    /// Fails if the log no longer reaches `target` (a truncation cut the records
+    /// before they became durable): an append is acknowledged only for bytes that are
+    /// in the log and on disk.
     fn sync_to(&self, target: u64) -> Result<()> {
         let mut state = self.sync.lock().map_err(|_| self.failed_error())?;
         loop {
@@ -446,37 +459,38 @@ impl Log {
             if state.durable_offset >= target {
                 return Ok(());
             }
-            if !state.running {
-                break;
+            if state.running {
+                state = self.synced.wait(state).map_err(|_| self.failed_error())?;
+                continue;
             }
-            state = self.synced.wait(state).map_err(|_| self.failed_error())?;
-        }
-        state.running = true;
-        let generation = state.generation;
-        drop(state);
-        // Read the target before choosing the file: a segment sealed in between was
-        // synced by its seal, so syncing the active one then covers everything.
-        let covered = self.log_end_offset();
-        let active = self.read_segments().active.clone();
-        let result = active.sync();
-        let mut state = self.sync.lock().map_err(|_| self.failed_error())?;
-        state.running = false;
-        match result {
-            Ok(()) => {
-                if state.generation == generation {
-                    state.durable_offset = state.durable_offset.max(covered);
-                }
-                state.last_sync = Instant::now();
-                self.synced.notify_all();
-                Ok(())
+            // Read the target before choosing the file: a segment sealed in between was
+            // synced by its seal, so syncing the active one then covers everything.
+            let covered = self.log_end_offset();
+            if covered < target {
+                return Err(Error::AppendLost {
+                    path: self.dir.clone(),
+                    end_offset: target,
+                    log_end_offset: covered,
+                });
             }
-            Err(e) => {
+            state.running = true;
+            let generation = state.generation;
+            drop(state);
+            let active = self.read_segments().active.clone();
+            let result = active.sync();
+            state = self.sync.lock().map_err(|_| self.failed_error())?;
+            state.running = false;
+            self.synced.notify_all();
+            if let Err(e) = result {
                 // Linux may have dropped the dirty pages: never retry, stop acknowledging.
                 tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; log stops accepting writes");
                 self.fail();
-                self.synced.notify_all();
-                Err(e)
+                return Err(e);
             }
+            if state.generation == generation {
+                state.durable_offset = state.durable_offset.max(covered);
+            }
+            state.last_sync = Instant::now();
         }
     }
 

@@ -1,11 +1,13 @@
 //! One segment of a partition log: a `.log` file of batches and its two indexes.
 //!
 //! A segment is either active (the one being appended to) or sealed (closed, never
-//! written again). The active segment's `.log` is preallocated to the segment size and
-//! mapped once at that length, so readers never need a remap and never touch bytes
-//! past the end of the file; `size` (an atomic, stored after the bytes are written)
-//! tells readers how much of it holds complete batches, so they never see half a batch.
-//! Sealing cuts the file to its size, syncs it and writes the index trailers.
+//! written again). The active segment's `.log` is mapped once at the segment size, so
+//! readers never need a remap; `size` (an atomic, stored after the bytes are written)
+//! tells readers how much of it holds complete batches, so they never see half a batch
+//! and never touch bytes past what was written. The file is extended sparsely to the
+//! segment size: bytes reach the disk only through `pwrite`, so a full disk is an
+//! error of the append that met it (ENOSPC), never a fault on a mapped page. Sealing
+//! cuts the file to its size, syncs it and writes the index files.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -19,6 +21,7 @@ use crate::batch::{self, BatchHeader};
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{ActiveIndex, OffsetEntry, SealedIndex, TimeEntry};
+use crate::records::DecodedBatch;
 
 /// Why a scan stops at the zero-filled, preallocated end of an active segment.
 const PREALLOCATED: &str = "preallocated zeros";
@@ -227,6 +230,66 @@ fn collect(
     Ok(start..end)
 }
 
+/// Scans an active segment's file for valid batches and returns what it found with
+/// the count of bytes past them that will be cut.
+///
+/// Only the file's data is read: the file is sparse past it (extended to the segment
+/// size), and reading a hole through a map needs a free page on tmpfs (SIGBUS on a
+/// full disk), so the scan stops at the first hole, which reads as zeros anyway.
+fn scan_file(
+    file: &File,
+    path: &Path,
+    base_offset: u64,
+    config: &LogConfig,
+) -> Result<(Scan, u64)> {
+    let file_len = file.metadata().at(path)?.len();
+    let data_end = data_end(file, file_len);
+    if data_end == 0 {
+        return Ok((scan(&[], base_offset, config.index_interval_bytes), 0));
+    }
+    // SAFETY: this process owns the partition directory; the map covers data only and
+    // is dropped before the file is cut.
+    let map = unsafe { MmapOptions::new().len(data_end as usize).map(file) }.at(path)?;
+    let found = scan(&map, base_offset, config.index_interval_bytes);
+    let dropped = match &found.stopped {
+        Some(reason) if reason != PREALLOCATED => {
+            let end = map
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |p| p as u64 + 1);
+            let dropped = end.saturating_sub(found.valid_bytes);
+            tracing::warn!(path = %path.display(), position = found.valid_bytes, dropped_bytes = dropped, reason = %reason, "truncated a torn or corrupt log tail");
+            dropped
+        }
+        _ => 0,
+    };
+    Ok((found, dropped))
+}
+
+/// Where a file's data ends: its first hole, or its length where the filesystem
+/// cannot tell (then holes, if any, read as zeros without allocating).
+fn data_end(file: &File, len: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(0)).map_or(len, |hole| hole.min(len))
+}
+
+/// Why sealing a segment failed.
+#[derive(Debug)]
+pub enum SealError {
+    /// The segment's fsync failed: its bytes may not be on disk, and the log must stop.
+    Sync(Error),
+    /// Anything else (a full disk while writing the indexes); sealing may be retried.
+    Other(Error),
+}
+
+impl From<Error> for SealError {
+    fn from(e: Error) -> Self {
+        SealError::Other(e)
+    }
+}
+
 /// A segment being appended to.
 pub struct ActiveSegment {
     base_offset: u64,
@@ -254,7 +317,7 @@ impl ActiveSegment {
     ///
     /// Checks the existing bytes batch by batch; everything after the first torn,
     /// corrupt or out-of-sequence batch is cut off (the count of dropped bytes is
-    /// returned). Both indexes are rebuilt from the surviving batches.
+    /// returned). Both indexes are rebuilt, in memory, from the surviving batches.
     pub fn recover(
         dir: &Path,
         base_offset: u64,
@@ -269,38 +332,29 @@ impl ActiveSegment {
             .truncate(false)
             .open(&path)
             .at(&path)?;
-        let file_len = file.metadata().at(&path)?.len();
-        let (scan, dropped) = if file_len == 0 {
-            (scan(&[], base_offset, config.index_interval_bytes), 0)
-        } else {
-            // SAFETY: this process owns the partition directory; the map is dropped
-            // before the file is resized below.
-            let map = unsafe { Mmap::map(&file) }.at(&path)?;
-            let found = scan(&map, base_offset, config.index_interval_bytes);
-            let dropped = match &found.stopped {
-                Some(reason) if reason != PREALLOCATED => {
-                    let end = map
-                        .iter()
-                        .rposition(|&b| b != 0)
-                        .map_or(0, |p| p as u64 + 1);
-                    let dropped = end.saturating_sub(found.valid_bytes);
-                    tracing::warn!(path = %path.display(), position = found.valid_bytes, dropped_bytes = dropped, reason = %reason, "truncated a torn or corrupt log tail");
-                    dropped
-                }
-                _ => 0,
-            };
-            (found, dropped)
-        };
+        let (scan, dropped) = scan_file(&file, &path, base_offset, config)?;
         let valid = scan.valid_bytes;
         let capacity = config.segment_bytes.max(valid);
         // Cutting to the valid prefix and growing back zero-fills the rest, so a later
-        // recovery can never mistake stale bytes for batches.
+        // recovery can never mistake stale bytes for batches. The growth is sparse: it
+        // takes no space, and pre-filling or fallocate would make every later fsync
+        // slower (ext4 converts unwritten extents on each one: measured 10x).
         file.set_len(valid).at(&path)?;
         file.set_len(capacity).at(&path)?;
         file.sync_all().at(&path)?;
-        let mut offsets = ActiveIndex::create(&index_path(dir, base_offset), config.index_bytes)?;
-        let mut times =
-            ActiveIndex::create(&time_index_path(dir, base_offset), config.index_bytes)?;
+        // Index files of an active segment are written only when it is sealed; any
+        // found now are left from before a crash (or an older version) and are stale.
+        for stale in [
+            index_path(dir, base_offset),
+            time_index_path(dir, base_offset),
+        ] {
+            match std::fs::remove_file(&stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&stale),
+                _ => {}
+            }
+        }
+        let mut offsets = ActiveIndex::new(config.index_bytes);
+        let mut times = ActiveIndex::new(config.index_bytes);
         for entry in &scan.offset_entries {
             if offsets.is_full() {
                 break;
@@ -313,9 +367,9 @@ impl ActiveSegment {
             }
             times.push(*entry);
         }
-        // SAFETY: the file is now `capacity` long and is never shrunk below the mapped
-        // length while this segment is active (sealing happens after readers are told
-        // the committed size, and they never read past it).
+        // SAFETY: readers only touch the committed bytes (`size`), which were written
+        // through the file (so their pages exist, even on tmpfs), and the file is never
+        // cut below `size` while this map lives.
         let map = unsafe { MmapOptions::new().len(capacity as usize).map(&file) }.at(&path)?;
         let created_ms = scan.max_timestamp.map_or(now_ms, |ts| ts.min(now_ms));
         let segment = ActiveSegment {
@@ -414,6 +468,9 @@ impl ActiveSegment {
             position + len <= self.capacity,
             "append past the segment capacity"
         );
+        // A failure here (ENOSPC, even part-way) leaves nothing a reader or a recovery
+        // could take for the batch: `size` has not moved, the next append writes over
+        // whatever was written, and recovery cuts a torn tail.
         self.file.write_all_at(head, position).at(&self.path)?;
         self.file
             .write_all_at(tail, position + head.len() as u64)
@@ -449,38 +506,45 @@ impl ActiveSegment {
         self.file.sync_data().at(&self.path)
     }
 
-    /// Closes the segment for writing: cuts the file, syncs it, writes index trailers.
+    /// Closes the segment for writing: cuts the file to its size, syncs it, then
+    /// writes both index files with their trailers.
     ///
-    /// Readers that still hold this segment keep reading its committed bytes.
-    pub fn seal(&self) -> Result<()> {
+    /// Readers that still hold this segment keep reading its committed bytes. If the
+    /// index files cannot be written (a full disk), the segment stays active with its
+    /// indexes and sealing can be tried again; a failed fsync is
+    /// [`SealError::Sync`], after which nothing written may be trusted.
+    pub fn seal(&self) -> std::result::Result<(), SealError> {
         let size = self.size();
-        let indexes = self
-            .indexes
-            .write()
-            .map_err(|_| poisoned(&self.path))?
-            .take();
         self.file.set_len(size).at(&self.path)?;
-        self.file.sync_all().at(&self.path)?;
-        if let Some(ActiveIndexes {
-            offsets, mut times, ..
-        }) = indexes
-        {
+        self.file
+            .sync_all()
+            .at(&self.path)
+            .map_err(SealError::Sync)?;
+        let mut guard = self.indexes.write().map_err(|_| poisoned(&self.path))?;
+        if let Some(indexes) = guard.as_mut() {
             let max = self.max_timestamp();
             let needs_final = size > 0
-                && times.last().is_none_or(|last| last.timestamp < max)
-                && !times.is_full();
+                && indexes.times.last().is_none_or(|last| last.timestamp < max)
+                && !indexes.times.is_full();
             if needs_final {
                 // The segment's max timestamp must be recoverable from the time index.
                 let relative_offset =
                     (self.last_batch_offset.load(Ordering::Acquire) - self.base_offset) as u32;
-                times.push(TimeEntry {
+                indexes.times.push(TimeEntry {
                     timestamp: max,
                     relative_offset,
                 });
             }
-            offsets.seal(size)?;
-            times.seal(size)?;
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            indexes
+                .offsets
+                .write_sealed(&index_path(dir, self.base_offset), size)?;
+            indexes
+                .times
+                .write_sealed(&time_index_path(dir, self.base_offset), size)?;
         }
+        // Sealed: no more appends, so no more index entries.
+        guard.take();
         Ok(())
     }
 
@@ -546,11 +610,44 @@ fn first_at_or_after(
     while position < bytes.len() {
         let header = parse_stored(bytes, position, path)?;
         if header.max_timestamp >= timestamp {
-            return Ok(Some(header.base_offset));
+            let batch = &bytes[position..position + header.total_bytes()];
+            if let Some(offset) = first_record_at_or_after(batch, &header, timestamp, path) {
+                return Ok(Some(offset));
+            }
         }
         position += header.total_bytes();
     }
     Ok(None)
+}
+
+/// Bound on a batch's decompressed records when searching it by time.
+const TIME_SEARCH_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// Offset of the first record of `batch` whose timestamp is at or after `timestamp`
+/// (as Kafka's offsetsForTimes answers; records in a batch need not be in time
+/// order). A batch that cannot be decoded answers with its base offset: an earlier
+/// answer only shows the reader a few more records.
+fn first_record_at_or_after(
+    batch: &[u8],
+    header: &BatchHeader,
+    timestamp: i64,
+    path: &Path,
+) -> Option<u64> {
+    let decoded = match DecodedBatch::new(batch, TIME_SEARCH_DECOMPRESSED_BYTES_MAX) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), base_offset = header.base_offset, error = %e, "cannot decode a batch searched by time; answering its base offset");
+            return Some(header.base_offset);
+        }
+    };
+    for record in decoded.records() {
+        match record {
+            Ok(record) if record.timestamp >= timestamp => return Some(record.offset),
+            Ok(_) => {}
+            Err(_) => return Some(header.base_offset),
+        }
+    }
+    None
 }
 
 /// Parses a stored batch header; damage is the segment's, never the caller's request.
@@ -653,9 +750,9 @@ impl SealedSegment {
                     });
                 }
                 let offsets =
-                    SealedIndex::write(&index_path(dir, base_offset), &full.offset_entries, size)?;
+                    SealedIndex::write(&index_path(dir, base_offset), &full.offset_entries, size);
                 let times =
-                    SealedIndex::write(&time_index_path(dir, base_offset), &time_entries, size)?;
+                    SealedIndex::write(&time_index_path(dir, base_offset), &time_entries, size);
                 (offsets, times, full.next_offset, max)
             }
         };

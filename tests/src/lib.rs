@@ -5,6 +5,8 @@
 //! executables (the cli crate's own integration test makes cargo build them first).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod disk;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -149,6 +151,13 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// How the process ended, if it has (a crash such as SIGBUS shows here).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Kills the server with SIGKILL and waits for it to die.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -208,11 +217,19 @@ impl Drop for Server {
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local address")
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Below the kernel's range for outgoing connections (32768-60999), so a server
+    // restarted on the same port never finds it taken by some client's connection.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 12_000 + (std::process::id() % 400) as u16 * 50;
+    for _ in 0..20_000 {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % 20_000;
+        let port = 12_000 + (base - 12_000 + step) % 20_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below 32000");
 }
 
 /// Three cluster managers and three brokers, each a `pubsubd` process.

@@ -42,6 +42,7 @@ impl AdminService {
                     }
                 })
                 .collect(),
+            created_ms: topic.metadata.created_ms,
         }
     }
 
@@ -99,6 +100,7 @@ impl Admin for AdminService {
                 name: t.record.name.clone(),
                 partitions: t.record.partitions,
                 replication_factor: t.record.replication_factor,
+                created_ms: t.metadata.created_ms,
             })
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));

@@ -51,6 +51,14 @@ enum Role {
         /// How often keep-until-consumed topics get their consumed segments deleted.
         #[arg(long, env = "PUBSUB_CLEANUP_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
         cleanup_interval: Duration,
+        /// Appends stop while less than this would stay free on the data disk (0: off);
+        /// keeps room for the metadata databases and a restart.
+        #[arg(long, env = "PUBSUB_MIN_FREE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "64MiB")]
+        min_free_bytes: u64,
+        /// Disk space kept in a reserve file in the data directory and given back when
+        /// the role starts on a fuller disk, so it can open its databases (0: off).
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        reserve_bytes: u64,
     },
     /// One node of the cluster-manager Raft group.
     ClusterManager {
@@ -73,6 +81,10 @@ enum Role {
         /// A broker is fenced after this long without a heartbeat.
         #[arg(long, env = "PUBSUB_LEASE", value_parser = humantime::parse_duration, default_value = "6s")]
         lease: Duration,
+        /// Disk space kept in a reserve file in the data directory and given back when
+        /// the role starts on a fuller disk, so it can open its databases (0: off).
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        reserve_bytes: u64,
     },
     /// A broker: hosts partition replicas and serves producers and consumers.
     Broker {
@@ -102,6 +114,14 @@ enum Role {
         /// A follower that has not caught up for this long leaves the in-sync replicas.
         #[arg(long, env = "PUBSUB_REPLICA_LAG_MAX", value_parser = humantime::parse_duration, default_value = "10s")]
         replica_lag_max: Duration,
+        /// Appends stop while less than this would stay free on the data disk (0: off);
+        /// keeps room for the metadata databases and a restart.
+        #[arg(long, env = "PUBSUB_MIN_FREE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "64MiB")]
+        min_free_bytes: u64,
+        /// Disk space kept in a reserve file in the data directory and given back when
+        /// the role starts on a fuller disk, so it can open its databases (0: off).
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        reserve_bytes: u64,
     },
     /// The consumer manager: subscriptions, groups, committed offsets, push delivery.
     ConsumerManager {
@@ -122,6 +142,10 @@ enum Role {
         /// How often keep-until-consumed topics get their consumed segments deleted.
         #[arg(long, env = "PUBSUB_CLEANUP_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
         cleanup_interval: Duration,
+        /// Disk space kept in a reserve file in the data directory and given back when
+        /// the role starts on a fuller disk, so it can open its databases (0: off).
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        reserve_bytes: u64,
     },
 }
 
@@ -163,11 +187,19 @@ async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, S
     Ok((listener, bound))
 }
 
+/// Longest `pubsubd` takes to exit after SIGTERM or Ctrl-C, whatever it is doing: every
+/// role drains and flushes well within it; past it the process exits anyway, since
+/// anything acknowledged is already on disk.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(9);
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
+        tokio::time::sleep(SHUTDOWN_LIMIT).await;
+        tracing::error!(limit = ?SHUTDOWN_LIMIT, "shutdown took too long; exiting now");
+        std::process::exit(1);
     });
     let shutdown = move || {
         let mut stopped = stopped.clone();
@@ -183,9 +215,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             advertised_address,
             cluster_manager_listen,
             cleanup_interval,
+            min_free_bytes,
+            reserve_bytes,
         } => {
             let config =
                 StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised_address)?;
+            keep_reserve(&config.data_dir, reserve_bytes)?;
             let manager_listen: SocketAddr = match cluster_manager_listen {
                 Some(text) => text.parse().with_context(|| {
                     format!("--cluster-manager-listen {text:?} is not host:port")
@@ -204,12 +239,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ClusterManagerConfig::new(1, config.data_dir.join("cluster-manager"));
             manager_config.advertised_address = Some(manager_bound.to_string());
             let manager = tokio::spawn(run_manager(manager_config, manager_listener, shutdown()));
-            let broker = pubsub_broker::BrokerConfig::new(
+            let mut broker = pubsub_broker::BrokerConfig::new(
                 0,
                 config.data_dir.join("broker"),
                 advertised,
                 vec![manager_bound.to_string()],
             );
+            broker.min_free_bytes = min_free_bytes;
             let mut consumer_config = pubsub_consumer_manager::ManagerConfig::new(
                 config.data_dir.join("consumer-manager"),
                 broker_bound.to_string(),
@@ -228,9 +264,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Tests and scripts read this line to learn the port when listening on :0.
             println!("listening on {broker_bound}");
             println!("cluster manager on {manager_bound}");
-            let served = pubsub_broker::run_with(broker, broker_listener, shutdown(), routes)
-                .await
-                .context("broker failed");
+            let names = [pubsub_proto::v1::consumer_manager_server::SERVICE_NAME];
+            let served =
+                pubsub_broker::run_with(broker, broker_listener, shutdown(), routes, &names)
+                    .await
+                    .context("broker failed");
             consumer_background.abort();
             if let Err(e) = consumers.store().flush().await {
                 tracing::error!(error = %e, "cannot flush the consumer manager");
@@ -250,7 +288,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             peers,
             lease,
+            reserve_bytes,
         } => {
+            keep_reserve(&data_dir, reserve_bytes)?;
             let mut config = ClusterManagerConfig::new(id, data_dir);
             config.advertised_address = advertised_address;
             config.lease = lease;
@@ -270,13 +310,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster_managers,
             rack,
             replica_lag_max,
+            min_free_bytes,
+            reserve_bytes,
         } => {
+            keep_reserve(&data_dir, reserve_bytes)?;
             let (listener, bound) = bind(listen, "broker").await?;
             let advertised = advertised_address.unwrap_or_else(|| bound.to_string());
             let mut config =
                 pubsub_broker::BrokerConfig::new(id, data_dir, advertised, cluster_managers);
             config.rack = rack;
             config.replica_lag_max = replica_lag_max;
+            config.min_free_bytes = min_free_bytes;
             println!("listening on {bound}");
             pubsub_broker::run(config, listener, shutdown())
                 .await
@@ -288,7 +332,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             brokers,
             cluster_managers,
             cleanup_interval,
+            reserve_bytes,
         } => {
+            keep_reserve(&data_dir, reserve_bytes)?;
             let brokers = match brokers {
                 Some(brokers) => brokers,
                 None => find_broker(&cluster_managers).await?,
@@ -306,6 +352,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("consumer manager failed")
         }
     }
+}
+
+/// Keeps the role's space reserve, or gives it back when the disk is too full to
+/// start (see `pubsub_broker::disk`).
+fn keep_reserve(data_dir: &std::path::Path, bytes: u64) -> anyhow::Result<()> {
+    pubsub_broker::disk::SpaceReserve::at_startup(data_dir, bytes)
+        .with_context(|| format!("cannot keep the space reserve in {}", data_dir.display()))?;
+    Ok(())
 }
 
 /// The live brokers' addresses (comma separated) from the cluster managers' view.

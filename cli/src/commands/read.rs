@@ -202,7 +202,17 @@ async fn read_partition(
     records: mpsc::Sender<Fetched>,
 ) {
     if let Err(e) = read_partition_until_end(client, &topic, plan, &records).await {
-        let error = anyhow!("cannot read partition {}: {e}", plan.partition);
+        let hint = match &e {
+            pubsub_client::Error::Undecodable {
+                next_offset: Some(next),
+                ..
+            } => format!(
+                "; to read past it: pubsub read {topic} --partition {} --offset {next}",
+                plan.partition
+            ),
+            _ => String::new(),
+        };
+        let error = anyhow!("cannot read partition {}: {e}{hint}", plan.partition);
         let _ = records.send(Err(error)).await;
     }
 }

@@ -334,6 +334,10 @@ fn info_json(info: &v1::SubscriptionInfo) -> serde_json::Value {
             "end_offset": p.end_offset,
             "lag": p.lag,
             "outstanding": p.outstanding,
+            "stopped": p.stopped.as_ref().map(|s| json!({
+                "offset": s.offset,
+                "reason": s.reason,
+            })),
         })).collect::<Vec<_>>(),
         "members": info.members.iter().map(member_json).collect::<Vec<_>>(),
     })
@@ -355,6 +359,35 @@ fn optional(value: Option<u64>) -> String {
     value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
+/// The partitions whose delivery is stopped, as `P@OFFSET` (or `-`).
+fn stopped_column(info: &v1::SubscriptionInfo) -> String {
+    let stopped: Vec<String> = info
+        .partitions
+        .iter()
+        .filter_map(|p| Some(format!("{}@{}", p.partition, p.stopped.as_ref()?.offset)))
+        .collect();
+    if stopped.is_empty() {
+        "-".to_string()
+    } else {
+        stopped.join(",")
+    }
+}
+
+/// One line per stopped partition, each after `prefix`: where, why, how to go on.
+fn stopped_lines(info: &v1::SubscriptionInfo, prefix: &str) -> String {
+    let mut text = String::new();
+    for p in &info.partitions {
+        if let Some(stopped) = &p.stopped {
+            text.push_str(&format!(
+                "{prefix}partition {} stopped at offset {}: the batch there cannot be decoded \
+                 ({}); seek past it to resume\n",
+                p.partition, stopped.offset, stopped.reason
+            ));
+        }
+    }
+    text
+}
+
 /// Runs `subscriptions`.
 pub async fn list(global: &GlobalArgs, args: SubscriptionsArgs) -> anyhow::Result<()> {
     let subscriptions = Subscriptions::new(connect_consumer_manager(global).await?);
@@ -371,6 +404,7 @@ pub async fn list(global: &GlobalArgs, args: SubscriptionsArgs) -> anyhow::Resul
         "MEMBERS",
         "LAG",
         "DEAD-LETTERED",
+        "STOPPED",
     ]);
     for info in &infos {
         let group = info.options.as_ref().is_some_and(|o| o.group);
@@ -381,9 +415,19 @@ pub async fn list(global: &GlobalArgs, args: SubscriptionsArgs) -> anyhow::Resul
             info.members.len().to_string(),
             optional(total_lag(info)),
             info.dead_lettered.to_string(),
+            stopped_column(info),
         ]);
     }
-    Ok(print_text(&table.render())?)
+    let mut text = table.render();
+    let stopped: String = infos
+        .iter()
+        .map(|info| stopped_lines(info, &format!("subscription {} ", info.name)))
+        .collect();
+    if !stopped.is_empty() {
+        text.push('\n');
+        text.push_str(&stopped);
+    }
+    Ok(print_text(&text)?)
 }
 
 /// Runs `groups describe`.
@@ -433,6 +477,11 @@ pub async fn groups(global: &GlobalArgs, command: GroupsCommand) -> anyhow::Resu
         ]);
     }
     text.push_str(&table.render());
+    let stopped = stopped_lines(&info, "");
+    if !stopped.is_empty() {
+        text.push('\n');
+        text.push_str(&stopped);
+    }
     Ok(print_text(&text)?)
 }
 

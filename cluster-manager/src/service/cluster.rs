@@ -193,6 +193,7 @@ impl ClusterManager for ClusterManagerService {
                 name: t.name().to_string(),
                 partitions: t.partitions().len() as u32,
                 replication_factor: t.replication_factor(),
+                created_ms: t.created_ms(),
             })
             .collect();
         Ok(Response::new(v1::ListTopicsResponse { topics }))

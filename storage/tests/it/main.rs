@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod crash;
+mod full_disk;
 mod model;
 mod recovery;
 mod retention;

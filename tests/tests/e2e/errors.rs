@@ -26,7 +26,7 @@ fn topic(name: &str, partitions: u32) -> NewTopic {
     }
 }
 
-fn one_batch(value_len: usize) -> Bytes {
+pub(crate) fn one_batch(value_len: usize) -> Bytes {
     let mut builder = BatchBuilder::new();
     builder.push(1, None, Some(&vec![7u8; value_len]), &[]);
     Bytes::from(
@@ -173,7 +173,7 @@ async fn data_errors_have_the_documented_codes() {
         .produce(produce("t", 0, one_batch(5000)))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(
         err.message().contains("exceeds the limit of 1000 bytes"),
         "{}",
@@ -231,7 +231,7 @@ async fn data_errors_have_the_documented_codes() {
         .unwrap();
     check(
         delivery.wait().await,
-        Code::InvalidArgument,
+        Code::ResourceExhausted,
         "exceeds the limit",
     );
     // ...and keeps working for the next one.

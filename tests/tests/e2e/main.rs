@@ -6,8 +6,11 @@ mod cli;
 mod client;
 mod cluster;
 mod consumer;
+mod consumer_integrity;
+mod contracts;
 mod errors;
 mod fsync;
+mod full_disk;
 mod grpc;
 mod replication;
 
