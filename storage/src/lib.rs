@@ -32,6 +32,6 @@ pub mod varint;
 pub use batch::{BatchHeader, Compression};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};
-pub use log::{AppendInfo, Clock, Log, ReadSlice};
+pub use log::{AppendInfo, Clock, Log, ReadSlice, ValidatedBatch};
 pub use records::{BatchBuilder, DecodedBatch, Header, ProducerStamp, Record};
 pub use retention::RetentionPolicy;
