@@ -471,8 +471,22 @@ impl Manager {
         {
             let member_id = member_id_of(&subscription, caller);
             let mut state = subscription.lock()?;
-            // Only the caller's own leases: a member that never read holds none.
-            let Some(holder) = state.members.get(&member_id).map(|m| m.holder) else {
+            // Only the caller's own leases, all or nothing: a nack that changes nothing
+            // must say so, or the caller believes the record is on its way again.
+            let holder = state.members.get(&member_id).map(|m| m.holder);
+            let not_held = ids.iter().find(|&&(partition, offset)| {
+                let lease = state
+                    .cursors
+                    .get(partition as usize)
+                    .and_then(|c| c.holder_of(offset));
+                holder.is_none() || lease != holder
+            });
+            if let Some((partition, offset)) = not_held {
+                return Err(Error::FailedPrecondition(format!(
+                    "record {partition}@{offset} of subscription {name:?} is not leased to this                      caller (never delivered to it, acknowledged, or its ack deadline passed);                      nothing in this call was nacked"
+                )));
+            }
+            let Some(holder) = holder else {
                 return Ok(());
             };
             for &(partition, offset) in ids {

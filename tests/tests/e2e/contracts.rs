@@ -265,3 +265,35 @@ async fn enums_and_booleans_mean_what_they_say() {
     let err = subs.subscribe("t", "s", options).await.unwrap_err();
     assert_eq!(err.code(), Some(Code::InvalidArgument), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_of_a_record_the_caller_does_not_hold_says_so() {
+    let (_dir, _server, client) = started().await;
+    let mut stub = client.broker_stub();
+    stub.produce(request("t", 0, vec![batch(10), batch(10)]))
+        .await
+        .unwrap();
+    let subs = pubsub_client::Subscriptions::new(client.clone());
+    let options = v1::SubscriptionOptions {
+        start: Some(v1::subscription_options::Start::Earliest(true)),
+        ..v1::SubscriptionOptions::default()
+    };
+    subs.subscribe("t", "s", options).await.unwrap();
+    let wait = std::time::Duration::from_secs(5);
+    let read = subs.read("s", "", 0, 1, wait).await.unwrap();
+    assert_eq!(read.records.len(), 1);
+    // Offset 1 was never delivered, so this caller holds no lease on it.
+    let err = subs.nack("s", "", 0, &[(0, 0), (0, 1)]).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err:?}");
+    assert!(err.to_string().contains("0@1"), "{err}");
+    // All or nothing: offset 0 was not given back, so it is not delivered again now.
+    let again = subs
+        .read("s", "", 0, 10, std::time::Duration::from_millis(300))
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = again.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [1]);
+    // The holder's nack works, and the ack of a held record too.
+    subs.nack("s", "", 0, &[(0, 1)]).await.unwrap();
+    subs.ack("s", "", 0, &[(0, 0)]).await.unwrap();
+}
