@@ -243,8 +243,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts 3 cluster managers (broker lease `lease`) and 3 brokers.
+    /// Starts 3 cluster managers (broker lease `lease`) and 3 brokers whose followers
+    /// leave the in-sync replicas after lagging that long too.
     pub fn start(lease: &str) -> Cluster {
+        Cluster::start_with(Some(lease))
+    }
+
+    /// Starts 3 cluster managers and 3 brokers with pubsubd's default lease and
+    /// replica lag: what a deployment gets without tuning.
+    pub fn start_default() -> Cluster {
+        Cluster::start_with(None)
+    }
+
+    fn start_with(lease: Option<&str>) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let peers: Vec<String> = ports
@@ -256,7 +267,7 @@ impl Cluster {
         let managers: Vec<Server> = (0..3)
             .map(|i| {
                 let data = dir.path().join(format!("cm{}", i + 1));
-                let args = vec![
+                let mut args = vec![
                     "cluster-manager".to_string(),
                     "--id".into(),
                     (i + 1).to_string(),
@@ -266,9 +277,10 @@ impl Cluster {
                     data.display().to_string(),
                     "--peers".into(),
                     peers.clone(),
-                    "--lease".into(),
-                    lease.to_string(),
                 ];
+                if let Some(lease) = lease {
+                    args.extend(["--lease".to_string(), lease.to_string()]);
+                }
                 Server::spawn(&data, args, &format!("127.0.0.1:{}", ports[i]))
             })
             .collect();
@@ -277,7 +289,7 @@ impl Cluster {
         let brokers = (0..3)
             .map(|i| {
                 let data = dir.path().join(format!("broker{}", i + 1));
-                let args = vec![
+                let mut args = vec![
                     "broker".to_string(),
                     "--id".into(),
                     (i + 1).to_string(),
@@ -287,9 +299,10 @@ impl Cluster {
                     data.display().to_string(),
                     "--cluster-managers".into(),
                     manager_list.clone(),
-                    "--replica-lag-max".into(),
-                    lease.to_string(),
                 ];
+                if let Some(lease) = lease {
+                    args.extend(["--replica-lag-max".to_string(), lease.to_string()]);
+                }
                 Server::spawn(&data, args, &format!("127.0.0.1:{}", free_port()))
             })
             .collect();
