@@ -158,6 +158,25 @@ impl Server {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Stops the process with SIGSTOP: it keeps its sockets but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a paused process with SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the server runs").to_string();
+        let status = Command::new("kill").args([signal, &pid]).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "kill {signal} {pid} failed"
+        );
+    }
+
     /// Kills the server with SIGKILL and waits for it to die.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -8,6 +8,7 @@ mod cluster;
 mod consumer;
 mod consumer_integrity;
 mod errors;
+mod failover;
 mod fsync;
 mod full_disk;
 mod grpc;
