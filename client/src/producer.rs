@@ -484,8 +484,9 @@ struct Numbering {
 enum SessionEnd {
     /// The batch queue closed and nothing is outstanding.
     Done,
-    /// The stream failed; outstanding batches are to be resent after a backoff.
-    Retry,
+    /// The stream failed; outstanding batches are to be resent after a backoff, or
+    /// as soon as the partition has a leader other than `failed_leader`.
+    Retry { failed_leader: Option<String> },
 }
 
 impl PartitionSender {
@@ -498,14 +499,21 @@ impl PartitionSender {
                 .await
             {
                 SessionEnd::Done => return,
-                SessionEnd::Retry => {
+                SessionEnd::Retry { failed_leader } => {
                     failures += 1;
                     let backoff = self
                         .config
                         .retry_backoff
                         .saturating_mul(1 << failures.min(16))
                         .min(self.config.retry_backoff_max);
-                    tokio::time::sleep(backoff).await;
+                    match failed_leader {
+                        Some(leader) => {
+                            self.router
+                                .await_new_leader(self.partition, &leader, backoff)
+                                .await
+                        }
+                        None => tokio::time::sleep(backoff).await,
+                    }
                 }
             }
         }
@@ -547,11 +555,11 @@ impl PartitionSender {
         }
         let leader = match self.router.leader(self.partition).await {
             Ok(address) => address,
-            Err(error) => return self.fail_attempt(outstanding, error),
+            Err(error) => return self.fail_attempt(outstanding, error, None),
         };
         let mut stub = match self.client.broker_stub_at(&leader) {
             Ok(stub) => stub,
-            Err(error) => return self.fail_attempt(outstanding, error),
+            Err(error) => return self.fail_attempt(outstanding, error, Some(&leader)),
         };
         let (requests, request_stream) = mpsc::channel(self.config.max_in_flight + 1);
         let open = stub.produce_stream(tokio_stream::wrappers::ReceiverStream::new(request_stream));
@@ -563,7 +571,9 @@ impl PartitionSender {
         }
         let mut responses = match open.await {
             Ok(response) => response.into_inner(),
-            Err(status) => return self.fail_attempt(outstanding, link_error(&leader, status)),
+            Err(status) => {
+                return self.fail_attempt(outstanding, link_error(&leader, status), Some(&leader));
+            }
         };
         let mut queue_open = true;
         loop {
@@ -581,7 +591,7 @@ impl PartitionSender {
                         }
                         outstanding.push_back(batch);
                         if requests.send(request).await.is_err() {
-                            return SessionEnd::Retry;
+                            return SessionEnd::Retry { failed_leader: Some(leader) };
                         }
                     }
                     None => queue_open = false,
@@ -589,7 +599,7 @@ impl PartitionSender {
                 response = responses.next() => match response {
                     Some(Ok(response)) => {
                         let Some(batch) = outstanding.pop_front() else {
-                            return SessionEnd::Retry;
+                            return SessionEnd::Retry { failed_leader: None };
                         };
                         match response.error {
                             None => {
@@ -602,23 +612,21 @@ impl PartitionSender {
                                 // later batches were not appended and are resent.
                                 outstanding.push_front(batch);
                                 let code = tonic::Code::from_i32(error.code);
-                                let error = Error::Server { code, message: error.message, valid_range: None };
-                                return self.fail_attempt(outstanding, error);
+                                let error = Error::Server { code, message: error.message, valid_range: None, leader_address: None };
+                                return self.fail_attempt(outstanding, error, Some(&leader));
                             }
                         }
                     }
-                    Some(Err(status)) => return self.fail_attempt(outstanding, link_error(&leader, status)),
-                    None => return self.fail_attempt(outstanding, Error::Transport {
-                        address: self.client.address().to_string(),
-                        message: "produce stream closed".into(),
-                    }),
+                    Some(Err(status)) => return self.fail_attempt(outstanding, link_error(&leader, status), Some(&leader)),
+                    None => {
+                        let closed = Error::Transport { address: leader.clone(), message: "produce stream closed".into() };
+                        return self.fail_attempt(outstanding, closed, Some(&leader));
+                    }
                 },
             }
         }
     }
 
-    /// Charges an attempt to the first outstanding batch; fails it for good if the
-    /// error is not retriable or it is out of retries.
     /// Gives a batch its producer id, epoch and sequence numbers as it is first sent.
     fn number(&self, batch: &mut ClosedBatch) {
         if self.producer_id < 0 {
@@ -658,9 +666,17 @@ impl PartitionSender {
         }
     }
 
-    fn fail_attempt(&self, outstanding: &mut VecDeque<ClosedBatch>, error: Error) -> SessionEnd {
-        // The leader may have moved: look it up again before the next attempt.
-        self.router.invalidate();
+    /// Charges an attempt to the first outstanding batch; fails it for good if the
+    /// error is not retriable or it is out of retries. `leader` is the broker the
+    /// attempt went to, if it got that far.
+    fn fail_attempt(
+        &self,
+        outstanding: &mut VecDeque<ClosedBatch>,
+        error: Error,
+        leader: Option<&str>,
+    ) -> SessionEnd {
+        // The leader may have moved: follow the broker's hint, or look it up again.
+        self.router.learn_from(self.partition, &error);
         if let Some(first) = outstanding.front_mut() {
             first.attempts += 1;
             let retriable = error.is_retriable() || error.may_be_metadata_lag();
@@ -685,6 +701,8 @@ impl PartitionSender {
                 tracing::debug!(topic = %self.topic, partition = self.partition, error = %error, "retrying batch");
             }
         }
-        SessionEnd::Retry
+        SessionEnd::Retry {
+            failed_leader: leader.map(str::to_string),
+        }
     }
 }

@@ -344,11 +344,22 @@ impl Cluster {
 
 /// Runs `pubsub --server ADDR ARGS...` with `stdin` fed in; returns its output.
 pub fn pubsub(server: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut command = Command::new(binary("pubsub"));
+    command.arg("--server").arg(server).args(args);
+    run_pubsub(command, args, stdin)
+}
+
+/// Runs `pubsub ARGS...` with extra environment (`PUBSUB_SERVER`, say) and `stdin`
+/// fed in; returns its output.
+pub fn pubsub_with_env(env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
+    let mut command = Command::new(binary("pubsub"));
+    command.args(args).envs(env.iter().copied());
+    run_pubsub(command, args, stdin)
+}
+
+fn run_pubsub(mut command: Command, args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = Command::new(binary("pubsub"))
-        .arg("--server")
-        .arg(server)
-        .args(args)
+    let mut child = command
         .env("NO_COLOR", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -4,28 +4,16 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pubsub_client::{
-    Acks, Admin, Client, NewTopic, Producer, ProducerConfig, ProducerRecord, Result,
-};
+use pubsub_client::{Acks, Admin, Client, Producer, ProducerConfig, ProducerRecord, Result};
 use pubsub_proto::v1::{self, broker_client::BrokerClient};
 use pubsub_storage::{BatchBuilder, Compression, ProducerStamp};
 use pubsub_tests::Cluster;
 
-use crate::cluster::wait_for_brokers;
+use crate::create_replicated;
 
 /// Longest acceptable stall of an acks=all writer after `kill -9` of its partition's
 /// leader, with pubsubd's default lease.
 const STALL_MAX: Duration = Duration::from_millis(4500);
-
-/// A topic of `partitions` partitions with 3 replicas.
-fn replicated(name: &str, partitions: u32) -> NewTopic {
-    NewTopic {
-        name: name.into(),
-        partitions,
-        replication_factor: 3,
-        ..NewTopic::default()
-    }
-}
 
 /// Producer settings of the failover tests: acks=all, retries enough to outlast it.
 fn acks_all() -> ProducerConfig {
@@ -57,12 +45,7 @@ async fn round(producer: &Producer, partitions: u32, seq: u32) -> Result<()> {
 async fn writers_stall_briefly_when_a_leader_is_killed() {
     const PARTITIONS: u32 = 3;
     let mut cluster = Cluster::start_default();
-    wait_for_brokers(&cluster).await;
-    let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
-    let created = Admin::new(client.clone())
-        .create_topic(replicated("stall", PARTITIONS))
-        .await
-        .unwrap();
+    let (client, created) = create_replicated(&cluster, "stall", PARTITIONS).await;
     let victim = created
         .partitions
         .iter()
@@ -103,12 +86,7 @@ async fn leader_seen_by(broker: &str, topic: &str, partition: usize) -> Option<u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_answers_its_waiting_write_not_leader_as_soon_as_it_resumes() {
     let cluster = Cluster::start("3s");
-    wait_for_brokers(&cluster).await;
-    let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
-    let created = Admin::new(client)
-        .create_topic(replicated("paused", 1))
-        .await
-        .unwrap();
+    let (_, created) = create_replicated(&cluster, "paused", 1).await;
     let leader = created.partitions[0].leader.unwrap();
     let followers: Vec<u32> = (1..=3).filter(|&id| id != leader).collect();
     let node = |id: u32| &cluster.brokers[id as usize - 1];
