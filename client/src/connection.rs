@@ -41,7 +41,7 @@ const ADDRESSES_MAX: usize = 1_024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
     /// A read: safe to send anywhere again, whatever happened to the first attempt.
-    /// Each attempt has a deadline, so a paused broker does not hold it.
+    /// Each attempt but the last has a deadline, so a paused broker does not hold it.
     Idempotent,
     /// A change: sent again only if the first attempt never left (no connection).
     OnlyIfNotSent,
@@ -176,17 +176,21 @@ impl Client {
         let mut order = vec![preferred.clone()];
         order.extend(self.addresses().into_iter().filter(|a| *a != preferred));
         let mut last = None;
-        for address in order {
+        let count = order.len();
+        for (index, address) in order.into_iter().enumerate() {
             let attempt = call(admin(self.channel(&address)?));
+            // The last server left is waited for: there is nowhere else to go.
             let outcome = match retry {
-                Retry::Idempotent => tokio::time::timeout(METADATA_CALL_TIMEOUT, attempt)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Status::deadline_exceeded(format!(
-                            "no answer from {address} within {METADATA_CALL_TIMEOUT:?}"
-                        )))
-                    }),
-                Retry::OnlyIfNotSent => attempt.await,
+                Retry::Idempotent if index + 1 < count => {
+                    tokio::time::timeout(METADATA_CALL_TIMEOUT, attempt)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Status::deadline_exceeded(format!(
+                                "no answer from {address} within {METADATA_CALL_TIMEOUT:?}"
+                            )))
+                        })
+                }
+                Retry::Idempotent | Retry::OnlyIfNotSent => attempt.await,
             };
             match outcome {
                 Ok(response) => {
