@@ -3,12 +3,13 @@
 # manager, each its own pubsubd process, data under ${DATA:-./cluster-data}. Ctrl-C stops them all.
 #
 #   deploy/local-cluster.sh            # builds release binaries first
-#   pubsub --server 127.0.0.1:9392 create orders --partitions 6 --replication-factor 3
+#   export PUBSUB_SERVER=127.0.0.1:9392,127.0.0.1:9412,127.0.0.1:9422   # any live one will do
+#   pubsub create orders --partitions 6 --replication-factor 3
 #   pubsub cluster status --cluster-manager 127.0.0.1:9501
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-./cluster-data}
-LEASE=${LEASE:-6s}
+LEASE=${LEASE:-3s}
 cargo build --release --bins -q
 BIN=target/release/pubsubd
 mkdir -p "$DATA"
@@ -31,10 +32,10 @@ for id in 1 2 3; do
     pids+=($!)
 done
 "$BIN" consumer-manager --listen 127.0.0.1:9402 --data-dir "$DATA/consumers" \
-    --brokers 127.0.0.1:9392 >"$DATA/consumers.out" 2>"$DATA/consumers.log" &
+    --brokers 127.0.0.1:9392,127.0.0.1:9412,127.0.0.1:9422 >"$DATA/consumers.out" 2>"$DATA/consumers.log" &
 pids+=($!)
 echo "cluster managers: $MANAGERS"
 echo "consumer manager: 127.0.0.1:9402 (pubsub --consumer-manager 127.0.0.1:9402 subscribe ...)"
-echo "brokers: 127.0.0.1:9392 127.0.0.1:9412 127.0.0.1:9422 (logs in $DATA/*.log)"
+echo "brokers: 127.0.0.1:9392,127.0.0.1:9412,127.0.0.1:9422 (a bootstrap list for --server or PUBSUB_SERVER; logs in $DATA/*.log)"
 echo "Ctrl-C stops everything."
 wait

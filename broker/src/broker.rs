@@ -260,7 +260,7 @@ impl Broker {
         // know it yet; the role tasks start after.
         let mut changed = Vec::new();
         for topic in next.values() {
-            changed.extend(self.apply_roles(topic));
+            changed.extend(self.apply_roles(topic, &metadata.brokers));
         }
         *self
             .topics
@@ -315,6 +315,8 @@ impl Broker {
                     .await?;
                     Some(Arc::new(Partition::new(
                         log,
+                        &topic.name,
+                        index as u32,
                         self.config.broker_id,
                         self.disk.clone(),
                     )))
@@ -329,9 +331,14 @@ impl Broker {
         })
     }
 
-    /// Gives each hosted replica of `topic` its role from the metadata; returns those
-    /// whose leader or epoch changed, whose fetcher or ISR task must restart.
-    fn apply_roles(&self, topic: &HostedTopic) -> Vec<(String, u32, Arc<Partition>, Role)> {
+    /// Gives each hosted replica of `topic` its role from the metadata (`brokers` is
+    /// the same metadata's broker list); returns those whose leader or epoch changed,
+    /// whose fetcher or ISR task must restart.
+    fn apply_roles(
+        &self,
+        topic: &HostedTopic,
+        brokers: &[v1::BrokerMetadata],
+    ) -> Vec<(String, u32, Arc<Partition>, Role)> {
         let mut changed = Vec::new();
         for (index, metadata) in topic.metadata.partitions.iter().enumerate() {
             let Some(partition) = topic.partitions.get(index).cloned().flatten() else {
@@ -342,6 +349,12 @@ impl Broker {
                 leader_epoch: metadata.leader_epoch,
                 replicas: metadata.replicas.clone(),
                 in_sync_replicas: metadata.in_sync_replicas.clone(),
+                leader_address: metadata.leader.and_then(|id| {
+                    brokers
+                        .iter()
+                        .find(|b| b.id == id)
+                        .map(|b| b.address.clone())
+                }),
             };
             match partition.set_role(role.clone()) {
                 Ok(previous)

@@ -18,7 +18,10 @@ use crate::partition::blocking;
 const WATCH_RETRY: Duration = Duration::from_millis(300);
 /// Pause between attempts to open topics that failed to open.
 const UNHOSTED_RETRY: Duration = Duration::from_secs(2);
-/// Heartbeats per lease: three chances before the lease runs out.
+/// Heartbeats per lease: three chances before the lease runs out. Each attempt on one
+/// cluster-manager node is also bounded by lease / HEARTBEATS_PER_LEASE, so a node
+/// that accepts the call but never answers (paused, or cut off behind a live TCP
+/// connection) costs one chance, not the lease: the next node is tried at once.
 const HEARTBEATS_PER_LEASE: u32 = 3;
 
 /// Registers the broker and applies the first metadata snapshot; returns the lease.
@@ -88,9 +91,18 @@ async fn heartbeat_loop(broker: Arc<Broker>, mut lease: Duration) {
             }
             continue;
         }
+        let attempt = lease / HEARTBEATS_PER_LEASE;
         let answer = broker
             .link()
-            .call(|mut stub| async move { stub.heartbeat(request).await })
+            .call(|mut stub| async move {
+                tokio::time::timeout(attempt, stub.heartbeat(request))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(tonic::Status::deadline_exceeded(format!(
+                            "no heartbeat answer within {attempt:?}"
+                        )))
+                    })
+            })
             .await;
         match answer {
             Ok(response) => lease = Duration::from_millis(response.lease_ms.max(300)),

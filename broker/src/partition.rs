@@ -7,6 +7,11 @@
 //! every in-sync replica, which wakes consumers' long polls). The leader computes the
 //! high watermark as the smallest log end among the in-sync replicas; a follower takes
 //! the leader's, capped by its own log end.
+//!
+//! A third watch publishes the term (leader and leader epoch). Producers waiting for
+//! the high watermark (acks=all) also wait on it: a replica deposed while they wait,
+//! paused past its lease for instance, answers them all at once with NOT_LEADER
+//! naming the new leader, instead of holding them until their timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +36,15 @@ pub struct Role {
     pub replicas: Vec<u32>,
     /// The in-sync replicas.
     pub in_sync_replicas: Vec<u32>,
+    /// The leader's client address, from the same metadata.
+    pub leader_address: Option<String>,
+}
+
+/// Who leads a partition in which epoch: what a waiting producer's answer depends on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Term {
+    leader: Option<u32>,
+    leader_epoch: i32,
 }
 
 /// A follower's progress as the leader sees it.
@@ -53,9 +67,13 @@ struct ReplicaState {
 pub struct Partition {
     log: Arc<Log>,
     disk: Arc<DiskSpace>,
+    topic: String,
+    index: u32,
     broker_id: u32,
     log_end: watch::Sender<u64>,
     high_watermark: watch::Sender<u64>,
+    /// Changes whenever the leader or the leader epoch does.
+    term: watch::Sender<Term>,
     state: Mutex<ReplicaState>,
 }
 
@@ -82,17 +100,21 @@ impl Drop for Partition {
 }
 
 impl Partition {
-    /// Wraps an opened log hosted by broker `broker_id`. The high watermark starts at
-    /// the log start and moves once the replica knows its role and its peers' progress.
-    pub fn new(log: Log, broker_id: u32, disk: Arc<DiskSpace>) -> Self {
+    /// Wraps the opened log of partition `index` of `topic`, hosted by broker
+    /// `broker_id`. The high watermark starts at the log start and moves once the
+    /// replica knows its role and its peers' progress.
+    pub fn new(log: Log, topic: &str, index: u32, broker_id: u32, disk: Arc<DiskSpace>) -> Self {
         let end = log.log_end_offset();
         let start = log.log_start_offset();
         Partition {
             log: Arc::new(log),
             disk,
+            topic: topic.to_string(),
+            index,
             broker_id,
             log_end: watch::Sender::new(end),
             high_watermark: watch::Sender::new(start),
+            term: watch::Sender::new(Term::default()),
             state: Mutex::new(ReplicaState {
                 role: Role::default(),
                 followers: HashMap::new(),
@@ -167,6 +189,15 @@ impl Partition {
                 .collect();
         }
         drop(state);
+        let term = Term {
+            leader: role.leader,
+            leader_epoch: role.leader_epoch,
+        };
+        self.term.send_if_modified(|current| {
+            let changed = *current != term;
+            *current = term;
+            changed
+        });
         self.advance_high_watermark();
         Ok(previous)
     }
@@ -304,12 +335,50 @@ impl Partition {
         );
     }
 
-    /// Waits until the high watermark reaches `offset` or `deadline` passes.
-    pub async fn await_high_watermark(&self, offset: u64, deadline: tokio::time::Instant) -> bool {
+    /// Waits until the high watermark reaches `offset` (true) or `deadline` passes
+    /// (false), while this replica leads in the term it leads now.
+    ///
+    /// Fails at once with NOT_LEADER, naming the new leader, if the replica does not
+    /// lead or the term changes while waiting: a deposed leader's high watermark never
+    /// moves again, and the producer should retry where the partition now lives. (Its
+    /// records may still be committed; an idempotent retry is answered with their
+    /// offsets.)
+    pub async fn await_high_watermark(
+        &self,
+        offset: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<bool> {
         let mut watermark = self.high_watermark.subscribe();
-        tokio::time::timeout_at(deadline, watermark.wait_for(|&hw| hw >= offset))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        let mut term = self.term.subscribe();
+        if term.borrow_and_update().leader != Some(self.broker_id) {
+            return Err(self.deposed());
+        }
+        let reached = tokio::time::timeout_at(deadline, watermark.wait_for(|&hw| hw >= offset));
+        tokio::select! {
+            // Reached wins a tie: the records are on every in-sync replica, whoever
+            // leads now.
+            biased;
+            reached = reached => Ok(reached.is_ok_and(|r| r.is_ok())),
+            _ = term.changed() => Err(self.deposed()),
+        }
+    }
+
+    /// The answer to a producer whose leader was deposed while it waited.
+    fn deposed(&self) -> Error {
+        let role = self.role();
+        if role.leader == Some(self.broker_id) {
+            return Error::Unavailable(format!(
+                "the leader epoch of {}-{} changed to {} while the write waited for the in-sync replicas; the records may still be committed",
+                self.topic, self.index, role.leader_epoch
+            ));
+        }
+        Error::NotLeader {
+            topic: self.topic.clone(),
+            partition: self.index,
+            broker: self.broker_id,
+            leader: role.leader,
+            leader_address: role.leader_address,
+        }
     }
 
     /// Reads batches from `offset` below `end` (the high watermark for consumers, the
@@ -368,6 +437,8 @@ pub async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use pubsub_storage::{BatchBuilder, Compression, FsyncPolicy, LogConfig, ProducerStamp};
 
@@ -378,7 +449,7 @@ mod tests {
             ..LogConfig::default()
         };
         let disk = Arc::new(DiskSpace::new(dir.to_path_buf(), 0));
-        Partition::new(Log::open(dir, config).unwrap(), 1, disk)
+        Partition::new(Log::open(dir, config).unwrap(), "t", 0, 1, disk)
     }
 
     fn batch(records: u32) -> Bytes {
@@ -400,6 +471,7 @@ mod tests {
             leader_epoch: 1,
             replicas: vec![1, 2, 3],
             in_sync_replicas: isr.to_vec(),
+            leader_address: None,
         }
     }
 
@@ -443,9 +515,79 @@ mod tests {
                 leader_epoch: 1,
                 replicas: vec![1, 2],
                 in_sync_replicas: vec![1, 2],
+                leader_address: Some("b2:9392".into()),
             })
             .unwrap();
         partition.follow_high_watermark(50);
         assert_eq!(partition.high_watermark(), 0, "nothing replicated yet");
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leader_answers_its_waiting_producers_at_once_naming_the_new_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = Arc::new(partition(dir.path()));
+        partition.set_role(leader_of(&[1, 2, 3])).unwrap();
+        partition.append(vec![batch(10)]).await.unwrap();
+        let far = tokio::time::Instant::now() + Duration::from_secs(30);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let partition = partition.clone();
+                tokio::spawn(async move { partition.await_high_watermark(10, far).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        partition
+            .set_role(Role {
+                leader: Some(2),
+                leader_epoch: 2,
+                leader_address: Some("b2:9392".into()),
+                ..leader_of(&[2, 3])
+            })
+            .unwrap();
+        for waiter in waiters {
+            let answer = tokio::time::timeout(Duration::from_secs(1), waiter)
+                .await
+                .expect("answered at once, not at the deadline")
+                .unwrap();
+            let Err(Error::NotLeader {
+                leader,
+                leader_address,
+                ..
+            }) = answer
+            else {
+                panic!("expected NOT_LEADER, got {answer:?}");
+            };
+            assert_eq!(leader, Some(2));
+            assert_eq!(leader_address.as_deref(), Some("b2:9392"));
+        }
+        // A producer arriving after the change is refused at once too.
+        assert!(matches!(
+            partition.await_high_watermark(10, far).await,
+            Err(Error::NotLeader { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_producer_is_answered_when_the_high_watermark_reaches_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = Arc::new(partition(dir.path()));
+        partition.set_role(leader_of(&[1, 2])).unwrap();
+        partition.append(vec![batch(10)]).await.unwrap();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert!(
+            !partition.await_high_watermark(10, soon).await.unwrap(),
+            "times out while the follower lags"
+        );
+        let far = tokio::time::Instant::now() + Duration::from_secs(30);
+        let waiter = tokio::spawn({
+            let partition = partition.clone();
+            async move { partition.await_high_watermark(10, far).await }
+        });
+        tokio::task::yield_now().await;
+        // An ISR change keeps the term: the waiter goes on waiting.
+        partition.set_role(leader_of(&[1, 2, 3])).unwrap();
+        partition.set_role(leader_of(&[1, 2])).unwrap();
+        partition.record_follower(2, 10);
+        assert!(waiter.await.unwrap().unwrap());
     }
 }

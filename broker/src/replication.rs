@@ -321,6 +321,7 @@ mod tests {
             leader_epoch: 3,
             replicas: vec![1, 2, 3],
             in_sync_replicas: isr.to_vec(),
+            leader_address: None,
         }
     }
 

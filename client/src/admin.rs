@@ -1,8 +1,12 @@
 //! Topic administration: create, delete, list, describe.
+//!
+//! Each call goes to the server that answered last and moves on to the next known
+//! one while a server cannot be reached ([`Client::on_any_admin`]): reads wherever
+//! the link failed, changes only where they were never sent.
 
 use pubsub_proto::v1;
 
-use crate::connection::Client;
+use crate::connection::{Client, Retry};
 use crate::error::Result;
 
 /// Settings for a new topic; unset values take the server's defaults.
@@ -32,28 +36,33 @@ impl Admin {
 
     /// Creates a topic and returns its description.
     pub async fn create_topic(&self, topic: NewTopic) -> Result<v1::TopicDescription> {
+        let request = v1::CreateTopicRequest {
+            name: topic.name,
+            partitions: topic.partitions,
+            replication_factor: topic.replication_factor,
+            config: Some(topic.config),
+        };
         let response = self
             .client
-            .admin_stub()
-            .create_topic(v1::CreateTopicRequest {
-                name: topic.name,
-                partitions: topic.partitions,
-                replication_factor: topic.replication_factor,
-                config: Some(topic.config),
+            .on_any_admin(Retry::OnlyIfNotSent, |mut stub| {
+                let request = request.clone();
+                async move { stub.create_topic(request).await }
             })
             .await?;
         response
-            .into_inner()
             .topic
             .ok_or_else(|| crate::Error::Decode("create topic answered without a topic".into()))
     }
 
     /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let request = v1::DeleteTopicRequest {
+            name: name.to_string(),
+        };
         self.client
-            .admin_stub()
-            .delete_topic(v1::DeleteTopicRequest {
-                name: name.to_string(),
+            .on_any_admin(Retry::OnlyIfNotSent, |mut stub| {
+                let request = request.clone();
+                async move { stub.delete_topic(request).await }
             })
             .await?;
         Ok(())
@@ -61,24 +70,30 @@ impl Admin {
 
     /// Every topic, sorted by name.
     pub async fn list_topics(&self) -> Result<Vec<v1::TopicSummary>> {
-        Ok(self
+        let response = self
             .client
-            .admin_stub()
-            .list_topics(v1::ListTopicsRequest {})
-            .await?
-            .into_inner()
-            .topics)
+            .on_any_admin(Retry::Idempotent, |mut stub| async move {
+                stub.list_topics(v1::ListTopicsRequest {}).await
+            })
+            .await?;
+        Ok(response.topics)
     }
 
-    /// A topic's settings, partitions and offsets, and the brokers that host them.
+    /// A topic's settings, partitions and offsets, and the brokers that host them
+    /// (whose addresses the client remembers, to fall back on).
     pub async fn describe_topic(&self, name: &str) -> Result<v1::DescribeTopicResponse> {
-        Ok(self
+        let request = v1::DescribeTopicRequest {
+            name: name.to_string(),
+        };
+        let response = self
             .client
-            .admin_stub()
-            .describe_topic(v1::DescribeTopicRequest {
-                name: name.to_string(),
+            .on_any_admin(Retry::Idempotent, |mut stub| {
+                let request = request.clone();
+                async move { stub.describe_topic(request).await }
             })
-            .await?
-            .into_inner())
+            .await?;
+        self.client
+            .learn(response.brokers.iter().map(|b| b.address.as_str()));
+        Ok(response)
     }
 }

@@ -3,6 +3,11 @@
 //! Each poll fetches every assigned partition concurrently with a long poll, so an
 //! idle consumer costs one outstanding request per partition and new records arrive
 //! as soon as the broker has them.
+//!
+//! Fetches and offset lookups go to each partition's leader, as Kafka's consumers'
+//! do: a follower's high watermark lags the leader's, so a read started after an
+//! acks=all acknowledgement sees the record only at the leader. A broker that is no
+//! longer the leader names the new one, and the next fetch goes there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -218,8 +223,10 @@ impl Consumer {
                         && attempt < RESOLVE_RETRIES =>
                 {
                     attempt += 1;
-                    self.router.invalidate();
-                    tokio::time::sleep(FETCH_RETRY_PAUSE).await;
+                    self.router.learn_from(partition, &e);
+                    if e.leader_hint().is_none() {
+                        tokio::time::sleep(FETCH_RETRY_PAUSE).await;
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -252,9 +259,14 @@ impl Consumer {
                     .map_err(Error::from)
             };
             let result = attempt.await;
-            if result.as_ref().is_err_and(Error::is_retriable) {
-                router.invalidate();
-                tokio::time::sleep(FETCH_RETRY_PAUSE).await;
+            if let Err(error) = &result
+                && error.is_retriable()
+            {
+                // A broker that names the new leader is followed at once.
+                router.learn_from(partition, error);
+                if error.leader_hint().is_none() {
+                    tokio::time::sleep(FETCH_RETRY_PAUSE).await;
+                }
             }
             let _ = results
                 .send(FetchDone {

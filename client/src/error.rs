@@ -2,6 +2,9 @@
 
 use tonic::Code;
 
+/// Status metadata in which a broker that does not lead a partition names the leader.
+const LEADER_ADDRESS_KEY: &str = "pubsub-leader-address";
+
 /// Result alias of the client crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -18,6 +21,9 @@ pub enum Error {
         message: String,
         /// For OUT_OF_RANGE fetches: the valid offsets, if the server sent them.
         valid_range: Option<(u64, u64)>,
+        /// For UNAVAILABLE from a broker that does not lead the partition: the
+        /// leader's address, if the broker knows it.
+        leader_address: Option<String>,
     },
     /// The server could not be reached or the connection broke.
     #[error("cannot reach {address}: {message}")]
@@ -71,6 +77,18 @@ impl Error {
         }
     }
 
+    /// The partition leader's address a broker named when it refused a request it
+    /// does not lead: where to send it again.
+    pub fn leader_hint(&self) -> Option<&str> {
+        match self {
+            Error::Server {
+                leader_address: Some(address),
+                ..
+            } => Some(address),
+            _ => None,
+        }
+    }
+
     /// True for a NOT_FOUND that may be a broker not yet knowing a new topic: worth a
     /// bounded retry against a partition leader (the metadata reaches brokers one by one).
     pub fn may_be_metadata_lag(&self) -> bool {
@@ -107,17 +125,25 @@ impl From<tonic::Status> for Error {
         };
         let message = match status.code() {
             Code::Unavailable
-                if status.message().contains("tcp connect")
+                if crate::connection::never_sent(&status)
+                    || status.message().contains("tcp connect")
                     || status.message().contains("transport") =>
             {
                 format!("server unavailable: {}", status.message())
             }
             _ => status.message().to_string(),
         };
+        let leader_address = status
+            .metadata()
+            .get(LEADER_ADDRESS_KEY)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
         Error::Server {
             code: status.code(),
             message,
             valid_range,
+            leader_address,
         }
     }
 }

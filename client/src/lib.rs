@@ -1,6 +1,8 @@
 //! pubsub-client: the Rust SDK for pubsub.
 //!
-//! - [`Client`]: a connection to a server, shared by everything below.
+//! - [`Client`]: connections to a cluster, from one address or a bootstrap list
+//!   (`"a:9392,b:9392"`), shared by everything below. It learns the other brokers
+//!   from the metadata and sends each partition's reads and writes to its leader.
 //! - [`Admin`]: create, delete, list and describe topics.
 //! - [`Producer`]: batches records per partition (size and linger), compresses them,
 //!   keeps several batches in flight per partition without reordering, retries, and

@@ -3,8 +3,9 @@
 //!
 //! Records flow through a bounded queue into one accumulator task that keeps a
 //! [`BatchBuilder`] per partition and closes a batch when it reaches `batch_bytes` or
-//! has waited `linger`. A closed batch goes to its partition's sender task, which keeps
-//! up to `max_in_flight` batches outstanding on a `ProduceStream`. The broker answers
+//! has waited `linger`. A closed batch goes to its partition's sender task
+//! (`producer/sender.rs`), which keeps up to `max_in_flight` batches outstanding on a
+//! `ProduceStream` to the partition's leader. The broker answers
 //! a stream's requests in order and ends the stream after a failed one, so batches
 //! after a failure are never appended ahead of it: the sender reopens the stream and
 //! resends them, in order, after the retry.
@@ -12,22 +13,23 @@
 //! Delivery: at least once. A batch whose answer was lost with the connection is
 //! sent again and may be stored twice; idempotent producers (issue 5) remove that.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use pubsub_proto::v1;
 use pubsub_storage::{BatchBuilder, Compression, Header, ProducerStamp};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_stream::StreamExt;
 
 use crate::connection::Client;
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 use crate::record::ProducerRecord;
 use crate::routing::Router;
+
+mod sender;
+
+use sender::PartitionSender;
 
 /// How many replicas must have a batch before it counts as sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -408,38 +410,18 @@ impl Accumulator {
         self.senders[partition as usize]
             .get_or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(self.config.max_in_flight);
-                let sender = PartitionSender {
-                    client: self.client.clone(),
-                    router: self.router.clone(),
-                    topic: self.topic.clone(),
+                let sender = PartitionSender::new(
+                    self.client.clone(),
+                    self.router.clone(),
+                    &self.topic,
                     partition,
-                    config: self.config.clone(),
-                    producer_id: self.producer_id,
-                    numbering: std::sync::Mutex::new(Numbering::default()),
-                };
+                    self.config.clone(),
+                    self.producer_id,
+                );
                 tokio::spawn(sender.run(rx));
                 tx
             })
             .clone()
-    }
-}
-
-/// The error for a status that ended a produce stream (rather than one answer on it):
-/// the link broke or the server failed outside any request, so whatever was in flight
-/// has an unknown outcome and is retried with the same numbering, which the broker
-/// recognizes if it stored it. h2 reports a peer that vanished as UNKNOWN, INTERNAL or
-/// CANCELLED; only a deliberate refusal keeps its code.
-fn link_error(leader: &str, status: tonic::Status) -> Error {
-    match status.code() {
-        tonic::Code::Unknown
-        | tonic::Code::Internal
-        | tonic::Code::Cancelled
-        | tonic::Code::Unavailable
-        | tonic::Code::DeadlineExceeded => Error::Transport {
-            address: leader.to_string(),
-            message: status.message().to_string(),
-        },
-        _ => Error::from(status),
     }
 }
 
@@ -460,231 +442,4 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Sends one partition's batches over an ordered stream, keeping several in flight.
-struct PartitionSender {
-    client: Client,
-    router: Arc<Router>,
-    topic: String,
-    partition: u32,
-    config: ProducerConfig,
-    producer_id: i64,
-    numbering: std::sync::Mutex<Numbering>,
-}
-
-/// The producer epoch and next sequence number of one partition's batches.
-#[derive(Default)]
-struct Numbering {
-    epoch: i16,
-    next_sequence: i32,
-}
-
-/// Why a stream session ended.
-enum SessionEnd {
-    /// The batch queue closed and nothing is outstanding.
-    Done,
-    /// The stream failed; outstanding batches are to be resent after a backoff.
-    Retry,
-}
-
-impl PartitionSender {
-    async fn run(self, mut queue: mpsc::Receiver<ClosedBatch>) {
-        let mut outstanding: VecDeque<ClosedBatch> = VecDeque::new();
-        let mut failures = 0u32;
-        loop {
-            match self
-                .session(&mut queue, &mut outstanding, &mut failures)
-                .await
-            {
-                SessionEnd::Done => return,
-                SessionEnd::Retry => {
-                    failures += 1;
-                    let backoff = self
-                        .config
-                        .retry_backoff
-                        .saturating_mul(1 << failures.min(16))
-                        .min(self.config.retry_backoff_max);
-                    tokio::time::sleep(backoff).await;
-                }
-            }
-        }
-    }
-
-    fn request(&self, batch: &ClosedBatch, correlation_id: u64) -> v1::ProduceRequest {
-        let acks = match self.config.acks {
-            Acks::None => v1::Acks::None,
-            Acks::Leader => v1::Acks::Leader,
-            Acks::All => v1::Acks::All,
-        };
-        v1::ProduceRequest {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            acks: acks as i32,
-            batches: vec![batch.bytes.clone()],
-            correlation_id,
-        }
-    }
-
-    /// One stream: resend what is outstanding, then pipeline new batches until the
-    /// queue closes or the stream fails.
-    async fn session(
-        &self,
-        queue: &mut mpsc::Receiver<ClosedBatch>,
-        outstanding: &mut VecDeque<ClosedBatch>,
-        failures: &mut u32,
-    ) -> SessionEnd {
-        // A failure must be charged to a batch, or an unreachable leader would be
-        // retried forever while batches queue up: have one before connecting.
-        if outstanding.is_empty() {
-            match queue.recv().await {
-                Some(mut batch) => {
-                    self.number(&mut batch);
-                    outstanding.push_back(batch);
-                }
-                None => return SessionEnd::Done,
-            }
-        }
-        let leader = match self.router.leader(self.partition).await {
-            Ok(address) => address,
-            Err(error) => return self.fail_attempt(outstanding, error),
-        };
-        let mut stub = match self.client.broker_stub_at(&leader) {
-            Ok(stub) => stub,
-            Err(error) => return self.fail_attempt(outstanding, error),
-        };
-        let (requests, request_stream) = mpsc::channel(self.config.max_in_flight + 1);
-        let open = stub.produce_stream(tokio_stream::wrappers::ReceiverStream::new(request_stream));
-        for (i, batch) in outstanding.iter_mut().enumerate() {
-            batch.sent = true;
-            if requests.send(self.request(batch, i as u64)).await.is_err() {
-                break;
-            }
-        }
-        let mut responses = match open.await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return self.fail_attempt(outstanding, link_error(&leader, status)),
-        };
-        let mut queue_open = true;
-        loop {
-            if !queue_open && outstanding.is_empty() {
-                return SessionEnd::Done;
-            }
-            tokio::select! {
-                batch = queue.recv(), if queue_open && outstanding.len() < self.config.max_in_flight => match batch {
-                    Some(mut batch) => {
-                        self.number(&mut batch);
-                        batch.sent = true;
-                        let request = self.request(&batch, 0);
-                        if self.config.acks == Acks::None {
-                            batch.outcome.send_replace(Some(Ok(None)));
-                        }
-                        outstanding.push_back(batch);
-                        if requests.send(request).await.is_err() {
-                            return SessionEnd::Retry;
-                        }
-                    }
-                    None => queue_open = false,
-                },
-                response = responses.next() => match response {
-                    Some(Ok(response)) => {
-                        let Some(batch) = outstanding.pop_front() else {
-                            return SessionEnd::Retry;
-                        };
-                        match response.error {
-                            None => {
-                                *failures = 0;
-                                let base = response.base_offsets.first().copied();
-                                batch.outcome.send_replace(Some(Ok(base)));
-                            }
-                            Some(error) => {
-                                // The broker ends the stream after a failed request;
-                                // later batches were not appended and are resent.
-                                outstanding.push_front(batch);
-                                let code = tonic::Code::from_i32(error.code);
-                                let error = Error::Server { code, message: error.message, valid_range: None };
-                                return self.fail_attempt(outstanding, error);
-                            }
-                        }
-                    }
-                    Some(Err(status)) => return self.fail_attempt(outstanding, link_error(&leader, status)),
-                    None => return self.fail_attempt(outstanding, Error::Transport {
-                        address: self.client.address().to_string(),
-                        message: "produce stream closed".into(),
-                    }),
-                },
-            }
-        }
-    }
-
-    /// Charges an attempt to the first outstanding batch; fails it for good if the
-    /// error is not retriable or it is out of retries.
-    /// Gives a batch its producer id, epoch and sequence numbers as it is first sent.
-    fn number(&self, batch: &mut ClosedBatch) {
-        if self.producer_id < 0 {
-            return;
-        }
-        let Ok(mut numbering) = self.numbering.lock() else {
-            return;
-        };
-        // Unsent batches are unshared, so this rewrites them in place; only a batch
-        // renumbered after a failure (its bytes still held by a request) is copied.
-        let mut bytes = std::mem::take(&mut batch.bytes)
-            .try_into_mut()
-            .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
-        pubsub_storage::batch::restamp_producer(
-            &mut bytes,
-            self.producer_id,
-            numbering.epoch,
-            numbering.next_sequence,
-        );
-        batch.bytes = bytes.freeze();
-        numbering.next_sequence =
-            numbering.next_sequence.wrapping_add(batch.records as i32) & i32::MAX;
-    }
-
-    /// After a batch failed for good, the ones behind it would leave a gap in the
-    /// sequence: start a new producer epoch and number them again from 0.
-    fn renumber(&self, outstanding: &mut VecDeque<ClosedBatch>) {
-        if self.producer_id < 0 {
-            return;
-        }
-        if let Ok(mut numbering) = self.numbering.lock() {
-            numbering.epoch = numbering.epoch.wrapping_add(1) & i16::MAX;
-            numbering.next_sequence = 0;
-        }
-        for batch in outstanding.iter_mut() {
-            self.number(batch);
-        }
-    }
-
-    fn fail_attempt(&self, outstanding: &mut VecDeque<ClosedBatch>, error: Error) -> SessionEnd {
-        // The leader may have moved: look it up again before the next attempt.
-        self.router.invalidate();
-        if let Some(first) = outstanding.front_mut() {
-            first.attempts += 1;
-            let retriable = error.is_retriable() || error.may_be_metadata_lag();
-            if !retriable || first.attempts > self.config.retries {
-                tracing::warn!(topic = %self.topic, partition = self.partition, error = %error, "batch failed");
-                if let Some(batch) = outstanding.pop_front() {
-                    batch.outcome.send_replace(Some(Err(error.clone())));
-                }
-                // Batches already sent have an unknown outcome: they fail with it rather
-                // than go out again under new numbers the broker cannot match.
-                let unknown = Error::OutcomeUnknown(format!(
-                    "sent to partition {} of {:?} behind a batch that failed ({error})",
-                    self.partition, self.topic
-                ));
-                while outstanding.front().is_some_and(|b| b.sent) {
-                    if let Some(batch) = outstanding.pop_front() {
-                        batch.outcome.send_replace(Some(Err(unknown.clone())));
-                    }
-                }
-                self.renumber(outstanding);
-            } else {
-                tracing::debug!(topic = %self.topic, partition = self.partition, error = %error, "retrying batch");
-            }
-        }
-        SessionEnd::Retry
-    }
 }

@@ -1,11 +1,20 @@
-//! Which broker leads each partition of a topic, learned from DescribeTopic and
-//! refreshed when a broker answers that it is not (or no longer) the leader.
+//! Which broker leads each partition of a topic, learned from DescribeTopic (asked of
+//! any reachable broker) and corrected when a broker answers that it is not, or no
+//! longer, the leader: its answer names the leader, and the router sends the
+//! partition there without asking the cluster again.
 
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::admin::Admin;
 use crate::connection::Client;
 use crate::error::{Error, Result};
+
+/// How often a sender waiting out a failover asks whether its partition has a new
+/// leader: small against a broker lease, large against a DescribeTopic.
+const LEADER_POLL: Duration = Duration::from_millis(200);
 
 /// Leader addresses of one topic's partitions, cached.
 pub struct Router {
@@ -37,6 +46,7 @@ impl Router {
                 self.topic
             ),
             valid_range: None,
+            leader_address: None,
         })
     }
 
@@ -44,6 +54,44 @@ impl Router {
     pub fn invalidate(&self) {
         if let Ok(mut leaders) = self.leaders.lock() {
             *leaders = None;
+        }
+    }
+
+    /// Learns from a failed call on `partition`: a broker that named the leader sends
+    /// the partition there; any other failure makes the next lookup ask the cluster.
+    pub fn learn_from(&self, partition: u32, error: &Error) {
+        let Some(address) = error.leader_hint() else {
+            self.invalidate();
+            return;
+        };
+        self.client.learn([address]);
+        if let Ok(mut leaders) = self.leaders.lock()
+            && let Some(slot) = leaders.as_mut().and_then(|l| l.get_mut(partition as usize))
+        {
+            *slot = Some(address.to_string());
+            return;
+        }
+        self.invalidate();
+    }
+
+    /// Waits until the metadata names a leader of `partition` other than `failed`,
+    /// or `wait` has passed: a sender backing off after its leader failed retries as
+    /// soon as the partition has moved, instead of at the end of its backoff.
+    pub async fn await_new_leader(&self, partition: u32, failed: &str, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Ok(Some(address)) = self.cached(partition)
+                && address != failed
+            {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            tokio::time::sleep(LEADER_POLL.min(deadline - now)).await;
+            // A failed lookup (every broker down, say) is retried at the next poll.
+            let _ = self.refresh().await;
         }
     }
 

@@ -9,12 +9,19 @@ use crate::command::ADDRESS_BYTES_MAX;
 use crate::error::{Error, Result};
 use crate::raft::RaftSettings;
 
-/// A broker that misses heartbeats for this long is fenced (Kafka's default session
-/// timeout is in the same range): long enough to ride out a GC pause or a Raft election,
-/// short enough that partitions move within seconds of a crash.
-pub const LEASE_DEFAULT: Duration = Duration::from_secs(6);
-/// How often the Raft leader looks for expired leases.
-pub const LEASE_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
+/// A broker that misses heartbeats for this long is fenced, and its partitions move
+/// to in-sync replicas: acks=all writers stall about this long (plus the check
+/// interval) when a leader dies. Three heartbeats fit in it, each attempt bounded so a
+/// hung cluster-manager node costs one of them; a Raft election does not count
+/// against it (a new Raft leader waits a whole lease before judging brokers); leader
+/// epochs fence a broker that was merely slow, so a spurious fence costs a leader
+/// change, never data. It was 6 s: writers stalled 7.1 s after a leader's kill -9,
+/// 3.1-3.3 s with 3 s (`failover.rs`, docs/performance.md).
+pub const LEASE_DEFAULT: Duration = Duration::from_secs(3);
+/// How often the Raft leader looks for expired leases: adds at most this to a
+/// failover. A check reads the applied state and writes nothing unless a lease
+/// expired, so it is cheap.
+pub const LEASE_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
 
 /// Settings of one cluster-manager node.
 #[derive(Clone, Debug)]

@@ -158,6 +158,25 @@ impl Server {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Stops the process with SIGSTOP: it keeps its sockets but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a paused process with SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the server runs").to_string();
+        let status = Command::new("kill").args([signal, &pid]).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "kill {signal} {pid} failed"
+        );
+    }
+
     /// Kills the server with SIGKILL and waits for it to die.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -243,8 +262,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts 3 cluster managers (broker lease `lease`) and 3 brokers.
+    /// Starts 3 cluster managers (broker lease `lease`) and 3 brokers whose followers
+    /// leave the in-sync replicas after lagging that long too.
     pub fn start(lease: &str) -> Cluster {
+        Cluster::start_with(Some(lease))
+    }
+
+    /// Starts 3 cluster managers and 3 brokers with pubsubd's default lease and
+    /// replica lag: what a deployment gets without tuning.
+    pub fn start_default() -> Cluster {
+        Cluster::start_with(None)
+    }
+
+    fn start_with(lease: Option<&str>) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let peers: Vec<String> = ports
@@ -256,7 +286,7 @@ impl Cluster {
         let managers: Vec<Server> = (0..3)
             .map(|i| {
                 let data = dir.path().join(format!("cm{}", i + 1));
-                let args = vec![
+                let mut args = vec![
                     "cluster-manager".to_string(),
                     "--id".into(),
                     (i + 1).to_string(),
@@ -266,9 +296,10 @@ impl Cluster {
                     data.display().to_string(),
                     "--peers".into(),
                     peers.clone(),
-                    "--lease".into(),
-                    lease.to_string(),
                 ];
+                if let Some(lease) = lease {
+                    args.extend(["--lease".to_string(), lease.to_string()]);
+                }
                 Server::spawn(&data, args, &format!("127.0.0.1:{}", ports[i]))
             })
             .collect();
@@ -277,7 +308,7 @@ impl Cluster {
         let brokers = (0..3)
             .map(|i| {
                 let data = dir.path().join(format!("broker{}", i + 1));
-                let args = vec![
+                let mut args = vec![
                     "broker".to_string(),
                     "--id".into(),
                     (i + 1).to_string(),
@@ -287,9 +318,10 @@ impl Cluster {
                     data.display().to_string(),
                     "--cluster-managers".into(),
                     manager_list.clone(),
-                    "--replica-lag-max".into(),
-                    lease.to_string(),
                 ];
+                if let Some(lease) = lease {
+                    args.extend(["--replica-lag-max".to_string(), lease.to_string()]);
+                }
                 Server::spawn(&data, args, &format!("127.0.0.1:{}", free_port()))
             })
             .collect();
@@ -312,11 +344,22 @@ impl Cluster {
 
 /// Runs `pubsub --server ADDR ARGS...` with `stdin` fed in; returns its output.
 pub fn pubsub(server: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut command = Command::new(binary("pubsub"));
+    command.arg("--server").arg(server).args(args);
+    run_pubsub(command, args, stdin)
+}
+
+/// Runs `pubsub ARGS...` with extra environment (`PUBSUB_SERVER`, say) and `stdin`
+/// fed in; returns its output.
+pub fn pubsub_with_env(env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
+    let mut command = Command::new(binary("pubsub"));
+    command.args(args).envs(env.iter().copied());
+    run_pubsub(command, args, stdin)
+}
+
+fn run_pubsub(mut command: Command, args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = Command::new(binary("pubsub"))
-        .arg("--server")
-        .arg(server)
-        .args(args)
+    let mut child = command
         .env("NO_COLOR", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

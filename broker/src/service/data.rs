@@ -56,7 +56,11 @@ impl Appended {
     async fn acknowledge(self) -> Result<v1::ProduceResponse, Error> {
         if let Some(offset) = self.commit_offset {
             let deadline = tokio::time::Instant::now() + ACKS_ALL_TIMEOUT;
-            if !self.partition.await_high_watermark(offset, deadline).await {
+            if !self
+                .partition
+                .await_high_watermark(offset, deadline)
+                .await?
+            {
                 return Err(Error::Unavailable(format!(
                     "the in-sync replicas did not reach offset {offset} within {ACKS_ALL_TIMEOUT:?}; the records may still be committed"
                 )));

@@ -78,9 +78,10 @@ enum Role {
         /// Initial voters, this node included, as id=host:port (comma separated).
         #[arg(long, env = "PUBSUB_PEERS", value_delimiter = ',')]
         peers: Vec<String>,
-        /// A broker is fenced after this long without a heartbeat.
-        #[arg(long, env = "PUBSUB_LEASE", value_parser = humantime::parse_duration, default_value = "6s")]
-        lease: Duration,
+        /// A broker is fenced after this long without a heartbeat, and its partitions
+        /// move to in-sync replicas [default: 3s].
+        #[arg(long, env = "PUBSUB_LEASE", value_parser = humantime::parse_duration)]
+        lease: Option<Duration>,
         /// Disk space kept in a reserve file in the data directory and given back when
         /// the role starts on a fuller disk, so it can open its databases (0: off).
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
@@ -293,7 +294,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             keep_reserve(&data_dir, reserve_bytes)?;
             let mut config = ClusterManagerConfig::new(id, data_dir);
             config.advertised_address = advertised_address;
-            config.lease = lease;
+            if let Some(lease) = lease {
+                config.lease = lease;
+            }
             config.peers = peers
                 .iter()
                 .map(|p| p.parse::<Member>().map_err(|e| anyhow::anyhow!("{e}")))

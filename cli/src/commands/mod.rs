@@ -52,13 +52,15 @@ const GLOBAL: &str = "Global options";
 /// Flags every subcommand takes.
 #[derive(Args)]
 pub struct GlobalArgs {
-    /// Server address, host:port.
+    /// Server address, host:port, or a comma-separated bootstrap list of brokers
+    /// (a,b,c): the first that answers tells the client about the rest of the cluster,
+    /// and each partition is then read and written at its leader.
     #[arg(
         long,
         global = true,
         env = "PUBSUB_SERVER",
         default_value = DEFAULT_ADDRESS,
-        value_name = "ADDR",
+        value_name = "ADDR[,ADDR..]",
         help_heading = GLOBAL
     )]
     pub server: String,
@@ -174,7 +176,8 @@ async fn bench(global: &GlobalArgs, args: crate::bench::BenchArgs) -> anyhow::Re
     Ok(())
 }
 
-/// Connects to `--server`; a server that cannot be reached gets a hint to start one.
+/// Connects to the first reachable server of `--server`; if none can be reached, the
+/// error hints at starting one.
 pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
     connect_to(&global.server).await
 }
@@ -186,11 +189,17 @@ pub async fn connect_consumer_manager(global: &GlobalArgs) -> anyhow::Result<Cli
 
 async fn connect_to(address: &str) -> anyhow::Result<Client> {
     Client::connect(address).await.map_err(|e| match e {
-        Error::Transport { address, message } => anyhow!(
-            "cannot reach the server at {address} ({}); is it running? \
-             start one with `pubsubd standalone`",
-            transport_cause(&message)
-        ),
+        Error::Transport { address, message } => {
+            let (what, verb) = if address.contains(',') {
+                (format!("any server of {address}"), "are they")
+            } else {
+                (format!("the server at {address}"), "is it")
+            };
+            anyhow!(
+                "cannot reach {what} ({}); {verb} running? start one with `pubsubd standalone`",
+                transport_cause(&message)
+            )
+        }
         other => other.into(),
     })
 }

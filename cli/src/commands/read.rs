@@ -112,7 +112,7 @@ pub async fn run(global: &GlobalArgs, args: ReadArgs) -> anyhow::Result<()> {
         );
     };
     let mut topic = topic;
-    fill_offsets(&client, &mut topic).await?;
+    leader_offsets(&client, &mut topic).await?;
     let plans = plan(&topic, &args)?;
     if args.count == Some(0) {
         return Ok(());
@@ -127,25 +127,24 @@ pub async fn run(global: &GlobalArgs, args: ReadArgs) -> anyhow::Result<()> {
     print_records(&mut receiver, format, args.count, args.follow).await
 }
 
-/// Asks each partition's leader for the offsets the describing broker did not know
-/// (in a cluster it knows only the replicas it holds).
-async fn fill_offsets(client: &Client, topic: &mut TopicDescription) -> anyhow::Result<()> {
-    let consumer = pubsub_client::Consumer::new(client.clone(), &topic.name, Default::default());
-    for partition in &mut topic.partitions {
-        if partition.log_start_offset.is_none() {
-            partition.log_start_offset = Some(
-                consumer
-                    .offset_of(partition.partition, StartPosition::Earliest)
-                    .await?,
-            );
+/// Replaces each partition's offsets by its leader's. The describing broker reports
+/// its own replica's, and a follower's high watermark lags the leader's: stopping
+/// there would miss records already acknowledged with acks=all.
+async fn leader_offsets(client: &Client, topic: &mut TopicDescription) -> anyhow::Result<()> {
+    let consumer = Consumer::new(client.clone(), &topic.name, Default::default());
+    let lookups = topic.partitions.iter().map(|partition| {
+        let consumer = &consumer;
+        let index = partition.partition;
+        async move {
+            let start = consumer.offset_of(index, StartPosition::Earliest).await?;
+            let end = consumer.offset_of(index, StartPosition::Latest).await?;
+            Ok::<_, pubsub_client::Error>((start, end))
         }
-        if partition.high_watermark.is_none() {
-            partition.high_watermark = Some(
-                consumer
-                    .offset_of(partition.partition, StartPosition::Latest)
-                    .await?,
-            );
-        }
+    });
+    let offsets = futures::future::try_join_all(lookups).await?;
+    for (partition, (start, end)) in topic.partitions.iter_mut().zip(offsets) {
+        partition.log_start_offset = Some(start);
+        partition.high_watermark = Some(end);
     }
     Ok(())
 }

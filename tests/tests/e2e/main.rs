@@ -10,15 +10,21 @@ mod consumer;
 mod consumer_integrity;
 mod contracts;
 mod errors;
+mod failover;
 mod fsync;
 mod full_disk;
 mod grpc;
 mod replication;
+mod routing;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pubsub_client::{Client, Consumer, ConsumerConfig, ConsumerRecord, StartPosition};
+use pubsub_client::{
+    Admin, Client, Consumer, ConsumerConfig, ConsumerRecord, NewTopic, StartPosition,
+};
+use pubsub_proto::v1::TopicDescription;
+use pubsub_tests::Cluster;
 
 /// Every record of `topic` from the beginning up to the current end.
 pub async fn read_everything(client: &Client, topic: &str, expected: usize) -> Vec<ConsumerRecord> {
@@ -58,4 +64,26 @@ pub fn assert_per_key_order(records: &[ConsumerRecord]) {
             assert!(previous < n, "value {n} after {previous} for the same key");
         }
     }
+}
+
+/// Waits for `cluster`'s three brokers, then creates `name` with `partitions`
+/// partitions of 3 replicas through a client bootstrapped from broker 1.
+pub async fn create_replicated(
+    cluster: &Cluster,
+    name: &str,
+    partitions: u32,
+) -> (Client, TopicDescription) {
+    cluster::wait_for_brokers(cluster).await;
+    let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
+    let topic = NewTopic {
+        name: name.into(),
+        partitions,
+        replication_factor: 3,
+        ..NewTopic::default()
+    };
+    let created = Admin::new(client.clone())
+        .create_topic(topic)
+        .await
+        .unwrap();
+    (client, created)
 }

@@ -215,7 +215,10 @@ async fn soak(fault: Fault) {
         let mut acked = Vec::new();
         let mut failed = 0usize;
         let mut seq = 0u32;
+        // The longest round: how long writers stalled while a leader was away.
+        let mut stall = Duration::ZERO;
         while Instant::now() < until {
+            let started = Instant::now();
             let mut pending = Vec::new();
             for _ in 0..50 {
                 for partition in 0..SOAK_PARTITIONS {
@@ -234,8 +237,9 @@ async fn soak(fault: Fault) {
                     Err(_) => failed += 1,
                 }
             }
+            stall = stall.max(started.elapsed());
         }
-        (acked, failed)
+        (acked, failed, stall)
     });
     // Take away the leader of some partition every few seconds; broker 1 stays up as
     // the client's bootstrap server.
@@ -279,7 +283,7 @@ async fn soak(fault: Fault) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let (acked, failed) = writer.await.unwrap();
+    let (acked, failed, stall) = writer.await.unwrap();
     assert!(!acked.is_empty());
 
     let mut consumer = Consumer::new(client.clone(), "soak", ConsumerConfig::default());
@@ -324,8 +328,9 @@ async fn soak(fault: Fault) {
     }
     println!(
         "{fault:?}: acked {}, lost {lost}, duplicated {duplicated}, reordered {reordered} \
-         ({failed} sends failed with an unknown outcome)",
-        acked.len()
+         ({failed} sends failed with an unknown outcome); longest stall {} ms",
+        acked.len(),
+        stall.as_millis()
     );
     assert_eq!(lost, 0, "acknowledged records were lost");
     assert_eq!(
