@@ -450,4 +450,24 @@ mod tests {
         assert!(store.cursor("s", 2).unwrap().is_none());
         assert!(store.cursor("s2", 2).unwrap().is_some());
     }
+
+    #[tokio::test]
+    async fn a_failed_store_refuses_every_write_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let failed = store.failed();
+        assert!(!store.has_failed());
+        store.fail(&"test");
+        tokio::time::timeout(Duration::from_secs(5), failed)
+            .await
+            .expect("failed() resolves once the store fails");
+        let mut changes = Changes::new();
+        changes.ack("s", 0, 1);
+        assert!(matches!(store.apply(changes), Err(Error::Reloading)));
+        assert!(matches!(
+            store.delete_subscription("s"),
+            Err(Error::Reloading)
+        ));
+        assert!(matches!(store.flush().await, Err(Error::Reloading)));
+    }
 }
