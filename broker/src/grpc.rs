@@ -26,9 +26,10 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Storage(storage) => match storage {
+                // A size limit: RESOURCE_EXHAUSTED, as the style guide says of limits.
+                S::BatchTooLarge { .. } => Code::ResourceExhausted,
                 S::MalformedBatch { .. }
                 | S::CrcMismatch { .. }
-                | S::BatchTooLarge { .. }
                 | S::UnsupportedCompression { .. }
                 | S::DecompressedTooLarge { .. }
                 | S::Decompress(_)
@@ -58,7 +59,7 @@ impl From<Error> for Status {
             Error::ClusterManager(status) => status.message().to_string(),
             other => other.to_string(),
         };
-        let mut status = Status::new(code, message);
+        let mut status = Status::new(code, pubsub_proto::bounded_message(message));
         if let Error::NotLeader {
             leader_address: Some(address),
             ..
@@ -109,7 +110,7 @@ mod tests {
         );
         check(
             Error::Storage(pubsub_storage::Error::BatchTooLarge { size: 2, limit: 1 }),
-            Code::InvalidArgument,
+            Code::ResourceExhausted,
         );
     }
 

@@ -192,16 +192,15 @@ impl Partition {
         let (offsets, end) = blocking(move || {
             disk.admit(batches.iter().map(|b| b.len() as u64).sum())?;
             // All or nothing: a bad batch later in the request must not leave the
-            // earlier ones appended behind an error (one batch is checked by append).
-            if batches.len() > 1 {
-                for batch in &batches {
-                    pubsub_storage::batch::validate(batch, log.config().max_batch_bytes)?;
-                }
-            }
+            // earlier ones appended behind an error. Each is walked once.
+            let checked = batches
+                .iter()
+                .map(|batch| log.validate(batch))
+                .collect::<pubsub_storage::Result<Vec<_>>>()?;
             let mut offsets = Vec::with_capacity(batches.len());
             let mut end = 0;
-            for batch in &batches {
-                let info = log.append(batch, epoch)?;
+            for batch in checked {
+                let info = log.append_validated(batch, epoch)?;
                 offsets.push(info.base_offset);
                 end = info.last_offset + 1;
             }

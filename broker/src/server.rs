@@ -25,6 +25,11 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Interval of the background loop that runs due interval-fsyncs.
 const FLUSH_TICK: Duration = Duration::from_millis(50);
+/// Longest the server waits for open calls once shutdown starts; with the flush after
+/// it, SIGTERM ends a broker well within Kubernetes' 30 s grace period.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// The gRPC health service's full name.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
 /// Runs a broker on `listener` until `shutdown` resolves: joins the cluster (register,
 /// first metadata), then serves while heartbeats and the metadata watch run.
@@ -33,16 +38,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    run_with(config, listener, shutdown, Routes::default()).await
+    run_with(config, listener, shutdown, Routes::default(), &[]).await
 }
 
-/// [`run`], serving `extra` gRPC services beside the broker's on the same address
-/// (standalone adds the consumer manager this way).
+/// [`run`], serving `extra` gRPC services, named `extra_names` (for health and
+/// reflection), beside the broker's on the same address (standalone adds the
+/// consumer manager this way).
 pub async fn run_with(
     config: BrokerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     extra: Routes,
+    extra_names: &[&'static str],
 ) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::DataDir {
         path: config.data_dir.clone(),
@@ -52,7 +59,7 @@ pub async fn run_with(
     let broker = Arc::new(Broker::new(config, Arc::new(link)));
     let lease = membership::join(&broker).await?;
     let membership = tokio::spawn(membership::maintain(broker.clone(), lease));
-    let result = serve(broker, listener, shutdown, extra).await;
+    let result = serve(broker, listener, shutdown, extra, extra_names).await;
     membership.abort();
     result
 }
@@ -63,14 +70,33 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     extra: Routes,
+    extra_names: &[&'static str],
 ) -> Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
     health.set_serving::<BrokerServer<DataService>>().await;
+    for name in extra_names {
+        health
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    // Reflection lists only what this address serves (the descriptor set also holds
+    // the cluster manager's services, which answer UNIMPLEMENTED here).
+    let served: Vec<&str> = [
+        pubsub_proto::v1::admin_server::SERVICE_NAME,
+        pubsub_proto::v1::broker_server::SERVICE_NAME,
+        HEALTH_SERVICE,
+    ]
+    .into_iter()
+    .chain(extra_names.iter().copied())
+    .collect();
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pubsub_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        served.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pubsub_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, name| builder.with_service_name(*name),
+        )
     };
     let reflection_v1 = reflection()
         .build_v1()
@@ -82,7 +108,9 @@ pub async fn serve(
     let background = tokio::spawn(background(broker.clone()));
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "broker listening");
-    let result = tonic::transport::Server::builder()
+    let (start_drain, drain) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .layer(pubsub_proto::OversizeLayer)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -96,13 +124,38 @@ pub async fn serve(
         .add_service(pubsub_proto::with_limits!(BrokerServer::new(
             DataService::new(broker.clone())
         )))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming(listener), async move {
+            let _ = drain.await;
+        });
+    let result = drain_bounded(server, shutdown, start_drain).await;
     background.abort();
     let flushed = broker.flush_all().await;
     tracing::info!("broker stopped");
     result.map_err(|e| Error::Task(format!("grpc server: {e}")))?;
     flushed
+}
+
+/// Runs `server` until `shutdown`, then lets it drain for at most [`SHUTDOWN_DRAIN`]:
+/// long-lived calls (a follower's fetch, a subscriber's push stream, the embedded
+/// consumer manager's own producer connection) would otherwise hold it open forever.
+async fn drain_bounded<E>(
+    server: impl Future<Output = std::result::Result<(), E>>,
+    shutdown: impl Future<Output = ()>,
+    start_drain: tokio::sync::oneshot::Sender<()>,
+) -> std::result::Result<(), E> {
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    let _ = start_drain.send(());
+    match tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(waited = ?SHUTDOWN_DRAIN, "calls still open at shutdown; dropped");
+            Ok(())
+        }
+    }
 }
 
 /// Accepted connections with Nagle's algorithm off: produce acks are small writes.

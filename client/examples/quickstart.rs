@@ -1,7 +1,8 @@
 //! Creates a topic, writes keyed records with the Producer, reads them back with the
 //! Consumer. Needs a running server: `cargo run --release --bin pubsubd -- standalone`.
 //!
-//! Run with `cargo run -p pubsub-client --example quickstart [SERVER]`.
+//! Run with `cargo run -p pubsub-client --example quickstart [SERVER]`; the server is
+//! the argument, else `PUBSUB_SERVER` (as for the CLI), else the standalone default.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use pubsub_client::{
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = std::env::args()
         .nth(1)
+        .or_else(|| std::env::var("PUBSUB_SERVER").ok())
         .unwrap_or_else(|| pubsub_client::DEFAULT_ADDRESS.to_string());
     let client = Client::connect(&server).await?;
 

@@ -80,10 +80,9 @@ impl Error {
     /// True for errors a retry may cure: the server was unavailable or the link broke.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Server { code, .. } => matches!(
-                code,
-                Code::Unavailable | Code::ResourceExhausted | Code::Aborted
-            ),
+            // Not RESOURCE_EXHAUSTED: a size limit or a full disk does not go away
+            // by sending the same thing again a moment later.
+            Error::Server { code, .. } => matches!(code, Code::Unavailable | Code::Aborted),
             Error::Transport { .. } | Error::OutcomeUnknown(_) => true,
             _ => false,
         }

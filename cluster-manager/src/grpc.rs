@@ -58,7 +58,7 @@ impl From<Error> for Status {
         } else {
             tracing::debug!(error = %chain(&error), "request refused");
         }
-        let mut status = Status::new(code, error.to_string());
+        let mut status = Status::new(code, pubsub_proto::bounded_message(error.to_string()));
         if let Error::NotLeader {
             leader_id,
             leader_address,

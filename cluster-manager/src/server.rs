@@ -297,10 +297,14 @@ async fn serve(
         .set_serving::<ClusterManagerServer<ClusterManagerService>>()
         .await;
     health.set_serving::<RaftServer<RaftService>>().await;
+    // Reflection lists only what this address serves.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pubsub_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(pubsub_proto::v1::cluster_manager_server::SERVICE_NAME)
+            .with_service_name(pubsub_proto::v1::raft_server::SERVICE_NAME)
+            .with_service_name("grpc.health.v1.Health")
     };
     let reflection_v1 = reflection()
         .build_v1()
@@ -311,6 +315,7 @@ async fn serve(
 
     let mut stopped = stopping.subscribe();
     let server = tonic::transport::Server::builder()
+        .layer(pubsub_proto::OversizeLayer)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

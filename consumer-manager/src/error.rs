@@ -89,6 +89,6 @@ impl From<Error> for Status {
                 None => Code::Internal,
             },
         };
-        Status::new(code, error.to_string())
+        Status::new(code, pubsub_proto::bounded_message(error.to_string()))
     }
 }

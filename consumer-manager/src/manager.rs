@@ -471,8 +471,22 @@ impl Manager {
         {
             let member_id = member_id_of(&subscription, caller);
             let mut state = subscription.lock()?;
-            // Only the caller's own leases: a member that never read holds none.
-            let Some(holder) = state.members.get(&member_id).map(|m| m.holder) else {
+            // Only the caller's own leases, all or nothing: a nack that changes nothing
+            // must say so, or the caller believes the record is on its way again.
+            let holder = state.members.get(&member_id).map(|m| m.holder);
+            let not_held = ids.iter().find(|&&(partition, offset)| {
+                let lease = state
+                    .cursors
+                    .get(partition as usize)
+                    .and_then(|c| c.holder_of(offset));
+                holder.is_none() || lease != holder
+            });
+            if let Some((partition, offset)) = not_held {
+                return Err(Error::FailedPrecondition(format!(
+                    "record {partition}@{offset} of subscription {name:?} is not leased to this                      caller (never delivered to it, acknowledged, or its ack deadline passed);                      nothing in this call was nacked"
+                )));
+            }
+            let Some(holder) = holder else {
                 return Ok(());
             };
             for &(partition, offset) in ids {
@@ -577,12 +591,18 @@ impl Manager {
                     }
                     o
                 }
-                v1::seek_request::Target::Earliest(_) => {
+                v1::seek_request::Target::Earliest(false)
+                | v1::seek_request::Target::Latest(false) => {
+                    return Err(Error::InvalidArgument(
+                        "seek earliest and latest must be true when set".into(),
+                    ));
+                }
+                v1::seek_request::Target::Earliest(true) => {
                     self.source
                         .offset(&subscription.topic, p, Spec::Earliest(true))
                         .await?
                 }
-                v1::seek_request::Target::Latest(_) => {
+                v1::seek_request::Target::Latest(true) => {
                     self.source
                         .offset(&subscription.topic, p, Spec::Latest(true))
                         .await?

@@ -69,10 +69,22 @@ impl Options {
     ) -> Result<Options> {
         let empty = v1::SubscriptionOptions::default();
         let o = options.unwrap_or(&empty);
+        use v1::subscription_options::Start as S;
         let start = match o.start {
-            None | Some(v1::subscription_options::Start::Earliest(_)) => Start::Earliest,
-            Some(v1::subscription_options::Start::Latest(_)) => Start::Latest,
-            Some(v1::subscription_options::Start::TimestampMs(ts)) => Start::Timestamp(ts),
+            None | Some(S::Earliest(true)) => Start::Earliest,
+            Some(S::Latest(true)) => Start::Latest,
+            Some(S::TimestampMs(ts)) if ts >= 0 => Start::Timestamp(ts),
+            Some(S::TimestampMs(ts)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "start timestamp_ms {ts} is negative: use a time in ms, or earliest or latest"
+                )));
+            }
+            Some(S::Earliest(false) | S::Latest(false)) => {
+                return Err(Error::InvalidArgument(
+                    "start earliest and latest must be true when set; leave them unset otherwise"
+                        .into(),
+                ));
+            }
         };
         let retention_ms = match o.retention_ms {
             0 => None,

@@ -76,6 +76,7 @@ pub async fn run(
     let background = tokio::spawn(background(supervisor.clone()));
     tracing::info!(address = ?listener.local_addr().ok(), "consumer manager listening");
     let result = tonic::transport::Server::builder()
+        .layer(pubsub_proto::OversizeLayer)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .add_service(pubsub_proto::with_limits!(health_service))
         .add_service(grpc_service(supervisor.clone()))

@@ -1,6 +1,6 @@
-//! Throughput and latency of the storage engine: the batch codec, CRC-32C, appends
-//! under each fsync policy (with group commit across 8 threads), sequential reads
-//! from the page cache and offset lookups.
+//! Throughput and latency of the storage engine: the batch codec, CRC-32C, producer
+//! batch validation, appends under each fsync policy (with group commit across 8
+//! threads), sequential reads from the page cache and offset lookups.
 //!
 //! Run with `cargo bench -p pubsub-storage --bench storage`. Logs live under Cargo's
 //! `target/tmp`, on the same filesystem as the workspace, so fsync hits the real disk.
@@ -33,6 +33,13 @@ const SEGMENT_BYTES: u64 = 256 << 20;
 const APPENDERS: u64 = 8;
 /// Bound on decompressed batch size for decoding (the default batch limit, twice).
 const DECODE_LIMIT_BYTES: usize = 2 << 20;
+/// Uncompressed size of the batches the validation benchmark checks.
+const VALIDATE_BATCH_BYTES: usize = 1 << 20;
+/// The broker's default batch limit, which validation is given.
+const VALIDATE_LIMIT_BYTES: usize = 1 << 20;
+/// Encoded bytes a 100 B-1 KiB record adds beyond its value at most (length,
+/// attributes, deltas, null key, value length, header count: 12 in a 1 MiB batch).
+const RECORD_OVERHEAD_BYTES_MAX: usize = 16;
 /// Bytes per read, like a consumer's fetch limit.
 const READ_MAX_BYTES: usize = 1 << 20;
 /// First record timestamp, ms; records step by 1 ms.
@@ -108,6 +115,14 @@ fn label(record_bytes: usize, count: u32) -> String {
         format!("{record_bytes}B")
     };
     format!("{size}x{count}")
+}
+
+/// A benchmark id naming the codec and the batch's shape.
+fn codec_id(codec: Compression, record_bytes: usize, count: u32) -> BenchmarkId {
+    BenchmarkId::new(
+        format!("{codec:?}").to_lowercase(),
+        label(record_bytes, count),
+    )
 }
 
 fn bench_root() -> PathBuf {
@@ -243,10 +258,7 @@ fn encode(c: &mut Criterion) {
                 }
                 let mut builder = BatchBuilder::new();
                 group.throughput(Throughput::Bytes(plain));
-                let id = BenchmarkId::new(
-                    format!("{codec:?}").to_lowercase(),
-                    label(record_bytes, count),
-                );
+                let id = codec_id(codec, record_bytes, count);
                 group.bench_function(id, |b| {
                     b.iter(|| {
                         builder.clear();
@@ -267,10 +279,7 @@ fn decode(c: &mut Criterion) {
             for count in BATCH_RECORDS {
                 let (encoded, plain) = build(record_bytes, count, codec);
                 group.throughput(Throughput::Bytes(plain));
-                let id = BenchmarkId::new(
-                    format!("{codec:?}").to_lowercase(),
-                    label(record_bytes, count),
-                );
+                let id = codec_id(codec, record_bytes, count);
                 group.bench_function(id, |b| {
                     b.iter(|| {
                         let decoded =
@@ -300,6 +309,24 @@ fn crc(c: &mut Criterion) {
     group.bench_function("validate/1KiBx1000", |b| {
         b.iter(|| batch::validate(black_box(&encoded), 1 << 20).unwrap())
     });
+    group.finish();
+}
+
+/// What `Log::append` checks before writing: header, CRC and (since issue 11) every
+/// record, decompressed first; a ~1 MiB batch (before compression) per codec.
+fn validate(c: &mut Criterion) {
+    let mut group = codec_group(c, "validate");
+    for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        for record_bytes in RECORD_BYTES {
+            let count = (VALIDATE_BATCH_BYTES / (record_bytes + RECORD_OVERHEAD_BYTES_MAX)) as u32;
+            let (encoded, plain) = build(record_bytes, count, codec);
+            group.throughput(Throughput::Bytes(plain));
+            let id = codec_id(codec, record_bytes, count);
+            group.bench_function(id, |b| {
+                b.iter(|| batch::validate(black_box(&encoded), VALIDATE_LIMIT_BYTES).unwrap())
+            });
+        }
+    }
     group.finish();
 }
 
@@ -453,6 +480,7 @@ criterion_group!(
     encode,
     decode,
     crc,
+    validate,
     read,
     lookup,
     append_never,

@@ -28,6 +28,7 @@
 //! length is still checked: a wrong length moves the CRC window and fails it.
 
 use crate::error::{Error, Result};
+use crate::validate;
 
 /// Size of the fixed batch header; records start here.
 pub const HEADER_BYTES: usize = 61;
@@ -222,8 +223,10 @@ impl BatchHeader {
 ///
 /// Verifies the header, the exact length, the CRC, the codec and the record count;
 /// rejects transactional and control batches, which this broker does not accept from
-/// producers. Does not decode the records: the CRC already proves they are the bytes
-/// the producer encoded, and per-record work stays off the broker's hot path.
+/// producers. Then walks every record (`validate::validate_records`, decompressing
+/// first if needed): the CRC only proves these are the bytes the producer sealed, not
+/// that consumers can decode them. That walk is one pass with no allocation per record
+/// (one per compressed batch); replicated batches skip it, their leader did it.
 pub fn validate(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader> {
     if bytes.len() > max_batch_bytes {
         return Err(Error::BatchTooLarge {
@@ -267,6 +270,8 @@ pub fn validate(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader> {
             "transactional and control batches are not supported",
         ));
     }
+    // Last: the only check whose cost grows with the records.
+    validate::validate_records(&header, &bytes[HEADER_BYTES..], max_batch_bytes)?;
     Ok(header)
 }
 

@@ -6,6 +6,7 @@
 //!
 //! - [`batch`]: the batch header layout, validation, CRC and offset stamping.
 //! - [`records`]: the record encoder ([`BatchBuilder`]) and decoder ([`DecodedBatch`]).
+//! - [`validate`]: the record walk that proves a producer's batch decodes.
 //! - [`compression`]: gzip, LZ4 and zstd with bounded decompression.
 //! - [`segment`]: active and sealed segments, recovery of a torn tail.
 //! - [`index`]: the mmap'd offset and time indexes.
@@ -25,11 +26,12 @@ pub mod producers;
 pub mod records;
 pub mod retention;
 pub mod segment;
+pub mod validate;
 pub mod varint;
 
 pub use batch::{BatchHeader, Compression};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};
-pub use log::{AppendInfo, Clock, Log, ReadSlice};
+pub use log::{AppendInfo, Clock, Log, ReadSlice, ValidatedBatch};
 pub use records::{BatchBuilder, DecodedBatch, Header, ProducerStamp, Record};
 pub use retention::RetentionPolicy;

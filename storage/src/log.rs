@@ -44,6 +44,13 @@ pub struct AppendInfo {
     pub last_offset: u64,
 }
 
+/// A producer's batch that passed [`Log::validate`]; only that makes one.
+#[derive(Clone, Copy, Debug)]
+pub struct ValidatedBatch<'a> {
+    bytes: &'a [u8],
+    header: BatchHeader,
+}
+
 /// Whole batches read from one segment, borrowed from its map without a copy.
 ///
 /// Holding a `ReadSlice` keeps its segment mapped, even if retention deletes it.
@@ -260,11 +267,34 @@ impl Log {
 
     /// Validates a producer's batch and appends it with its base offset and leader
     /// epoch stamped, then, per the fsync policy, waits until it is durable.
+    pub fn append(&self, batch_bytes: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_validated(self.validate(batch_bytes)?, leader_epoch)
+    }
+
+    /// Checks a producer's batch (header, CRC, every record) against this log's
+    /// limits, so a request of several batches can be checked whole before any of
+    /// them is appended, and each walked only once.
+    pub fn validate<'a>(&self, batch_bytes: &'a [u8]) -> Result<ValidatedBatch<'a>> {
+        let header = batch::validate(batch_bytes, self.config.max_batch_bytes)?;
+        Ok(ValidatedBatch {
+            bytes: batch_bytes,
+            header,
+        })
+    }
+
+    /// Appends a batch [`Log::validate`] accepted, as [`Log::append`] does.
     ///
     /// The caller's bytes are not modified or copied: the stamped header is written
-    /// from a stack copy and the rest straight from `batch_bytes`. Nothing is re-encoded.
-    pub fn append(&self, batch_bytes: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
-        let header = batch::validate(batch_bytes, self.config.max_batch_bytes)?;
+    /// from a stack copy and the rest straight from the batch. Nothing is re-encoded.
+    pub fn append_validated(
+        &self,
+        batch: ValidatedBatch<'_>,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let ValidatedBatch {
+            bytes: batch_bytes,
+            header,
+        } = batch;
         let info = {
             let _writer = self.lock_writer()?;
             self.check_not_failed()?;

@@ -209,6 +209,12 @@ fn put_i64(out: &mut [u8], at: usize, v: i64) {
     out[at..at + 8].copy_from_slice(&v.to_be_bytes());
 }
 
+/// Bound on one batch's decompressed records for consumers (`DecodedBatch::new`):
+/// 64x the default 1 MiB batch limit. The broker never accepts a batch whose records
+/// decompress past it (`validate::decompressed_bytes_max`), so whatever it stores, a
+/// consumer using this bound can expand.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
+
 /// A batch opened for reading its records, decompressed if it was compressed.
 #[derive(Debug)]
 pub struct DecodedBatch<'a> {
@@ -365,18 +371,20 @@ fn take<'a>(input: &mut &'a [u8], len: i32) -> Result<&'a [u8]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    type OwnedRecord = (
+    /// A record's timestamp, key, value and headers, owned, for strategies.
+    pub(crate) type OwnedRecord = (
         i64,
         Option<Vec<u8>>,
         Option<Vec<u8>>,
         Vec<(String, Option<Vec<u8>>)>,
     );
 
-    fn build(records: &[OwnedRecord], codec: Compression) -> Vec<u8> {
+    /// Encodes `records` into one batch.
+    pub(crate) fn build(records: &[OwnedRecord], codec: Compression) -> Vec<u8> {
         let mut builder = BatchBuilder::new();
         for (ts, key, value, headers) in records {
             let headers: Vec<Header<'_>> = headers
@@ -391,7 +399,7 @@ mod tests {
         builder.build(codec, ProducerStamp::NONE).unwrap().unwrap()
     }
 
-    fn record_strategy() -> impl Strategy<Value = OwnedRecord> {
+    pub(crate) fn record_strategy() -> impl Strategy<Value = OwnedRecord> {
         (
             0i64..4_000_000_000_000,
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
@@ -406,7 +414,7 @@ mod tests {
         )
     }
 
-    fn codec_strategy() -> impl Strategy<Value = Compression> {
+    pub(crate) fn codec_strategy() -> impl Strategy<Value = Compression> {
         prop_oneof![
             Just(Compression::None),
             Just(Compression::Gzip),

@@ -21,6 +21,7 @@ use crate::batch::{self, BatchHeader};
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{ActiveIndex, OffsetEntry, SealedIndex, TimeEntry};
+use crate::records::DecodedBatch;
 
 /// Why a scan stops at the zero-filled, preallocated end of an active segment.
 const PREALLOCATED: &str = "preallocated zeros";
@@ -609,11 +610,44 @@ fn first_at_or_after(
     while position < bytes.len() {
         let header = parse_stored(bytes, position, path)?;
         if header.max_timestamp >= timestamp {
-            return Ok(Some(header.base_offset));
+            let batch = &bytes[position..position + header.total_bytes()];
+            if let Some(offset) = first_record_at_or_after(batch, &header, timestamp, path) {
+                return Ok(Some(offset));
+            }
         }
         position += header.total_bytes();
     }
     Ok(None)
+}
+
+/// Bound on a batch's decompressed records when searching it by time.
+const TIME_SEARCH_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// Offset of the first record of `batch` whose timestamp is at or after `timestamp`
+/// (as Kafka's offsetsForTimes answers; records in a batch need not be in time
+/// order). A batch that cannot be decoded answers with its base offset: an earlier
+/// answer only shows the reader a few more records.
+fn first_record_at_or_after(
+    batch: &[u8],
+    header: &BatchHeader,
+    timestamp: i64,
+    path: &Path,
+) -> Option<u64> {
+    let decoded = match DecodedBatch::new(batch, TIME_SEARCH_DECOMPRESSED_BYTES_MAX) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), base_offset = header.base_offset, error = %e, "cannot decode a batch searched by time; answering its base offset");
+            return Some(header.base_offset);
+        }
+    };
+    for record in decoded.records() {
+        match record {
+            Ok(record) if record.timestamp >= timestamp => return Some(record.offset),
+            Ok(_) => {}
+            Err(_) => return Some(header.base_offset),
+        }
+    }
+    None
 }
 
 /// Parses a stored batch header; damage is the segment's, never the caller's request.

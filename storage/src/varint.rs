@@ -55,24 +55,40 @@ pub fn get_varlong(input: &mut &[u8]) -> Result<i64> {
     Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
 }
 
+/// Reads an unsigned LEB128 value of at most `max_bytes` bytes (5 or 10).
+///
+/// One pass over the bytes with the error paths out of line: records are walked on the
+/// produce path, so this runs a handful of times per record.
+#[inline]
 fn get_unsigned(input: &mut &[u8], max_bytes: usize) -> Result<u64> {
     let mut value: u64 = 0;
-    for i in 0..max_bytes {
-        let Some((&byte, rest)) = input.split_first() else {
-            return Err(Error::malformed("truncated varint"));
-        };
-        *input = rest;
-        let shift = 7 * i as u32;
+    for (i, &byte) in input.iter().take(max_bytes).enumerate() {
         let bits = u64::from(byte & 0x7f);
-        if shift == 63 && bits > 1 {
-            return Err(Error::malformed("varint overflows 64 bits"));
+        // The tenth byte of a varlong holds bit 63 only.
+        if i == 9 && bits > 1 {
+            return Err(overflow());
         }
-        value |= bits << shift;
-        if byte & 0x80 == 0 {
+        value |= bits << (7 * i);
+        if byte < 0x80 {
+            *input = &input[i + 1..];
             return Ok(value);
         }
     }
-    Err(Error::malformed("varint longer than its type allows"))
+    Err(unterminated(input.len() < max_bytes))
+}
+
+#[cold]
+fn overflow() -> Error {
+    Error::malformed("varint overflows 64 bits")
+}
+
+#[cold]
+fn unterminated(truncated: bool) -> Error {
+    if truncated {
+        Error::malformed("truncated varint")
+    } else {
+        Error::malformed("varint longer than its type allows")
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub const FETCH_BYTES_MAX: usize = 32 << 20;
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Most batches in one produce request: bounds the work one request can queue.
 pub const BATCHES_PER_REQUEST_MAX: usize = 1024;
+/// Kafka's ListOffsets shortcuts, accepted in `timestamp_ms`.
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
 /// Produce requests read ahead on one stream while earlier ones are appended.
 const STREAM_BUFFER: usize = 16;
 
@@ -80,9 +83,10 @@ async fn append(broker: &Broker, request: v1::ProduceRequest) -> Result<Appended
             request.batches.len()
         )));
     }
+    let acks = acks(request.acks)?;
     let topic = broker.topic(&request.topic)?;
     let partition = broker.leader_partition(&request.topic, request.partition)?;
-    let acks_all = request.acks == v1::Acks::All as i32;
+    let acks_all = acks == v1::Acks::All;
     if acks_all {
         // Checked before appending, so a refused request leaves nothing half-written.
         let needed = topic
@@ -98,7 +102,7 @@ async fn append(broker: &Broker, request: v1::ProduceRequest) -> Result<Appended
         }
     }
     let (base_offsets, end) = partition.append(request.batches).await?;
-    let base_offsets = if request.acks == v1::Acks::None as i32 {
+    let base_offsets = if acks == v1::Acks::None {
         Vec::new()
     } else {
         base_offsets
@@ -109,6 +113,18 @@ async fn append(broker: &Broker, request: v1::ProduceRequest) -> Result<Appended
         partition,
         commit_offset: acks_all.then_some(end),
     })
+}
+
+/// The request's acks: unset means leader; a value the proto does not list is refused
+/// rather than guessed.
+fn acks(value: i32) -> Result<v1::Acks, Error> {
+    match v1::Acks::try_from(value) {
+        Ok(v1::Acks::Unspecified) => Ok(v1::Acks::Leader),
+        Ok(acks) => Ok(acks),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "unknown acks value {value}: use ACKS_LEADER (3), ACKS_ALL (2) or ACKS_NONE (1); 0 means leader"
+        ))),
+    }
 }
 
 async fn produce(
@@ -141,6 +157,16 @@ enum AckTask {
 }
 
 type ProduceStreamOut = Pin<Box<dyn Stream<Item = Result<v1::ProduceResponse, Status>> + Send>>;
+
+/// tonic reports a request over the message limit as OUT_OF_RANGE, the code Fetch
+/// uses for an offset out of range; say RESOURCE_EXHAUSTED and name the limit instead.
+fn oversize(status: Status) -> Status {
+    if pubsub_proto::is_oversize(&status) {
+        Status::resource_exhausted(pubsub_proto::oversize_message())
+    } else {
+        status
+    }
+}
 
 #[tonic::async_trait]
 impl BrokerRpc for DataService {
@@ -211,8 +237,22 @@ impl BrokerRpc for DataService {
                     AckTask::Rejected(error) => Ok(error_response(correlation_id, error)),
                     AckTask::Failed(status) => Err(status),
                 };
-                let failed = reply.as_ref().map_or(true, |r| r.error.is_some());
-                if tx.send(reply).await.is_err() || failed {
+                let failed = match &reply {
+                    Ok(response) => response.error.is_some(),
+                    Err(_) => true,
+                };
+                if tx.send(reply.map_err(oversize)).await.is_err() {
+                    break;
+                }
+                if failed {
+                    // Requests behind a failed one are not answered (the appender stopped
+                    // reading, so later batches keep their order on a retry); end the call
+                    // with a status so that is never mistaken for a clean end.
+                    let _ = tx
+                        .send(Err(Status::aborted(format!(
+                            "request {correlation_id} failed, so this stream ends: requests sent after it were not answered (those already appended keep their offsets); retry them on a new stream"
+                        ))))
+                        .await;
                     break;
                 }
             }
@@ -293,11 +333,26 @@ impl BrokerRpc for DataService {
         let partition = self
             .broker
             .leader_partition(&request.topic, request.partition)?;
+        use v1::list_offsets_request::Spec;
         let offset = match request.spec {
-            Some(v1::list_offsets_request::Spec::Earliest(_)) => partition.log().log_start_offset(),
-            Some(v1::list_offsets_request::Spec::Latest(_)) => partition.high_watermark(),
-            Some(v1::list_offsets_request::Spec::TimestampMs(ts)) => {
-                partition.offset_for_timestamp(ts).await?
+            Some(Spec::Earliest(true) | Spec::TimestampMs(EARLIEST_TIMESTAMP)) => {
+                partition.log().log_start_offset()
+            }
+            Some(Spec::Latest(true) | Spec::TimestampMs(LATEST_TIMESTAMP)) => {
+                partition.high_watermark()
+            }
+            Some(Spec::TimestampMs(ts)) if ts >= 0 => partition.offset_for_timestamp(ts).await?,
+            Some(Spec::TimestampMs(ts)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "timestamp_ms {ts} is negative: use a time in ms, -1 for latest or -2 for earliest"
+                ))
+                .into());
+            }
+            Some(Spec::Earliest(false) | Spec::Latest(false)) => {
+                return Err(Error::InvalidArgument(
+                    "earliest and latest must be true when set; leave them unset otherwise".into(),
+                )
+                .into());
             }
             None => {
                 return Err(Error::InvalidArgument(

@@ -187,11 +187,19 @@ async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, S
     Ok((listener, bound))
 }
 
+/// Longest `pubsubd` takes to exit after SIGTERM or Ctrl-C, whatever it is doing: every
+/// role drains and flushes well within it; past it the process exits anyway, since
+/// anything acknowledged is already on disk.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(9);
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
+        tokio::time::sleep(SHUTDOWN_LIMIT).await;
+        tracing::error!(limit = ?SHUTDOWN_LIMIT, "shutdown took too long; exiting now");
+        std::process::exit(1);
     });
     let shutdown = move || {
         let mut stopped = stopped.clone();
@@ -256,9 +264,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Tests and scripts read this line to learn the port when listening on :0.
             println!("listening on {broker_bound}");
             println!("cluster manager on {manager_bound}");
-            let served = pubsub_broker::run_with(broker, broker_listener, shutdown(), routes)
-                .await
-                .context("broker failed");
+            let names = [pubsub_proto::v1::consumer_manager_server::SERVICE_NAME];
+            let served =
+                pubsub_broker::run_with(broker, broker_listener, shutdown(), routes, &names)
+                    .await
+                    .context("broker failed");
             consumer_background.abort();
             if let Err(e) = consumers.flush().await {
                 tracing::error!(error = %e, "cannot flush the consumer manager");

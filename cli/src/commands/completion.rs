@@ -13,8 +13,16 @@ pub struct CompletionArgs {
     pub shell: Shell,
 }
 
-/// Writes the completion script to stdout.
-pub fn run(args: &CompletionArgs) {
+/// Writes the completion script to stdout. A reader that stops early (`| head`) is
+/// not an error: the script is generated into memory, then written, and a closed
+/// pipe ends the write quietly instead of aborting.
+pub fn run(args: &CompletionArgs) -> std::io::Result<()> {
+    use std::io::Write;
     let mut command = Cli::command();
-    clap_complete::generate(args.shell, &mut command, "pubsub", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "pubsub", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

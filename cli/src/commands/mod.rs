@@ -145,7 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Write(args) => write::run(global, args).await,
         Command::Read(args) => read::run(global, args).await,
         Command::Completion(args) => {
-            completion::run(&args);
+            completion::run(&args)?;
             Ok(())
         }
         Command::Bench(args) => bench(global, args).await,

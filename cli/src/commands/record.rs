@@ -26,6 +26,9 @@ struct JsonRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     value_encoding: Option<&'static str>,
     headers: Vec<JsonHeader<'a>>,
+    /// Which delivery this is (1 for the first), for records of a subscription.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery_attempt: Option<u32>,
 }
 
 /// A header; headers stay a list because keys may repeat and order matters.
@@ -48,6 +51,15 @@ pub fn write_text(out: &mut impl Write, record: &ConsumerRecord) -> std::io::Res
 
 /// Writes the record as one JSON object and a newline.
 pub fn write_json(out: &mut impl Write, record: &ConsumerRecord) -> std::io::Result<()> {
+    write_json_delivered(out, record, None)
+}
+
+/// [`write_json`] for a record delivered by a subscription, with its delivery attempt.
+pub fn write_json_delivered(
+    out: &mut impl Write,
+    record: &ConsumerRecord,
+    delivery_attempt: Option<u32>,
+) -> std::io::Result<()> {
     let (key, key_encoding) = encode(record.key.as_deref());
     let (value, value_encoding) = encode(record.value.as_deref());
     let json = JsonRecord {
@@ -70,6 +82,7 @@ pub fn write_json(out: &mut impl Write, record: &ConsumerRecord) -> std::io::Res
                 }
             })
             .collect(),
+        delivery_attempt,
     };
     serde_json::to_writer(&mut *out, &json)?;
     out.write_all(b"\n")

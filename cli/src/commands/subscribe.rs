@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::output::{OutputFormat, Table, print_json, print_text};
 use super::read::parse_from_time_now;
-use super::record::{write_json, write_text};
+use super::record::{write_json, write_json_delivered, write_text};
 use super::units::{format_ms, parse_retention};
 use super::{GlobalArgs, connect_consumer_manager};
 
@@ -219,7 +219,9 @@ pub async fn subscribe(global: &GlobalArgs, args: SubscribeArgs) -> anyhow::Resu
             let consumer_record = to_consumer_record(&record);
             match format {
                 OutputFormat::Text => write_text(&mut out, &consumer_record)?,
-                OutputFormat::Json => write_json(&mut out, &consumer_record)?,
+                OutputFormat::Json => {
+                    write_json_delivered(&mut out, &consumer_record, Some(record.delivery_attempt))?
+                }
             }
             out.flush()?;
         }
@@ -266,7 +268,11 @@ async fn reconnect(
     lost_since: &mut Option<std::time::Instant>,
 ) -> anyhow::Result<pubsub_client::SubscriberStream> {
     let since = *lost_since.get_or_insert_with(std::time::Instant::now);
-    eprintln!("connection to the consumer manager lost ({error}); reconnecting");
+    let why = match error {
+        pubsub_client::Error::Closed => "the server ended the stream".to_string(),
+        other => other.to_string(),
+    };
+    eprintln!("connection to the consumer manager lost ({why}); reconnecting");
     loop {
         tokio::time::sleep(RECONNECT_PAUSE).await;
         match subscriptions
@@ -491,6 +497,12 @@ pub async fn presence(global: &GlobalArgs, args: PresenceArgs) -> anyhow::Result
     let members = subscriptions
         .presence(&args.topic, args.subscription.as_deref().unwrap_or(""))
         .await?;
+    if members.is_empty() {
+        // Nobody connected is an answer only for a topic that exists.
+        pubsub_client::Admin::new(super::connect(global).await?)
+            .describe_topic(&args.topic)
+            .await?;
+    }
     if global.output == OutputFormat::Json {
         return print_json(&members.iter().map(member_json).collect::<Vec<_>>());
     }

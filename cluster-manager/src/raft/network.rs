@@ -3,7 +3,7 @@
 //!
 //! Each peer address gets one lazily connected tonic channel, shared by every caller.
 //! Channels use HTTP/2 keepalive every 500 ms: without it a connection through a healed
-//! network partition stays wedged (NOTES.md), and the group would not recover. openraft
+//! network partition stays wedged, and the group would not recover. openraft
 //! puts its own deadline on every RPC; the connect timeout keeps a dead address from
 //! holding a call for long.
 

@@ -305,3 +305,28 @@ fn an_idempotent_retry_is_answered_with_the_stored_offsets_even_after_reopen() {
     );
     assert_eq!(log.log_end_offset(), 5);
 }
+
+#[test]
+fn a_time_search_answers_the_first_record_at_or_after_the_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    // One batch of 10 records at 100, 110, ..., 190, compressed, then one at 500.
+    let mut builder = pubsub_storage::BatchBuilder::new();
+    for i in 0..10 {
+        builder.push(100 + i * 10, None, Some(b"v"), &[]);
+    }
+    let stamp = pubsub_storage::ProducerStamp::NONE;
+    let first = builder.build(pubsub_storage::Compression::Lz4, stamp);
+    log.append(&first.unwrap().unwrap(), 0).unwrap();
+    log.append(&crate::batch(1, 1, 500), 0).unwrap();
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(100).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(101).unwrap(), Some(1));
+    assert_eq!(log.offset_for_timestamp(155).unwrap(), Some(6));
+    assert_eq!(log.offset_for_timestamp(190).unwrap(), Some(9));
+    assert_eq!(log.offset_for_timestamp(191).unwrap(), Some(10));
+    assert_eq!(log.offset_for_timestamp(501).unwrap(), None);
+    // The same from a closed segment.
+    log.roll().unwrap();
+    assert_eq!(log.offset_for_timestamp(155).unwrap(), Some(6));
+}

@@ -1021,7 +1021,7 @@ async fn a_following_subscriber_reconnects_after_the_server_restarts() {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
         .spawn()
         .unwrap();
     let lines = collect_lines(&mut child, |line| line);
@@ -1069,4 +1069,10 @@ async fn a_following_subscriber_reconnects_after_the_server_restarts() {
     assert_eq!(seen, expected);
     let _ = child.kill();
     let _ = child.wait();
+    let said = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(said.contains("reconnecting"), "{said}");
+    assert!(
+        !said.contains("producer"),
+        "a subscriber is not a producer: {said}"
+    );
 }

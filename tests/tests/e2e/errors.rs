@@ -26,7 +26,7 @@ fn topic(name: &str, partitions: u32) -> NewTopic {
     }
 }
 
-fn one_batch(value_len: usize) -> Bytes {
+pub(crate) fn one_batch(value_len: usize) -> Bytes {
     let mut builder = BatchBuilder::new();
     builder.push(1, None, Some(&vec![7u8; value_len]), &[]);
     Bytes::from(
@@ -173,7 +173,7 @@ async fn data_errors_have_the_documented_codes() {
         .produce(produce("t", 0, one_batch(5000)))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(
         err.message().contains("exceeds the limit of 1000 bytes"),
         "{}",
@@ -231,7 +231,7 @@ async fn data_errors_have_the_documented_codes() {
         .unwrap();
     check(
         delivery.wait().await,
-        Code::InvalidArgument,
+        Code::ResourceExhausted,
         "exceeds the limit",
     );
     // ...and keeps working for the next one.
@@ -259,4 +259,88 @@ async fn an_unreachable_server_is_a_transport_error() {
         "{err:?}"
     );
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
+
+/// Byte positions in a RecordBatch v2 header (storage/FORMAT.md, section 1).
+const ATTRIBUTES_AT: usize = 21;
+const LAST_OFFSET_DELTA_AT: usize = 23;
+const RECORD_COUNT_AT: usize = 57;
+
+/// An uncompressed batch of `values`.
+fn batch_of(values: &[&str]) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    for value in values {
+        builder.push(1, None, Some(value.as_bytes()), &[]);
+    }
+    builder
+        .build(Compression::None, ProducerStamp::NONE)
+        .unwrap()
+        .unwrap()
+}
+
+/// A batch of `values` with `lie` applied to its bytes and the CRC sealed again, so
+/// only a walk over the records can tell something is wrong.
+fn resealed(values: &[&str], lie: impl FnOnce(&mut [u8])) -> Bytes {
+    let mut bytes = batch_of(values);
+    lie(&mut bytes);
+    pubsub_storage::batch::restamp_producer(&mut bytes, -1, -1, -1);
+    Bytes::from(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_records_under_a_valid_crc_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = Client::connect(server.address()).await.unwrap();
+    Admin::new(client.clone())
+        .create_topic(topic("t", 1))
+        .await
+        .unwrap();
+    let mut stub = client.broker_stub();
+
+    // Claims gzip, but the records are stored as they are.
+    let not_gzip = resealed(&["one", "two"], |b| b[ATTRIBUTES_AT + 1] = 1);
+    // Says two records (last offset delta 1, consistent) but holds three.
+    let miscounted = resealed(&["one", "two", "three"], |b| {
+        b[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&2i32.to_be_bytes());
+        b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&1i32.to_be_bytes());
+    });
+    let cases = [
+        (not_gzip, "cannot decompress batch"),
+        (
+            miscounted,
+            "record count 2 in the header but the records section holds 3 records",
+        ),
+    ];
+    for (batch, needle) in cases {
+        let err = stub.produce(produce("t", 0, batch)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(
+            err.message().contains(needle),
+            "{needle:?} not in {}",
+            err.message()
+        );
+        let end = stub
+            .list_offsets(v1::ListOffsetsRequest {
+                topic: "t".into(),
+                partition: 0,
+                spec: Some(v1::list_offsets_request::Spec::Latest(true)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(end.offset, 0, "a refused batch moved the log end");
+    }
+
+    // A good batch after them lands at offset 0 and reads back.
+    let ok = stub
+        .produce(produce("t", 0, Bytes::from(batch_of(&["good"]))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.base_offsets, [0]);
+    let records = crate::read_everything(&client, "t", 1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].offset, 0);
+    assert_eq!(records[0].value.as_deref(), Some(&b"good"[..]));
 }

@@ -23,7 +23,13 @@ async fn health_and_reflection_answer_with_compression() {
 
     for encoding in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
         let mut health = HealthClient::new(channel.clone()).send_compressed(encoding);
-        for service in ["", "pubsub.v1.Broker", "pubsub.v1.Admin"] {
+        let served = [
+            "",
+            "pubsub.v1.Broker",
+            "pubsub.v1.Admin",
+            "pubsub.v1.ConsumerManager",
+        ];
+        for service in served {
             let request = HealthCheckRequest {
                 service: service.into(),
             };
@@ -62,6 +68,14 @@ async fn health_and_reflection_answer_with_compression() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"pubsub.v1.Broker".to_string()), "{names:?}");
     assert!(names.contains(&"pubsub.v1.Admin".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"pubsub.v1.ConsumerManager".to_string()),
+        "{names:?}"
+    );
+    // Only what this port serves: the cluster manager's services are elsewhere.
+    for elsewhere in ["pubsub.v1.ClusterManager", "pubsub.v1.Raft"] {
+        assert!(!names.contains(&elsewhere.to_string()), "{names:?}");
+    }
 
     use tonic_reflection::pb::v1alpha as alpha;
     let mut v1alpha = alpha::server_reflection_client::ServerReflectionClient::new(channel);

@@ -3,10 +3,12 @@
 
 mod bench;
 mod cli;
+mod cli_contracts;
 mod client;
 mod cluster;
 mod consumer;
 mod consumer_integrity;
+mod contracts;
 mod errors;
 mod fsync;
 mod full_disk;
