@@ -20,6 +20,10 @@ pub enum Error {
     /// The caller's view is stale (group generation, unknown member).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller's membership ended under it (a stream's member removed): it may
+    /// open a new stream at once.
+    #[error("{0}")]
+    Aborted(String),
     /// Every partition the caller may read is stopped at a batch that cannot be
     /// decoded: an empty answer would look like an idle topic for ever.
     #[error(
@@ -54,9 +58,14 @@ pub enum Error {
     /// The brokers could not be reached or refused for now.
     #[error("{0}")]
     Unavailable(String),
-    /// sled failed.
+    /// The database could not be opened or holds something unreadable.
     #[error("consumer manager storage: {0}")]
     Storage(String),
+    /// The database failed (a full disk, say): memory may be ahead of the disk, so the
+    /// consumer manager reloads from disk; a retry shortly succeeds. The cause is
+    /// logged where it happened.
+    #[error("consumer manager storage failed (disk full?); reloading from disk")]
+    Reloading,
     /// A broker answered with an error.
     #[error("broker: {0}")]
     Broker(#[from] pubsub_client::Error),
@@ -71,7 +80,8 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_)
             | Error::PartitionStopped { .. }
             | Error::Undecodable { .. } => Code::FailedPrecondition,
-            Error::Unavailable(_) => Code::Unavailable,
+            Error::Aborted(_) => Code::Aborted,
+            Error::Unavailable(_) | Error::Reloading => Code::Unavailable,
             Error::Storage(_) => Code::Internal,
             Error::Broker(e) => match e.code() {
                 Some(code) => code,

@@ -13,6 +13,8 @@
 //!   partition stopped visibly.
 //! - [`incarnation`]: subscriptions end with their topic's incarnation; positions
 //!   past a partition's end are reset.
+//! - [`supervisor`]: a failed database is reopened and the manager reloaded from
+//!   disk, without a restart; requests meanwhile get UNAVAILABLE.
 //! - [`service`] and [`server`]: the gRPC face and the background work.
 
 pub mod assignment;
@@ -30,8 +32,10 @@ pub mod source;
 pub mod store;
 pub mod stream;
 pub mod subscription;
+pub mod supervisor;
 pub mod undecodable;
 
 pub use error::{Error, Result};
 pub use manager::{Manager, ManagerConfig};
 pub use server::{background, grpc_service, run};
+pub use supervisor::Supervisor;

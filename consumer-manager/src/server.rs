@@ -1,5 +1,6 @@
-//! Running a consumer manager: the background work (session expiry, keep-until-
-//! consumed deletion) and, for `pubsubd consumer-manager`, its own gRPC server.
+//! Running a consumer manager: the background work (reloading a failed database,
+//! session expiry, topic checks, keep-until-consumed deletion) and, for
+//! `pubsubd consumer-manager`, its own gRPC server.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,33 +12,50 @@ use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
 use crate::incarnation::{TOPIC_CHECK_INTERVAL, TopicWatch};
-use crate::manager::Manager;
 use crate::service::ConsumerManagerService;
+use crate::supervisor::Supervisor;
 
 /// How often member sessions are checked.
 const SESSION_CHECK: Duration = Duration::from_millis(250);
 
-/// The gRPC service of `manager`, with the project's transport limits, to serve
-/// beside others (standalone serves it on the broker's address).
-pub fn grpc_service(manager: Arc<Manager>) -> ConsumerManagerServer<ConsumerManagerService> {
+/// The gRPC service of the supervised consumer manager, with the project's transport
+/// limits, to serve beside others (standalone serves it on the broker's address).
+pub fn grpc_service(supervisor: Arc<Supervisor>) -> ConsumerManagerServer<ConsumerManagerService> {
     pubsub_proto::with_limits!(ConsumerManagerServer::new(ConsumerManagerService::new(
-        manager
+        supervisor
     )))
 }
 
-/// Runs session expiry, the check of subscribed topics (deleted topics end their
-/// subscriptions) and keep-until-consumed deletion until the task is dropped.
-pub async fn background(manager: Arc<Manager>) {
+/// Runs the supervisor (a failed database is reloaded from disk), session expiry,
+/// the check of subscribed topics (deleted topics end their subscriptions) and
+/// keep-until-consumed deletion until the task is dropped.
+pub async fn background(supervisor: Arc<Supervisor>) {
+    tokio::join!(supervisor.supervise(), periodic(&supervisor));
+}
+
+/// The periodic work, each pass on the manager serving then (skipped while reloading).
+async fn periodic(supervisor: &Supervisor) {
     let mut sessions = tokio::time::interval(SESSION_CHECK);
     let mut topics = tokio::time::interval(TOPIC_CHECK_INTERVAL);
     let mut watch = TopicWatch::default();
-    let mut cleanup = tokio::time::interval(manager.config().cleanup_interval);
+    let mut cleanup = tokio::time::interval(supervisor.config().cleanup_interval);
     loop {
         tokio::select! {
-            _ = sessions.tick() => manager.expire_members().await,
-            _ = topics.tick() => manager.check_topics(&mut watch).await,
-            _ = cleanup.tick() => match manager.delete_consumed().await {
-                Ok(0) => {}
+            _ = sessions.tick() => {
+                let _ = supervisor.serve(|manager| async move {
+                    manager.expire_members().await;
+                    Ok(())
+                }).await;
+            }
+            _ = topics.tick() => {
+                let watch = &mut watch;
+                let _ = supervisor.serve(|manager| async move {
+                    manager.check_topics(watch).await;
+                    Ok(())
+                }).await;
+            }
+            _ = cleanup.tick() => match supervisor.serve(|manager| async move { manager.delete_consumed().await }).await {
+                Ok(0) | Err(Error::Reloading) => {}
                 Ok(deleted) => tracing::info!(segments = deleted, "deleted segments every subscription consumed"),
                 Err(e) => tracing::warn!(error = %e, "keep-until-consumed pass failed"),
             },
@@ -47,7 +65,7 @@ pub async fn background(manager: Arc<Manager>) {
 
 /// Serves a consumer manager alone on `listener` until `shutdown` resolves.
 pub async fn run(
-    manager: Arc<Manager>,
+    supervisor: Arc<Supervisor>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
@@ -55,20 +73,20 @@ pub async fn run(
     health
         .set_serving::<ConsumerManagerServer<ConsumerManagerService>>()
         .await;
-    let background = tokio::spawn(background(manager.clone()));
+    let background = tokio::spawn(background(supervisor.clone()));
     tracing::info!(address = ?listener.local_addr().ok(), "consumer manager listening");
     let result = tonic::transport::Server::builder()
         .layer(pubsub_proto::OversizeLayer)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .add_service(pubsub_proto::with_limits!(health_service))
-        .add_service(grpc_service(manager.clone()))
+        .add_service(grpc_service(supervisor.clone()))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
         )
         .await;
     background.abort();
-    let flushed = manager.store().flush().await;
+    let flushed = supervisor.flush().await;
     result.map_err(|e| Error::Unavailable(format!("grpc server: {e}")))?;
     flushed
 }

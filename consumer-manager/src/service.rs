@@ -1,4 +1,5 @@
-//! The ConsumerManager gRPC service: requests checked and mapped onto [`Manager`].
+//! The ConsumerManager gRPC service: requests checked and mapped onto the
+//! [`Manager`](crate::manager::Manager) serving, through the [`Supervisor`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,22 +10,25 @@ use pubsub_proto::v1::{self, consumer_manager_server::ConsumerManager as Rpc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::manager::{Caller, Manager};
+use crate::error::{Error, Result};
+use crate::manager::Caller;
 use crate::subscription::Mode;
+use crate::supervisor::Supervisor;
 
 /// Most record ids one Ack or Nack may carry.
 const MAX_IDS: usize = 100_000;
 
-/// The gRPC face of a [`Manager`].
+/// The gRPC face of the supervised consumer manager: each request runs on the
+/// manager serving when it arrives (UNAVAILABLE while one is reloaded from disk).
 #[derive(Clone)]
 pub struct ConsumerManagerService {
-    manager: Arc<Manager>,
+    supervisor: Arc<Supervisor>,
 }
 
 impl ConsumerManagerService {
-    /// Serves `manager`.
-    pub fn new(manager: Arc<Manager>) -> Self {
-        ConsumerManagerService { manager }
+    /// Serves the managers `supervisor` keeps.
+    pub fn new(supervisor: Arc<Supervisor>) -> Self {
+        ConsumerManagerService { supervisor }
     }
 }
 
@@ -42,9 +46,9 @@ fn caller<T>(request: &Request<T>, member_id: &str) -> Caller {
     }
 }
 
-fn ids(records: &[v1::RecordId]) -> Result<Vec<(u32, u64)>, Status> {
+fn ids(records: &[v1::RecordId]) -> Result<Vec<(u32, u64)>> {
     if records.len() > MAX_IDS {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::InvalidArgument(format!(
             "{} record ids in one call; at most {MAX_IDS}",
             records.len()
         )));
@@ -61,18 +65,23 @@ impl Rpc for ConsumerManagerService {
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<v1::SubscribeResponse>, Status> {
         let request = request.into_inner();
-        let (subscription, created) = self
-            .manager
-            .subscribe(
-                &request.topic,
-                &request.subscription,
-                request.options.as_ref(),
-            )
+        let response = self
+            .supervisor
+            .serve(|manager| async move {
+                let (subscription, created) = manager
+                    .subscribe(
+                        &request.topic,
+                        &request.subscription,
+                        request.options.as_ref(),
+                    )
+                    .await?;
+                Ok(v1::SubscribeResponse {
+                    subscription: Some(manager.describe(&subscription).await),
+                    created,
+                })
+            })
             .await?;
-        Ok(Response::new(v1::SubscribeResponse {
-            subscription: Some(self.manager.describe(&subscription).await),
-            created,
-        }))
+        Ok(Response::new(response))
     }
 
     async fn unsubscribe(
@@ -80,8 +89,12 @@ impl Rpc for ConsumerManagerService {
         request: Request<v1::UnsubscribeRequest>,
     ) -> Result<Response<v1::UnsubscribeResponse>, Status> {
         let request = request.into_inner();
-        self.manager
-            .unsubscribe(&request.topic, &request.subscription)
+        self.supervisor
+            .serve(|manager| async move {
+                manager
+                    .unsubscribe(&request.topic, &request.subscription)
+                    .await
+            })
             .await?;
         Ok(Response::new(v1::UnsubscribeResponse {}))
     }
@@ -91,17 +104,23 @@ impl Rpc for ConsumerManagerService {
         request: Request<v1::ListSubscriptionsRequest>,
     ) -> Result<Response<v1::ListSubscriptionsResponse>, Status> {
         let request = request.into_inner();
-        let mut chosen = if request.subscription.is_empty() {
-            self.manager.all()
-        } else {
-            vec![self.manager.subscription(&request.subscription)?]
-        };
-        chosen.retain(|s| request.topic.is_empty() || s.topic == request.topic);
-        chosen.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut subscriptions = Vec::with_capacity(chosen.len());
-        for subscription in chosen {
-            subscriptions.push(self.manager.describe(&subscription).await);
-        }
+        let subscriptions = self
+            .supervisor
+            .serve(|manager| async move {
+                let mut chosen = if request.subscription.is_empty() {
+                    manager.all()
+                } else {
+                    vec![manager.subscription(&request.subscription)?]
+                };
+                chosen.retain(|s| request.topic.is_empty() || s.topic == request.topic);
+                chosen.sort_by(|a, b| a.name.cmp(&b.name));
+                let mut subscriptions = Vec::with_capacity(chosen.len());
+                for subscription in chosen {
+                    subscriptions.push(manager.describe(&subscription).await);
+                }
+                Ok(subscriptions)
+            })
+            .await?;
         Ok(Response::new(v1::ListSubscriptionsResponse {
             subscriptions,
         }))
@@ -113,18 +132,22 @@ impl Rpc for ConsumerManagerService {
     ) -> Result<Response<v1::JoinGroupResponse>, Status> {
         let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
-        let subscription = self.manager.subscription(&request.subscription)?;
-        if !subscription.options.group {
-            return Err(Status::failed_precondition(format!(
-                "subscription {:?} is not a group; read it without joining",
-                request.subscription
-            )));
-        }
-        Ok(Response::new(
-            self.manager
-                .join(&request.subscription, &caller, Mode::Pull)
-                .await?,
-        ))
+        let joined = self
+            .supervisor
+            .serve(|manager| async move {
+                let subscription = manager.subscription(&request.subscription)?;
+                if !subscription.options.group {
+                    return Err(Error::FailedPrecondition(format!(
+                        "subscription {:?} is not a group; read it without joining",
+                        request.subscription
+                    )));
+                }
+                manager
+                    .join(&request.subscription, &caller, Mode::Pull)
+                    .await
+            })
+            .await?;
+        Ok(Response::new(joined))
     }
 
     async fn leave_group(
@@ -132,8 +155,12 @@ impl Rpc for ConsumerManagerService {
         request: Request<v1::LeaveGroupRequest>,
     ) -> Result<Response<v1::LeaveGroupResponse>, Status> {
         let request = request.into_inner();
-        self.manager
-            .leave(&request.subscription, &request.member_id)
+        self.supervisor
+            .serve(|manager| async move {
+                manager
+                    .leave(&request.subscription, &request.member_id)
+                    .await
+            })
             .await?;
         Ok(Response::new(v1::LeaveGroupResponse {}))
     }
@@ -145,14 +172,18 @@ impl Rpc for ConsumerManagerService {
         let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let delivery = self
-            .manager
-            .read(
-                &request.subscription,
-                &caller,
-                request.generation,
-                request.max_records.max(1) as usize,
-                Duration::from_millis(u64::from(request.max_wait_ms)),
-            )
+            .supervisor
+            .serve(|manager| async move {
+                manager
+                    .read(
+                        &request.subscription,
+                        &caller,
+                        request.generation,
+                        request.max_records.max(1) as usize,
+                        Duration::from_millis(u64::from(request.max_wait_ms)),
+                    )
+                    .await
+            })
             .await?;
         Ok(Response::new(v1::ReadResponse {
             records: delivery.records,
@@ -167,8 +198,12 @@ impl Rpc for ConsumerManagerService {
         let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let ids = ids(&request.records)?;
-        self.manager
-            .ack(&request.subscription, &caller, request.generation, &ids)
+        self.supervisor
+            .serve(|manager| async move {
+                manager
+                    .ack(&request.subscription, &caller, request.generation, &ids)
+                    .await
+            })
             .await?;
         Ok(Response::new(v1::AckResponse {}))
     }
@@ -180,8 +215,12 @@ impl Rpc for ConsumerManagerService {
         let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let ids = ids(&request.records)?;
-        self.manager
-            .nack(&request.subscription, &caller, request.generation, &ids)
+        self.supervisor
+            .serve(|manager| async move {
+                manager
+                    .nack(&request.subscription, &caller, request.generation, &ids)
+                    .await
+            })
             .await?;
         Ok(Response::new(v1::NackResponse {}))
     }
@@ -192,14 +231,18 @@ impl Rpc for ConsumerManagerService {
     ) -> Result<Response<v1::CommitResponse>, Status> {
         let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
-        self.manager
-            .commit(
-                &request.subscription,
-                &caller,
-                request.generation,
-                request.partition,
-                request.offset,
-            )
+        self.supervisor
+            .serve(|manager| async move {
+                manager
+                    .commit(
+                        &request.subscription,
+                        &caller,
+                        request.generation,
+                        request.partition,
+                        request.offset,
+                    )
+                    .await
+            })
             .await?;
         Ok(Response::new(v1::CommitResponse {}))
     }
@@ -210,13 +253,18 @@ impl Rpc for ConsumerManagerService {
     ) -> Result<Response<v1::SeekResponse>, Status> {
         let request = request.into_inner();
         let Some(target) = request.target else {
-            return Err(Status::invalid_argument(
-                "seek needs one of offset, earliest, latest or timestamp_ms",
-            ));
+            return Err(Error::InvalidArgument(
+                "seek needs one of offset, earliest, latest or timestamp_ms".into(),
+            )
+            .into());
         };
         let partitions = self
-            .manager
-            .seek(&request.subscription, request.partition, target)
+            .supervisor
+            .serve(|manager| async move {
+                manager
+                    .seek(&request.subscription, request.partition, target)
+                    .await
+            })
             .await?;
         Ok(Response::new(v1::SeekResponse { partitions }))
     }
@@ -229,16 +277,20 @@ impl Rpc for ConsumerManagerService {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let address = address(&request);
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("the stream ended before its open message"))?;
+        let first = inbound.message().await?.ok_or_else(|| {
+            Error::InvalidArgument("the stream ended before its open message".into())
+        })?;
         let Some(v1::stream_request::Kind::Open(open)) = first.kind else {
-            return Err(Status::invalid_argument(
-                "the first message of a stream must be `open` (subscription, credits)",
-            ));
+            return Err(Error::InvalidArgument(
+                "the first message of a stream must be `open` (subscription, credits)".into(),
+            )
+            .into());
         };
-        let receiver = crate::stream::open(self.manager.clone(), open, address, inbound).await?;
+        // The stream's tasks hold the manager past this call, and end with it.
+        let receiver = self
+            .supervisor
+            .serve(|manager| crate::stream::open(manager, open, address, inbound))
+            .await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
@@ -247,12 +299,15 @@ impl Rpc for ConsumerManagerService {
         request: Request<v1::PresenceRequest>,
     ) -> Result<Response<v1::PresenceResponse>, Status> {
         let request = request.into_inner();
-        if !request.subscription.is_empty() {
-            self.manager.subscription(&request.subscription)?;
-        }
         let members = self
-            .manager
-            .presence(&request.topic, &request.subscription)?;
+            .supervisor
+            .serve(|manager| async move {
+                if !request.subscription.is_empty() {
+                    manager.subscription(&request.subscription)?;
+                }
+                manager.presence(&request.topic, &request.subscription)
+            })
+            .await?;
         Ok(Response::new(v1::PresenceResponse { members }))
     }
 
@@ -260,7 +315,11 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::HistoryRequest>,
     ) -> Result<Response<v1::HistoryResponse>, Status> {
-        let partitions = self.manager.history(request.get_ref()).await?;
+        let request = request.into_inner();
+        let partitions = self
+            .supervisor
+            .serve(|manager| async move { manager.history(&request).await })
+            .await?;
         Ok(Response::new(v1::HistoryResponse { partitions }))
     }
 
@@ -270,8 +329,12 @@ impl Rpc for ConsumerManagerService {
     ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
         let request = request.into_inner();
         let replayed = self
-            .manager
-            .replay_dead_letters(&request.subscription, request.max_records)
+            .supervisor
+            .serve(|manager| async move {
+                manager
+                    .replay_dead_letters(&request.subscription, request.max_records)
+                    .await
+            })
             .await?;
         Ok(Response::new(v1::ReplayDeadLettersResponse { replayed }))
     }

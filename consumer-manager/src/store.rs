@@ -5,10 +5,16 @@
 //! Writes are applied as one batch per tree under the subscription's lock (so they
 //! reach sled in order) and made durable with [`Store::flush`] before the caller
 //! answers. Keys are `name 0x00 partition(be32) [offset(be64)]`; names never hold NUL.
+//!
+//! The first sled error (a full disk, say) fails the store for good: memory may then
+//! be ahead of the disk, and sled 0.34 keeps the error, so the same database never
+//! works again. Everything after answers [`Error::Reloading`], and [`Store::failed`]
+//! tells the supervisor to reopen the database and reload from it.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,14 +69,22 @@ pub struct LoadedCursor {
     pub deliveries: Vec<(u64, u32)>,
 }
 
-/// The sled database of a consumer manager.
-#[derive(Clone)]
+/// A flush still waiting after this long is asked again. sled 0.34 can leave a flush
+/// waiting for good when a background write fails (its logger records the error
+/// without waking waiters); a new flush that finds the error wakes them.
+const FLUSH_NUDGE: Duration = Duration::from_secs(1);
+/// A flush not done after this long fails the store: a healthy fsync takes
+/// milliseconds, and a caller must get an answer, never a hang.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sled database of a consumer manager. Not `Clone`: the manager owns the only
+/// handle, so dropping the manager closes the database (and frees its file lock).
 pub struct Store {
     db: sled::Db,
-    /// Set by the first failed write or flush: memory may then be ahead of the disk,
-    /// so nothing more is acknowledged until a restart reloads from disk (as a log
-    /// does after a failed fsync).
-    failed: Arc<AtomicBool>,
+    /// Set by the first sled error or a flush that never finished: memory may then be
+    /// ahead of the disk, so nothing more is acknowledged and the supervisor reloads
+    /// from disk (as a log does after a failed fsync).
+    failed: watch::Sender<bool>,
     subscriptions: sled::Tree,
     cursors: sled::Tree,
     acks: sled::Tree,
@@ -172,15 +186,33 @@ impl Store {
             .path(dir.join("sled"))
             .open()
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
-        let tree = |name: &str| db.open_tree(name).map_err(storage);
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| Error::Storage(format!("cannot open tree {name}: {e}")))
+        };
         Ok(Store {
             subscriptions: tree("subscriptions")?,
             cursors: tree("cursors")?,
             acks: tree("acks")?,
             deliveries: tree("deliveries")?,
             db,
-            failed: Arc::new(AtomicBool::new(false)),
+            failed: watch::Sender::new(false),
         })
+    }
+
+    /// Whether the store has failed (see [`Store::failed`]).
+    pub fn has_failed(&self) -> bool {
+        *self.failed.borrow()
+    }
+
+    /// Resolves once the store has failed; owns what it needs, so a task can wait on
+    /// it beside work that borrows the manager.
+    pub fn failed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut failed = self.failed.subscribe();
+        async move {
+            // The sender lives as long as the store; a closed channel means it is gone.
+            let _ = failed.wait_for(|&failed| failed).await;
+        }
     }
 
     /// Every stored subscription.
@@ -188,7 +220,7 @@ impl Store {
         self.subscriptions
             .iter()
             .map(|item| {
-                let (key, value) = item.map_err(storage)?;
+                let (key, value) = self.fail_on(item)?;
                 serde_json::from_slice(&value).map_err(|e| {
                     Error::Storage(format!(
                         "subscription record {:?} is unreadable: {e}",
@@ -201,21 +233,17 @@ impl Store {
 
     /// Writes a subscription record (not yet durable: see [`Store::flush`]).
     pub fn put_subscription(&self, record: &SubscriptionRecord) -> Result<()> {
+        self.check_not_failed()?;
         let value = serde_json::to_vec(record)
             .map_err(|e| Error::Storage(format!("cannot encode subscription: {e}")))?;
-        self.subscriptions
-            .insert(record.name.as_bytes(), value)
-            .map_err(storage)?;
+        let inserted = self.subscriptions.insert(record.name.as_bytes(), value);
+        self.fail_on(inserted)?;
         Ok(())
     }
 
     /// Reloads one partition's cursor; `None` if it was never stored.
     pub fn cursor(&self, name: &str, partition: u32) -> Result<Option<LoadedCursor>> {
-        let Some(value) = self
-            .cursors
-            .get(partition_key(name, partition))
-            .map_err(storage)?
-        else {
+        let Some(value) = self.fail_on(self.cursors.get(partition_key(name, partition)))? else {
             return Ok(None);
         };
         let (Some(committed), Some(next)) = (
@@ -231,12 +259,12 @@ impl Store {
         let offset_of = |key: &[u8]| key.get(prefix.len()..).and_then(be_u64);
         let mut acked = Vec::new();
         for item in self.acks.scan_prefix(&prefix) {
-            let (key, _) = item.map_err(storage)?;
+            let (key, _) = self.fail_on(item)?;
             acked.extend(offset_of(&key));
         }
         let mut deliveries = Vec::new();
         for item in self.deliveries.scan_prefix(&prefix) {
-            let (key, value) = item.map_err(storage)?;
+            let (key, value) = self.fail_on(item)?;
             if let (Some(offset), Some(count)) = (offset_of(&key), be_u32(&value)) {
                 deliveries.push((offset, count));
             }
@@ -266,22 +294,26 @@ impl Store {
     }
 
     fn check_not_failed(&self) -> Result<()> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(Error::Storage(
-                "an earlier write to the offsets database failed; restart the consumer \
-                 manager to reload its state from disk"
-                    .into(),
-            ));
+        if self.has_failed() {
+            return Err(Error::Reloading);
         }
         Ok(())
     }
 
+    /// Passes a sled result on; an error fails the store (whatever the operation:
+    /// the caller may already have changed memory to match a write that did not land).
     fn fail_on<T>(&self, result: sled::Result<T>) -> Result<T> {
         result.map_err(|e| {
-            self.failed.store(true, Ordering::Release);
-            tracing::error!(error = %e, "offsets database write failed; acknowledging nothing more");
-            storage(e)
+            self.fail(&e);
+            Error::Reloading
         })
+    }
+
+    /// Fails the store for good (see [`Store::failed`]); logs the cause once.
+    pub(crate) fn fail(&self, why: &dyn std::fmt::Display) {
+        if !self.failed.send_replace(true) {
+            tracing::error!(error = %why, "consumer manager database failed; acknowledging nothing more until it is reloaded from disk");
+        }
     }
 
     /// Adds to `changes` the removal of acknowledgements and delivery counts of
@@ -300,11 +332,11 @@ impl Store {
             offset_key(name, partition, to),
         );
         for item in self.acks.range(start.clone()..end.clone()) {
-            let (key, _) = item.map_err(storage)?;
+            let (key, _) = self.fail_on(item)?;
             changes.acks.remove(key);
         }
         for item in self.deliveries.range(start..end) {
-            let (key, _) = item.map_err(storage)?;
+            let (key, _) = self.fail_on(item)?;
             changes.deliveries.remove(key);
         }
         changes.empty = false;
@@ -313,32 +345,61 @@ impl Store {
 
     /// Deletes a subscription and everything stored for it.
     pub fn delete_subscription(&self, name: &str) -> Result<()> {
+        self.check_not_failed()?;
         let prefix = name_prefix(name);
         for tree in [&self.cursors, &self.acks, &self.deliveries] {
             let mut batch = sled::Batch::default();
             for item in tree.scan_prefix(&prefix) {
-                let (key, _) = item.map_err(storage)?;
+                let (key, _) = self.fail_on(item)?;
                 batch.remove(key);
             }
-            tree.apply_batch(batch).map_err(storage)?;
+            self.fail_on(tree.apply_batch(batch))?;
         }
-        self.subscriptions
-            .remove(name.as_bytes())
-            .map_err(storage)?;
+        self.fail_on(self.subscriptions.remove(name.as_bytes()))?;
         Ok(())
     }
 
-    /// Makes everything applied so far durable.
+    /// Makes everything applied so far durable. A flush still waiting after
+    /// [`FLUSH_NUDGE`] is followed by a new one (which wakes a flush sled forgot, and
+    /// covers everything the first did), and one not done within [`FLUSH_TIMEOUT`]
+    /// fails the store.
     pub async fn flush(&self) -> Result<()> {
         self.check_not_failed()?;
-        let flushed = self.db.flush_async().await;
-        self.fail_on(flushed)?;
-        Ok(())
+        let started = tokio::time::Instant::now();
+        let mut flush = self.spawn_flush();
+        loop {
+            match tokio::time::timeout(FLUSH_NUDGE, &mut flush).await {
+                Ok(Ok(flushed)) => return self.fail_on(flushed).map(drop),
+                Ok(Err(e)) => {
+                    self.fail(&format!("flush task failed: {e}"));
+                    return Err(Error::Reloading);
+                }
+                Err(_) if started.elapsed() >= FLUSH_TIMEOUT => {
+                    self.fail(&format!("a flush did not finish within {FLUSH_TIMEOUT:?}"));
+                    return Err(Error::Reloading);
+                }
+                Err(_) => {
+                    tracing::warn!(waited = ?started.elapsed(), "consumer manager flush is slow; asking again");
+                    // The first one runs on, detached.
+                    flush = self.spawn_flush();
+                }
+            }
+        }
     }
-}
 
-fn storage(e: sled::Error) -> Error {
-    Error::Storage(e.to_string())
+    /// A flush on the blocking pool. Not sled's `flush_async`: that waits on sled's own
+    /// small I/O pool, and a few flushes waiting there at once can hold every thread
+    /// while the write they wait for is queued behind them, for good.
+    fn spawn_flush(&self) -> tokio::task::JoinHandle<sled::Result<usize>> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+    }
+
+    /// Wakes every flush still waiting on a failed database, so it ends and lets go
+    /// of the database: a flush that finds sled's error wakes the others.
+    pub async fn wake_flushes(&self) {
+        let _ = tokio::time::timeout(FLUSH_NUDGE, self.spawn_flush()).await;
+    }
 }
 
 #[cfg(test)]
@@ -388,5 +449,25 @@ mod tests {
         store.delete_subscription("s").unwrap();
         assert!(store.cursor("s", 2).unwrap().is_none());
         assert!(store.cursor("s2", 2).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_refuses_every_write_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let failed = store.failed();
+        assert!(!store.has_failed());
+        store.fail(&"test");
+        tokio::time::timeout(Duration::from_secs(5), failed)
+            .await
+            .expect("failed() resolves once the store fails");
+        let mut changes = Changes::new();
+        changes.ack("s", 0, 1);
+        assert!(matches!(store.apply(changes), Err(Error::Reloading)));
+        assert!(matches!(
+            store.delete_subscription("s"),
+            Err(Error::Reloading)
+        ));
+        assert!(matches!(store.flush().await, Err(Error::Reloading)));
     }
 }

@@ -5,6 +5,10 @@
 //! expired lease frees the slot. So the server never buffers more for a subscriber
 //! than it granted, however slow it is, and a subscriber that never acks gets its
 //! records again once their ack deadline passes.
+//!
+//! A stream belongs to the manager that opened it: when that manager's database
+//! fails, the stream ends with UNAVAILABLE (and lets go of the manager, so it can be
+//! reloaded from disk); subscribers open a new one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,12 +16,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use pubsub_proto::v1;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tonic::{Status, Streaming};
 
-use crate::error::Error;
+use crate::cursor::Holder;
+use crate::error::{Error, Result};
 use crate::manager::{Caller, Manager};
-use crate::subscription::Mode;
+use crate::subscription::{Mode, Subscription};
 
 /// Most records delivered per step.
 const STEP_RECORDS: u64 = 5_000;
@@ -27,6 +33,25 @@ const STEP_WAIT: Duration = Duration::from_millis(500);
 const OUTBOUND_QUEUE: usize = 64;
 /// Inbound messages taken together (acks in one batch are made durable with one flush).
 const INBOUND_BATCH: usize = 1_024;
+/// Longest the final status of a stream waits for room in a client's full queue: a
+/// client that reads nothing must not keep the stream (and its manager) alive.
+const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
+
+/// What goes to the client.
+type Outbound = mpsc::Sender<Result<v1::StreamResponse, Status>>;
+
+/// One open stream: what its inbound and delivery tasks share.
+struct Open {
+    manager: Arc<Manager>,
+    subscription: Arc<Subscription>,
+    member_id: String,
+    holder: Holder,
+    /// Credits granted so far.
+    credits: AtomicU64,
+    /// Set when the client ended the stream, so its end is not reported as an eviction.
+    client_ended: AtomicBool,
+    outbound: Outbound,
+}
 
 /// Runs one stream: registers the member, spawns its inbound and delivery tasks,
 /// returns the receiver of what goes to the client.
@@ -35,7 +60,7 @@ pub async fn open(
     open: v1::StreamOpen,
     address: String,
     inbound: Streaming<v1::StreamRequest>,
-) -> Result<mpsc::Receiver<Result<v1::StreamResponse, Status>>, Status> {
+) -> Result<mpsc::Receiver<Result<v1::StreamResponse, Status>>> {
     let subscription = manager.subscription(&open.subscription)?;
     let caller = Caller {
         member_id: open.member_id.clone(),
@@ -45,186 +70,218 @@ pub async fn open(
         .join(&open.subscription, &caller, Mode::Stream)
         .await?;
     let member_id = joined.member_id.clone();
-    let (holder, mut evicted) = {
+    let (holder, evicted) = {
         let state = subscription.lock()?;
         let member = state
             .members
             .get(&member_id)
-            .ok_or_else(|| Status::aborted("member left while the stream opened"))?;
+            .ok_or_else(|| Error::Aborted("member left while the stream opened".into()))?;
         (member.holder, member.evicted.subscribe())
     };
     let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE);
-    let credits = Arc::new(AtomicU64::new(u64::from(open.credits)));
-    // Set when the client ended the stream, so its end is not reported as an eviction.
-    let client_ended = Arc::new(AtomicBool::new(false));
     let _ = outbound
         .send(Ok(v1::StreamResponse {
             kind: Some(v1::stream_response::Kind::Assignment(joined)),
         }))
         .await;
     tracing::info!(subscription = %subscription.name, member = %member_id, credits = open.credits, "stream opened");
+    let stream = Arc::new(Open {
+        manager,
+        subscription,
+        member_id,
+        holder,
+        credits: AtomicU64::new(u64::from(open.credits)),
+        client_ended: AtomicBool::new(false),
+        outbound,
+    });
+    let inbound_task = tokio::spawn(receive(stream.clone(), inbound));
+    tokio::spawn(run_delivery(stream, evicted, inbound_task));
+    Ok(receiver)
+}
 
-    // Inbound: credits, acks, nacks, heartbeats; the end of the stream ends the member.
-    let inbound_task = {
-        let (manager, subscription, credits, member_id, outbound, client_ended) = (
-            manager.clone(),
-            subscription.clone(),
-            credits.clone(),
-            member_id.clone(),
-            outbound.clone(),
-            client_ended.clone(),
-        );
-        tokio::spawn(async move {
-            let mut batches = inbound.ready_chunks(INBOUND_BATCH);
-            while let Some(batch) = batches.next().await {
-                let mut acks = Vec::new();
-                let mut nacks = Vec::new();
-                let mut ended = false;
-                for message in batch {
-                    let Ok(message) = message else {
-                        ended = true;
-                        break;
-                    };
-                    use v1::stream_request::Kind;
-                    match message.kind {
-                        Some(Kind::Credits(n)) => {
-                            credits.fetch_add(u64::from(n), Ordering::Relaxed);
-                        }
-                        Some(Kind::Ack(id)) => acks.push((id.partition, id.offset)),
-                        Some(Kind::Nack(id)) => nacks.push((id.partition, id.offset)),
-                        Some(Kind::Heartbeat(_)) | Some(Kind::Open(_)) | None => {}
-                    }
-                }
-                if let Ok(mut state) = subscription.lock()
-                    && let Some(member) = state.members.get_mut(&member_id)
-                {
-                    member.last_seen = std::time::Instant::now();
-                }
-                if !acks.is_empty()
-                    && let Err(e) = manager.ack_ids(&subscription, &acks, false).await
-                {
-                    let _ = outbound.send(Err(e.into())).await;
-                    break;
-                }
-                if !nacks.is_empty()
-                    && let Ok(mut state) = subscription.lock()
-                {
-                    for (p, o) in nacks {
-                        if let Some(cursor) = state.cursors.get_mut(p as usize) {
-                            cursor.nack(o, holder);
-                        }
-                    }
-                }
-                subscription.changed.notify_waiters();
-                if ended {
-                    break;
-                }
-            }
-            client_ended.store(true, Ordering::SeqCst);
-            let _ = manager.leave(&subscription.name, &member_id).await;
-            tracing::info!(subscription = %subscription.name, member = %member_id, "stream closed");
-        })
-    };
-
-    // Delivery: while credits allow, deliver and send.
-    tokio::spawn(async move {
-        let mut generation = None;
-        loop {
-            if *evicted.borrow() || outbound.is_closed() {
+/// Inbound: credits, acks, nacks, heartbeats; the end of the stream ends the member.
+async fn receive(stream: Arc<Open>, inbound: Streaming<v1::StreamRequest>) {
+    let subscription = &stream.subscription;
+    let mut batches = inbound.ready_chunks(INBOUND_BATCH);
+    while let Some(batch) = batches.next().await {
+        let mut acks = Vec::new();
+        let mut nacks = Vec::new();
+        let mut ended = false;
+        for message in batch {
+            let Ok(message) = message else {
+                ended = true;
                 break;
-            }
-            let changed = subscription.changed.notified();
-            let (held, assignment) = match subscription.lock() {
-                Ok(mut state) => {
-                    state.expire_all(std::time::Instant::now());
-                    let assignment = (subscription.options.group
-                        && generation != Some(state.generation))
-                    .then(|| {
-                        generation = Some(state.generation);
-                        v1::JoinGroupResponse {
-                            member_id: member_id.clone(),
-                            generation: state.generation,
-                            partitions: state
-                                .assignment
-                                .get(&member_id)
-                                .cloned()
-                                .unwrap_or_default(),
-                            session_timeout_ms: subscription.options.session_timeout_ms,
-                        }
-                    });
-                    (state.held_by(holder), assignment)
-                }
-                Err(_) => break,
             };
-            if let Some(assignment) = assignment
-                && outbound
-                    .send(Ok(v1::StreamResponse {
-                        kind: Some(v1::stream_response::Kind::Assignment(assignment)),
-                    }))
-                    .await
-                    .is_err()
-            {
-                break;
+            use v1::stream_request::Kind;
+            match message.kind {
+                Some(Kind::Credits(n)) => {
+                    stream.credits.fetch_add(u64::from(n), Ordering::Relaxed);
+                }
+                Some(Kind::Ack(id)) => acks.push((id.partition, id.offset)),
+                Some(Kind::Nack(id)) => nacks.push((id.partition, id.offset)),
+                Some(Kind::Heartbeat(_)) | Some(Kind::Open(_)) | None => {}
             }
-            let available = credits.load(Ordering::Relaxed).saturating_sub(held);
-            if available == 0 {
-                tokio::select! {
-                    _ = changed => {}
-                    _ = evicted.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-                continue;
-            }
-            let max = available.min(STEP_RECORDS) as usize;
-            let delivery = tokio::select! {
-                d = manager.deliver(&subscription, &member_id, holder, max, STEP_WAIT) => d,
-                _ = evicted.changed() => break,
-            };
-            match delivery {
-                Ok(delivery) => {
-                    for skipped in delivery.skipped {
-                        let message = v1::StreamResponse {
-                            kind: Some(v1::stream_response::Kind::Skipped(skipped)),
-                        };
-                        if outbound.send(Ok(message)).await.is_err() {
-                            break;
-                        }
-                    }
-                    for record in delivery.records {
-                        let message = v1::StreamResponse {
-                            kind: Some(v1::stream_response::Kind::Record(record)),
-                        };
-                        if outbound.send(Ok(message)).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                // Every partition of this member is stopped, or the subscription is
-                // gone: say so and end, rather than stay open delivering nothing.
-                Err(e @ (Error::PartitionStopped { .. } | Error::NotFound(_))) => {
-                    let _ = outbound.send(Err(e.into())).await;
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(subscription = %subscription.name, error = %e, "stream delivery failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if let Ok(mut state) = subscription.lock()
+            && let Some(member) = state.members.get_mut(&stream.member_id)
+        {
+            member.last_seen = std::time::Instant::now();
+        }
+        if !acks.is_empty()
+            && let Err(e) = stream.manager.ack_ids(subscription, &acks, false).await
+        {
+            let _ = stream.outbound.send(Err(e.into())).await;
+            break;
+        }
+        if !nacks.is_empty()
+            && let Ok(mut state) = subscription.lock()
+        {
+            for (p, o) in nacks {
+                if let Some(cursor) = state.cursors.get_mut(p as usize) {
+                    cursor.nack(o, stream.holder);
                 }
             }
         }
-        if *evicted.borrow() && !client_ended.load(Ordering::SeqCst) {
-            let status = match subscription.lock() {
+        subscription.changed.notify_waiters();
+        if ended {
+            break;
+        }
+    }
+    stream.client_ended.store(true, Ordering::SeqCst);
+    let _ = stream
+        .manager
+        .leave(&subscription.name, &stream.member_id)
+        .await;
+    tracing::info!(subscription = %subscription.name, member = %stream.member_id, "stream closed");
+}
+
+/// Delivery until the member is evicted, the client goes, delivery cannot go on, or
+/// the manager's database fails; then the stream ends with why.
+async fn run_delivery(
+    stream: Arc<Open>,
+    mut evicted: watch::Receiver<bool>,
+    inbound_task: JoinHandle<()>,
+) {
+    let failed = stream.manager.store().failed();
+    let ended = tokio::select! {
+        ended = deliver(&stream, &mut evicted) => ended,
+        () = failed => Some(Error::Reloading.into()),
+    };
+    let subscription = &stream.subscription;
+    let ended = ended.or_else(|| {
+        (*evicted.borrow() && !stream.client_ended.load(Ordering::SeqCst)).then(|| {
+            match subscription.lock() {
                 // Deleted (unsubscribed, or its topic deleted): NOT_FOUND with why.
                 Err(e @ Error::NotFound(_)) => e.into(),
-                _ => Status::aborted(format!(
-                    "member {member_id:?} of subscription {:?} was removed (session timeout): \
-                     open a new stream",
-                    subscription.name
-                )),
-            };
-            let _ = outbound.send(Err(status)).await;
-        }
-        inbound_task.abort();
-        let _ = manager.leave(&subscription.name, &member_id).await;
+                _ => Error::Aborted(format!(
+                    "member {:?} of subscription {:?} was removed (session timeout): open \
+                     a new stream",
+                    stream.member_id, subscription.name
+                ))
+                .into(),
+            }
+        })
     });
-    Ok(receiver)
+    if let Some(status) = ended {
+        let _ = stream
+            .outbound
+            .send_timeout(Err(status), FINAL_STATUS_WAIT)
+            .await;
+    }
+    inbound_task.abort();
+    let _ = stream
+        .manager
+        .leave(&subscription.name, &stream.member_id)
+        .await;
+}
+
+/// Delivers while credits allow; returns the status to end the stream with, if any.
+async fn deliver(stream: &Open, evicted: &mut watch::Receiver<bool>) -> Option<Status> {
+    let subscription = &stream.subscription;
+    let mut generation = None;
+    loop {
+        if *evicted.borrow() || stream.outbound.is_closed() {
+            return None;
+        }
+        let changed = subscription.changed.notified();
+        let (held, assignment) = look(stream, &mut generation)?;
+        if let Some(assignment) = assignment {
+            let kind = v1::stream_response::Kind::Assignment(assignment);
+            if !send(&stream.outbound, kind).await {
+                return None;
+            }
+        }
+        let available = stream.credits.load(Ordering::Relaxed).saturating_sub(held);
+        if available == 0 {
+            tokio::select! {
+                _ = changed => {}
+                _ = evicted.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
+        }
+        let max = available.min(STEP_RECORDS) as usize;
+        let delivery = tokio::select! {
+            d = stream.manager.deliver(subscription, &stream.member_id, stream.holder, max, STEP_WAIT) => d,
+            _ = evicted.changed() => return None,
+        };
+        match delivery {
+            Ok(delivery) => {
+                let skipped = delivery
+                    .skipped
+                    .into_iter()
+                    .map(v1::stream_response::Kind::Skipped);
+                let records = delivery
+                    .records
+                    .into_iter()
+                    .map(v1::stream_response::Kind::Record);
+                for kind in skipped.chain(records) {
+                    if !send(&stream.outbound, kind).await {
+                        break;
+                    }
+                }
+            }
+            // Every partition of this member is stopped, or the subscription is
+            // gone: say so and end, rather than stay open delivering nothing.
+            Err(e @ (Error::PartitionStopped { .. } | Error::NotFound(_))) => {
+                return Some(e.into());
+            }
+            Err(e) => {
+                tracing::debug!(subscription = %subscription.name, error = %e, "stream delivery failed; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// Under the lock: expires leases, counts what the member holds, and the assignment
+/// to send if the group's generation changed. `None` if the state is poisoned.
+fn look(
+    stream: &Open,
+    generation: &mut Option<u64>,
+) -> Option<(u64, Option<v1::JoinGroupResponse>)> {
+    let subscription = &stream.subscription;
+    let mut state = subscription.lock().ok()?;
+    state.expire_all(std::time::Instant::now());
+    let assignment =
+        (subscription.options.group && *generation != Some(state.generation)).then(|| {
+            *generation = Some(state.generation);
+            v1::JoinGroupResponse {
+                member_id: stream.member_id.clone(),
+                generation: state.generation,
+                partitions: state
+                    .assignment
+                    .get(&stream.member_id)
+                    .cloned()
+                    .unwrap_or_default(),
+                session_timeout_ms: subscription.options.session_timeout_ms,
+            }
+        });
+    Some((state.held_by(stream.holder), assignment))
+}
+
+/// Sends one message to the client; false once the client is gone.
+async fn send(outbound: &Outbound, kind: v1::stream_response::Kind) -> bool {
+    let message = v1::StreamResponse { kind: Some(kind) };
+    outbound.send(Ok(message)).await.is_ok()
 }

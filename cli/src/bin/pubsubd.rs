@@ -253,7 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             consumer_config.cleanup_interval = cleanup_interval;
             let consumers = Arc::new(
-                pubsub_consumer_manager::Manager::open(consumer_config)
+                pubsub_consumer_manager::Supervisor::open(consumer_config)
                     .context("cannot open the consumer manager")?,
             );
             let consumer_background =
@@ -271,7 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .context("broker failed");
             consumer_background.abort();
-            if let Err(e) = consumers.store().flush().await {
+            if let Err(e) = consumers.flush().await {
                 tracing::error!(error = %e, "cannot flush the consumer manager");
             }
             // The manager stops on the same signal; wait for it to release its data.
@@ -345,7 +345,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut config = pubsub_consumer_manager::ManagerConfig::new(data_dir, brokers);
             config.cleanup_interval = cleanup_interval;
             let manager = Arc::new(
-                pubsub_consumer_manager::Manager::open(config)
+                pubsub_consumer_manager::Supervisor::open(config)
                     .context("cannot open the consumer manager")?,
             );
             let (listener, bound) = bind(listen, "consumer manager").await?;

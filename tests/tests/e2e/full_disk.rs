@@ -2,16 +2,24 @@
 //! ext4 on a loop device: writes are refused with RESOURCE_EXHAUSTED naming the path,
 //! every acknowledged record is read back (lost 0), before and after a kill -9 and a
 //! restart on the still-full disk; the server never dies (SIGBUS), reads keep
-//! working, and writes resume by themselves once space is freed.
+//! working, and writes resume by themselves once space is freed. The cluster
+//! manager's and the consumer manager's databases on a full disk fail their writes
+//! cleanly and recover by themselves once space is freed.
 
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pubsub_client::{
     Acks, Admin, Client, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
-    ProducerRecord, StartPosition,
+    ProducerRecord, StartPosition, SubscriberStream, Subscriptions,
 };
+use pubsub_proto::v1;
 use pubsub_tests::disk::SmallDisk;
-use pubsub_tests::{Server, free_port};
+use pubsub_tests::{Server, binary, free_port};
 
 /// (partition, offset, value) of an acknowledged record.
 type Acked = (u32, u64, String);
@@ -97,21 +105,29 @@ fn producer_config() -> ProducerConfig {
     }
 }
 
-async fn full_disk_loses_nothing(disk: SmallDisk, kind: &str) {
+/// A standalone server with its data on `disk` and `flags`, and a topic of two
+/// partitions.
+async fn start_with_topic(disk: &SmallDisk, flags: &[&str], topic: &str) -> (Server, Client) {
     let data = disk.path().join("data");
     let listen = format!("127.0.0.1:{}", free_port());
-    // The floor off: this is about the disk really filling up.
-    let flags = ["--min-free-bytes", "0", "--reserve-bytes", "2MiB"];
-    let mut server = Server::start_with(&data, &listen, &flags);
+    let server = Server::start_with(&data, &listen, flags);
     let client = Client::connect(server.address()).await.unwrap();
     Admin::new(client.clone())
         .create_topic(NewTopic {
-            name: "full".into(),
+            name: topic.into(),
             partitions: 2,
             ..NewTopic::default()
         })
         .await
         .unwrap();
+    (server, client)
+}
+
+async fn full_disk_loses_nothing(disk: SmallDisk, kind: &str) {
+    let data = disk.path().join("data");
+    // The floor off: this is about the disk really filling up.
+    let flags = ["--min-free-bytes", "0", "--reserve-bytes", "2MiB"];
+    let (mut server, client) = start_with_topic(&disk, &flags, "full").await;
     disk.take("spare", 3 << 20);
     let producer = Producer::new(client.clone(), "full", producer_config())
         .await
@@ -315,5 +331,259 @@ async fn metadata_recovers_once_space_is_freed() {
         names.contains(&"before") && names.contains(&"after"),
         "{names:?}"
     );
+    assert!(server.exited().is_none());
+}
+
+/// A record id: partition, offset.
+type Id = (u32, u64);
+
+/// Longest one call to the consumer manager may take: it refuses, it never hangs.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn bounded<T>(
+    what: &str,
+    call: impl Future<Output = pubsub_client::Result<T>>,
+) -> pubsub_client::Result<T> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not answer within {CALL_TIMEOUT:?}"))
+}
+
+fn earliest() -> v1::SubscriptionOptions {
+    v1::SubscriptionOptions {
+        start: Some(v1::subscription_options::Start::Earliest(true)),
+        ..Default::default()
+    }
+}
+
+/// What a pull reader of subscription `audit` was told was acknowledged.
+#[derive(Default)]
+struct Tally {
+    acked: BTreeSet<Id>,
+}
+
+impl Tally {
+    /// Reads up to `max` records of `audit` and acknowledges the first `ack` of them;
+    /// fails if an acknowledged record comes again.
+    async fn read_and_ack(
+        &mut self,
+        subs: &Subscriptions,
+        max: u32,
+        wait: Duration,
+        ack: usize,
+    ) -> pubsub_client::Result<usize> {
+        let read = bounded("read", subs.read("audit", "", 0, max, wait)).await?;
+        let ids: Vec<Id> = read
+            .records
+            .iter()
+            .map(|r| (r.partition, r.offset))
+            .collect();
+        for id in &ids {
+            assert!(
+                !self.acked.contains(id),
+                "acknowledged record {id:?} delivered again"
+            );
+        }
+        let acking = &ids[..ids.len().min(ack)];
+        if !acking.is_empty() {
+            bounded("ack", subs.ack("audit", "", 0, acking)).await?;
+            self.acked.extend(acking);
+        }
+        Ok(ids.len())
+    }
+}
+
+/// A `pubsub subscribe` process following a subscription, and the lines it printed.
+struct Follower {
+    child: Child,
+    lines: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Follower {
+    fn start(server: &str, topic: &str, subscription: &str) -> Follower {
+        let mut child = Command::new(binary("pubsub"))
+            .args(["--server", server, "subscribe", topic, "-s", subscription])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(BTreeSet::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                sink.lock().unwrap().insert(line);
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// Waits until it printed `count` distinct records.
+    async fn wait_for(&mut self, count: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let printed = self.lines.lock().unwrap().len();
+            if printed >= count {
+                return;
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "the subscriber exited after printing {printed} of {count}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the subscriber printed {printed} of {count}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Takes `count` records from a push stream, acknowledging each.
+async fn drain(stream: &mut SubscriberStream, count: usize) {
+    for _ in 0..count {
+        let record = tokio::time::timeout(CALL_TIMEOUT, stream.next_record())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        stream.ack(record.partition, record.offset).await.unwrap();
+    }
+}
+
+/// Writes to the consumer manager (new subscriptions, reads and acks of `audit`)
+/// until it refuses; returns the refusal.
+async fn write_until_refused(subs: &Subscriptions, tally: &mut Tally) -> pubsub_client::Error {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut round = 0;
+    loop {
+        round += 1;
+        assert!(
+            Instant::now() < deadline,
+            "the consumer manager never refused a write on a full disk ({round} rounds)"
+        );
+        let name = format!("during-{round}");
+        if let Err(e) = bounded("subscribe", subs.subscribe("subs", &name, earliest())).await {
+            println!("subscriptions: refused after {round} rounds");
+            return e;
+        }
+        if let Err(e) = tally.read_and_ack(subs, 2, Duration::ZERO, 1).await {
+            println!("subscriptions: refused after {round} rounds");
+            return e;
+        }
+    }
+}
+
+/// Once space is freed: within 60 s subscribing works again, and reading `audit` to
+/// its end delivers every record not acknowledged (and none that was).
+async fn recovers(subs: &Subscriptions, tally: &mut Tally, all: &BTreeSet<Id>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let recovered = loop {
+        match bounded("subscribe", subs.subscribe("subs", "after", earliest())).await {
+            Ok(_) => break Instant::now(),
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "subscriptions never recovered: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    println!(
+        "subscriptions: recovered {:?} before the deadline",
+        deadline - recovered
+    );
+    let mut quiet = 0;
+    while quiet < 3 {
+        assert!(Instant::now() < deadline, "audit was not read to its end");
+        match tally
+            .read_and_ack(subs, 100, Duration::from_millis(500), usize::MAX)
+            .await
+        {
+            Ok(0) => quiet += 1,
+            Ok(_) => quiet = 0,
+            Err(e) => {
+                println!("read after recovery: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    let lost: Vec<&Id> = all.difference(&tally.acked).collect();
+    assert!(lost.is_empty(), "never delivered again: {lost:?}");
+    let audit = subs.list("subs", "audit").await.unwrap();
+    for partition in &audit[0].partitions {
+        assert_eq!(
+            Some(partition.committed_offset),
+            partition.end_offset,
+            "{partition:?}"
+        );
+    }
+}
+
+/// The disk fills under the consumer manager's database (the floor off): it refuses
+/// with UNAVAILABLE, never hangs, ends its push streams, and once space is freed it
+/// reloads from disk by itself: every acknowledgement it answered holds, every record
+/// not acknowledged is delivered, and a following `pubsub subscribe` carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_recover_once_space_is_freed() {
+    let Some(disk) = SmallDisk::tmpfs(32) else {
+        return;
+    };
+    let flags = ["--min-free-bytes", "0", "--reserve-bytes", "0"];
+    let (mut server, client) = start_with_topic(&disk, &flags, "subs").await;
+    let producer = Producer::new(client.clone(), "subs", producer_config())
+        .await
+        .unwrap();
+    let mut seq = 0;
+    let produced = produce_all(&producer, &mut seq, 200).await;
+    let all: BTreeSet<Id> = produced.iter().map(|(p, o, _)| (*p, *o)).collect();
+    let subs = Subscriptions::new(client.clone());
+    for name in ["audit", "pushed", "follower"] {
+        subs.subscribe("subs", name, earliest()).await.unwrap();
+    }
+    let mut follower = Follower::start(server.address(), "subs", "follower");
+    let mut pushed = subs.stream("pushed", "", 1_000).await.unwrap();
+    drain(&mut pushed, all.len()).await;
+    follower.wait_for(all.len(), Duration::from_secs(30)).await;
+    let mut tally = Tally::default();
+    tally
+        .read_and_ack(&subs, 50, Duration::from_secs(5), 25)
+        .await
+        .unwrap();
+
+    // A little room left, so the disk fills under a run of acknowledgements.
+    disk.take("slack", 256 << 10);
+    disk.take("filler", 64 << 20);
+    disk.free("slack");
+    let refused = write_until_refused(&subs, &mut tally).await;
+    println!("subscriptions on a full disk: {refused}");
+
+    disk.free("filler");
+    recovers(&subs, &mut tally, &all).await;
+    assert_eq!(refused.code(), Some(tonic::Code::Unavailable), "{refused}");
+    assert!(
+        refused.to_string().contains("reloading from disk"),
+        "{refused}"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(10), pushed.next_record())
+        .await
+        .expect("the push stream neither delivered nor ended")
+        .expect_err("the push stream ended without an error");
+    assert_eq!(ended.code(), Some(tonic::Code::Unavailable), "{ended}");
+    // The following subscriber reconnected by itself and gets what comes next.
+    produce_all(&producer, &mut seq, 20).await;
+    follower
+        .wait_for(all.len() + 20, Duration::from_secs(60))
+        .await;
     assert!(server.exited().is_none());
 }

@@ -1,0 +1,285 @@
+//! Keeps the consumer manager serving across failures of its database. sled 0.34
+//! keeps its first error for good, and memory may then be ahead of what is durable,
+//! so a failed [`Manager`] is not repaired: it is retired, every handle on its
+//! database is dropped (sled locks the directory while it is open), and a new one is
+//! loaded from disk as at startup, with a capped backoff while reopening fails. The
+//! cluster manager does the same with its Raft storage.
+//!
+//! Requests, streams and background work borrow the current manager for one
+//! operation through [`Supervisor::serve`], which ends the operation with
+//! [`Error::Reloading`] (UNAVAILABLE) as soon as the store fails: callers get a prompt
+//! answer, never a hang, and the retired manager is let go of quickly. Nothing is
+//! acknowledged that was not flushed, since every flush after the failure fails.
+//! The slot's lock guards only the swap of an `Arc`, never I/O.
+
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::manager::{Manager, ManagerConfig};
+
+/// First wait before reopening the database: a full disk rarely frees itself at once.
+const RELOAD_BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest wait between reopens, so service resumes within seconds of space coming back.
+const RELOAD_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A manager that served this long before failing starts the backoff over: a new
+/// failure rather than the same disk still full.
+const SERVED_WELL: Duration = Duration::from_secs(30);
+/// Longest the supervisor waits for operations to let go of a failed manager before
+/// reopening anyway (a reopen fails, and is retried, while the old database is open).
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// How often the supervisor looks whether the failed manager was let go of.
+const RELEASE_POLL: Duration = Duration::from_millis(20);
+
+/// Owns the serving [`Manager`] and replaces it, reloaded from disk, when its
+/// database fails. Shared by the gRPC service, the streams and the background work.
+pub struct Supervisor {
+    config: ManagerConfig,
+    /// The manager serving; `None` while its replacement is being loaded.
+    slot: RwLock<Option<Arc<Manager>>>,
+}
+
+/// Waits between attempts to reopen the database: [`RELOAD_BACKOFF_MIN`] doubling up
+/// to [`RELOAD_BACKOFF_MAX`].
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: RELOAD_BACKOFF_MIN,
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before the next attempt; the one after is twice as long, capped.
+    fn next(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (wait * 2).min(RELOAD_BACKOFF_MAX);
+        wait
+    }
+
+    /// Starts over from the shortest wait.
+    fn reset(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
+impl Supervisor {
+    /// Opens the database and loads every subscription. An error here (at startup)
+    /// is reported at once rather than retried, so a wrong directory is seen.
+    pub fn open(config: ManagerConfig) -> Result<Supervisor> {
+        let manager = Manager::open(config.clone())?;
+        Ok(Supervisor {
+            config,
+            slot: RwLock::new(Some(Arc::new(manager))),
+        })
+    }
+
+    /// The consumer manager's settings (the same for every reload).
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// The manager serving now; [`Error::Reloading`] once its database has failed,
+    /// until a reloaded one takes its place.
+    pub fn current(&self) -> Result<Arc<Manager>> {
+        match self.installed() {
+            Some(manager) if !manager.store().has_failed() => Ok(manager),
+            _ => Err(Error::Reloading),
+        }
+    }
+
+    fn installed(&self) -> Option<Arc<Manager>> {
+        // The slot holds only an `Arc`: a panic elsewhere cannot leave it half-set.
+        self.slot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn install(&self, manager: Option<Arc<Manager>>) {
+        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = manager;
+    }
+
+    /// Runs one operation on the current manager. It ends with [`Error::Reloading`]
+    /// as soon as the manager's store fails, dropping its handle on the manager; an
+    /// operation that finished first keeps its answer (whatever it acknowledged was
+    /// flushed before the failure).
+    pub async fn serve<T, F, Fut>(&self, operation: F) -> Result<T>
+    where
+        F: FnOnce(Arc<Manager>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let manager = self.current()?;
+        let failed = manager.store().failed();
+        tokio::select! {
+            biased;
+            result = operation(manager) => result,
+            () = failed => Err(Error::Reloading),
+        }
+    }
+
+    /// Makes the current manager's writes durable (at shutdown). Nothing is pending
+    /// while reloading: what a failed manager held in memory was never acknowledged.
+    pub async fn flush(&self) -> Result<()> {
+        match self.current() {
+            Ok(manager) => manager.store().flush().await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Replaces the manager, reloaded from disk, each time its database fails; runs
+    /// until dropped (`background` runs it).
+    pub async fn supervise(&self) {
+        let mut backoff = Backoff::default();
+        let mut since = Instant::now();
+        loop {
+            if let Some(manager) = self.installed() {
+                manager.store().failed().await;
+                if since.elapsed() >= SERVED_WELL {
+                    backoff.reset();
+                }
+                self.retire(manager).await;
+            }
+            self.reload(&mut backoff).await;
+            since = Instant::now();
+        }
+    }
+
+    /// Takes a failed manager out of service and closes its database once every
+    /// operation has let go of it (or [`RELEASE_WAIT`] has passed).
+    async fn retire(&self, manager: Arc<Manager>) {
+        self.install(None);
+        tracing::warn!("consumer manager database failed; reloading it from disk");
+        manager.store().wake_flushes().await;
+        let deadline = Instant::now() + RELEASE_WAIT;
+        while Arc::strong_count(&manager) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(RELEASE_POLL).await;
+        }
+        let holders = Arc::strong_count(&manager) - 1;
+        if holders > 0 {
+            tracing::warn!(
+                holders,
+                "the failed consumer manager is still in use; reopening anyway"
+            );
+        }
+        // Closing a sled database joins its flusher thread: blocking work.
+        let _ = tokio::task::spawn_blocking(move || drop(manager)).await;
+    }
+
+    /// Opens the database again and loads every subscription from it, retrying with
+    /// [`Backoff`] until it works.
+    async fn reload(&self, backoff: &mut Backoff) {
+        loop {
+            tokio::time::sleep(backoff.next()).await;
+            let config = self.config.clone();
+            match tokio::task::spawn_blocking(move || Manager::open(config)).await {
+                Ok(Ok(manager)) => {
+                    self.install(Some(Arc::new(manager)));
+                    tracing::info!("consumer manager reloaded from disk");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot reopen the consumer manager database; retrying");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reopening the consumer manager database failed; retrying");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Options;
+    use crate::store::{Changes, StoredCursor, SubscriptionRecord};
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_starts_over() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<u64> = (0..6).map(|_| backoff.next().as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1_000, 2_000, 4_000, 5_000, 5_000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), RELOAD_BACKOFF_MIN);
+    }
+
+    /// Stores subscription `s` of topic `t` (2 partitions) with partition 1 committed
+    /// up to `committed`, as the brokers-free part of a subscribe would.
+    async fn store_subscription(manager: &Manager, committed: u64) {
+        let record = SubscriptionRecord {
+            name: "s".into(),
+            topic: "t".into(),
+            partitions: 2,
+            options: Options::resolve("t", "s", None).unwrap(),
+            generation: 0,
+            dead_lettered: 0,
+            replayed: Vec::new(),
+            topic_created_ms: 0,
+            dead_letter_created_ms: 0,
+        };
+        let mut changes = Changes::new();
+        let cursor = StoredCursor {
+            committed,
+            next: committed,
+        };
+        changes.cursor("s", 1, cursor);
+        manager.store().apply(changes).unwrap();
+        manager.store().put_subscription(&record).unwrap();
+        manager.store().flush().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_database_is_reloaded_from_disk_and_operations_end_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ManagerConfig::new(dir.path().to_path_buf(), "127.0.0.1:1".into());
+        let supervisor = Arc::new(Supervisor::open(config).unwrap());
+        let first = supervisor.current().unwrap();
+        store_subscription(&first, 7).await;
+        assert!(first.subscription("s").is_err(), "stored behind its back");
+        drop(first);
+        let supervising = tokio::spawn({
+            let supervisor = supervisor.clone();
+            async move { supervisor.supervise().await }
+        });
+        // An operation in flight when the store fails ends at once, letting go of it.
+        let waiting = tokio::spawn({
+            let supervisor = supervisor.clone();
+            async move {
+                supervisor
+                    .serve(|_manager| std::future::pending::<Result<()>>())
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        supervisor.current().unwrap().store().fail(&"test");
+        assert!(matches!(waiting.await.unwrap(), Err(Error::Reloading)));
+        assert!(matches!(supervisor.current(), Err(Error::Reloading)));
+        assert!(matches!(
+            supervisor.serve(|_| async { Ok(()) }).await,
+            Err(Error::Reloading)
+        ));
+        // The reopen succeeds only once the old database is closed (sled's lock), and
+        // loads what is on disk.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reloaded = loop {
+            if let Ok(manager) = supervisor.current() {
+                break manager;
+            }
+            assert!(Instant::now() < deadline, "never reloaded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let subscription = reloaded.subscription("s").unwrap();
+        let state = subscription.lock().unwrap();
+        assert_eq!(state.cursors[1].committed(), 7);
+        supervising.abort();
+    }
+}
