@@ -159,10 +159,12 @@ async fn run_once(
     }
     drop(raft);
     release(&users).await;
-    let flushed = db.flush_async().await.map_err(|source| Error::Storage {
-        path: raft_dir.clone(),
-        source,
-    });
+    let flushed = crate::raft::flush(&db)
+        .await
+        .map_err(|source| Error::Storage {
+            path: raft_dir.clone(),
+            source,
+        });
     drop(db);
     tracing::info!(node_id = config.node_id, "cluster manager stopped");
     match stopped_reason {

@@ -7,7 +7,7 @@
 //!
 //! Raft's safety rests on a node never forgetting a vote or an entry it acknowledged. sled
 //! buffers writes and flushes every 500 ms by default, so `save_vote`, `append` (before
-//! its callback), `truncate` and `purge` call `flush_async` before they report success.
+//! its callback), `truncate` and `purge` flush (`raft::flush`) before they report success.
 //! `committed` is written without a flush: losing it only means re-applying fewer entries
 //! at start-up; the next flush persists it anyway.
 
@@ -88,7 +88,7 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        self.log.flush_async().await.map_err(|e| write_error(&e))?;
+        super::flush(&self.log).await.map_err(|e| write_error(&e))?;
         Ok(())
     }
 
@@ -146,8 +146,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .insert(VOTE_KEY, bytes)
             .map_err(|e| StorageIOError::write_vote(&e))?;
-        self.meta
-            .flush_async()
+        super::flush(&self.meta)
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
@@ -187,7 +186,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log.apply_batch(batch).map_err(|e| write_error(&e))?;
         // Durable before acknowledged: the callback tells openraft the entries survive a
         // crash, so it only runs after the flush.
-        match self.log.flush_async().await {
+        match super::flush(&self.log).await {
             Ok(_) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())

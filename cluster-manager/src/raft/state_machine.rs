@@ -149,7 +149,7 @@ async fn save_snapshot(
     batch.insert(DATA_KEY, data);
     tree.apply_batch(batch)
         .map_err(|e| snapshot_write_error(&e))?;
-    tree.flush_async()
+    super::flush(tree)
         .await
         .map_err(|e| snapshot_write_error(&e))?;
     Ok(())
