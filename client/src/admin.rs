@@ -1,4 +1,4 @@
-//! Topic administration: create, delete, list, describe.
+//! Topic administration: create, alter, delete, list, describe.
 
 use pubsub_proto::v1;
 
@@ -46,6 +46,27 @@ impl Admin {
             .into_inner()
             .topic
             .ok_or_else(|| crate::Error::Decode("create topic answered without a topic".into()))
+    }
+
+    /// Changes the settings set in `changes` (the alterable keys only) and returns the
+    /// topic's description with every setting.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: v1::TopicConfig,
+    ) -> Result<v1::TopicDescription> {
+        let response = self
+            .client
+            .admin_stub()
+            .alter_topic_config(v1::AlterTopicConfigRequest {
+                name: name.to_string(),
+                config: Some(changes),
+            })
+            .await?;
+        response
+            .into_inner()
+            .topic
+            .ok_or_else(|| crate::Error::Decode("alter topic answered without a topic".into()))
     }
 
     /// Deletes a topic and its data.

@@ -14,6 +14,7 @@ mod fsync;
 mod full_disk;
 mod grpc;
 mod replication;
+mod topic_config;
 
 use std::collections::HashMap;
 use std::time::Duration;
