@@ -369,7 +369,13 @@ impl Log {
         {
             let _writer = self.lock_writer()?;
             self.check_not_failed()?;
-            let max_batch_bytes = self.alterable().max_batch_bytes;
+            // The leader checked each batch against the limit in force when it took
+            // it; a lower limit since (an altered topic) must not stop a follower
+            // from copying older batches. A batch must still fit in a segment.
+            let max_batch_bytes = self
+                .alterable()
+                .max_batch_bytes
+                .max(usize::try_from(self.config.segment_bytes).unwrap_or(usize::MAX));
             for item in batch::batches(batches) {
                 let (header, bytes) = item?;
                 if bytes.len() > max_batch_bytes {

@@ -120,6 +120,18 @@ fn altering_an_open_log_changes_its_batch_limit_and_fsync_only() {
         Err(Error::BatchTooLarge { .. })
     ));
     assert_eq!(log.config().fsync, pubsub_storage::FsyncPolicy::Always);
+    // A follower still copies batches its leader took under the older, higher limit.
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = Log::open(follower_dir.path(), small_config()).unwrap();
+    follower.alter(&smaller).unwrap();
+    let slice = log.read(0, 1 << 20).unwrap();
+    assert!(
+        follower
+            .append_replicated(slice.as_ref())
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(read_all(&follower, 0), read_all(&log, 0));
     let other_layout = pubsub_storage::LogConfig {
         segment_bytes: 16384,
         ..small_config()

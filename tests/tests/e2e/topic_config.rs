@@ -4,9 +4,12 @@
 
 use pubsub_client::{Admin, Client, NewTopic, TopicConfig};
 use pubsub_proto::v1::{self, cluster_manager_client::ClusterManagerClient};
-use pubsub_tests::{Server, pubsub};
+use std::time::{Duration, Instant};
+
+use pubsub_tests::{Cluster, Server, pubsub};
 use tonic::Code;
 
+use crate::cluster::wait_for_brokers;
 use crate::errors::one_batch;
 
 /// Runs `pubsub ARGS` and returns stdout, or stderr if it failed.
@@ -195,4 +198,73 @@ async fn alter_changes_what_describe_shows_and_what_the_broker_enforces() {
     );
     let missing = run(&server, &["alter", "nope", "--config", "fsync=always"]).unwrap_err();
     assert!(missing.contains("does not exist"), "{missing}");
+}
+
+/// The log end offset of partition 0 of `topic` on the broker at `address`'s replica.
+async fn log_end_on(address: &str, topic: &str) -> Option<u64> {
+    let client = Client::connect(address).await.ok()?;
+    let described = Admin::new(client).describe_topic(topic).await.ok()?;
+    described.topic?.partitions.first()?.log_end_offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broker_applies_an_alter_and_a_follower_still_copies_older_batches() {
+    let mut cluster = Cluster::start("3s");
+    wait_for_brokers(&cluster).await;
+    let admin = Admin::new(Client::connect(cluster.brokers[0].address()).await.unwrap());
+    let topic = NewTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        config: TopicConfig::default(),
+    };
+    admin.create_topic(topic).await.unwrap();
+    let described = admin.describe_topic("t").await.unwrap();
+    let leader = described.topic.unwrap().partitions[0].leader.unwrap();
+    let addresses: Vec<String> = cluster
+        .brokers
+        .iter()
+        .map(|b| b.address().to_string())
+        .collect();
+    let leader_address = &addresses[leader as usize - 1];
+    let follower = if leader == 1 { 2 } else { 1 };
+
+    // A follower is away while the leader takes a 5000-byte batch, then the limit
+    // drops to 1000 bytes.
+    cluster.brokers[follower as usize - 1].kill9();
+    let leader_client = Client::connect(leader_address).await.unwrap();
+    leader_client
+        .broker_stub()
+        .produce(produce("t", 5000))
+        .await
+        .unwrap();
+    let changes = TopicConfig {
+        max_message_bytes: Some(1000),
+        ..TopicConfig::default()
+    };
+    Admin::new(leader_client.clone())
+        .alter_topic_config("t", changes)
+        .await
+        .unwrap();
+    let err = leader_client
+        .broker_stub()
+        .produce(produce("t", 5000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+
+    // Back, it copies the older batch and shows the new setting.
+    cluster.brokers[follower as usize - 1].restart();
+    let follower_address = &addresses[follower as usize - 1];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log_end_on(follower_address, "t").await != Some(1) {
+        assert!(Instant::now() < deadline, "the follower did not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for address in &addresses {
+        let client = Client::connect(address).await.unwrap();
+        let described = Admin::new(client).describe_topic("t").await.unwrap();
+        let config = described.topic.unwrap().config.unwrap();
+        assert_eq!(config.max_message_bytes, Some(1000), "{address}");
+    }
 }
