@@ -17,6 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("pubsub_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .bytes(".pubsub.v1")
+        // The cluster manager keeps topic configs in its Raft log and snapshots (JSON);
+        // the field names are those its state used before, so old entries still read.
+        .type_attribute(
+            ".pubsub.v1.TopicConfig",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

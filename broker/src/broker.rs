@@ -23,7 +23,7 @@ use crate::disk::DiskSpace;
 use crate::error::{Error, Result};
 use crate::partition::{Partition, Role, blocking};
 use crate::replication;
-use crate::topic::{TopicRecord, TopicSettings};
+use crate::topic::TopicRecord;
 
 /// How long an admin write waits for its metadata to reach this broker.
 const METADATA_WAIT: Duration = Duration::from_secs(15);
@@ -285,14 +285,8 @@ impl Broker {
         topic: &v1::TopicMetadata,
         existing: Option<&Arc<HostedTopic>>,
     ) -> Result<HostedTopic> {
-        let settings = TopicSettings::resolve(topic.config.as_ref(), &self.config.topic_defaults)?;
-        let record = TopicRecord {
-            name: topic.name.clone(),
-            partitions: topic.partitions.len() as u32,
-            replication_factor: topic.replication_factor,
-            settings,
-        };
-        let log_config = record.settings.log_config()?;
+        let record = TopicRecord::from_metadata(topic);
+        let log_config = record.log_config()?;
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (index, metadata) in topic.partitions.iter().enumerate() {
             let mine = metadata.replicas.contains(&self.config.broker_id);
@@ -303,7 +297,11 @@ impl Broker {
                 .and_then(|e| e.partitions.get(index).cloned().flatten());
             let partition = match (mine, reuse) {
                 (false, _) => None,
-                (true, Some(open)) => Some(open),
+                (true, Some(open)) => {
+                    // Settings may have been altered: an open log takes the new ones.
+                    open.log().alter(&log_config)?;
+                    Some(open)
+                }
                 (true, None) => {
                     let dir = partition_dir(&self.config.data_dir, &topic.name, index as u32);
                     let config = log_config.clone();
@@ -421,8 +419,10 @@ impl Broker {
                 request.partitions
             )));
         }
-        // Resolving checks every setting before anything is written.
-        TopicSettings::resolve(request.config.as_ref(), &self.config.topic_defaults)?;
+        // Every setting is checked before anything is written; the cluster manager
+        // checks again once it knows the replication factor, and resolves.
+        let known = Some(request.replication_factor).filter(|r| *r > 0);
+        request.config.clone().unwrap_or_default().validate(known)?;
         let forwarded = v1::ClusterCreateTopicRequest {
             name: name.to_string(),
             partitions: request.partitions,
@@ -441,6 +441,30 @@ impl Broker {
         if !response.created {
             return Err(Error::TopicExists(name.to_string()));
         }
+        self.await_version(response.metadata_version).await?;
+        self.topic(name.as_str())
+    }
+
+    /// Has the cluster manager change a topic's settings, and waits until this broker
+    /// has applied them.
+    pub async fn alter_topic_config(
+        &self,
+        request: v1::AlterTopicConfigRequest,
+    ) -> Result<Arc<HostedTopic>> {
+        let name =
+            TopicName::new(request.name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let forwarded = v1::AlterTopicConfigRequest {
+            name: name.to_string(),
+            config: request.config,
+        };
+        let response = self
+            .link
+            .call(|mut stub| {
+                let request = forwarded.clone();
+                async move { stub.alter_topic_config(request).await }
+            })
+            .await
+            .map_err(Error::ClusterManager)?;
         self.await_version(response.metadata_version).await?;
         self.topic(name.as_str())
     }
@@ -476,7 +500,7 @@ impl Broker {
     pub async fn apply_retention(&self) -> Result<usize> {
         let mut deleted = 0;
         for topic in self.all_topics() {
-            let policy = topic.record.settings.retention();
+            let policy = topic.record.retention();
             for partition in topic.partitions.iter().flatten() {
                 let log = partition.log().clone();
                 deleted += blocking(move || Ok(log.apply_retention(policy)?)).await?;
@@ -506,7 +530,7 @@ impl Broker {
         let logs: Vec<Arc<Log>> = self
             .all_logs()
             .into_iter()
-            .filter(|log| pubsub_storage::log::flush_interval(log.config()).is_some())
+            .filter(|log| pubsub_storage::log::flush_interval(&log.config()).is_some())
             .collect();
         if logs.is_empty() {
             return Ok(());

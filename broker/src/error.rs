@@ -29,6 +29,9 @@ pub enum Error {
     /// A request argument is invalid; the message says which and why.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A topic setting is unknown, out of its range or not alterable.
+    #[error(transparent)]
+    InvalidConfig(#[from] pubsub_proto::ConfigError),
     /// A request or limit was exceeded.
     #[error("{0}")]
     ResourceExhausted(String),

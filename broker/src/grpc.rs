@@ -23,7 +23,7 @@ impl From<Error> for Status {
         let code = match &error {
             Error::TopicNotFound(_) | Error::PartitionNotFound { .. } => Code::NotFound,
             Error::TopicExists(_) => Code::AlreadyExists,
-            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::InvalidConfig(_) => Code::InvalidArgument,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Storage(storage) => match storage {
                 // A size limit: RESOURCE_EXHAUSTED, as the style guide says of limits.

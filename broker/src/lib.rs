@@ -6,7 +6,7 @@
 //! - [`service`]: the Admin and Broker gRPC services.
 //! - [`cluster`]: the link to the cluster managers; [`membership`]: registration,
 //!   heartbeats and the metadata watch.
-//! - [`topic`]: topic settings, resolved and validated.
+//! - [`topic`]: a hosted topic's record: its log config and retention, from its settings.
 //! - [`grpc`]: the mapping from errors to gRPC statuses.
 
 pub mod broker;
@@ -22,6 +22,6 @@ pub mod server;
 pub mod service;
 pub mod topic;
 
-pub use config::{BrokerConfig, TopicDefaults};
+pub use config::BrokerConfig;
 pub use error::{Error, Result};
 pub use server::{run, run_with, serve};

@@ -1,4 +1,4 @@
-//! Topic administration: create, delete, list, describe.
+//! Topic administration: create, alter, delete, list, describe.
 //!
 //! Each call goes to the server that answered last and moves on to the next known
 //! one while a server cannot be reached ([`Client::on_any_admin`]): reads wherever
@@ -52,6 +52,29 @@ impl Admin {
         response
             .topic
             .ok_or_else(|| crate::Error::Decode("create topic answered without a topic".into()))
+    }
+
+    /// Changes the settings set in `changes` (the alterable keys only) and returns the
+    /// topic's description with every setting.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: v1::TopicConfig,
+    ) -> Result<v1::TopicDescription> {
+        let request = v1::AlterTopicConfigRequest {
+            name: name.to_string(),
+            config: Some(changes),
+        };
+        let response = self
+            .client
+            .on_any_admin(Retry::OnlyIfNotSent, |mut stub| {
+                let request = request.clone();
+                async move { stub.alter_topic_config(request).await }
+            })
+            .await?;
+        response
+            .topic
+            .ok_or_else(|| crate::Error::Decode("alter topic answered without a topic".into()))
     }
 
     /// Deletes a topic and its data.

@@ -6,10 +6,10 @@
 //! commands. They are serialized into the Raft log and into snapshots, so variants and
 //! fields are only ever added, with serde defaults.
 
+use pubsub_proto::ConfigError;
 use pubsub_proto::ids::{PARTITIONS_MAX, TopicName};
+use pubsub_proto::v1::TopicConfig;
 use serde::{Deserialize, Serialize};
-
-use crate::state::TopicSettings;
 
 /// Longest broker address accepted (`host:port`; a DNS name is at most 253 bytes).
 pub const ADDRESS_BYTES_MAX: usize = 260;
@@ -24,8 +24,6 @@ pub const PARTITIONS_TOTAL_MAX: u64 = 100_000;
 pub const REPLICATION_FACTOR_MAX: u32 = 16;
 /// Replication factor of a topic created with 0, capped by the live broker count.
 pub const REPLICATION_FACTOR_DEFAULT: u32 = 3;
-/// Longest fsync policy text (`interval:<ms>`).
-const FSYNC_BYTES_MAX: usize = 64;
 
 /// One change to the cluster metadata, as stored in the Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,8 +57,9 @@ pub enum Command {
         /// Replicas per partition; 0 takes [`REPLICATION_FACTOR_DEFAULT`] capped by the
         /// live broker count.
         replication_factor: u32,
-        /// Settings the brokers apply.
-        settings: TopicSettings,
+        /// Settings as requested: unset keys take the defaults, resolved when applied
+        /// (the replication factor decides `min_insync_replicas`'s).
+        settings: TopicConfig,
         /// Whether a leader may be elected outside the in-sync replicas.
         unclean_leader_election: bool,
         /// Leader clock, ms since the Unix epoch.
@@ -70,6 +69,13 @@ pub enum Command {
     DeleteTopic {
         /// Topic name.
         name: String,
+    },
+    /// Changes the alterable settings of a topic.
+    AlterTopicConfig {
+        /// Topic name.
+        name: String,
+        /// The keys to change; unset keys keep their value.
+        changes: TopicConfig,
     },
     /// Fences every broker whose last heartbeat is older than `lease_ms` and moves
     /// leadership of its partitions to in-sync replicas.
@@ -114,6 +120,8 @@ pub enum Response {
     },
     /// The topic is gone.
     TopicDeleted,
+    /// The topic's settings were changed.
+    TopicConfigAltered,
     /// Leases were checked.
     LeasesExpired {
         /// Brokers fenced now.
@@ -136,6 +144,7 @@ impl Response {
             | Response::BrokerRegistered { .. }
             | Response::TopicCreated { .. }
             | Response::TopicDeleted
+            | Response::TopicConfigAltered
             | Response::IsrUpdated => true,
         }
     }
@@ -173,12 +182,12 @@ pub enum CommandError {
         /// Live (unfenced) brokers.
         live_brokers: u32,
     },
-    /// A topic setting is out of range.
-    #[error("topic setting {key}: {reason}")]
+    /// A topic setting is out of range, or may not be altered.
+    #[error("{reason}")]
     InvalidSetting {
         /// The setting's name, as in `TopicConfig`.
         key: String,
-        /// What is wrong with it.
+        /// What is wrong with it, naming the key and its allowed range.
         reason: String,
     },
     /// A broker address or rack is empty or too long.
@@ -298,7 +307,16 @@ impl Command {
                         replication_factor: *replication_factor,
                     });
                 }
-                settings.validate()
+                // 0 leaves the factor to `apply`, which checks the rest then.
+                let known = Some(*replication_factor).filter(|r| *r > 0);
+                Ok(settings.validate(known)?)
+            }
+            Command::AlterTopicConfig { name, changes } => {
+                validate_topic_name(name)?;
+                if let Some(key) = changes.set_keys().into_iter().find(|k| !k.alterable()) {
+                    return Err(ConfigError::NotAlterable { key }.into());
+                }
+                Ok(changes.validate(None)?)
             }
             Command::UpdateIsr {
                 topic,
@@ -333,7 +351,9 @@ impl Command {
             | Command::Heartbeat { now_ms, .. }
             | Command::CreateTopic { now_ms, .. }
             | Command::ExpireLeases { now_ms, .. } => *now_ms = now,
-            Command::DeleteTopic { .. } | Command::UpdateIsr { .. } => {}
+            Command::DeleteTopic { .. }
+            | Command::AlterTopicConfig { .. }
+            | Command::UpdateIsr { .. } => {}
         }
     }
 
@@ -344,6 +364,7 @@ impl Command {
             Command::Heartbeat { .. } => "heartbeat",
             Command::CreateTopic { .. } => "create_topic",
             Command::DeleteTopic { .. } => "delete_topic",
+            Command::AlterTopicConfig { .. } => "alter_topic_config",
             Command::ExpireLeases { .. } => "expire_leases",
             Command::UpdateIsr { .. } => "update_isr",
         }
@@ -384,55 +405,12 @@ fn validate_broker(broker: u32, address: &str, rack: Option<&str>) -> Result<(),
     Ok(())
 }
 
-impl TopicSettings {
-    /// Checks each set value's range; unset values are the brokers' business.
-    pub fn validate(&self) -> Result<(), CommandError> {
-        let invalid = |key: &str, reason: String| {
-            Err(CommandError::InvalidSetting {
-                key: key.into(),
-                reason,
-            })
-        };
-        for (key, value) in [
-            ("retention_ms", self.retention_ms),
-            ("retention_bytes", self.retention_bytes),
-        ] {
-            match value {
-                Some(v) if v != -1 && v <= 0 => {
-                    return invalid(key, format!("must be positive or -1 (unlimited), got {v}"));
-                }
-                _ => {}
-            }
+impl From<ConfigError> for CommandError {
+    fn from(error: ConfigError) -> Self {
+        CommandError::InvalidSetting {
+            key: error.key().map_or("", |k| k.name()).to_string(),
+            reason: error.to_string(),
         }
-        for (key, value) in [
-            ("segment_bytes", self.segment_bytes),
-            ("segment_ms", self.segment_ms),
-            ("max_message_bytes", self.max_message_bytes.map(i64::from)),
-        ] {
-            match value {
-                Some(v) if v <= 0 => return invalid(key, format!("must be positive, got {v}")),
-                _ => {}
-            }
-        }
-        if let Some(fsync) = &self.fsync {
-            if fsync.len() > FSYNC_BYTES_MAX {
-                return invalid("fsync", format!("longer than {FSYNC_BYTES_MAX} bytes"));
-            }
-            let ok = match fsync.as_str() {
-                "always" | "never" => true,
-                other => other
-                    .strip_prefix("interval:")
-                    .and_then(|ms| ms.parse::<u64>().ok())
-                    .is_some_and(|ms| ms > 0),
-            };
-            if !ok {
-                return invalid(
-                    "fsync",
-                    format!("{fsync:?} is not \"always\", \"never\" or \"interval:<ms>\""),
-                );
-            }
-        }
-        Ok(())
     }
 }
 
@@ -440,7 +418,7 @@ impl TopicSettings {
 mod tests {
     use super::*;
 
-    fn create(name: &str, partitions: u32, settings: TopicSettings) -> Command {
+    fn create(name: &str, partitions: u32, settings: TopicConfig) -> Command {
         Command::CreateTopic {
             name: name.into(),
             partitions,
@@ -453,7 +431,7 @@ mod tests {
 
     #[test]
     fn malformed_commands_are_refused_before_the_log() {
-        let ok = TopicSettings::default();
+        let ok = TopicConfig::default();
         assert!(create("orders", 1, ok.clone()).validate().is_ok());
         for (command, expected) in [
             (create("a/b", 1, ok.clone()), "only letters"),
@@ -464,7 +442,7 @@ mod tests {
                 create(
                     "orders",
                     1,
-                    TopicSettings {
+                    TopicConfig {
                         fsync: Some("sometimes".into()),
                         ..Default::default()
                     },
@@ -475,12 +453,33 @@ mod tests {
                 create(
                     "orders",
                     1,
-                    TopicSettings {
+                    TopicConfig {
                         retention_ms: Some(0),
                         ..Default::default()
                     },
                 ),
                 "retention_ms",
+            ),
+            (
+                create(
+                    "orders",
+                    1,
+                    TopicConfig {
+                        segment_bytes: Some(1000),
+                        ..Default::default()
+                    },
+                ),
+                "segment_bytes must be between 4096 and 2147483648, got 1000",
+            ),
+            (
+                Command::AlterTopicConfig {
+                    name: "orders".into(),
+                    changes: TopicConfig {
+                        segment_ms: Some(1000),
+                        ..Default::default()
+                    },
+                },
+                "segment_ms cannot be altered",
             ),
             (
                 Command::RegisterBroker {

@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use pubsub_proto::ConfigKey;
+use pubsub_proto::v1::TopicConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
@@ -19,31 +21,6 @@ use crate::command::{
     validate_topic_name,
 };
 use crate::placement::{Candidate, place};
-
-/// Per-topic settings as the client asked for them; unset fields take the brokers'
-/// defaults. Mirrors `pubsub.v1.TopicConfig`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TopicSettings {
-    /// Retention by age in ms; -1 keeps forever.
-    pub retention_ms: Option<i64>,
-    /// Retention by partition size; -1 is unlimited.
-    pub retention_bytes: Option<i64>,
-    /// Segment size in bytes.
-    pub segment_bytes: Option<i64>,
-    /// Largest batch in bytes.
-    pub max_message_bytes: Option<i32>,
-    /// `always`, `never` or `interval:<ms>`.
-    pub fsync: Option<String>,
-    /// Segment age before a roll, ms.
-    pub segment_ms: Option<i64>,
-    /// In-sync replicas an acks=all produce needs.
-    #[serde(default)]
-    pub min_insync_replicas: Option<i32>,
-    /// Segments go once every subscription consumed them (at most `retention_ms`).
-    #[serde(default)]
-    pub retain_until_consumed: Option<bool>,
-}
 
 /// The whole metadata: brokers and topics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +44,12 @@ pub struct Broker {
 pub struct Topic {
     name: String,
     replication_factor: u32,
-    settings: TopicSettings,
+    /// Resolved at create and alter: every key set. Topics created before resolution
+    /// existed hold the request, unset keys standing for the defaults.
+    settings: TopicConfig,
+    /// Keys that hold the default (set neither at create nor by an alter).
+    #[serde(default)]
+    default_keys: BTreeSet<ConfigKey>,
     unclean_leader_election: bool,
     created_ms: u64,
     partitions: Vec<Partition>,
@@ -114,9 +96,16 @@ impl Topic {
     pub fn replication_factor(&self) -> u32 {
         self.replication_factor
     }
-    /// Settings as requested.
-    pub fn settings(&self) -> &TopicSettings {
-        &self.settings
+    /// Settings, every key set.
+    pub fn config(&self) -> TopicConfig {
+        self.settings.with_defaults(self.replication_factor)
+    }
+    /// Keys that hold the default.
+    pub fn default_keys(&self) -> BTreeSet<ConfigKey> {
+        let unset = ConfigKey::ALL
+            .into_iter()
+            .filter(|k| !self.settings.is_set(*k));
+        self.default_keys.iter().copied().chain(unset).collect()
     }
     /// Whether leaders may be elected outside the in-sync replicas.
     pub fn unclean_leader_election(&self) -> bool {
@@ -242,6 +231,7 @@ impl ClusterState {
                 Some(_) => Ok(Response::TopicDeleted),
                 None => Err(CommandError::TopicNotFound { name }),
             },
+            Command::AlterTopicConfig { name, changes } => self.alter_topic_config(name, changes),
             Command::ExpireLeases { now_ms, lease_ms } => Ok(self.expire_leases(now_ms, lease_ms)),
             Command::UpdateIsr {
                 broker,
@@ -311,15 +301,16 @@ impl ClusterState {
         name: String,
         partitions: u32,
         replication_factor: u32,
-        settings: TopicSettings,
+        settings: TopicConfig,
         unclean_leader_election: bool,
         now_ms: u64,
     ) -> Result<Response, CommandError> {
         validate_topic_name(&name)?;
         if let Some(existing) = self.topics.get(&name) {
+            let resolved = settings.resolve(existing.replication_factor);
             let same = existing.partitions.len() == partitions as usize
                 && (replication_factor == 0 || replication_factor == existing.replication_factor)
-                && existing.settings == settings
+                && resolved == Ok((existing.settings.clone(), existing.default_keys.clone()))
                 && existing.unclean_leader_election == unclean_leader_election;
             return if same {
                 Ok(Response::TopicCreated { created: false })
@@ -349,6 +340,8 @@ impl ClusterState {
             0 => REPLICATION_FACTOR_DEFAULT.min(live.len() as u32).max(1),
             r => r,
         };
+        // Defaults are applied once, here: every replica runs with these values.
+        let (settings, default_keys) = settings.resolve(replication_factor)?;
         let placement = place(&live, partitions, replication_factor, existing_partitions)?;
         let partitions = placement
             .into_iter()
@@ -366,12 +359,31 @@ impl ClusterState {
                 name,
                 replication_factor,
                 settings,
+                default_keys,
                 unclean_leader_election,
                 created_ms: now_ms,
                 partitions,
             },
         );
         Ok(Response::TopicCreated { created: true })
+    }
+
+    fn alter_topic_config(
+        &mut self,
+        name: String,
+        changes: TopicConfig,
+    ) -> Result<Response, CommandError> {
+        let Some(topic) = self.topics.get_mut(&name) else {
+            return Err(CommandError::TopicNotFound { name });
+        };
+        let (settings, explicit) = topic.settings.altered(&changes, topic.replication_factor)?;
+        topic.default_keys = topic
+            .default_keys()
+            .difference(&explicit)
+            .copied()
+            .collect();
+        topic.settings = settings;
+        Ok(Response::TopicConfigAltered)
     }
 
     fn expire_leases(&mut self, now_ms: u64, lease_ms: u64) -> Response {

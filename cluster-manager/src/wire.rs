@@ -1,38 +1,9 @@
-//! The metadata state as `pubsub.v1` messages, and topic settings from them.
+//! The metadata state as `pubsub.v1` messages.
 
 use pubsub_proto::v1;
 
 use crate::raft::state_machine::MetadataView;
-use crate::state::{Broker, Partition, Topic, TopicSettings};
-
-/// Settings from a request's `TopicConfig` (unset stays unset).
-pub fn settings(config: Option<v1::TopicConfig>) -> TopicSettings {
-    let config = config.unwrap_or_default();
-    TopicSettings {
-        retention_ms: config.retention_ms,
-        retention_bytes: config.retention_bytes,
-        segment_bytes: config.segment_bytes,
-        max_message_bytes: config.max_message_bytes,
-        fsync: config.fsync,
-        segment_ms: config.segment_ms,
-        min_insync_replicas: config.min_insync_replicas,
-        retain_until_consumed: config.retain_until_consumed,
-    }
-}
-
-/// Settings as a `TopicConfig`.
-pub fn topic_config(settings: &TopicSettings) -> v1::TopicConfig {
-    v1::TopicConfig {
-        retention_ms: settings.retention_ms,
-        retention_bytes: settings.retention_bytes,
-        segment_bytes: settings.segment_bytes,
-        max_message_bytes: settings.max_message_bytes,
-        fsync: settings.fsync.clone(),
-        segment_ms: settings.segment_ms,
-        min_insync_replicas: settings.min_insync_replicas,
-        retain_until_consumed: settings.retain_until_consumed,
-    }
-}
+use crate::state::{Broker, Partition, Topic};
 
 /// One partition.
 pub fn partition(index: u32, partition: &Partition) -> v1::PartitionMetadata {
@@ -50,7 +21,12 @@ pub fn topic(topic: &Topic) -> v1::TopicMetadata {
     v1::TopicMetadata {
         name: topic.name().to_string(),
         replication_factor: topic.replication_factor(),
-        config: Some(topic_config(topic.settings())),
+        config: Some(topic.config()),
+        default_keys: topic
+            .default_keys()
+            .into_iter()
+            .map(|k| k.name().to_string())
+            .collect(),
         unclean_leader_election: topic.unclean_leader_election(),
         created_ms: topic.created_ms(),
         partitions: topic

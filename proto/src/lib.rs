@@ -2,12 +2,15 @@
 //!
 //! - [`v1`]: generated prost messages and tonic clients and servers.
 //! - [`ids`]: validated newtypes for topic names and partition ids.
+//! - [`topic_config`]: topic setting keys, defaults, bounds, resolve and validate.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 
 pub mod ids;
 mod limits;
+pub mod topic_config;
 
 pub use limits::{Oversize, OversizeLayer, is_oversize, oversize_message};
+pub use topic_config::{ConfigError, ConfigKey};
 
 /// Longest status message sent, in bytes: messages echo names a caller sent, and a
 /// status travels in HTTP/2 headers, which a 10,000-character name would overflow

@@ -110,6 +110,13 @@ impl Segments {
     }
 }
 
+/// The part of a [`LogConfig`] that [`Log::alter`] changes on an open log.
+#[derive(Clone, Copy, Debug)]
+struct Alterable {
+    max_batch_bytes: usize,
+    fsync: FsyncPolicy,
+}
+
 struct SyncState {
     /// Every offset below this is on disk.
     durable_offset: u64,
@@ -123,7 +130,11 @@ struct SyncState {
 /// One partition's log on disk.
 pub struct Log {
     dir: PathBuf,
+    /// The config the log was opened with; its `max_batch_bytes` and `fsync` are
+    /// superseded by `alterable`.
     config: LogConfig,
+    /// The settings that may change while the log is open ([`Log::alter`]).
+    alterable: RwLock<Alterable>,
     clock: Clock,
     segments: RwLock<Segments>,
     /// Where each leader epoch starts; changed only under the writer lock.
@@ -209,6 +220,10 @@ impl Log {
         }
         Ok(Log {
             dir: dir.to_path_buf(),
+            alterable: RwLock::new(Alterable {
+                max_batch_bytes: config.max_batch_bytes,
+                fsync: config.fsync,
+            }),
             config,
             clock,
             segments: RwLock::new(Segments {
@@ -234,9 +249,53 @@ impl Log {
         &self.dir
     }
 
-    /// The configuration the log was opened with.
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The configuration in force: as opened, with any [`Log::alter`] applied.
+    pub fn config(&self) -> LogConfig {
+        let alterable = self.alterable();
+        LogConfig {
+            max_batch_bytes: alterable.max_batch_bytes,
+            fsync: alterable.fsync,
+            ..self.config.clone()
+        }
+    }
+
+    /// Changes the largest batch accepted and the fsync policy of the open log (a
+    /// topic's settings were altered). The segment layout stays as opened: only those
+    /// two may differ between `config` and the log's, else `InvalidConfig`.
+    pub fn alter(&self, config: &LogConfig) -> Result<()> {
+        config.validate()?;
+        let layout = |c: &LogConfig| {
+            (
+                c.segment_bytes,
+                c.segment_age,
+                c.index_bytes,
+                c.index_interval_bytes,
+            )
+        };
+        if layout(config) != layout(&self.config) {
+            return Err(Error::InvalidConfig(
+                "only max_batch_bytes and fsync change on an open log".into(),
+            ));
+        }
+        let mut alterable = match self.alterable.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *alterable = Alterable {
+            max_batch_bytes: config.max_batch_bytes,
+            fsync: config.fsync,
+        };
+        Ok(())
+    }
+
+    /// The alterable settings now in force.
+    fn alterable(&self) -> Alterable {
+        // The lock guards two plain values, assigned whole, so a poisoned one still
+        // holds a consistent pair.
+        match self.alterable.read() {
+            Ok(guard) => *guard,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
     }
 
     /// First offset still stored.
@@ -275,7 +334,7 @@ impl Log {
     /// limits, so a request of several batches can be checked whole before any of
     /// them is appended, and each walked only once.
     pub fn validate<'a>(&self, batch_bytes: &'a [u8]) -> Result<ValidatedBatch<'a>> {
-        let header = batch::validate(batch_bytes, self.config.max_batch_bytes)?;
+        let header = batch::validate(batch_bytes, self.alterable().max_batch_bytes)?;
         Ok(ValidatedBatch {
             bytes: batch_bytes,
             header,
@@ -340,12 +399,19 @@ impl Log {
         {
             let _writer = self.lock_writer()?;
             self.check_not_failed()?;
+            // The leader checked each batch against the limit in force when it took
+            // it; a lower limit since (an altered topic) must not stop a follower
+            // from copying older batches. A batch must still fit in a segment.
+            let max_batch_bytes = self
+                .alterable()
+                .max_batch_bytes
+                .max(usize::try_from(self.config.segment_bytes).unwrap_or(usize::MAX));
             for item in batch::batches(batches) {
                 let (header, bytes) = item?;
-                if bytes.len() > self.config.max_batch_bytes {
+                if bytes.len() > max_batch_bytes {
                     return Err(Error::BatchTooLarge {
                         size: bytes.len(),
-                        limit: self.config.max_batch_bytes,
+                        limit: max_batch_bytes,
                     });
                 }
                 let active = self.prepare_active(bytes.len(), header.last_offset_delta)?;
@@ -441,7 +507,7 @@ impl Log {
 
     /// Applies the fsync policy after an append that ends at `end_offset`.
     fn after_append(&self, end_offset: u64) -> Result<()> {
-        match self.config.fsync {
+        match self.alterable().fsync {
             FsyncPolicy::Always => self.sync_to(end_offset),
             FsyncPolicy::Interval(every) => {
                 let due = self
@@ -465,7 +531,7 @@ impl Log {
 
     /// Runs [`Log::flush`] if the interval policy says one is due (for a background timer).
     pub fn flush_if_due(&self) -> Result<()> {
-        if let FsyncPolicy::Interval(every) = self.config.fsync {
+        if let FsyncPolicy::Interval(every) = self.alterable().fsync {
             let due = self
                 .sync
                 .lock()

@@ -136,6 +136,15 @@ impl Server {
         }
     }
 
+    /// The `host:port` of a standalone server's embedded cluster manager.
+    pub fn cluster_manager_address(&self) -> Option<&str> {
+        let flag = self
+            .args
+            .iter()
+            .position(|a| a == "--cluster-manager-listen")?;
+        self.args.get(flag + 1).map(String::as_str)
+    }
+
     /// The `host:port` the server listens on.
     pub fn address(&self) -> &str {
         &self.address

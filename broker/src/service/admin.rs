@@ -1,4 +1,4 @@
-//! The Admin service: create, delete, list and describe topics.
+//! The Admin service: create, alter, delete, list and describe topics.
 
 use std::sync::Arc;
 
@@ -22,7 +22,8 @@ impl AdminService {
         v1::TopicDescription {
             name: topic.record.name.clone(),
             replication_factor: topic.record.replication_factor,
-            config: Some(topic.record.settings.to_proto()),
+            config: Some(topic.record.settings.clone()),
+            default_keys: topic.metadata.default_keys.clone(),
             partitions: topic
                 .metadata
                 .partitions
@@ -75,6 +76,17 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         let topic = self.broker.create_topic(request.into_inner()).await?;
         Ok(Response::new(v1::CreateTopicResponse {
+            topic: Some(self.describe(&topic)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn alter_topic_config(
+        &self,
+        request: Request<v1::AlterTopicConfigRequest>,
+    ) -> Result<Response<v1::AlterTopicConfigResponse>, Status> {
+        let topic = self.broker.alter_topic_config(request.into_inner()).await?;
+        Ok(Response::new(v1::AlterTopicConfigResponse {
             topic: Some(self.describe(&topic)),
         }))
     }

@@ -92,7 +92,7 @@ pub struct GlobalArgs {
 /// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {
-    /// The topic verbs: create, list, describe, delete.
+    /// The topic verbs: create, alter, list, describe, delete.
     #[command(flatten)]
     Topic(topic::TopicCommand),
     /// The topic verbs, noun first: `pubsub topic create ..`.

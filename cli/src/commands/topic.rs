@@ -1,9 +1,10 @@
-//! Topic administration: `create`, `list`, `describe` and `delete` (also spelled
-//! `pubsub topic <verb>`), each one Admin call and a printed result.
+//! Topic administration: `create`, `alter`, `list`, `describe` and `delete` (also
+//! spelled `pubsub topic <verb>`), each one Admin call and a printed result.
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use pubsub_client::{Admin, NewTopic};
+use pubsub_proto::ConfigKey;
 use pubsub_proto::ids::PARTITIONS_MAX;
 
 use super::output::{self, OutputFormat};
@@ -17,6 +18,8 @@ use super::{GlobalArgs, connect};
 pub enum TopicCommand {
     /// Create a topic.
     Create(CreateArgs),
+    /// Change a topic's settings (retention, fsync, max message bytes, min ISR).
+    Alter(AlterArgs),
     /// List topics.
     List,
     /// Show a topic's partitions, offsets and settings.
@@ -44,8 +47,20 @@ pub struct CreateArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size_limit, allow_hyphen_values = true)]
     pub retention_bytes: Option<i64>,
     /// A topic setting, repeatable. Keys: retention_ms, retention_bytes, segment_bytes,
-    /// segment_ms, max_message_bytes, fsync (always, never or interval:<ms>).
+    /// segment_ms, max_message_bytes, fsync (always, never or interval:<ms>),
+    /// min_insync_replicas, retain_until_consumed.
     #[arg(long, value_name = "KEY=VALUE")]
+    pub config: Vec<ConfigSetting>,
+}
+
+/// Arguments of `alter`.
+#[derive(Args)]
+pub struct AlterArgs {
+    /// Topic name.
+    pub topic: String,
+    /// A setting to change, repeatable. Keys: retention_ms, retention_bytes, fsync,
+    /// max_message_bytes, min_insync_replicas.
+    #[arg(long, value_name = "KEY=VALUE", required = true)]
     pub config: Vec<ConfigSetting>,
 }
 
@@ -60,6 +75,7 @@ pub struct TopicArgs {
 pub async fn run(global: &GlobalArgs, command: TopicCommand) -> anyhow::Result<()> {
     match command {
         TopicCommand::Create(args) => create(global, args).await,
+        TopicCommand::Alter(args) => alter(global, args).await,
         TopicCommand::List => list(global).await,
         TopicCommand::Describe(args) => describe(global, &args.topic).await,
         TopicCommand::Delete(args) => delete(global, &args.topic).await,
@@ -108,6 +124,22 @@ async fn create(global: &GlobalArgs, args: CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn alter(global: &GlobalArgs, args: AlterArgs) -> anyhow::Result<()> {
+    let changes = build_config(args.config).map_err(anyhow::Error::msg)?;
+    let changed = changes.set_keys();
+    let admin = Admin::new(connect(global).await?);
+    let altered = admin.alter_topic_config(&args.topic, changes).await?;
+    match global.output {
+        OutputFormat::Json => output::print_json(&topic_view::topic(&altered, None))?,
+        OutputFormat::Text => output::print_text(&format!(
+            "altered topic {:?}: {}\n",
+            altered.name,
+            ConfigKey::list(changed)
+        ))?,
+    }
+    Ok(())
+}
+
 async fn list(global: &GlobalArgs) -> anyhow::Result<()> {
     let topics = Admin::new(connect(global).await?).list_topics().await?;
     match global.output {
@@ -146,4 +178,35 @@ async fn delete(global: &GlobalArgs, name: &str) -> anyhow::Result<()> {
 /// "s" unless `n` is 1.
 pub fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command};
+
+    use super::*;
+
+    fn help<A: Args>() -> String {
+        A::augment_args(Command::new("t"))
+            .render_long_help()
+            .to_string()
+    }
+
+    #[test]
+    fn help_names_every_key_the_server_knows() {
+        let create = help::<CreateArgs>();
+        for key in ConfigKey::ALL {
+            assert!(
+                create.contains(key.name()),
+                "{key} missing from create --help"
+            );
+        }
+        let alter = help::<AlterArgs>();
+        for key in ConfigKey::ALL.into_iter().filter(|k| k.alterable()) {
+            assert!(
+                alter.contains(key.name()),
+                "{key} missing from alter --help"
+            );
+        }
+    }
 }

@@ -1,26 +1,18 @@
-//! `create --config key=value` and the dedicated retention flags, turned into the wire
-//! `TopicConfig`.
+//! `create --config key=value`, `alter --config key=value` and the dedicated retention
+//! flags, turned into the wire `TopicConfig`.
 //!
-//! Keys are the `TopicConfig` field names, so `--config` spells a setting exactly as
-//! `describe` prints it. An unknown key, or a setting given twice (say by `--retention`
-//! and `--config retention_ms=..`), is an error rather than a silent override.
+//! Keys are `pubsub_proto::ConfigKey`, the `TopicConfig` field names, so `--config`
+//! spells a setting exactly as `describe` prints it and the server's errors name it. An
+//! unknown key, or a setting given twice (say by `--retention` and
+//! `--config retention_ms=..`), is an error rather than a silent override. Ranges are
+//! the server's to check (`TopicConfig::validate`), so there is one set of rules.
 
 use std::str::FromStr;
 
 use pubsub_client::TopicConfig;
+use pubsub_proto::{ConfigError, ConfigKey};
 
 use super::units::{parse_ms, parse_size_limit};
-
-/// The keys `--config` accepts, in the order `describe` prints them.
-pub const CONFIG_KEYS: &[&str] = &[
-    "retention_ms",
-    "retention_bytes",
-    "segment_bytes",
-    "segment_ms",
-    "max_message_bytes",
-    "fsync",
-    "retain_until_consumed",
-];
 
 /// One parsed topic setting.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +29,8 @@ pub enum ConfigSetting {
     MaxMessageBytes(i32),
     /// `always`, `never` or `interval:<ms>` (the server checks the spelling).
     Fsync(String),
+    /// acks=all produces fail while fewer replicas are in sync.
+    MinInsyncReplicas(i32),
     /// Keep records until every subscription consumed them (at most retention_ms).
     RetainUntilConsumed(bool),
 }
@@ -50,35 +44,39 @@ impl FromStr for ConfigSetting {
         let Some((key, value)) = text.split_once('=') else {
             return Err(format!("expected key=value, got {text:?}"));
         };
+        let key: ConfigKey = key.parse().map_err(|e: ConfigError| e.to_string())?;
         let with_key = |e: String| format!("{key}: {e}");
-        let setting = match key.trim() {
-            "retention_ms" => ConfigSetting::RetentionMs(parse_ms(value).map_err(with_key)?),
-            "retention_bytes" => {
+        let int32 = |value: i64| {
+            i32::try_from(value).map_err(|_| with_key(format!("{value} is too large")))
+        };
+        let setting = match key {
+            ConfigKey::RetentionMs => {
+                ConfigSetting::RetentionMs(parse_ms(value).map_err(with_key)?)
+            }
+            ConfigKey::RetentionBytes => {
                 ConfigSetting::RetentionBytes(parse_size_limit(value).map_err(with_key)?)
             }
-            "segment_bytes" => {
+            ConfigKey::SegmentBytes => {
                 ConfigSetting::SegmentBytes(parse_size_limit(value).map_err(with_key)?)
             }
-            "segment_ms" => ConfigSetting::SegmentMs(parse_ms(value).map_err(with_key)?),
-            "max_message_bytes" => {
-                let bytes = parse_size_limit(value).map_err(with_key)?;
-                let bytes = i32::try_from(bytes)
-                    .map_err(|_| with_key(format!("{value:?} is too large")))?;
-                ConfigSetting::MaxMessageBytes(bytes)
+            ConfigKey::SegmentMs => ConfigSetting::SegmentMs(parse_ms(value).map_err(with_key)?),
+            ConfigKey::MaxMessageBytes => {
+                ConfigSetting::MaxMessageBytes(int32(parse_size_limit(value).map_err(with_key)?)?)
             }
-            "fsync" => ConfigSetting::Fsync(value.trim().to_string()),
-            "retain_until_consumed" => ConfigSetting::RetainUntilConsumed(
+            ConfigKey::Fsync => ConfigSetting::Fsync(value.trim().to_string()),
+            ConfigKey::MinInsyncReplicas => {
+                let count = value
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| with_key(format!("{value:?} is not a whole number")))?;
+                ConfigSetting::MinInsyncReplicas(int32(count)?)
+            }
+            ConfigKey::RetainUntilConsumed => ConfigSetting::RetainUntilConsumed(
                 value
                     .trim()
                     .parse()
                     .map_err(|_| with_key(format!("{value:?} is not true or false")))?,
             ),
-            other => {
-                return Err(format!(
-                    "unknown config key {other:?}: expected one of {}",
-                    CONFIG_KEYS.join(", ")
-                ));
-            }
         };
         Ok(setting)
     }
@@ -86,15 +84,16 @@ impl FromStr for ConfigSetting {
 
 impl ConfigSetting {
     /// The `TopicConfig` field this setting fills.
-    pub fn key(&self) -> &'static str {
+    pub fn key(&self) -> ConfigKey {
         match self {
-            ConfigSetting::RetentionMs(_) => "retention_ms",
-            ConfigSetting::RetentionBytes(_) => "retention_bytes",
-            ConfigSetting::SegmentBytes(_) => "segment_bytes",
-            ConfigSetting::SegmentMs(_) => "segment_ms",
-            ConfigSetting::MaxMessageBytes(_) => "max_message_bytes",
-            ConfigSetting::Fsync(_) => "fsync",
-            ConfigSetting::RetainUntilConsumed(_) => "retain_until_consumed",
+            ConfigSetting::RetentionMs(_) => ConfigKey::RetentionMs,
+            ConfigSetting::RetentionBytes(_) => ConfigKey::RetentionBytes,
+            ConfigSetting::SegmentBytes(_) => ConfigKey::SegmentBytes,
+            ConfigSetting::SegmentMs(_) => ConfigKey::SegmentMs,
+            ConfigSetting::MaxMessageBytes(_) => ConfigKey::MaxMessageBytes,
+            ConfigSetting::Fsync(_) => ConfigKey::Fsync,
+            ConfigSetting::MinInsyncReplicas(_) => ConfigKey::MinInsyncReplicas,
+            ConfigSetting::RetainUntilConsumed(_) => ConfigKey::RetainUntilConsumed,
         }
     }
 }
@@ -113,12 +112,13 @@ pub fn build_config(
             ConfigSetting::SegmentMs(v) => config.segment_ms.replace(v).is_some(),
             ConfigSetting::MaxMessageBytes(v) => config.max_message_bytes.replace(v).is_some(),
             ConfigSetting::Fsync(v) => config.fsync.replace(v).is_some(),
+            ConfigSetting::MinInsyncReplicas(v) => config.min_insync_replicas.replace(v).is_some(),
             ConfigSetting::RetainUntilConsumed(v) => {
                 config.retain_until_consumed.replace(v).is_some()
             }
         };
         if was_set {
-            return Err(format!("{key} is set twice"));
+            return Err(ConfigError::SetTwice { key }.to_string());
         }
     }
     Ok(config)
@@ -166,6 +166,27 @@ mod tests {
             Ok(ConfigSetting::Fsync("interval:100".into())),
         );
         check("fsync=always", Ok(ConfigSetting::Fsync("always".into())));
+        check(
+            "min_insync_replicas=2",
+            Ok(ConfigSetting::MinInsyncReplicas(2)),
+        );
+        check(
+            "retain_until_consumed=true",
+            Ok(ConfigSetting::RetainUntilConsumed(true)),
+        );
+    }
+
+    #[test]
+    fn every_key_the_server_knows_parses() {
+        for key in ConfigKey::ALL {
+            let value = match key {
+                ConfigKey::Fsync => "never",
+                ConfigKey::RetainUntilConsumed => "false",
+                _ => "1",
+            };
+            let setting: ConfigSetting = format!("{key}={value}").parse().unwrap();
+            assert_eq!(setting.key(), key);
+        }
     }
 
     #[test]
@@ -178,6 +199,10 @@ mod tests {
         check("retention_ms=soon", Err("retention_ms: invalid duration"));
         check("segment_bytes=lots", Err("segment_bytes: invalid size"));
         check("max_message_bytes=4GiB", Err("too large"));
+        check(
+            "min_insync_replicas=two",
+            Err("min_insync_replicas: \"two\" is not a whole number"),
+        );
     }
 
     #[test]

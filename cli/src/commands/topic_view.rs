@@ -5,6 +5,7 @@
 //! `--output json` reads the same words as the API documentation.
 
 use pubsub_client::TopicConfig;
+use pubsub_proto::ConfigKey;
 use pubsub_proto::v1::{DescribeTopicResponse, TopicDescription, TopicSummary};
 use serde::Serialize;
 
@@ -25,6 +26,8 @@ pub struct TopicView<'a> {
     name: &'a str,
     replication_factor: u32,
     config: ConfigView<'a>,
+    /// Keys of `config` that hold the default rather than a value someone set.
+    default_keys: &'a [String],
     partitions: Vec<PartitionView<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     brokers: Vec<BrokerView<'a>>,
@@ -39,6 +42,7 @@ struct ConfigView<'a> {
     segment_ms: Option<i64>,
     max_message_bytes: Option<i32>,
     fsync: Option<&'a str>,
+    min_insync_replicas: Option<i32>,
     retain_until_consumed: Option<bool>,
 }
 
@@ -102,8 +106,10 @@ pub fn topic<'a>(
             segment_ms: config.segment_ms,
             max_message_bytes: config.max_message_bytes,
             fsync: topic.config.as_ref().and_then(|c| c.fsync.as_deref()),
+            min_insync_replicas: config.min_insync_replicas,
             retain_until_consumed: config.retain_until_consumed,
         },
+        default_keys: &topic.default_keys,
         partitions: topic
             .partitions
             .iter()
@@ -173,43 +179,65 @@ pub fn topic_text(described: &DescribeTopicResponse, topic: &TopicDescription) -
     text.push('\n');
     text.push_str(&partitions.render());
     text.push('\n');
-    text.push_str(&config_table(topic.config.as_ref()));
+    text.push_str(&config_table(topic.config.as_ref(), &topic.default_keys));
     text
 }
 
-/// The settings as a table: key, raw value as `--config` takes it, and a reading.
-fn config_table(config: Option<&TopicConfig>) -> String {
+/// The settings as a table: key, raw value as `--config` takes it, whether it is the
+/// default or was set (at create or by `alter`), and a reading.
+fn config_table(config: Option<&TopicConfig>, default_keys: &[String]) -> String {
     let empty = TopicConfig::default();
     let config = config.unwrap_or(&empty);
-    let mut table = Table::new(&["CONFIG", "VALUE", ""]);
-    let mut number = |key: &str, value: Option<i64>, human: fn(i64) -> String| {
-        let (raw, reading) = match value {
-            Some(v) => (v.to_string(), human(v)),
-            None => ("-".to_string(), "server default".to_string()),
-        };
-        table.row(vec![key.to_string(), raw, reading]);
-    };
-    number("retention_ms", config.retention_ms, format_ms);
-    number("retention_bytes", config.retention_bytes, format_size);
-    number("segment_bytes", config.segment_bytes, format_size);
-    number("segment_ms", config.segment_ms, format_ms);
-    number(
-        "max_message_bytes",
-        config.max_message_bytes.map(i64::from),
-        format_size,
-    );
-    let fsync = config.fsync.as_deref().unwrap_or("-");
-    table.row(vec!["fsync".into(), fsync.to_string(), String::new()]);
-    let until_consumed = config.retain_until_consumed.unwrap_or(false);
-    table.row(vec![
-        "retain_until_consumed".into(),
-        until_consumed.to_string(),
-        if until_consumed {
-            "kept until every subscription consumed it, at most retention_ms".into()
+    let mut table = Table::new(&["CONFIG", "VALUE", "SOURCE", ""]);
+    let mut row = |key: ConfigKey, raw: Option<String>, reading: String| {
+        let source = if default_keys.iter().any(|k| k == key.name()) {
+            "default"
         } else {
-            String::new()
-        },
-    ]);
+            "set"
+        };
+        let (raw, source, reading) = match raw {
+            Some(raw) => (raw, source, reading),
+            None => ("-".to_string(), "default", "server default".to_string()),
+        };
+        table.row(vec![
+            key.name().to_string(),
+            raw,
+            source.to_string(),
+            reading,
+        ]);
+    };
+    let number = |value: Option<i64>, human: fn(i64) -> String| {
+        (
+            value.map(|v| v.to_string()),
+            value.map(human).unwrap_or_default(),
+        )
+    };
+    for key in ConfigKey::ALL {
+        let (raw, reading) = match key {
+            ConfigKey::RetentionMs => number(config.retention_ms, format_ms),
+            ConfigKey::RetentionBytes => number(config.retention_bytes, format_size),
+            ConfigKey::SegmentBytes => number(config.segment_bytes, format_size),
+            ConfigKey::SegmentMs => number(config.segment_ms, format_ms),
+            ConfigKey::MaxMessageBytes => {
+                number(config.max_message_bytes.map(i64::from), format_size)
+            }
+            ConfigKey::Fsync => (config.fsync.clone(), String::new()),
+            ConfigKey::MinInsyncReplicas => (
+                config.min_insync_replicas.map(|n| n.to_string()),
+                String::new(),
+            ),
+            ConfigKey::RetainUntilConsumed => {
+                let until_consumed = config.retain_until_consumed.unwrap_or(false);
+                let reading = if until_consumed {
+                    "kept until every subscription consumed it, at most retention_ms"
+                } else {
+                    ""
+                };
+                (Some(until_consumed.to_string()), reading.to_string())
+            }
+        };
+        row(key, raw, reading);
+    }
     table.render()
 }
 

@@ -147,7 +147,7 @@ impl ClusterManager for ClusterManagerService {
                 name: request.name.clone(),
                 partitions: request.partitions,
                 replication_factor: request.replication_factor,
-                settings: wire::settings(request.config),
+                settings: request.config.unwrap_or_default(),
                 unclean_leader_election: request.unclean_leader_election,
                 now_ms: 0,
             })
@@ -165,6 +165,31 @@ impl ClusterManager for ClusterManagerService {
         Ok(Response::new(v1::ClusterCreateTopicResponse {
             topic: Some(wire::topic(topic)),
             created,
+            metadata_version: view.applied_index,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn alter_topic_config(
+        &self,
+        request: Request<v1::AlterTopicConfigRequest>,
+    ) -> Result<Response<v1::ClusterAlterTopicConfigResponse>, Status> {
+        let request = request.into_inner();
+        let written = self
+            .manager
+            .write(Command::AlterTopicConfig {
+                name: request.name.clone(),
+                changes: request.config.unwrap_or_default(),
+            })
+            .await?;
+        tracing::info!("topic config altered");
+        self.manager.wait_applied(written.log_index).await?;
+        let view = self.manager.view();
+        let Some(topic) = view.state.topic(&request.name) else {
+            return Err(Error::Command(CommandError::TopicNotFound { name: request.name }).into());
+        };
+        Ok(Response::new(v1::ClusterAlterTopicConfigResponse {
+            topic: Some(wire::topic(topic)),
             metadata_version: view.applied_index,
         }))
     }

@@ -21,7 +21,19 @@ fn create(name: &str, partitions: u32, replication_factor: u32) -> Command {
         name: name.into(),
         partitions,
         replication_factor,
-        settings: TopicSettings::default(),
+        settings: TopicConfig::default(),
+        unclean_leader_election: false,
+        now_ms: 0,
+    }
+}
+
+/// One partition of `name` with `settings`.
+fn create_with(name: &str, replication_factor: u32, settings: TopicConfig) -> Command {
+    Command::CreateTopic {
+        name: name.into(),
+        partitions: 1,
+        replication_factor,
+        settings,
         unclean_leader_election: false,
         now_ms: 0,
     }
@@ -234,7 +246,7 @@ fn unclean_election_takes_a_live_replica_outside_the_isr() {
             name: "t".into(),
             partitions: 1,
             replication_factor: 2,
-            settings: TopicSettings::default(),
+            settings: TopicConfig::default(),
             unclean_leader_election: true,
             now_ms: 0,
         })
@@ -417,4 +429,86 @@ fn a_restarted_sole_replica_keeps_leading_with_a_new_epoch() {
     assert_eq!(p.leader(), Some(1));
     assert_eq!(p.isr(), &[1]);
     assert_eq!(p.leader_epoch(), 2, "one epoch to fence, one to lead again");
+}
+
+#[test]
+fn create_resolves_settings_once_and_refuses_what_no_broker_could_host() {
+    let mut state = cluster(3);
+    state.apply(create("t", 1, 0)).unwrap();
+    let topic = state.topic("t").unwrap();
+    assert_eq!(topic.config(), TopicConfig::defaults(3));
+    assert_eq!(topic.settings, TopicConfig::defaults(3), "stored resolved");
+    assert_eq!(topic.default_keys().len(), ConfigKey::ALL.len());
+    let unhostable = create_with(
+        "u",
+        1,
+        TopicConfig {
+            segment_bytes: Some(1000),
+            ..Default::default()
+        },
+    );
+    let error = state.apply(unhostable).unwrap_err().to_string();
+    assert!(
+        error.contains("segment_bytes must be between 4096"),
+        "{error}"
+    );
+    // The factor is resolved to 3 by `apply`; 4 in-sync replicas can never be.
+    let insync = create_with(
+        "v",
+        0,
+        TopicConfig {
+            min_insync_replicas: Some(4),
+            ..Default::default()
+        },
+    );
+    let error = state.apply(insync).unwrap_err().to_string();
+    assert!(
+        error.contains("min_insync_replicas must be between 1 and 3"),
+        "{error}"
+    );
+    assert!(state.topic("u").is_none() && state.topic("v").is_none());
+}
+
+#[test]
+fn alter_changes_settings_and_marks_them_explicit() {
+    let mut state = cluster(3);
+    state.apply(create("t", 1, 3)).unwrap();
+    let altered = state.apply(Command::AlterTopicConfig {
+        name: "t".into(),
+        changes: TopicConfig {
+            max_message_bytes: Some(4096),
+            min_insync_replicas: Some(3),
+            ..Default::default()
+        },
+    });
+    assert_eq!(altered, Ok(Response::TopicConfigAltered));
+    let topic = state.topic("t").unwrap();
+    assert_eq!(topic.config().max_message_bytes, Some(4096));
+    assert!(!topic.default_keys().contains(&ConfigKey::MaxMessageBytes));
+    assert!(topic.default_keys().contains(&ConfigKey::RetentionMs));
+    let missing = state.apply(Command::AlterTopicConfig {
+        name: "nope".into(),
+        changes: TopicConfig::default(),
+    });
+    assert!(matches!(missing, Err(CommandError::TopicNotFound { .. })));
+}
+
+#[test]
+fn topics_stored_before_resolution_read_with_defaults() {
+    let mut state = cluster(1);
+    state.apply(create("t", 1, 1)).unwrap();
+    let mut json = serde_json::to_value(&state).unwrap();
+    let topic = &mut json["topics"]["t"];
+    topic.as_object_mut().unwrap().remove("default_keys");
+    topic["settings"] = serde_json::json!({"retention_ms": -1, "segment_bytes": null,
+        "retention_bytes": null, "max_message_bytes": null, "fsync": null, "segment_ms": null});
+    let old: ClusterState = serde_json::from_value(json).unwrap();
+    let topic = old.topic("t").unwrap();
+    assert_eq!(topic.config().retention_ms, Some(-1));
+    assert_eq!(
+        topic.config().segment_bytes,
+        TopicConfig::defaults(1).segment_bytes
+    );
+    assert!(!topic.default_keys().contains(&ConfigKey::RetentionMs));
+    assert!(topic.default_keys().contains(&ConfigKey::SegmentBytes));
 }

@@ -102,3 +102,42 @@ fn delete_segments_below_keeps_the_segment_holding_the_offset() {
     assert!(start > 0 && start <= 350, "start {start}");
     assert!(log.read(350, 1).is_ok());
 }
+
+#[test]
+fn altering_an_open_log_changes_its_batch_limit_and_fsync_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let bytes = batch(1, 20, 1000);
+    log.append(&bytes, 1).unwrap();
+    let smaller = pubsub_storage::LogConfig {
+        max_batch_bytes: bytes.len() - 1,
+        fsync: pubsub_storage::FsyncPolicy::Always,
+        ..small_config()
+    };
+    log.alter(&smaller).unwrap();
+    assert!(matches!(
+        log.append(&bytes, 1),
+        Err(Error::BatchTooLarge { .. })
+    ));
+    assert_eq!(log.config().fsync, pubsub_storage::FsyncPolicy::Always);
+    // A follower still copies batches its leader took under the older, higher limit.
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = Log::open(follower_dir.path(), small_config()).unwrap();
+    follower.alter(&smaller).unwrap();
+    let slice = log.read(0, 1 << 20).unwrap();
+    assert!(
+        follower
+            .append_replicated(slice.as_ref())
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(read_all(&follower, 0), read_all(&log, 0));
+    let other_layout = pubsub_storage::LogConfig {
+        segment_bytes: 16384,
+        ..small_config()
+    };
+    assert!(matches!(
+        log.alter(&other_layout),
+        Err(Error::InvalidConfig(_))
+    ));
+}

@@ -16,6 +16,7 @@ mod full_disk;
 mod grpc;
 mod replication;
 mod routing;
+mod topic_config;
 
 use std::collections::HashMap;
 use std::time::Duration;
