@@ -49,6 +49,8 @@ pub struct Broker {
     applying: tokio::sync::Mutex<()>,
     /// Free space under the data directory, checked before every append.
     disk: Arc<DiskSpace>,
+    /// Connections to the other brokers, for follower fetches.
+    peers: crate::replication::Peers,
     /// Topics in the metadata this broker could not open, with the reason (a full
     /// disk, say), so requests for them say why instead of "does not exist".
     unhosted: RwLock<HashMap<String, String>>,
@@ -110,6 +112,7 @@ impl Broker {
         ));
         Broker {
             disk,
+            peers: crate::replication::Peers::default(),
             unhosted: RwLock::new(HashMap::new()),
             config,
             link,
@@ -142,6 +145,11 @@ impl Broker {
             .iter()
             .find(|b| b.id == id)
             .map(|b| b.address.clone())
+    }
+
+    /// The connections to other brokers that follower fetches share.
+    pub fn peers(&self) -> &crate::replication::Peers {
+        &self.peers
     }
 
     /// True while some topic in the metadata could not be opened here.

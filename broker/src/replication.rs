@@ -85,7 +85,45 @@ pub async fn start_role(
     partition.set_task(Some(task));
 }
 
-fn stub(address: &str) -> Option<BrokerClient<Channel>> {
+/// One HTTP/2 connection per peer broker, shared by every follower task fetching
+/// from it (a channel multiplexes their long polls), instead of a new connection, and
+/// a new TCP handshake, for every fetch.
+#[derive(Default)]
+pub struct Peers {
+    channels: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
+}
+
+impl Peers {
+    /// A stub on the (lazily connected) channel to `address`.
+    pub fn stub(&self, address: &str) -> Option<BrokerClient<Channel>> {
+        let mut channels = self.channels.lock().ok()?;
+        let channel = match channels.get(address) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = channel(address)?;
+                channels.insert(address.to_string(), channel.clone());
+                channel
+            }
+        };
+        Some(
+            BrokerClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    }
+
+    /// How many peer connections exist (for tests and logs).
+    pub fn len(&self) -> usize {
+        self.channels.lock().map_or(0, |c| c.len())
+    }
+
+    /// True before any peer was fetched from.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn channel(address: &str) -> Option<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{address}")).ok()?;
     let channel = endpoint
         .connect_timeout(Duration::from_secs(2))
@@ -94,11 +132,7 @@ fn stub(address: &str) -> Option<BrokerClient<Channel>> {
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(3))
         .connect_lazy();
-    Some(
-        BrokerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-    )
+    Some(channel)
 }
 
 /// The follower loop of one partition; ends when the task is aborted.
@@ -116,7 +150,8 @@ async fn follow(
         let Some(partition) = partition.upgrade() else {
             return;
         };
-        let Some(mut leader_stub) = broker.broker_address(leader).as_deref().and_then(stub) else {
+        let address = broker.broker_address(leader);
+        let Some(mut leader_stub) = address.as_deref().and_then(|a| broker.peers().stub(a)) else {
             tokio::time::sleep(FOLLOWER_RETRY).await;
             continue;
         };
@@ -366,5 +401,16 @@ mod tests {
             [1],
             "unknown followers stay out"
         );
+    }
+
+    #[tokio::test]
+    async fn followers_of_one_leader_share_one_connection() {
+        let peers = Peers::default();
+        assert!(peers.is_empty());
+        for _ in 0..100 {
+            peers.stub("127.0.0.1:9").unwrap();
+        }
+        peers.stub("127.0.0.1:10").unwrap();
+        assert_eq!(peers.len(), 2, "one channel per leader address, reused");
     }
 }
