@@ -12,8 +12,10 @@ use pubsub_tests::Cluster;
 use crate::create_replicated;
 
 /// Longest acceptable stall of an acks=all writer after `kill -9` of its partition's
-/// leader, with pubsubd's default lease.
-const STALL_MAX: Duration = Duration::from_millis(4500);
+/// leader, with pubsubd's default lease (3 s). Measured 3.1-3.3 s on a quiet machine;
+/// the bound leaves room for a loaded CI machine while still failing the old 6 s
+/// lease (7.1 s stalls). The figure itself is printed and kept in docs/performance.md.
+const STALL_MAX: Duration = Duration::from_millis(6500);
 
 /// Producer settings of the failover tests: acks=all, retries enough to outlast it.
 fn acks_all() -> ProducerConfig {
