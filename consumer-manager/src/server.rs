@@ -74,6 +74,24 @@ pub async fn run(
         .set_serving::<ConsumerManagerServer<ConsumerManagerService>>()
         .await;
     let background = tokio::spawn(background(supervisor.clone()));
+    let mut serving = supervisor.serving();
+    let health_follows = tokio::spawn(async move {
+        // Health says NOT_SERVING while the database is reloaded from disk.
+        while serving.changed().await.is_ok() {
+            let now = *serving.borrow_and_update();
+            let status = if now {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            health
+                .set_service_status(
+                    pubsub_proto::v1::consumer_manager_server::SERVICE_NAME,
+                    status,
+                )
+                .await;
+        }
+    });
     tracing::info!(address = ?listener.local_addr().ok(), "consumer manager listening");
     let result = tonic::transport::Server::builder()
         .layer(pubsub_proto::OversizeLayer)
@@ -86,6 +104,7 @@ pub async fn run(
         )
         .await;
     background.abort();
+    health_follows.abort();
     let flushed = supervisor.flush().await;
     result.map_err(|e| Error::Unavailable(format!("grpc server: {e}")))?;
     flushed

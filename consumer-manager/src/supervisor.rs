@@ -40,6 +40,9 @@ pub struct Supervisor {
     config: ManagerConfig,
     /// The manager serving; `None` while its replacement is being loaded.
     slot: RwLock<Option<Arc<Manager>>>,
+    /// Whether a manager is installed, for the health service: a load balancer or
+    /// Kubernetes then stops sending work while the database is reloaded.
+    serving: tokio::sync::watch::Sender<bool>,
 }
 
 /// Waits between attempts to reopen the database: [`RELOAD_BACKOFF_MIN`] doubling up
@@ -79,6 +82,7 @@ impl Supervisor {
         Ok(Supervisor {
             config,
             slot: RwLock::new(Some(Arc::new(manager))),
+            serving: tokio::sync::watch::Sender::new(true),
         })
     }
 
@@ -105,7 +109,14 @@ impl Supervisor {
     }
 
     fn install(&self, manager: Option<Arc<Manager>>) {
+        let serving = manager.is_some();
         *self.slot.write().unwrap_or_else(PoisonError::into_inner) = manager;
+        self.serving.send_replace(serving);
+    }
+
+    /// Watches whether a manager serves (false while the database is reloaded).
+    pub fn serving(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.serving.subscribe()
     }
 
     /// Runs one operation on the current manager. It ends with [`Error::Reloading`]
@@ -260,6 +271,8 @@ mod tests {
             }
         });
         tokio::task::yield_now().await;
+        let mut serving = supervisor.serving();
+        assert!(*serving.borrow_and_update());
         supervisor.current().unwrap().store().fail(&"test");
         assert!(matches!(waiting.await.unwrap(), Err(Error::Reloading)));
         assert!(matches!(supervisor.current(), Err(Error::Reloading)));
@@ -267,6 +280,8 @@ mod tests {
             supervisor.serve(|_| async { Ok(()) }).await,
             Err(Error::Reloading)
         ));
+        serving.changed().await.unwrap();
+        assert!(!*serving.borrow_and_update(), "not serving while reloading");
         // The reopen succeeds only once the old database is closed (sled's lock), and
         // loads what is on disk.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -277,6 +292,10 @@ mod tests {
             assert!(Instant::now() < deadline, "never reloaded");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        assert!(
+            *supervisor.serving().borrow(),
+            "serving again once reloaded"
+        );
         let subscription = reloaded.subscription("s").unwrap();
         let state = subscription.lock().unwrap();
         assert_eq!(state.cursors[1].committed(), 7);
