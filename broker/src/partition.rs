@@ -274,8 +274,6 @@ impl Partition {
     }
 
     fn publish_log_end(&self, end: u64) {
-        // Never past what the log holds, whatever an append reported.
-        let end = end.min(self.log.log_end_offset());
         self.log_end.send_if_modified(|current| {
             let moved = end > *current;
             *current = (*current).max(end);

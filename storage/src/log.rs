@@ -20,6 +20,10 @@ use crate::producers::{Admission, ProducerStates};
 use crate::retention::{self, RetentionPolicy, SegmentFacts};
 use crate::segment::{self, ActiveSegment, SealError, SealedSegment, SegmentRef};
 
+mod sync;
+
+use sync::SyncState;
+
 /// Milliseconds since the Unix epoch; injectable so tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
@@ -115,16 +119,6 @@ impl Segments {
 struct Alterable {
     max_batch_bytes: usize,
     fsync: FsyncPolicy,
-}
-
-struct SyncState {
-    /// Every offset below this is on disk.
-    durable_offset: u64,
-    running: bool,
-    last_sync: Instant,
-    /// Bumped when the log end moves back (truncate, reset): a sync that began before
-    /// may not count offsets that were cut and written again as durable.
-    generation: u64,
 }
 
 /// One partition's log on disk.
@@ -306,11 +300,6 @@ impl Log {
     /// Offset the next appended record gets.
     pub fn log_end_offset(&self) -> u64 {
         self.read_segments().active.next_offset()
-    }
-
-    /// Every offset below this is known to be on disk (fsynced).
-    pub fn durable_offset(&self) -> u64 {
-        self.sync.lock().map_or(0, |s| s.durable_offset)
     }
 
     /// Number of segments, the active one included.
@@ -505,91 +494,6 @@ impl Log {
         Ok(())
     }
 
-    /// Applies the fsync policy after an append that ends at `end_offset`.
-    fn after_append(&self, end_offset: u64) -> Result<()> {
-        match self.alterable().fsync {
-            FsyncPolicy::Always => self.sync_to(end_offset),
-            FsyncPolicy::Interval(every) => {
-                let due = self
-                    .sync
-                    .lock()
-                    .map_or(true, |s| s.last_sync.elapsed() >= every);
-                if due {
-                    self.sync_to(end_offset)
-                } else {
-                    Ok(())
-                }
-            }
-            FsyncPolicy::Never => Ok(()),
-        }
-    }
-
-    /// Forces everything appended so far to disk.
-    pub fn flush(&self) -> Result<()> {
-        self.sync_to(self.log_end_offset())
-    }
-
-    /// Runs [`Log::flush`] if the interval policy says one is due (for a background timer).
-    pub fn flush_if_due(&self) -> Result<()> {
-        if let FsyncPolicy::Interval(every) = self.alterable().fsync {
-            let due = self
-                .sync
-                .lock()
-                .map_or(true, |s| s.last_sync.elapsed() >= every);
-            if due {
-                return self.flush();
-            }
-        }
-        Ok(())
-    }
-
-    /// Returns once every offset below `target` is durable, sharing fsyncs among callers.
-    ///
-    /// Fails if the log no longer reaches `target` (a truncation cut the records
-    /// before they became durable): an append is acknowledged only for bytes that are
-    /// in the log and on disk.
-    fn sync_to(&self, target: u64) -> Result<()> {
-        let mut state = self.sync.lock().map_err(|_| self.failed_error())?;
-        loop {
-            self.check_not_failed()?;
-            if state.durable_offset >= target {
-                return Ok(());
-            }
-            if state.running {
-                state = self.synced.wait(state).map_err(|_| self.failed_error())?;
-                continue;
-            }
-            // Read the target before choosing the file: a segment sealed in between was
-            // synced by its seal, so syncing the active one then covers everything.
-            let covered = self.log_end_offset();
-            if covered < target {
-                return Err(Error::AppendLost {
-                    path: self.dir.clone(),
-                    end_offset: target,
-                    log_end_offset: covered,
-                });
-            }
-            state.running = true;
-            let generation = state.generation;
-            drop(state);
-            let active = self.read_segments().active.clone();
-            let result = active.sync();
-            state = self.sync.lock().map_err(|_| self.failed_error())?;
-            state.running = false;
-            self.synced.notify_all();
-            if let Err(e) = result {
-                // Linux may have dropped the dirty pages: never retry, stop acknowledging.
-                tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; log stops accepting writes");
-                self.fail();
-                return Err(e);
-            }
-            if state.generation == generation {
-                state.durable_offset = state.durable_offset.max(covered);
-            }
-            state.last_sync = Instant::now();
-        }
-    }
-
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
     /// (at least one batch, so a consumer always progresses), within one segment.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadSlice> {
@@ -764,13 +668,6 @@ impl Log {
         let _writer = self.lock_writer()?;
         let end = self.log_end_offset();
         self.note_epoch(epoch, end)
-    }
-
-    fn lower_durable_offset(&self, end: u64) {
-        if let Ok(mut state) = self.sync.lock() {
-            state.durable_offset = state.durable_offset.min(end);
-            state.generation += 1;
-        }
     }
 
     /// Deletes the closed segments `policy` says have expired; returns how many.
