@@ -21,6 +21,7 @@ use crate::cluster::ClusterLink;
 use crate::config::BrokerConfig;
 use crate::disk::DiskSpace;
 use crate::error::{Error, Result};
+use crate::lease::Lease;
 use crate::partition::{Partition, Role, blocking};
 use crate::replication;
 use crate::topic::TopicRecord;
@@ -54,6 +55,8 @@ pub struct Broker {
     /// Topics in the metadata this broker could not open, with the reason (a full
     /// disk, say), so requests for them say why instead of "does not exist".
     unhosted: RwLock<HashMap<String, String>>,
+    /// Until when the cluster manager cannot have fenced this broker.
+    lease: Lease,
 }
 
 /// Directory of one partition: `<data>/<topic>-<partition>`.
@@ -119,12 +122,18 @@ impl Broker {
             topics: RwLock::new(HashMap::new()),
             view: watch::Sender::new(Arc::new(v1::ClusterMetadata::default())),
             applying: tokio::sync::Mutex::new(()),
+            lease: Lease::default(),
         }
     }
 
     /// The broker's configuration.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// This broker's lease at the cluster manager, renewed by its heartbeats.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
     }
 
     /// The link to the cluster managers.

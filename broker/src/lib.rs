@@ -8,6 +8,7 @@
 //!   heartbeats and the metadata watch.
 //! - [`topic`]: a hosted topic's record: its log config and retention, from its settings.
 //! - [`grpc`]: the mapping from errors to gRPC statuses.
+//! - [`lease`]: until when this broker is sure it has not been fenced.
 
 pub mod broker;
 pub mod cluster;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod disk;
 pub mod error;
 pub mod grpc;
+pub mod lease;
 pub mod membership;
 pub mod partition;
 pub mod replication;

@@ -56,6 +56,7 @@ async fn register(broker: &Broker) -> Result<Duration> {
         rack: config.rack.clone(),
     };
     loop {
+        let sent = tokio::time::Instant::now();
         let attempt = broker
             .link()
             .call(|mut stub| {
@@ -64,7 +65,11 @@ async fn register(broker: &Broker) -> Result<Duration> {
             })
             .await;
         match attempt {
-            Ok(response) => return Ok(Duration::from_millis(response.lease_ms.max(300))),
+            Ok(response) => {
+                let lease = Duration::from_millis(response.lease_ms.max(300));
+                broker.lease().renewed(sent, lease);
+                return Ok(lease);
+            }
             Err(status) if status.code() == Code::Unavailable => {
                 tracing::warn!(error = %status.message(), "no cluster manager reachable yet; retrying registration");
             }
@@ -78,8 +83,12 @@ async fn heartbeat_loop(broker: Arc<Broker>, mut lease: Duration) {
         broker_id: broker.config().broker_id,
     };
     let mut fenced_self = false;
+    let mut next = tokio::time::Instant::now() + lease / HEARTBEATS_PER_LEASE;
     loop {
-        tokio::time::sleep(lease / HEARTBEATS_PER_LEASE).await;
+        // Spaced from one send to the next, not from an answer to the next send: a
+        // slow answer must not stretch the gap the lease has to cover.
+        tokio::time::sleep_until(next).await;
+        next = tokio::time::Instant::now() + lease / HEARTBEATS_PER_LEASE;
         // After an fsync error a log may have lost acknowledged writes from the page
         // cache: stop renewing the lease, so the cluster manager fences this broker and
         // moves its leaderships to in-sync replicas. A restart recovers from disk.
@@ -92,6 +101,7 @@ async fn heartbeat_loop(broker: Arc<Broker>, mut lease: Duration) {
             continue;
         }
         let attempt = lease / HEARTBEATS_PER_LEASE;
+        let sent = tokio::time::Instant::now();
         let answer = broker
             .link()
             .call(|mut stub| async move {
@@ -105,7 +115,10 @@ async fn heartbeat_loop(broker: Arc<Broker>, mut lease: Duration) {
             })
             .await;
         match answer {
-            Ok(response) => lease = Duration::from_millis(response.lease_ms.max(300)),
+            Ok(response) => {
+                lease = Duration::from_millis(response.lease_ms.max(300));
+                broker.lease().renewed(sent, lease);
+            }
             Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
                 tracing::warn!(error = %status.message(), "lease lost; registering again");
                 match register(&broker).await {

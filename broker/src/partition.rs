@@ -8,10 +8,14 @@
 //! high watermark as the smallest log end among the in-sync replicas; a follower takes
 //! the leader's, capped by its own log end.
 //!
-//! A third watch publishes the term (leader and leader epoch). Producers waiting for
-//! the high watermark (acks=all) also wait on it: a replica deposed while they wait,
-//! paused past its lease for instance, answers them all at once with NOT_LEADER
-//! naming the new leader, instead of holding them until their timeout.
+//! A third watch publishes the term (leader and leader epoch) with the high watermark
+//! this replica computed *as leader in that term*. Producers waiting for acks=all wait
+//! on it, not on the high watermark: a record is acknowledged only if it is committed
+//! in the leader epoch it was appended in. A replica deposed while they wait (paused
+//! past its lease, or cut off and replaced) answers them all at once with NOT_LEADER
+//! naming the new leader; as a follower it may truncate their records and its high
+//! watermark (learned from the new leader) then passes offsets that hold other
+//! records, so the plain high watermark proves nothing about them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::disk::DiskSpace;
 use crate::error::{Error, Result};
+use crate::lease::Lease;
 
 /// What a partition replica knows of its role, from the metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,11 +45,35 @@ pub struct Role {
     pub leader_address: Option<String>,
 }
 
-/// Who leads a partition in which epoch: what a waiting producer's answer depends on.
+/// Who leads a partition in which epoch, and what this replica committed as its
+/// leader in that epoch: what a waiting producer's answer depends on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Term {
     leader: Option<u32>,
     leader_epoch: i32,
+    /// The high watermark this replica computed while leading in this term (0 when it
+    /// does not lead); only ever raised, and only under the state lock, together with
+    /// the role it was computed from.
+    committed: u64,
+}
+
+/// Where an appended produce request waits: the epoch it was appended in and the
+/// offset past its last record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// The leader epoch the records were appended in.
+    pub leader_epoch: i32,
+    /// One past the request's last offset: the high watermark that commits it.
+    pub end_offset: u64,
+}
+
+/// A produce request's records, appended on the leader.
+#[derive(Debug)]
+pub struct Appended {
+    /// The base offset of each batch.
+    pub base_offsets: Vec<u64>,
+    /// What committing them takes.
+    pub pending: Pending,
 }
 
 /// A follower's progress as the leader sees it.
@@ -188,18 +217,38 @@ impl Partition {
                 })
                 .collect();
         }
-        drop(state);
-        let term = Term {
-            leader: role.leader,
-            leader_epoch: role.leader_epoch,
-        };
+        // Published under the lock, so a waiter never sees a commit of one term paired
+        // with another term's role.
         self.term.send_if_modified(|current| {
-            let changed = *current != term;
-            *current = term;
+            let changed =
+                current.leader != role.leader || current.leader_epoch != role.leader_epoch;
+            if changed {
+                *current = Term {
+                    leader: role.leader,
+                    leader_epoch: role.leader_epoch,
+                    committed: 0,
+                };
+            }
             changed
         });
+        drop(state);
         self.advance_high_watermark();
         Ok(previous)
+    }
+
+    /// Takes the in-sync replicas the cluster manager accepted from this leader in
+    /// `leader_epoch`; ignored if the term changed meanwhile (new metadata already says
+    /// more than an answer to an older request).
+    pub fn set_in_sync_replicas(&self, leader_epoch: i32, in_sync_replicas: Vec<u32>) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if state.role.leader != Some(self.broker_id) || state.role.leader_epoch != leader_epoch {
+            return;
+        }
+        state.role.in_sync_replicas = in_sync_replicas;
+        drop(state);
+        self.advance_high_watermark();
     }
 
     /// Replaces the task running this replica's role (aborting the old one).
@@ -216,10 +265,14 @@ impl Partition {
     /// Returns once the fsync policy is satisfied, so with `always` every returned
     /// offset is on disk; then the log end moves and the high watermark follows as the
     /// in-sync replicas catch up.
-    pub async fn append(&self, batches: Vec<Bytes>) -> Result<(Vec<u64>, u64)> {
+    pub async fn append(&self, batches: Vec<Bytes>) -> Result<Appended> {
         let log = self.log.clone();
         let disk = self.disk.clone();
-        let epoch = self.role().leader_epoch;
+        let role = self.role();
+        if role.leader != Some(self.broker_id) {
+            return Err(self.deposed());
+        }
+        let epoch = role.leader_epoch;
         let (offsets, end) = blocking(move || {
             disk.admit(batches.iter().map(|b| b.len() as u64).sum())?;
             // All or nothing: a bad batch later in the request must not leave the
@@ -239,7 +292,13 @@ impl Partition {
         })
         .await?;
         self.publish_log_end(end);
-        Ok((offsets, end))
+        Ok(Appended {
+            base_offsets: offsets,
+            pending: Pending {
+                leader_epoch: epoch,
+                end_offset: end,
+            },
+        })
     }
 
     /// Appends batches fetched from the leader (follower only).
@@ -259,6 +318,14 @@ impl Partition {
     /// Truncates the log to `offset` (a diverged follower suffix) or resets it to start
     /// there (the follower is below the leader's log start).
     pub async fn truncate(&self, offset: u64, reset: bool) -> Result<()> {
+        if self.is_leader() {
+            // A fetcher aborted as this replica became leader may still be finishing
+            // a step; a leader's log is never cut.
+            return Err(Error::Unavailable(format!(
+                "{}-{} is led here now; not truncating",
+                self.topic, self.index
+            )));
+        }
         let log = self.log.clone();
         let end = blocking(move || {
             if reset {
@@ -298,6 +365,9 @@ impl Partition {
 
     /// A follower learned the leader's high watermark.
     pub fn follow_high_watermark(&self, leader_high_watermark: u64) {
+        if self.is_leader() {
+            return;
+        }
         let candidate = leader_high_watermark.min(self.log_end());
         self.raise_high_watermark(candidate);
     }
@@ -317,8 +387,17 @@ impl Partition {
                 candidate = candidate.min(follower);
             }
         }
-        drop(state);
         self.raise_high_watermark(candidate);
+        let committed = self.high_watermark();
+        self.term.send_if_modified(|term| {
+            let ours = term.leader == state.role.leader
+                && term.leader_epoch == state.role.leader_epoch
+                && committed > term.committed;
+            if ours {
+                term.committed = committed;
+            }
+            ours
+        });
     }
 
     fn raise_high_watermark(&self, candidate: u64) {
@@ -333,32 +412,47 @@ impl Partition {
         );
     }
 
-    /// Waits until the high watermark reaches `offset` (true) or `deadline` passes
-    /// (false), while this replica leads in the term it leads now.
+    /// Waits until `pending` is committed in the leader epoch it was appended in
+    /// (true) or `deadline` passes (false).
     ///
-    /// Fails at once with NOT_LEADER, naming the new leader, if the replica does not
-    /// lead or the term changes while waiting: a deposed leader's high watermark never
-    /// moves again, and the producer should retry where the partition now lives. (Its
-    /// records may still be committed; an idempotent retry is answered with their
-    /// offsets.)
-    pub async fn await_high_watermark(
+    /// Fails at once with NOT_LEADER, naming the new leader, if the term changes
+    /// first (the replica stopped leading, or leads in a newer epoch, after which it
+    /// may have truncated the records), and with UNAVAILABLE when `lease` lapses: a
+    /// broker cut off from the cluster manager cannot commit anything it can be sure
+    /// of. Either way the records may still be committed; an idempotent retry is
+    /// answered with their offsets.
+    pub async fn await_commit(
         &self,
-        offset: u64,
+        pending: Pending,
         deadline: tokio::time::Instant,
+        lease: &Lease,
     ) -> Result<bool> {
-        let mut watermark = self.high_watermark.subscribe();
         let mut term = self.term.subscribe();
-        if term.borrow_and_update().leader != Some(self.broker_id) {
-            return Err(self.deposed());
-        }
-        let reached = tokio::time::timeout_at(deadline, watermark.wait_for(|&hw| hw >= offset));
+        let mine =
+            |t: &Term| t.leader == Some(self.broker_id) && t.leader_epoch == pending.leader_epoch;
+        let decided = term.wait_for(|t| !mine(t) || t.committed >= pending.end_offset);
+        let decided = tokio::time::timeout_at(deadline, decided);
         tokio::select! {
-            // Reached wins a tie: the records are on every in-sync replica, whoever
-            // leads now.
+            // A commit already seen wins a tie with the lease.
             biased;
-            reached = reached => Ok(reached.is_ok_and(|r| r.is_ok())),
-            _ = term.changed() => Err(self.deposed()),
+            decided = decided => match decided {
+                Ok(Ok(t)) if mine(&t) => Ok(true),
+                Ok(_) => Err(self.deposed()),
+                Err(_) => Ok(false),
+            },
+            () = lease.lapsed() => Err(self.uncertain(lease)),
         }
+    }
+
+    /// The answer to a producer whose leader lost its lease while it waited.
+    fn uncertain(&self, lease: &Lease) -> Error {
+        Error::Unavailable(format!(
+            "broker {} lost contact with the cluster manager {:.1?} past its lease while the write to {}-{} waited; another broker may lead it now; the records may still be committed",
+            self.broker_id,
+            lease.lapsed_for(),
+            self.topic,
+            self.index
+        ))
     }
 
     /// The answer to a producer whose leader was deposed while it waited.
@@ -434,158 +528,4 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use pubsub_storage::{BatchBuilder, Compression, FsyncPolicy, LogConfig, ProducerStamp};
-
-    fn partition(dir: &std::path::Path) -> Partition {
-        let config = LogConfig {
-            fsync: FsyncPolicy::Never,
-            segment_bytes: 1 << 20,
-            ..LogConfig::default()
-        };
-        let disk = Arc::new(DiskSpace::new(dir.to_path_buf(), 0));
-        Partition::new(Log::open(dir, config).unwrap(), "t", 0, 1, disk)
-    }
-
-    fn batch(records: u32) -> Bytes {
-        let mut builder = BatchBuilder::new();
-        for _ in 0..records {
-            builder.push(0, None, Some(b"v"), &[]);
-        }
-        Bytes::from(
-            builder
-                .build(Compression::None, ProducerStamp::NONE)
-                .unwrap()
-                .unwrap(),
-        )
-    }
-
-    fn leader_of(isr: &[u32]) -> Role {
-        Role {
-            leader: Some(1),
-            leader_epoch: 1,
-            replicas: vec![1, 2, 3],
-            in_sync_replicas: isr.to_vec(),
-            leader_address: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn the_high_watermark_is_the_smallest_in_sync_log_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let partition = partition(dir.path());
-        partition.set_role(leader_of(&[1, 2, 3])).unwrap();
-        partition.append(vec![batch(10)]).await.unwrap();
-        assert_eq!(
-            partition.high_watermark(),
-            0,
-            "no follower has the records yet"
-        );
-        partition.record_follower(2, 10);
-        assert_eq!(
-            partition.high_watermark(),
-            0,
-            "follower 3 is in sync and has nothing"
-        );
-        partition.record_follower(3, 4);
-        assert_eq!(partition.high_watermark(), 4);
-        partition.set_role(leader_of(&[1, 2])).unwrap();
-        partition.record_follower(2, 10);
-        assert_eq!(partition.high_watermark(), 10, "3 left the ISR");
-        partition.record_follower(2, 7);
-        assert_eq!(
-            partition.high_watermark(),
-            10,
-            "the high watermark never goes back"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_follower_takes_the_leaders_high_watermark_capped_by_its_log_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let partition = partition(dir.path());
-        partition
-            .set_role(Role {
-                leader: Some(2),
-                leader_epoch: 1,
-                replicas: vec![1, 2],
-                in_sync_replicas: vec![1, 2],
-                leader_address: Some("b2:9392".into()),
-            })
-            .unwrap();
-        partition.follow_high_watermark(50);
-        assert_eq!(partition.high_watermark(), 0, "nothing replicated yet");
-    }
-
-    #[tokio::test]
-    async fn a_deposed_leader_answers_its_waiting_producers_at_once_naming_the_new_leader() {
-        let dir = tempfile::tempdir().unwrap();
-        let partition = Arc::new(partition(dir.path()));
-        partition.set_role(leader_of(&[1, 2, 3])).unwrap();
-        partition.append(vec![batch(10)]).await.unwrap();
-        let far = tokio::time::Instant::now() + Duration::from_secs(30);
-        let waiters: Vec<_> = (0..3)
-            .map(|_| {
-                let partition = partition.clone();
-                tokio::spawn(async move { partition.await_high_watermark(10, far).await })
-            })
-            .collect();
-        tokio::task::yield_now().await;
-        partition
-            .set_role(Role {
-                leader: Some(2),
-                leader_epoch: 2,
-                leader_address: Some("b2:9392".into()),
-                ..leader_of(&[2, 3])
-            })
-            .unwrap();
-        for waiter in waiters {
-            let answer = tokio::time::timeout(Duration::from_secs(1), waiter)
-                .await
-                .expect("answered at once, not at the deadline")
-                .unwrap();
-            let Err(Error::NotLeader {
-                leader,
-                leader_address,
-                ..
-            }) = answer
-            else {
-                panic!("expected NOT_LEADER, got {answer:?}");
-            };
-            assert_eq!(leader, Some(2));
-            assert_eq!(leader_address.as_deref(), Some("b2:9392"));
-        }
-        // A producer arriving after the change is refused at once too.
-        assert!(matches!(
-            partition.await_high_watermark(10, far).await,
-            Err(Error::NotLeader { .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_waiting_producer_is_answered_when_the_high_watermark_reaches_its_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let partition = Arc::new(partition(dir.path()));
-        partition.set_role(leader_of(&[1, 2])).unwrap();
-        partition.append(vec![batch(10)]).await.unwrap();
-        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
-        assert!(
-            !partition.await_high_watermark(10, soon).await.unwrap(),
-            "times out while the follower lags"
-        );
-        let far = tokio::time::Instant::now() + Duration::from_secs(30);
-        let waiter = tokio::spawn({
-            let partition = partition.clone();
-            async move { partition.await_high_watermark(10, far).await }
-        });
-        tokio::task::yield_now().await;
-        // An ISR change keeps the term: the waiter goes on waiting.
-        partition.set_role(leader_of(&[1, 2, 3])).unwrap();
-        partition.set_role(leader_of(&[1, 2])).unwrap();
-        partition.record_follower(2, 10);
-        assert!(waiter.await.unwrap().unwrap());
-    }
-}
+mod tests;

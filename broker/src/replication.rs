@@ -28,6 +28,9 @@ const FOLLOWER_FETCH_BYTES: u32 = 8 << 20;
 const FOLLOWER_RETRY: Duration = Duration::from_millis(200);
 /// How often a leader checks its followers against the in-sync replicas.
 const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest pause between attempts at an ISR change the cluster manager refused or
+/// could not be asked.
+const ISR_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Starts the task of a replica's new role: a fetcher for a follower, an ISR check
 /// for a leader, nothing without a leader.
@@ -279,67 +282,93 @@ pub fn desired_isr(
 }
 
 /// The leader's loop keeping the in-sync replicas true; ends when aborted.
+///
+/// A refused or failed change is retried after a backoff that doubles up to
+/// `ISR_RETRY_MAX`, and ticks missed while a call hung (the cluster managers out of
+/// reach) are not made up in a burst when it returns.
 async fn maintain_isr(
     broker: Arc<Broker>,
     topic: String,
     index: u32,
     partition: std::sync::Weak<Partition>,
 ) {
-    let me = broker.config().broker_id;
-    let lag_max = broker.config().replica_lag_max;
     let mut interval = tokio::time::interval(ISR_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = ISR_CHECK_INTERVAL;
     loop {
         interval.tick().await;
         let Some(partition) = partition.upgrade() else {
             return;
         };
-        let role = partition.role();
-        if role.leader != Some(me) {
-            return;
-        }
-        let isr = desired_isr(
-            me,
-            &role,
-            &partition.followers(),
-            partition.log_end(),
-            Instant::now(),
-            lag_max,
-        );
-        let mut current = role.in_sync_replicas.clone();
-        current.sort_unstable();
-        let mut wanted = isr.clone();
-        wanted.sort_unstable();
-        if current == wanted {
-            continue;
-        }
-        tracing::info!(topic, partition = index, from = ?role.in_sync_replicas, to = ?isr, "changing in-sync replicas");
-        let request = v1::UpdateIsrRequest {
-            broker_id: me,
-            topic: topic.clone(),
-            partition: index,
-            leader_epoch: role.leader_epoch,
-            in_sync_replicas: isr,
-        };
-        match broker
-            .link()
-            .call(|mut stub| {
-                let request = request.clone();
-                async move { stub.update_isr(request).await }
-            })
-            .await
-        {
-            Ok(response) => {
-                if let Some(updated) = response.partition {
-                    let role = Role {
-                        in_sync_replicas: updated.in_sync_replicas,
-                        ..role
-                    };
-                    let _ = partition.set_role(role);
-                }
+        match check_isr(&broker, &topic, index, &partition).await {
+            IsrCheck::NotLeader => return,
+            IsrCheck::Unchanged | IsrCheck::Changed => backoff = ISR_CHECK_INTERVAL,
+            IsrCheck::Failed => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ISR_RETRY_MAX);
             }
-            Err(status) => {
-                tracing::warn!(topic, partition = index, error = %status.message(), "in-sync replica change refused")
+        }
+    }
+}
+
+/// What one ISR check of a leader did.
+enum IsrCheck {
+    NotLeader,
+    Unchanged,
+    Changed,
+    Failed,
+}
+
+/// Compares the in-sync replicas with what the followers' progress says they should
+/// be, and asks the cluster manager for the change (with this leader's epoch).
+async fn check_isr(broker: &Broker, topic: &str, index: u32, partition: &Partition) -> IsrCheck {
+    let me = broker.config().broker_id;
+    let role = partition.role();
+    if role.leader != Some(me) {
+        return IsrCheck::NotLeader;
+    }
+    let isr = desired_isr(
+        me,
+        &role,
+        &partition.followers(),
+        partition.log_end(),
+        Instant::now(),
+        broker.config().replica_lag_max,
+    );
+    let mut current = role.in_sync_replicas.clone();
+    current.sort_unstable();
+    let mut wanted = isr.clone();
+    wanted.sort_unstable();
+    if current == wanted {
+        return IsrCheck::Unchanged;
+    }
+    tracing::info!(topic, partition = index, from = ?role.in_sync_replicas, to = ?isr, "changing in-sync replicas");
+    let request = v1::UpdateIsrRequest {
+        broker_id: me,
+        topic: topic.to_string(),
+        partition: index,
+        leader_epoch: role.leader_epoch,
+        in_sync_replicas: isr,
+    };
+    let answer = broker
+        .link()
+        .call(|mut stub| {
+            let request = request.clone();
+            async move { stub.update_isr(request).await }
+        })
+        .await;
+    match answer {
+        Ok(response) => {
+            if let Some(updated) = response.partition
+                && updated.leader_epoch == role.leader_epoch
+            {
+                partition.set_in_sync_replicas(role.leader_epoch, updated.in_sync_replicas);
             }
+            IsrCheck::Changed
+        }
+        Err(status) => {
+            tracing::warn!(topic, partition = index, error = %status.message(), "in-sync replica change refused");
+            IsrCheck::Failed
         }
     }
 }

@@ -28,8 +28,9 @@ pub struct StandaloneConfig {
     pub data_dir: PathBuf,
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Address clients are told to use.
-    pub advertised_address: String,
+    /// Address clients are told to use, if set (else the bound listener's, see
+    /// [`advertised_address`]).
+    pub advertised_address: Option<String>,
 }
 
 impl StandaloneConfig {
@@ -58,15 +59,52 @@ impl StandaloneConfig {
         let listen: SocketAddr = listen_text.parse().with_context(|| {
             format!("--listen {listen_text:?} is not a socket address like 127.0.0.1:9392")
         })?;
-        let advertised_address = advertised
-            .or(from_file.advertised_address)
-            .unwrap_or_else(|| listen_text.clone());
+        let advertised_address = advertised.or(from_file.advertised_address);
         Ok(StandaloneConfig {
             data_dir,
             listen,
             advertised_address,
         })
     }
+}
+
+/// The address clients and other nodes are told to reach a node at: `advertised` if
+/// given, else the bound listener's address. A listener on every interface (0.0.0.0
+/// or ::) has no such address, and one registered that way sends every client that
+/// follows a leader hint to itself; it is refused with what to do instead.
+pub fn advertised_address(
+    advertised: Option<String>,
+    bound: SocketAddr,
+    role: &str,
+) -> anyhow::Result<String> {
+    let Some(address) = advertised else {
+        if bound.ip().is_unspecified() {
+            anyhow::bail!(
+                "--listen {bound} binds every interface, which is no address to reach this {role} at; give --advertised-address HOST:{} (a name or IP that clients and the other nodes can reach)",
+                bound.port()
+            );
+        }
+        return Ok(bound.to_string());
+    };
+    let (host, port) = address
+        .rsplit_once(':')
+        .with_context(|| format!("--advertised-address {address:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p != 0)
+        .with_context(|| format!("--advertised-address {address:?} has no valid port"))?;
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty()
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+    {
+        anyhow::bail!(
+            "--advertised-address {address:?} is no address to connect to; give a name or IP that clients and the other nodes can reach, with port {port}"
+        );
+    }
+    Ok(address)
 }
 
 #[cfg(test)]
@@ -78,6 +116,32 @@ mod tests {
         let text = include_str!("../config.example.toml");
         let parsed: StandaloneFile = toml::from_str(text).unwrap();
         assert!(parsed.data_dir.is_some());
+    }
+
+    #[test]
+    fn a_listener_on_every_interface_needs_an_advertised_address() {
+        let any: SocketAddr = "0.0.0.0:9392".parse().unwrap();
+        let error = advertised_address(None, any, "broker")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--advertised-address HOST:9392"), "{error}");
+        let any6: SocketAddr = "[::]:9392".parse().unwrap();
+        assert!(advertised_address(None, any6, "broker").is_err());
+        assert_eq!(
+            advertised_address(Some("b1.example:9392".into()), any, "broker").unwrap(),
+            "b1.example:9392"
+        );
+        let local: SocketAddr = "10.0.0.5:9392".parse().unwrap();
+        assert_eq!(
+            advertised_address(None, local, "broker").unwrap(),
+            "10.0.0.5:9392"
+        );
+        for bad in ["0.0.0.0:9392", "[::]:9392", "b1:0", "b1", ":9392"] {
+            assert!(
+                advertised_address(Some(bad.into()), local, "broker").is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]

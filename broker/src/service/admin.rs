@@ -124,6 +124,11 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::DescribeTopicRequest>,
     ) -> Result<Response<v1::DescribeTopicResponse>, Status> {
+        // A broker that may have been fenced would name leaders that may have moved;
+        // clients ask another broker instead, where there is one.
+        if self.broker.view().brokers.len() > 1 {
+            self.broker.lease().check(self.broker.config().broker_id)?;
+        }
         let topic = self.broker.topic(&request.get_ref().name)?;
         Ok(Response::new(v1::DescribeTopicResponse {
             topic: Some(self.describe(&topic)),

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::broker::Broker;
 use crate::error::Error;
-use crate::partition::{Partition, blocking};
+use crate::partition::{Partition, Pending, blocking};
 
 /// Fetch size when a request asks for 0 bytes.
 pub const FETCH_BYTES_DEFAULT: usize = 1 << 20;
@@ -47,22 +47,35 @@ struct Appended {
     correlation_id: u64,
     base_offsets: Vec<u64>,
     partition: Arc<Partition>,
-    /// For acks=all: the offset the high watermark must reach.
-    commit_offset: Option<u64>,
+    broker: Arc<Broker>,
+    /// For acks=all: what commits the records, and how many in-sync replicas the
+    /// topic asks for.
+    commit: Option<(Pending, u32)>,
 }
 
 impl Appended {
-    /// Waits for the in-sync replicas where acks=all asks for it.
+    /// Waits for the in-sync replicas where acks=all asks for it: the records must be
+    /// committed in the epoch they were appended in, by at least `min_insync_replicas`
+    /// (a leader whose ISR shrank to itself meanwhile commits alone, as Kafka's
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND says).
     async fn acknowledge(self) -> Result<v1::ProduceResponse, Error> {
-        if let Some(offset) = self.commit_offset {
+        if let Some((pending, needed)) = self.commit {
             let deadline = tokio::time::Instant::now() + ACKS_ALL_TIMEOUT;
+            let lease = self.broker.lease();
             if !self
                 .partition
-                .await_high_watermark(offset, deadline)
+                .await_commit(pending, deadline, lease)
                 .await?
             {
                 return Err(Error::Unavailable(format!(
-                    "the in-sync replicas did not reach offset {offset} within {ACKS_ALL_TIMEOUT:?}; the records may still be committed"
+                    "the in-sync replicas did not reach offset {} within {ACKS_ALL_TIMEOUT:?}; the records may still be committed",
+                    pending.end_offset
+                )));
+            }
+            let in_sync = self.partition.role().in_sync_replicas.len() as u32;
+            if in_sync < needed {
+                return Err(Error::Unavailable(format!(
+                    "the records were written, but only {in_sync} in-sync replica(s) remain of the {needed} required; retry (the idempotent producer keeps a retry from duplicating them)"
                 )));
             }
         }
@@ -75,7 +88,7 @@ impl Appended {
 }
 
 /// Validates and appends a produce request on the leader, in arrival order.
-async fn append(broker: &Broker, request: v1::ProduceRequest) -> Result<Appended, Error> {
+async fn append(broker: &Arc<Broker>, request: v1::ProduceRequest) -> Result<Appended, Error> {
     if request.batches.is_empty() {
         return Err(Error::InvalidArgument(
             "produce request holds no batches".into(),
@@ -90,13 +103,19 @@ async fn append(broker: &Broker, request: v1::ProduceRequest) -> Result<Appended
     let acks = acks(request.acks)?;
     let topic = broker.topic(&request.topic)?;
     let partition = broker.leader_partition(&request.topic, request.partition)?;
+    // A leader that may have been replaced takes nothing: what it appended now would
+    // be truncated when it learns of its successor. (A partition with one replica
+    // cannot get another leader.)
+    if partition.role().replicas.len() > 1 {
+        broker.lease().check(broker.config().broker_id)?;
+    }
     let acks_all = acks == v1::Acks::All;
+    let needed = topic
+        .record
+        .settings
+        .min_insync(topic.record.replication_factor);
     if acks_all {
         // Checked before appending, so a refused request leaves nothing half-written.
-        let needed = topic
-            .record
-            .settings
-            .min_insync(topic.record.replication_factor);
         let in_sync = partition.role().in_sync_replicas.len() as u32;
         if in_sync < needed {
             return Err(Error::Unavailable(format!(
@@ -105,17 +124,18 @@ async fn append(broker: &Broker, request: v1::ProduceRequest) -> Result<Appended
             )));
         }
     }
-    let (base_offsets, end) = partition.append(request.batches).await?;
+    let appended = partition.append(request.batches).await?;
     let base_offsets = if acks == v1::Acks::None {
         Vec::new()
     } else {
-        base_offsets
+        appended.base_offsets
     };
     Ok(Appended {
         correlation_id: request.correlation_id,
         base_offsets,
         partition,
-        commit_offset: acks_all.then_some(end),
+        broker: broker.clone(),
+        commit: acks_all.then_some((appended.pending, needed)),
     })
 }
 
@@ -132,7 +152,7 @@ fn acks(value: i32) -> Result<v1::Acks, Error> {
 }
 
 async fn produce(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     request: v1::ProduceRequest,
 ) -> Result<v1::ProduceResponse, Error> {
     append(broker, request).await?.acknowledge().await

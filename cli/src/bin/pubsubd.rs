@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pubsub_cli::server::StandaloneConfig;
+use pubsub_cli::server::{StandaloneConfig, advertised_address};
 use pubsub_cluster_manager::{ClusterManagerConfig, Member};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -213,14 +213,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             data_dir,
             listen,
-            advertised_address,
+            advertised_address: advertised,
             cluster_manager_listen,
             cleanup_interval,
             min_free_bytes,
             reserve_bytes,
         } => {
             let config =
-                StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised_address)?;
+                StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised)?;
             keep_reserve(&config.data_dir, reserve_bytes)?;
             let manager_listen: SocketAddr = match cluster_manager_listen {
                 Some(text) => text.parse().with_context(|| {
@@ -231,11 +231,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let (manager_listener, manager_bound) = bind(manager_listen, "cluster manager").await?;
             let (broker_listener, broker_bound) = bind(config.listen, "broker").await?;
-            let advertised = if config.listen.port() == 0 {
-                broker_bound.to_string()
-            } else {
-                config.advertised_address.clone()
-            };
+            let advertised =
+                advertised_address(config.advertised_address.clone(), broker_bound, "server")?;
+            // The embedded cluster manager is reached only from inside this process.
+            let manager_bound = reachable_locally(manager_bound);
             let mut manager_config =
                 ClusterManagerConfig::new(1, config.data_dir.join("cluster-manager"));
             manager_config.advertised_address = Some(manager_bound.to_string());
@@ -302,13 +301,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|p| p.parse::<Member>().map_err(|e| anyhow::anyhow!("{e}")))
                 .collect::<anyhow::Result<_>>()?;
             let (listener, bound) = bind(listen, "cluster manager").await?;
+            if config.advertised_address.is_none() && !config.peers.iter().any(|p| p.id == id) {
+                let checked =
+                    pubsub_cli::server::advertised_address(None, bound, "cluster manager")?;
+                config.advertised_address = Some(checked);
+            }
             println!("listening on {bound}");
             run_manager(config, listener, shutdown()).await
         }
         Role::Broker {
             id,
             listen,
-            advertised_address,
+            advertised_address: advertised,
             data_dir,
             cluster_managers,
             rack,
@@ -318,7 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             keep_reserve(&data_dir, reserve_bytes)?;
             let (listener, bound) = bind(listen, "broker").await?;
-            let advertised = advertised_address.unwrap_or_else(|| bound.to_string());
+            let advertised = advertised_address(advertised, bound, "broker")?;
             let mut config =
                 pubsub_broker::BrokerConfig::new(id, data_dir, advertised, cluster_managers);
             config.rack = rack;
@@ -428,4 +432,18 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutting down");
+}
+
+/// `bound` with an unspecified IP (0.0.0.0, ::) replaced by loopback: the address a
+/// client inside this host uses for a listener on every interface.
+fn reachable_locally(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, bound.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, bound.port()))
+        }
+        _ => bound,
+    }
 }

@@ -1,6 +1,7 @@
 //! Small promises of the `pubsub` CLI (issue 12): `subscribe --format json` prints
 //! the delivery attempt its help promises, `presence` of an unknown topic fails, and
-//! `completion bash | head` ends cleanly on the closed pipe.
+//! `completion bash | head` ends cleanly on the closed pipe; and of `pubsubd`: a
+//! listener on every interface needs an advertised address.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -57,6 +58,53 @@ fn completion_into_a_closed_pipe_ends_cleanly() {
     stdout.read_exact(&mut first).unwrap();
     drop(stdout);
     let status = child.wait().unwrap();
+    let said = stderr_of(&mut child);
+    assert!(status.success(), "{status:?}: {said}");
+}
+
+/// A broker on every interface without `--advertised-address` would register 0.0.0.0
+/// as the address clients follow leader hints to (issue 21): it refuses to start and
+/// says what to give instead.
+#[test]
+fn a_listener_on_every_interface_needs_an_advertised_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let port = pubsub_tests::free_port().to_string();
+    let listen = format!("0.0.0.0:{port}");
+    let roles: [&[&str]; 2] = [
+        &["broker", "--id", "1", "--cluster-managers", "127.0.0.1:9"],
+        &["standalone"],
+    ];
+    for role in roles {
+        let mut child = Command::new(binary("pubsubd"))
+            .args(role)
+            .args(["--listen", &listen, "--data-dir", &data])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("pubsubd {role:?} on {listen} kept running");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let said = stderr_of(&mut child);
+        assert!(!status.success(), "{role:?}: {said}");
+        assert!(
+            said.contains("--advertised-address HOST:"),
+            "{role:?}: {said}"
+        );
+    }
+}
+
+/// Everything a finished child wrote to its piped stderr.
+fn stderr_of(child: &mut std::process::Child) -> String {
     let mut said = String::new();
     child
         .stderr
@@ -64,5 +112,5 @@ fn completion_into_a_closed_pipe_ends_cleanly() {
         .unwrap()
         .read_to_string(&mut said)
         .unwrap();
-    assert!(status.success(), "{status:?}: {said}");
+    said
 }
