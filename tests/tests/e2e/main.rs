@@ -14,6 +14,8 @@ mod failover;
 mod fsync;
 mod full_disk;
 mod grpc;
+mod ledger;
+mod partition;
 mod replication;
 mod routing;
 mod topic_config;
