@@ -24,13 +24,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pubsub_client::{Acks, Admin, Client, NewTopic, Producer, ProducerConfig};
+use pubsub_client::{Acks, Admin, Client, Producer, ProducerConfig};
 use pubsub_tests::Cluster;
 use pubsub_tests::netns::{BROKER_PORT, Network};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::wait_for_brokers;
+use crate::create_replicated_on;
 use crate::ledger::{Ack, Tally, read_back, send};
 
 const TOPIC: &str = "chaos";
@@ -181,16 +182,7 @@ async fn create_topic(cluster: &Cluster) -> Client {
         .map(|node| format!("{}:{BROKER_PORT}", network.ip(node)))
         .collect();
     let client = Client::connect(&bootstrap.join(",")).await.unwrap();
-    let topic = NewTopic {
-        name: TOPIC.into(),
-        partitions: PARTITIONS,
-        replication_factor: 3,
-        ..NewTopic::default()
-    };
-    Admin::new(client.clone())
-        .create_topic(topic)
-        .await
-        .unwrap();
+    create_replicated_on(&client, TOPIC, PARTITIONS).await;
     client
 }
 

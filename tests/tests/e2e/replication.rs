@@ -8,6 +8,7 @@ use pubsub_client::{Acks, Admin, Client, NewTopic, Producer, ProducerConfig};
 use pubsub_tests::Cluster;
 
 use crate::cluster::wait_for_brokers;
+use crate::create_replicated_on;
 use crate::ledger::{Ack, Tally, read_back, send};
 
 const PARTITIONS: u32 = 3;
@@ -130,16 +131,7 @@ async fn soak(fault: Fault) {
     let mut cluster = Cluster::start("2s");
     wait_for_brokers(&cluster).await;
     let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
-    let topic = NewTopic {
-        name: "soak".into(),
-        partitions: SOAK_PARTITIONS,
-        replication_factor: 3,
-        ..NewTopic::default()
-    };
-    Admin::new(client.clone())
-        .create_topic(topic)
-        .await
-        .unwrap();
+    create_replicated_on(&client, "soak", SOAK_PARTITIONS).await;
     let config = ProducerConfig {
         acks: Acks::All,
         linger: Duration::from_millis(2),
