@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod disk;
+pub mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ pub struct Server {
     args: Vec<String>,
     /// Extra environment of the process (kept across restarts).
     env: Vec<(String, String)>,
+    /// A command `pubsubd` runs under (`ip netns exec NS`), or empty.
+    wrapper: Vec<String>,
 }
 
 impl Server {
@@ -100,8 +103,37 @@ impl Server {
         listen: &str,
         env: Vec<(String, String)>,
     ) -> Server {
+        Server::launch(Vec::new(), data_dir, args, listen, env)
+    }
+
+    /// [`Server::spawn`] under `wrapper`: `ip netns exec NS`, say, which execs
+    /// `pubsubd` (so [`Server::pid`] is still pubsubd's).
+    pub fn spawn_wrapped(
+        wrapper: Vec<String>,
+        data_dir: &Path,
+        args: Vec<String>,
+        listen: &str,
+    ) -> Server {
+        Server::launch(wrapper, data_dir, args, listen, Vec::new())
+    }
+
+    fn launch(
+        wrapper: Vec<String>,
+        data_dir: &Path,
+        args: Vec<String>,
+        listen: &str,
+        env: Vec<(String, String)>,
+    ) -> Server {
         let expanded: Vec<String> = args.iter().map(|a| a.replace("{listen}", listen)).collect();
-        let mut child = Command::new(binary("pubsubd"))
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(binary("pubsubd"));
+                command
+            }
+            None => Command::new(binary("pubsubd")),
+        };
+        let mut child = command
             .args(&expanded)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
@@ -133,6 +165,7 @@ impl Server {
             address,
             args,
             env,
+            wrapper,
         }
     }
 
@@ -217,7 +250,8 @@ impl Server {
     /// Starts the server again with the same arguments, on the same address.
     pub fn restart(&mut self) {
         self.kill9();
-        let restarted = Server::spawn_with_env(
+        let restarted = Server::launch(
+            self.wrapper.clone(),
             &self.data_dir.clone(),
             self.args.clone(),
             &self.address.clone(),
@@ -268,6 +302,8 @@ pub struct Cluster {
     pub managers: Vec<Server>,
     /// Broker processes, ids 1, 2, 3 at index 0, 1, 2.
     pub brokers: Vec<Server>,
+    /// The namespaces the processes run in, if not on loopback (dropped after them).
+    pub network: Option<netns::Network>,
 }
 
 impl Cluster {
@@ -283,17 +319,36 @@ impl Cluster {
         Cluster::start_with(None)
     }
 
+    /// Starts 3 cluster managers and 3 brokers as [`Cluster::start`] does, each in its
+    /// own namespace of `network` (managers on nodes 0-2, brokers on nodes 3-5) at the
+    /// node's address and the fixed ports [`netns::MANAGER_PORT`] and
+    /// [`netns::BROKER_PORT`].
+    pub fn start_in(network: netns::Network, lease: &str) -> Cluster {
+        Cluster::start_on(Some(lease), Some(network))
+    }
+
     fn start_with(lease: Option<&str>) -> Cluster {
+        Cluster::start_on(lease, None)
+    }
+
+    fn start_on(lease: Option<&str>, network: Option<netns::Network>) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peers: Vec<String> = ports
+        // (command prefix, listen address) of node `node`.
+        let place = |node: usize, port: u16| match &network {
+            Some(net) => (net.exec_prefix(node), format!("{}:{port}", net.ip(node))),
+            None => (Vec::new(), format!("127.0.0.1:{}", free_port())),
+        };
+        let at: Vec<_> = (0..3).map(|i| place(i, netns::MANAGER_PORT)).collect();
+        let peers: Vec<String> = at
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .map(|(i, (_, address))| format!("{}={address}", i + 1))
             .collect();
         let peers = peers.join(",");
-        let managers: Vec<Server> = (0..3)
-            .map(|i| {
+        let managers: Vec<Server> = at
+            .into_iter()
+            .enumerate()
+            .map(|(i, (wrapper, listen))| {
                 let data = dir.path().join(format!("cm{}", i + 1));
                 let mut args = vec![
                     "cluster-manager".to_string(),
@@ -309,7 +364,7 @@ impl Cluster {
                 if let Some(lease) = lease {
                     args.extend(["--lease".to_string(), lease.to_string()]);
                 }
-                Server::spawn(&data, args, &format!("127.0.0.1:{}", ports[i]))
+                Server::spawn_wrapped(wrapper, &data, args, &listen)
             })
             .collect();
         let manager_list: Vec<String> = managers.iter().map(|m| m.address().to_string()).collect();
@@ -331,13 +386,15 @@ impl Cluster {
                 if let Some(lease) = lease {
                     args.extend(["--replica-lag-max".to_string(), lease.to_string()]);
                 }
-                Server::spawn(&data, args, &format!("127.0.0.1:{}", free_port()))
+                let (wrapper, listen) = place(3 + i, netns::BROKER_PORT);
+                Server::spawn_wrapped(wrapper, &data, args, &listen)
             })
             .collect();
         Cluster {
             dir,
             managers,
             brokers,
+            network,
         }
     }
 

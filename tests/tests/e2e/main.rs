@@ -14,6 +14,8 @@ mod failover;
 mod fsync;
 mod full_disk;
 mod grpc;
+mod ledger;
+mod partition;
 mod replication;
 mod routing;
 mod topic_config;
@@ -76,15 +78,24 @@ pub async fn create_replicated(
 ) -> (Client, TopicDescription) {
     cluster::wait_for_brokers(cluster).await;
     let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
+    let created = create_replicated_on(&client, name, partitions).await;
+    (client, created)
+}
+
+/// Creates `name` with `partitions` partitions of 3 replicas through `client`.
+pub async fn create_replicated_on(
+    client: &Client,
+    name: &str,
+    partitions: u32,
+) -> TopicDescription {
     let topic = NewTopic {
         name: name.into(),
         partitions,
         replication_factor: 3,
         ..NewTopic::default()
     };
-    let created = Admin::new(client.clone())
+    Admin::new(client.clone())
         .create_topic(topic)
         .await
-        .unwrap();
-    (client, created)
+        .unwrap()
 }

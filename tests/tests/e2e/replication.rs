@@ -2,31 +2,25 @@
 //! a kill -9 of a partition leader, and a restarted follower catches up and rejoins
 //! the in-sync replicas.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use pubsub_client::{
-    Acks, Admin, Client, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
-    ProducerRecord, StartPosition,
-};
+use pubsub_client::{Acks, Admin, Client, NewTopic, Producer, ProducerConfig};
 use pubsub_tests::Cluster;
 
 use crate::cluster::wait_for_brokers;
+use crate::create_replicated_on;
+use crate::ledger::{Ack, Tally, read_back, send};
 
 const PARTITIONS: u32 = 3;
 
 /// Sends `count` records to each partition, numbered from `first`; returns the
 /// acknowledged ones as (partition, offset, value).
-async fn produce(producer: &Producer, first: u32, count: u32) -> (Vec<(u32, u64, String)>, usize) {
+async fn produce(producer: &Producer, first: u32, count: u32) -> (Vec<Ack>, usize) {
     let mut pending = Vec::new();
     for seq in first..first + count {
         for partition in 0..PARTITIONS {
             let value = format!("p{partition}-{seq:06}");
-            let record = ProducerRecord {
-                partition: Some(partition),
-                ..ProducerRecord::value(value.clone())
-            };
-            pending.push((value, producer.send(record).await.unwrap()));
+            pending.push((value.clone(), send(producer, partition, value).await));
         }
     }
     let mut acked = Vec::new();
@@ -38,29 +32,6 @@ async fn produce(producer: &Producer, first: u32, count: u32) -> (Vec<(u32, u64,
         }
     }
     (acked, failed)
-}
-
-async fn read_all(client: &Client) -> HashMap<u32, Vec<(u64, String)>> {
-    let mut consumer = Consumer::new(client.clone(), "r", ConsumerConfig::default());
-    consumer.assign_all(StartPosition::Earliest).await.unwrap();
-    let mut out: HashMap<u32, Vec<(u64, String)>> = HashMap::new();
-    let mut quiet = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while quiet < 3 && Instant::now() < deadline {
-        let records = consumer.poll(Duration::from_millis(300)).await.unwrap();
-        if records.is_empty() && consumer.lag() == 0 {
-            quiet += 1;
-        } else {
-            quiet = 0;
-        }
-        for r in records {
-            out.entry(r.partition).or_default().push((
-                r.offset,
-                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
-            ));
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,42 +82,9 @@ async fn acknowledged_records_survive_a_leader_kill_9() {
     let (more, failed) = writing.await.unwrap();
     acked.extend(more);
 
-    let stored = read_all(&client).await;
-    let mut lost = 0;
-    let mut duplicated = 0;
-    let mut reordered = 0;
-    for partition in 0..PARTITIONS {
-        let records = stored.get(&partition).cloned().unwrap_or_default();
-        let by_offset: HashMap<u64, &String> = records.iter().map(|(o, v)| (*o, v)).collect();
-        for (p, offset, value) in acked.iter().filter(|a| a.0 == partition) {
-            if by_offset.get(offset) != Some(&value) {
-                lost += 1;
-                eprintln!("lost {value} at {p}-{offset}");
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        let mut last = None;
-        for (_, value) in &records {
-            if !seen.insert(value.clone()) {
-                duplicated += 1;
-                continue;
-            }
-            if last.as_ref().is_some_and(|l: &String| l > value) {
-                reordered += 1;
-            }
-            last = Some(value.clone());
-        }
-    }
-    println!(
-        "acked {}, lost {lost}, duplicated {duplicated}, reordered {reordered} ({failed} sends failed)",
-        acked.len()
-    );
-    assert_eq!(lost, 0, "an acknowledged record was lost");
-    assert_eq!(
-        duplicated, 0,
-        "the idempotent producer stored a record twice"
-    );
-    assert_eq!(reordered, 0, "records were reordered");
+    let tally = Tally::check(&acked, &read_back(&client, "r").await);
+    println!("{tally} ({failed} sends failed)");
+    tally.assert_intact();
 
     // The killed broker comes back, catches up and rejoins the in-sync replicas.
     cluster.brokers[victim as usize - 1].restart();
@@ -193,16 +131,7 @@ async fn soak(fault: Fault) {
     let mut cluster = Cluster::start("2s");
     wait_for_brokers(&cluster).await;
     let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
-    let topic = NewTopic {
-        name: "soak".into(),
-        partitions: SOAK_PARTITIONS,
-        replication_factor: 3,
-        ..NewTopic::default()
-    };
-    Admin::new(client.clone())
-        .create_topic(topic)
-        .await
-        .unwrap();
+    create_replicated_on(&client, "soak", SOAK_PARTITIONS).await;
     let config = ProducerConfig {
         acks: Acks::All,
         linger: Duration::from_millis(2),
@@ -223,11 +152,7 @@ async fn soak(fault: Fault) {
             for _ in 0..50 {
                 for partition in 0..SOAK_PARTITIONS {
                     let value = format!("p{partition}-{seq:08}");
-                    let record = ProducerRecord {
-                        partition: Some(partition),
-                        ..ProducerRecord::value(value.clone())
-                    };
-                    pending.push((value, producer.send(record).await.unwrap()));
+                    pending.push((value.clone(), send(&producer, partition, value).await));
                 }
                 seq += 1;
             }
@@ -286,58 +211,12 @@ async fn soak(fault: Fault) {
     let (acked, failed, stall) = writer.await.unwrap();
     assert!(!acked.is_empty());
 
-    let mut consumer = Consumer::new(client.clone(), "soak", ConsumerConfig::default());
-    consumer.assign_all(StartPosition::Earliest).await.unwrap();
-    let mut stored: HashMap<u32, Vec<(u64, String)>> = HashMap::new();
-    let mut quiet = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while quiet < 5 && Instant::now() < deadline {
-        let records = consumer.poll(Duration::from_millis(300)).await.unwrap();
-        if records.is_empty() && consumer.lag() == 0 {
-            quiet += 1
-        } else {
-            quiet = 0
-        }
-        for r in records {
-            stored.entry(r.partition).or_default().push((
-                r.offset,
-                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
-            ));
-        }
-    }
-    let (mut lost, mut duplicated, mut reordered) = (0, 0, 0);
-    for partition in 0..SOAK_PARTITIONS {
-        let records = stored.remove(&partition).unwrap_or_default();
-        let by_offset: HashMap<u64, &String> = records.iter().map(|(o, v)| (*o, v)).collect();
-        lost += acked
-            .iter()
-            .filter(|a| a.0 == partition && by_offset.get(&a.1) != Some(&&a.2))
-            .count();
-        let mut seen = std::collections::HashSet::new();
-        let mut last: Option<&String> = None;
-        for (_, value) in &records {
-            if !seen.insert(value) {
-                duplicated += 1;
-            } else {
-                if last.is_some_and(|l| l > value) {
-                    reordered += 1;
-                }
-                last = Some(value);
-            }
-        }
-    }
+    let tally = Tally::check(&acked, &read_back(&client, "soak").await);
     println!(
-        "{fault:?}: acked {}, lost {lost}, duplicated {duplicated}, reordered {reordered} \
-         ({failed} sends failed with an unknown outcome); longest stall {} ms",
-        acked.len(),
+        "{fault:?}: {tally} ({failed} sends failed with an unknown outcome); longest stall {} ms",
         stall.as_millis()
     );
-    assert_eq!(lost, 0, "acknowledged records were lost");
-    assert_eq!(
-        duplicated, 0,
-        "the idempotent producer stored a record twice"
-    );
-    assert_eq!(reordered, 0, "records were reordered");
+    tally.assert_intact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
