@@ -12,12 +12,14 @@
 //!   other two of each.
 //!
 //! Each run prints its seed, `acked N, lost 0, duplicated 0, reordered 0` and how long
-//! after the heal produce worked again. A seed picks the cut-off nodes (among equals)
-//! and the warm-up, cut and after-heal times. By default the isolation runs seeds 1-3
-//! and the split seed 1, cutting for 2 to 10 s. `PUBSUB_PARTITION_SEEDS=20` runs seeds
+//! after the heal produce worked again. A seed picks the cut-off nodes (consecutive
+//! seeds take turns among equals) and the warm-up, cut and after-heal times; seeds
+//! 3k+1, 3k+2 and 3k+3 cut short (a quarter to 0.45 of the cut setting), middling
+//! (0.65-0.85) and long (1.05-1.25). By default the isolation runs seeds 1-3 and the
+//! split seed 1, with a cut setting of 8 s. `PUBSUB_PARTITION_SEEDS=20` runs seeds
 //! 1-20 of each, `PUBSUB_PARTITION_SEED=N` only seed N, and
-//! `PUBSUB_PARTITION_CUT_SECS=20` cuts for 5 to 25 s (a quarter to 1.25 times it). Needs root (namespaces,
-//! nftables): without it the tests say NOT RUN, or fail if `PUBSUB_TESTS_REQUIRE_ROOT`
+//! `PUBSUB_PARTITION_CUT_SECS=20` sets 20 s. Needs root (namespaces, nftables):
+//! without it the tests say NOT RUN, or fail if `PUBSUB_TESTS_REQUIRE_ROOT`
 //! is set.
 
 use std::sync::Arc;
@@ -129,11 +131,13 @@ async fn run(fault: Fault, seed: u64, network: Network) -> Outcome {
     tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..3_000))).await;
 
     let leaders = leaders(&client).await;
-    let (victim, side) = choose(fault, &leaders, &mut rng);
+    let (victim, side) = choose(fault, seed, &leaders, &mut rng);
     let cut_secs = env_u64("PUBSUB_PARTITION_CUT_SECS").unwrap_or(8);
     // From about the lease (2 s: the cut-off leader is deposed as the cut heals) to
-    // well past it.
-    let cut = Duration::from_millis(cut_secs * rng.random_range(250..=1_250));
+    // well past it; consecutive seeds take a short, a middle and a long cut, so any
+    // three seeds cover all three.
+    let band = [250, 650, 1_050][(seed % 3) as usize];
+    let cut = Duration::from_millis(cut_secs * rng.random_range(band..=band + 200));
     let network = cluster.network.as_ref().unwrap();
     println!(
         "{fault:?} seed {seed}: leaders {leaders:?}; cutting off nodes {side:?} \
@@ -203,17 +207,18 @@ async fn leaders(client: &Client) -> Vec<Option<u32>> {
 
 /// The broker id whose partitions matter and the nodes to cut off (managers are
 /// nodes 0-2, broker id `b` is node `b + 2`).
-fn choose(fault: Fault, leaders: &[Option<u32>], rng: &mut StdRng) -> (u32, Vec<usize>) {
+fn choose(fault: Fault, seed: u64, leaders: &[Option<u32>], rng: &mut StdRng) -> (u32, Vec<usize>) {
     match fault {
         Fault::IsolateLeader => {
             let led = |b: u32| leaders.iter().filter(|l| **l == Some(b)).count();
             let most = (1..=3).map(led).max().unwrap_or(0);
             let busiest: Vec<u32> = (1..=3).filter(|&b| led(b) == most).collect();
-            let victim = busiest[rng.random_range(0..busiest.len())];
+            // Consecutive seeds take turns among the busiest.
+            let victim = busiest[seed as usize % busiest.len()];
             (victim, vec![victim as usize + 2])
         }
         Fault::Minority => {
-            let manager = rng.random_range(0..3);
+            let manager = (seed % 3) as usize;
             let victim = rng.random_range(1..=3u32);
             (victim, vec![manager, victim as usize + 2])
         }
