@@ -57,6 +57,8 @@ pub struct Broker {
     unhosted: RwLock<HashMap<String, String>>,
     /// Until when the cluster manager cannot have fenced this broker.
     lease: Lease,
+    /// True once the first metadata snapshot is applied.
+    joined: watch::Sender<bool>,
 }
 
 /// Directory of one partition: `<data>/<topic>-<partition>`.
@@ -123,12 +125,40 @@ impl Broker {
             view: watch::Sender::new(Arc::new(v1::ClusterMetadata::default())),
             applying: tokio::sync::Mutex::new(()),
             lease: Lease::default(),
+            joined: watch::Sender::new(false),
         }
     }
 
     /// The broker's configuration.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Marks the first metadata snapshot applied: topic requests are served from now.
+    pub fn mark_joined(&self) {
+        self.joined.send_replace(true);
+    }
+
+    /// Turns true once the broker has joined the cluster.
+    pub fn joined_watch(&self) -> watch::Receiver<bool> {
+        self.joined.subscribe()
+    }
+
+    /// Resolves once the broker has joined the cluster.
+    pub async fn joined(&self) {
+        let _ = self.joined.subscribe().wait_for(|&joined| joined).await;
+    }
+
+    /// UNAVAILABLE until the broker has joined: before that it knows no topic, and
+    /// "does not exist" would be a lie.
+    pub fn ready(&self) -> Result<()> {
+        if *self.joined.borrow() {
+            return Ok(());
+        }
+        Err(Error::Unavailable(format!(
+            "broker {} is joining the cluster; retry in a moment",
+            self.config.broker_id
+        )))
     }
 
     /// This broker's lease at the cluster manager, renewed by its heartbeats.
@@ -168,6 +198,7 @@ impl Broker {
 
     /// A hosted topic by name.
     pub fn topic(&self, name: &str) -> Result<Arc<HostedTopic>> {
+        self.ready()?;
         let hosted = self
             .topics
             .read()

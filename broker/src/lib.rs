@@ -9,6 +9,7 @@
 //! - [`topic`]: a hosted topic's record: its log config and retention, from its settings.
 //! - [`grpc`]: the mapping from errors to gRPC statuses.
 //! - [`lease`]: until when this broker is sure it has not been fenced.
+//! - [`join_gate`]: calls wait until the broker has joined the cluster.
 
 pub mod broker;
 pub mod cluster;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod disk;
 pub mod error;
 pub mod grpc;
+pub mod join_gate;
 pub mod lease;
 pub mod membership;
 pub mod partition;

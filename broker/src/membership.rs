@@ -33,6 +33,7 @@ pub async fn join(broker: &Arc<Broker>) -> Result<Duration> {
     // Every topic the metadata names keeps its data, even one that failed to open.
     let names: Vec<String> = first.topics.iter().map(|t| t.name.clone()).collect();
     broker.apply_metadata(first).await?;
+    broker.mark_joined();
     let data_dir = broker.config().data_dir.clone();
     blocking(move || remove_orphans(&data_dir, &names)).await?;
     tracing::info!(broker_id = broker.config().broker_id, "joined the cluster");

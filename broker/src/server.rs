@@ -57,9 +57,23 @@ pub async fn run_with(
     })?;
     let link = ClusterLink::new(config.cluster_managers.clone()).map_err(Error::InvalidArgument)?;
     let broker = Arc::new(Broker::new(config, Arc::new(link)));
-    let lease = membership::join(&broker).await?;
-    let membership = tokio::spawn(membership::maintain(broker.clone(), lease));
-    let result = serve(broker, listener, shutdown, extra, extra_names).await;
+    // Served while it joins, since standalone's own cluster manager answers on this
+    // address; until the first metadata is applied, topic requests are UNAVAILABLE
+    // and health says NOT_SERVING.
+    let joining = {
+        let broker = broker.clone();
+        async move {
+            let lease = membership::join(&broker).await?;
+            Ok::<_, Error>(tokio::spawn(membership::maintain(broker, lease)))
+        }
+    };
+    let server = serve(broker, listener, shutdown, extra, extra_names);
+    tokio::pin!(server);
+    let membership = tokio::select! {
+        joined = joining => joined?,
+        result = &mut server => return result,
+    };
+    let result = server.await;
     membership.abort();
     result
 }
@@ -73,13 +87,19 @@ pub async fn serve(
     extra_names: &[&'static str],
 ) -> Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AdminServer<AdminService>>().await;
-    health.set_serving::<BrokerServer<DataService>>().await;
     for name in extra_names {
         health
             .set_service_status(*name, tonic_health::ServingStatus::Serving)
             .await;
     }
+    let joined = {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            broker.joined().await;
+            health.set_serving::<AdminServer<AdminService>>().await;
+            health.set_serving::<BrokerServer<DataService>>().await;
+        })
+    };
     // Reflection lists only what this address serves (the descriptor set also holds
     // the cluster manager's services, which answer UNIMPLEMENTED here).
     let served: Vec<&str> = [
@@ -111,6 +131,7 @@ pub async fn serve(
     let (start_drain, drain) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .layer(pubsub_proto::OversizeLayer)
+        .layer(crate::join_gate::JoinGateLayer::new(broker.joined_watch()))
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -129,6 +150,7 @@ pub async fn serve(
         });
     let result = drain_bounded(server, shutdown, start_drain).await;
     background.abort();
+    joined.abort();
     let flushed = broker.flush_all().await;
     tracing::info!("broker stopped");
     result.map_err(|e| Error::Task(format!("grpc server: {e}")))?;

@@ -3,6 +3,7 @@
 //! and in-sync replicas.
 //!
 //! - [`server`]: `run(config, listener, shutdown)`, the entry point binaries and tests call.
+//! - [`embedded`]: `run_embedded`, a node served on another server's address (standalone).
 //! - [`state`]: the metadata as plain values and its deterministic `apply`.
 //! - [`command`]: the commands `apply` takes, their responses and refusals.
 //! - [`placement`]: where a new topic's replicas go (rack-aware, leaders balanced).
@@ -18,6 +19,7 @@
 
 pub mod command;
 pub mod config;
+pub mod embedded;
 pub mod error;
 pub mod grpc;
 pub mod lease;
@@ -30,6 +32,7 @@ pub mod state;
 pub mod wire;
 
 pub use config::{ClusterManagerConfig, Member};
+pub use embedded::{EmbeddedServices, run_embedded};
 pub use error::{Error, Result};
 pub use raft::RaftSettings;
 pub use server::run;

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ClusterManagerConfig;
+use crate::embedded::EmbeddedServices;
 use crate::error::{Error, Result};
 use crate::lease;
 use crate::manager::Manager;
@@ -66,18 +67,40 @@ pub async fn run(
         path: PathBuf::from("listener"),
         source,
     })?;
+    let front = || {
+        listener
+            .try_clone()
+            .and_then(TcpListener::from_std)
+            .map(Front::Listener)
+            .map_err(|source| Error::Io {
+                path: PathBuf::from("listener"),
+                source,
+            })
+    };
+    run_lives(&config, &address, front, shutdown).await
+}
+
+/// Where a life of the node is served.
+pub(crate) enum Front {
+    /// Its own gRPC server on this listener.
+    Listener(TcpListener),
+    /// Another server's routes, which forward to it while it runs.
+    Embedded(EmbeddedServices),
+}
+
+/// Runs lives of the node one after the other (each from the storage on disk) until
+/// `shutdown`: a life ends when Raft stops, and the next starts after a capped backoff.
+pub(crate) async fn run_lives(
+    config: &ClusterManagerConfig,
+    address: &str,
+    mut front: impl FnMut() -> Result<Front>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     tokio::pin!(shutdown);
     let mut backoff = RESTART_BACKOFF_MIN;
     let mut first = true;
     loop {
-        let attempt = listener
-            .try_clone()
-            .and_then(TcpListener::from_std)
-            .map_err(|source| Error::Io {
-                path: PathBuf::from("listener"),
-                source,
-            })?;
-        let ended = run_once(&config, &address, local, attempt, shutdown.as_mut()).await;
+        let ended = run_once(config, address, front()?, shutdown.as_mut()).await;
         match ended {
             Ended::Shutdown(result) => return result,
             // A node that cannot open its storage at all should say so at once.
@@ -113,8 +136,7 @@ enum Ended {
 async fn run_once(
     config: &ClusterManagerConfig,
     address: &str,
-    local: std::net::SocketAddr,
-    listener: TcpListener,
+    front: Front,
     shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
 ) -> Ended {
     let raft_dir = config.data_dir.join("raft");
@@ -131,7 +153,7 @@ async fn run_once(
             return Ended::Failed(e);
         }
     };
-    tracing::info!(node_id = config.node_id, address = %address, %local, pristine, "cluster manager starting");
+    tracing::info!(node_id = config.node_id, address = %address, pristine, "cluster manager starting");
     let mut stopped_reason = None;
     let result = async {
         if pristine && config.bootstraps() {
@@ -147,7 +169,17 @@ async fn run_once(
                 reason = raft_stopped(&raft) => stopped_reason = Some(reason),
             }
         };
-        let served = serve(manager, listener, until, stopping_tx).await;
+        let served = match front {
+            Front::Listener(listener) => serve(manager, listener, until, stopping_tx).await,
+            Front::Embedded(services) => {
+                services.start(manager);
+                until.await;
+                // Watches of this life end; calls wait for the next life.
+                stopping_tx.send_replace(true);
+                services.stop();
+                Ok(())
+            }
+        };
         expiry.abort();
         // The task ends at its next await point; a JoinError::Cancelled is expected.
         let _ = expiry.await;

@@ -71,17 +71,12 @@ impl Server {
         extra: &[&str],
         env: Vec<(String, String)>,
     ) -> Server {
-        // The embedded cluster manager gets its own fixed port, so a restart finds it
-        // free and at the same address.
-        let manager = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = [
             "standalone",
             "--data-dir",
             &data_dir.display().to_string(),
             "--listen",
             "{listen}",
-            "--cluster-manager-listen",
-            &manager,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -167,15 +162,6 @@ impl Server {
             env,
             wrapper,
         }
-    }
-
-    /// The `host:port` of a standalone server's embedded cluster manager.
-    pub fn cluster_manager_address(&self) -> Option<&str> {
-        let flag = self
-            .args
-            .iter()
-            .position(|a| a == "--cluster-manager-listen")?;
-        self.args.get(flag + 1).map(String::as_str)
     }
 
     /// The `host:port` the server listens on.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pubsub_cli::server::{StandaloneConfig, advertised_address};
-use pubsub_cluster_manager::{ClusterManagerConfig, Member};
+use pubsub_cluster_manager::{ClusterManagerConfig, Member, run_embedded};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -44,10 +44,6 @@ enum Role {
         /// Address clients are told to connect to [default: the listen address].
         #[arg(long, env = "PUBSUB_ADVERTISED_ADDRESS")]
         advertised_address: Option<String>,
-        /// Address of the embedded cluster manager [default: 127.0.0.1:9393, or a free
-        /// port when --listen has port 0].
-        #[arg(long, env = "PUBSUB_CLUSTER_MANAGER_LISTEN")]
-        cluster_manager_listen: Option<String>,
         /// How often keep-until-consumed topics get their consumed segments deleted.
         #[arg(long, env = "PUBSUB_CLEANUP_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
         cleanup_interval: Duration,
@@ -214,7 +210,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             listen,
             advertised_address: advertised,
-            cluster_manager_listen,
             cleanup_interval,
             min_free_bytes,
             reserve_bytes,
@@ -222,33 +217,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config =
                 StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised)?;
             keep_reserve(&config.data_dir, reserve_bytes)?;
-            let manager_listen: SocketAddr = match cluster_manager_listen {
-                Some(text) => text.parse().with_context(|| {
-                    format!("--cluster-manager-listen {text:?} is not host:port")
-                })?,
-                None if config.listen.port() == 0 => SocketAddr::new(config.listen.ip(), 0),
-                None => SocketAddr::new(config.listen.ip(), config.listen.port().wrapping_add(1)),
-            };
-            let (manager_listener, manager_bound) = bind(manager_listen, "cluster manager").await?;
             let (broker_listener, broker_bound) = bind(config.listen, "broker").await?;
             let advertised =
                 advertised_address(config.advertised_address.clone(), broker_bound, "server")?;
-            // The embedded cluster manager is reached only from inside this process.
-            let manager_bound = reachable_locally(manager_bound);
+            // Every service is on the one address: the embedded broker and consumer
+            // manager reach the cluster manager, and each other, through it.
+            let local = reachable_locally(broker_bound).to_string();
             let mut manager_config =
                 ClusterManagerConfig::new(1, config.data_dir.join("cluster-manager"));
-            manager_config.advertised_address = Some(manager_bound.to_string());
-            let manager = tokio::spawn(run_manager(manager_config, manager_listener, shutdown()));
+            manager_config.advertised_address = Some(local.clone());
+            let embedded = pubsub_cluster_manager::EmbeddedServices::default();
+            let manager = tokio::spawn(run_embedded(manager_config, embedded.clone(), shutdown()));
             let mut broker = pubsub_broker::BrokerConfig::new(
                 0,
                 config.data_dir.join("broker"),
                 advertised,
-                vec![manager_bound.to_string()],
+                vec![local.clone()],
             );
             broker.min_free_bytes = min_free_bytes;
             let mut consumer_config = pubsub_consumer_manager::ManagerConfig::new(
                 config.data_dir.join("consumer-manager"),
-                broker_bound.to_string(),
+                local,
             );
             consumer_config.cleanup_interval = cleanup_interval;
             let consumers = Arc::new(
@@ -259,12 +248,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::spawn(pubsub_consumer_manager::background(consumers.clone()));
             let routes = tonic::service::Routes::new(pubsub_consumer_manager::grpc_service(
                 consumers.clone(),
-            ));
-            tracing::info!(listen = %broker_bound, cluster_manager = %manager_bound, data_dir = %config.data_dir.display(), "pubsubd standalone starting");
+            ))
+            .add_service(embedded.cluster_manager());
+            tracing::info!(listen = %broker_bound, data_dir = %config.data_dir.display(), "pubsubd standalone starting");
             // Tests and scripts read this line to learn the port when listening on :0.
             println!("listening on {broker_bound}");
-            println!("cluster manager on {manager_bound}");
-            let names = [pubsub_proto::v1::consumer_manager_server::SERVICE_NAME];
+            let names = [
+                pubsub_proto::v1::consumer_manager_server::SERVICE_NAME,
+                pubsub_proto::v1::cluster_manager_server::SERVICE_NAME,
+            ];
             let served =
                 pubsub_broker::run_with(broker, broker_listener, shutdown(), routes, &names)
                     .await
@@ -275,7 +267,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // The manager stops on the same signal; wait for it to release its data.
             match tokio::time::timeout(Duration::from_secs(10), manager).await {
-                Ok(Ok(Err(e))) if served.is_ok() => return Err(e),
+                Ok(Ok(Err(e))) if served.is_ok() => {
+                    return Err(anyhow::Error::new(e).context("cluster manager failed"));
+                }
                 Ok(_) => {}
                 Err(_) => tracing::warn!("cluster manager did not stop within 10 s"),
             }

@@ -11,14 +11,10 @@ use super::output::{OutputFormat, Table};
 /// `pubsub cluster ...`
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// A cluster-manager node to ask (standalone: the server's port + 1).
-    #[arg(
-        long,
-        env = "PUBSUB_CLUSTER_MANAGER",
-        default_value = "127.0.0.1:9393",
-        global = true
-    )]
-    pub cluster_manager: String,
+    /// A cluster-manager node to ask [default: the first --server address, where
+    /// `pubsubd standalone` serves its cluster manager too].
+    #[arg(long, env = "PUBSUB_CLUSTER_MANAGER", global = true)]
+    pub cluster_manager: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: ClusterCommand,
@@ -46,15 +42,34 @@ pub enum ClusterCommand {
 
 /// Runs `pubsub cluster ...`.
 pub async fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<()> {
-    let address = &args.cluster_manager;
+    let address = match &args.cluster_manager {
+        Some(address) => address.clone(),
+        None => global
+            .server
+            .split(',')
+            .map(str::trim)
+            .find(|s| !s.is_empty())
+            .unwrap_or(pubsub_client::DEFAULT_ADDRESS)
+            .to_string(),
+    };
     let mut stub = ClusterManagerClient::connect(format!("http://{address}"))
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the cluster manager at {address}: {e}"))?;
+    let unserved = |status: tonic::Status| {
+        if status.code() == tonic::Code::Unimplemented {
+            anyhow::anyhow!(
+                "{address} serves no cluster manager (a broker of a cluster does not); give --cluster-manager HOST:PORT"
+            )
+        } else {
+            anyhow::Error::new(status)
+        }
+    };
     match args.command {
         ClusterCommand::Status => {
             let status = stub
                 .cluster_status(v1::ClusterStatusRequest {})
-                .await?
+                .await
+                .map_err(unserved)?
                 .into_inner();
             match global.output {
                 OutputFormat::Json => println!("{}", status_json(&status)),
@@ -67,7 +82,8 @@ pub async fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<()> {
                     node_id: id,
                     address,
                 })
-                .await?
+                .await
+                .map_err(unserved)?
                 .into_inner()
                 .members;
             print!("{}", members_text(&members));
@@ -75,7 +91,8 @@ pub async fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<()> {
         ClusterCommand::RemoveMember { id } => {
             let members = stub
                 .remove_member(v1::RemoveMemberRequest { node_id: id })
-                .await?
+                .await
+                .map_err(unserved)?
                 .into_inner()
                 .members;
             print!("{}", members_text(&members));

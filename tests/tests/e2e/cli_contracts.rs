@@ -114,3 +114,27 @@ fn stderr_of(child: &mut std::process::Child) -> String {
         .unwrap();
     said
 }
+
+/// `pubsubd standalone` serves everything on its one listen address, and `pubsub
+/// cluster status` asks `--server` (issue 12): no second port the user never chose.
+#[test]
+fn standalone_serves_its_cluster_manager_on_its_one_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let status = pubsub(server.address(), &["cluster", "status"], b"");
+    assert!(status.status.success(), "{status:?}");
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(said.contains(server.address()), "{said}");
+    let port: u16 = server
+        .address()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let next = format!("127.0.0.1:{}", port + 1);
+    assert!(
+        std::net::TcpStream::connect(&next).is_err(),
+        "something listens on {next}, the port after the one given"
+    );
+}

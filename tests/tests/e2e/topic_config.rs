@@ -50,8 +50,9 @@ fn produce(topic: &str, value_len: usize) -> v1::ProduceRequest {
 async fn create_refuses_settings_no_broker_could_host() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    // Straight to the cluster manager: Raft must not take what no broker can open.
-    let manager = server.cluster_manager_address().unwrap();
+    // Straight to the cluster manager (standalone serves it on its one address): Raft
+    // must not take what no broker can open.
+    let manager = server.address();
     let mut stub = ClusterManagerClient::connect(format!("http://{manager}"))
         .await
         .unwrap();
