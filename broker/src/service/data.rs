@@ -160,12 +160,18 @@ async fn produce(
 
 fn error_response(correlation_id: u64, error: Error) -> v1::ProduceResponse {
     let status = Status::from(error);
+    let leader_address = status
+        .metadata()
+        .get(crate::grpc::LEADER_ADDRESS_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     v1::ProduceResponse {
         correlation_id,
         base_offsets: Vec::new(),
         error: Some(v1::ErrorStatus {
             code: status.code() as i32,
             message: status.message().to_string(),
+            leader_address,
         }),
     }
 }

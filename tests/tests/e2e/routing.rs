@@ -1,6 +1,7 @@
 //! How clients find the cluster and its leaders: a bootstrap list survives a dead
 //! server, a client learns the other brokers from any live one, and a read started
-//! after an acks=all acknowledgement sees the record whichever broker it asks.
+//! after an acks=all acknowledgement sees the record whichever broker it asks; a
+//! ProduceStream refused by a follower names the leader.
 
 use std::time::{Duration, Instant};
 
@@ -127,4 +128,57 @@ async fn a_read_right_after_an_acks_all_write_sees_every_record_through_a_follow
             "round {round}: a read through follower {follower} missed acknowledged records"
         );
     }
+}
+
+/// A ProduceStream request sent to a broker that does not lead the partition is
+/// answered with the leader's address in its `ErrorStatus`, as a unary Produce is in
+/// its metadata, so a client written from the protos can follow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_stream_at_a_follower_names_the_leader() {
+    use pubsub_proto::v1;
+    use tokio_stream::StreamExt;
+
+    let cluster = Cluster::start("2s");
+    let (_, created) = create_replicated(&cluster, "hint", 1).await;
+    let leader = created.partitions[0].leader.unwrap();
+    let follower = if leader == 1 { 2 } else { 1 };
+    let address = |id: u32| cluster.brokers[id as usize - 1].address().to_string();
+    let mut stub =
+        v1::broker_client::BrokerClient::connect(format!("http://{}", address(follower)))
+            .await
+            .unwrap();
+    let request = v1::ProduceRequest {
+        topic: "hint".into(),
+        partition: 0,
+        acks: v1::Acks::Leader as i32,
+        batches: vec![crate::errors::one_batch(10)],
+        correlation_id: 7,
+    };
+    // The follower may learn of the new topic a moment after the broker that created it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        let mut answers = stub
+            .produce_stream(tokio_stream::iter(vec![request.clone()]))
+            .await
+            .unwrap()
+            .into_inner();
+        let answer = answers.next().await.unwrap().unwrap();
+        let error = answer.error.expect("a follower refuses the write");
+        if error.code != tonic::Code::NotFound as i32 || Instant::now() > deadline {
+            break error;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        error.code,
+        tonic::Code::Unavailable as i32,
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        error.leader_address,
+        Some(address(leader)),
+        "{}",
+        error.message
+    );
 }
