@@ -87,6 +87,8 @@ pub async fn serve(
     extra_names: &[&'static str],
 ) -> Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_not_serving::<AdminServer<AdminService>>().await;
+    health.set_not_serving::<BrokerServer<DataService>>().await;
     for name in extra_names {
         health
             .set_service_status(*name, tonic_health::ServingStatus::Serving)
