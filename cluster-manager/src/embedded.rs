@@ -4,14 +4,16 @@
 //! both on the one listen address. The node restarts Raft from disk when Raft stops
 //! (a full disk, say), and each life has its own [`Manager`], so the server cannot hold
 //! the service of one life: it holds an [`EmbeddedServices`], whose routes forward
-//! each call to the life that is running, or answer UNAVAILABLE between lives.
+//! each call to the life that is running; between lives a call waits for the next
+//! (UNAVAILABLE after 10 s).
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pubsub_proto::v1::cluster_manager_server::ClusterManagerServer;
+use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
@@ -69,15 +71,18 @@ pub async fn run_embedded(
     .await
 }
 
+/// Longest a call waits for a life of the node to be running.
+const LIFE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A gRPC service that can be replaced, or be absent, while a server holds it.
 pub struct Swappable<S> {
-    current: Arc<RwLock<Option<S>>>,
+    current: Arc<watch::Sender<Option<S>>>,
 }
 
 impl<S> Default for Swappable<S> {
     fn default() -> Self {
         Swappable {
-            current: Arc::new(RwLock::new(None)),
+            current: Arc::new(watch::Sender::new(None)),
         }
     }
 }
@@ -92,9 +97,7 @@ impl<S> Clone for Swappable<S> {
 
 impl<S> Swappable<S> {
     fn set(&self, service: Option<S>) {
-        if let Ok(mut current) = self.current.write() {
-            *current = service;
-        }
+        self.current.send_replace(service);
     }
 }
 
@@ -107,6 +110,7 @@ where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
         + Clone
         + Send
+        + Sync
         + 'static,
     S::Future: Send + 'static,
 {
@@ -119,12 +123,18 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let current = self.current.read().ok().and_then(|c| c.clone());
+        let mut current = self.current.subscribe();
         Box::pin(async move {
-            let Some(mut service) = current else {
-                let status = tonic::Status::unavailable(
-                    "the cluster manager is restarting from its storage; retry in a moment",
-                );
+            // Between lives (starting, or restarting from disk) a call waits a little.
+            let service =
+                match tokio::time::timeout(LIFE_WAIT, current.wait_for(Option::is_some)).await {
+                    Ok(Ok(service)) => service.clone(),
+                    _ => None,
+                };
+            let Some(mut service) = service else {
+                let status = tonic::Status::unavailable(format!(
+                    "the cluster manager has not started from its storage within {LIFE_WAIT:?}; retry in a moment"
+                ));
                 return Ok(status.into_http());
             };
             std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
@@ -170,17 +180,26 @@ mod tests {
             .unwrap()
     }
 
-    #[tokio::test]
-    async fn calls_go_to_the_running_life_or_are_unavailable_between_lives() {
+    #[tokio::test(start_paused = true)]
+    async fn calls_go_to_the_running_life_and_wait_between_lives() {
         let slot = Swappable::<Named>::default();
         let mut route = slot.clone();
-        assert_eq!(ask(&mut route).await.headers()["grpc-status"], "14");
+        assert_eq!(
+            ask(&mut route).await.headers()["grpc-status"],
+            "14",
+            "UNAVAILABLE when no life starts in time"
+        );
         slot.set(Some(Named("first")));
         assert_eq!(ask(&mut route).await.headers()["life"], "first");
         slot.set(None);
-        assert_eq!(ask(&mut route).await.headers()["grpc-status"], "14");
+        let waiting = tokio::spawn({
+            let mut route = route.clone();
+            async move { ask(&mut route).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "waits for the next life");
         slot.set(Some(Named("second")));
-        assert_eq!(ask(&mut route).await.headers()["life"], "second");
+        assert_eq!(waiting.await.unwrap().headers()["life"], "second");
         assert_eq!(<Swappable<Named> as NamedService>::NAME, "test.Named");
     }
 }
