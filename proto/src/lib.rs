@@ -2,12 +2,15 @@
 //!
 //! - [`v1`]: generated prost messages and tonic clients and servers.
 //! - [`ids`]: validated newtypes for topic names and partition ids.
-//! - [`topic_config`]: topic setting keys, defaults, bounds, resolve and validate.
+//! - [`topic_config`]: topic setting keys, defaults, bounds, resolve and validate, and
+//!   the one parser of `key=value` settings.
+//! - [`units`]: sizes and durations as people type and read them.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 
 pub mod ids;
 mod limits;
 pub mod topic_config;
+pub mod units;
 
 pub use limits::{Oversize, OversizeLayer, is_oversize, oversize_message};
 pub use topic_config::{ConfigError, ConfigKey};

@@ -172,16 +172,51 @@ pub enum ConfigError {
         /// The key.
         key: ConfigKey,
     },
+    /// A setting typed without `=`.
+    #[error("expected key=value, got {text:?}")]
+    Malformed {
+        /// The text given.
+        text: String,
+    },
+    /// A size or duration that does not parse.
+    #[error("{key}: {source}")]
+    Value {
+        /// The key.
+        key: ConfigKey,
+        /// Why the value does not parse.
+        source: crate::units::ValueError,
+    },
+    /// A value that is not of the key's kind.
+    #[error("{key}: {value:?} is not {expected}")]
+    Unparsed {
+        /// The key.
+        key: ConfigKey,
+        /// The value given.
+        value: String,
+        /// What the key takes.
+        expected: &'static str,
+    },
+    /// A value past what the key's field holds.
+    #[error("{key}: {value:?} is too large")]
+    TooLarge {
+        /// The key.
+        key: ConfigKey,
+        /// The value given.
+        value: String,
+    },
 }
 
 impl ConfigError {
     /// The key the error is about, if known.
     pub fn key(&self) -> Option<ConfigKey> {
         match self {
-            ConfigError::UnknownKey { .. } => None,
+            ConfigError::UnknownKey { .. } | ConfigError::Malformed { .. } => None,
             ConfigError::Invalid { key, .. }
             | ConfigError::NotAlterable { key }
-            | ConfigError::SetTwice { key } => Some(*key),
+            | ConfigError::SetTwice { key }
+            | ConfigError::Value { key, .. }
+            | ConfigError::Unparsed { key, .. }
+            | ConfigError::TooLarge { key, .. } => Some(*key),
         }
     }
 }
@@ -389,6 +424,10 @@ impl v1::TopicConfig {
         Ok((altered, changed))
     }
 }
+
+mod parse;
+
+pub use parse::{ConfigSetting, build_config};
 
 #[cfg(test)]
 mod tests;

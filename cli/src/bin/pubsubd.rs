@@ -49,11 +49,11 @@ enum Role {
         cleanup_interval: Duration,
         /// Appends stop while less than this would stay free on the data disk (0: off);
         /// keeps room for the metadata databases and a restart.
-        #[arg(long, env = "PUBSUB_MIN_FREE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "64MiB")]
+        #[arg(long, env = "PUBSUB_MIN_FREE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "64MiB")]
         min_free_bytes: u64,
         /// Disk space kept in a reserve file in the data directory and given back when
         /// the role starts on a fuller disk, so it can open its databases (0: off).
-        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
     },
     /// One node of the cluster-manager Raft group.
@@ -80,7 +80,7 @@ enum Role {
         lease: Option<Duration>,
         /// Disk space kept in a reserve file in the data directory and given back when
         /// the role starts on a fuller disk, so it can open its databases (0: off).
-        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
     },
     /// A broker: hosts partition replicas and serves producers and consumers.
@@ -113,11 +113,11 @@ enum Role {
         replica_lag_max: Duration,
         /// Appends stop while less than this would stay free on the data disk (0: off);
         /// keeps room for the metadata databases and a restart.
-        #[arg(long, env = "PUBSUB_MIN_FREE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "64MiB")]
+        #[arg(long, env = "PUBSUB_MIN_FREE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "64MiB")]
         min_free_bytes: u64,
         /// Disk space kept in a reserve file in the data directory and given back when
         /// the role starts on a fuller disk, so it can open its databases (0: off).
-        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
     },
     /// The consumer manager: subscriptions, groups, committed offsets, push delivery.
@@ -141,7 +141,7 @@ enum Role {
         cleanup_interval: Duration,
         /// Disk space kept in a reserve file in the data directory and given back when
         /// the role starts on a fuller disk, so it can open its databases (0: off).
-        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_cli::commands::units::parse_size, default_value = "16MiB")]
+        #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
     },
 }

@@ -18,9 +18,7 @@ pub mod read;
 pub mod record;
 pub mod subscribe;
 pub mod topic;
-pub mod topic_config;
 pub mod topic_view;
-pub mod units;
 pub mod write;
 
 use anyhow::anyhow;

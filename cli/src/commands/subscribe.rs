@@ -14,8 +14,8 @@ use serde_json::json;
 use super::output::{OutputFormat, Table, print_json, print_text};
 use super::read::parse_from_time_now;
 use super::record::{write_json, write_json_delivered, write_text};
-use super::units::{format_ms, parse_retention};
 use super::{GlobalArgs, connect_consumer_manager};
+use pubsub_proto::units::{format_ms, parse_retention};
 
 /// Arguments of `subscribe`.
 #[derive(Args)]

@@ -8,10 +8,10 @@ use pubsub_proto::ConfigKey;
 use pubsub_proto::ids::PARTITIONS_MAX;
 
 use super::output::{self, OutputFormat};
-use super::topic_config::{ConfigSetting, build_config};
 use super::topic_view;
-use super::units::{parse_retention, parse_size_limit};
 use super::{GlobalArgs, connect};
+use pubsub_proto::topic_config::{ConfigSetting, build_config};
+use pubsub_proto::units::{parse_retention, parse_size_limit};
 
 /// The topic verbs, reachable both as `pubsub <verb>` and `pubsub topic <verb>`.
 #[derive(Subcommand)]
@@ -98,8 +98,7 @@ async fn create(global: &GlobalArgs, args: CreateArgs) -> anyhow::Result<()> {
         args.retention.map(ConfigSetting::RetentionMs),
         args.retention_bytes.map(ConfigSetting::RetentionBytes),
     ];
-    let config =
-        build_config(flags.into_iter().flatten().chain(args.config)).map_err(anyhow::Error::msg)?;
+    let config = build_config(flags.into_iter().flatten().chain(args.config))?;
     let admin = Admin::new(connect(global).await?);
     let created = admin
         .create_topic(NewTopic {
@@ -125,7 +124,7 @@ async fn create(global: &GlobalArgs, args: CreateArgs) -> anyhow::Result<()> {
 }
 
 async fn alter(global: &GlobalArgs, args: AlterArgs) -> anyhow::Result<()> {
-    let changes = build_config(args.config).map_err(anyhow::Error::msg)?;
+    let changes = build_config(args.config)?;
     let changed = changes.set_keys();
     let admin = Admin::new(connect(global).await?);
     let altered = admin.alter_topic_config(&args.topic, changes).await?;

@@ -10,7 +10,7 @@ use pubsub_proto::v1::{DescribeTopicResponse, TopicDescription, TopicSummary};
 use serde::Serialize;
 
 use super::output::Table;
-use super::units::{format_ms, format_size};
+use pubsub_proto::units::{format_ms, format_size};
 
 /// A topic in `list`.
 #[derive(Serialize)]

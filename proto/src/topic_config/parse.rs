@@ -1,18 +1,13 @@
-//! `create --config key=value`, `alter --config key=value` and the dedicated retention
-//! flags, turned into the wire `TopicConfig`.
-//!
-//! Keys are `pubsub_proto::ConfigKey`, the `TopicConfig` field names, so `--config`
-//! spells a setting exactly as `describe` prints it and the server's errors name it. An
-//! unknown key, or a setting given twice (say by `--retention` and
-//! `--config retention_ms=..`), is an error rather than a silent override. Ranges are
-//! the server's to check (`TopicConfig::validate`), so there is one set of rules.
+//! The one parser of topic settings as people type them: `key=value`, keys spelled as
+//! the `TopicConfig` fields (`ConfigKey`), values with units (`1GiB`, `7d`) or plain
+//! numbers, `-1` where the server allows no limit. The CLI's `--config` goes through
+//! it; ranges are checked by `TopicConfig::validate`, so there is one set of rules.
 
 use std::str::FromStr;
 
-use pubsub_client::TopicConfig;
-use pubsub_proto::{ConfigError, ConfigKey};
-
-use super::units::{parse_ms, parse_size_limit};
+use super::{ConfigError, ConfigKey};
+use crate::units::{ValueError, parse_ms, parse_size_limit};
+use crate::v1::TopicConfig;
 
 /// One parsed topic setting.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,18 +31,28 @@ pub enum ConfigSetting {
 }
 
 impl FromStr for ConfigSetting {
-    type Err = String;
+    type Err = ConfigError;
 
     /// Parses `key=value`. Sizes take units (`1GiB`), times take units (`7d`) or plain
     /// milliseconds, and both take `-1` where the server allows no limit.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let Some((key, value)) = text.split_once('=') else {
-            return Err(format!("expected key=value, got {text:?}"));
+            return Err(ConfigError::Malformed {
+                text: text.to_string(),
+            });
         };
-        let key: ConfigKey = key.parse().map_err(|e: ConfigError| e.to_string())?;
-        let with_key = |e: String| format!("{key}: {e}");
-        let int32 = |value: i64| {
-            i32::try_from(value).map_err(|_| with_key(format!("{value} is too large")))
+        let key: ConfigKey = key.parse()?;
+        let with_key = |source: ValueError| ConfigError::Value { key, source };
+        let unparsed = |expected: &'static str| ConfigError::Unparsed {
+            key,
+            value: value.to_string(),
+            expected,
+        };
+        let int32 = |v: i64| {
+            i32::try_from(v).map_err(|_| ConfigError::TooLarge {
+                key,
+                value: value.to_string(),
+            })
         };
         let setting = match key {
             ConfigKey::RetentionMs => {
@@ -68,14 +73,14 @@ impl FromStr for ConfigSetting {
                 let count = value
                     .trim()
                     .parse::<i64>()
-                    .map_err(|_| with_key(format!("{value:?} is not a whole number")))?;
+                    .map_err(|_| unparsed("a whole number"))?;
                 ConfigSetting::MinInsyncReplicas(int32(count)?)
             }
             ConfigKey::RetainUntilConsumed => ConfigSetting::RetainUntilConsumed(
                 value
                     .trim()
                     .parse()
-                    .map_err(|_| with_key(format!("{value:?} is not true or false")))?,
+                    .map_err(|_| unparsed("true or false"))?,
             ),
         };
         Ok(setting)
@@ -101,7 +106,7 @@ impl ConfigSetting {
 /// Builds a `TopicConfig` from settings; a key set twice is an error.
 pub fn build_config(
     settings: impl IntoIterator<Item = ConfigSetting>,
-) -> Result<TopicConfig, String> {
+) -> Result<TopicConfig, ConfigError> {
     let mut config = TopicConfig::default();
     for setting in settings {
         let key = setting.key();
@@ -118,7 +123,7 @@ pub fn build_config(
             }
         };
         if was_set {
-            return Err(ConfigError::SetTwice { key }.to_string());
+            return Err(ConfigError::SetTwice { key });
         }
     }
     Ok(config)
@@ -131,7 +136,7 @@ mod tests {
     fn check(input: &str, expected: Result<ConfigSetting, &str>) {
         match (input.parse::<ConfigSetting>(), expected) {
             (Ok(got), Ok(want)) => assert_eq!(got, want, "{input}"),
-            (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
+            (Err(got), Err(want)) => assert!(got.to_string().contains(want), "{input}: {got}"),
             (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
         }
     }
@@ -216,6 +221,6 @@ mod tests {
         assert_eq!(config.fsync.as_deref(), Some("never"));
         assert_eq!(config.retention_bytes, None);
         let twice = build_config([ConfigSetting::RetentionMs(1), ConfigSetting::RetentionMs(2)]);
-        assert_eq!(twice, Err("retention_ms is set twice".to_string()));
+        assert_eq!(twice.unwrap_err().to_string(), "retention_ms is set twice");
     }
 }

@@ -3,9 +3,64 @@
 //!
 //! The wire carries plain integers (bytes and milliseconds, `-1` for "no limit"); this
 //! module is the only place that converts between those and human text, so every flag
-//! and `--config` value accepts the same spellings.
+//! and `--config` value accepts the same spellings, whichever program reads them.
 
 use std::time::Duration;
+
+/// A size or duration that does not parse; the message says what is accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a number followed by an optional unit.
+    #[error("invalid size {text:?}: expected a number and a unit, like 10GiB, 500MB or 1024")]
+    Size {
+        /// The text given.
+        text: String,
+    },
+    /// A unit that is not a size unit.
+    #[error("unknown size unit in {text:?}: expected B, KiB, MiB, GiB, TiB, KB, MB, GB or TB")]
+    SizeUnit {
+        /// The text given.
+        text: String,
+    },
+    /// More decimal places than any whole number of bytes needs.
+    #[error("invalid size {text:?}: too many decimal places")]
+    Decimals {
+        /// The text given.
+        text: String,
+    },
+    /// A fraction of a byte.
+    #[error("size {text:?} is not a whole number of bytes")]
+    Fraction {
+        /// The text given.
+        text: String,
+    },
+    /// A size past what the field holds.
+    #[error("size {text:?} is too large")]
+    SizeTooLarge {
+        /// The text given.
+        text: String,
+    },
+    /// Not a duration.
+    #[error("invalid duration {text:?} ({reason}): expected e.g. 7d, 12h, 30min, or -1/forever")]
+    Duration {
+        /// The text given.
+        text: String,
+        /// What the duration parser said.
+        reason: String,
+    },
+    /// A zero duration where a positive one (or -1) is needed.
+    #[error("duration {text:?} must be positive")]
+    NotPositive {
+        /// The text given.
+        text: String,
+    },
+    /// A duration past what the field holds.
+    #[error("duration {text:?} is too long")]
+    DurationTooLong {
+        /// The text given.
+        text: String,
+    },
+}
 
 /// Binary and decimal size units, lowercase. A bare `k`, `m`, `g` or `t` is binary,
 /// as in `dd` and docker: people who type `10G` rarely mean 10^10 bytes.
@@ -32,23 +87,23 @@ const FRACTION_DIGITS_MAX: usize = 12;
 /// Parses a byte size: an integer or decimal number and an optional unit
 /// (`B`, `KiB`/`K`, `KB`, `MiB`/`M`, `MB`, `GiB`/`G`, `GB`, `TiB`/`T`, `TB`; any case).
 /// The result must be a whole number of bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, ValueError> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
-    let invalid = || {
-        format!("invalid size {text:?}: expected a number and a unit, like 10GiB, 500MB or 1024")
+    let invalid = || ValueError::Size {
+        text: text.to_string(),
     };
     if number.is_empty() {
         return Err(invalid());
     }
     let unit = unit.trim().to_ascii_lowercase();
     let Some(&(_, multiplier)) = SIZE_UNITS.iter().find(|(name, _)| *name == unit) else {
-        return Err(format!(
-            "unknown size unit in {text:?}: expected B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
-        ));
+        return Err(ValueError::SizeUnit {
+            text: text.to_string(),
+        });
     };
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
@@ -60,9 +115,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(invalid());
     }
     if fraction.len() > FRACTION_DIGITS_MAX {
-        return Err(format!("invalid size {text:?}: too many decimal places"));
+        return Err(ValueError::Decimals {
+            text: text.to_string(),
+        });
     }
-    let too_large = || format!("size {text:?} is too large");
+    let too_large = || ValueError::SizeTooLarge {
+        text: text.to_string(),
+    };
     let whole: u128 = whole.parse().map_err(|_| too_large())?;
     let fraction_value: u128 = if fraction.is_empty() {
         0
@@ -72,7 +131,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let scale = 10u128.pow(fraction.len() as u32);
     let fraction_bytes = fraction_value * u128::from(multiplier);
     if !fraction_bytes.is_multiple_of(scale) {
-        return Err(format!("size {text:?} is not a whole number of bytes"));
+        return Err(ValueError::Fraction {
+            text: text.to_string(),
+        });
     }
     let bytes = whole
         .checked_mul(u128::from(multiplier))
@@ -82,29 +143,32 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Parses a size limit: a size as [`parse_size`] reads it, or `-1`/`unlimited` (-1).
-pub fn parse_size_limit(text: &str) -> Result<i64, String> {
+pub fn parse_size_limit(text: &str) -> Result<i64, ValueError> {
     if is_unlimited(text, "unlimited") {
         return Ok(-1);
     }
     let bytes = parse_size(text)?;
-    i64::try_from(bytes).map_err(|_| format!("size {text:?} is too large"))
+    i64::try_from(bytes).map_err(|_| ValueError::SizeTooLarge {
+        text: text.to_string(),
+    })
 }
 
 /// Parses a retention time: a duration like `7d`, `12h` or `90min`, or `-1`/`forever`
 /// (-1). Returns milliseconds.
-pub fn parse_retention(text: &str) -> Result<i64, String> {
+pub fn parse_retention(text: &str) -> Result<i64, ValueError> {
     if is_unlimited(text, "forever") {
         return Ok(-1);
     }
-    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("invalid duration {text:?} ({e}): expected e.g. 7d, 12h, 30min, or -1/forever")
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| ValueError::Duration {
+        text: text.to_string(),
+        reason: e.to_string(),
     })?;
     duration_ms(duration, text)
 }
 
 /// Parses a `--config` milliseconds value: a plain integer of milliseconds, or a
 /// duration like `7d`; `-1`/`forever` as for [`parse_retention`].
-pub fn parse_ms(text: &str) -> Result<i64, String> {
+pub fn parse_ms(text: &str) -> Result<i64, ValueError> {
     match text.trim().parse::<i64>() {
         Ok(ms) => Ok(ms),
         Err(_) => parse_retention(text),
@@ -148,11 +212,15 @@ fn is_unlimited(text: &str, word: &str) -> bool {
     text == "-1" || text.eq_ignore_ascii_case(word)
 }
 
-fn duration_ms(duration: Duration, text: &str) -> Result<i64, String> {
+fn duration_ms(duration: Duration, text: &str) -> Result<i64, ValueError> {
     if duration.is_zero() {
-        return Err(format!("duration {text:?} must be positive"));
+        return Err(ValueError::NotPositive {
+            text: text.to_string(),
+        });
     }
-    i64::try_from(duration.as_millis()).map_err(|_| format!("duration {text:?} is too long"))
+    i64::try_from(duration.as_millis()).map_err(|_| ValueError::DurationTooLong {
+        text: text.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -162,7 +230,7 @@ mod tests {
     fn check_size(input: &str, expected: Result<u64, &str>) {
         match (parse_size(input), expected) {
             (Ok(got), Ok(want)) => assert_eq!(got, want, "{input}"),
-            (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
+            (Err(got), Err(want)) => assert!(got.to_string().contains(want), "{input}: {got}"),
             (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
         }
     }
@@ -228,10 +296,16 @@ mod tests {
         assert!(
             parse_retention("7")
                 .unwrap_err()
+                .to_string()
                 .contains("expected e.g. 7d")
         );
         assert!(parse_retention("soon").is_err());
-        assert!(parse_retention("0s").unwrap_err().contains("positive"));
+        assert!(
+            parse_retention("0s")
+                .unwrap_err()
+                .to_string()
+                .contains("positive")
+        );
     }
 
     #[test]
