@@ -5,19 +5,16 @@
 //! forwarding to its Raft leader. A node that is down or cannot forward is skipped and
 //! the next one tried, preferring the one that answered last.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use pubsub_proto::MAX_MESSAGE_BYTES;
+use pubsub_proto::net::{self, ChannelPool, Disposition};
 use pubsub_proto::v1::cluster_manager_client::ClusterManagerClient;
-use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Response, Status};
+use tonic::transport::Channel;
+use tonic::{Response, Status};
 
-/// How long to wait for a TCP connection to a cluster manager.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of one unary call to a cluster manager (a Raft write included).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between rounds over all cluster managers.
@@ -29,7 +26,7 @@ const ROUNDS_MAX: usize = 10;
 pub struct ClusterLink {
     addresses: Vec<String>,
     preferred: AtomicUsize,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: ChannelPool,
 }
 
 impl ClusterLink {
@@ -41,7 +38,7 @@ impl ClusterLink {
         Ok(ClusterLink {
             addresses,
             preferred: AtomicUsize::new(0),
-            channels: Mutex::new(HashMap::new()),
+            channels: ChannelPool::default(),
         })
     }
 
@@ -52,31 +49,10 @@ impl ClusterLink {
 
     /// A stub for the node at `address`.
     pub fn stub(&self, address: &str) -> Result<ClusterManagerClient<Channel>, Status> {
-        let mut channels = self
+        let channel = self
             .channels
-            .lock()
-            .map_err(|_| Status::internal("channel pool lock poisoned"))?;
-        let channel = match channels.get(address) {
-            Some(channel) => channel.clone(),
-            None => {
-                let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|e| {
-                        Status::invalid_argument(format!(
-                            "bad cluster-manager address {address:?}: {e}"
-                        ))
-                    })?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .timeout(CALL_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .max_frame_size(MAX_FRAME_BYTES)
-                    .http2_keep_alive_interval(Duration::from_millis(500))
-                    .keep_alive_timeout(Duration::from_secs(2))
-                    .keep_alive_while_idle(true);
-                let channel = endpoint.connect_lazy();
-                channels.insert(address.to_string(), channel.clone());
-                channel
-            }
-        };
+            .channel_with(address, |endpoint| endpoint.timeout(CALL_TIMEOUT))
+            .map_err(|e| Status::invalid_argument(format!("cluster manager: {e}")))?;
         Ok(ClusterManagerClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -115,8 +91,5 @@ impl ClusterLink {
 
 /// Errors that another node, or the same one a moment later, may not have.
 fn retriable(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
-    )
+    net::classify(status) == Disposition::Retriable
 }

@@ -10,12 +10,10 @@ use tonic::{Code, Status};
 
 use crate::error::Error;
 
-/// Metadata key carrying the partition's log start offset on OUT_OF_RANGE.
-pub const LOG_START_OFFSET_KEY: &str = "pubsub-log-start-offset";
-/// Metadata key carrying the partition leader's address on a not-leader UNAVAILABLE.
-pub const LEADER_ADDRESS_KEY: &str = "pubsub-leader-address";
-/// Metadata key carrying the partition's log end offset on OUT_OF_RANGE.
-pub const LOG_END_OFFSET_KEY: &str = "pubsub-log-end-offset";
+use pubsub_proto::net::keys::{
+    LEADER_ADDRESS as LEADER_ADDRESS_KEY, LOG_END_OFFSET as LOG_END_OFFSET_KEY,
+    LOG_START_OFFSET as LOG_START_OFFSET_KEY,
+};
 
 impl From<Error> for Status {
     fn from(error: Error) -> Status {

@@ -12,10 +12,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pubsub_proto::MAX_MESSAGE_BYTES;
+use pubsub_proto::net::{self, ChannelPool};
 use pubsub_proto::v1::{self, broker_client::BrokerClient};
-use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::broker::Broker;
 use crate::partition::{FollowerState, Partition, Role, blocking};
@@ -93,21 +94,13 @@ pub async fn start_role(
 /// a new TCP handshake, for every fetch.
 #[derive(Default)]
 pub struct Peers {
-    channels: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
+    channels: ChannelPool,
 }
 
 impl Peers {
     /// A stub on the (lazily connected) channel to `address`.
     pub fn stub(&self, address: &str) -> Option<BrokerClient<Channel>> {
-        let mut channels = self.channels.lock().ok()?;
-        let channel = match channels.get(address) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel = channel(address)?;
-                channels.insert(address.to_string(), channel.clone());
-                channel
-            }
-        };
+        let channel = self.channels.channel(address).ok()?;
         Some(
             BrokerClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -117,25 +110,13 @@ impl Peers {
 
     /// How many peer connections exist (for tests and logs).
     pub fn len(&self) -> usize {
-        self.channels.lock().map_or(0, |c| c.len())
+        self.channels.len()
     }
 
     /// True before any peer was fetched from.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.channels.is_empty()
     }
-}
-
-fn channel(address: &str) -> Option<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}")).ok()?;
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(3))
-        .connect_lazy();
-    Some(channel)
 }
 
 /// The follower loop of one partition; ends when the task is aborted.
@@ -193,10 +174,7 @@ async fn follow(
             }
             Err(status) if status.code() == Code::OutOfRange => {
                 // Below the leader's log start: start over there. Above its end: diverged.
-                let start = status
-                    .metadata()
-                    .get("pubsub-log-start-offset")
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                let start = net::metadata_u64(&status, net::keys::LOG_START_OFFSET);
                 match start {
                     Some(start) if offset < start => {
                         if let Err(e) = partition.truncate(start, true).await {

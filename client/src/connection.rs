@@ -8,29 +8,20 @@
 //! partition's leader (see `routing.rs`). So a dead bootstrap server costs one
 //! refused connection, not the client.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pubsub_proto::MAX_MESSAGE_BYTES;
+use pubsub_proto::net::{self, ChannelPool};
 use pubsub_proto::v1::admin_client::AdminClient;
 use pubsub_proto::v1::broker_client::BrokerClient;
 use pubsub_proto::v1::consumer_manager_client::ConsumerManagerClient;
-use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
 
-/// How long to wait for a TCP connection before giving up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP/2 keepalive: a peer that stops answering pings (a paused or vanished broker
-/// whose socket stays open) is dropped within interval + timeout, so the calls on it
-/// fail and are retried on the partition's new leader. Pings are answered by the
-/// peer's HTTP/2 layer, not its request handlers, so a busy broker still answers
-/// them; the brokers' replication links use the same values.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Deadline of one metadata read (describe, list) on one broker: a broker that is
 /// paused accepts connections but answers nothing, and the next one should be asked.
 const METADATA_CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -64,7 +55,7 @@ struct Shared {
     /// Where admin calls go first: the address that answered last.
     preferred: Mutex<String>,
     /// One channel per broker address.
-    pool: Mutex<HashMap<String, Channel>>,
+    pool: ChannelPool,
 }
 
 impl Client {
@@ -87,14 +78,17 @@ impl Client {
         }
         let mut failures = Vec::new();
         for address in &addresses {
-            match endpoint(address)?.connect().await {
+            let endpoint = net::endpoint(address)
+                .map_err(|e| Error::InvalidArgument(format!("server: {e}")))?;
+            match endpoint.connect().await {
                 Ok(channel) => {
-                    let pool = HashMap::from([(address.clone(), channel)]);
+                    let pool = ChannelPool::default();
+                    pool.insert(address, channel);
                     return Ok(Client {
                         shared: Arc::new(Shared {
                             preferred: Mutex::new(address.clone()),
                             addresses: Mutex::new(addresses.clone()),
-                            pool: Mutex::new(pool),
+                            pool,
                         }),
                     });
                 }
@@ -201,7 +195,7 @@ impl Client {
                 }
                 Err(status) if may_try_elsewhere(&status, retry) => {
                     tracing::debug!(address = %address, error = %status.message(), "no answer; trying the next server");
-                    last = Some(if never_sent(&status) {
+                    last = Some(if net::never_sent(&status) {
                         Error::Transport {
                             address,
                             message: status_chain(&status),
@@ -228,13 +222,10 @@ impl Client {
 
     /// The pooled channel to `address`, created (lazily connected) on first use.
     fn channel(&self, address: &str) -> Result<Channel> {
-        let mut pool = self.shared.pool.lock().map_err(|_| Error::Closed)?;
-        if let Some(channel) = pool.get(address) {
-            return Ok(channel.clone());
-        }
-        let channel = endpoint(address)?.connect_lazy();
-        pool.insert(address.to_string(), channel.clone());
-        Ok(channel)
+        self.shared
+            .pool
+            .channel(address)
+            .map_err(|e| Error::InvalidArgument(format!("server: {e}")))
     }
 }
 
@@ -262,48 +253,12 @@ fn admin(channel: Channel) -> AdminClient<Channel> {
 
 /// True if a call that failed with `status` may go to another broker: it never left
 /// (no connection), or it is a read and the link broke, the broker did not answer in
-/// time, or it could not serve it right now.
+/// time, or it could not serve it right now (INTERNAL too: h2 reports some broken
+/// links so, and a read is safe to repeat).
 fn may_try_elsewhere(status: &Status, retry: Retry) -> bool {
-    never_sent(status)
+    net::never_sent(status)
         || (retry == Retry::Idempotent
-            && matches!(
-                status.code(),
-                Code::Unavailable
-                    | Code::DeadlineExceeded
-                    | Code::Unknown
-                    | Code::Cancelled
-                    | Code::Internal
-            ))
-}
-
-/// True if the call failed before it was sent: no connection could be made.
-pub(crate) fn never_sent(status: &Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
-}
-
-/// An endpoint with the project's transport settings.
-fn endpoint(address: &str) -> Result<Endpoint> {
-    let url = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    let endpoint = Endpoint::from_shared(url)
-        .map_err(|e| Error::InvalidArgument(format!("bad server address {address:?}: {e}")))?;
-    Ok(endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true))
+            && (net::is_transient(status.code()) || status.code() == Code::Internal))
 }
 
 /// The status message and the causes of its source, on one line.

@@ -1,9 +1,7 @@
 //! The client's error type: server statuses, transport failures and bad input.
 
+use pubsub_proto::net;
 use tonic::Code;
-
-/// Status metadata in which a broker that does not lead a partition names the leader.
-const LEADER_ADDRESS_KEY: &str = "pubsub-leader-address";
 
 /// Result alias of the client crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -98,9 +96,7 @@ impl Error {
     /// True for errors a retry may cure: the server was unavailable or the link broke.
     pub fn is_retriable(&self) -> bool {
         match self {
-            // Not RESOURCE_EXHAUSTED: a size limit or a full disk does not go away
-            // by sending the same thing again a moment later.
-            Error::Server { code, .. } => matches!(code, Code::Unavailable | Code::Aborted),
+            Error::Server { code, .. } => net::is_transient(*code),
             Error::Transport { .. } | Error::OutcomeUnknown(_) => true,
             _ => false,
         }
@@ -109,23 +105,17 @@ impl Error {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
-        let read = |key: &str| {
-            status
-                .metadata()
-                .get(key)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let read = |key: &str| net::metadata_u64(&status, key);
         let valid_range = match (
-            read("pubsub-log-start-offset"),
-            read("pubsub-log-end-offset"),
+            read(net::keys::LOG_START_OFFSET),
+            read(net::keys::LOG_END_OFFSET),
         ) {
             (Some(start), Some(end)) => Some((start, end)),
             _ => None,
         };
         let message = match status.code() {
             Code::Unavailable
-                if crate::connection::never_sent(&status)
+                if net::never_sent(&status)
                     || status.message().contains("tcp connect")
                     || status.message().contains("transport") =>
             {
@@ -133,12 +123,7 @@ impl From<tonic::Status> for Error {
             }
             _ => status.message().to_string(),
         };
-        let leader_address = status
-            .metadata()
-            .get(LEADER_ADDRESS_KEY)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string);
+        let leader_address = net::leader_hint(&status);
         Error::Server {
             code: status.code(),
             message,

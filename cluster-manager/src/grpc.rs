@@ -12,7 +12,7 @@ use crate::command::CommandError;
 use crate::error::Error;
 
 /// Metadata key carrying the Raft leader's address on UNAVAILABLE.
-pub const LEADER_ADDRESS_KEY: &str = "pubsub-leader-address";
+pub use pubsub_proto::net::keys::LEADER_ADDRESS as LEADER_ADDRESS_KEY;
 /// Metadata key carrying the Raft leader's node id on UNAVAILABLE.
 pub const LEADER_ID_KEY: &str = "pubsub-leader-id";
 

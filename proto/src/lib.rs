@@ -5,10 +5,13 @@
 //! - [`topic_config`]: topic setting keys, defaults, bounds, resolve and validate, and
 //!   the one parser of `key=value` settings.
 //! - [`units`]: sizes and durations as people type and read them.
+//! - [`net`]: endpoints, the channel pool, metadata keys and the classification of
+//!   failed calls, for every connection.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 
 pub mod ids;
 mod limits;
+pub mod net;
 pub mod topic_config;
 pub mod units;
 

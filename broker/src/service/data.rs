@@ -160,11 +160,7 @@ async fn produce(
 
 fn error_response(correlation_id: u64, error: Error) -> v1::ProduceResponse {
     let status = Status::from(error);
-    let leader_address = status
-        .metadata()
-        .get(crate::grpc::LEADER_ADDRESS_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let leader_address = pubsub_proto::net::leader_hint(&status);
     v1::ProduceResponse {
         correlation_id,
         base_offsets: Vec::new(),

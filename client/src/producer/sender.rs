@@ -287,15 +287,14 @@ impl PartitionSender {
 /// recognizes if it stored it. h2 reports a peer that vanished as UNKNOWN, INTERNAL or
 /// CANCELLED; only a deliberate refusal keeps its code.
 fn link_error(leader: &str, status: tonic::Status) -> Error {
-    match status.code() {
-        tonic::Code::Unknown
-        | tonic::Code::Internal
-        | tonic::Code::Cancelled
-        | tonic::Code::Unavailable
-        | tonic::Code::DeadlineExceeded => Error::Transport {
+    let transient = pubsub_proto::net::is_transient(status.code());
+    if (transient && status.code() != tonic::Code::Aborted)
+        || status.code() == tonic::Code::Internal
+    {
+        return Error::Transport {
             address: leader.to_string(),
             message: status.message().to_string(),
-        },
-        _ => Error::from(status),
+        };
     }
+    Error::from(status)
 }

@@ -2,14 +2,13 @@
 //! openraft's replication and votes and for forwarding writes to the leader.
 //!
 //! Each peer address gets one lazily connected tonic channel, shared by every caller.
-//! Channels use HTTP/2 keepalive every 500 ms: without it a connection through a healed
-//! network partition stays wedged, and the group would not recover. openraft
+//! Channels use the project's HTTP/2 keepalive (`pubsub_proto::net`): without it a
+//! connection through a healed network partition stays wedged, and the group would
+//! not recover. openraft
 //! puts its own deadline on every RPC; the connect timeout keeps a dead address from
 //! holding a call for long.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use openraft::BasicNode;
 use openraft::error::{
@@ -20,59 +19,31 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use pubsub_proto::MAX_MESSAGE_BYTES;
+use pubsub_proto::net::ChannelPool;
 use pubsub_proto::v1::RaftPayload;
 use pubsub_proto::v1::raft_client::RaftClient;
-use pubsub_proto::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::codec::{self, PAYLOAD_BYTES_MAX};
 use super::{NodeId, TypeConfig};
 use crate::error::{Error, Result};
 
-/// How long to wait for a TCP connection to a peer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// HTTP/2 keepalive interval: a dead or partitioned connection is noticed, and replaced,
-/// within interval + timeout.
-pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a keepalive ping may go unanswered.
-pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Most peer channels kept. The Raft group has a handful of members; the cap only stops a
-/// stream of changing addresses from growing the map without end.
-const CHANNELS_MAX: usize = 64;
-
-/// Lazily connected channels to peers, by address. Cheap to clone.
+/// Lazily connected channels to peers, by address (the project's one endpoint
+/// setup, `pubsub_proto::net`). Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Channels {
-    by_address: Arc<Mutex<HashMap<String, Channel>>>,
+    pool: Arc<ChannelPool>,
 }
 
 impl Channels {
     /// The channel to `address` (`host:port`), created on first use.
     pub fn get(&self, address: &str) -> Result<Channel> {
-        let mut by_address = self
-            .by_address
-            .lock()
-            .map_err(|_| Error::Internal("peer channel map lock poisoned".into()))?;
-        if let Some(channel) = by_address.get(address) {
-            return Ok(channel.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Error::InvalidArgument(format!("bad peer address {address:?}: {e}")))?;
-        let channel = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .max_frame_size(MAX_FRAME_BYTES)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
-        if by_address.len() >= CHANNELS_MAX {
-            by_address.clear();
-        }
-        by_address.insert(address.to_string(), channel.clone());
-        Ok(channel)
+        self.pool
+            .channel(address)
+            .map_err(|e| Error::InvalidArgument(format!("raft peer: {e}")))
     }
 
     /// A `Raft` service client for `address`, with the message limits set.
