@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pubsub_proto::MAX_FRAME_BYTES;
+use pubsub_proto::serve::{reflection_v1, reflection_v1alpha, server as grpc_server};
 use pubsub_proto::v1::admin_server::AdminServer;
 use pubsub_proto::v1::broker_server::BrokerServer;
 use tokio::net::TcpListener;
@@ -18,18 +18,11 @@ use crate::error::{Error, Result};
 use crate::membership;
 use crate::service::{admin::AdminService, data::DataService};
 
-/// Interval of HTTP/2 keepalive pings: detects dead peers on long-lived streams
-/// without a whole-stream deadline.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// How long a keepalive ping may go unanswered before the connection is dropped.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Interval of the background loop that runs due interval-fsyncs.
 const FLUSH_TICK: Duration = Duration::from_millis(50);
 /// Longest the server waits for open calls once shutdown starts; with the flush after
 /// it, SIGTERM ends a broker well within Kubernetes' 30 s grace period.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
-/// The gRPC health service's full name.
-const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
 /// Runs a broker on `listener` until `shutdown` resolves: joins the cluster (register,
 /// first metadata), then serves while heartbeats and the metadata watch run.
@@ -102,41 +95,24 @@ pub async fn serve(
             health.set_serving::<BrokerServer<DataService>>().await;
         })
     };
-    // Reflection lists only what this address serves (the descriptor set also holds
-    // the cluster manager's services, which answer UNIMPLEMENTED here).
+    // Reflection lists only what this address serves.
     let served: Vec<&str> = [
         pubsub_proto::v1::admin_server::SERVICE_NAME,
         pubsub_proto::v1::broker_server::SERVICE_NAME,
-        HEALTH_SERVICE,
     ]
     .into_iter()
     .chain(extra_names.iter().copied())
     .collect();
-    let reflection = || {
-        served.iter().fold(
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(pubsub_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
-            |builder, name| builder.with_service_name(*name),
-        )
-    };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| Error::Task(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| Error::Task(format!("reflection: {e}")))?;
+    let reflection = |e: tonic_reflection::server::Error| Error::Task(format!("reflection: {e}"));
+    let reflection_v1 = reflection_v1(&served).map_err(reflection)?;
+    let reflection_v1alpha = reflection_v1alpha(&served).map_err(reflection)?;
 
     let background = tokio::spawn(background(broker.clone()));
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "broker listening");
     let (start_drain, drain) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .layer(pubsub_proto::OversizeLayer)
+    let server = grpc_server()
         .layer(crate::join_gate::JoinGateLayer::new(broker.joined_watch()))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_routes(extra)
         .add_service(pubsub_proto::with_limits!(health_service))
         .add_service(pubsub_proto::with_limits!(reflection_v1))

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
-use pubsub_proto::MAX_FRAME_BYTES;
 use pubsub_proto::v1::cluster_manager_server::ClusterManagerServer;
 use pubsub_proto::v1::raft_server::RaftServer;
 use tokio::net::TcpListener;
@@ -33,9 +32,6 @@ use crate::raft::{NodeId, Raft};
 use crate::service::cluster::ClusterManagerService;
 use crate::service::raft::RaftService;
 
-/// HTTP/2 keepalive of the server: notices dead watchers and peers.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest the server waits for in-flight requests once shutdown starts.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// Longest `run` waits for openraft's tasks to drop their storage handles.
@@ -332,27 +328,18 @@ async fn serve(
         .await;
     health.set_serving::<RaftServer<RaftService>>().await;
     // Reflection lists only what this address serves.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pubsub_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(pubsub_proto::v1::cluster_manager_server::SERVICE_NAME)
-            .with_service_name(pubsub_proto::v1::raft_server::SERVICE_NAME)
-            .with_service_name("grpc.health.v1.Health")
-    };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let served = [
+        pubsub_proto::v1::cluster_manager_server::SERVICE_NAME,
+        pubsub_proto::v1::raft_server::SERVICE_NAME,
+    ];
+    let reflection =
+        |e: tonic_reflection::server::Error| Error::Internal(format!("reflection: {e}"));
+    let reflection_v1 = pubsub_proto::serve::reflection_v1(&served).map_err(reflection)?;
+    let reflection_v1alpha =
+        pubsub_proto::serve::reflection_v1alpha(&served).map_err(reflection)?;
 
     let mut stopped = stopping.subscribe();
-    let server = tonic::transport::Server::builder()
-        .layer(pubsub_proto::OversizeLayer)
-        .max_frame_size(Some(MAX_FRAME_BYTES))
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+    let server = pubsub_proto::serve::server()
         .add_service(pubsub_proto::with_limits!(health_service))
         .add_service(pubsub_proto::with_limits!(reflection_v1))
         .add_service(pubsub_proto::with_limits!(reflection_v1alpha))

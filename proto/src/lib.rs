@@ -7,11 +7,13 @@
 //! - [`units`]: sizes and durations as people type and read them.
 //! - [`net`]: endpoints, the channel pool, metadata keys and the classification of
 //!   failed calls, for every connection.
+//! - [`serve`]: the server builder and reflection every `pubsubd` role uses.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 
 pub mod ids;
 mod limits;
 pub mod net;
+pub mod serve;
 pub mod topic_config;
 pub mod units;
 
