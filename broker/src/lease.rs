@@ -24,13 +24,22 @@ const TRUSTED_DENOMINATOR: u32 = 16;
 #[derive(Debug)]
 pub struct Lease {
     /// `None` until the first registration answered.
-    until: watch::Sender<Option<Instant>>,
+    window: watch::Sender<Option<Window>>,
+}
+
+/// What the last accepted heartbeat bought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Window {
+    /// Until then the broker is sure it is not fenced.
+    trusted: Instant,
+    /// From then on the cluster manager may have fenced it.
+    expires: Instant,
 }
 
 impl Default for Lease {
     fn default() -> Self {
         Lease {
-            until: watch::Sender::new(None),
+            window: watch::Sender::new(None),
         }
     }
 }
@@ -46,11 +55,14 @@ impl Lease {
 
     /// A heartbeat or registration sent at `sent` was accepted with a lease of `length`.
     pub fn renewed(&self, sent: Instant, length: Duration) {
-        let until = sent + length * TRUSTED_NUMERATOR / TRUSTED_DENOMINATOR;
-        self.until.send_if_modified(|current| {
-            let later = current.is_none_or(|c| until > c);
+        let window = Window {
+            trusted: sent + length * TRUSTED_NUMERATOR / TRUSTED_DENOMINATOR,
+            expires: sent + length,
+        };
+        self.window.send_if_modified(|current| {
+            let later = current.is_none_or(|c| window.trusted > c.trusted);
             if later {
-                *current = Some(until);
+                *current = Some(window);
             }
             later
         });
@@ -58,15 +70,23 @@ impl Lease {
 
     /// True while the cluster manager cannot have fenced this broker.
     pub fn is_held(&self) -> bool {
-        self.until
+        self.window
             .borrow()
-            .is_some_and(|until| Instant::now() < until)
+            .is_some_and(|w| Instant::now() < w.trusted)
+    }
+
+    /// True once the whole lease has passed since the last accepted heartbeat was
+    /// sent: the cluster manager may have fenced this broker and moved its leaderships.
+    pub fn may_be_fenced(&self) -> bool {
+        self.window
+            .borrow()
+            .is_some_and(|w| Instant::now() >= w.expires)
     }
 
     /// How long ago the trusted part of the lease ran out (zero while it is held).
     pub fn lapsed_for(&self) -> Duration {
-        match *self.until.borrow() {
-            Some(until) => Instant::now().saturating_duration_since(until),
+        match *self.window.borrow() {
+            Some(w) => Instant::now().saturating_duration_since(w.trusted),
             None => Duration::ZERO,
         }
     }
@@ -74,9 +94,9 @@ impl Lease {
     /// Resolves once the lease is not held: at once if it is not, otherwise when it
     /// runs out without a renewal.
     pub async fn lapsed(&self) {
-        let mut until = self.until.subscribe();
+        let mut window = self.window.subscribe();
         loop {
-            let Some(deadline) = *until.borrow_and_update() else {
+            let Some(deadline) = window.borrow_and_update().map(|w| w.trusted) else {
                 return;
             };
             if Instant::now() >= deadline {
@@ -84,7 +104,7 @@ impl Lease {
             }
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => {}
-                changed = until.changed() => {
+                changed = window.changed() => {
                     if changed.is_err() {
                         return;
                     }
@@ -93,15 +113,28 @@ impl Lease {
         }
     }
 
-    /// The error a request gets while the lease is not held.
+    /// The error a write gets while the lease is not held.
     pub fn check(&self, broker: u32) -> crate::Result<()> {
         if self.is_held() {
             return Ok(());
         }
-        Err(crate::Error::Unavailable(format!(
+        Err(self.unsure(broker))
+    }
+
+    /// The error a metadata read gets once the whole lease has passed: this broker's
+    /// view of who leads what may be out of date.
+    pub fn check_not_fenced(&self, broker: u32) -> crate::Result<()> {
+        if self.may_be_fenced() {
+            return Err(self.unsure(broker));
+        }
+        Ok(())
+    }
+
+    fn unsure(&self, broker: u32) -> crate::Error {
+        crate::Error::Unavailable(format!(
             "broker {broker} has not reached the cluster manager for {:.1?} past its lease, so another broker may lead its partitions now; retry (clients ask another broker where the partition lives)",
             self.lapsed_for()
-        )))
+        ))
     }
 }
 
@@ -121,6 +154,14 @@ mod tests {
         tokio::time::advance(Duration::from_millis(200)).await;
         assert!(!lease.is_held(), "15/16 of the lease is trusted");
         assert!(lease.check(1).is_err());
+        assert!(
+            !lease.may_be_fenced(),
+            "the cluster manager waits the whole lease"
+        );
+        assert!(lease.check_not_fenced(1).is_ok());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(lease.may_be_fenced());
+        assert!(lease.check_not_fenced(1).is_err());
         // An older renewal arriving late does not shorten it, a newer one extends it.
         lease.renewed(sent, Duration::from_secs(1));
         lease.renewed(Instant::now(), Duration::from_secs(8));

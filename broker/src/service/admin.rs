@@ -128,7 +128,8 @@ impl Admin for AdminService {
         // A broker that may have been fenced would name leaders that may have moved;
         // clients ask another broker instead, where there is one.
         if self.broker.view().brokers.len() > 1 {
-            self.broker.lease().check(self.broker.config().broker_id)?;
+            let broker = self.broker.config().broker_id;
+            self.broker.lease().check_not_fenced(broker)?;
         }
         let topic = self.broker.topic(&request.get_ref().name)?;
         Ok(Response::new(v1::DescribeTopicResponse {
