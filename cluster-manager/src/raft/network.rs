@@ -8,7 +8,7 @@
 //! holding a call for long.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -51,10 +51,12 @@ pub struct Channels {
 impl Channels {
     /// The channel to `address` (`host:port`), created on first use.
     pub fn get(&self, address: &str) -> Result<Channel> {
+        // The crate's one lock: a poisoned map (a panic elsewhere, seen only where
+        // panics unwind) still holds whole channels, so it is taken as it is.
         let mut by_address = self
             .by_address
             .lock()
-            .map_err(|_| Error::Internal("peer channel map lock poisoned".into()))?;
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(channel) = by_address.get(address) {
             return Ok(channel.clone());
         }
