@@ -24,13 +24,13 @@ pub enum Error {
         reason: pubsub_proto::ids::NameError,
     },
     /// A subscription option or request field holds a value it may not.
-    #[error("{option} {got}: {rule}")]
+    #[error("{option} {rule}, got {got}")]
     InvalidOption {
         /// The option or field.
         option: &'static str,
         /// The value given.
         got: String,
-        /// What it must be instead.
+        /// What it must be ("must be ..."), for a person to read.
         rule: &'static str,
     },
     /// A numeric option is outside its range.
@@ -105,7 +105,9 @@ pub enum Error {
         end: u64,
     },
     /// A seek to an offset the partition does not hold.
-    #[error("cannot seek partition {partition} to offset {offset}: it holds offsets {start} to {end}")]
+    #[error(
+        "cannot seek partition {partition} to offset {offset}: it holds offsets {start} to {end}"
+    )]
     SeekOutOfRange {
         /// The partition.
         partition: u32,

@@ -33,9 +33,7 @@ fn code(error: &Error) -> Code {
         | Error::PartitionStopped { .. }
         | Error::Undecodable { .. } => Code::FailedPrecondition,
         Error::MemberRemoved { .. } => Code::Aborted,
-        Error::BrokersUnreachable { .. } | Error::Reloading | Error::Server(_) => {
-            Code::Unavailable
-        }
+        Error::BrokersUnreachable { .. } | Error::Reloading | Error::Server(_) => Code::Unavailable,
         Error::Broker(e) => match e.code() {
             Some(code) => code,
             None if e.is_retriable() => Code::Unavailable,
@@ -107,9 +105,18 @@ mod tests {
             },
             Code::InvalidArgument,
         );
-        check(Error::TooManyIds { count: 2, max: 1 }, Code::InvalidArgument);
-        check(Error::StreamNotOpened { ended: true }, Code::InvalidArgument);
-        check(Error::StreamNotOpened { ended: false }, Code::InvalidArgument);
+        check(
+            Error::TooManyIds { count: 2, max: 1 },
+            Code::InvalidArgument,
+        );
+        check(
+            Error::StreamNotOpened { ended: true },
+            Code::InvalidArgument,
+        );
+        check(
+            Error::StreamNotOpened { ended: false },
+            Code::InvalidArgument,
+        );
         check(
             Error::NoSuchPartition {
                 topic: "t".into(),
@@ -148,7 +155,10 @@ mod tests {
             Deletion::TopicDeleted { topic: "t".into() },
             Deletion::TopicRecreated { topic: "t".into() },
         ] {
-            check(Error::SubscriptionDeleted { name: name(), why }, Code::NotFound);
+            check(
+                Error::SubscriptionDeleted { name: name(), why },
+                Code::NotFound,
+            );
         }
         let wrong = Error::WrongTopic {
             name: name(),
@@ -166,7 +176,10 @@ mod tests {
 
     #[test]
     fn stale_views_are_failed_precondition_or_aborted() {
-        check(Error::NotAGroup { name: "s".into() }, Code::FailedPrecondition);
+        check(
+            Error::NotAGroup { name: "s".into() },
+            Code::FailedPrecondition,
+        );
         let unknown = Error::UnknownMember {
             member_id: "m".into(),
             group: "s".into(),

@@ -78,14 +78,14 @@ impl Options {
                 return Err(Error::InvalidOption {
                     option: "start timestamp_ms",
                     got: ts.to_string(),
-                    rule: "is negative: use a time in ms, or earliest or latest",
+                    rule: "must not be negative (use a time in ms, or earliest or latest)",
                 });
             }
             Some(S::Earliest(false) | S::Latest(false)) => {
                 return Err(Error::InvalidOption {
                     option: "start earliest or latest",
                     got: "false".into(),
-                    rule: "must be true when set; leave them unset otherwise",
+                    rule: "must be true when set (leave them unset otherwise)",
                 });
             }
         };
@@ -155,12 +155,7 @@ impl Options {
     }
 }
 
-fn in_range(
-    value: u32,
-    default: u32,
-    (min, max): (u32, u32),
-    option: &'static str,
-) -> Result<u32> {
+fn in_range(value: u32, default: u32, (min, max): (u32, u32), option: &'static str) -> Result<u32> {
     match value {
         0 => Ok(default),
         v if (min..=max).contains(&v) => Ok(v),

@@ -176,10 +176,7 @@ fn walk_headers(body: &mut &[u8]) -> Result<(), RecordFault> {
 }
 
 /// Splits a length-prefixed field (-1 for null) off the front of `body`.
-fn nullable<'a>(
-    body: &mut &'a [u8],
-    field: &'static str,
-) -> Result<Option<&'a [u8]>, RecordFault> {
+fn nullable<'a>(body: &mut &'a [u8], field: &'static str) -> Result<Option<&'a [u8]>, RecordFault> {
     let length = varint(body, field)?;
     if length == -1 {
         return Ok(None);
