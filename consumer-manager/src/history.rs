@@ -27,10 +27,11 @@ impl Manager {
         let partitions: Vec<u32> = match request.partition {
             Some(p) if p < count => vec![p],
             Some(p) => {
-                return Err(Error::InvalidArgument(format!(
-                    "partition {p} does not exist in topic {:?} ({count} partitions)",
-                    request.topic
-                )));
+                return Err(Error::NoSuchPartition {
+                    topic: request.topic.clone(),
+                    partition: p,
+                    partitions: count,
+                });
             }
             None => (0..count).collect(),
         };
@@ -39,9 +40,10 @@ impl Manager {
             n => n.min(MAX_HISTORY_RECORDS),
         } as usize;
         let Some(range) = request.range else {
-            return Err(Error::InvalidArgument(
-                "history needs one of last, since_offset or since_timestamp_ms".into(),
-            ));
+            return Err(Error::MissingChoice {
+                call: "history",
+                choices: "last, since_offset or since_timestamp_ms",
+            });
         };
         let mut out = Vec::with_capacity(partitions.len());
         for partition in partitions {
@@ -121,7 +123,7 @@ impl Manager {
         let dlq = subscription.options.dead_letter_topic.clone();
         let description = match self.source().describe(&dlq).await {
             Ok(d) => d,
-            Err(Error::NotFound(_)) => return Ok(0),
+            Err(Error::TopicNotFound { .. }) => return Ok(0),
             Err(e) => return Err(e),
         };
         let (count, created_ms) = description

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::manager::Manager;
-use crate::subscription::Subscription;
+use crate::subscription::{Deletion, Subscription};
 
 /// How often the topic of every subscription is checked.
 pub const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -84,12 +84,10 @@ impl Subscription {
     /// Whether records of incarnation `seen` may be delivered to this subscription
     /// (no I/O: a redelivery that sees another incarnation just waits).
     pub fn reads_incarnation(&self, seen: u64) -> bool {
-        self.lock_any().is_ok_and(|state| {
-            matches!(
-                compare(state.topic_created_ms, seen),
-                Incarnation::Same | Incarnation::Adopt(_)
-            )
-        })
+        matches!(
+            compare(self.lock_any().topic_created_ms, seen),
+            Incarnation::Same | Incarnation::Adopt(_)
+        )
     }
 }
 
@@ -114,7 +112,9 @@ impl Manager {
         for subscription in &subscriptions {
             let topic = subscription.topic.as_str();
             if gone.contains(topic) {
-                let why = format!("its topic {topic:?} was deleted");
+                let why = Deletion::TopicDeleted {
+                    topic: topic.to_string(),
+                };
                 self.end_subscription(subscription, &why).await;
                 continue;
             }
@@ -122,7 +122,8 @@ impl Manager {
                 continue;
             };
             match self.observe_incarnation(subscription, seen).await {
-                Ok(_) | Err(Error::NotFound(_)) => {}
+                Ok(_) => {}
+                Err(e) if e.is_gone() => {}
                 Err(e) => {
                     tracing::warn!(subscription = %subscription.name, error = %e, "cannot check the topic's incarnation")
                 }
@@ -153,27 +154,25 @@ impl Manager {
                 Ok(true)
             }
             Incarnation::Recreated => {
-                let why = format!(
-                    "its topic {:?} was deleted and created again",
-                    subscription.topic
-                );
+                let why = Deletion::TopicRecreated {
+                    topic: subscription.topic.clone(),
+                };
                 self.end_older_than(&subscription.topic, seen, &why).await;
-                Err(Error::NotFound(format!(
-                    "subscription {:?} was deleted: {why}",
-                    subscription.name
-                )))
+                Err(Error::SubscriptionDeleted {
+                    name: subscription.name.clone(),
+                    why,
+                })
             }
         }
     }
 
     /// Deletes every subscription of `topic` made on an incarnation older than
     /// `seen`: what one of them learned holds for all.
-    async fn end_older_than(&self, topic: &str, seen: u64, why: &str) {
+    async fn end_older_than(&self, topic: &str, seen: u64, why: &Deletion) {
         for subscription in self.all() {
             let older = subscription.topic == topic
-                && subscription.lock_any().is_ok_and(|state| {
-                    compare(state.topic_created_ms, seen) == Incarnation::Recreated
-                });
+                && compare(subscription.lock_any().topic_created_ms, seen)
+                    == Incarnation::Recreated;
             if older {
                 self.end_subscription(&subscription, why).await;
             }
@@ -192,10 +191,9 @@ impl Manager {
         if compare(recorded, seen) != Incarnation::Recreated {
             return Ok(false);
         }
-        let why = format!(
-            "its topic {:?} was deleted and created again",
-            existing.topic
-        );
+        let why = Deletion::TopicRecreated {
+            topic: existing.topic.clone(),
+        };
         self.remove(existing, &why)?;
         tracing::info!(subscription = %existing.name, topic = %existing.topic, reason = %why, "subscription deleted with its topic");
         Ok(true)
@@ -203,7 +201,7 @@ impl Manager {
 
     /// Deletes a subscription whose topic is gone, as Unsubscribe does: its members
     /// are removed (their streams end with NOT_FOUND) and nothing of it is kept.
-    pub(crate) async fn end_subscription(&self, subscription: &Arc<Subscription>, why: &str) {
+    pub(crate) async fn end_subscription(&self, subscription: &Arc<Subscription>, why: &Deletion) {
         let _admin = self.admin.lock().await;
         let result = async {
             self.remove(subscription, why)?;

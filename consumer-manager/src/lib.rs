@@ -15,14 +15,17 @@
 //!   past a partition's end are reset.
 //! - [`supervisor`]: a failed database is reopened and the manager reloaded from
 //!   disk, without a restart; requests meanwhile get UNAVAILABLE.
-//! - [`service`] and [`server`]: the gRPC face and the background work.
+//! - [`service`] and [`server`]: the gRPC face and the background work; `grpc.rs`
+//!   is the one place an [`Error`] becomes a gRPC status.
 
 pub mod assignment;
 pub mod cursor;
 pub mod delivery;
 pub mod error;
+mod grpc;
 pub mod history;
 pub mod incarnation;
+mod lock;
 pub mod manager;
 pub mod options;
 pub mod redelivery;

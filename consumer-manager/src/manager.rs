@@ -13,11 +13,12 @@ use pubsub_proto::v1;
 
 use crate::cursor::{AckOutcome, Cursor, Holder};
 use crate::error::{Error, Result};
-use crate::options::{Options, check_subscription_name};
+use crate::lock::recover;
+use crate::options::{Options, check_name, check_subscription_name};
 use crate::source::Source;
 use crate::store::{Changes, Store, SubscriptionRecord};
 use crate::subscription::{
-    Mode, Subscription, check_generation, persist_partition, seek_partition,
+    Deletion, Mode, Subscription, check_generation, persist_partition, seek_partition,
 };
 
 /// Most records one Read or one stream delivery returns.
@@ -132,20 +133,21 @@ impl Manager {
 
     /// A subscription by name.
     pub fn subscription(&self, name: &str) -> Result<Arc<Subscription>> {
-        self.subscriptions
-            .read()
-            .map_err(|_| Error::Storage("subscription map poisoned".into()))?
+        let subscriptions = recover(self.subscriptions.read());
+        subscriptions
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("subscription {name:?} does not exist")))
+            .ok_or_else(|| Error::SubscriptionNotFound {
+                name: name.to_string(),
+            })
     }
 
     /// Every subscription.
     pub fn all(&self) -> Vec<Arc<Subscription>> {
-        self.subscriptions
-            .read()
-            .map(|s| s.values().cloned().collect())
-            .unwrap_or_default()
+        recover(self.subscriptions.read())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Creates a subscription (or answers with the identical existing one).
@@ -156,8 +158,7 @@ impl Manager {
         options: Option<&v1::SubscriptionOptions>,
     ) -> Result<(Arc<Subscription>, bool)> {
         check_subscription_name(name)?;
-        pubsub_proto::ids::TopicName::new(topic.to_string())
-            .map_err(|e| Error::InvalidArgument(format!("topic name {topic:?}: {e}")))?;
+        check_name("topic name", topic)?;
         let options = Options::resolve(topic, name, options)?;
         let _admin = self.admin.lock().await;
         if let Ok(existing) = self.subscription(name) {
@@ -172,11 +173,10 @@ impl Manager {
                 if existing.topic == topic && existing.options == options {
                     return Ok((existing, false));
                 }
-                return Err(Error::AlreadyExists(format!(
-                    "subscription {name:?} already exists on topic {:?} with other options; \
-                     unsubscribe it first or pick another name",
-                    existing.topic
-                )));
+                return Err(Error::SubscriptionExists {
+                    name: name.to_string(),
+                    topic: existing.topic.clone(),
+                });
             }
         }
         let description = self.source.describe(topic).await?;
@@ -217,10 +217,7 @@ impl Manager {
         self.store.put_subscription(&record)?;
         self.store.flush().await?;
         let subscription = Arc::new(Subscription::new(&record, cursors));
-        self.subscriptions
-            .write()
-            .map_err(|_| Error::Storage("subscription map poisoned".into()))?
-            .insert(name.to_string(), subscription.clone());
+        recover(self.subscriptions.write()).insert(name.to_string(), subscription.clone());
         tracing::info!(subscription = %name, topic, partitions, "subscription created");
         Ok((subscription, true))
     }
@@ -230,12 +227,13 @@ impl Manager {
         let _admin = self.admin.lock().await;
         let subscription = self.subscription(name)?;
         if !topic.is_empty() && subscription.topic != topic {
-            return Err(Error::NotFound(format!(
-                "subscription {name:?} is on topic {:?}, not {topic:?}",
-                subscription.topic
-            )));
+            return Err(Error::WrongTopic {
+                name: name.to_string(),
+                topic: subscription.topic.clone(),
+                asked: topic.to_string(),
+            });
         }
-        self.remove(&subscription, "unsubscribed")?;
+        self.remove(&subscription, &Deletion::Unsubscribed)?;
         self.store.flush().await?;
         tracing::info!(subscription = %name, "subscription deleted");
         Ok(())
@@ -244,12 +242,9 @@ impl Manager {
     /// Deletes a subscription and everything stored for it (not yet flushed): members
     /// are removed, so their streams end. The caller holds `admin`. Does nothing if
     /// the name now stands for another subscription.
-    pub(crate) fn remove(&self, subscription: &Arc<Subscription>, why: &str) -> Result<()> {
+    pub(crate) fn remove(&self, subscription: &Arc<Subscription>, why: &Deletion) -> Result<()> {
         {
-            let mut map = self
-                .subscriptions
-                .write()
-                .map_err(|_| Error::Storage("subscription map poisoned".into()))?;
+            let mut map = recover(self.subscriptions.write());
             match map.get(&subscription.name) {
                 Some(current) if Arc::ptr_eq(current, subscription) => {
                     map.remove(&subscription.name);
@@ -257,8 +252,8 @@ impl Manager {
                 _ => return Ok(()),
             }
         }
-        let mut state = subscription.lock_any()?;
-        state.deleted = Some(why.to_string());
+        let mut state = subscription.lock_any();
+        state.deleted = Some(why.clone());
         let ids: Vec<String> = state.members.keys().cloned().collect();
         for id in ids {
             state.remove(&id, true);
@@ -404,18 +399,15 @@ impl Manager {
             for &(partition, offset) in ids {
                 let valid = match state.cursors.get(partition as usize) {
                     None if strict => {
-                        return Err(Error::InvalidArgument(format!(
-                            "partition {partition} does not exist in topic {:?} ({} partitions)",
-                            subscription.topic, subscription.partitions
-                        )));
+                        return Err(no_such_partition(subscription, partition));
                     }
                     None => false,
                     Some(cursor) if offset >= cursor.next() && strict => {
-                        return Err(Error::InvalidArgument(format!(
-                            "offset {offset} of partition {partition} was never delivered to \
-                             subscription {:?}; nothing in this call was acknowledged",
-                            subscription.name
-                        )));
+                        return Err(Error::NeverDelivered {
+                            subscription: subscription.name.clone(),
+                            partition,
+                            offset,
+                        });
                     }
                     Some(cursor) => offset < cursor.next(),
                 };
@@ -463,10 +455,7 @@ impl Manager {
         let subscription = self.subscription(name)?;
         self.check_caller(&subscription, caller, generation)?;
         if let Some(&(partition, _)) = ids.iter().find(|(p, _)| *p >= subscription.partitions) {
-            return Err(Error::InvalidArgument(format!(
-                "partition {partition} does not exist in topic {:?} ({} partitions)",
-                subscription.topic, subscription.partitions
-            )));
+            return Err(no_such_partition(&subscription, partition));
         }
         {
             let member_id = member_id_of(&subscription, caller);
@@ -482,9 +471,11 @@ impl Manager {
                 holder.is_none() || lease != holder
             });
             if let Some((partition, offset)) = not_held {
-                return Err(Error::FailedPrecondition(format!(
-                    "record {partition}@{offset} of subscription {name:?} is not leased to this                      caller (never delivered to it, acknowledged, or its ack deadline passed);                      nothing in this call was nacked"
-                )));
+                return Err(Error::NotHeld {
+                    subscription: name.to_string(),
+                    partition: *partition,
+                    offset: *offset,
+                });
             }
             let Some(holder) = holder else {
                 return Ok(());
@@ -510,10 +501,7 @@ impl Manager {
     ) -> Result<()> {
         let subscription = self.subscription(name)?;
         if partition >= subscription.partitions {
-            return Err(Error::InvalidArgument(format!(
-                "partition {partition} does not exist in topic {:?} ({} partitions)",
-                subscription.topic, subscription.partitions
-            )));
+            return Err(no_such_partition(&subscription, partition));
         }
         let high_watermark = self
             .source
@@ -524,9 +512,11 @@ impl Manager {
             )
             .await?;
         if offset > high_watermark {
-            return Err(Error::InvalidArgument(format!(
-                "cannot commit offset {offset} of partition {partition}: the partition ends at {high_watermark}"
-            )));
+            return Err(Error::CommitPastEnd {
+                partition,
+                offset,
+                end: high_watermark,
+            });
         }
         let mut changes = Changes::new();
         {
@@ -534,7 +524,7 @@ impl Manager {
             let mut state = subscription.lock()?;
             check_generation(&subscription, &state, &member_id, generation)?;
             let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                return Err(Error::InvalidArgument(format!("no partition {partition}")));
+                return Err(no_such_partition(&subscription, partition));
             };
             let before = cursor.committed();
             cursor.commit_to(offset);
@@ -564,10 +554,7 @@ impl Manager {
         let partitions: Vec<u32> = match partition {
             Some(p) if p < subscription.partitions => vec![p],
             Some(p) => {
-                return Err(Error::InvalidArgument(format!(
-                    "partition {p} does not exist in topic {:?} ({} partitions)",
-                    subscription.topic, subscription.partitions
-                )));
+                return Err(no_such_partition(&subscription, p));
             }
             None => (0..subscription.partitions).collect(),
         };
@@ -585,17 +572,22 @@ impl Manager {
                         .offset(&subscription.topic, p, Spec::Latest(true))
                         .await?;
                     if !(start..=end).contains(&o) {
-                        return Err(Error::InvalidArgument(format!(
-                            "cannot seek partition {p} to offset {o}: it holds offsets {start} to {end}"
-                        )));
+                        return Err(Error::SeekOutOfRange {
+                            partition: p,
+                            offset: o,
+                            start,
+                            end,
+                        });
                     }
                     o
                 }
                 v1::seek_request::Target::Earliest(false)
                 | v1::seek_request::Target::Latest(false) => {
-                    return Err(Error::InvalidArgument(
-                        "seek earliest and latest must be true when set".into(),
-                    ));
+                    return Err(Error::InvalidOption {
+                        option: "seek earliest or latest",
+                        got: "false".into(),
+                        rule: "must be true when set",
+                    });
                 }
                 v1::seek_request::Target::Earliest(true) => {
                     self.source
@@ -777,6 +769,15 @@ fn members(
             }
         })
         .collect()
+}
+
+/// The error for a partition index past the subscription's topic's partitions.
+fn no_such_partition(subscription: &Subscription, partition: u32) -> Error {
+    Error::NoSuchPartition {
+        topic: subscription.topic.clone(),
+        partition,
+        partitions: subscription.partitions,
+    }
 }
 
 /// A fetched record as delivered; key, value and headers stay slices of the fetch.

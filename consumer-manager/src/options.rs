@@ -75,24 +75,29 @@ impl Options {
             Some(S::Latest(true)) => Start::Latest,
             Some(S::TimestampMs(ts)) if ts >= 0 => Start::Timestamp(ts),
             Some(S::TimestampMs(ts)) => {
-                return Err(Error::InvalidArgument(format!(
-                    "start timestamp_ms {ts} is negative: use a time in ms, or earliest or latest"
-                )));
+                return Err(Error::InvalidOption {
+                    option: "start timestamp_ms",
+                    got: ts.to_string(),
+                    rule: "must not be negative (use a time in ms, or earliest or latest)",
+                });
             }
             Some(S::Earliest(false) | S::Latest(false)) => {
-                return Err(Error::InvalidArgument(
-                    "start earliest and latest must be true when set; leave them unset otherwise"
-                        .into(),
-                ));
+                return Err(Error::InvalidOption {
+                    option: "start earliest or latest",
+                    got: "false".into(),
+                    rule: "must be true when set (leave them unset otherwise)",
+                });
             }
         };
         let retention_ms = match o.retention_ms {
             0 => None,
             ms if ms > 0 => Some(ms as u64),
             ms => {
-                return Err(Error::InvalidArgument(format!(
-                    "retention_ms must be positive (or 0 for no limit), got {ms}"
-                )));
+                return Err(Error::InvalidOption {
+                    option: "retention_ms",
+                    got: ms.to_string(),
+                    rule: "must be positive (or 0 for no limit)",
+                });
             }
         };
         let ack_deadline_ms = in_range(
@@ -112,13 +117,13 @@ impl Options {
         } else {
             o.dead_letter_topic.clone()
         };
-        pubsub_proto::ids::TopicName::new(dead_letter_topic.clone()).map_err(|e| {
-            Error::InvalidArgument(format!("dead-letter topic {dead_letter_topic:?}: {e}"))
-        })?;
+        check_name("dead-letter topic", &dead_letter_topic)?;
         if dead_letter_topic == topic {
-            return Err(Error::InvalidArgument(
-                "the dead-letter topic must differ from the subscribed topic".into(),
-            ));
+            return Err(Error::InvalidOption {
+                option: "dead_letter_topic",
+                got: format!("{dead_letter_topic:?}"),
+                rule: "must differ from the subscribed topic",
+            });
         }
         Ok(Options {
             start,
@@ -150,21 +155,34 @@ impl Options {
     }
 }
 
-fn in_range(value: u32, default: u32, (min, max): (u32, u32), field: &str) -> Result<u32> {
+fn in_range(value: u32, default: u32, (min, max): (u32, u32), option: &'static str) -> Result<u32> {
     match value {
         0 => Ok(default),
         v if (min..=max).contains(&v) => Ok(v),
-        v => Err(Error::InvalidArgument(format!(
-            "{field} must be between {min} and {max}, got {v}"
-        ))),
+        got => Err(Error::OptionOutOfRange {
+            option,
+            min,
+            max,
+            got,
+        }),
     }
 }
 
 /// Checks a subscription name: the same rules as topic names.
 pub fn check_subscription_name(name: &str) -> Result<()> {
+    check_name("subscription name", name)
+}
+
+/// Checks a topic or subscription name against the topic naming rules; `what` says
+/// which name it is, for the error.
+pub fn check_name(what: &'static str, name: &str) -> Result<()> {
     pubsub_proto::ids::TopicName::new(name.to_string())
         .map(|_| ())
-        .map_err(|e| Error::InvalidArgument(format!("subscription name {name:?}: {e}")))
+        .map_err(|reason| Error::InvalidName {
+            what,
+            name: name.to_string(),
+            reason,
+        })
 }
 
 #[cfg(test)]

@@ -106,6 +106,6 @@ pub async fn run(
     background.abort();
     health_follows.abort();
     let flushed = supervisor.flush().await;
-    result.map_err(|e| Error::Unavailable(format!("grpc server: {e}")))?;
+    result?;
     flushed
 }

@@ -48,10 +48,10 @@ fn caller<T>(request: &Request<T>, member_id: &str) -> Caller {
 
 fn ids(records: &[v1::RecordId]) -> Result<Vec<(u32, u64)>> {
     if records.len() > MAX_IDS {
-        return Err(Error::InvalidArgument(format!(
-            "{} record ids in one call; at most {MAX_IDS}",
-            records.len()
-        )));
+        return Err(Error::TooManyIds {
+            count: records.len(),
+            max: MAX_IDS,
+        });
     }
     Ok(records.iter().map(|r| (r.partition, r.offset)).collect())
 }
@@ -137,10 +137,9 @@ impl Rpc for ConsumerManagerService {
             .serve(|manager| async move {
                 let subscription = manager.subscription(&request.subscription)?;
                 if !subscription.options.group {
-                    return Err(Error::FailedPrecondition(format!(
-                        "subscription {:?} is not a group; read it without joining",
-                        request.subscription
-                    )));
+                    return Err(Error::NotAGroup {
+                        name: request.subscription,
+                    });
                 }
                 manager
                     .join(&request.subscription, &caller, Mode::Pull)
@@ -253,9 +252,10 @@ impl Rpc for ConsumerManagerService {
     ) -> Result<Response<v1::SeekResponse>, Status> {
         let request = request.into_inner();
         let Some(target) = request.target else {
-            return Err(Error::InvalidArgument(
-                "seek needs one of offset, earliest, latest or timestamp_ms".into(),
-            )
+            return Err(Error::MissingChoice {
+                call: "seek",
+                choices: "offset, earliest, latest or timestamp_ms",
+            }
             .into());
         };
         let partitions = self
@@ -277,14 +277,12 @@ impl Rpc for ConsumerManagerService {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let address = address(&request);
         let mut inbound = request.into_inner();
-        let first = inbound.message().await?.ok_or_else(|| {
-            Error::InvalidArgument("the stream ended before its open message".into())
-        })?;
+        let first = inbound
+            .message()
+            .await?
+            .ok_or(Error::StreamNotOpened { ended: true })?;
         let Some(v1::stream_request::Kind::Open(open)) = first.kind else {
-            return Err(Error::InvalidArgument(
-                "the first message of a stream must be `open` (subscription, credits)".into(),
-            )
-            .into());
+            return Err(Error::StreamNotOpened { ended: false }.into());
         };
         // The stream's tasks hold the manager past this call, and end with it.
         let receiver = self

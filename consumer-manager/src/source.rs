@@ -4,6 +4,7 @@
 //! is serving (standalone runs both in one process).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use pubsub_client::{Admin, Client, Producer, ProducerConfig};
 use pubsub_proto::v1;
 
 use crate::error::{Error, Result};
+use crate::lock::recover;
 
 /// Most bytes asked of a broker per partition read.
 const FETCH_MAX_BYTES: u32 = 4 << 20;
@@ -94,7 +96,7 @@ impl Source {
             return Ok(client.clone());
         }
         let first = self.turn.load(Ordering::Relaxed);
-        let mut last_error = String::from("no broker address given");
+        let mut last = None;
         for i in 0..self.bootstraps.len() {
             let address = &self.bootstraps[(first + i) % self.bootstraps.len()];
             match Client::connect(address).await {
@@ -102,13 +104,13 @@ impl Source {
                     *current = Some(client.clone());
                     return Ok(client);
                 }
-                Err(e) => last_error = e.to_string(),
+                Err(e) => last = Some(e),
             }
         }
-        Err(Error::Unavailable(format!(
-            "cannot reach any broker of {:?}: {last_error}",
-            self.bootstraps
-        )))
+        Err(Error::BrokersUnreachable {
+            bootstraps: self.bootstraps.clone(),
+            last,
+        })
     }
 
     /// Moves to the next bootstrap broker (the current one may be down): the client,
@@ -119,18 +121,13 @@ impl Source {
         }
         *self.client.lock().await = None;
         self.turn.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut routers) = self.routers.lock() {
-            routers.clear();
-        }
+        recover(self.routers.lock()).clear();
         self.producers.lock().await.clear();
     }
 
     async fn router(&self, topic: &str) -> Result<Arc<Router>> {
         let client = self.client().await?;
-        let mut routers = self
-            .routers
-            .lock()
-            .map_err(|_| Error::Unavailable("router cache poisoned".into()))?;
+        let mut routers = recover(self.routers.lock());
         Ok(routers
             .entry(topic.to_string())
             .or_insert_with(|| Arc::new(Router::new(client, topic)))
@@ -164,7 +161,9 @@ impl Source {
             .await;
         match described {
             Err(Error::Broker(e)) if e.code() == Some(tonic::Code::NotFound) => {
-                Err(Error::NotFound(format!("topic {topic:?} does not exist")))
+                Err(Error::TopicNotFound {
+                    topic: topic.to_string(),
+                })
             }
             other => other,
         }
@@ -317,6 +316,29 @@ impl Source {
         Ok(response.into_inner())
     }
 
+    /// A producer of dead letters to `topic`, creating the topic (with `partitions`
+    /// partitions) if it is missing.
+    async fn producer_for(&self, topic: &str, partitions: u32) -> Result<Producer> {
+        let client = self.client().await?;
+        let admin = Admin::new(client.clone());
+        if let Err(e) = admin
+            .create_topic(pubsub_client::NewTopic {
+                name: topic.to_string(),
+                partitions: partitions.max(1),
+                ..Default::default()
+            })
+            .await
+            && e.code() != Some(tonic::Code::AlreadyExists)
+        {
+            return Err(e.into());
+        }
+        let config = ProducerConfig {
+            acks: pubsub_client::Acks::All,
+            ..ProducerConfig::default()
+        };
+        Ok(Producer::new(client, topic, config).await?)
+    }
+
     /// Produces dead letters to `topic` (creating it, with `partitions` partitions, if
     /// missing) and waits until each is stored.
     pub async fn produce(
@@ -326,30 +348,10 @@ impl Source {
         records: Vec<pubsub_client::ProducerRecord>,
     ) -> Result<()> {
         let mut producers = self.producers.lock().await;
-        if !producers.contains_key(topic) {
-            let client = self.client().await?;
-            let admin = Admin::new(client.clone());
-            if let Err(e) = admin
-                .create_topic(pubsub_client::NewTopic {
-                    name: topic.to_string(),
-                    partitions: partitions.max(1),
-                    ..Default::default()
-                })
-                .await
-                && e.code() != Some(tonic::Code::AlreadyExists)
-            {
-                return Err(e.into());
-            }
-            let config = ProducerConfig {
-                acks: pubsub_client::Acks::All,
-                ..ProducerConfig::default()
-            };
-            let producer = Producer::new(client, topic, config).await?;
-            producers.insert(topic.to_string(), producer);
-        }
-        let producer = producers
-            .get(topic)
-            .ok_or_else(|| Error::Unavailable(format!("no producer for {topic:?}")))?;
+        let producer = match producers.entry(topic.to_string()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(self.producer_for(topic, partitions).await?),
+        };
         let sent = async {
             let mut deliveries = Vec::with_capacity(records.len());
             for record in records {

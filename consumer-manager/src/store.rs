@@ -176,20 +176,19 @@ fn be_u32(bytes: &[u8]) -> Option<u32> {
 impl Store {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Storage(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
+        std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
+            path: dir.to_path_buf(),
+            source,
         })?;
+        let opening = |tree| {
+            let path = dir.to_path_buf();
+            move |source| Error::OpenDatabase { path, tree, source }
+        };
         let db = sled::Config::new()
             .path(dir.join("sled"))
             .open()
-            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
-        let tree = |name: &str| {
-            db.open_tree(name)
-                .map_err(|e| Error::Storage(format!("cannot open tree {name}: {e}")))
-        };
+            .map_err(opening(None))?;
+        let tree = |name: &'static str| db.open_tree(name).map_err(opening(Some(name)));
         Ok(Store {
             subscriptions: tree("subscriptions")?,
             cursors: tree("cursors")?,
@@ -221,11 +220,9 @@ impl Store {
             .iter()
             .map(|item| {
                 let (key, value) = self.fail_on(item)?;
-                serde_json::from_slice(&value).map_err(|e| {
-                    Error::Storage(format!(
-                        "subscription record {:?} is unreadable: {e}",
-                        String::from_utf8_lossy(&key)
-                    ))
+                serde_json::from_slice(&value).map_err(|source| Error::UnreadableSubscription {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    source,
                 })
             })
             .collect()
@@ -234,8 +231,7 @@ impl Store {
     /// Writes a subscription record (not yet durable: see [`Store::flush`]).
     pub fn put_subscription(&self, record: &SubscriptionRecord) -> Result<()> {
         self.check_not_failed()?;
-        let value = serde_json::to_vec(record)
-            .map_err(|e| Error::Storage(format!("cannot encode subscription: {e}")))?;
+        let value = serde_json::to_vec(record).map_err(Error::Encode)?;
         let inserted = self.subscriptions.insert(record.name.as_bytes(), value);
         self.fail_on(inserted)?;
         Ok(())
@@ -250,10 +246,11 @@ impl Store {
             value.get(..8).and_then(be_u64),
             value.get(8..16).and_then(be_u64),
         ) else {
-            return Err(Error::Storage(format!(
-                "cursor of {name:?} partition {partition} is {} bytes, not 16",
-                value.len()
-            )));
+            return Err(Error::UnreadableCursor {
+                subscription: name.to_string(),
+                partition,
+                len: value.len(),
+            });
         };
         let prefix = partition_key(name, partition);
         let offset_of = |key: &[u8]| key.get(prefix.len()..).and_then(be_u64);

@@ -75,7 +75,10 @@ pub async fn open(
         let member = state
             .members
             .get(&member_id)
-            .ok_or_else(|| Error::Aborted("member left while the stream opened".into()))?;
+            .ok_or_else(|| Error::MemberRemoved {
+                member_id: member_id.clone(),
+                subscription: subscription.name.clone(),
+            })?;
         (member.holder, member.evicted.subscribe())
     };
     let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE);
@@ -172,12 +175,11 @@ async fn run_delivery(
         (*evicted.borrow() && !stream.client_ended.load(Ordering::SeqCst)).then(|| {
             match subscription.lock() {
                 // Deleted (unsubscribed, or its topic deleted): NOT_FOUND with why.
-                Err(e @ Error::NotFound(_)) => e.into(),
-                _ => Error::Aborted(format!(
-                    "member {:?} of subscription {:?} was removed (session timeout): open \
-                     a new stream",
-                    stream.member_id, subscription.name
-                ))
+                Err(e) => e.into(),
+                Ok(_) => Error::MemberRemoved {
+                    member_id: stream.member_id.clone(),
+                    subscription: subscription.name.clone(),
+                }
                 .into(),
             }
         })
@@ -243,7 +245,7 @@ async fn deliver(stream: &Open, evicted: &mut watch::Receiver<bool>) -> Option<S
             }
             // Every partition of this member is stopped, or the subscription is
             // gone: say so and end, rather than stay open delivering nothing.
-            Err(e @ (Error::PartitionStopped { .. } | Error::NotFound(_))) => {
+            Err(e) if e.is_gone() || matches!(e, Error::PartitionStopped { .. }) => {
                 return Some(e.into());
             }
             Err(e) => {
@@ -255,7 +257,7 @@ async fn deliver(stream: &Open, evicted: &mut watch::Receiver<bool>) -> Option<S
 }
 
 /// Under the lock: expires leases, counts what the member holds, and the assignment
-/// to send if the group's generation changed. `None` if the state is poisoned.
+/// to send if the group's generation changed. `None` once the subscription is deleted.
 fn look(
     stream: &Open,
     generation: &mut Option<u64>,

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 use crate::assignment::{Assignment, sticky};
 use crate::cursor::{Cursor, Holder};
 use crate::error::{Error, Result};
+use crate::lock::recover;
 use crate::options::Options;
 use crate::store::{Changes, Store, StoredCursor, SubscriptionRecord};
 
@@ -74,7 +75,36 @@ pub struct State {
     pub dead_letter_created_ms: u64,
     /// Set, with why, once the subscription is deleted (unsubscribed, or its topic
     /// deleted): nothing may be written for it any more.
-    pub deleted: Option<String>,
+    pub deleted: Option<Deletion>,
+}
+
+/// Why a subscription was deleted, as its members and late requests are told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// An Unsubscribe call.
+    Unsubscribed,
+    /// Its topic was deleted.
+    TopicDeleted {
+        /// The topic.
+        topic: String,
+    },
+    /// Its topic was deleted and created again: the offsets belong to the old one.
+    TopicRecreated {
+        /// The topic.
+        topic: String,
+    },
+}
+
+impl std::fmt::Display for Deletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Deletion::Unsubscribed => write!(f, "unsubscribed"),
+            Deletion::TopicDeleted { topic } => write!(f, "its topic {topic:?} was deleted"),
+            Deletion::TopicRecreated { topic } => {
+                write!(f, "its topic {topic:?} was deleted and created again")
+            }
+        }
+    }
 }
 
 /// A subscription: immutable identity and options, and its state under a lock.
@@ -123,21 +153,19 @@ impl Subscription {
     /// Locks the state of a subscription that still exists (NOT_FOUND once it was
     /// deleted, so an operation that raced Unsubscribe writes nothing).
     pub fn lock(&self) -> Result<MutexGuard<'_, State>> {
-        let state = self.lock_any()?;
+        let state = self.lock_any();
         if let Some(why) = &state.deleted {
-            return Err(Error::NotFound(format!(
-                "subscription {:?} was deleted: {why}",
-                self.name
-            )));
+            return Err(Error::SubscriptionDeleted {
+                name: self.name.clone(),
+                why: why.clone(),
+            });
         }
         Ok(state)
     }
 
     /// Locks the state, deleted or not.
-    pub fn lock_any(&self) -> Result<MutexGuard<'_, State>> {
-        self.state
-            .lock()
-            .map_err(|_| Error::Storage(format!("subscription {:?} state poisoned", self.name)))
+    pub fn lock_any(&self) -> MutexGuard<'_, State> {
+        recover(self.state.lock())
     }
 
     /// The record to store for this subscription's current state.
@@ -295,18 +323,17 @@ pub fn check_generation(
         return Ok(());
     }
     if !state.members.contains_key(member_id) {
-        return Err(Error::FailedPrecondition(format!(
-            "member {member_id:?} is not in group {:?} (never joined, left, or its session \
-             expired): join again",
-            subscription.name
-        )));
+        return Err(Error::UnknownMember {
+            member_id: member_id.to_string(),
+            group: subscription.name.clone(),
+        });
     }
     if generation != state.generation {
-        return Err(Error::FailedPrecondition(format!(
-            "generation {generation} of group {:?} is stale; the current one is {}: join \
-             again for the new assignment",
-            subscription.name, state.generation
-        )));
+        return Err(Error::StaleGeneration {
+            group: subscription.name.clone(),
+            given: generation,
+            current: state.generation,
+        });
     }
     Ok(())
 }

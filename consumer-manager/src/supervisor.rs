@@ -13,12 +13,13 @@
 //! The slot's lock guards only the swap of an `Arc`, never I/O.
 
 use std::future::Future;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::lock::recover;
 use crate::manager::{Manager, ManagerConfig};
 
 /// First wait before reopening the database: a full disk rarely frees itself at once.
@@ -102,15 +103,12 @@ impl Supervisor {
 
     fn installed(&self) -> Option<Arc<Manager>> {
         // The slot holds only an `Arc`: a panic elsewhere cannot leave it half-set.
-        self.slot
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        recover(self.slot.read()).clone()
     }
 
     fn install(&self, manager: Option<Arc<Manager>>) {
         let serving = manager.is_some();
-        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = manager;
+        *recover(self.slot.write()) = manager;
         self.serving.send_replace(serving);
     }
 

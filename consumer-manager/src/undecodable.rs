@@ -147,7 +147,7 @@ impl Manager {
 /// Whether a failed dead-letter write may succeed if tried again.
 fn is_transient(error: &Error) -> bool {
     match error {
-        Error::Unavailable(_) => true,
+        Error::BrokersUnreachable { .. } => true,
         Error::Broker(e) => e.is_retriable(),
         _ => false,
     }

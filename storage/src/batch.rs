@@ -105,8 +105,13 @@ impl Compression {
     }
 }
 
+/// A compression name that is none of the codecs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown compression {0:?}: expected none, gzip, lz4 or zstd")]
+pub struct UnknownCompression(pub String);
+
 impl std::str::FromStr for Compression {
-    type Err = String;
+    type Err = UnknownCompression;
 
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s {
@@ -114,9 +119,7 @@ impl std::str::FromStr for Compression {
             "gzip" => Ok(Compression::Gzip),
             "lz4" => Ok(Compression::Lz4),
             "zstd" => Ok(Compression::Zstd),
-            other => Err(format!(
-                "unknown compression {other:?}: expected none, gzip, lz4 or zstd"
-            )),
+            other => Err(UnknownCompression(other.to_string())),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod config;
 pub mod epochs;
 pub mod error;
 pub mod index;
+mod lock;
 pub mod log;
 pub mod producers;
 pub mod records;

@@ -16,6 +16,7 @@ use crate::batch::{self, BatchHeader};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::epochs::EpochCache;
 use crate::error::{Error, IoContext, Result};
+use crate::lock::recover;
 use crate::producers::{Admission, ProducerStates};
 use crate::retention::{self, RetentionPolicy, SegmentFacts};
 use crate::segment::{self, ActiveSegment, SealError, SealedSegment, SegmentRef};
@@ -271,11 +272,7 @@ impl Log {
                 "only max_batch_bytes and fsync change on an open log".into(),
             ));
         }
-        let mut alterable = match self.alterable.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *alterable = Alterable {
+        *recover(self.alterable.write()) = Alterable {
             max_batch_bytes: config.max_batch_bytes,
             fsync: config.fsync,
         };
@@ -286,10 +283,7 @@ impl Log {
     fn alterable(&self) -> Alterable {
         // The lock guards two plain values, assigned whole, so a poisoned one still
         // holds a consistent pair.
-        match self.alterable.read() {
-            Ok(guard) => *guard,
-            Err(poisoned) => *poisoned.into_inner(),
-        }
+        *recover(self.alterable.read())
     }
 
     /// First offset still stored.
@@ -346,7 +340,7 @@ impl Log {
         let info = {
             let _writer = self.lock_writer()?;
             self.check_not_failed()?;
-            if let Admission::Duplicate(stored) = self.lock_producers()?.admit(&header)? {
+            if let Admission::Duplicate(stored) = self.lock_producers().admit(&header)? {
                 // A retry whose answer was lost: answer with the stored batch, once durable.
                 drop(_writer);
                 self.after_append(stored.last_offset + 1)?;
@@ -371,7 +365,7 @@ impl Log {
             )?;
             // Only once the bytes are written: a retry of a failed write must be
             // written again, never answered as an already-stored duplicate.
-            self.lock_producers()?.record(&header);
+            self.lock_producers().record(&header);
             AppendInfo {
                 base_offset,
                 last_offset: header.last_offset(),
@@ -412,7 +406,7 @@ impl Log {
                 }
                 self.note_epoch(header.leader_epoch, header.base_offset)?;
                 active.append(bytes, &header, self.config.index_interval_bytes)?;
-                self.lock_producers()?.record(&header);
+                self.lock_producers().record(&header);
                 let first = appended.map_or(header.base_offset, |a| a.base_offset);
                 appended = Some(AppendInfo {
                     base_offset: first,
@@ -600,8 +594,8 @@ impl Log {
         let new_end = segments.active.next_offset();
         drop(segments);
         self.lower_durable_offset(new_end);
-        self.lock_epochs()?.truncate_from(new_end)?;
-        self.lock_producers()?.truncate_from(new_end);
+        self.lock_epochs().truncate_from(new_end)?;
+        self.lock_producers().truncate_from(new_end);
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = new_end, "truncated log");
         Ok(())
     }
@@ -629,38 +623,39 @@ impl Log {
         segments.sealed.clear();
         segments.active = Arc::new(active);
         drop(segments);
-        if let Ok(mut state) = self.sync.lock() {
+        {
+            let mut state = recover(self.sync.lock());
             state.durable_offset = offset;
             state.generation += 1;
         }
-        self.lock_epochs()?.clear()?;
-        *self.lock_producers()? = ProducerStates::default();
+        self.lock_epochs().clear()?;
+        *self.lock_producers() = ProducerStates::default();
         tracing::info!(dir = %self.dir.display(), offset, "reset log");
         Ok(())
     }
 
     /// Records that `epoch` has records from `offset` on. Caller holds the writer lock.
     fn note_epoch(&self, epoch: i32, offset: u64) -> Result<()> {
-        self.lock_epochs()?.assign(epoch, offset)
+        self.lock_epochs().assign(epoch, offset)
     }
 
-    fn lock_producers(&self) -> Result<MutexGuard<'_, ProducerStates>> {
-        self.producers.lock().map_err(|_| self.failed_error())
+    fn lock_producers(&self) -> MutexGuard<'_, ProducerStates> {
+        recover(self.producers.lock())
     }
 
-    fn lock_epochs(&self) -> Result<MutexGuard<'_, EpochCache>> {
-        self.epochs.lock().map_err(|_| self.failed_error())
+    fn lock_epochs(&self) -> MutexGuard<'_, EpochCache> {
+        recover(self.epochs.lock())
     }
 
     /// The newest leader epoch with records in this log.
     pub fn last_epoch(&self) -> Option<i32> {
-        self.epochs.lock().ok().and_then(|e| e.last_epoch())
+        self.lock_epochs().last_epoch()
     }
 
     /// The largest epoch at or below `epoch` that this log has, and where it ends.
     pub fn epoch_end_offset(&self, epoch: i32) -> Result<(Option<i32>, u64)> {
         let end = self.log_end_offset();
-        Ok(self.lock_epochs()?.end_offset_for(epoch, end))
+        Ok(self.lock_epochs().end_offset_for(epoch, end))
     }
 
     /// Starts a new leader epoch at the current log end (this replica became leader).
@@ -715,19 +710,22 @@ impl Log {
         Ok(removed.len())
     }
 
+    /// The writer lock; a write that panicked under it (see `lock.rs`) fails the log.
     fn lock_writer(&self) -> Result<MutexGuard<'_, ()>> {
-        self.writer.lock().map_err(|_| self.failed_error())
+        let locked = self.writer.lock();
+        if locked.is_err() {
+            self.fail();
+            return Err(self.failed_error());
+        }
+        Ok(recover(locked))
     }
 
     fn read_segments(&self) -> std::sync::RwLockReadGuard<'_, Segments> {
-        // A panic while holding this lock aborts the process (panic = "abort"), so the
-        // lock cannot be observed poisoned in a running broker; tests unwind, and
-        // recovering the guard keeps them honest rather than cascading.
-        self.segments.read().unwrap_or_else(|e| e.into_inner())
+        recover(self.segments.read())
     }
 
     fn write_segments(&self) -> std::sync::RwLockWriteGuard<'_, Segments> {
-        self.segments.write().unwrap_or_else(|e| e.into_inner())
+        recover(self.segments.write())
     }
 
     fn fail(&self) {

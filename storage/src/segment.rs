@@ -21,10 +21,12 @@ use crate::batch::{self, BatchHeader};
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{ActiveIndex, OffsetEntry, SealedIndex, TimeEntry};
+use crate::lock::recover;
 use crate::records::DecodedBatch;
 
-/// Why a scan stops at the zero-filled, preallocated end of an active segment.
-const PREALLOCATED: &str = "preallocated zeros";
+mod scan;
+
+use scan::{Scan, ScanStop, scan};
 
 /// Width of the zero-padded base offset in segment file names (as Kafka names them).
 const NAME_DIGITS: usize = 20;
@@ -106,85 +108,6 @@ impl IndexCursor {
     }
 }
 
-/// What a scan of a segment's batches found.
-struct Scan {
-    /// Bytes of complete, valid, contiguous batches from the start position.
-    valid_bytes: u64,
-    /// Offset after the last valid batch.
-    next_offset: u64,
-    /// Largest timestamp seen, if any batch was.
-    max_timestamp: Option<i64>,
-    /// Base offset of the last valid batch.
-    last_batch_offset: Option<u64>,
-    offset_entries: Vec<OffsetEntry>,
-    time_entries: Vec<TimeEntry>,
-    /// Why the scan stopped before the end of the bytes, if it did.
-    stopped: Option<String>,
-    cursor: IndexCursor,
-}
-
-/// Walks batches from position 0, checking each header, CRC and offset continuity.
-fn scan(bytes: &[u8], base_offset: u64, interval: u32) -> Scan {
-    let mut out = Scan {
-        valid_bytes: 0,
-        next_offset: base_offset,
-        max_timestamp: None,
-        last_batch_offset: None,
-        offset_entries: Vec::new(),
-        time_entries: Vec::new(),
-        stopped: None,
-        cursor: IndexCursor::default(),
-    };
-    let mut position = 0usize;
-    while position < bytes.len() {
-        let rest = &bytes[position..];
-        let header = match check_batch_at(rest, out.next_offset) {
-            Ok(header) => header,
-            Err(reason) => {
-                out.stopped = Some(reason);
-                break;
-            }
-        };
-        let (offset_entry, time_entry) =
-            out.cursor
-                .observe(&header, position as u64, base_offset, interval);
-        out.offset_entries.extend(offset_entry);
-        out.time_entries.extend(time_entry);
-        out.max_timestamp = Some(
-            out.max_timestamp
-                .map_or(header.max_timestamp, |m| m.max(header.max_timestamp)),
-        );
-        out.next_offset = header.next_offset();
-        out.last_batch_offset = Some(header.base_offset);
-        position += header.total_bytes();
-        out.valid_bytes = position as u64;
-    }
-    out
-}
-
-/// Checks the batch at the front of `rest`: header, length, CRC, expected base offset.
-fn check_batch_at(rest: &[u8], expected_offset: u64) -> std::result::Result<BatchHeader, String> {
-    if rest.len() >= batch::LOG_OVERHEAD && rest[..batch::LOG_OVERHEAD].iter().all(|&b| b == 0) {
-        return Err(PREALLOCATED.into());
-    }
-    let header = BatchHeader::parse(rest).map_err(|e| e.to_string())?;
-    if header.total_bytes() > rest.len() {
-        return Err(format!(
-            "torn batch: {} bytes claimed, {} present",
-            header.total_bytes(),
-            rest.len()
-        ));
-    }
-    batch::check_crc(&rest[..header.total_bytes()], &header).map_err(|e| e.to_string())?;
-    if header.base_offset != expected_offset {
-        return Err(format!(
-            "batch base offset {} where {expected_offset} was expected",
-            header.base_offset
-        ));
-    }
-    Ok(header)
-}
-
 /// Finds where the batch holding `offset` starts, scanning forward from `position`.
 ///
 /// Returns the byte position of the first batch whose last offset is at or past
@@ -252,7 +175,7 @@ fn scan_file(
     let map = unsafe { MmapOptions::new().len(data_end as usize).map(file) }.at(path)?;
     let found = scan(&map, base_offset, config.index_interval_bytes);
     let dropped = match &found.stopped {
-        Some(reason) if reason != PREALLOCATED => {
+        Some(reason) if !matches!(reason, ScanStop::Preallocated) => {
             let end = map
                 .iter()
                 .rposition(|&b| b != 0)
@@ -428,14 +351,9 @@ impl ActiveSegment {
         if size == 0 {
             return len as u64 <= self.capacity;
         }
-        let indexes_full = self
-            .indexes
-            .read()
-            .map(|i| {
-                i.as_ref()
-                    .is_none_or(|i| i.offsets.is_full() || i.times.is_full())
-            })
-            .unwrap_or(true);
+        let indexes_full = recover(self.indexes.read())
+            .as_ref()
+            .is_none_or(|i| i.offsets.is_full() || i.times.is_full());
         !indexes_full && size + len as u64 <= config.segment_bytes.min(self.capacity)
     }
 
@@ -476,7 +394,7 @@ impl ActiveSegment {
             .write_all_at(tail, position + head.len() as u64)
             .at(&self.path)?;
         {
-            let mut guard = self.indexes.write().map_err(|_| poisoned(&self.path))?;
+            let mut guard = recover(self.indexes.write());
             if let Some(indexes) = guard.as_mut() {
                 let (offset_entry, time_entry) =
                     indexes
@@ -520,7 +438,7 @@ impl ActiveSegment {
             .sync_all()
             .at(&self.path)
             .map_err(SealError::Sync)?;
-        let mut guard = self.indexes.write().map_err(|_| poisoned(&self.path))?;
+        let mut guard = recover(self.indexes.write());
         if let Some(indexes) = guard.as_mut() {
             let max = self.max_timestamp();
             let needs_final = size > 0
@@ -552,7 +470,7 @@ impl ActiveSegment {
         let relative = offset
             .saturating_sub(self.base_offset)
             .min(u64::from(u32::MAX)) as i64;
-        let guard = self.indexes.read().ok()?;
+        let guard = recover(self.indexes.read());
         let entry = guard.as_ref()?.offsets.lookup(relative, offset_key)?;
         Some(entry.position as usize)
     }
@@ -577,7 +495,7 @@ impl ActiveSegment {
     /// Base offset of the first batch whose max timestamp is at or after `timestamp`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
         let start_offset = {
-            let guard = self.indexes.read().map_err(|_| poisoned(&self.path))?;
+            let guard = recover(self.indexes.read());
             guard
                 .as_ref()
                 .and_then(|i| i.times.lookup(timestamp.saturating_sub(1), time_key))
@@ -667,13 +585,6 @@ fn parse_stored(bytes: &[u8], position: usize, path: &Path) -> Result<BatchHeade
     Ok(header)
 }
 
-fn poisoned(path: &Path) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other("index lock poisoned by a panic"),
-    }
-}
-
 /// A closed segment: read-only, with checked indexes.
 pub struct SealedSegment {
     base_offset: u64,
@@ -722,7 +633,7 @@ impl SealedSegment {
                     .map_or(base_offset, |e| base_offset + u64::from(e.relative_offset));
                 let tail = scan(&bytes[start.min(bytes.len())..], expected, u32::MAX);
                 if let Some(reason) = tail.stopped {
-                    return Err(corrupt(start as u64 + tail.valid_bytes, reason));
+                    return Err(corrupt(start as u64 + tail.valid_bytes, reason.to_string()));
                 }
                 let max = times
                     .lookup(i64::MAX, time_key)
@@ -737,7 +648,7 @@ impl SealedSegment {
             _ => {
                 let full = scan(bytes, base_offset, config.index_interval_bytes);
                 if let Some(reason) = full.stopped {
-                    return Err(corrupt(full.valid_bytes, reason));
+                    return Err(corrupt(full.valid_bytes, reason.to_string()));
                 }
                 tracing::info!(path = %path.display(), "rebuilt indexes of sealed segment");
                 let mut time_entries = full.time_entries;

@@ -24,6 +24,10 @@ use crate::error::{Error, Result};
 use crate::records::DECOMPRESSED_BATCH_BYTES_MAX;
 use crate::varint::{get_varint, get_varlong};
 
+mod fault;
+
+use fault::RecordFault;
+
 /// How many times its size a compressed batch may expand to.
 ///
 /// Producers that size batches by their compressed estimate (Kafka's do) send records
@@ -104,87 +108,88 @@ fn walk(header: &BatchHeader, records: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Why one record is malformed, before its index is prefixed; built only on failure.
-type Reason = String;
-
 /// Checks the record at the front of `input` and advances past it.
-fn walk_record(input: &mut &[u8], index: u32) -> Result<(), Reason> {
+fn walk_record(input: &mut &[u8], index: u32) -> Result<(), RecordFault> {
     let length = varint(input, "length")?;
     let Ok(length) = usize::try_from(length) else {
-        return Err(format!("negative length {length}"));
+        return Err(RecordFault::NegativeLength(length));
     };
     if length > input.len() {
-        return Err(format!(
-            "length {length} runs past the end of the records section ({} bytes remain)",
-            input.len()
-        ));
+        return Err(RecordFault::PastSection {
+            length,
+            remain: input.len(),
+        });
     }
     let (mut body, rest) = input.split_at(length);
     *input = rest;
     let Some((_attributes, after)) = body.split_first() else {
-        return Err("length 0 leaves no room for the attributes".into());
+        return Err(RecordFault::NoAttributes);
     };
     body = after;
     varlong(&mut body, "timestamp delta")?;
     let offset_delta = varint(&mut body, "offset delta")?;
     if i64::from(offset_delta) != i64::from(index) {
-        return Err(format!(
-            "offset delta {offset_delta}, expected {index} (deltas run 0..n-1 in order)"
-        ));
+        return Err(RecordFault::OffsetDelta {
+            got: offset_delta,
+            expected: index,
+        });
     }
     nullable(&mut body, "key")?;
     nullable(&mut body, "value")?;
     walk_headers(&mut body)?;
     if !body.is_empty() {
-        return Err(format!(
-            "length {length} leaves {} bytes after the last field",
-            body.len()
-        ));
+        return Err(RecordFault::Trailing {
+            length,
+            left: body.len(),
+        });
     }
     Ok(())
 }
 
 /// Checks a record's header count and headers, advancing past them.
-fn walk_headers(body: &mut &[u8]) -> Result<(), Reason> {
+fn walk_headers(body: &mut &[u8]) -> Result<(), RecordFault> {
     let count = varint(body, "header count")?;
     let Ok(count) = usize::try_from(count) else {
-        return Err(format!("negative header count {count}"));
+        return Err(RecordFault::NegativeHeaderCount(count));
     };
     // Each header takes at least two bytes (its key length and its value length).
     if count > body.len() / 2 {
-        return Err(format!(
-            "header count {count} is more than the {} bytes left in the record can hold",
-            body.len()
-        ));
+        return Err(RecordFault::TooManyHeaders {
+            count,
+            left: body.len(),
+        });
     }
-    for header in 0..count {
-        let Some(key) = nullable(body, "key").map_err(|r| format!("header {header}: {r}"))? else {
-            return Err(format!("header {header}: null key"));
+    for index in 0..count {
+        let in_header = |fault| RecordFault::Header {
+            index,
+            fault: Box::new(fault),
+        };
+        let Some(key) = nullable(body, "key").map_err(in_header)? else {
+            return Err(RecordFault::NullHeaderKey(index));
         };
         if std::str::from_utf8(key).is_err() {
-            return Err(format!("header {header}: key is not utf-8"));
+            return Err(RecordFault::HeaderKeyNotUtf8(index));
         }
-        nullable(body, "value").map_err(|r| format!("header {header}: {r}"))?;
+        nullable(body, "value").map_err(in_header)?;
     }
     Ok(())
 }
 
 /// Splits a length-prefixed field (-1 for null) off the front of `body`.
-fn nullable<'a>(body: &mut &'a [u8], field: &str) -> Result<Option<&'a [u8]>, Reason> {
+fn nullable<'a>(body: &mut &'a [u8], field: &'static str) -> Result<Option<&'a [u8]>, RecordFault> {
     let length = varint(body, field)?;
     if length == -1 {
         return Ok(None);
     }
     let Ok(length) = usize::try_from(length) else {
-        return Err(format!(
-            "{field} length {length} is negative (only -1, null, is allowed)"
-        ));
+        return Err(RecordFault::NegativeField { field, length });
     };
     if length > body.len() {
-        return Err(format!(
-            "{field} length {length} runs past the end of the record ({} bytes remain)",
-            body.len()
-        ));
+        return Err(RecordFault::FieldPastEnd {
+            field,
+            length,
+            remain: body.len(),
+        });
     }
     let (bytes, rest) = body.split_at(length);
     *body = rest;
@@ -192,22 +197,21 @@ fn nullable<'a>(body: &mut &'a [u8], field: &str) -> Result<Option<&'a [u8]>, Re
 }
 
 #[inline]
-fn varint(input: &mut &[u8], field: &str) -> Result<i32, Reason> {
-    get_varint(input).map_err(|e| reason(field, e))
+fn varint(input: &mut &[u8], field: &'static str) -> Result<i32, RecordFault> {
+    get_varint(input).map_err(|e| fault(field, e))
 }
 
 #[inline]
-fn varlong(input: &mut &[u8], field: &str) -> Result<i64, Reason> {
-    get_varlong(input).map_err(|e| reason(field, e))
+fn varlong(input: &mut &[u8], field: &'static str) -> Result<i64, RecordFault> {
+    get_varlong(input).map_err(|e| fault(field, e))
 }
 
-/// The reason of a varint error, named after its field and without the "malformed
-/// batch" prefix.
+/// The fault of a varint error, named after its field.
 #[cold]
-fn reason(field: &str, error: Error) -> Reason {
-    match error {
-        Error::MalformedBatch { reason } => format!("{field}: {reason}"),
-        other => format!("{field}: {other}"),
+fn fault(field: &'static str, error: Error) -> RecordFault {
+    RecordFault::Varint {
+        field,
+        error: Box::new(error),
     }
 }
 

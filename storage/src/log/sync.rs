@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::Log;
 use crate::config::FsyncPolicy;
 use crate::error::{Error, Result};
+use crate::lock::recover;
 
 /// Progress of syncing a log, under `Log::sync`.
 pub(super) struct SyncState {
@@ -25,7 +26,7 @@ pub(super) struct SyncState {
 impl Log {
     /// Every offset below this is known to be on disk (fsynced).
     pub fn durable_offset(&self) -> u64 {
-        self.sync.lock().map_or(0, |s| s.durable_offset)
+        recover(self.sync.lock()).durable_offset
     }
 
     /// Applies the fsync policy after an append that ends at `end_offset`.
@@ -33,10 +34,7 @@ impl Log {
         match self.alterable().fsync {
             FsyncPolicy::Always => self.sync_to(end_offset),
             FsyncPolicy::Interval(every) => {
-                let due = self
-                    .sync
-                    .lock()
-                    .map_or(true, |s| s.last_sync.elapsed() >= every);
+                let due = recover(self.sync.lock()).last_sync.elapsed() >= every;
                 if due {
                     self.sync_to(end_offset)
                 } else {
@@ -55,10 +53,7 @@ impl Log {
     /// Runs [`Log::flush`] if the interval policy says one is due (for a background timer).
     pub fn flush_if_due(&self) -> Result<()> {
         if let FsyncPolicy::Interval(every) = self.alterable().fsync {
-            let due = self
-                .sync
-                .lock()
-                .map_or(true, |s| s.last_sync.elapsed() >= every);
+            let due = recover(self.sync.lock()).last_sync.elapsed() >= every;
             if due {
                 return self.flush();
             }
@@ -72,14 +67,14 @@ impl Log {
     /// before they became durable): an append is acknowledged only for bytes that are
     /// in the log and on disk.
     fn sync_to(&self, target: u64) -> Result<()> {
-        let mut state = self.sync.lock().map_err(|_| self.failed_error())?;
+        let mut state = recover(self.sync.lock());
         loop {
             self.check_not_failed()?;
             if state.durable_offset >= target {
                 return Ok(());
             }
             if state.running {
-                state = self.synced.wait(state).map_err(|_| self.failed_error())?;
+                state = recover(self.synced.wait(state));
                 continue;
             }
             // Read the target before choosing the file: a segment sealed in between was
@@ -97,7 +92,7 @@ impl Log {
             drop(state);
             let active = self.read_segments().active.clone();
             let result = active.sync();
-            state = self.sync.lock().map_err(|_| self.failed_error())?;
+            state = recover(self.sync.lock());
             state.running = false;
             self.synced.notify_all();
             if let Err(e) = result {
@@ -114,9 +109,8 @@ impl Log {
     }
 
     pub(super) fn lower_durable_offset(&self, end: u64) {
-        if let Ok(mut state) = self.sync.lock() {
-            state.durable_offset = state.durable_offset.min(end);
-            state.generation += 1;
-        }
+        let mut state = recover(self.sync.lock());
+        state.durable_offset = state.durable_offset.min(end);
+        state.generation += 1;
     }
 }
