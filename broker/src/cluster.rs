@@ -31,9 +31,11 @@ pub struct ClusterLink {
 
 impl ClusterLink {
     /// A link to the cluster managers at `addresses` (connected lazily).
-    pub fn new(addresses: Vec<String>) -> Result<Self, String> {
+    pub fn new(addresses: Vec<String>) -> crate::Result<Self> {
         if addresses.is_empty() {
-            return Err("no cluster-manager address given".into());
+            return Err(crate::Error::InvalidArgument(
+                "no cluster-manager address given".into(),
+            ));
         }
         Ok(ClusterLink {
             addresses,

@@ -142,8 +142,8 @@ async fn follow(
         if !truncated {
             match truncate_diverged(&mut leader_stub, &topic, index, &partition).await {
                 Ok(()) => truncated = true,
-                Err(message) => {
-                    tracing::debug!(topic, partition = index, error = %message, "epoch check failed; retrying");
+                Err(e) => {
+                    tracing::debug!(topic, partition = index, error = %e, "epoch check failed; retrying");
                     tokio::time::sleep(FOLLOWER_RETRY).await;
                     continue;
                 }
@@ -198,7 +198,7 @@ async fn truncate_diverged(
     topic: &str,
     index: u32,
     partition: &Partition,
-) -> Result<(), String> {
+) -> crate::Result<()> {
     let Some(last_epoch) = partition.log().last_epoch() else {
         return Ok(());
     };
@@ -210,7 +210,7 @@ async fn truncate_diverged(
     let answer = leader
         .offset_for_leader_epoch(request)
         .await
-        .map_err(|s| s.message().to_string())?
+        .map_err(|s| crate::Error::Unavailable(format!("leader: {}", s.message())))?
         .into_inner();
     let own_end = partition.log().log_end_offset();
     if answer.end_offset < own_end {
@@ -222,10 +222,7 @@ async fn truncate_diverged(
             last_epoch,
             "truncating a diverged suffix"
         );
-        partition
-            .truncate(answer.end_offset, false)
-            .await
-            .map_err(|e| e.to_string())?;
+        partition.truncate(answer.end_offset, false).await?;
     }
     Ok(())
 }

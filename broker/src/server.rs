@@ -48,7 +48,7 @@ pub async fn run_with(
         path: config.data_dir.clone(),
         reason: format!("cannot create it: {e}"),
     })?;
-    let link = ClusterLink::new(config.cluster_managers.clone()).map_err(Error::InvalidArgument)?;
+    let link = ClusterLink::new(config.cluster_managers.clone())?;
     let broker = Arc::new(Broker::new(config, Arc::new(link)));
     // Served while it joins, since standalone's own cluster manager answers on this
     // address; until the first metadata is applied, topic requests are UNAVAILABLE

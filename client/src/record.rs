@@ -110,7 +110,7 @@ pub fn decode_fetched(
                 offset: header.base_offset,
                 next_offset: Some(header.next_offset()),
                 batch: fetched.slice_ref(bytes),
-                reason,
+                reason: reason.to_string(),
             });
         }
         next = next.max(header.next_offset());
@@ -125,16 +125,15 @@ fn decode_batch(
     bytes: &[u8],
     from_offset: u64,
     out: &mut Vec<ConsumerRecord>,
-) -> Result<(), String> {
-    let decoded =
-        DecodedBatch::new(bytes, DECOMPRESSED_BATCH_BYTES_MAX).map_err(|e| e.to_string())?;
+) -> Result<(), pubsub_storage::Error> {
+    let decoded = DecodedBatch::new(bytes, DECOMPRESSED_BATCH_BYTES_MAX)?;
     let (header, records) = decoded.into_parts();
     let owner = match records {
         Cow::Borrowed(records) => fetched.slice_ref(records),
         Cow::Owned(records) => Bytes::from(records),
     };
     for record in record_iter(header, &owner) {
-        let record = record.map_err(|e| e.to_string())?;
+        let record = record?;
         if record.offset < from_offset {
             continue;
         }

@@ -292,30 +292,31 @@ async fn print_records(
 }
 
 /// `--from-time` against the current clock.
-pub fn parse_from_time_now(text: &str) -> Result<i64, String> {
+pub fn parse_from_time_now(text: &str) -> anyhow::Result<i64> {
     parse_from_time(text, SystemTime::now())
 }
 
 /// Parses an RFC 3339 time, or a duration meaning that long before `now`; returns ms
 /// since the epoch.
-fn parse_from_time(text: &str, now: SystemTime) -> Result<i64, String> {
+fn parse_from_time(text: &str, now: SystemTime) -> anyhow::Result<i64> {
     let text = text.trim();
     let time = match humantime::parse_rfc3339_weak(text) {
         Ok(time) => time,
         Err(_) => {
             let ago = humantime::parse_duration(text).map_err(|_| {
-                format!(
+                anyhow::anyhow!(
                     "invalid time {text:?}: expected RFC 3339 (2024-05-01T12:00:00Z) or a duration ago (10m, 2h)"
                 )
             })?;
             now.checked_sub(ago)
-                .ok_or_else(|| format!("{text:?} ago is before the clock's range"))?
+                .ok_or_else(|| anyhow::anyhow!("{text:?} ago is before the clock's range"))?
         }
     };
     let since_epoch = time
         .duration_since(UNIX_EPOCH)
-        .map_err(|_| format!("time {text:?} is before 1970"))?;
-    i64::try_from(since_epoch.as_millis()).map_err(|_| format!("time {text:?} is too far ahead"))
+        .map_err(|_| anyhow::anyhow!("time {text:?} is before 1970"))?;
+    i64::try_from(since_epoch.as_millis())
+        .map_err(|_| anyhow::anyhow!("time {text:?} is too far ahead"))
 }
 
 #[cfg(test)]
@@ -414,26 +415,31 @@ mod tests {
     fn from_time_takes_rfc3339_or_a_duration_ago() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(
-            parse_from_time("2024-05-01T12:00:00Z", now),
-            Ok(1_714_564_800_000)
+            parse_from_time("2024-05-01T12:00:00Z", now).unwrap(),
+            1_714_564_800_000
         );
         assert_eq!(
-            parse_from_time("2024-05-01 12:00:00", now),
-            Ok(1_714_564_800_000)
+            parse_from_time("2024-05-01 12:00:00", now).unwrap(),
+            1_714_564_800_000
         );
-        assert_eq!(parse_from_time("10m", now), Ok(1_000_000_000 - 600_000));
         assert_eq!(
-            parse_from_time("1h 30m", now),
-            Ok(1_000_000_000 - 5_400_000)
+            parse_from_time("10m", now).unwrap(),
+            1_000_000_000 - 600_000
+        );
+        assert_eq!(
+            parse_from_time("1h 30m", now).unwrap(),
+            1_000_000_000 - 5_400_000
         );
         assert!(
             parse_from_time("yesterday", now)
                 .unwrap_err()
+                .to_string()
                 .contains("RFC 3339")
         );
         assert!(
             parse_from_time("100000h", now)
                 .unwrap_err()
+                .to_string()
                 .contains("before 1970")
         );
     }
