@@ -76,8 +76,6 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// Cap on the retry delay.
     pub retry_backoff_max: Duration,
-    /// Records queued before `send` waits: bounds the producer's memory.
-    pub queue_records: usize,
     /// Number batches per partition so the broker drops a retried batch it already
     /// stored and refuses one out of order (an idempotent producer).
     pub idempotence: bool,
@@ -94,7 +92,6 @@ impl Default for ProducerConfig {
             retries: 8,
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(2),
-            queue_records: 65_536,
             idempotence: true,
         }
     }

@@ -311,6 +311,9 @@ pub enum Error {
     /// The gRPC server failed (its listener, say).
     #[error("grpc server: {0}")]
     Server(#[from] tonic::transport::Error),
+    /// The reflection service could not be built from the descriptors.
+    #[error("grpc reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 impl Error {

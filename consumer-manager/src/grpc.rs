@@ -34,6 +34,7 @@ fn code(error: &Error) -> Code {
         | Error::Undecodable { .. } => Code::FailedPrecondition,
         Error::MemberRemoved { .. } => Code::Aborted,
         Error::BrokersUnreachable { .. } | Error::Reloading | Error::Server(_) => Code::Unavailable,
+        Error::Reflection(_) => Code::Internal,
         Error::Broker(e) => match e.code() {
             Some(code) => code,
             None if e.is_retriable() => Code::Unavailable,

@@ -1,12 +1,12 @@
 //! Running a consumer manager: the background work (reloading a failed database,
 //! session expiry, topic checks, keep-until-consumed deletion) and, for
-//! `pubsubd consumer-manager`, its own gRPC server.
+//! `pubsubd consumer-manager`, its own gRPC server (the project's server builder,
+//! with health and reflection).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pubsub_proto::MAX_FRAME_BYTES;
 use pubsub_proto::v1::consumer_manager_server::ConsumerManagerServer;
 use tokio::net::TcpListener;
 
@@ -93,10 +93,13 @@ pub async fn run(
         }
     });
     tracing::info!(address = ?listener.local_addr().ok(), "consumer manager listening");
-    let result = tonic::transport::Server::builder()
-        .layer(pubsub_proto::OversizeLayer)
-        .max_frame_size(Some(MAX_FRAME_BYTES))
+    let served = [pubsub_proto::v1::consumer_manager_server::SERVICE_NAME];
+    let reflection_v1 = pubsub_proto::serve::reflection_v1(&served)?;
+    let reflection_v1alpha = pubsub_proto::serve::reflection_v1alpha(&served)?;
+    let result = pubsub_proto::serve::server()
         .add_service(pubsub_proto::with_limits!(health_service))
+        .add_service(pubsub_proto::with_limits!(reflection_v1))
+        .add_service(pubsub_proto::with_limits!(reflection_v1alpha))
         .add_service(grpc_service(supervisor.clone()))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -870,6 +870,22 @@ async fn the_consumer_manager_role_follows_partition_leaders_in_a_cluster() {
         managers,
     ];
     let consumers = Server::spawn(&data, args, "127.0.0.1:0");
+    // Its own server lists, by reflection, exactly what it serves.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", consumers.address()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let services = crate::grpc::reflected_services(channel).await;
+    assert!(
+        services.contains(&"pubsub.v1.ConsumerManager".to_string()),
+        "{services:?}"
+    );
+    assert!(
+        !services.contains(&"pubsub.v1.Broker".to_string()),
+        "{services:?}"
+    );
     let bootstrap = cluster.brokers[0].address().to_string();
     let client = Client::connect(&bootstrap).await.unwrap();
     Admin::new(client.clone())

@@ -61,27 +61,7 @@ async fn health_and_reflection_answer_with_compression() {
         assert!(topics.is_ok(), "{encoding:?}: {topics:?}");
     }
 
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut v1 =
-        ServerReflectionClient::new(channel.clone()).send_compressed(CompressionEncoding::Gzip);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = v1
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        responses.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected a service list");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let names = reflected_services(channel.clone()).await;
     assert!(names.contains(&"pubsub.v1.Broker".to_string()), "{names:?}");
     assert!(names.contains(&"pubsub.v1.Admin".to_string()), "{names:?}");
     assert!(
@@ -114,4 +94,28 @@ async fn health_and_reflection_answer_with_compression() {
         response.message_response,
         Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(_))
     ));
+}
+
+/// The services reflection (v1, gzip) lists on `channel`.
+pub async fn reflected_services(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut v1 = ServerReflectionClient::new(channel).send_compressed(CompressionEncoding::Gzip);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = v1
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    list.service.into_iter().map(|s| s.name).collect()
 }
