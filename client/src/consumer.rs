@@ -358,9 +358,8 @@ impl Consumer {
                     }
                 }
             }
-            Err(Error::Server {
-                code: tonic::Code::OutOfRange,
-                valid_range: Some((start, _)),
+            Err(Error::OutOfRange {
+                range: Some((start, _)),
                 ..
             }) if self.config.reset_on_out_of_range && done.offset < start => {
                 tracing::warn!(

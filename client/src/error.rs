@@ -10,18 +10,78 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// every record waiting on it.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
-    /// The server answered with an error status.
+    /// The topic, partition, subscription or member does not exist (or not yet on
+    /// the broker asked: metadata reaches brokers one by one).
+    #[error("{message}")]
+    NotFound {
+        /// The server's message.
+        message: String,
+    },
+    /// A topic or subscription of that name exists with other settings.
+    #[error("{message}")]
+    AlreadyExists {
+        /// The server's message.
+        message: String,
+    },
+    /// The broker asked does not lead the partition: send it to `leader`, or look
+    /// the leader up again if the broker did not know it.
+    #[error("{message}")]
+    NotLeader {
+        /// The leader's client address, when the broker knew it.
+        leader: Option<String>,
+        /// The server's message.
+        message: String,
+    },
+    /// An offset outside the partition's log.
+    #[error("{message}")]
+    OutOfRange {
+        /// The valid offsets `[start, end)`, when the broker sent them.
+        range: Option<(u64, u64)>,
+        /// The server's message.
+        message: String,
+    },
+    /// A limit was exceeded, or the broker's disk is (almost) full: sending the same
+    /// thing again does not help.
+    #[error("{message}")]
+    ResourceExhausted {
+        /// The server's message (it names the limit).
+        message: String,
+    },
+    /// The caller's view is stale: a group generation, a producer sequence, a record
+    /// it does not hold.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// The server's message.
+        message: String,
+    },
+    /// The call was cut short for a reason that passes (a produce stream ended behind
+    /// a failed request, a stream member removed): retry at once.
+    #[error("{message}")]
+    Aborted {
+        /// The server's message.
+        message: String,
+    },
+    /// The server cannot serve it right now (no leader yet, not enough in-sync
+    /// replicas, no answer in time): a retry may work.
+    #[error("{message}")]
+    Unavailable {
+        /// The server's message.
+        message: String,
+    },
+    /// The server failed (a storage error), or the link to it broke mid-stream in a
+    /// way HTTP/2 reports as an internal error.
+    #[error("{message}")]
+    Internal {
+        /// The server's message.
+        message: String,
+    },
+    /// Any other answer (an unimplemented call, say).
     #[error("{message}")]
     Server {
         /// gRPC status code.
         code: Code,
         /// The server's message.
         message: String,
-        /// For OUT_OF_RANGE fetches: the valid offsets, if the server sent them.
-        valid_range: Option<(u64, u64)>,
-        /// For UNAVAILABLE from a broker that does not lead the partition: the
-        /// leader's address, if the broker knows it.
-        leader_address: Option<String>,
     },
     /// The server could not be reached or the connection broke.
     #[error("cannot reach {address}: {message}")]
@@ -67,20 +127,52 @@ pub enum Error {
 }
 
 impl Error {
-    /// The gRPC code of a server error.
-    pub fn code(&self) -> Option<Code> {
-        match self {
-            Error::Server { code, .. } => Some(*code),
-            _ => None,
+    /// The error a server status `code` with `message` (and, for a broker that does
+    /// not lead, the `leader` it named; for OUT_OF_RANGE, the valid `range`) means.
+    pub(crate) fn from_code(
+        code: Code,
+        message: String,
+        leader: Option<String>,
+        range: Option<(u64, u64)>,
+    ) -> Error {
+        match code {
+            Code::NotFound => Error::NotFound { message },
+            Code::AlreadyExists => Error::AlreadyExists { message },
+            Code::InvalidArgument => Error::InvalidArgument(message),
+            Code::OutOfRange => Error::OutOfRange { range, message },
+            Code::ResourceExhausted => Error::ResourceExhausted { message },
+            Code::FailedPrecondition => Error::FailedPrecondition { message },
+            Code::Aborted => Error::Aborted { message },
+            Code::Unavailable if leader.is_some() => Error::NotLeader { leader, message },
+            Code::Internal => Error::Internal { message },
+            code if net::is_transient(code) => Error::Unavailable { message },
+            code => Error::Server { code, message },
         }
+    }
+
+    /// The gRPC code the error stands for (a server that relays it answers with it).
+    pub fn code(&self) -> Option<Code> {
+        Some(match self {
+            Error::NotFound { .. } => Code::NotFound,
+            Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::OutOfRange { .. } => Code::OutOfRange,
+            Error::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::Aborted { .. } => Code::Aborted,
+            Error::NotLeader { .. } | Error::Unavailable { .. } => Code::Unavailable,
+            Error::Internal { .. } => Code::Internal,
+            Error::Server { code, .. } => *code,
+            _ => return None,
+        })
     }
 
     /// The partition leader's address a broker named when it refused a request it
     /// does not lead: where to send it again.
     pub fn leader_hint(&self) -> Option<&str> {
         match self {
-            Error::Server {
-                leader_address: Some(address),
+            Error::NotLeader {
+                leader: Some(address),
                 ..
             } => Some(address),
             _ => None,
@@ -90,16 +182,20 @@ impl Error {
     /// True for a NOT_FOUND that may be a broker not yet knowing a new topic: worth a
     /// bounded retry against a partition leader (the metadata reaches brokers one by one).
     pub fn may_be_metadata_lag(&self) -> bool {
-        self.code() == Some(Code::NotFound)
+        matches!(self, Error::NotFound { .. })
     }
 
-    /// True for errors a retry may cure: the server was unavailable or the link broke.
+    /// True for errors a retry may cure: the server was unavailable, the partition
+    /// moved, the call was aborted, or the link broke.
     pub fn is_retriable(&self) -> bool {
-        match self {
-            Error::Server { code, .. } => net::is_transient(*code),
-            Error::Transport { .. } | Error::OutcomeUnknown(_) => true,
-            _ => false,
-        }
+        matches!(
+            self,
+            Error::Unavailable { .. }
+                | Error::NotLeader { .. }
+                | Error::Aborted { .. }
+                | Error::Transport { .. }
+                | Error::OutcomeUnknown(_)
+        )
     }
 }
 
@@ -114,21 +210,69 @@ impl From<tonic::Status> for Error {
             _ => None,
         };
         let message = match status.code() {
-            Code::Unavailable
-                if net::never_sent(&status)
-                    || status.message().contains("tcp connect")
-                    || status.message().contains("transport") =>
-            {
+            Code::Unavailable if net::never_sent(&status) => {
                 format!("server unavailable: {}", status.message())
             }
             _ => status.message().to_string(),
         };
-        let leader_address = net::leader_hint(&status);
-        Error::Server {
-            code: status.code(),
+        Error::from_code(
+            status.code(),
             message,
+            net::leader_hint(&status),
             valid_range,
-            leader_address,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_become_domain_errors_and_keep_their_code() {
+        let mut moved = tonic::Status::unavailable("broker 2 is not the leader of t-0");
+        moved
+            .metadata_mut()
+            .insert(net::keys::LEADER_ADDRESS, "b1:9392".parse().unwrap());
+        let moved = Error::from(moved);
+        assert_eq!(moved.leader_hint(), Some("b1:9392"));
+        assert!(moved.is_retriable());
+        assert_eq!(moved.code(), Some(Code::Unavailable));
+
+        let mut range = tonic::Status::out_of_range("offset 9 is out of range");
+        range
+            .metadata_mut()
+            .insert(net::keys::LOG_START_OFFSET, "2".parse().unwrap());
+        range
+            .metadata_mut()
+            .insert(net::keys::LOG_END_OFFSET, "5".parse().unwrap());
+        assert!(matches!(
+            Error::from(range),
+            Error::OutOfRange {
+                range: Some((2, 5)),
+                ..
+            }
+        ));
+
+        let cases = [
+            (Code::NotFound, false),
+            (Code::AlreadyExists, false),
+            (Code::InvalidArgument, false),
+            (Code::ResourceExhausted, false),
+            (Code::FailedPrecondition, false),
+            (Code::Aborted, true),
+            (Code::Unavailable, true),
+            (Code::Internal, false),
+            (Code::Unimplemented, false),
+        ];
+        for (code, retriable) in cases {
+            let error = Error::from(tonic::Status::new(code, "x"));
+            assert_eq!(error.code(), Some(code), "{error:?}");
+            assert_eq!(error.is_retriable(), retriable, "{error:?}");
         }
+        // A deadline or a broken link is a transient unavailability.
+        let late = Error::from(tonic::Status::deadline_exceeded("no answer"));
+        assert!(matches!(late, Error::Unavailable { .. }));
+        assert!(Error::from(tonic::Status::not_found("t")).may_be_metadata_lag());
     }
 }

@@ -39,14 +39,11 @@ impl Router {
             return Ok(address);
         }
         self.refresh().await?;
-        self.cached(partition)?.ok_or_else(|| Error::Server {
-            code: tonic::Code::Unavailable,
+        self.cached(partition)?.ok_or_else(|| Error::Unavailable {
             message: format!(
                 "partition {partition} of topic {:?} has no leader right now",
                 self.topic
             ),
-            valid_range: None,
-            leader_address: None,
         })
     }
 

@@ -257,11 +257,9 @@ mod tests {
 
     #[test]
     fn broker_errors_keep_their_code() {
-        let broker = pubsub_client::Error::Server {
-            code: Code::OutOfRange,
+        let broker = pubsub_client::Error::OutOfRange {
+            range: Some((0, 5)),
             message: "offset 9 is out of range".into(),
-            valid_range: Some((0, 5)),
-            leader_address: None,
         };
         check(Error::Broker(broker), Code::OutOfRange);
     }

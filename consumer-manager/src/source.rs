@@ -160,7 +160,7 @@ impl Source {
             .on_bootstrap(|admin| async move { admin.describe_topic(topic).await })
             .await;
         match described {
-            Err(Error::Broker(e)) if e.code() == Some(tonic::Code::NotFound) => {
+            Err(Error::Broker(pubsub_client::Error::NotFound { .. })) => {
                 Err(Error::TopicNotFound {
                     topic: topic.to_string(),
                 })
@@ -198,7 +198,7 @@ impl Source {
                 Err(e)
                     if (e.is_retriable()
                         || e.may_be_metadata_lag()
-                        || e.code() == Some(tonic::Code::FailedPrecondition))
+                        || matches!(e, pubsub_client::Error::FailedPrecondition { .. }))
                         && attempt < RETRIES =>
                 {
                     attempt += 1;
@@ -259,9 +259,8 @@ impl Source {
                     topic_created_ms: response.topic_created_ms,
                 }))
             }
-            Err(Error::Broker(pubsub_client::Error::Server {
-                code: tonic::Code::OutOfRange,
-                valid_range: Some((start, end)),
+            Err(Error::Broker(pubsub_client::Error::OutOfRange {
+                range: Some((start, end)),
                 ..
             })) if offset < start || offset > end => Ok(if offset < start {
                 ReadOutcome::BelowStart { log_start: start }
@@ -328,7 +327,7 @@ impl Source {
                 ..Default::default()
             })
             .await
-            && e.code() != Some(tonic::Code::AlreadyExists)
+            && !matches!(e, pubsub_client::Error::AlreadyExists { .. })
         {
             return Err(e.into());
         }

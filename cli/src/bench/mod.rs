@@ -174,7 +174,7 @@ async fn prepare_topic(client: &Client, topic: &TopicArgs) -> anyhow::Result<()>
     let admin = Admin::new(client.clone());
     match admin.delete_topic(&topic.topic).await {
         Ok(()) => {}
-        Err(e) if e.code() == Some(pubsub_client::Code::NotFound) => {}
+        Err(pubsub_client::Error::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     let config = pubsub_client::TopicConfig {

@@ -175,7 +175,7 @@ pub async fn subscribe(global: &GlobalArgs, args: SubscribeArgs) -> anyhow::Resu
     {
         Ok(_) => {}
         // Joining an existing subscription with default flags: use it as it is.
-        Err(e) if e.code() == Some(tonic::Code::AlreadyExists) && !changes_options(&args) => {}
+        Err(pubsub_client::Error::AlreadyExists { .. }) if !changes_options(&args) => {}
         Err(e) => return Err(e.into()),
     }
     if args.count == Some(0) {
@@ -252,10 +252,8 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 fn can_reconnect(error: &pubsub_client::Error) -> bool {
     error.is_retriable()
         || matches!(error, pubsub_client::Error::Closed)
-        || matches!(
-            error.code(),
-            Some(tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled)
-        )
+        // A server that went away mid-stream can surface as an internal error.
+        || matches!(error, pubsub_client::Error::Internal { .. })
 }
 
 /// Opens the subscription's stream again after `error`, retrying for up to

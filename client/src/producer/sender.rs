@@ -186,7 +186,7 @@ impl PartitionSender {
                                 // later batches were not appended and are resent.
                                 outstanding.push_front(batch);
                                 let code = tonic::Code::from_i32(error.code);
-                                let error = Error::Server { code, message: error.message, valid_range: None, leader_address: error.leader_address };
+                                let error = Error::from_code(code, error.message, error.leader_address, None);
                                 return self.fail_attempt(outstanding, error, Some(&leader));
                             }
                         }
