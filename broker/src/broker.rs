@@ -30,7 +30,7 @@ use crate::topic::TopicRecord;
 const METADATA_WAIT: Duration = Duration::from_secs(15);
 
 /// A topic and the replicas of it this broker hosts.
-pub struct HostedTopic {
+pub(crate) struct HostedTopic {
     /// The topic's metadata, settings resolved.
     pub record: TopicRecord,
     /// Placement, leaders and in-sync replicas, as the cluster manager sent them.
@@ -40,7 +40,7 @@ pub struct HostedTopic {
 }
 
 /// The broker's state: hosted topics and the cluster view they come from.
-pub struct Broker {
+pub(crate) struct Broker {
     config: BrokerConfig,
     link: Arc<ClusterLink>,
     topics: RwLock<HashMap<String, Arc<HostedTopic>>>,
@@ -62,7 +62,7 @@ pub struct Broker {
 }
 
 /// Directory of one partition: `<data>/<topic>-<partition>`.
-pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
+pub(crate) fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
@@ -97,7 +97,12 @@ fn claim_for_incarnation(dir: &Path, created_ms: u64) -> Result<()> {
 }
 
 /// The answer to a request for a partition this broker does not lead.
-pub fn not_leader(broker: &Broker, topic: &str, partition: u32, leader: Option<u32>) -> Error {
+pub(crate) fn not_leader(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+    leader: Option<u32>,
+) -> Error {
     let address = leader.and_then(|id| broker.broker_address(id));
     Error::NotLeader {
         topic: topic.to_string(),
@@ -110,7 +115,7 @@ pub fn not_leader(broker: &Broker, topic: &str, partition: u32, leader: Option<u
 
 impl Broker {
     /// A broker with no topics yet, linked to the cluster managers.
-    pub fn new(config: BrokerConfig, link: Arc<ClusterLink>) -> Self {
+    pub(crate) fn new(config: BrokerConfig, link: Arc<ClusterLink>) -> Self {
         let disk = Arc::new(DiskSpace::new(
             config.data_dir.clone(),
             config.min_free_bytes,
@@ -130,28 +135,28 @@ impl Broker {
     }
 
     /// The broker's configuration.
-    pub fn config(&self) -> &BrokerConfig {
+    pub(crate) fn config(&self) -> &BrokerConfig {
         &self.config
     }
 
     /// Marks the first metadata snapshot applied: topic requests are served from now.
-    pub fn mark_joined(&self) {
+    pub(crate) fn mark_joined(&self) {
         self.joined.send_replace(true);
     }
 
     /// Turns true once the broker has joined the cluster.
-    pub fn joined_watch(&self) -> watch::Receiver<bool> {
+    pub(crate) fn joined_watch(&self) -> watch::Receiver<bool> {
         self.joined.subscribe()
     }
 
     /// Resolves once the broker has joined the cluster.
-    pub async fn joined(&self) {
+    pub(crate) async fn joined(&self) {
         let _ = self.joined.subscribe().wait_for(|&joined| joined).await;
     }
 
     /// UNAVAILABLE until the broker has joined: before that it knows no topic, and
     /// "does not exist" would be a lie.
-    pub fn ready(&self) -> Result<()> {
+    pub(crate) fn ready(&self) -> Result<()> {
         if *self.joined.borrow() {
             return Ok(());
         }
@@ -162,22 +167,22 @@ impl Broker {
     }
 
     /// This broker's lease at the cluster manager, renewed by its heartbeats.
-    pub fn lease(&self) -> &Lease {
+    pub(crate) fn lease(&self) -> &Lease {
         &self.lease
     }
 
     /// The link to the cluster managers.
-    pub fn link(&self) -> &Arc<ClusterLink> {
+    pub(crate) fn link(&self) -> &Arc<ClusterLink> {
         &self.link
     }
 
     /// The last applied cluster metadata.
-    pub fn view(&self) -> Arc<v1::ClusterMetadata> {
+    pub(crate) fn view(&self) -> Arc<v1::ClusterMetadata> {
         self.view.borrow().clone()
     }
 
     /// The address of broker `id`, from the metadata.
-    pub fn broker_address(&self, id: u32) -> Option<String> {
+    pub(crate) fn broker_address(&self, id: u32) -> Option<String> {
         self.view
             .borrow()
             .brokers
@@ -187,17 +192,17 @@ impl Broker {
     }
 
     /// The connections to other brokers that follower fetches share.
-    pub fn peers(&self) -> &crate::replication::Peers {
+    pub(crate) fn peers(&self) -> &crate::replication::Peers {
         &self.peers
     }
 
     /// True while some topic in the metadata could not be opened here.
-    pub fn has_unhosted(&self) -> bool {
+    pub(crate) fn has_unhosted(&self) -> bool {
         self.unhosted.read().is_ok_and(|u| !u.is_empty())
     }
 
     /// A hosted topic by name.
-    pub fn topic(&self, name: &str) -> Result<Arc<HostedTopic>> {
+    pub(crate) fn topic(&self, name: &str) -> Result<Arc<HostedTopic>> {
         self.ready()?;
         let hosted = self
             .topics
@@ -219,7 +224,7 @@ impl Broker {
     }
 
     /// Every known topic.
-    pub fn all_topics(&self) -> Vec<Arc<HostedTopic>> {
+    pub(crate) fn all_topics(&self) -> Vec<Arc<HostedTopic>> {
         self.topics
             .read()
             .map(|t| t.values().cloned().collect())
@@ -228,7 +233,7 @@ impl Broker {
 
     /// This broker's replica of a partition, whatever its role; NOT_FOUND if it holds
     /// none.
-    pub fn local_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+    pub(crate) fn local_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         let hosted = self.topic(topic)?;
         hosted
             .partitions
@@ -244,13 +249,17 @@ impl Broker {
 
     /// A partition this broker leads; otherwise NOT_FOUND or a not-leader error
     /// naming the leader.
-    pub fn leader_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+    pub(crate) fn leader_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         Ok(self.leader_replica(topic, partition)?.0)
     }
 
     /// [`Broker::leader_partition`] with the incarnation (`created_ms`) of the topic it
     /// belongs to, read from the same view, so a reader can tell a recreated topic.
-    pub fn leader_replica(&self, topic: &str, partition: u32) -> Result<(Arc<Partition>, u64)> {
+    pub(crate) fn leader_replica(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(Arc<Partition>, u64)> {
         let hosted = self.topic(topic)?;
         let Some(metadata) = hosted.metadata.partitions.get(partition as usize) else {
             return Err(Error::PartitionNotFound {
@@ -270,7 +279,10 @@ impl Broker {
 
     /// Applies a metadata snapshot: opens newly assigned replicas, updates leaders,
     /// deletes the data of deleted topics.
-    pub async fn apply_metadata(self: &Arc<Self>, metadata: v1::ClusterMetadata) -> Result<()> {
+    pub(crate) async fn apply_metadata(
+        self: &Arc<Self>,
+        metadata: v1::ClusterMetadata,
+    ) -> Result<()> {
         let _applying = self.applying.lock().await;
         if metadata.version < self.view.borrow().version {
             return Ok(());
@@ -458,7 +470,10 @@ impl Broker {
 
     /// Validates a topic, has the cluster manager create it, and waits until this
     /// broker has applied it.
-    pub async fn create_topic(&self, request: v1::CreateTopicRequest) -> Result<Arc<HostedTopic>> {
+    pub(crate) async fn create_topic(
+        &self,
+        request: v1::CreateTopicRequest,
+    ) -> Result<Arc<HostedTopic>> {
         let name =
             TopicName::new(request.name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if request.partitions == 0 || request.partitions > PARTITIONS_MAX {
@@ -495,7 +510,7 @@ impl Broker {
 
     /// Has the cluster manager change a topic's settings, and waits until this broker
     /// has applied them.
-    pub async fn alter_topic_config(
+    pub(crate) async fn alter_topic_config(
         &self,
         request: v1::AlterTopicConfigRequest,
     ) -> Result<Arc<HostedTopic>> {
@@ -518,7 +533,7 @@ impl Broker {
     }
 
     /// Has the cluster manager delete a topic, and waits until its data is gone here.
-    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+    pub(crate) async fn delete_topic(&self, name: &str) -> Result<()> {
         let request = v1::DeleteTopicRequest {
             name: name.to_string(),
         };
@@ -545,7 +560,7 @@ impl Broker {
     }
 
     /// Applies each topic's retention to its partitions; returns segments deleted.
-    pub async fn apply_retention(&self) -> Result<usize> {
+    pub(crate) async fn apply_retention(&self) -> Result<usize> {
         let mut deleted = 0;
         for topic in self.all_topics() {
             let policy = topic.record.retention();
@@ -565,7 +580,7 @@ impl Broker {
     }
 
     /// Directories of partition logs that failed after an fsync error.
-    pub fn failed_logs(&self) -> Vec<PathBuf> {
+    pub(crate) fn failed_logs(&self) -> Vec<PathBuf> {
         self.all_logs()
             .iter()
             .filter(|log| log.is_failed())
@@ -574,7 +589,7 @@ impl Broker {
     }
 
     /// Runs due interval fsyncs on every partition.
-    pub async fn flush_due(&self) -> Result<()> {
+    pub(crate) async fn flush_due(&self) -> Result<()> {
         let logs: Vec<Arc<Log>> = self
             .all_logs()
             .into_iter()
@@ -593,7 +608,7 @@ impl Broker {
     }
 
     /// Flushes every partition (clean shutdown).
-    pub async fn flush_all(&self) -> Result<()> {
+    pub(crate) async fn flush_all(&self) -> Result<()> {
         let logs = self.all_logs();
         blocking(move || {
             for log in logs {

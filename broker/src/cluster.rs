@@ -23,7 +23,7 @@ const ROUND_BACKOFF: Duration = Duration::from_millis(200);
 const ROUNDS_MAX: usize = 10;
 
 /// Connections to every cluster-manager node.
-pub struct ClusterLink {
+pub(crate) struct ClusterLink {
     addresses: Vec<String>,
     preferred: AtomicUsize,
     channels: ChannelPool,
@@ -31,7 +31,7 @@ pub struct ClusterLink {
 
 impl ClusterLink {
     /// A link to the cluster managers at `addresses` (connected lazily).
-    pub fn new(addresses: Vec<String>) -> crate::Result<Self> {
+    pub(crate) fn new(addresses: Vec<String>) -> crate::Result<Self> {
         if addresses.is_empty() {
             return Err(crate::Error::InvalidArgument(
                 "no cluster-manager address given".into(),
@@ -45,12 +45,12 @@ impl ClusterLink {
     }
 
     /// The configured cluster-manager addresses.
-    pub fn addresses(&self) -> &[String] {
+    pub(crate) fn addresses(&self) -> &[String] {
         &self.addresses
     }
 
     /// A stub for the node at `address`.
-    pub fn stub(&self, address: &str) -> Result<ClusterManagerClient<Channel>, Status> {
+    pub(crate) fn stub(&self, address: &str) -> Result<ClusterManagerClient<Channel>, Status> {
         let channel = self
             .channels
             .channel_with(address, |endpoint| endpoint.timeout(CALL_TIMEOUT))
@@ -62,7 +62,7 @@ impl ClusterLink {
 
     /// Runs `call` against the cluster managers, the last one that answered first,
     /// moving on while a node is unreachable or has no leader to forward to.
-    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    pub(crate) async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
     where
         F: Fn(ClusterManagerClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,

@@ -29,7 +29,7 @@ pub struct BrokerConfig {
 
 /// Default of [`BrokerConfig::min_free_bytes`]: room for the metadata databases
 /// and a restart, small next to any disk a broker runs on.
-pub const MIN_FREE_BYTES_DEFAULT: u64 = 64 << 20;
+pub(crate) const MIN_FREE_BYTES_DEFAULT: u64 = 64 << 20;
 
 impl BrokerConfig {
     /// A broker `broker_id` over `data_dir`, advertising `address`, in the cluster

@@ -25,7 +25,7 @@ const RECHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The broker's view of the free space under its data directory.
 #[derive(Debug)]
-pub struct DiskSpace {
+pub(crate) struct DiskSpace {
     dir: PathBuf,
     min_free_bytes: u64,
     probe: Mutex<Probe>,
@@ -43,7 +43,7 @@ struct Probe {
 
 impl DiskSpace {
     /// Watches the filesystem holding `dir`, keeping `min_free_bytes` free.
-    pub fn new(dir: PathBuf, min_free_bytes: u64) -> Self {
+    pub(crate) fn new(dir: PathBuf, min_free_bytes: u64) -> Self {
         DiskSpace {
             dir,
             min_free_bytes,
@@ -57,7 +57,7 @@ impl DiskSpace {
 
     /// Admits an append of `len` bytes, or refuses it because the disk would be left
     /// with less than the floor. Blocking (it may call `statvfs`).
-    pub fn admit(&self, len: u64) -> Result<()> {
+    pub(crate) fn admit(&self, len: u64) -> Result<()> {
         if self.min_free_bytes == 0 {
             return Ok(());
         }

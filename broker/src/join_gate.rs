@@ -16,7 +16,7 @@ use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{BoxFuture, Service};
 
 /// Longest a request waits for the broker to join.
-pub const JOIN_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const JOIN_WAIT: Duration = Duration::from_secs(30);
 
 /// Services whose calls never wait: the embedded cluster manager (which the broker
 /// joins through), health and reflection.
@@ -28,13 +28,13 @@ const UNGATED: [&str; 3] = [
 
 /// Wraps a server's routes so calls wait for `joined`.
 #[derive(Clone, Debug)]
-pub struct JoinGateLayer {
+pub(crate) struct JoinGateLayer {
     joined: watch::Receiver<bool>,
 }
 
 impl JoinGateLayer {
     /// A gate that opens when `joined` turns true.
-    pub fn new(joined: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(joined: watch::Receiver<bool>) -> Self {
         JoinGateLayer { joined }
     }
 }
@@ -52,7 +52,7 @@ impl<S> tower_layer::Layer<S> for JoinGateLayer {
 
 /// The gated service of [`JoinGateLayer`].
 #[derive(Clone, Debug)]
-pub struct JoinGate<S> {
+pub(crate) struct JoinGate<S> {
     inner: S,
     joined: watch::Receiver<bool>,
 }

@@ -22,7 +22,7 @@ const TRUSTED_DENOMINATOR: u32 = 16;
 
 /// The broker's own lease: until when it is sure the cluster manager has not fenced it.
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     /// `None` until the first registration answered.
     window: watch::Sender<Option<Window>>,
 }
@@ -45,16 +45,16 @@ impl Default for Lease {
 }
 
 impl Lease {
-    /// A lease that is already held for `length` from now (tests, and a broker that
-    /// has just registered).
-    pub fn held_for(length: Duration) -> Self {
+    /// A lease that is already held for `length` from now.
+    #[cfg(test)]
+    pub(crate) fn held_for(length: Duration) -> Self {
         let lease = Lease::default();
         lease.renewed(Instant::now(), length);
         lease
     }
 
     /// A heartbeat or registration sent at `sent` was accepted with a lease of `length`.
-    pub fn renewed(&self, sent: Instant, length: Duration) {
+    pub(crate) fn renewed(&self, sent: Instant, length: Duration) {
         let window = Window {
             trusted: sent + length * TRUSTED_NUMERATOR / TRUSTED_DENOMINATOR,
             expires: sent + length,
@@ -69,7 +69,7 @@ impl Lease {
     }
 
     /// True while the cluster manager cannot have fenced this broker.
-    pub fn is_held(&self) -> bool {
+    pub(crate) fn is_held(&self) -> bool {
         self.window
             .borrow()
             .is_some_and(|w| Instant::now() < w.trusted)
@@ -77,14 +77,14 @@ impl Lease {
 
     /// True once the whole lease has passed since the last accepted heartbeat was
     /// sent: the cluster manager may have fenced this broker and moved its leaderships.
-    pub fn may_be_fenced(&self) -> bool {
+    pub(crate) fn may_be_fenced(&self) -> bool {
         self.window
             .borrow()
             .is_some_and(|w| Instant::now() >= w.expires)
     }
 
     /// How long ago the trusted part of the lease ran out (zero while it is held).
-    pub fn lapsed_for(&self) -> Duration {
+    pub(crate) fn lapsed_for(&self) -> Duration {
         match *self.window.borrow() {
             Some(w) => Instant::now().saturating_duration_since(w.trusted),
             None => Duration::ZERO,
@@ -93,7 +93,7 @@ impl Lease {
 
     /// Resolves once the lease is not held: at once if it is not, otherwise when it
     /// runs out without a renewal.
-    pub async fn lapsed(&self) {
+    pub(crate) async fn lapsed(&self) {
         let mut window = self.window.subscribe();
         loop {
             let Some(deadline) = window.borrow_and_update().map(|w| w.trusted) else {
@@ -114,7 +114,7 @@ impl Lease {
     }
 
     /// The error a write gets while the lease is not held.
-    pub fn check(&self, broker: u32) -> crate::Result<()> {
+    pub(crate) fn check(&self, broker: u32) -> crate::Result<()> {
         if self.is_held() {
             return Ok(());
         }
@@ -123,7 +123,7 @@ impl Lease {
 
     /// The error a metadata read gets once the whole lease has passed: this broker's
     /// view of who leads what may be out of date.
-    pub fn check_not_fenced(&self, broker: u32) -> crate::Result<()> {
+    pub(crate) fn check_not_fenced(&self, broker: u32) -> crate::Result<()> {
         if self.may_be_fenced() {
             return Err(self.unsure(broker));
         }

@@ -27,7 +27,7 @@ const HEARTBEATS_PER_LEASE: u32 = 3;
 /// Registers the broker and applies the first metadata snapshot; returns the lease.
 ///
 /// Retries until a cluster manager answers: a broker without metadata cannot serve.
-pub async fn join(broker: &Arc<Broker>) -> Result<Duration> {
+pub(crate) async fn join(broker: &Arc<Broker>) -> Result<Duration> {
     let lease = register(broker).await?;
     let first = first_snapshot(broker).await?;
     // Every topic the metadata names keeps its data, even one that failed to open.
@@ -41,7 +41,7 @@ pub async fn join(broker: &Arc<Broker>) -> Result<Duration> {
 }
 
 /// Keeps the lease renewed and the metadata current until the task is aborted.
-pub async fn maintain(broker: Arc<Broker>, lease: Duration) {
+pub(crate) async fn maintain(broker: Arc<Broker>, lease: Duration) {
     let heartbeats = tokio::spawn(heartbeat_loop(broker.clone(), lease));
     let retries = tokio::spawn(retry_unhosted(broker.clone()));
     watch_loop(broker).await;

@@ -32,7 +32,7 @@ use crate::lease::Lease;
 
 /// What a partition replica knows of its role, from the metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Role {
+pub(crate) struct Role {
     /// The leader, if any.
     pub leader: Option<u32>,
     /// The current leader epoch.
@@ -60,7 +60,7 @@ struct Term {
 /// Where an appended produce request waits: the epoch it was appended in and the
 /// offset past its last record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// The leader epoch the records were appended in.
     pub leader_epoch: i32,
     /// One past the request's last offset: the high watermark that commits it.
@@ -69,7 +69,7 @@ pub struct Pending {
 
 /// A produce request's records, appended on the leader.
 #[derive(Debug)]
-pub struct Appended {
+pub(crate) struct Appended {
     /// The base offset of each batch.
     pub base_offsets: Vec<u64>,
     /// What committing them takes.
@@ -78,7 +78,7 @@ pub struct Appended {
 
 /// A follower's progress as the leader sees it.
 #[derive(Clone, Copy, Debug)]
-pub struct FollowerState {
+pub(crate) struct FollowerState {
     /// The follower's log end offset (the offset it last fetched from).
     pub log_end_offset: u64,
     /// Last time the follower had everything the leader had.
@@ -93,7 +93,7 @@ struct ReplicaState {
 }
 
 /// A partition replica hosted by this broker.
-pub struct Partition {
+pub(crate) struct Partition {
     log: Arc<Log>,
     disk: Arc<DiskSpace>,
     topic: String,
@@ -107,7 +107,7 @@ pub struct Partition {
 }
 
 /// Batches read for a fetch, with the partition's offsets at the time of the read.
-pub struct FetchedBatches {
+pub(crate) struct FetchedBatches {
     /// Whole batches, concatenated; a zero-copy view of the segment's map.
     pub records: Bytes,
     /// The high watermark when the read was made.
@@ -132,7 +132,13 @@ impl Partition {
     /// Wraps the opened log of partition `index` of `topic`, hosted by broker
     /// `broker_id`. The high watermark starts at the log start and moves once the
     /// replica knows its role and its peers' progress.
-    pub fn new(log: Log, topic: &str, index: u32, broker_id: u32, disk: Arc<DiskSpace>) -> Self {
+    pub(crate) fn new(
+        log: Log,
+        topic: &str,
+        index: u32,
+        broker_id: u32,
+        disk: Arc<DiskSpace>,
+    ) -> Self {
         let end = log.log_end_offset();
         let start = log.log_start_offset();
         Partition {
@@ -153,17 +159,17 @@ impl Partition {
     }
 
     /// The partition's log.
-    pub fn log(&self) -> &Arc<Log> {
+    pub(crate) fn log(&self) -> &Arc<Log> {
         &self.log
     }
 
     /// Offsets below this are visible to consumers.
-    pub fn high_watermark(&self) -> u64 {
+    pub(crate) fn high_watermark(&self) -> u64 {
         *self.high_watermark.borrow()
     }
 
     /// The durable log end this replica reports.
-    pub fn log_end(&self) -> u64 {
+    pub(crate) fn log_end(&self) -> u64 {
         *self.log_end.borrow()
     }
 
@@ -174,7 +180,7 @@ impl Partition {
     }
 
     /// The role the metadata last gave this replica.
-    pub fn role(&self) -> Role {
+    pub(crate) fn role(&self) -> Role {
         self.state
             .lock()
             .map(|s| s.role.clone())
@@ -182,12 +188,12 @@ impl Partition {
     }
 
     /// True if this broker leads the partition.
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         self.role().leader == Some(self.broker_id)
     }
 
     /// The leader's view of its followers.
-    pub fn followers(&self) -> HashMap<u32, FollowerState> {
+    pub(crate) fn followers(&self) -> HashMap<u32, FollowerState> {
         self.state
             .lock()
             .map(|s| s.followers.clone())
@@ -196,7 +202,7 @@ impl Partition {
 
     /// Applies the role from new metadata. Returns the previous role, so the caller
     /// can tell whether leadership or the epoch changed and restart the role's task.
-    pub fn set_role(&self, role: Role) -> Result<Role> {
+    pub(crate) fn set_role(&self, role: Role) -> Result<Role> {
         let mut state = self.lock()?;
         let previous = std::mem::replace(&mut state.role, role.clone());
         if previous.leader != role.leader || previous.leader_epoch != role.leader_epoch {
@@ -239,7 +245,7 @@ impl Partition {
     /// Takes the in-sync replicas the cluster manager accepted from this leader in
     /// `leader_epoch`; ignored if the term changed meanwhile (new metadata already says
     /// more than an answer to an older request).
-    pub fn set_in_sync_replicas(&self, leader_epoch: i32, in_sync_replicas: Vec<u32>) {
+    pub(crate) fn set_in_sync_replicas(&self, leader_epoch: i32, in_sync_replicas: Vec<u32>) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
@@ -252,7 +258,7 @@ impl Partition {
     }
 
     /// Replaces the task running this replica's role (aborting the old one).
-    pub fn set_task(&self, task: Option<JoinHandle<()>>) {
+    pub(crate) fn set_task(&self, task: Option<JoinHandle<()>>) {
         if let Ok(mut state) = self.state.lock()
             && let Some(old) = std::mem::replace(&mut state.task, task)
         {
@@ -265,7 +271,7 @@ impl Partition {
     /// Returns once the fsync policy is satisfied, so with `always` every returned
     /// offset is on disk; then the log end moves and the high watermark follows as the
     /// in-sync replicas catch up.
-    pub async fn append(&self, batches: Vec<Bytes>) -> Result<Appended> {
+    pub(crate) async fn append(&self, batches: Vec<Bytes>) -> Result<Appended> {
         let log = self.log.clone();
         let disk = self.disk.clone();
         let role = self.role();
@@ -302,7 +308,7 @@ impl Partition {
     }
 
     /// Appends batches fetched from the leader (follower only).
-    pub async fn append_replicated(&self, batches: Bytes) -> Result<()> {
+    pub(crate) async fn append_replicated(&self, batches: Bytes) -> Result<()> {
         let log = self.log.clone();
         let disk = self.disk.clone();
         let end = blocking(move || {
@@ -317,7 +323,7 @@ impl Partition {
 
     /// Truncates the log to `offset` (a diverged follower suffix) or resets it to start
     /// there (the follower is below the leader's log start).
-    pub async fn truncate(&self, offset: u64, reset: bool) -> Result<()> {
+    pub(crate) async fn truncate(&self, offset: u64, reset: bool) -> Result<()> {
         if self.is_leader() {
             // A fetcher aborted as this replica became leader may still be finishing
             // a step; a leader's log is never cut.
@@ -350,7 +356,7 @@ impl Partition {
     }
 
     /// A follower fetched from `offset`: it has everything below it.
-    pub fn record_follower(&self, follower: u32, offset: u64) {
+    pub(crate) fn record_follower(&self, follower: u32, offset: u64) {
         let leader_end = self.log_end();
         if let Ok(mut state) = self.state.lock()
             && let Some(progress) = state.followers.get_mut(&follower)
@@ -364,7 +370,7 @@ impl Partition {
     }
 
     /// A follower learned the leader's high watermark.
-    pub fn follow_high_watermark(&self, leader_high_watermark: u64) {
+    pub(crate) fn follow_high_watermark(&self, leader_high_watermark: u64) {
         if self.is_leader() {
             return;
         }
@@ -374,7 +380,7 @@ impl Partition {
 
     /// On the leader: the high watermark becomes the smallest log end among the
     /// in-sync replicas (never lower than before, never above this log's end).
-    pub fn advance_high_watermark(&self) {
+    pub(crate) fn advance_high_watermark(&self) {
         let Ok(state) = self.state.lock() else { return };
         if state.role.leader != Some(self.broker_id) {
             return;
@@ -421,7 +427,7 @@ impl Partition {
     /// broker cut off from the cluster manager cannot commit anything it can be sure
     /// of. Either way the records may still be committed; an idempotent retry is
     /// answered with their offsets.
-    pub async fn await_commit(
+    pub(crate) async fn await_commit(
         &self,
         pending: Pending,
         deadline: tokio::time::Instant,
@@ -475,7 +481,7 @@ impl Partition {
 
     /// Reads batches from `offset` below `end` (the high watermark for consumers, the
     /// log end for followers), waiting until `deadline` for some if none are there.
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         offset: u64,
         max_bytes: usize,
@@ -510,7 +516,7 @@ impl Partition {
     }
 
     /// First offset at or after `timestamp`, or the high watermark if none.
-    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<u64> {
+    pub(crate) async fn offset_for_timestamp(&self, timestamp: i64) -> Result<u64> {
         let log = self.log.clone();
         let high_watermark = self.high_watermark();
         let found = blocking(move || Ok(log.offset_for_timestamp(timestamp)?)).await?;
@@ -519,7 +525,7 @@ impl Partition {
 }
 
 /// Runs disk work on the blocking pool.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)

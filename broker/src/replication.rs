@@ -35,7 +35,7 @@ const ISR_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Starts the task of a replica's new role: a fetcher for a follower, an ISR check
 /// for a leader, nothing without a leader.
-pub async fn start_role(
+pub(crate) async fn start_role(
     broker: &Arc<Broker>,
     topic: &str,
     index: u32,
@@ -93,13 +93,13 @@ pub async fn start_role(
 /// from it (a channel multiplexes their long polls), instead of a new connection, and
 /// a new TCP handshake, for every fetch.
 #[derive(Default)]
-pub struct Peers {
+pub(crate) struct Peers {
     channels: ChannelPool,
 }
 
 impl Peers {
     /// A stub on the (lazily connected) channel to `address`.
-    pub fn stub(&self, address: &str) -> Option<BrokerClient<Channel>> {
+    pub(crate) fn stub(&self, address: &str) -> Option<BrokerClient<Channel>> {
         let channel = self.channels.channel(address).ok()?;
         Some(
             BrokerClient::new(channel)
@@ -108,13 +108,15 @@ impl Peers {
         )
     }
 
-    /// How many peer connections exist (for tests and logs).
-    pub fn len(&self) -> usize {
+    /// How many peer connections exist.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.channels.len()
     }
 
     /// True before any peer was fetched from.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.channels.is_empty()
     }
 }
@@ -229,7 +231,7 @@ async fn truncate_diverged(
 
 /// The in-sync replicas a leader should have: itself, the members still caught up within
 /// `lag_max`, and the followers outside that have caught up with its log end.
-pub fn desired_isr(
+pub(crate) fn desired_isr(
     me: u32,
     role: &Role,
     followers: &std::collections::HashMap<u32, FollowerState>,

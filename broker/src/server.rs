@@ -22,7 +22,7 @@ use crate::service::{admin::AdminService, data::DataService};
 const FLUSH_TICK: Duration = Duration::from_millis(50);
 /// Longest the server waits for open calls once shutdown starts; with the flush after
 /// it, SIGTERM ends a broker well within Kubernetes' 30 s grace period.
-pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Runs a broker on `listener` until `shutdown` resolves: joins the cluster (register,
 /// first metadata), then serves while heartbeats and the metadata watch run.
@@ -72,7 +72,7 @@ pub async fn run_with(
 }
 
 /// Serves an opened broker on `listener` until `shutdown` resolves, then flushes.
-pub async fn serve(
+pub(crate) async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,

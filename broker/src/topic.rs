@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// A topic's metadata, settings complete.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopicRecord {
+pub(crate) struct TopicRecord {
     /// Validated name.
     pub name: String,
     /// Partition count.
@@ -30,7 +30,7 @@ fn limit(value: Option<i64>) -> Option<u64> {
 
 impl TopicRecord {
     /// The record of a topic in the cluster metadata.
-    pub fn from_metadata(topic: &v1::TopicMetadata) -> Self {
+    pub(crate) fn from_metadata(topic: &v1::TopicMetadata) -> Self {
         let requested = topic.config.clone().unwrap_or_default();
         TopicRecord {
             name: topic.name.clone(),
@@ -41,12 +41,12 @@ impl TopicRecord {
     }
 
     /// The storage configuration of each partition of the topic.
-    pub fn log_config(&self) -> Result<LogConfig> {
+    pub(crate) fn log_config(&self) -> Result<LogConfig> {
         log_config(&self.settings)
     }
 
     /// The topic's retention policy.
-    pub fn retention(&self) -> RetentionPolicy {
+    pub(crate) fn retention(&self) -> RetentionPolicy {
         RetentionPolicy {
             retention: limit(self.settings.retention_ms).map(Duration::from_millis),
             retention_bytes: limit(self.settings.retention_bytes),
@@ -55,7 +55,7 @@ impl TopicRecord {
 }
 
 /// The log config for a complete topic config; `InvalidArgument` if storage refuses it.
-pub fn log_config(settings: &v1::TopicConfig) -> Result<LogConfig> {
+pub(crate) fn log_config(settings: &v1::TopicConfig) -> Result<LogConfig> {
     let invalid = |message: String| Error::InvalidArgument(message);
     let missing = |key: &str| invalid(format!("topic setting {key} is not resolved"));
     let fsync = settings

@@ -12,18 +12,18 @@ use pubsub_proto::v1::TopicConfig;
 use serde::{Deserialize, Serialize};
 
 /// Longest broker address accepted (`host:port`; a DNS name is at most 253 bytes).
-pub const ADDRESS_BYTES_MAX: usize = 260;
+pub(crate) const ADDRESS_BYTES_MAX: usize = 260;
 /// Longest rack name accepted.
-pub const RACK_BYTES_MAX: usize = 255;
+pub(crate) const RACK_BYTES_MAX: usize = 255;
 /// Most brokers the metadata holds: bounds every snapshot and every scan over brokers.
-pub const BROKERS_MAX: usize = 4096;
+pub(crate) const BROKERS_MAX: usize = 4096;
 /// Most partitions over all topics: keeps a snapshot (about 100 bytes per partition)
 /// in the tens of MiB, so it is sent and loaded in well under a second.
-pub const PARTITIONS_TOTAL_MAX: u64 = 100_000;
+pub(crate) const PARTITIONS_TOTAL_MAX: u64 = 100_000;
 /// Most replicas per partition; more only multiplies write traffic.
-pub const REPLICATION_FACTOR_MAX: u32 = 16;
+pub(crate) const REPLICATION_FACTOR_MAX: u32 = 16;
 /// Replication factor of a topic created with 0, capped by the live broker count.
-pub const REPLICATION_FACTOR_DEFAULT: u32 = 3;
+pub(crate) const REPLICATION_FACTOR_DEFAULT: u32 = 3;
 
 /// One change to the cluster metadata, as stored in the Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,7 +372,7 @@ impl Command {
 }
 
 /// Checks a topic name against the shared naming rules.
-pub fn validate_topic_name(name: &str) -> Result<(), CommandError> {
+pub(crate) fn validate_topic_name(name: &str) -> Result<(), CommandError> {
     TopicName::new(name)
         .map(|_| ())
         .map_err(|e| CommandError::InvalidTopicName {

@@ -17,11 +17,11 @@ use crate::raft::RaftSettings;
 /// epochs fence a broker that was merely slow, so a spurious fence costs a leader
 /// change, never data. It was 6 s: writers stalled 7.1 s after a leader's kill -9,
 /// 3.1-3.3 s with 3 s (`failover.rs`, docs/performance.md).
-pub const LEASE_DEFAULT: Duration = Duration::from_secs(3);
+pub(crate) const LEASE_DEFAULT: Duration = Duration::from_secs(3);
 /// How often the Raft leader looks for expired leases: adds at most this to a
 /// failover. A check reads the applied state and writes nothing unless a lease
 /// expired, so it is cheap.
-pub const LEASE_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
+pub(crate) const LEASE_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
 
 /// Settings of one cluster-manager node.
 #[derive(Clone, Debug)]

@@ -12,9 +12,9 @@ use crate::command::CommandError;
 use crate::error::Error;
 
 /// Metadata key carrying the Raft leader's address on UNAVAILABLE.
-pub use pubsub_proto::net::keys::LEADER_ADDRESS as LEADER_ADDRESS_KEY;
+pub(crate) use pubsub_proto::net::keys::LEADER_ADDRESS as LEADER_ADDRESS_KEY;
 /// Metadata key carrying the Raft leader's node id on UNAVAILABLE.
-pub const LEADER_ID_KEY: &str = "pubsub-leader-id";
+pub(crate) const LEADER_ID_KEY: &str = "pubsub-leader-id";
 
 fn command_code(error: &CommandError) -> Code {
     match error {

@@ -2,37 +2,40 @@
 //! brokers and their leases, topics, replica placement, partition leaders, leader epochs
 //! and in-sync replicas.
 //!
-//! - [`server`]: `run(config, listener, shutdown)`, the entry point binaries and tests call.
-//! - [`embedded`]: `run_embedded`, a node served on another server's address (standalone).
-//! - [`state`]: the metadata as plain values and its deterministic `apply`.
-//! - [`command`]: the commands `apply` takes, their responses and refusals.
-//! - [`placement`]: where a new topic's replicas go (rack-aware, leaders balanced).
-//! - [`raft`]: openraft's type configuration, sled log store, state machine and network.
-//! - [`manager`]: a running node: reads from its state, writes routed to the leader.
-//! - [`lease`]: the leader's task that fences brokers whose lease expired.
-//! - [`service`]: the `ClusterManager` and `Raft` gRPC services.
-//! - [`wire`]: the state as `pubsub.v1` messages.
-//! - [`grpc`]: the mapping from errors to gRPC statuses.
+//! - `server`: `run(config, listener, shutdown)`, the entry point binaries and tests call.
+//! - `embedded`: `run_embedded`, a node served on another server's address (standalone).
+//! - `state`: the metadata as plain values and its deterministic `apply`.
+//! - `command`: the commands `apply` takes, their responses and refusals.
+//! - `placement`: where a new topic's replicas go (rack-aware, leaders balanced).
+//! - `raft`: openraft's type configuration, sled log store, state machine and network.
+//! - `manager`: a running node: reads from its state, writes routed to the leader.
+//! - `lease`: the leader's task that fences brokers whose lease expired.
+//! - `service`: the `ClusterManager` and `Raft` gRPC services.
+//! - `wire`: the state as `pubsub.v1` messages.
+//! - `grpc`: the mapping from errors to gRPC statuses.
 //!
 //! **Invariant:** `state` and `placement` do no I/O and read no clock; everything that
 //! talks to disk, network or time lives in `raft`, `manager`, `lease` and `server`.
 
-pub mod command;
-pub mod config;
-pub mod embedded;
-pub mod error;
-pub mod grpc;
-pub mod lease;
-pub mod manager;
-pub mod placement;
-pub mod raft;
-pub mod server;
-pub mod service;
-pub mod state;
-pub mod wire;
+#![warn(unreachable_pub)]
+
+mod command;
+mod config;
+mod embedded;
+mod error;
+mod grpc;
+mod lease;
+mod manager;
+mod placement;
+mod raft;
+mod server;
+mod service;
+mod state;
+mod wire;
 
 pub use config::{ClusterManagerConfig, Member};
-pub use embedded::{EmbeddedServices, run_embedded};
+pub use embedded::{EmbeddedServices, Swappable, run_embedded};
 pub use error::{Error, Result};
 pub use raft::RaftSettings;
 pub use server::run;
+pub use service::cluster::ClusterManagerService;

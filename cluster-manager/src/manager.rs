@@ -32,7 +32,7 @@ use crate::raft::{NodeId, Raft};
 
 /// Longest a write waits for a reachable leader, retries included: covers one election
 /// (under 3 s with the default Raft settings, see `RaftSettings`).
-pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const ROUTE_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and largest pause between write attempts while there is no usable leader.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
@@ -43,7 +43,7 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(4);
 /// round trip; past this the leader is presumed gone.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of a membership change: a new member first catches up as a learner.
-pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a node waits for its own state machine to apply a write it just made, before
 /// answering from it.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
@@ -106,7 +106,7 @@ pub struct Manager {
 
 /// Milliseconds since the Unix epoch by this node's clock; commands carry it so `apply`
 /// reads no clock.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

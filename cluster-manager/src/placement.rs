@@ -21,7 +21,7 @@ use crate::command::CommandError;
 
 /// A live broker that may receive replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Candidate<'a> {
+pub(crate) struct Candidate<'a> {
     /// Broker id.
     pub id: u32,
     /// Its rack, if it declared one.
@@ -44,7 +44,7 @@ impl<'a> Candidate<'a> {
 /// Replica lists for `partitions` partitions of `replication_factor` replicas each, over
 /// `brokers` (which must be the live ones; their order does not matter). Each list's first
 /// broker is the preferred leader.
-pub fn place(
+pub(crate) fn place(
     brokers: &[Candidate<'_>],
     partitions: u32,
     replication_factor: u32,

@@ -33,7 +33,7 @@ use crate::service::cluster::ClusterManagerService;
 use crate::service::raft::RaftService;
 
 /// Longest the server waits for in-flight requests once shutdown starts.
-pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// Longest `run` waits for openraft's tasks to drop their storage handles.
 const STORAGE_RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// First and longest wait before the node starts again after Raft stopped.

@@ -6,7 +6,7 @@ use crate::raft::state_machine::MetadataView;
 use crate::state::{Broker, Partition, Topic};
 
 /// One partition.
-pub fn partition(index: u32, partition: &Partition) -> v1::PartitionMetadata {
+pub(crate) fn partition(index: u32, partition: &Partition) -> v1::PartitionMetadata {
     v1::PartitionMetadata {
         partition: index,
         leader: partition.leader(),
@@ -17,7 +17,7 @@ pub fn partition(index: u32, partition: &Partition) -> v1::PartitionMetadata {
 }
 
 /// One topic with its partitions.
-pub fn topic(topic: &Topic) -> v1::TopicMetadata {
+pub(crate) fn topic(topic: &Topic) -> v1::TopicMetadata {
     v1::TopicMetadata {
         name: topic.name().to_string(),
         replication_factor: topic.replication_factor(),
@@ -39,7 +39,7 @@ pub fn topic(topic: &Topic) -> v1::TopicMetadata {
 }
 
 /// One broker.
-pub fn broker(broker: &Broker) -> v1::BrokerMetadata {
+pub(crate) fn broker(broker: &Broker) -> v1::BrokerMetadata {
     v1::BrokerMetadata {
         id: broker.id(),
         address: broker.address().to_string(),
@@ -50,7 +50,7 @@ pub fn broker(broker: &Broker) -> v1::BrokerMetadata {
 }
 
 /// The whole metadata.
-pub fn cluster_metadata(view: &MetadataView, leader: Option<u64>) -> v1::ClusterMetadata {
+pub(crate) fn cluster_metadata(view: &MetadataView, leader: Option<u64>) -> v1::ClusterMetadata {
     v1::ClusterMetadata {
         version: view.applied_index,
         cluster_leader_id: leader,

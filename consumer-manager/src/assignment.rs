@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 /// Member id -> owned partitions (sorted).
-pub type Assignment = BTreeMap<String, Vec<u32>>;
+pub(crate) type Assignment = BTreeMap<String, Vec<u32>>;
 
 /// Assigns `partitions` partitions to `members` (ids, any order), starting from
 /// `previous`. Every partition goes to exactly one member; with no members, none.
-pub fn sticky(previous: &Assignment, members: &[String], partitions: u32) -> Assignment {
+pub(crate) fn sticky(previous: &Assignment, members: &[String], partitions: u32) -> Assignment {
     let mut members: Vec<&String> = members.iter().collect();
     members.sort();
     members.dedup();

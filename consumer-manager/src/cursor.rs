@@ -11,10 +11,10 @@ use std::time::Instant;
 
 /// Most records of one partition delivered and not yet acknowledged (Pub/Sub's
 /// outstanding-message limit, per partition).
-pub const MAX_WINDOW: u64 = 50_000;
+pub(crate) const MAX_WINDOW: u64 = 50_000;
 
 /// Identifies who holds a lease: one reader session (a stream or a pull member).
-pub type Holder = u64;
+pub(crate) type Holder = u64;
 
 /// A delivered, unacknowledged record's lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use crate::undecodable::{RAW_BATCH_HEADER, decodable};
 const FETCH_BYTES: u32 = 4 << 20;
 
 /// Most records History returns per partition.
-pub const MAX_HISTORY_RECORDS: u32 = 10_000;
+pub(crate) const MAX_HISTORY_RECORDS: u32 = 10_000;
 
 impl Manager {
     /// The latest records of a topic as offset-range reads, with each partition's log

@@ -19,7 +19,7 @@ use crate::manager::Manager;
 use crate::subscription::{Deletion, Subscription};
 
 /// How often the topic of every subscription is checked.
-pub const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Checks in a row that must find a topic missing before its subscriptions go: one
 /// answer from a broker behind on metadata must not delete anything.
@@ -27,7 +27,7 @@ const MISSING_CHECKS: u32 = 3;
 
 /// How the incarnation a broker shows compares with a subscription's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Incarnation {
+pub(crate) enum Incarnation {
     /// The same, or the broker does not say (0).
     Same,
     /// The subscription does not know its own yet (stored before incarnations were
@@ -40,7 +40,7 @@ pub enum Incarnation {
 }
 
 /// Compares a subscription's recorded incarnation with one a broker shows.
-pub fn compare(recorded: u64, seen: u64) -> Incarnation {
+pub(crate) fn compare(recorded: u64, seen: u64) -> Incarnation {
     match (recorded, seen) {
         (_, 0) => Incarnation::Same,
         (0, seen) => Incarnation::Adopt(seen),

@@ -22,7 +22,7 @@ use crate::subscription::{
 };
 
 /// Most records one Read or one stream delivery returns.
-pub const MAX_READ_RECORDS: usize = 10_000;
+pub(crate) const MAX_READ_RECORDS: usize = 10_000;
 /// Longest a Read waits for records.
 const MAX_READ_WAIT: Duration = Duration::from_secs(30);
 
@@ -781,7 +781,7 @@ fn no_such_partition(subscription: &Subscription, partition: u32) -> Error {
 }
 
 /// A fetched record as delivered; key, value and headers stay slices of the fetch.
-pub fn delivered(record: ConsumerRecord, attempt: u32) -> v1::DeliveredRecord {
+pub(crate) fn delivered(record: ConsumerRecord, attempt: u32) -> v1::DeliveredRecord {
     v1::DeliveredRecord {
         partition: record.partition,
         offset: record.offset,

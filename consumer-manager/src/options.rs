@@ -8,10 +8,10 @@ use pubsub_proto::v1;
 use crate::error::{Error, Result};
 
 /// Default ack deadline (Pub/Sub's default is 10 s; 30 s suits slower handlers).
-pub const DEFAULT_ACK_DEADLINE_MS: u32 = 30_000;
+pub(crate) const DEFAULT_ACK_DEADLINE_MS: u32 = 30_000;
 /// Default group session timeout (Kafka's `session.timeout.ms` is 45 s; 10 s moves
 /// partitions of a dead member sooner).
-pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 10_000;
+pub(crate) const DEFAULT_SESSION_TIMEOUT_MS: u32 = 10_000;
 /// Bounds of the ack deadline: at least 100 ms, at most 10 minutes (as Pub/Sub).
 const ACK_DEADLINE_RANGE_MS: (u32, u32) = (100, 600_000);
 /// Bounds of the session timeout.
@@ -169,13 +169,13 @@ fn in_range(value: u32, default: u32, (min, max): (u32, u32), option: &'static s
 }
 
 /// Checks a subscription name: the same rules as topic names.
-pub fn check_subscription_name(name: &str) -> Result<()> {
+pub(crate) fn check_subscription_name(name: &str) -> Result<()> {
     check_name("subscription name", name)
 }
 
 /// Checks a topic or subscription name against the topic naming rules; `what` says
 /// which name it is, for the error.
-pub fn check_name(what: &'static str, name: &str) -> Result<()> {
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
     pubsub_proto::ids::TopicName::new(name.to_string())
         .map(|_| ())
         .map_err(|reason| Error::InvalidName {

@@ -374,7 +374,7 @@ impl Source {
 }
 
 /// A record's headers with their values as bytes.
-pub fn header_pairs(record: &ConsumerRecord) -> Vec<(String, Bytes)> {
+pub(crate) fn header_pairs(record: &ConsumerRecord) -> Vec<(String, Bytes)> {
     record
         .headers
         .iter()

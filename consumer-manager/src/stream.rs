@@ -55,7 +55,7 @@ struct Open {
 
 /// Runs one stream: registers the member, spawns its inbound and delivery tasks,
 /// returns the receiver of what goes to the client.
-pub async fn open(
+pub(crate) async fn open(
     manager: Arc<Manager>,
     open: v1::StreamOpen,
     address: String,

@@ -313,7 +313,7 @@ impl State {
 }
 
 /// Checks that a group member is current: known, and of the current generation.
-pub fn check_generation(
+pub(crate) fn check_generation(
     subscription: &Subscription,
     state: &State,
     member_id: &str,
@@ -340,7 +340,7 @@ pub fn check_generation(
 
 /// Moves one partition's cursor to `offset` (a seek, or a reset of a position past
 /// the partition's end) and records it: nothing is outstanding afterwards.
-pub fn seek_partition(
+pub(crate) fn seek_partition(
     store: &Store,
     changes: &mut Changes,
     name: &str,
@@ -356,7 +356,7 @@ pub fn seek_partition(
 /// Persists one partition's cursor after an operation that started at committed
 /// offset `before`: the cursor, the acks above the committed offset named in
 /// `acked`, and forgets what the committed offset passed.
-pub fn persist_partition(
+pub(crate) fn persist_partition(
     store: &Store,
     changes: &mut Changes,
     name: &str,

@@ -20,11 +20,11 @@ use crate::subscription::{State, Subscription};
 
 /// Marks a dead letter that is a whole undecodable batch, not a record: replay leaves
 /// it in the dead-letter topic for a human to look at.
-pub const RAW_BATCH_HEADER: &str = "pubsub-dlq-raw-batch";
+pub(crate) const RAW_BATCH_HEADER: &str = "pubsub-dlq-raw-batch";
 
 /// What a subscription does with a batch it cannot decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Policy {
+pub(crate) enum Policy {
     /// Write it whole to the dead-letter topic and go on past it.
     DeadLetter,
     /// Stop delivering the partition's new records there, visibly.
@@ -35,7 +35,7 @@ impl Policy {
     /// A subscription with a dead-letter policy (`max_deliveries`, as in Pub/Sub)
     /// dead-letters such a batch; any other stops the partition rather than pass over
     /// records that no one will ever see or find.
-    pub fn of(options: &Options) -> Policy {
+    pub(crate) fn of(options: &Options) -> Policy {
         if options.max_deliveries.is_some() {
             Policy::DeadLetter
         } else {
@@ -46,7 +46,7 @@ impl Policy {
 
 /// The dead letter for an undecodable batch: the raw batch as the value, and where
 /// it came from in headers (as for records: topic, partition, offset), plus why.
-pub fn raw_dead_letter(topic: &str, partition: u32, batch: &Undecodable) -> ProducerRecord {
+pub(crate) fn raw_dead_letter(topic: &str, partition: u32, batch: &Undecodable) -> ProducerRecord {
     let text = |s: String| Bytes::from(s.into_bytes());
     let mut headers = vec![
         ("pubsub-dlq-topic".to_string(), text(topic.to_string())),
@@ -68,7 +68,11 @@ pub fn raw_dead_letter(topic: &str, partition: u32, batch: &Undecodable) -> Prod
 }
 
 /// The error for a member every partition of which is stopped, if they all are.
-pub fn all_stopped(subscription: &Subscription, state: &State, eligible: &[u32]) -> Option<Error> {
+pub(crate) fn all_stopped(
+    subscription: &Subscription,
+    state: &State,
+    eligible: &[u32],
+) -> Option<Error> {
     let stops: Vec<(u32, &Stopped)> = eligible
         .iter()
         .map(|&p| Some((p, state.cursors.get(p as usize).and_then(Cursor::stopped)?)))
@@ -84,7 +88,7 @@ pub fn all_stopped(subscription: &Subscription, state: &State, eligible: &[u32])
 
 /// The fetched records, or the error naming the batch that cannot be decoded where
 /// the read began (history and replay report it rather than pass over it).
-pub fn decodable(topic: &str, partition: u32, fetched: Fetched) -> Result<Fetched> {
+pub(crate) fn decodable(topic: &str, partition: u32, fetched: Fetched) -> Result<Fetched> {
     match fetched.undecodable {
         None => Ok(fetched),
         Some(batch) => {

@@ -8,13 +8,13 @@ use tonic::{Request, Response, Status};
 use crate::broker::{Broker, HostedTopic};
 
 /// Admin service over the broker's topic set.
-pub struct AdminService {
+pub(crate) struct AdminService {
     broker: Arc<Broker>,
 }
 
 impl AdminService {
     /// Serves admin requests from `broker`.
-    pub fn new(broker: Arc<Broker>) -> Self {
+    pub(crate) fn new(broker: Arc<Broker>) -> Self {
         AdminService { broker }
     }
 

@@ -14,13 +14,13 @@ use crate::error::Error;
 use crate::partition::{Partition, Pending, blocking};
 
 /// Fetch size when a request asks for 0 bytes.
-pub const FETCH_BYTES_DEFAULT: usize = 1 << 20;
+pub(crate) const FETCH_BYTES_DEFAULT: usize = 1 << 20;
 /// Largest fetch response: bounded well below the gRPC message limit.
-pub const FETCH_BYTES_MAX: usize = 32 << 20;
+pub(crate) const FETCH_BYTES_MAX: usize = 32 << 20;
 /// Longest long poll; a client wanting longer polls again.
-pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+pub(crate) const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Most batches in one produce request: bounds the work one request can queue.
-pub const BATCHES_PER_REQUEST_MAX: usize = 1024;
+pub(crate) const BATCHES_PER_REQUEST_MAX: usize = 1024;
 /// Kafka's ListOffsets shortcuts, accepted in `timestamp_ms`.
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
@@ -28,19 +28,19 @@ const EARLIEST_TIMESTAMP: i64 = -2;
 const STREAM_BUFFER: usize = 16;
 
 /// Data-path service over the broker's partitions.
-pub struct DataService {
+pub(crate) struct DataService {
     broker: Arc<Broker>,
 }
 
 impl DataService {
     /// Serves data requests from `broker`.
-    pub fn new(broker: Arc<Broker>) -> Self {
+    pub(crate) fn new(broker: Arc<Broker>) -> Self {
         DataService { broker }
     }
 }
 
 /// How long an acks=all produce waits for the in-sync replicas.
-pub const ACKS_ALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ACKS_ALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A produce appended on the leader, waiting for its acknowledgement condition.
 struct Appended {

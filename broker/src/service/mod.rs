@@ -1,4 +1,4 @@
 //! The gRPC services the broker serves.
 
-pub mod admin;
-pub mod data;
+pub(crate) mod admin;
+pub(crate) mod data;

@@ -356,9 +356,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Keeps the role's space reserve, or gives it back when the disk is too full to
-/// start (see `pubsub_broker::disk`).
+/// start (see `pubsub_broker::SpaceReserve`).
 fn keep_reserve(data_dir: &std::path::Path, bytes: u64) -> anyhow::Result<()> {
-    pubsub_broker::disk::SpaceReserve::at_startup(data_dir, bytes)
+    pubsub_broker::SpaceReserve::at_startup(data_dir, bytes)
         .with_context(|| format!("cannot keep the space reserve in {}", data_dir.display()))?;
     Ok(())
 }

@@ -10,10 +10,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Largest payload decoded: the gRPC message limit, which also bounds what a peer sends.
-pub const PAYLOAD_BYTES_MAX: usize = pubsub_proto::MAX_MESSAGE_BYTES;
+pub(crate) const PAYLOAD_BYTES_MAX: usize = pubsub_proto::MAX_MESSAGE_BYTES;
 /// Largest snapshot accepted: far above what [`crate::command::PARTITIONS_TOTAL_MAX`]
 /// partitions take, far below what would strain memory.
-pub const SNAPSHOT_BYTES_MAX: usize = 256 << 20;
+pub(crate) const SNAPSHOT_BYTES_MAX: usize = 256 << 20;
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +32,12 @@ pub enum CodecError {
 }
 
 /// Encodes a value.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(serde_json::to_vec(value)?)
 }
 
 /// Decodes a value of at most `limit` bytes.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, CodecError> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, CodecError> {
     if bytes.len() > limit {
         return Err(CodecError::TooLong {
             len: bytes.len(),

@@ -36,7 +36,7 @@ const PURGED_KEY: &[u8] = b"purged";
 /// The Raft log store over one sled database. Clones share the trees; openraft uses a
 /// clone as its log reader.
 #[derive(Clone)]
-pub struct LogStore {
+pub(crate) struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
     /// Counts live handles on the database, so the owner can wait for the last one
@@ -58,7 +58,7 @@ fn write_error(e: impl Into<AnyError>) -> StorageError {
 
 impl LogStore {
     /// Opens (or creates) the log trees in `db`; `users` counts the store's clones.
-    pub fn open(db: &sled::Db, users: &Arc<()>) -> Result<Self, sled::Error> {
+    pub(crate) fn open(db: &sled::Db, users: &Arc<()>) -> Result<Self, sled::Error> {
         Ok(LogStore {
             log: db.open_tree(LOG_TREE)?,
             meta: db.open_tree(META_TREE)?,
@@ -68,7 +68,7 @@ impl LogStore {
 
     /// Whether nothing was ever stored: no vote, no entry, nothing purged. Only then may
     /// a node bootstrap a new cluster.
-    pub fn is_pristine(&self) -> Result<bool, sled::Error> {
+    pub(crate) fn is_pristine(&self) -> Result<bool, sled::Error> {
         Ok(self.meta.is_empty() && self.log.is_empty())
     }
 

@@ -6,10 +6,10 @@
 //! - [`network`]: the client side of the `Raft` gRPC service, one lazy channel per peer.
 //! - [`codec`]: the bounded JSON encoding of everything above.
 
-pub mod codec;
-pub mod log_store;
-pub mod network;
-pub mod state_machine;
+pub(crate) mod codec;
+pub(crate) mod log_store;
+pub(crate) mod network;
+pub(crate) mod state_machine;
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use crate::command::{Command, CommandError, Response};
 use crate::error::{Error, Result};
 
 /// What applying one log entry gives: the command's response or why it was refused.
-pub type CommandResult = std::result::Result<Response, CommandError>;
+pub(crate) type CommandResult = std::result::Result<Response, CommandError>;
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of the cluster manager: commands as log data,
@@ -36,17 +36,17 @@ openraft::declare_raft_types!(
 );
 
 /// A handle on the running Raft node.
-pub type Raft = openraft::Raft<TypeConfig>;
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
 /// A Raft log entry.
-pub type Entry = openraft::Entry<TypeConfig>;
+pub(crate) type Entry = openraft::Entry<TypeConfig>;
 /// A Raft node id.
-pub type NodeId = u64;
+pub(crate) type NodeId = u64;
 /// openraft's storage error for this configuration.
-pub type StorageError = openraft::StorageError<NodeId>;
+pub(crate) type StorageError = openraft::StorageError<NodeId>;
 
 /// Log entries after which a snapshot is taken: the metadata is small, so snapshots are
 /// cheap and a short log makes restarts and catch-up fast.
-pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 1000;
+pub(crate) const SNAPSHOT_LOGS_SINCE_LAST: u64 = 1000;
 /// Log entries kept behind a snapshot (at most a fifth of the snapshot interval), so a
 /// briefly lagging follower catches up from the log instead of a full snapshot.
 const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 200;

@@ -34,20 +34,20 @@ use crate::error::{Error, Result};
 /// Lazily connected channels to peers, by address (the project's one endpoint
 /// setup, `pubsub_proto::net`). Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Channels {
+pub(crate) struct Channels {
     pool: Arc<ChannelPool>,
 }
 
 impl Channels {
     /// The channel to `address` (`host:port`), created on first use.
-    pub fn get(&self, address: &str) -> Result<Channel> {
+    pub(crate) fn get(&self, address: &str) -> Result<Channel> {
         self.pool
             .channel(address)
             .map_err(|e| Error::InvalidArgument(format!("raft peer: {e}")))
     }
 
     /// A `Raft` service client for `address`, with the message limits set.
-    pub fn raft_client(&self, address: &str) -> Result<RaftClient<Channel>> {
+    pub(crate) fn raft_client(&self, address: &str) -> Result<RaftClient<Channel>> {
         Ok(RaftClient::new(self.get(address)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -55,13 +55,13 @@ impl Channels {
 }
 
 /// Creates a [`Peer`] per replication target; handed to `openraft::Raft::new`.
-pub struct NetworkFactory {
+pub(crate) struct NetworkFactory {
     channels: Channels,
 }
 
 impl NetworkFactory {
     /// A factory dialling through `channels`.
-    pub fn new(channels: Channels) -> Self {
+    pub(crate) fn new(channels: Channels) -> Self {
         NetworkFactory { channels }
     }
 }
@@ -79,7 +79,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 }
 
 /// One peer as openraft sees it.
-pub struct Peer {
+pub(crate) struct Peer {
     target: NodeId,
     address: String,
     channels: Channels,

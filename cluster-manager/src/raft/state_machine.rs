@@ -46,7 +46,7 @@ pub struct MetadataView {
 }
 
 /// The Raft state machine: the cluster state plus what openraft needs to resume.
-pub struct StateMachineStore {
+pub(crate) struct StateMachineStore {
     state: ClusterState,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
@@ -59,7 +59,7 @@ pub struct StateMachineStore {
 
 /// Builds a snapshot from a copy of the state taken when openraft asked for it, so
 /// building does not hold up applying.
-pub struct SnapshotBuilder {
+pub(crate) struct SnapshotBuilder {
     state: ClusterState,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
@@ -79,7 +79,7 @@ fn snapshot_write_error(e: impl Into<AnyError>) -> StorageError {
 impl StateMachineStore {
     /// Opens the state machine in `db`, starting from its last snapshot if any; `users`
     /// counts handles on the database, as for the log store.
-    pub fn open(
+    pub(crate) fn open(
         db: &sled::Db,
         users: &Arc<()>,
     ) -> Result<(Self, watch::Receiver<MetadataView>), StorageError> {

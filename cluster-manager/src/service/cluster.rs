@@ -52,7 +52,8 @@ impl ClusterManagerService {
 }
 
 /// The stream type of `WatchMetadata`.
-pub type MetadataStream = Pin<Box<dyn Stream<Item = Result<v1::ClusterMetadata, Status>> + Send>>;
+pub(crate) type MetadataStream =
+    Pin<Box<dyn Stream<Item = Result<v1::ClusterMetadata, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ClusterManager for ClusterManagerService {

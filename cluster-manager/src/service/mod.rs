@@ -3,5 +3,5 @@
 //! - [`cluster`]: `ClusterManager`, for brokers and clients.
 //! - [`raft`]: `Raft`, between cluster-manager nodes.
 
-pub mod cluster;
-pub mod raft;
+pub(crate) mod cluster;
+pub(crate) mod raft;

@@ -22,13 +22,13 @@ use crate::raft::TypeConfig;
 use crate::raft::codec::{self, PAYLOAD_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 
 /// The `Raft` service of one node.
-pub struct RaftService {
+pub(crate) struct RaftService {
     manager: Arc<Manager>,
 }
 
 impl RaftService {
     /// Serves Raft traffic for `manager`'s node.
-    pub fn new(manager: Arc<Manager>) -> Self {
+    pub(crate) fn new(manager: Arc<Manager>) -> Self {
         RaftService { manager }
     }
 }
