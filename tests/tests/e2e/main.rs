@@ -8,6 +8,7 @@ mod client;
 mod cluster;
 mod consumer;
 mod consumer_integrity;
+mod consumer_more;
 mod contracts;
 mod errors;
 mod failover;
