@@ -204,33 +204,17 @@ impl Consumer {
             spec: Some(spec),
         };
         // A leader that just moved answers UNAVAILABLE until the metadata catches up.
-        let mut attempt = 0;
-        loop {
-            let result = async {
-                let mut stub = self
-                    .client
-                    .broker_stub_at(&self.router.leader(partition).await?)?;
-                stub.list_offsets(request.clone())
-                    .await
-                    .map(|r| r.into_inner().offset)
-                    .map_err(Error::from)
-            }
-            .await;
-            match result {
-                Ok(offset) => return Ok(offset),
-                Err(e)
-                    if (e.is_retriable() || e.may_be_metadata_lag())
-                        && attempt < RESOLVE_RETRIES =>
-                {
-                    attempt += 1;
-                    self.router.learn_from(partition, &e);
-                    if e.leader_hint().is_none() {
-                        tokio::time::sleep(FETCH_RETRY_PAUSE).await;
-                    }
+        self.router
+            .on_leader(partition, RESOLVE_RETRIES, |mut stub| {
+                let request = request.clone();
+                async move {
+                    stub.list_offsets(request)
+                        .await
+                        .map(|r| r.into_inner().offset)
+                        .map_err(Error::from)
                 }
-                Err(e) => return Err(e),
-            }
-        }
+            })
+            .await
     }
 
     fn start_fetch(&self, state: &PartitionState, max_wait: Duration) -> JoinHandle<()> {

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use pubsub_proto::v1::broker_client::BrokerClient;
+use tonic::transport::Channel;
+
 use crate::admin::Admin;
 use crate::connection::Client;
 use crate::error::{Error, Result};
@@ -15,6 +18,8 @@ use crate::error::{Error, Result};
 /// How often a sender waiting out a failover asks whether its partition has a new
 /// leader: small against a broker lease, large against a DescribeTopic.
 const LEADER_POLL: Duration = Duration::from_millis(200);
+/// Pause before a retry at a leader that named no successor.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Leader addresses of one topic's partitions, cached.
 pub struct Router {
@@ -45,6 +50,37 @@ impl Router {
                 self.topic
             ),
         })
+    }
+
+    /// Runs `call` at `partition`'s leader, following a moved leader (the broker's
+    /// hint at once, else a fresh lookup after a pause) and retrying what a retry may
+    /// cure (see [`Error::is_retriable`], and a NOT_FOUND from a broker the new topic
+    /// has not reached yet) up to `retries` times. The one leader-routed call: the
+    /// consumer and the consumer manager both go through it.
+    pub async fn on_leader<T, F, Fut>(&self, partition: u32, retries: u32, call: F) -> Result<T>
+    where
+        F: Fn(BrokerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let stub = self.client.broker_stub_at(&self.leader(partition).await?)?;
+                call(stub).await
+            }
+            .await;
+            match result {
+                Ok(value) => return Ok(value),
+                Err(e) if (e.is_retriable() || e.may_be_metadata_lag()) && attempt < retries => {
+                    attempt += 1;
+                    self.learn_from(partition, &e);
+                    if e.leader_hint().is_none() {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Forgets the cached leaders, so the next lookup asks the cluster again.

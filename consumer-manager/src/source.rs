@@ -178,36 +178,24 @@ impl Source {
         Ok(topics.into_iter().map(|t| (t.name, t.created_ms)).collect())
     }
 
-    /// Runs `call` against a partition's leader, retrying while the leader moves.
+    /// Runs `call` against a partition's leader through the SDK's one leader-routed
+    /// call, retrying while the leader moves; after each [`SWITCH_AFTER`] failed tries
+    /// the bootstrap broker (through which leaders are looked up) may be the one that
+    /// is down, so another is taken.
     async fn on_leader<T, F, Fut>(&self, topic: &str, partition: u32, call: F) -> Result<T>
     where
         F: Fn(pubsub_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, pubsub_client::Error>>,
     {
-        let mut attempt = 0;
+        let mut rounds = 0;
         loop {
             let router = self.router(topic).await?;
-            let client = self.client().await?;
-            let result = async {
-                let stub = client.broker_stub_at(&router.leader(partition).await?)?;
-                call(stub).await
-            }
-            .await;
-            match result {
+            match router.on_leader(partition, SWITCH_AFTER, &call).await {
                 Ok(value) => return Ok(value),
-                Err(e)
-                    if (e.is_retriable()
-                        || e.may_be_metadata_lag()
-                        || matches!(e, pubsub_client::Error::FailedPrecondition { .. }))
-                        && attempt < RETRIES =>
-                {
-                    attempt += 1;
+                Err(e) if e.is_retriable() && rounds < RETRIES / SWITCH_AFTER => {
+                    rounds += 1;
                     router.invalidate();
-                    // Leaders are looked up through the bootstrap broker: after a few
-                    // failures, it may be the one that is down.
-                    if e.is_retriable() && attempt % SWITCH_AFTER == 0 {
-                        self.switch_bootstrap().await;
-                    }
+                    self.switch_bootstrap().await;
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Err(e) => return Err(e.into()),
