@@ -187,9 +187,10 @@ impl Partition {
             .unwrap_or_default()
     }
 
-    /// True if this broker leads the partition.
+    /// True if this broker leads the partition (read from the term watch: no copy
+    /// of the role).
     pub(crate) fn is_leader(&self) -> bool {
-        self.role().leader == Some(self.broker_id)
+        self.term.borrow().leader == Some(self.broker_id)
     }
 
     /// The leader's view of its followers.
@@ -274,11 +275,11 @@ impl Partition {
     pub(crate) async fn append(&self, batches: Vec<Bytes>) -> Result<Appended> {
         let log = self.log.clone();
         let disk = self.disk.clone();
-        let role = self.role();
-        if role.leader != Some(self.broker_id) {
+        let term = *self.term.borrow();
+        if term.leader != Some(self.broker_id) {
             return Err(self.deposed());
         }
-        let epoch = role.leader_epoch;
+        let epoch = term.leader_epoch;
         let (offsets, end) = blocking(move || {
             disk.admit(batches.iter().map(|b| b.len() as u64).sum())?;
             // All or nothing: a bad batch later in the request must not leave the

@@ -103,10 +103,11 @@ async fn append(broker: &Arc<Broker>, request: v1::ProduceRequest) -> Result<App
     let acks = acks(request.acks)?;
     let topic = broker.topic(&request.topic)?;
     let partition = broker.leader_partition(&request.topic, request.partition)?;
+    let role = partition.role();
     // A leader that may have been replaced takes nothing: what it appended now would
     // be truncated when it learns of its successor. (A partition with one replica
     // cannot get another leader.)
-    if partition.role().replicas.len() > 1 {
+    if role.replicas.len() > 1 {
         broker.lease().check(broker.config().broker_id)?;
     }
     let acks_all = acks == v1::Acks::All;
@@ -116,7 +117,7 @@ async fn append(broker: &Arc<Broker>, request: v1::ProduceRequest) -> Result<App
         .min_insync(topic.record.replication_factor);
     if acks_all {
         // Checked before appending, so a refused request leaves nothing half-written.
-        let in_sync = partition.role().in_sync_replicas.len() as u32;
+        let in_sync = role.in_sync_replicas.len() as u32;
         if in_sync < needed {
             return Err(Error::Unavailable(format!(
                 "not enough in-sync replicas: {in_sync} < {needed} (partition {}-{})",
@@ -159,8 +160,11 @@ async fn produce(
 }
 
 fn error_response(correlation_id: u64, error: Error) -> v1::ProduceResponse {
+    let leader_address = match &error {
+        Error::NotLeader { leader_address, .. } => leader_address.clone(),
+        _ => None,
+    };
     let status = Status::from(error);
-    let leader_address = pubsub_proto::net::leader_hint(&status);
     v1::ProduceResponse {
         correlation_id,
         base_offsets: Vec::new(),
