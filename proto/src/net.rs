@@ -111,7 +111,10 @@ impl ChannelPool {
 
     /// How many addresses have a channel.
     pub fn len(&self) -> usize {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// True before any channel was made.
