@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/pubsub/v1/pubsub.proto",
         "proto/pubsub/v1/cluster.proto",
         "proto/pubsub/v1/consumer.proto",
+        "proto/pubsub/v1/access.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -120,7 +120,7 @@ impl Broker {
         ));
         Broker {
             disk,
-            peers: crate::replication::Peers::default(),
+            peers: crate::replication::Peers::new(config.security.credentials.clone()),
             unhosted: RwLock::new(HashMap::new()),
             config,
             link,
@@ -271,6 +271,9 @@ impl Broker {
         let _applying = self.applying.lock().await;
         if metadata.version < self.view.borrow().version {
             return Ok(());
+        }
+        if let Some(access) = &metadata.access {
+            self.config.security.access.update(access);
         }
         let current: HashMap<String, Arc<HostedTopic>> = self
             .topics

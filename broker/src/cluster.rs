@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pubsub_proto::MAX_MESSAGE_BYTES;
-use pubsub_proto::net::{self, ChannelPool, Disposition};
+use pubsub_proto::auth::Credentials;
+use pubsub_proto::net::{self, Channel, ChannelPool, Disposition};
 use pubsub_proto::v1::cluster_manager_client::ClusterManagerClient;
-use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 /// Deadline of one unary call to a cluster manager (a Raft write included).
@@ -30,8 +30,9 @@ pub(crate) struct ClusterLink {
 }
 
 impl ClusterLink {
-    /// A link to the cluster managers at `addresses` (connected lazily).
-    pub(crate) fn new(addresses: Vec<String>) -> crate::Result<Self> {
+    /// A link to the cluster managers at `addresses` (connected lazily), whose calls
+    /// carry `credentials`.
+    pub(crate) fn new(addresses: Vec<String>, credentials: Credentials) -> crate::Result<Self> {
         if addresses.is_empty() {
             return Err(crate::Error::InvalidArgument(
                 "no cluster-manager address given".into(),
@@ -40,7 +41,7 @@ impl ClusterLink {
         Ok(ClusterLink {
             addresses,
             preferred: AtomicUsize::new(0),
-            channels: ChannelPool::default(),
+            channels: ChannelPool::new(credentials),
         })
     }
 

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pubsub_proto::auth::NodeSecurity;
+
 /// Settings of one broker process.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -25,6 +27,9 @@ pub struct BrokerConfig {
     /// filesystem (0 turns the check off): the Raft log and the consumer manager's
     /// database, which may share the disk, keep room to write (default 64 MiB).
     pub min_free_bytes: u64,
+    /// Access control: off, or on with the cluster secret this broker presents to the
+    /// cluster managers and its peers.
+    pub security: NodeSecurity,
 }
 
 /// Default of [`BrokerConfig::min_free_bytes`]: room for the metadata databases
@@ -49,6 +54,7 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_secs(30),
             replica_lag_max: Duration::from_secs(10),
             min_free_bytes: MIN_FREE_BYTES_DEFAULT,
+            security: NodeSecurity::default(),
         }
     }
 }

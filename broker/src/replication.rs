@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pubsub_proto::MAX_MESSAGE_BYTES;
-use pubsub_proto::net::{self, ChannelPool};
+use pubsub_proto::auth::Credentials;
+use pubsub_proto::net::{self, Channel, ChannelPool};
 use pubsub_proto::v1::{self, broker_client::BrokerClient};
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::broker::Broker;
 use crate::partition::{FollowerState, Partition, Role, blocking};
@@ -98,6 +98,13 @@ pub(crate) struct Peers {
 }
 
 impl Peers {
+    /// Peers whose fetches carry `credentials`.
+    pub(crate) fn new(credentials: Credentials) -> Peers {
+        Peers {
+            channels: ChannelPool::new(credentials),
+        }
+    }
+
     /// A stub on the (lazily connected) channel to `address`.
     pub(crate) fn stub(&self, address: &str) -> Option<BrokerClient<Channel>> {
         let channel = self.channels.channel(address).ok()?;

@@ -48,7 +48,10 @@ pub async fn run_with(
         path: config.data_dir.clone(),
         reason: format!("cannot create it: {e}"),
     })?;
-    let link = ClusterLink::new(config.cluster_managers.clone())?;
+    let link = ClusterLink::new(
+        config.cluster_managers.clone(),
+        config.security.credentials.clone(),
+    )?;
     let broker = Arc::new(Broker::new(config, Arc::new(link)));
     // Served while it joins, since standalone's own cluster manager answers on this
     // address; until the first metadata is applied, topic requests are UNAVAILABLE
@@ -111,7 +114,7 @@ pub(crate) async fn serve(
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "broker listening");
     let (start_drain, drain) = tokio::sync::oneshot::channel::<()>();
-    let server = grpc_server()
+    let server = grpc_server(broker.config().security.access.clone())
         .layer(crate::join_gate::JoinGateLayer::new(broker.joined_watch()))
         .add_routes(extra)
         .add_service(pubsub_proto::with_limits!(health_service))

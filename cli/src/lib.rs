@@ -5,4 +5,5 @@
 
 pub mod bench;
 pub mod commands;
+pub mod security;
 pub mod server;

@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pubsub_proto::MAX_MESSAGE_BYTES;
-use pubsub_proto::net::{self, ChannelPool};
+use pubsub_proto::auth::Credentials;
+use pubsub_proto::net::{self, Channel, ChannelPool};
 use pubsub_proto::v1::admin_client::AdminClient;
 use pubsub_proto::v1::broker_client::BrokerClient;
 use pubsub_proto::v1::consumer_manager_client::ConsumerManagerClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
@@ -65,6 +66,12 @@ impl Client {
         Client::connect_any(parse_servers(servers)?).await
     }
 
+    /// Connects to `servers` as [`Client::connect`] does, every call carrying
+    /// `credentials` (a principal's bearer token: `Credentials::bearer(token)`).
+    pub async fn connect_with(servers: &str, credentials: Credentials) -> Result<Client> {
+        connect_first(parse_servers(servers)?, credentials).await
+    }
+
     /// Connects to the first reachable address of `addresses`, in order, and keeps
     /// the others to fall back on.
     pub async fn connect_any<I, S>(addresses: I) -> Result<Client>
@@ -72,34 +79,8 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let addresses: Vec<String> = addresses.into_iter().map(Into::into).collect();
-        if addresses.is_empty() {
-            return Err(Error::InvalidArgument("no server address given".into()));
-        }
-        let mut failures = Vec::new();
-        for address in &addresses {
-            let endpoint = net::endpoint(address)
-                .map_err(|e| Error::InvalidArgument(format!("server: {e}")))?;
-            match endpoint.connect().await {
-                Ok(channel) => {
-                    let pool = ChannelPool::default();
-                    pool.insert(address, channel);
-                    return Ok(Client {
-                        shared: Arc::new(Shared {
-                            preferred: Mutex::new(address.clone()),
-                            addresses: Mutex::new(addresses.clone()),
-                            pool,
-                        }),
-                    });
-                }
-                Err(e) => failures.push(source_chain(&e)),
-            }
-        }
-        failures.dedup();
-        Err(Error::Transport {
-            address: addresses.join(","),
-            message: failures.join("; "),
-        })
+        let addresses = addresses.into_iter().map(Into::into).collect();
+        connect_first(addresses, Credentials::none()).await
     }
 
     /// A Broker stub for the broker at `address` (connected lazily, then reused).
@@ -216,7 +197,10 @@ impl Client {
             Ok(channel) => channel,
             // The preferred address was connected once, so it parses; this is unreachable
             // but not worth a panic: a channel to nowhere fails each call instead.
-            Err(_) => Endpoint::from_static("http://0.0.0.0:0").connect_lazy(),
+            Err(_) => self
+                .shared
+                .pool
+                .with_credentials(Endpoint::from_static("http://0.0.0.0:0").connect_lazy()),
         }
     }
 
@@ -227,6 +211,37 @@ impl Client {
             .channel(address)
             .map_err(|e| Error::InvalidArgument(format!("server: {e}")))
     }
+}
+
+/// Connects to the first reachable address of `addresses`, in order.
+async fn connect_first(addresses: Vec<String>, credentials: Credentials) -> Result<Client> {
+    if addresses.is_empty() {
+        return Err(Error::InvalidArgument("no server address given".into()));
+    }
+    let mut failures = Vec::new();
+    for address in &addresses {
+        let endpoint =
+            net::endpoint(address).map_err(|e| Error::InvalidArgument(format!("server: {e}")))?;
+        match endpoint.connect().await {
+            Ok(channel) => {
+                let pool = ChannelPool::new(credentials.clone());
+                pool.insert(address, channel);
+                return Ok(Client {
+                    shared: Arc::new(Shared {
+                        preferred: Mutex::new(address.clone()),
+                        addresses: Mutex::new(addresses.clone()),
+                        pool,
+                    }),
+                });
+            }
+            Err(e) => failures.push(source_chain(&e)),
+        }
+    }
+    failures.dedup();
+    Err(Error::Transport {
+        address: addresses.join(","),
+        message: failures.join("; "),
+    })
 }
 
 /// Splits a bootstrap list (`a:9392, b:9392`) into addresses.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use pubsub_proto::net::Channel;
 use pubsub_proto::v1::broker_client::BrokerClient;
-use tonic::transport::Channel;
 
 use crate::admin::Admin;
 use crate::connection::Client;

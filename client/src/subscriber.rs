@@ -18,11 +18,11 @@
 
 use std::time::Duration;
 
+use pubsub_proto::net::Channel;
 use pubsub_proto::v1;
 use pubsub_proto::v1::consumer_manager_client::ConsumerManagerClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use crate::connection::Client;
 use crate::error::{Error, Result};

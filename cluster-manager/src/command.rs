@@ -7,6 +7,7 @@
 //! fields are only ever added, with serde defaults.
 
 use pubsub_proto::ConfigError;
+use pubsub_proto::auth::{Rule, RuleError, TokenHash, valid_token_id, validate_principal};
 use pubsub_proto::ids::{PARTITIONS_MAX, TopicName};
 use pubsub_proto::v1::TopicConfig;
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,10 @@ pub enum Command {
         rack: Option<String>,
         /// Leader clock, ms since the Unix epoch.
         now_ms: u64,
+        /// The lease length: while the broker's lease holds, it cannot be registered
+        /// from another address (0: entries written before this check existed).
+        #[serde(default)]
+        lease_ms: u64,
     },
     /// A broker renews its lease.
     Heartbeat {
@@ -98,6 +103,46 @@ pub enum Command {
         /// New in-sync replicas, the leader included.
         isr: Vec<u32>,
     },
+    /// Stores a token's hash for a principal.
+    CreateToken {
+        /// The token's public id.
+        id: String,
+        /// Who it stands for.
+        principal: String,
+        /// SHA-256 of its secret.
+        hash: TokenHash,
+        /// When it stops being accepted, ms since the Unix epoch.
+        expires_ms: Option<u64>,
+        /// Leader clock, ms since the Unix epoch.
+        now_ms: u64,
+    },
+    /// The admin token of the first start with authentication on; does nothing once
+    /// any token was issued.
+    BootstrapAdmin {
+        /// The token's public id.
+        id: String,
+        /// SHA-256 of its secret.
+        hash: TokenHash,
+        /// Leader clock, ms since the Unix epoch.
+        now_ms: u64,
+    },
+    /// Revokes every token of a principal, or one token.
+    RevokeTokens {
+        /// Every token of this principal.
+        principal: Option<String>,
+        /// The token with this id.
+        id: Option<String>,
+    },
+    /// Adds an access rule.
+    AddAcl {
+        /// The rule.
+        rule: Rule,
+    },
+    /// Removes an access rule.
+    RemoveAcl {
+        /// The rule.
+        rule: Rule,
+    },
 }
 
 /// What applying a command did.
@@ -131,6 +176,11 @@ pub enum Response {
     },
     /// The in-sync replicas were replaced.
     IsrUpdated,
+    /// Tokens or rules changed.
+    AccessChanged {
+        /// How many were added or removed.
+        count: u32,
+    },
 }
 
 impl Response {
@@ -146,6 +196,7 @@ impl Response {
             | Response::TopicDeleted
             | Response::TopicConfigAltered
             | Response::IsrUpdated => true,
+            Response::AccessChanged { count } => *count > 0,
         }
     }
 }
@@ -268,6 +319,28 @@ pub enum CommandError {
         /// The current leader.
         leader: Option<u32>,
     },
+    /// Another broker holds this id, at another address, and its lease has not run out.
+    #[error(
+        "broker id {broker} is live at {holder} (its lease holds); a broker at another address cannot take it over"
+    )]
+    BrokerIdInUse {
+        /// Broker id.
+        broker: u32,
+        /// The address of the live broker.
+        holder: String,
+    },
+    /// A token or rule request is malformed.
+    #[error("{reason}")]
+    InvalidAccess {
+        /// What is wrong.
+        reason: String,
+    },
+    /// No token or rule matched.
+    #[error("{what}")]
+    AccessNotFound {
+        /// What was looked for.
+        what: String,
+    },
     /// A metadata limit would be exceeded.
     #[error("{what} limit of {limit} reached")]
     LimitExceeded {
@@ -340,6 +413,23 @@ impl Command {
             // Names are checked so that no error message echoes an unbounded one.
             Command::DeleteTopic { name } => validate_topic_name(name),
             Command::Heartbeat { .. } | Command::ExpireLeases { .. } => Ok(()),
+            Command::CreateToken { id, principal, .. } => {
+                validate_token_id(id)?;
+                validate_principal(principal).map_err(invalid_access)
+            }
+            Command::BootstrapAdmin { id, .. } => validate_token_id(id),
+            Command::RevokeTokens { principal, id } => match (principal, id) {
+                (Some(principal), None) => validate_principal(principal).map_err(invalid_access),
+                (None, Some(id)) => validate_token_id(id),
+                _ => Err(CommandError::InvalidAccess {
+                    reason: "revoke by principal or by token id".into(),
+                }),
+            },
+            Command::AddAcl { rule } | Command::RemoveAcl { rule } => {
+                Rule::from_wire(&rule.to_wire())
+                    .map(drop)
+                    .map_err(invalid_access)
+            }
         }
     }
 
@@ -350,10 +440,15 @@ impl Command {
             Command::RegisterBroker { now_ms, .. }
             | Command::Heartbeat { now_ms, .. }
             | Command::CreateTopic { now_ms, .. }
+            | Command::CreateToken { now_ms, .. }
+            | Command::BootstrapAdmin { now_ms, .. }
             | Command::ExpireLeases { now_ms, .. } => *now_ms = now,
             Command::DeleteTopic { .. }
             | Command::AlterTopicConfig { .. }
-            | Command::UpdateIsr { .. } => {}
+            | Command::UpdateIsr { .. }
+            | Command::RevokeTokens { .. }
+            | Command::AddAcl { .. }
+            | Command::RemoveAcl { .. } => {}
         }
     }
 
@@ -367,6 +462,11 @@ impl Command {
             Command::AlterTopicConfig { .. } => "alter_topic_config",
             Command::ExpireLeases { .. } => "expire_leases",
             Command::UpdateIsr { .. } => "update_isr",
+            Command::CreateToken { .. } => "create_token",
+            Command::BootstrapAdmin { .. } => "bootstrap_admin",
+            Command::RevokeTokens { .. } => "revoke_tokens",
+            Command::AddAcl { .. } => "add_acl",
+            Command::RemoveAcl { .. } => "remove_acl",
         }
     }
 }
@@ -378,6 +478,22 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<(), CommandError> {
         .map_err(|e| CommandError::InvalidTopicName {
             reason: e.to_string(),
         })
+}
+
+fn validate_token_id(id: &str) -> Result<(), CommandError> {
+    if valid_token_id(id) {
+        Ok(())
+    } else {
+        Err(CommandError::InvalidAccess {
+            reason: "a token id is 16 lower-case hex digits".into(),
+        })
+    }
+}
+
+fn invalid_access(error: RuleError) -> CommandError {
+    CommandError::InvalidAccess {
+        reason: error.to_string(),
+    }
 }
 
 fn validate_broker(broker: u32, address: &str, rack: Option<&str>) -> Result<(), CommandError> {
@@ -487,6 +603,7 @@ mod tests {
                     address: String::new(),
                     rack: None,
                     now_ms: 0,
+                    lease_ms: 0,
                 },
                 "address is empty",
             ),
@@ -496,6 +613,7 @@ mod tests {
                     address: "x".repeat(ADDRESS_BYTES_MAX + 1),
                     rack: None,
                     now_ms: 0,
+                    lease_ms: 0,
                 },
                 "bytes long",
             ),

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use pubsub_proto::auth::NodeSecurity;
+
+use crate::access_sync::ADMIN_TOKEN_FILE;
 use crate::command::ADDRESS_BYTES_MAX;
 use crate::error::{Error, Result};
 use crate::raft::RaftSettings;
@@ -47,6 +50,11 @@ pub struct ClusterManagerConfig {
     pub lease_check_interval: Duration,
     /// Raft timing and snapshot interval.
     pub raft: RaftSettings,
+    /// Access control: off, or on with the cluster secret.
+    pub security: NodeSecurity,
+    /// Where the first admin token is written when access control is first on
+    /// [default: `admin.token` in `data_dir`].
+    pub admin_token_path: PathBuf,
 }
 
 /// One Raft member: its node id and gRPC address, written `id=host:port`.
@@ -81,14 +89,17 @@ impl FromStr for Member {
 impl ClusterManagerConfig {
     /// A single-node configuration over `data_dir` with default timings.
     pub fn new(node_id: u64, data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         ClusterManagerConfig {
             node_id,
             advertised_address: None,
-            data_dir: data_dir.into(),
+            admin_token_path: data_dir.join(ADMIN_TOKEN_FILE),
+            data_dir,
             peers: Vec::new(),
             lease: LEASE_DEFAULT,
             lease_check_interval: LEASE_CHECK_INTERVAL_DEFAULT,
             raft: RaftSettings::default(),
+            security: NodeSecurity::default(),
         }
     }
 

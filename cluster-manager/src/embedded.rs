@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use pubsub_proto::v1::access_server::AccessServer;
 use pubsub_proto::v1::cluster_manager_server::ClusterManagerServer;
 use tokio::sync::watch;
 use tonic::body::Body;
@@ -22,31 +23,43 @@ use crate::config::ClusterManagerConfig;
 use crate::error::Result;
 use crate::manager::Manager;
 use crate::server::{Front, run_lives};
+use crate::service::access::AccessService;
 use crate::service::cluster::ClusterManagerService;
 
-/// The `ClusterManager` service of whichever life of an embedded node is running.
+/// The `ClusterManager` and `Access` services of whichever life of an embedded node is
+/// running.
 #[derive(Clone, Default)]
 pub struct EmbeddedServices {
     cluster_manager: Swappable<ClusterManagerServer<ClusterManagerService>>,
+    access: Swappable<AccessServer<AccessService>>,
 }
 
 impl EmbeddedServices {
-    /// The route to add to the hosting server (`Routes::add_service`).
+    /// The `ClusterManager` route to add to the hosting server (`Routes::add_service`).
     pub fn cluster_manager(&self) -> Swappable<ClusterManagerServer<ClusterManagerService>> {
         self.cluster_manager.clone()
     }
 
+    /// The `Access` route to add to the hosting server.
+    pub fn access(&self) -> Swappable<AccessServer<AccessService>> {
+        self.access.clone()
+    }
+
     /// A life started: its manager answers from now on.
     pub(crate) fn start(&self, manager: Arc<Manager>) {
+        let access =
+            pubsub_proto::with_limits!(AccessServer::new(AccessService::new(manager.clone())));
         let service = pubsub_proto::with_limits!(ClusterManagerServer::new(
             ClusterManagerService::new(manager)
         ));
+        self.access.set(Some(access));
         self.cluster_manager.set(Some(service));
     }
 
     /// The life ended: calls are answered UNAVAILABLE until the next one.
     pub(crate) fn stop(&self) {
         self.cluster_manager.set(None);
+        self.access.set(None);
     }
 }
 

@@ -24,14 +24,17 @@ fn command_code(error: &CommandError) -> Code {
         | CommandError::ReplicationFactorTooLarge { .. }
         | CommandError::InvalidSetting { .. }
         | CommandError::InvalidBroker { .. }
-        | CommandError::InvalidIsr { .. } => Code::InvalidArgument,
+        | CommandError::InvalidIsr { .. }
+        | CommandError::InvalidAccess { .. } => Code::InvalidArgument,
         CommandError::TopicExists { .. } => Code::AlreadyExists,
         CommandError::TopicNotFound { .. }
         | CommandError::PartitionNotFound { .. }
-        | CommandError::BrokerNotFound { .. } => Code::NotFound,
+        | CommandError::BrokerNotFound { .. }
+        | CommandError::AccessNotFound { .. } => Code::NotFound,
         CommandError::BrokerFenced { .. }
         | CommandError::StaleLeaderEpoch { .. }
-        | CommandError::NotPartitionLeader { .. } => Code::FailedPrecondition,
+        | CommandError::NotPartitionLeader { .. }
+        | CommandError::BrokerIdInUse { .. } => Code::FailedPrecondition,
         CommandError::LimitExceeded { .. } => Code::ResourceExhausted,
     }
 }

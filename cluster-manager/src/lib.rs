@@ -19,6 +19,7 @@
 
 #![warn(unreachable_pub)]
 
+mod access_sync;
 mod command;
 mod config;
 mod embedded;
@@ -38,4 +39,5 @@ pub use embedded::{EmbeddedServices, Swappable, run_embedded};
 pub use error::{Error, Result};
 pub use raft::RaftSettings;
 pub use server::run;
+pub use service::access::AccessService;
 pub use service::cluster::ClusterManagerService;

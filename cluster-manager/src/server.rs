@@ -15,11 +15,14 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
+use pubsub_proto::auth::Access;
+use pubsub_proto::v1::access_server::AccessServer;
 use pubsub_proto::v1::cluster_manager_server::ClusterManagerServer;
 use pubsub_proto::v1::raft_server::RaftServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::access_sync::keep_access;
 use crate::config::ClusterManagerConfig;
 use crate::embedded::EmbeddedServices;
 use crate::error::{Error, Result};
@@ -29,6 +32,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::{Channels, NetworkFactory};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{NodeId, Raft};
+use crate::service::access::AccessService;
 use crate::service::cluster::ClusterManagerService;
 use crate::service::raft::RaftService;
 
@@ -159,6 +163,11 @@ async fn run_once(
             manager.clone(),
             config.lease_check_interval,
         ));
+        let access = tokio::spawn(keep_access(
+            manager.clone(),
+            config.security.access.clone(),
+            config.admin_token_path.clone(),
+        ));
         let until = async {
             tokio::select! {
                 () = shutdown => {}
@@ -166,7 +175,10 @@ async fn run_once(
             }
         };
         let served = match front {
-            Front::Listener(listener) => serve(manager, listener, until, stopping_tx).await,
+            Front::Listener(listener) => {
+                let access = config.security.access.clone();
+                serve(manager, access, listener, until, stopping_tx).await
+            }
             Front::Embedded(services) => {
                 services.start(manager);
                 until.await;
@@ -177,8 +189,10 @@ async fn run_once(
             }
         };
         expiry.abort();
-        // The task ends at its next await point; a JoinError::Cancelled is expected.
+        access.abort();
+        // The tasks end at their next await point; a JoinError::Cancelled is expected.
         let _ = expiry.await;
+        let _ = access.await;
         served
     }
     .await;
@@ -222,7 +236,7 @@ async fn start_raft(
     let (state_machine, view) = StateMachineStore::open(db, users)
         .map_err(|e| Error::Internal(format!("cannot load the metadata snapshot: {e}")))?;
     let pristine = pristine && view.borrow().applied_index == 0;
-    let channels = Channels::default();
+    let channels = Channels::new(config.security.credentials.clone());
     let raft = Raft::new(
         config.node_id,
         Arc::new(config.raft.openraft_config()?),
@@ -318,6 +332,7 @@ async fn bootstrap(raft: &Raft, config: &ClusterManagerConfig, address: &str) ->
 /// Serves the services until `shutdown`, then flips `stopping` and drains.
 async fn serve(
     manager: Arc<Manager>,
+    access: Arc<Access>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     stopping: watch::Sender<bool>,
@@ -327,9 +342,11 @@ async fn serve(
         .set_serving::<ClusterManagerServer<ClusterManagerService>>()
         .await;
     health.set_serving::<RaftServer<RaftService>>().await;
+    health.set_serving::<AccessServer<AccessService>>().await;
     // Reflection lists only what this address serves.
     let served = [
         pubsub_proto::v1::cluster_manager_server::SERVICE_NAME,
+        pubsub_proto::v1::access_server::SERVICE_NAME,
         pubsub_proto::v1::raft_server::SERVICE_NAME,
     ];
     let reflection =
@@ -339,8 +356,11 @@ async fn serve(
         pubsub_proto::serve::reflection_v1alpha(&served).map_err(reflection)?;
 
     let mut stopped = stopping.subscribe();
-    let server = pubsub_proto::serve::server()
+    let server = pubsub_proto::serve::server(access)
         .add_service(pubsub_proto::with_limits!(health_service))
+        .add_service(pubsub_proto::with_limits!(AccessServer::new(
+            AccessService::new(manager.clone())
+        )))
         .add_service(pubsub_proto::with_limits!(reflection_v1))
         .add_service(pubsub_proto::with_limits!(reflection_v1alpha))
         .add_service(pubsub_proto::with_limits!(ClusterManagerServer::new(

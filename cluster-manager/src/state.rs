@@ -22,11 +22,17 @@ use crate::command::{
 };
 use crate::placement::{Candidate, place};
 
+mod access;
+pub(crate) use access::AccessState;
+
 /// The whole metadata: brokers and topics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     brokers: BTreeMap<u32, Broker>,
     topics: BTreeMap<String, Topic>,
+    /// Tokens and access rules.
+    #[serde(default)]
+    access: AccessState,
 }
 
 /// A registered broker.
@@ -210,7 +216,8 @@ impl ClusterState {
                 address,
                 rack,
                 now_ms,
-            } => self.register_broker(broker, address, rack, now_ms),
+                lease_ms,
+            } => self.register_broker(broker, address, rack, now_ms, lease_ms),
             Command::Heartbeat { broker, now_ms } => self.heartbeat(broker, now_ms),
             Command::CreateTopic {
                 name,
@@ -240,7 +247,27 @@ impl ClusterState {
                 leader_epoch,
                 isr,
             } => self.update_isr(broker, topic, partition, leader_epoch, isr),
+            Command::CreateToken {
+                id,
+                principal,
+                hash,
+                expires_ms,
+                now_ms,
+            } => self
+                .access
+                .create_token(id, principal, hash, now_ms, expires_ms),
+            Command::BootstrapAdmin { id, hash, now_ms } => self.access.bootstrap(id, hash, now_ms),
+            Command::RevokeTokens { principal, id } => {
+                self.access.revoke(principal.as_deref(), id.as_deref())
+            }
+            Command::AddAcl { rule } => self.access.add_rule(rule),
+            Command::RemoveAcl { rule } => self.access.remove_rule(&rule),
         }
+    }
+
+    /// Tokens and access rules.
+    pub(crate) fn access(&self) -> &AccessState {
+        &self.access
     }
 
     fn register_broker(
@@ -249,7 +276,16 @@ impl ClusterState {
         address: String,
         rack: Option<String>,
         now_ms: u64,
+        lease_ms: u64,
     ) -> Result<Response, CommandError> {
+        if let Some(holder) = self.brokers.get(&id).filter(|b| {
+            lease_ms > 0 && !b.fenced && b.address != address && !lease_expired(b, now_ms, lease_ms)
+        }) {
+            return Err(CommandError::BrokerIdInUse {
+                broker: id,
+                holder: holder.address.clone(),
+            });
+        }
         if !self.brokers.contains_key(&id) && self.brokers.len() >= BROKERS_MAX {
             return Err(CommandError::LimitExceeded {
                 what: "broker".into(),

@@ -56,5 +56,6 @@ pub(crate) fn cluster_metadata(view: &MetadataView, leader: Option<u64>) -> v1::
         cluster_leader_id: leader,
         brokers: view.state.brokers().values().map(broker).collect(),
         topics: view.state.topics().values().map(topic).collect(),
+        access: Some(view.state.access().to_wire(view.applied_index)),
     }
 }

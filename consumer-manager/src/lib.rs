@@ -20,6 +20,7 @@
 
 #![warn(unreachable_pub)]
 
+mod access_watch;
 mod assignment;
 mod cursor;
 mod delivery;

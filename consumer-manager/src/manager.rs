@@ -2,6 +2,7 @@
 //! acknowledgements, commits, seeking, descriptions and presence. Delivery itself is
 //! in `delivery` and `redelivery`.
 
+use pubsub_proto::auth::NodeSecurity;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,12 @@ pub struct ManagerConfig {
     pub brokers: String,
     /// How often keep-until-consumed topics get their consumed segments deleted.
     pub cleanup_interval: Duration,
+    /// Access control: off, or on with the cluster secret this node presents to the
+    /// brokers and cluster managers.
+    pub security: NodeSecurity,
+    /// Cluster-manager addresses the access rules are watched at (needed with access
+    /// control on).
+    pub cluster_managers: Vec<String>,
 }
 
 impl ManagerConfig {
@@ -44,6 +51,8 @@ impl ManagerConfig {
             data_dir,
             brokers,
             cleanup_interval: Duration::from_secs(10),
+            security: NodeSecurity::default(),
+            cluster_managers: Vec::new(),
         }
     }
 }
@@ -103,7 +112,7 @@ impl Manager {
             );
         }
         Ok(Manager {
-            source: Source::new(config.brokers.clone()),
+            source: Source::new(config.brokers.clone(), config.security.credentials.clone()),
             store,
             subscriptions: RwLock::new(subscriptions),
             admin: tokio::sync::Mutex::new(()),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use pubsub_proto::v1::consumer_manager_server::ConsumerManagerServer;
 use tokio::net::TcpListener;
 
+use crate::access_watch::watch_access;
 use crate::error::{Error, Result};
 use crate::incarnation::{TOPIC_CHECK_INTERVAL, TopicWatch};
 use crate::service::ConsumerManagerService;
@@ -30,7 +31,9 @@ pub fn grpc_service(supervisor: Arc<Supervisor>) -> ConsumerManagerServer<Consum
 /// the check of subscribed topics (deleted topics end their subscriptions) and
 /// keep-until-consumed deletion until the task is dropped.
 pub async fn background(supervisor: Arc<Supervisor>) {
-    tokio::join!(supervisor.supervise(), periodic(&supervisor));
+    let config = supervisor.config();
+    let access = watch_access(config.cluster_managers.clone(), config.security.clone());
+    tokio::join!(supervisor.supervise(), periodic(&supervisor), access);
 }
 
 /// The periodic work, each pass on the manager serving then (skipped while reloading).
@@ -96,7 +99,7 @@ pub async fn run(
     let served = [pubsub_proto::v1::consumer_manager_server::SERVICE_NAME];
     let reflection_v1 = pubsub_proto::serve::reflection_v1(&served)?;
     let reflection_v1alpha = pubsub_proto::serve::reflection_v1alpha(&served)?;
-    let result = pubsub_proto::serve::server()
+    let result = pubsub_proto::serve::server(supervisor.config().security.access.clone())
         .add_service(pubsub_proto::with_limits!(health_service))
         .add_service(pubsub_proto::with_limits!(reflection_v1))
         .add_service(pubsub_proto::with_limits!(reflection_v1alpha))

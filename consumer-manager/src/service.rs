@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use pubsub_proto::auth::{self, Operation, Target};
 use pubsub_proto::v1::{self, consumer_manager_server::ConsumerManager as Rpc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -29,6 +30,30 @@ impl ConsumerManagerService {
     /// Serves the managers `supervisor` keeps.
     pub fn new(supervisor: Arc<Supervisor>) -> Self {
         ConsumerManagerService { supervisor }
+    }
+
+    /// OK if `caller` may do `operation` on the subscription `name` and read its topic
+    /// (a subscription's records are readable only with consume on its topic).
+    async fn authorize_subscription(
+        &self,
+        caller: &auth::Caller,
+        operation: Operation,
+        name: &str,
+    ) -> std::result::Result<(), Status> {
+        caller.authorize(operation, Target::Subscription(name))?;
+        if matches!(caller.identity(), auth::Identity::Principal { .. }) {
+            let topic = self
+                .supervisor
+                .serve(|manager| async move { Ok(manager.subscription(name)?.topic.clone()) })
+                .await?;
+            let needed = if operation == Operation::Describe {
+                Operation::Describe
+            } else {
+                Operation::Consume
+            };
+            caller.authorize(needed, Target::Topic(&topic))?;
+        }
+        Ok(())
     }
 }
 
@@ -64,6 +89,13 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<v1::SubscribeResponse>, Status> {
+        auth::authorize(
+            &request,
+            Operation::Consume,
+            Target::Topic(&request.get_ref().topic),
+        )?;
+        let subscription = Target::Subscription(&request.get_ref().subscription);
+        auth::authorize(&request, Operation::Consume, subscription)?;
         let request = request.into_inner();
         let response = self
             .supervisor
@@ -88,6 +120,8 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::UnsubscribeRequest>,
     ) -> Result<Response<v1::UnsubscribeResponse>, Status> {
+        let subscription = Target::Subscription(&request.get_ref().subscription);
+        auth::authorize(&request, Operation::Admin, subscription)?;
         let request = request.into_inner();
         self.supervisor
             .serve(|manager| async move {
@@ -103,6 +137,7 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::ListSubscriptionsRequest>,
     ) -> Result<Response<v1::ListSubscriptionsResponse>, Status> {
+        let visible = auth::caller(&request);
         let request = request.into_inner();
         let subscriptions = self
             .supervisor
@@ -113,6 +148,10 @@ impl Rpc for ConsumerManagerService {
                     vec![manager.subscription(&request.subscription)?]
                 };
                 chosen.retain(|s| request.topic.is_empty() || s.topic == request.topic);
+                chosen.retain(|s| {
+                    visible.may(Operation::Describe, Target::Subscription(&s.name))
+                        && visible.may(Operation::Describe, Target::Topic(&s.topic))
+                });
                 chosen.sort_by(|a, b| a.name.cmp(&b.name));
                 let mut subscriptions = Vec::with_capacity(chosen.len());
                 for subscription in chosen {
@@ -130,6 +169,9 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::JoinGroupRequest>,
     ) -> Result<Response<v1::JoinGroupResponse>, Status> {
+        let name = &request.get_ref().subscription;
+        self.authorize_subscription(&auth::caller(&request), Operation::Consume, name)
+            .await?;
         let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let joined = self
@@ -153,6 +195,9 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::LeaveGroupRequest>,
     ) -> Result<Response<v1::LeaveGroupResponse>, Status> {
+        let name = &request.get_ref().subscription;
+        self.authorize_subscription(&auth::caller(&request), Operation::Consume, name)
+            .await?;
         let request = request.into_inner();
         self.supervisor
             .serve(|manager| async move {
@@ -168,6 +213,9 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::ReadRequest>,
     ) -> Result<Response<v1::ReadResponse>, Status> {
+        let name = &request.get_ref().subscription;
+        self.authorize_subscription(&auth::caller(&request), Operation::Consume, name)
+            .await?;
         let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let delivery = self
@@ -194,6 +242,9 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::AckRequest>,
     ) -> Result<Response<v1::AckResponse>, Status> {
+        let name = &request.get_ref().subscription;
+        self.authorize_subscription(&auth::caller(&request), Operation::Consume, name)
+            .await?;
         let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let ids = ids(&request.records)?;
@@ -211,6 +262,9 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::NackRequest>,
     ) -> Result<Response<v1::NackResponse>, Status> {
+        let name = &request.get_ref().subscription;
+        self.authorize_subscription(&auth::caller(&request), Operation::Consume, name)
+            .await?;
         let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         let ids = ids(&request.records)?;
@@ -228,6 +282,9 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::CommitRequest>,
     ) -> Result<Response<v1::CommitResponse>, Status> {
+        let name = &request.get_ref().subscription;
+        self.authorize_subscription(&auth::caller(&request), Operation::Consume, name)
+            .await?;
         let caller = caller(&request, &request.get_ref().member_id);
         let request = request.into_inner();
         self.supervisor
@@ -250,6 +307,9 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::SeekRequest>,
     ) -> Result<Response<v1::SeekResponse>, Status> {
+        let name = &request.get_ref().subscription;
+        self.authorize_subscription(&auth::caller(&request), Operation::Consume, name)
+            .await?;
         let request = request.into_inner();
         let Some(target) = request.target else {
             return Err(Error::MissingChoice {
@@ -276,6 +336,7 @@ impl Rpc for ConsumerManagerService {
         request: Request<Streaming<v1::StreamRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let address = address(&request);
+        let who = auth::caller(&request);
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -284,6 +345,8 @@ impl Rpc for ConsumerManagerService {
         let Some(v1::stream_request::Kind::Open(open)) = first.kind else {
             return Err(Error::StreamNotOpened { ended: false }.into());
         };
+        self.authorize_subscription(&who, Operation::Consume, &open.subscription)
+            .await?;
         // The stream's tasks hold the manager past this call, and end with it.
         let receiver = self
             .supervisor
@@ -296,6 +359,17 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::PresenceRequest>,
     ) -> Result<Response<v1::PresenceResponse>, Status> {
+        let who = auth::caller(&request);
+        if !request.get_ref().topic.is_empty() {
+            who.authorize(Operation::Describe, Target::Topic(&request.get_ref().topic))?;
+        }
+        if !request.get_ref().subscription.is_empty() {
+            let name = &request.get_ref().subscription;
+            self.authorize_subscription(&who, Operation::Describe, name)
+                .await?;
+        } else if request.get_ref().topic.is_empty() {
+            who.authorize(Operation::Describe, Target::Cluster)?;
+        }
         let request = request.into_inner();
         let members = self
             .supervisor
@@ -313,6 +387,11 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::HistoryRequest>,
     ) -> Result<Response<v1::HistoryResponse>, Status> {
+        auth::authorize(
+            &request,
+            Operation::Consume,
+            Target::Topic(&request.get_ref().topic),
+        )?;
         let request = request.into_inner();
         let partitions = self
             .supervisor
@@ -325,6 +404,8 @@ impl Rpc for ConsumerManagerService {
         &self,
         request: Request<v1::ReplayDeadLettersRequest>,
     ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
+        let subscription = Target::Subscription(&request.get_ref().subscription);
+        auth::authorize(&request, Operation::Admin, subscription)?;
         let request = request.into_inner();
         let replayed = self
             .supervisor

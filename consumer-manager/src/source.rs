@@ -3,6 +3,7 @@
 //! dead letters. Connects lazily, so it can be built before the broker it talks to
 //! is serving (standalone runs both in one process).
 
+use pubsub_proto::auth::Credentials;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,6 +66,8 @@ pub enum ReadOutcome {
 pub struct Source {
     /// Brokers to bootstrap from, tried in turn.
     bootstraps: Vec<String>,
+    /// What every call to a broker carries (the cluster secret, with auth on).
+    credentials: Credentials,
     /// The client of the bootstrap in use; dropped to move to the next one.
     client: tokio::sync::Mutex<Option<Client>>,
     /// Index of the bootstrap to try first.
@@ -74,9 +77,11 @@ pub struct Source {
 }
 
 impl Source {
-    /// Brokers reached through `bootstrap`: one or more `host:port`, comma separated.
-    pub fn new(bootstrap: String) -> Self {
+    /// Brokers reached through `bootstrap`: one or more `host:port`, comma separated,
+    /// every call carrying `credentials`.
+    pub fn new(bootstrap: String, credentials: Credentials) -> Self {
         Source {
+            credentials,
             bootstraps: bootstrap
                 .split(',')
                 .map(str::trim)
@@ -99,7 +104,7 @@ impl Source {
         let mut last = None;
         for i in 0..self.bootstraps.len() {
             let address = &self.bootstraps[(first + i) % self.bootstraps.len()];
-            match Client::connect(address).await {
+            match Client::connect_with(address, self.credentials.clone()).await {
                 Ok(client) => {
                     *current = Some(client.clone());
                     return Ok(client);
@@ -184,7 +189,7 @@ impl Source {
     /// is down, so another is taken.
     async fn on_leader<T, F, Fut>(&self, topic: &str, partition: u32, call: F) -> Result<T>
     where
-        F: Fn(pubsub_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>) -> Fut,
+        F: Fn(pubsub_proto::v1::broker_client::BrokerClient<pubsub_proto::net::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, pubsub_client::Error>>,
     {
         let mut rounds = 0;

@@ -10,6 +10,7 @@
 //! - [`serve`]: the server builder and reflection every `pubsubd` role uses.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 
+pub mod auth;
 pub mod ids;
 mod limits;
 pub mod net;

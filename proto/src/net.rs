@@ -12,10 +12,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{self, Endpoint};
 use tonic::{Code, Status};
 
 use crate::MAX_FRAME_BYTES;
+use crate::auth::Credentials;
+
+/// A channel that adds the caller's credentials to every call: what every pubsub stub
+/// is built on.
+pub type Channel = InterceptedService<transport::Channel, Credentials>;
 
 /// Metadata keys the servers set on statuses, read by clients without parsing text.
 pub mod keys {
@@ -72,13 +78,33 @@ pub fn endpoint(address: &str) -> Result<Endpoint, InvalidAddress> {
 }
 
 /// One lazily connected channel per address, shared by every caller: a channel
-/// multiplexes their calls on one HTTP/2 connection.
+/// multiplexes their calls on one HTTP/2 connection. Every call on them carries the
+/// pool's credentials.
 #[derive(Debug, Default)]
 pub struct ChannelPool {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, transport::Channel>>,
+    credentials: Credentials,
 }
 
 impl ChannelPool {
+    /// A pool whose calls carry `credentials`.
+    pub fn new(credentials: Credentials) -> ChannelPool {
+        ChannelPool {
+            channels: Mutex::default(),
+            credentials,
+        }
+    }
+
+    /// The credentials its calls carry.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// `channel` with this pool's credentials added to every call.
+    pub fn with_credentials(&self, channel: transport::Channel) -> Channel {
+        InterceptedService::new(channel, self.credentials.clone())
+    }
+
     /// The channel to `address`, created on first use with `customize` applied to the
     /// project's endpoint (a per-call timeout, say).
     pub fn channel_with(
@@ -88,14 +114,14 @@ impl ChannelPool {
     ) -> Result<Channel, InvalidAddress> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
+            return Ok(self.with_credentials(channel.clone()));
         }
         let channel = customize(endpoint(address)?).connect_lazy();
         if channels.len() >= CHANNELS_MAX {
             channels.clear();
         }
         channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
+        Ok(self.with_credentials(channel))
     }
 
     /// The channel to `address`, created on first use.
@@ -104,7 +130,7 @@ impl ChannelPool {
     }
 
     /// Keeps an already connected channel for `address`.
-    pub fn insert(&self, address: &str, channel: Channel) {
+    pub fn insert(&self, address: &str, channel: transport::Channel) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         channels.insert(address.to_string(), channel);
     }

@@ -1,12 +1,14 @@
 //! How every `pubsubd` role builds its gRPC server: the same limits, frame size and
-//! keepalive, and reflection (v1 and v1alpha) that lists only the services the address
-//! serves. The auth layer and TLS will be added here, once, for every role.
+//! keepalive, the authentication layer, and reflection (v1 and v1alpha) that lists only
+//! the services the address serves.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::Server;
 use tower_layer::{Identity, Stack};
 
+use crate::auth::{Access, AuthLayer};
 use crate::{FILE_DESCRIPTOR_SET, MAX_FRAME_BYTES, OversizeLayer};
 
 /// Interval of the server's HTTP/2 keepalive pings: notices dead clients on long-lived
@@ -17,11 +19,12 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The gRPC health service's full name.
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
-/// A server builder with the project's settings; add services (each through
-/// `with_limits!`) and serve.
-pub fn server() -> Server<Stack<OversizeLayer, Identity>> {
+/// A server builder with the project's settings, whose every call is authenticated
+/// against `access`; add services (each through `with_limits!`) and serve.
+pub fn server(access: Arc<Access>) -> Server<Stack<AuthLayer, Stack<OversizeLayer, Identity>>> {
     Server::builder()
         .layer(OversizeLayer)
+        .layer(AuthLayer::new(access))
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

@@ -1,5 +1,6 @@
 //! The Admin service: create, alter, delete, list and describe topics.
 
+use pubsub_proto::auth::{Operation, Target, authorize, caller};
 use std::sync::Arc;
 
 use pubsub_proto::v1::{self, admin_server::Admin};
@@ -74,6 +75,11 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Admin,
+            Target::Topic(&request.get_ref().name),
+        )?;
         let topic = self.broker.create_topic(request.into_inner()).await?;
         Ok(Response::new(v1::CreateTopicResponse {
             topic: Some(self.describe(&topic)),
@@ -85,6 +91,11 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::AlterTopicConfigRequest>,
     ) -> Result<Response<v1::AlterTopicConfigResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Admin,
+            Target::Topic(&request.get_ref().name),
+        )?;
         let topic = self.broker.alter_topic_config(request.into_inner()).await?;
         Ok(Response::new(v1::AlterTopicConfigResponse {
             topic: Some(self.describe(&topic)),
@@ -96,18 +107,25 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Admin,
+            Target::Topic(&request.get_ref().name),
+        )?;
         self.broker.delete_topic(&request.get_ref().name).await?;
         Ok(Response::new(v1::DeleteTopicResponse {}))
     }
 
     async fn list_topics(
         &self,
-        _request: Request<v1::ListTopicsRequest>,
+        request: Request<v1::ListTopicsRequest>,
     ) -> Result<Response<v1::ListTopicsResponse>, Status> {
+        let caller = caller(&request);
         let mut topics: Vec<v1::TopicSummary> = self
             .broker
             .all_topics()
             .iter()
+            .filter(|t| caller.may(Operation::Describe, Target::Topic(&t.record.name)))
             .map(|t| v1::TopicSummary {
                 name: t.record.name.clone(),
                 partitions: t.record.partitions,
@@ -130,6 +148,11 @@ impl Admin for AdminService {
             let broker = self.broker.config().broker_id;
             self.broker.lease().check_not_fenced(broker)?;
         }
+        authorize(
+            &request,
+            Operation::Describe,
+            Target::Topic(&request.get_ref().name),
+        )?;
         let topic = self.broker.topic(&request.get_ref().name)?;
         Ok(Response::new(v1::DescribeTopicResponse {
             topic: Some(self.describe(&topic)),

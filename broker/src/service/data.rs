@@ -1,5 +1,6 @@
 //! The Broker service: Produce, ProduceStream, Fetch and ListOffsets.
 
+use pubsub_proto::auth::{Operation, Target, authorize, caller};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,6 +206,11 @@ impl BrokerRpc for DataService {
         &self,
         request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Produce,
+            Target::Topic(&request.get_ref().topic),
+        )?;
         Ok(Response::new(
             produce(&self.broker, request.into_inner()).await?,
         ))
@@ -216,6 +222,7 @@ impl BrokerRpc for DataService {
         &self,
         request: Request<Streaming<v1::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let caller = caller(&request);
         let mut inbound = request.into_inner();
         let broker = self.broker.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
@@ -234,6 +241,16 @@ impl BrokerRpc for DataService {
                     }
                 };
                 let correlation_id = request.correlation_id;
+                // Checked per request: one stream may write to several topics, and a
+                // token revoked mid-stream stops working.
+                if let Err(status) =
+                    caller.authorize(Operation::Produce, Target::Topic(&request.topic))
+                {
+                    let _ = waiting
+                        .send((correlation_id, AckTask::Failed(status)))
+                        .await;
+                    break;
+                }
                 match append(&broker, request).await {
                     Ok(appended) => {
                         let task = tokio::spawn(appended.acknowledge());
@@ -297,6 +314,11 @@ impl BrokerRpc for DataService {
         &self,
         request: Request<v1::OffsetForLeaderEpochRequest>,
     ) -> Result<Response<v1::OffsetForLeaderEpochResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Describe,
+            Target::Topic(&request.get_ref().topic),
+        )?;
         let request = request.into_inner();
         let partition = self
             .broker
@@ -315,6 +337,14 @@ impl BrokerRpc for DataService {
         &self,
         request: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
+        if request.get_ref().replica_id.is_some() {
+            caller(&request).require_node("fetch as a replica")?;
+        }
+        authorize(
+            &request,
+            Operation::Consume,
+            Target::Topic(&request.get_ref().topic),
+        )?;
         let request = request.into_inner();
         let (partition, topic_created_ms) = self
             .broker
@@ -359,6 +389,11 @@ impl BrokerRpc for DataService {
         &self,
         request: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Describe,
+            Target::Topic(&request.get_ref().topic),
+        )?;
         let request = request.into_inner();
         let partition = self
             .broker
@@ -398,6 +433,11 @@ impl BrokerRpc for DataService {
         &self,
         request: Request<v1::DeleteRecordsRequest>,
     ) -> Result<Response<v1::DeleteRecordsResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Admin,
+            Target::Topic(&request.get_ref().topic),
+        )?;
         let request = request.into_inner();
         let partition = self
             .broker

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pubsub_cli::security::SecurityArgs;
 use pubsub_cli::server::{StandaloneConfig, advertised_address};
 use pubsub_cluster_manager::{ClusterManagerConfig, Member, run_embedded};
 use tokio::net::TcpListener;
@@ -55,6 +56,8 @@ enum Role {
         /// the role starts on a fuller disk, so it can open its databases (0: off).
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// One node of the cluster-manager Raft group.
     ClusterManager {
@@ -82,6 +85,8 @@ enum Role {
         /// the role starts on a fuller disk, so it can open its databases (0: off).
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// A broker: hosts partition replicas and serves producers and consumers.
     Broker {
@@ -119,6 +124,8 @@ enum Role {
         /// the role starts on a fuller disk, so it can open its databases (0: off).
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// The consumer manager: subscriptions, groups, committed offsets, push delivery.
     ConsumerManager {
@@ -143,6 +150,8 @@ enum Role {
         /// the role starts on a fuller disk, so it can open its databases (0: off).
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
 }
 
@@ -213,9 +222,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cleanup_interval,
             min_free_bytes,
             reserve_bytes,
+            security,
         } => {
             let config =
                 StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised)?;
+            let security = security.resolve(config.listen, true)?;
             keep_reserve(&config.data_dir, reserve_bytes)?;
             let (broker_listener, broker_bound) = bind(config.listen, "broker").await?;
             let advertised =
@@ -226,6 +237,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut manager_config =
                 ClusterManagerConfig::new(1, config.data_dir.join("cluster-manager"));
             manager_config.advertised_address = Some(local.clone());
+            manager_config.security = security.clone();
+            manager_config.admin_token_path = config.data_dir.join("admin.token");
             let embedded = pubsub_cluster_manager::EmbeddedServices::default();
             let manager = tokio::spawn(run_embedded(manager_config, embedded.clone(), shutdown()));
             let mut broker = pubsub_broker::BrokerConfig::new(
@@ -235,11 +248,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 vec![local.clone()],
             );
             broker.min_free_bytes = min_free_bytes;
+            broker.security = security.clone();
             let mut consumer_config = pubsub_consumer_manager::ManagerConfig::new(
                 config.data_dir.join("consumer-manager"),
                 local,
             );
             consumer_config.cleanup_interval = cleanup_interval;
+            consumer_config.security = security;
             let consumers = Arc::new(
                 pubsub_consumer_manager::Supervisor::open(consumer_config)
                     .context("cannot open the consumer manager")?,
@@ -249,13 +264,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let routes = tonic::service::Routes::new(pubsub_consumer_manager::grpc_service(
                 consumers.clone(),
             ))
-            .add_service(embedded.cluster_manager());
+            .add_service(embedded.cluster_manager())
+            .add_service(embedded.access());
             tracing::info!(listen = %broker_bound, data_dir = %config.data_dir.display(), "pubsubd standalone starting");
             // Tests and scripts read this line to learn the port when listening on :0.
             println!("listening on {broker_bound}");
             let names = [
                 pubsub_proto::v1::consumer_manager_server::SERVICE_NAME,
                 pubsub_proto::v1::cluster_manager_server::SERVICE_NAME,
+                pubsub_proto::v1::access_server::SERVICE_NAME,
             ];
             let served =
                 pubsub_broker::run_with(broker, broker_listener, shutdown(), routes, &names)
@@ -283,9 +300,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             peers,
             lease,
             reserve_bytes,
+            security,
         } => {
             keep_reserve(&data_dir, reserve_bytes)?;
             let mut config = ClusterManagerConfig::new(id, data_dir);
+            config.security = security.resolve(listen, false)?;
             config.advertised_address = advertised_address;
             if let Some(lease) = lease {
                 config.lease = lease;
@@ -313,7 +332,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             replica_lag_max,
             min_free_bytes,
             reserve_bytes,
+            security,
         } => {
+            let security = security.resolve(listen, false)?;
             keep_reserve(&data_dir, reserve_bytes)?;
             let (listener, bound) = bind(listen, "broker").await?;
             let advertised = advertised_address(advertised, bound, "broker")?;
@@ -322,6 +343,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.rack = rack;
             config.replica_lag_max = replica_lag_max;
             config.min_free_bytes = min_free_bytes;
+            config.security = security;
             println!("listening on {bound}");
             pubsub_broker::run(config, listener, shutdown())
                 .await
@@ -334,14 +356,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster_managers,
             cleanup_interval,
             reserve_bytes,
+            security,
         } => {
+            let security = security.resolve(listen, false)?;
+            anyhow::ensure!(
+                !security.is_on() || !cluster_managers.is_empty(),
+                "with --auth the consumer manager needs --cluster-managers, where it reads the access rules"
+            );
             keep_reserve(&data_dir, reserve_bytes)?;
             let brokers = match brokers {
                 Some(brokers) => brokers,
-                None => find_broker(&cluster_managers).await?,
+                None => find_broker(&cluster_managers, &security).await?,
             };
             let mut config = pubsub_consumer_manager::ManagerConfig::new(data_dir, brokers);
             config.cleanup_interval = cleanup_interval;
+            config.security = security;
+            config.cluster_managers = cluster_managers;
             let manager = Arc::new(
                 pubsub_consumer_manager::Supervisor::open(config)
                     .context("cannot open the consumer manager")?,
@@ -364,17 +394,21 @@ fn keep_reserve(data_dir: &std::path::Path, bytes: u64) -> anyhow::Result<()> {
 }
 
 /// The live brokers' addresses (comma separated) from the cluster managers' view.
-async fn find_broker(cluster_managers: &[String]) -> anyhow::Result<String> {
+async fn find_broker(
+    cluster_managers: &[String],
+    security: &pubsub_proto::auth::NodeSecurity,
+) -> anyhow::Result<String> {
     use pubsub_proto::v1::cluster_manager_client::ClusterManagerClient;
     anyhow::ensure!(
         !cluster_managers.is_empty(),
         "give --brokers or --cluster-managers so the consumer manager can find the brokers"
     );
+    let pool = pubsub_proto::net::ChannelPool::new(security.credentials.clone());
     for address in cluster_managers {
-        let Ok(mut client) = ClusterManagerClient::connect(format!("http://{address}")).await
-        else {
+        let Ok(channel) = pool.channel(address) else {
             continue;
         };
+        let mut client = ClusterManagerClient::new(channel);
         let Ok(status) = client
             .cluster_status(pubsub_proto::v1::ClusterStatusRequest {})
             .await

@@ -42,19 +42,8 @@ pub enum ClusterCommand {
 
 /// Runs `pubsub cluster ...`.
 pub async fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<()> {
-    let address = match &args.cluster_manager {
-        Some(address) => address.clone(),
-        None => global
-            .server
-            .split(',')
-            .map(str::trim)
-            .find(|s| !s.is_empty())
-            .unwrap_or(pubsub_client::DEFAULT_ADDRESS)
-            .to_string(),
-    };
-    let mut stub = ClusterManagerClient::connect(format!("http://{address}"))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the cluster manager at {address}: {e}"))?;
+    let address = global.cluster_manager_address(args.cluster_manager.as_deref());
+    let mut stub = ClusterManagerClient::new(global.channel(&address)?);
     let unserved = |status: tonic::Status| {
         if status.code() == tonic::Code::Unimplemented {
             anyhow::anyhow!(

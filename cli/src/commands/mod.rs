@@ -11,6 +11,7 @@
 //! A new subcommand (`bench` is next) is a module with an `Args` struct and a `run`,
 //! one `Command` variant, and one arm in [`run`].
 
+pub mod access;
 pub mod cluster;
 pub mod completion;
 pub mod output;
@@ -23,7 +24,7 @@ pub mod write;
 
 use anyhow::anyhow;
 use clap::{Args, Parser, Subcommand};
-use pubsub_client::{Client, DEFAULT_ADDRESS, Error};
+use pubsub_client::{Client, Credentials, DEFAULT_ADDRESS, Error};
 
 use output::OutputFormat;
 
@@ -85,6 +86,48 @@ pub struct GlobalArgs {
     /// No progress bar and no summary line on stderr.
     #[arg(long, short = 'q', global = true, help_heading = GLOBAL)]
     pub quiet: bool,
+    /// Bearer token, for servers with authentication on (`pubsub token create`
+    /// makes one).
+    #[arg(
+        long,
+        global = true,
+        env = "PUBSUB_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = GLOBAL
+    )]
+    pub token: Option<String>,
+}
+
+impl GlobalArgs {
+    /// What every call carries: the bearer token, if one was given.
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        match &self.token {
+            Some(token) => Ok(Credentials::bearer(token)?),
+            None => Ok(Credentials::none()),
+        }
+    }
+
+    /// The cluster-manager node to ask: `explicit`, else the first --server address
+    /// (where `pubsubd standalone` serves its cluster manager too).
+    pub fn cluster_manager_address(&self, explicit: Option<&str>) -> String {
+        match explicit {
+            Some(address) => address.to_string(),
+            None => self
+                .server
+                .split(',')
+                .map(str::trim)
+                .find(|s| !s.is_empty())
+                .unwrap_or(DEFAULT_ADDRESS)
+                .to_string(),
+        }
+    }
+
+    /// A channel to `address` whose calls carry the credentials.
+    pub fn channel(&self, address: &str) -> anyhow::Result<pubsub_proto::net::Channel> {
+        let pool = pubsub_proto::net::ChannelPool::new(self.credentials()?);
+        Ok(pool.channel(address)?)
+    }
 }
 
 /// The subcommands.
@@ -135,6 +178,10 @@ pub enum Command {
     /// Dead letters of a subscription.
     #[command(subcommand)]
     Dlq(subscribe::DlqCommand),
+    /// Bearer tokens of principals (with authentication on).
+    Token(access::TokenArgs),
+    /// Access rules: which principal may do what on which topics and subscriptions.
+    Acl(access::AclArgs),
 }
 
 /// Runs the parsed command line.
@@ -157,6 +204,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Presence(args) => subscribe::presence(global, args).await,
         Command::History(args) => subscribe::history(global, args).await,
         Command::Dlq(command) => subscribe::dlq(global, command).await,
+        Command::Token(args) => access::token(global, args).await,
+        Command::Acl(args) => access::acl(global, args).await,
     }
 }
 
@@ -177,29 +226,32 @@ async fn bench(global: &GlobalArgs, args: crate::bench::BenchArgs) -> anyhow::Re
 /// Connects to the first reachable server of `--server`; if none can be reached, the
 /// error hints at starting one.
 pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
-    connect_to(&global.server).await
+    connect_to(&global.server, global.credentials()?).await
 }
 
 /// Connects to the consumer manager (`--consumer-manager`, else `--server`).
 pub async fn connect_consumer_manager(global: &GlobalArgs) -> anyhow::Result<Client> {
-    connect_to(global.consumer_manager.as_deref().unwrap_or(&global.server)).await
+    let address = global.consumer_manager.as_deref().unwrap_or(&global.server);
+    connect_to(address, global.credentials()?).await
 }
 
-async fn connect_to(address: &str) -> anyhow::Result<Client> {
-    Client::connect(address).await.map_err(|e| match e {
-        Error::Transport { address, message } => {
-            let (what, verb) = if address.contains(',') {
-                (format!("any server of {address}"), "are they")
-            } else {
-                (format!("the server at {address}"), "is it")
-            };
-            anyhow!(
-                "cannot reach {what} ({}); {verb} running? start one with `pubsubd standalone`",
-                transport_cause(&message)
-            )
-        }
-        other => other.into(),
-    })
+async fn connect_to(address: &str, credentials: Credentials) -> anyhow::Result<Client> {
+    Client::connect_with(address, credentials)
+        .await
+        .map_err(|e| match e {
+            Error::Transport { address, message } => {
+                let (what, verb) = if address.contains(',') {
+                    (format!("any server of {address}"), "are they")
+                } else {
+                    (format!("the server at {address}"), "is it")
+                };
+                anyhow!(
+                    "cannot reach {what} ({}); {verb} running? start one with `pubsubd standalone`",
+                    transport_cause(&message)
+                )
+            }
+            other => other.into(),
+        })
 }
 
 /// The useful part of a transport error chain: tonic and hyper repeat themselves

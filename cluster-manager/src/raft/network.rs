@@ -20,12 +20,12 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use pubsub_proto::MAX_MESSAGE_BYTES;
-use pubsub_proto::net::ChannelPool;
+use pubsub_proto::auth::Credentials;
+use pubsub_proto::net::{Channel, ChannelPool};
 use pubsub_proto::v1::RaftPayload;
 use pubsub_proto::v1::raft_client::RaftClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::Channel;
 
 use super::codec::{self, PAYLOAD_BYTES_MAX};
 use super::{NodeId, TypeConfig};
@@ -39,6 +39,13 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
+    /// Channels whose calls carry `credentials`.
+    pub(crate) fn new(credentials: Credentials) -> Channels {
+        Channels {
+            pool: Arc::new(ChannelPool::new(credentials)),
+        }
+    }
+
     /// The channel to `address` (`host:port`), created on first use.
     pub(crate) fn get(&self, address: &str) -> Result<Channel> {
         self.pool

@@ -299,6 +299,7 @@ mod tests {
             address: format!("b{broker}:1"),
             rack: None,
             now_ms: 1,
+            lease_ms: 0,
         })
     }
 

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use pubsub_proto::auth::{Operation, Target, authorize, caller};
 use pubsub_proto::v1::{self, cluster_manager_server::ClusterManager};
 use tonic::{Request, Response, Status};
 
@@ -70,6 +71,7 @@ impl ClusterManager for ClusterManagerService {
                 address: request.address,
                 rack: request.rack,
                 now_ms: 0,
+                lease_ms: self.lease_ms(),
             })
             .await?;
         tracing::info!(response = ?written.response, "broker registered");
@@ -141,6 +143,8 @@ impl ClusterManager for ClusterManagerService {
         &self,
         request: Request<v1::ClusterCreateTopicRequest>,
     ) -> Result<Response<v1::ClusterCreateTopicResponse>, Status> {
+        let topic = Target::Topic(&request.get_ref().name);
+        authorize(&request, Operation::Admin, topic)?;
         let request = request.into_inner();
         let written = self
             .manager
@@ -175,6 +179,11 @@ impl ClusterManager for ClusterManagerService {
         &self,
         request: Request<v1::AlterTopicConfigRequest>,
     ) -> Result<Response<v1::ClusterAlterTopicConfigResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Admin,
+            Target::Topic(&request.get_ref().name),
+        )?;
         let request = request.into_inner();
         let written = self
             .manager
@@ -200,6 +209,11 @@ impl ClusterManager for ClusterManagerService {
         &self,
         request: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Admin,
+            Target::Topic(&request.get_ref().name),
+        )?;
         let name = request.into_inner().name;
         self.manager.write(Command::DeleteTopic { name }).await?;
         tracing::info!("topic deleted");
@@ -208,13 +222,15 @@ impl ClusterManager for ClusterManagerService {
 
     async fn list_topics(
         &self,
-        _request: Request<v1::ListTopicsRequest>,
+        request: Request<v1::ListTopicsRequest>,
     ) -> Result<Response<v1::ListTopicsResponse>, Status> {
+        let caller = caller(&request);
         let view = self.manager.view();
         let topics = view
             .state
             .topics()
             .values()
+            .filter(|t| caller.may(Operation::Describe, Target::Topic(t.name())))
             .map(|t| v1::TopicSummary {
                 name: t.name().to_string(),
                 partitions: t.partitions().len() as u32,
@@ -230,8 +246,13 @@ impl ClusterManager for ClusterManagerService {
         &self,
         request: Request<v1::DescribeTopicRequest>,
     ) -> Result<Response<v1::ClusterDescribeTopicResponse>, Status> {
+        validate_topic_name(&request.get_ref().name).map_err(Error::Command)?;
+        authorize(
+            &request,
+            Operation::Describe,
+            Target::Topic(&request.get_ref().name),
+        )?;
         let name = request.into_inner().name;
-        validate_topic_name(&name).map_err(Error::Command)?;
         let view = self.manager.view();
         let Some(topic) = view.state.topic(&name) else {
             return Err(Error::Command(CommandError::TopicNotFound { name }).into());
@@ -259,35 +280,17 @@ impl ClusterManager for ClusterManagerService {
         &self,
         _request: Request<v1::WatchMetadataRequest>,
     ) -> Result<Response<Self::WatchMetadataStream>, Status> {
-        let watching = self.manager.subscribe();
-        let stopping = self.manager.stopping();
-        let manager = self.manager.clone();
-        // The first item is the metadata as it is; each later one follows a change.
-        // `watch` keeps only the newest value, so a slow reader skips to it.
-        let stream = futures::stream::unfold(
-            (watching, stopping, manager, true),
-            |(mut watching, mut stopping, manager, first)| async move {
-                if *stopping.borrow() {
-                    return None;
-                }
-                if !first {
-                    tokio::select! {
-                        changed = watching.changed() => changed.ok()?,
-                        _ = stopping.wait_for(|stop| *stop) => return None,
-                    }
-                }
-                let view = watching.borrow_and_update().clone();
-                let metadata = wire::cluster_metadata(&view, manager.leader_id());
-                Some((Ok(metadata), (watching, stopping, manager, false)))
-            },
-        );
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(super::watch(
+            self.manager.clone(),
+            |view, manager| wire::cluster_metadata(view, manager.leader_id()),
+        )))
     }
 
     async fn cluster_status(
         &self,
-        _request: Request<v1::ClusterStatusRequest>,
+        request: Request<v1::ClusterStatusRequest>,
     ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        authorize(&request, Operation::Describe, Target::Cluster)?;
         let metrics = self.manager.metrics();
         let commit_index = self
             .manager
@@ -351,6 +354,7 @@ impl ClusterManager for ClusterManagerService {
         &self,
         request: Request<v1::AddMemberRequest>,
     ) -> Result<Response<v1::AddMemberResponse>, Status> {
+        authorize(&request, Operation::Admin, Target::Cluster)?;
         let request = request.into_inner();
         let index = self
             .manager
@@ -367,6 +371,7 @@ impl ClusterManager for ClusterManagerService {
         &self,
         request: Request<v1::RemoveMemberRequest>,
     ) -> Result<Response<v1::RemoveMemberResponse>, Status> {
+        authorize(&request, Operation::Admin, Target::Cluster)?;
         let index = self
             .manager
             .remove_member(request.into_inner().node_id)

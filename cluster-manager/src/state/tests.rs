@@ -12,6 +12,7 @@ fn register(state: &mut ClusterState, broker: u32, rack: Option<&str>, now_ms: u
             address: format!("10.0.0.{broker}:9392"),
             rack: rack.map(String::from),
             now_ms,
+            lease_ms: 0,
         })
         .unwrap();
 }
@@ -229,6 +230,7 @@ fn without_a_live_in_sync_replica_the_partition_goes_offline_and_keeps_its_last_
             address: "10.0.0.9:9392".into(),
             rack: None,
             now_ms: 7_000,
+            lease_ms: 0,
         })
         .map(|r| assert_eq!(r, Response::BrokerRegistered { leaderships: 1 }))
         .unwrap();
@@ -339,12 +341,14 @@ fn the_same_commands_give_the_same_state_and_bytes() {
             address: "b:1".into(),
             rack: Some("x".into()),
             now_ms: 10,
+            lease_ms: 0,
         },
         Command::RegisterBroker {
             broker: 1,
             address: "a:1".into(),
             rack: None,
             now_ms: 11,
+            lease_ms: 0,
         },
         create("t", 4, 2),
         create("bad/name", 1, 1),
@@ -406,6 +410,7 @@ fn a_restarted_leader_registering_again_hands_leadership_to_the_isr() {
                 address: "10.0.0.1:9392".into(),
                 rack: None,
                 now_ms: 100,
+                lease_ms: 0,
             })
             .unwrap(),
         Response::BrokerRegistered { leaderships: 0 }
@@ -511,4 +516,26 @@ fn topics_stored_before_resolution_read_with_defaults() {
     );
     assert!(!topic.default_keys().contains(&ConfigKey::RetentionMs));
     assert!(topic.default_keys().contains(&ConfigKey::SegmentBytes));
+}
+
+#[test]
+fn a_live_broker_id_cannot_be_taken_over_from_another_address() {
+    let mut state = ClusterState::default();
+    let register = |address: &str, now_ms| Command::RegisterBroker {
+        broker: 1,
+        address: address.into(),
+        rack: None,
+        now_ms,
+        lease_ms: 6_000,
+    };
+    state.apply(register("10.0.0.1:9392", 1_000)).unwrap();
+    assert!(matches!(
+        state.apply(register("10.6.6.6:9392", 2_000)),
+        Err(CommandError::BrokerIdInUse { broker: 1, .. })
+    ));
+    assert_eq!(state.brokers()[&1].address(), "10.0.0.1:9392");
+    // The same address (a restart) is welcome at once; another one once the lease ran out.
+    state.apply(register("10.0.0.1:9392", 2_000)).unwrap();
+    state.apply(register("10.0.0.2:9392", 8_001)).unwrap();
+    assert_eq!(state.brokers()[&1].address(), "10.0.0.2:9392");
 }

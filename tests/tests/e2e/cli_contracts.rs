@@ -79,6 +79,7 @@ fn a_listener_on_every_interface_needs_an_advertised_address() {
         let mut child = Command::new(binary("pubsubd"))
             .args(role)
             .args(["--listen", &listen, "--data-dir", &data])
+            .arg("--allow-unauthenticated")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -98,6 +99,35 @@ fn a_listener_on_every_interface_needs_an_advertised_address() {
         assert!(!status.success(), "{role:?}: {said}");
         assert!(
             said.contains("--advertised-address HOST:"),
+            "{role:?}: {said}"
+        );
+    }
+}
+
+/// Every role refuses to serve an address other hosts can reach without
+/// authentication, unless told the network is trusted, and says how to proceed.
+#[test]
+fn a_network_listener_needs_auth_or_an_explicit_opt_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let listen = format!("0.0.0.0:{}", pubsub_tests::free_port());
+    let roles: [&[&str]; 4] = [
+        &["standalone", "--advertised-address", "127.0.0.1:1"],
+        &["broker", "--id", "1", "--cluster-managers", "127.0.0.1:9"],
+        &["cluster-manager", "--id", "1"],
+        &["consumer-manager", "--brokers", "127.0.0.1:9"],
+    ];
+    for role in roles {
+        let output = Command::new(binary("pubsubd"))
+            .args(role)
+            .args(["--listen", &listen, "--data-dir", &data])
+            .env_remove("PUBSUB_ALLOW_UNAUTHENTICATED")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{role:?}: {said}");
+        assert!(
+            said.contains("without authentication") && said.contains("--auth"),
             "{role:?}: {said}"
         );
     }

@@ -1,0 +1,83 @@
+//! Keeps a node's [`Access`] (what its auth layer checks calls against) equal to the
+//! replicated tokens and rules, and makes the first admin token when authentication is
+//! first turned on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pubsub_proto::auth::{self, Access};
+
+use crate::command::Command;
+use crate::manager::Manager;
+
+/// The file the first admin token is written to, in the node's data directory.
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Runs for the life of a node: updates `access` after every applied change and, with
+/// authentication on, makes the admin token if this node leads and none was ever made.
+pub(crate) async fn keep_access(manager: Arc<Manager>, access: Arc<Access>, token_path: PathBuf) {
+    let mut watching = manager.subscribe();
+    let mut stopping = manager.stopping();
+    loop {
+        let view = watching.borrow_and_update().clone();
+        access.update(&view.state.access().to_wire(view.applied_index));
+        let leads = manager.leader_id() == Some(manager.id());
+        let bootstrap = access.is_on() && leads && view.state.access().never_issued();
+        if bootstrap && let Err(e) = bootstrap_admin(&manager, &token_path).await {
+            tracing::warn!(error = %e, "cannot make the admin token yet; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        tokio::select! {
+            changed = watching.changed() => if changed.is_err() { return },
+            // A leader change does not touch the state: look again now and then.
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Writes a new admin token to `path` (mode 0600), then commits its hash. The file
+/// comes first: a token committed but never written would lock everyone out.
+async fn bootstrap_admin(manager: &Manager, path: &Path) -> Result<(), String> {
+    let token = auth::generate_token();
+    write_private(path, &token.token).map_err(|e| format!("{}: {e}", path.display()))?;
+    let written = manager
+        .write(Command::BootstrapAdmin {
+            id: token.id,
+            hash: token.hash,
+            now_ms: 0,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    match written.response {
+        crate::command::Response::AccessChanged { count: 1 } => {
+            tracing::info!(path = %path.display(), "authentication is on; the admin token was written to this file (mode 0600)");
+        }
+        // Another leader made one first: this file holds nothing valid.
+        _ => {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `contents` to a new file only the owner can read, durably.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // A file left by an attempt that lost the race may have other permissions.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}

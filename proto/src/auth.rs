@@ -1,0 +1,60 @@
+//! Authentication and authorization, shared by every role: bearer tokens for
+//! principals, the cluster secret for nodes, allow rules (ACLs), the tower layer that
+//! identifies every caller, and the credentials clients send.
+//!
+//! The cluster manager owns tokens (only their hashes) and rules in its replicated
+//! state; every node keeps a copy in an [`Access`] through its metadata watch and
+//! checks calls locally, so a check costs a hash and a map lookup, not a round trip.
+
+mod access;
+mod credentials;
+mod layer;
+mod rules;
+mod token;
+
+pub use access::{Access, AccessSnapshot, AuthError};
+pub use credentials::{BadCredentials, Credentials};
+pub use layer::{AUTHORIZATION, AuthLayer, Authenticate, Caller, Identity, authorize, caller};
+pub use rules::{
+    Operation, PRINCIPAL_BYTES_MAX, Resource, Rule, RuleError, Target, allows, validate_principal,
+};
+pub use token::{
+    NewToken, TOKEN_PREFIX, TokenHash, generate as generate_token, hash_secret,
+    valid_id as valid_token_id,
+};
+
+use std::sync::Arc;
+
+/// How a node takes part in access control: the access it checks calls against, and
+/// the credentials it presents to other nodes. Off by default.
+#[derive(Clone, Debug)]
+pub struct NodeSecurity {
+    /// What calls to this node are checked against.
+    pub access: Arc<Access>,
+    /// What this node's calls to other nodes carry.
+    pub credentials: Credentials,
+}
+
+impl Default for NodeSecurity {
+    fn default() -> Self {
+        NodeSecurity {
+            access: Access::off(),
+            credentials: Credentials::none(),
+        }
+    }
+}
+
+impl NodeSecurity {
+    /// Authentication on, nodes proving themselves to each other with `cluster_secret`.
+    pub fn with_cluster_secret(cluster_secret: &str) -> Result<NodeSecurity, BadCredentials> {
+        Ok(NodeSecurity {
+            access: Access::on(cluster_secret),
+            credentials: Credentials::node(cluster_secret)?,
+        })
+    }
+
+    /// Whether calls are checked.
+    pub fn is_on(&self) -> bool {
+        self.access.is_on()
+    }
+}
