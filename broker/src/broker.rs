@@ -120,7 +120,7 @@ impl Broker {
         ));
         Broker {
             disk,
-            peers: crate::replication::Peers::new(config.security.credentials.clone()),
+            peers: crate::replication::Peers::new(config.security.link.clone()),
             unhosted: RwLock::new(HashMap::new()),
             config,
             link,

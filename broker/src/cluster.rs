@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pubsub_proto::MAX_MESSAGE_BYTES;
-use pubsub_proto::auth::Credentials;
-use pubsub_proto::net::{self, Channel, ChannelPool, Disposition};
+use pubsub_proto::net::{self, Channel, ChannelPool, Disposition, Link};
 use pubsub_proto::v1::cluster_manager_client::ClusterManagerClient;
 use tonic::{Response, Status};
 
@@ -30,9 +29,9 @@ pub(crate) struct ClusterLink {
 }
 
 impl ClusterLink {
-    /// A link to the cluster managers at `addresses` (connected lazily), whose calls
-    /// carry `credentials`.
-    pub(crate) fn new(addresses: Vec<String>, credentials: Credentials) -> crate::Result<Self> {
+    /// A link to the cluster managers at `addresses` (connected lazily), over links
+    /// secured as `link` says.
+    pub(crate) fn new(addresses: Vec<String>, link: Link) -> crate::Result<Self> {
         if addresses.is_empty() {
             return Err(crate::Error::InvalidArgument(
                 "no cluster-manager address given".into(),
@@ -41,7 +40,7 @@ impl ClusterLink {
         Ok(ClusterLink {
             addresses,
             preferred: AtomicUsize::new(0),
-            channels: ChannelPool::new(credentials),
+            channels: ChannelPool::new(link),
         })
     }
 

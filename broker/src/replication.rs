@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pubsub_proto::MAX_MESSAGE_BYTES;
-use pubsub_proto::auth::Credentials;
-use pubsub_proto::net::{self, Channel, ChannelPool};
+use pubsub_proto::net::{self, Channel, ChannelPool, Link};
 use pubsub_proto::v1::{self, broker_client::BrokerClient};
 use tonic::Code;
 
@@ -98,10 +97,10 @@ pub(crate) struct Peers {
 }
 
 impl Peers {
-    /// Peers whose fetches carry `credentials`.
-    pub(crate) fn new(credentials: Credentials) -> Peers {
+    /// Peers reached over links secured as `link` says.
+    pub(crate) fn new(link: Link) -> Peers {
         Peers {
-            channels: ChannelPool::new(credentials),
+            channels: ChannelPool::new(link),
         }
     }
 

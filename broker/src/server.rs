@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pubsub_proto::serve::{reflection_v1, reflection_v1alpha, server as grpc_server};
+use pubsub_proto::serve::{incoming, reflection_v1, reflection_v1alpha, server as grpc_server};
 use pubsub_proto::v1::admin_server::AdminServer;
 use pubsub_proto::v1::broker_server::BrokerServer;
 use tokio::net::TcpListener;
@@ -50,7 +50,7 @@ pub async fn run_with(
     })?;
     let link = ClusterLink::new(
         config.cluster_managers.clone(),
-        config.security.credentials.clone(),
+        config.security.link.clone(),
     )?;
     let broker = Arc::new(Broker::new(config, Arc::new(link)));
     // Served while it joins, since standalone's own cluster manager answers on this
@@ -114,6 +114,7 @@ pub(crate) async fn serve(
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "broker listening");
     let (start_drain, drain) = tokio::sync::oneshot::channel::<()>();
+    let tls = broker.config().security.server_tls.clone();
     let server = grpc_server(broker.config().security.access.clone())
         .layer(crate::join_gate::JoinGateLayer::new(broker.joined_watch()))
         .add_routes(extra)
@@ -126,7 +127,7 @@ pub(crate) async fn serve(
         .add_service(pubsub_proto::with_limits!(BrokerServer::new(
             DataService::new(broker.clone())
         )))
-        .serve_with_incoming_shutdown(incoming(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener, tls), async move {
             let _ = drain.await;
         });
     let result = drain_bounded(server, shutdown, start_drain).await;
@@ -159,18 +160,6 @@ async fn drain_bounded<E>(
             Ok(())
         }
     }
-}
-
-/// Accepted connections with Nagle's algorithm off: produce acks are small writes.
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
 }
 
 /// Retention and interval fsyncs, until the server stops.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use pubsub_proto::auth::NodeSecurity;
+use pubsub_proto::tls::{self, ServerTls, ServerTlsFiles};
 
 /// Shortest cluster secret taken: shorter ones are guessable.
 const SECRET_BYTES_MIN: usize = 16;
@@ -27,12 +28,52 @@ pub struct SecurityArgs {
     /// port can then do anything).
     #[arg(long, env = "PUBSUB_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
+    /// Serve TLS with this PEM certificate chain (with --tls-key); reloaded on SIGHUP
+    /// or when the file changes.
+    #[arg(long, env = "PUBSUB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "PUBSUB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS); nodes then
+    /// present --tls-cert to each other.
+    #[arg(long, env = "PUBSUB_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The PEM CA this node trusts on its links to other nodes (and, in standalone,
+    /// to itself). Needed with --tls-cert.
+    #[arg(long, env = "PUBSUB_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl SecurityArgs {
     /// The node's security for a role listening on `listen`. Standalone (`alone`)
     /// makes up its own secret: its parts only talk to each other.
     pub fn resolve(&self, listen: SocketAddr, alone: bool) -> anyhow::Result<NodeSecurity> {
+        let mut security = self.access(listen, alone)?;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let files = ServerTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            };
+            security.server_tls = Some(ServerTls::load(files)?);
+            let ca = self.tls_ca.as_deref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--tls-cert needs --tls-ca: the CA this node trusts on its links to other nodes"
+                )
+            })?;
+            let identity = self
+                .tls_client_ca
+                .as_ref()
+                .map(|_| (cert.as_path(), key.as_path()));
+            security.link.tls = Some(tls::client_config(ca, identity)?);
+        } else if let Some(ca) = &self.tls_ca {
+            security.link.tls = Some(tls::client_config(ca, None)?);
+        }
+        Ok(security)
+    }
+
+    fn access(&self, listen: SocketAddr, alone: bool) -> anyhow::Result<NodeSecurity> {
         if !self.auth {
             anyhow::ensure!(
                 listen.ip().is_loopback() || self.allow_unauthenticated,
@@ -82,6 +123,10 @@ mod tests {
             auth,
             cluster_secret_file: file,
             allow_unauthenticated: allow,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_ca: None,
         }
     }
 

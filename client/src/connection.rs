@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pubsub_proto::MAX_MESSAGE_BYTES;
-use pubsub_proto::auth::Credentials;
-use pubsub_proto::net::{self, Channel, ChannelPool};
+use pubsub_proto::net::{self, Channel, ChannelPool, Link};
 use pubsub_proto::v1::admin_client::AdminClient;
 use pubsub_proto::v1::broker_client::BrokerClient;
 use pubsub_proto::v1::consumer_manager_client::ConsumerManagerClient;
@@ -68,8 +67,8 @@ impl Client {
 
     /// Connects to `servers` as [`Client::connect`] does, every call carrying
     /// `credentials` (a principal's bearer token: `Credentials::bearer(token)`).
-    pub async fn connect_with(servers: &str, credentials: Credentials) -> Result<Client> {
-        connect_first(parse_servers(servers)?, credentials).await
+    pub async fn connect_with(servers: &str, link: Link) -> Result<Client> {
+        connect_first(parse_servers(servers)?, link).await
     }
 
     /// Connects to the first reachable address of `addresses`, in order, and keeps
@@ -80,7 +79,7 @@ impl Client {
         S: Into<String>,
     {
         let addresses = addresses.into_iter().map(Into::into).collect();
-        connect_first(addresses, Credentials::none()).await
+        connect_first(addresses, Link::default()).await
     }
 
     /// A Broker stub for the broker at `address` (connected lazily, then reused).
@@ -214,17 +213,18 @@ impl Client {
 }
 
 /// Connects to the first reachable address of `addresses`, in order.
-async fn connect_first(addresses: Vec<String>, credentials: Credentials) -> Result<Client> {
+async fn connect_first(addresses: Vec<String>, link: Link) -> Result<Client> {
     if addresses.is_empty() {
         return Err(Error::InvalidArgument("no server address given".into()));
     }
+    let pool = ChannelPool::new(link);
     let mut failures = Vec::new();
     for address in &addresses {
-        let endpoint =
-            net::endpoint(address).map_err(|e| Error::InvalidArgument(format!("server: {e}")))?;
+        let endpoint = pool
+            .endpoint(address)
+            .map_err(|e| Error::InvalidArgument(format!("server: {e}")))?;
         match endpoint.connect().await {
             Ok(channel) => {
-                let pool = ChannelPool::new(credentials.clone());
                 pool.insert(address, channel);
                 return Ok(Client {
                     shared: Arc::new(Shared {

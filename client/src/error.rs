@@ -213,6 +213,17 @@ impl From<tonic::Status> for Error {
             Code::Unavailable if net::never_sent(&status) => {
                 format!("server unavailable: {}", status.message())
             }
+            // tonic's own "transport error" says nothing; its cause does (a TLS alert,
+            // an HTTP/2 protocol error from a TLS port spoken to in plain text).
+            _ if std::error::Error::source(&status).is_some() => {
+                let mut message = status.message().to_string();
+                let mut source = std::error::Error::source(&status);
+                while let Some(cause) = source {
+                    message = format!("{message}: {cause}");
+                    source = cause.source();
+                }
+                message
+            }
             _ => status.message().to_string(),
         };
         Error::from_code(

@@ -38,6 +38,7 @@ pub use error::{Error, Result};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, RecordMetadata, now_ms};
 pub use pubsub_proto::DEFAULT_ADDRESS;
 pub use pubsub_proto::auth::Credentials;
+pub use pubsub_proto::net::Link;
 pub use pubsub_proto::v1::TopicConfig;
 pub use pubsub_proto::v1::{DeliveredRecord, SubscriptionOptions};
 pub use pubsub_storage::Compression;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
-use pubsub_proto::auth::Access;
+use pubsub_proto::auth::NodeSecurity;
 use pubsub_proto::v1::access_server::AccessServer;
 use pubsub_proto::v1::cluster_manager_server::ClusterManagerServer;
 use pubsub_proto::v1::raft_server::RaftServer;
@@ -176,8 +176,8 @@ async fn run_once(
         };
         let served = match front {
             Front::Listener(listener) => {
-                let access = config.security.access.clone();
-                serve(manager, access, listener, until, stopping_tx).await
+                let security = config.security.clone();
+                serve(manager, security, listener, until, stopping_tx).await
             }
             Front::Embedded(services) => {
                 services.start(manager);
@@ -236,7 +236,7 @@ async fn start_raft(
     let (state_machine, view) = StateMachineStore::open(db, users)
         .map_err(|e| Error::Internal(format!("cannot load the metadata snapshot: {e}")))?;
     let pristine = pristine && view.borrow().applied_index == 0;
-    let channels = Channels::new(config.security.credentials.clone());
+    let channels = Channels::new(config.security.link.clone());
     let raft = Raft::new(
         config.node_id,
         Arc::new(config.raft.openraft_config()?),
@@ -332,7 +332,7 @@ async fn bootstrap(raft: &Raft, config: &ClusterManagerConfig, address: &str) ->
 /// Serves the services until `shutdown`, then flips `stopping` and drains.
 async fn serve(
     manager: Arc<Manager>,
-    access: Arc<Access>,
+    security: NodeSecurity,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     stopping: watch::Sender<bool>,
@@ -356,7 +356,8 @@ async fn serve(
         pubsub_proto::serve::reflection_v1alpha(&served).map_err(reflection)?;
 
     let mut stopped = stopping.subscribe();
-    let server = pubsub_proto::serve::server(access)
+    let tls = security.server_tls;
+    let server = pubsub_proto::serve::server(security.access)
         .add_service(pubsub_proto::with_limits!(health_service))
         .add_service(pubsub_proto::with_limits!(AccessServer::new(
             AccessService::new(manager.clone())
@@ -369,7 +370,7 @@ async fn serve(
         .add_service(pubsub_proto::with_limits!(RaftServer::new(
             RaftService::new(manager)
         )))
-        .serve_with_incoming_shutdown(incoming(listener), async move {
+        .serve_with_incoming_shutdown(pubsub_proto::serve::incoming(listener, tls), async move {
             // An error means the sender is gone, which also means stop.
             let _ = stopped.wait_for(|stop| *stop).await;
         });
@@ -402,16 +403,4 @@ async fn release(users: &Arc<()>) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Accepted connections with Nagle's algorithm off: Raft heartbeats are small writes.
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
 }

@@ -18,7 +18,7 @@ pub(crate) async fn watch_access(cluster_managers: Vec<String>, security: NodeSe
     if !security.is_on() || cluster_managers.is_empty() {
         return;
     }
-    let pool = ChannelPool::new(security.credentials.clone());
+    let pool = ChannelPool::new(security.link.clone());
     loop {
         for address in &cluster_managers {
             let Ok(channel) = pool.channel(address) else {

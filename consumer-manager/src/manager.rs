@@ -112,7 +112,7 @@ impl Manager {
             );
         }
         Ok(Manager {
-            source: Source::new(config.brokers.clone(), config.security.credentials.clone()),
+            source: Source::new(config.brokers.clone(), config.security.link.clone()),
             store,
             subscriptions: RwLock::new(subscriptions),
             admin: tokio::sync::Mutex::new(()),

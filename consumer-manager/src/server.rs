@@ -105,7 +105,10 @@ pub async fn run(
         .add_service(pubsub_proto::with_limits!(reflection_v1alpha))
         .add_service(grpc_service(supervisor.clone()))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            pubsub_proto::serve::incoming(
+                listener,
+                supervisor.config().security.server_tls.clone(),
+            ),
             shutdown,
         )
         .await;

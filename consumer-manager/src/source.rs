@@ -3,7 +3,7 @@
 //! dead letters. Connects lazily, so it can be built before the broker it talks to
 //! is serving (standalone runs both in one process).
 
-use pubsub_proto::auth::Credentials;
+use pubsub_proto::net::Link;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,8 +66,8 @@ pub enum ReadOutcome {
 pub struct Source {
     /// Brokers to bootstrap from, tried in turn.
     bootstraps: Vec<String>,
-    /// What every call to a broker carries (the cluster secret, with auth on).
-    credentials: Credentials,
+    /// How links to the brokers are secured (the cluster secret, TLS).
+    link: Link,
     /// The client of the bootstrap in use; dropped to move to the next one.
     client: tokio::sync::Mutex<Option<Client>>,
     /// Index of the bootstrap to try first.
@@ -78,10 +78,10 @@ pub struct Source {
 
 impl Source {
     /// Brokers reached through `bootstrap`: one or more `host:port`, comma separated,
-    /// every call carrying `credentials`.
-    pub fn new(bootstrap: String, credentials: Credentials) -> Self {
+    /// over links secured as `link` says.
+    pub fn new(bootstrap: String, link: Link) -> Self {
         Source {
-            credentials,
+            link,
             bootstraps: bootstrap
                 .split(',')
                 .map(str::trim)
@@ -104,7 +104,7 @@ impl Source {
         let mut last = None;
         for i in 0..self.bootstraps.len() {
             let address = &self.bootstraps[(first + i) % self.bootstraps.len()];
-            match Client::connect_with(address, self.credentials.clone()).await {
+            match Client::connect_with(address, self.link.clone()).await {
                 Ok(client) => {
                     *current = Some(client.clone());
                     return Ok(client);

@@ -25,21 +25,27 @@ pub use token::{
 
 use std::sync::Arc;
 
-/// How a node takes part in access control: the access it checks calls against, and
-/// the credentials it presents to other nodes. Off by default.
+use crate::net::Link;
+use crate::tls::ServerTls;
+
+/// How a node takes part in security: the access it checks calls against, its
+/// listener's TLS, and how its links to other nodes are secured. Off by default.
 #[derive(Clone, Debug)]
 pub struct NodeSecurity {
     /// What calls to this node are checked against.
     pub access: Arc<Access>,
-    /// What this node's calls to other nodes carry.
-    pub credentials: Credentials,
+    /// What this node's calls to other nodes carry, and their TLS.
+    pub link: Link,
+    /// The listener's TLS; `None`: plain TCP.
+    pub server_tls: Option<Arc<ServerTls>>,
 }
 
 impl Default for NodeSecurity {
     fn default() -> Self {
         NodeSecurity {
             access: Access::off(),
-            credentials: Credentials::none(),
+            link: Link::default(),
+            server_tls: None,
         }
     }
 }
@@ -49,7 +55,8 @@ impl NodeSecurity {
     pub fn with_cluster_secret(cluster_secret: &str) -> Result<NodeSecurity, BadCredentials> {
         Ok(NodeSecurity {
             access: Access::on(cluster_secret),
-            credentials: Credentials::node(cluster_secret)?,
+            link: Link::with_credentials(Credentials::node(cluster_secret)?),
+            server_tls: None,
         })
     }
 

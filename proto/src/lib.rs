@@ -15,6 +15,7 @@ pub mod ids;
 mod limits;
 pub mod net;
 pub mod serve;
+pub mod tls;
 pub mod topic_config;
 pub mod units;
 

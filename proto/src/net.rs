@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{self, Endpoint};
+use tonic::transport::{self, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::MAX_FRAME_BYTES;
@@ -77,32 +77,65 @@ pub fn endpoint(address: &str) -> Result<Endpoint, InvalidAddress> {
         .keep_alive_while_idle(true))
 }
 
+/// How a caller secures its links: the credentials every call carries, and TLS (the
+/// CA it trusts, and its own certificate under mutual TLS).
+#[derive(Clone, Debug, Default)]
+pub struct Link {
+    /// What every call carries.
+    pub credentials: Credentials,
+    /// TLS settings; `None`: plain TCP.
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl Link {
+    /// Plain links whose calls carry `credentials`.
+    pub fn with_credentials(credentials: Credentials) -> Link {
+        Link {
+            credentials,
+            tls: None,
+        }
+    }
+}
+
 /// One lazily connected channel per address, shared by every caller: a channel
 /// multiplexes their calls on one HTTP/2 connection. Every call on them carries the
-/// pool's credentials.
+/// pool's credentials, over TLS when the pool's link says so.
 #[derive(Debug, Default)]
 pub struct ChannelPool {
     channels: Mutex<HashMap<String, transport::Channel>>,
-    credentials: Credentials,
+    link: Link,
 }
 
 impl ChannelPool {
-    /// A pool whose calls carry `credentials`.
-    pub fn new(credentials: Credentials) -> ChannelPool {
+    /// A pool whose links are secured as `link` says.
+    pub fn new(link: Link) -> ChannelPool {
         ChannelPool {
             channels: Mutex::default(),
-            credentials,
+            link,
         }
     }
 
-    /// The credentials its calls carry.
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
+    /// The endpoint of `address` with the project's settings and this pool's TLS.
+    pub fn endpoint(&self, address: &str) -> Result<Endpoint, InvalidAddress> {
+        let Some(tls) = &self.link.tls else {
+            return endpoint(address);
+        };
+        let url = if address.contains("://") {
+            address.replacen("http://", "https://", 1)
+        } else {
+            format!("https://{address}")
+        };
+        endpoint(&url)?
+            .tls_config(tls.clone())
+            .map_err(|e| InvalidAddress {
+                address: address.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// `channel` with this pool's credentials added to every call.
     pub fn with_credentials(&self, channel: transport::Channel) -> Channel {
-        InterceptedService::new(channel, self.credentials.clone())
+        InterceptedService::new(channel, self.link.credentials.clone())
     }
 
     /// The channel to `address`, created on first use with `customize` applied to the
@@ -116,7 +149,7 @@ impl ChannelPool {
         if let Some(channel) = channels.get(address) {
             return Ok(self.with_credentials(channel.clone()));
         }
-        let channel = customize(endpoint(address)?).connect_lazy();
+        let channel = customize(self.endpoint(address)?).connect_lazy();
         if channels.len() >= CHANNELS_MAX {
             channels.clear();
         }

@@ -65,3 +65,187 @@ pub fn reflection_v1alpha(
 > {
     reflection(served).build_v1alpha()
 }
+
+/// An accepted connection, plain or TLS: one type, so every role serves either from
+/// the same code.
+pub enum Conn {
+    /// Plain TCP.
+    Plain(tokio::net::TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        match self {
+            Conn::Plain(stream) => stream.connect_info(),
+            Conn::Tls(stream) => stream.get_ref().0.connect_info(),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $stream:ident => $call:expr) => {
+        match $self.get_mut() {
+            Conn::Plain($stream) => {
+                let $stream = std::pin::Pin::new($stream);
+                $call
+            }
+            Conn::Tls($stream) => {
+                let $stream = std::pin::Pin::new($stream.as_mut());
+                $call
+            }
+        }
+    };
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// What every HTTP/2 client sends first; a TLS client sends a ClientHello instead.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Whether the peer opened with HTTP/2 in plain text (a client without TLS).
+async fn speaks_plain_http2(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 14];
+    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            match stream.peek(&mut first).await {
+                Ok(n) if n >= first.len() || n == 0 => return n,
+                Ok(n) if !HTTP2_PREFACE.starts_with(&first[..n]) => return n,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err(_) => return 0,
+            }
+        }
+    })
+    .await;
+    matches!(peeked, Ok(n) if n == first.len()) && first == HTTP2_PREFACE
+}
+
+/// Answers every call of a plain-text client with UNAVAILABLE saying the port serves
+/// TLS, instead of a broken pipe it cannot make sense of.
+async fn refuse_plaintext(stream: tokio::net::TcpStream) {
+    const MESSAGE: &str = "this%20port%20serves%20TLS%20only%3A%20connect%20with%20TLS%20%28--tls-ca%20FILE%20or%20PUBSUB_TLS_CA%29";
+    let Ok(Ok(mut connection)) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, h2::server::handshake(stream)).await
+    else {
+        return;
+    };
+    let answer = async {
+        while let Some(Ok((_request, mut respond))) = connection.accept().await {
+            let response = http::Response::builder()
+                .status(200)
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "14")
+                .header("grpc-message", MESSAGE)
+                .body(());
+            if let Ok(response) = response {
+                let _ = respond.send_response(response, true);
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), answer).await;
+}
+
+/// Longest a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (out of file descriptors, say) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The connections `listener` accepts, with Nagle's algorithm off (acks and Raft
+/// heartbeats are small writes) and, with `tls`, after a TLS handshake each (run
+/// apart, so a slow client holds no one else up). Ends when the server drops it.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let Some(tls) = &tls else {
+                if tx.send(Ok(Conn::Plain(stream))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let acceptor = tls.acceptor();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let peer = stream.peer_addr().ok();
+                if speaks_plain_http2(&stream).await {
+                    refuse_plaintext(stream).await;
+                    return;
+                }
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(peer = ?peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(peer = ?peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

@@ -36,7 +36,8 @@ fn main() -> ExitCode {
         // `pubsub read t | head` closed our stdout: the reader has what it wanted.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            output::print_error(&format!("{e:#}"));
+            let message = format!("{e:#}");
+            output::print_error(&format!("{message}{}", commands::tls_hint(&message)));
             ExitCode::FAILURE
         }
     }

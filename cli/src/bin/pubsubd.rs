@@ -198,6 +198,13 @@ async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, S
 /// anything acknowledged is already on disk.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(9);
 
+/// Keeps the listener's certificates fresh (SIGHUP, file changes) while the role runs.
+fn keep_tls_fresh(security: &pubsub_proto::auth::NodeSecurity) {
+    if let Some(tls) = &security.server_tls {
+        tokio::spawn(tls.clone().keep_fresh());
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
@@ -227,6 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config =
                 StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised)?;
             let security = security.resolve(config.listen, true)?;
+            keep_tls_fresh(&security);
             keep_reserve(&config.data_dir, reserve_bytes)?;
             let (broker_listener, broker_bound) = bind(config.listen, "broker").await?;
             let advertised =
@@ -305,6 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             keep_reserve(&data_dir, reserve_bytes)?;
             let mut config = ClusterManagerConfig::new(id, data_dir);
             config.security = security.resolve(listen, false)?;
+            keep_tls_fresh(&config.security);
             config.advertised_address = advertised_address;
             if let Some(lease) = lease {
                 config.lease = lease;
@@ -335,6 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             security,
         } => {
             let security = security.resolve(listen, false)?;
+            keep_tls_fresh(&security);
             keep_reserve(&data_dir, reserve_bytes)?;
             let (listener, bound) = bind(listen, "broker").await?;
             let advertised = advertised_address(advertised, bound, "broker")?;
@@ -359,6 +369,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             security,
         } => {
             let security = security.resolve(listen, false)?;
+            keep_tls_fresh(&security);
             anyhow::ensure!(
                 !security.is_on() || !cluster_managers.is_empty(),
                 "with --auth the consumer manager needs --cluster-managers, where it reads the access rules"
@@ -403,7 +414,7 @@ async fn find_broker(
         !cluster_managers.is_empty(),
         "give --brokers or --cluster-managers so the consumer manager can find the brokers"
     );
-    let pool = pubsub_proto::net::ChannelPool::new(security.credentials.clone());
+    let pool = pubsub_proto::net::ChannelPool::new(security.link.clone());
     for address in cluster_managers {
         let Ok(channel) = pool.channel(address) else {
             continue;

@@ -24,7 +24,7 @@ pub mod write;
 
 use anyhow::anyhow;
 use clap::{Args, Parser, Subcommand};
-use pubsub_client::{Client, Credentials, DEFAULT_ADDRESS, Error};
+use pubsub_client::{Client, Credentials, DEFAULT_ADDRESS, Error, Link};
 
 use output::OutputFormat;
 
@@ -97,15 +97,30 @@ pub struct GlobalArgs {
         help_heading = GLOBAL
     )]
     pub token: Option<String>,
+    /// CA certificate (PEM) to trust: connect over TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "PUBSUB_TLS_CA",
+        value_name = "FILE",
+        help_heading = GLOBAL
+    )]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl GlobalArgs {
-    /// What every call carries: the bearer token, if one was given.
-    pub fn credentials(&self) -> anyhow::Result<Credentials> {
-        match &self.token {
-            Some(token) => Ok(Credentials::bearer(token)?),
-            None => Ok(Credentials::none()),
-        }
+    /// How links are secured: the bearer token, if one was given, and TLS trusting
+    /// `--tls-ca`, if given.
+    pub fn link(&self) -> anyhow::Result<Link> {
+        let credentials = match &self.token {
+            Some(token) => Credentials::bearer(token)?,
+            None => Credentials::none(),
+        };
+        let tls = match &self.tls_ca {
+            Some(ca) => Some(pubsub_proto::tls::client_config(ca, None)?),
+            None => None,
+        };
+        Ok(Link { credentials, tls })
     }
 
     /// The cluster-manager node to ask: `explicit`, else the first --server address
@@ -125,7 +140,7 @@ impl GlobalArgs {
 
     /// A channel to `address` whose calls carry the credentials.
     pub fn channel(&self, address: &str) -> anyhow::Result<pubsub_proto::net::Channel> {
-        let pool = pubsub_proto::net::ChannelPool::new(self.credentials()?);
+        let pool = pubsub_proto::net::ChannelPool::new(self.link()?);
         Ok(pool.channel(address)?)
     }
 }
@@ -226,17 +241,17 @@ async fn bench(global: &GlobalArgs, args: crate::bench::BenchArgs) -> anyhow::Re
 /// Connects to the first reachable server of `--server`; if none can be reached, the
 /// error hints at starting one.
 pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
-    connect_to(&global.server, global.credentials()?).await
+    connect_to(&global.server, global.link()?).await
 }
 
 /// Connects to the consumer manager (`--consumer-manager`, else `--server`).
 pub async fn connect_consumer_manager(global: &GlobalArgs) -> anyhow::Result<Client> {
     let address = global.consumer_manager.as_deref().unwrap_or(&global.server);
-    connect_to(address, global.credentials()?).await
+    connect_to(address, global.link()?).await
 }
 
-async fn connect_to(address: &str, credentials: Credentials) -> anyhow::Result<Client> {
-    Client::connect_with(address, credentials)
+async fn connect_to(address: &str, link: Link) -> anyhow::Result<Client> {
+    Client::connect_with(address, link)
         .await
         .map_err(|e| match e {
             Error::Transport { address, message } => {
@@ -252,6 +267,21 @@ async fn connect_to(address: &str, credentials: Credentials) -> anyhow::Result<C
             }
             other => other.into(),
         })
+}
+
+/// A hint for errors that come from TLS on one side only: plain gRPC to a TLS port
+/// fails as an HTTP/2 protocol error, and a certificate from an unknown CA as
+/// "invalid peer certificate".
+pub fn tls_hint(message: &str) -> &'static str {
+    if message.contains("h2 protocol error") || message.contains("http2 error") {
+        "; the server may require TLS: pass --tls-ca FILE (PUBSUB_TLS_CA) with the CA that signed its certificate"
+    } else if message.contains("UnknownIssuer") {
+        "; the server's certificate is not signed by the CA given with --tls-ca"
+    } else if message.contains("CertificateRequired") {
+        "; the server requires a client certificate (mutual TLS)"
+    } else {
+        ""
+    }
 }
 
 /// The useful part of a transport error chain: tonic and hyper repeat themselves

@@ -20,8 +20,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use pubsub_proto::MAX_MESSAGE_BYTES;
-use pubsub_proto::auth::Credentials;
-use pubsub_proto::net::{Channel, ChannelPool};
+use pubsub_proto::net::{Channel, ChannelPool, Link};
 use pubsub_proto::v1::RaftPayload;
 use pubsub_proto::v1::raft_client::RaftClient;
 use serde::Serialize;
@@ -39,10 +38,10 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
-    /// Channels whose calls carry `credentials`.
-    pub(crate) fn new(credentials: Credentials) -> Channels {
+    /// Channels over links secured as `link` says.
+    pub(crate) fn new(link: Link) -> Channels {
         Channels {
-            pool: Arc::new(ChannelPool::new(credentials)),
+            pool: Arc::new(ChannelPool::new(link)),
         }
     }
 

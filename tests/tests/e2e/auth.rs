@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use pubsub_proto::auth::Credentials;
-use pubsub_proto::net::{Channel, ChannelPool};
+use pubsub_proto::net::{Channel, ChannelPool, Link};
 use pubsub_proto::v1::{
     self, access_client::AccessClient, admin_client::AdminClient, broker_client::BrokerClient,
     cluster_manager_client::ClusterManagerClient, consumer_manager_client::ConsumerManagerClient,
@@ -466,7 +466,7 @@ fn start_with_auth(dir: &std::path::Path) -> (Server, String) {
 }
 
 fn channel(server: &Server, credentials: Credentials) -> Channel {
-    ChannelPool::new(credentials)
+    ChannelPool::new(Link::with_credentials(credentials))
         .channel(server.address())
         .unwrap()
 }

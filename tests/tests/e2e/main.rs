@@ -20,6 +20,7 @@ mod ledger;
 mod partition;
 mod replication;
 mod routing;
+mod tls;
 mod topic_config;
 
 use std::collections::HashMap;
