@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use pubsub_proto::v1;
-use pubsub_storage::Log;
+use pubsub_storage::{FsyncPolicy, Log};
 use tokio::sync::watch;
 
 use crate::cluster::ClusterLink;
@@ -88,7 +88,7 @@ fn claim_for_incarnation(dir: &Path, created_ms: u64) -> Result<()> {
         Err(e) => return Err(io(&marker, e)),
     }
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    Ok(pubsub_storage::epochs::replace_file(
+    Ok(pubsub_storage::replace_file(
         &marker,
         created_ms.to_string().as_bytes(),
     )?)
@@ -474,7 +474,7 @@ impl Broker {
         let logs: Vec<Arc<Log>> = self
             .all_logs()
             .into_iter()
-            .filter(|log| pubsub_storage::log::flush_interval(&log.config()).is_some())
+            .filter(|log| matches!(log.config().fsync, FsyncPolicy::Interval(_)))
             .collect();
         if logs.is_empty() {
             return Ok(());

@@ -16,7 +16,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
 
 use crate::batch::BatchHeader;
 use crate::config::{FsyncPolicy, LogConfig};
@@ -38,7 +37,7 @@ use sync::SyncState;
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The system clock.
-pub fn system_clock() -> Clock {
+pub(crate) fn system_clock() -> Clock {
     Arc::new(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -347,14 +346,6 @@ impl Log {
     }
 }
 
-/// Time after which `Log::flush_if_due` should be called again, for interval policies.
-pub fn flush_interval(config: &LogConfig) -> Option<Duration> {
-    match config.fsync {
-        FsyncPolicy::Interval(every) => Some(every),
-        _ => None,
-    }
-}
-
 /// Removes a segment's files, the `.log` first so a crash leaves only orphan indexes.
 fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
     for path in [
@@ -371,6 +362,8 @@ fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
     Ok(())
 }
 
+/// Syncs a directory, so the files created, renamed or removed in it stay so after a
+/// crash.
 fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }

@@ -26,29 +26,29 @@ mod read;
 mod scan;
 mod sealed;
 
-pub use active::ActiveSegment;
-pub use sealed::SealedSegment;
+pub(crate) use active::ActiveSegment;
+pub(crate) use sealed::SealedSegment;
 
 /// Width of the zero-padded base offset in segment file names (as Kafka names them).
 const NAME_DIGITS: usize = 20;
 
 /// Path of the `.log` file of the segment starting at `base_offset`.
-pub fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
+pub(crate) fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_offset:0NAME_DIGITS$}.log"))
 }
 
 /// Path of the offset index of the segment starting at `base_offset`.
-pub fn index_path(dir: &Path, base_offset: u64) -> PathBuf {
+pub(crate) fn index_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_offset:0NAME_DIGITS$}.index"))
 }
 
 /// Path of the time index of the segment starting at `base_offset`.
-pub fn time_index_path(dir: &Path, base_offset: u64) -> PathBuf {
+pub(crate) fn time_index_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_offset:0NAME_DIGITS$}.timeindex"))
 }
 
 /// Parses a segment file stem back into its base offset.
-pub fn parse_base_offset(stem: &str) -> Option<u64> {
+pub(crate) fn parse_base_offset(stem: &str) -> Option<u64> {
     (stem.len() == NAME_DIGITS && stem.bytes().all(|b| b.is_ascii_digit()))
         .then(|| stem.parse().ok())
         .flatten()
@@ -111,7 +111,7 @@ impl IndexCursor {
 
 /// Why sealing a segment failed.
 #[derive(Debug)]
-pub enum SealError {
+pub(crate) enum SealError {
     /// The segment's fsync failed: its bytes may not be on disk, and the log must stop.
     Sync(Error),
     /// Anything else (a full disk while writing the indexes); sealing may be retried.
@@ -126,7 +126,7 @@ impl From<Error> for SealError {
 
 /// A segment of either kind, held by a reader for as long as it uses the bytes.
 #[derive(Clone)]
-pub enum SegmentRef {
+pub(crate) enum SegmentRef {
     /// The active segment.
     Active(Arc<ActiveSegment>),
     /// A sealed segment.
@@ -135,7 +135,7 @@ pub enum SegmentRef {
 
 impl SegmentRef {
     /// The segment's mapped bytes (committed part only for the active segment).
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             SegmentRef::Active(s) => s.bytes(),
             SegmentRef::Sealed(s) => s.bytes(),

@@ -35,12 +35,12 @@ use fault::RecordFault;
 /// logs a few dozen. 64x accepts those and matches what consumers allow at the default
 /// 1 MiB batch limit (`DECOMPRESSED_BATCH_BYTES_MAX`), while bounding what one small
 /// malicious batch can make the broker allocate.
-pub const DECOMPRESSION_RATIO_MAX: usize = 64;
+pub(crate) const DECOMPRESSION_RATIO_MAX: usize = 64;
 
 /// Bytes a batch's records may decompress to on produce: the batch limit times
 /// [`DECOMPRESSION_RATIO_MAX`], never more than consumers accept, so nothing is
 /// acknowledged that a consumer would refuse to expand.
-pub fn decompressed_bytes_max(max_batch_bytes: usize) -> usize {
+pub(crate) fn decompressed_bytes_max(max_batch_bytes: usize) -> usize {
     max_batch_bytes
         .saturating_mul(DECOMPRESSION_RATIO_MAX)
         .min(DECOMPRESSED_BATCH_BYTES_MAX)
@@ -56,7 +56,11 @@ pub fn decompressed_bytes_max(max_batch_bytes: usize) -> usize {
 /// UTF-8; header values are -1 or fit; nothing is left over inside the record. Then: no
 /// bytes follow the last record, the count matches `record_count`, and the last
 /// record's offset delta is `last_offset_delta`.
-pub fn validate_records(header: &BatchHeader, body: &[u8], max_batch_bytes: usize) -> Result<()> {
+pub(crate) fn validate_records(
+    header: &BatchHeader,
+    body: &[u8],
+    max_batch_bytes: usize,
+) -> Result<()> {
     match header.compression()? {
         Compression::None => walk(header, body),
         codec => {

@@ -23,7 +23,7 @@ use crate::index::{ActiveIndex, OffsetEntry, TimeEntry};
 use crate::lock::recover;
 
 /// A segment being appended to.
-pub struct ActiveSegment {
+pub(crate) struct ActiveSegment {
     base_offset: u64,
     path: PathBuf,
     file: File,
@@ -76,7 +76,7 @@ impl ActiveSegment {
     /// Checks the existing bytes batch by batch; everything after the first torn,
     /// corrupt or out-of-sequence batch is cut off (the count of dropped bytes is
     /// returned). Both indexes are rebuilt, in memory, from the surviving batches.
-    pub fn recover(
+    pub(crate) fn recover(
         dir: &Path,
         base_offset: u64,
         config: &LogConfig,
@@ -123,37 +123,32 @@ impl ActiveSegment {
     }
 
     /// First offset of the segment.
-    pub fn base_offset(&self) -> u64 {
+    pub(crate) fn base_offset(&self) -> u64 {
         self.base_offset
     }
 
     /// Offset the next appended batch gets.
-    pub fn next_offset(&self) -> u64 {
+    pub(crate) fn next_offset(&self) -> u64 {
         self.next_offset.load(Ordering::Acquire)
     }
 
     /// Bytes of complete batches.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
     }
 
     /// Largest record timestamp, or `i64::MIN` when empty.
-    pub fn max_timestamp(&self) -> i64 {
+    pub(crate) fn max_timestamp(&self) -> i64 {
         self.max_timestamp.load(Ordering::Acquire)
     }
 
     /// Wall-clock time the segment was started (for rolling by age).
-    pub fn created_ms(&self) -> i64 {
+    pub(crate) fn created_ms(&self) -> i64 {
         self.created_ms
     }
 
-    /// The `.log` file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// True if a batch of `len` bytes fits without exceeding the segment or its indexes.
-    pub fn fits(&self, len: usize, config: &LogConfig) -> bool {
+    pub(crate) fn fits(&self, len: usize, config: &LogConfig) -> bool {
         let size = self.size();
         if size == 0 {
             return len as u64 <= self.capacity;
@@ -165,12 +160,12 @@ impl ActiveSegment {
     }
 
     /// Writes one validated, stamped batch at the end. Caller holds the log's writer lock.
-    pub fn append(&self, bytes: &[u8], header: &BatchHeader, interval: u32) -> Result<()> {
+    pub(crate) fn append(&self, bytes: &[u8], header: &BatchHeader, interval: u32) -> Result<()> {
         self.append_parts(bytes, &[], header, interval)
     }
 
     /// Writes one batch given as its (stamped) head and the rest of its bytes.
-    pub fn append_parts(
+    pub(crate) fn append_parts(
         &self,
         head: &[u8],
         tail: &[u8],
@@ -227,7 +222,7 @@ impl ActiveSegment {
     }
 
     /// Forces the segment's bytes to disk.
-    pub fn sync(&self) -> Result<()> {
+    pub(crate) fn sync(&self) -> Result<()> {
         self.file.sync_data().at(&self.path)
     }
 
@@ -238,7 +233,7 @@ impl ActiveSegment {
     /// index files cannot be written (a full disk), the segment stays active with its
     /// indexes and sealing can be tried again; a failed fsync is
     /// [`SealError::Sync`], after which nothing written may be trusted.
-    pub fn seal(&self) -> std::result::Result<(), SealError> {
+    pub(crate) fn seal(&self) -> std::result::Result<(), SealError> {
         let size = self.size();
         self.file.set_len(size).at(&self.path)?;
         self.file
@@ -283,7 +278,7 @@ impl ActiveSegment {
     }
 
     /// Reads whole batches from the one holding `offset`, below `end_offset`.
-    pub fn read(
+    pub(crate) fn read(
         &self,
         offset: u64,
         max_bytes: usize,
@@ -300,7 +295,7 @@ impl ActiveSegment {
     }
 
     /// Base offset of the first batch whose max timestamp is at or after `timestamp`.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+    pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
         let start_offset = {
             let guard = recover(self.indexes.read());
             guard
@@ -321,7 +316,7 @@ impl ActiveSegment {
     }
 
     /// The committed bytes of the segment.
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.map[..self.size() as usize]
     }
 }

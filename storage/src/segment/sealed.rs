@@ -14,7 +14,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::{OffsetEntry, SealedIndex, TimeEntry};
 
 /// A closed segment: read-only, with checked indexes.
-pub struct SealedSegment {
+pub(crate) struct SealedSegment {
     base_offset: u64,
     next_offset: u64,
     size: u64,
@@ -30,7 +30,7 @@ impl SealedSegment {
     ///
     /// Fails with [`Error::SegmentCorrupt`] if its batches do not check out (a sealed
     /// segment was synced when it was closed, so damage there is never a torn write).
-    pub fn open(dir: &Path, base_offset: u64, config: &LogConfig) -> Result<Self> {
+    pub(crate) fn open(dir: &Path, base_offset: u64, config: &LogConfig) -> Result<Self> {
         let path = log_path(dir, base_offset);
         let file = File::open(&path).at(&path)?;
         let size = file.metadata().at(&path)?.len();
@@ -67,32 +67,32 @@ impl SealedSegment {
     }
 
     /// First offset of the segment.
-    pub fn base_offset(&self) -> u64 {
+    pub(crate) fn base_offset(&self) -> u64 {
         self.base_offset
     }
 
     /// Offset after the segment's last batch.
-    pub fn next_offset(&self) -> u64 {
+    pub(crate) fn next_offset(&self) -> u64 {
         self.next_offset
     }
 
     /// Size of the `.log` file.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
     /// Largest record timestamp in the segment.
-    pub fn max_timestamp(&self) -> i64 {
+    pub(crate) fn max_timestamp(&self) -> i64 {
         self.max_timestamp
     }
 
     /// The `.log` file's path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// All bytes of the segment.
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
 
@@ -106,7 +106,7 @@ impl SealedSegment {
     }
 
     /// Reads whole batches from the one holding `offset`, below `end_offset`.
-    pub fn read(
+    pub(crate) fn read(
         &self,
         offset: u64,
         max_bytes: usize,
@@ -117,7 +117,7 @@ impl SealedSegment {
     }
 
     /// Base offset of the first batch whose max timestamp is at or after `timestamp`.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+    pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
         if self.max_timestamp < timestamp {
             return Ok(None);
         }
@@ -137,12 +137,12 @@ impl SealedSegment {
     }
 
     /// Position of the batch holding `offset` (for truncation inside this segment).
-    pub fn position_for_truncation(&self, offset: u64) -> Result<usize> {
+    pub(crate) fn position_for_truncation(&self, offset: u64) -> Result<usize> {
         seek(self.bytes(), self.position_of(offset), offset, &self.path)
     }
 
     /// Offset entries of the index (kept for a reopen as active).
-    pub fn offset_entries(&self) -> Vec<OffsetEntry> {
+    pub(crate) fn offset_entries(&self) -> Vec<OffsetEntry> {
         self.offsets.entries()
     }
 }
