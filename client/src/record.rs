@@ -11,7 +11,7 @@ use pubsub_storage::{DecodedBatch, batch, record_iter};
 
 /// Bound on one batch's decompressed size: 64x the default 1 MiB batch limit. The same
 /// constant as the broker's, which refuses to store any batch that expands past it.
-pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = pubsub_storage::DECOMPRESSED_BATCH_BYTES_MAX;
+pub(crate) const DECOMPRESSED_BATCH_BYTES_MAX: usize = pubsub_storage::DECOMPRESSED_BATCH_BYTES_MAX;
 
 /// A record to send.
 #[derive(Clone, Debug, Default)]

@@ -39,7 +39,7 @@ impl Router {
     }
 
     /// The address of `partition`'s leader, from the cache or a fresh DescribeTopic.
-    pub async fn leader(&self, partition: u32) -> Result<String> {
+    pub(crate) async fn leader(&self, partition: u32) -> Result<String> {
         if let Some(address) = self.cached(partition)? {
             return Ok(address);
         }
@@ -92,7 +92,7 @@ impl Router {
 
     /// Learns from a failed call on `partition`: a broker that named the leader sends
     /// the partition there; any other failure makes the next lookup ask the cluster.
-    pub fn learn_from(&self, partition: u32, error: &Error) {
+    pub(crate) fn learn_from(&self, partition: u32, error: &Error) {
         let Some(address) = error.leader_hint() else {
             self.invalidate();
             return;
@@ -110,7 +110,7 @@ impl Router {
     /// Waits until the metadata names a leader of `partition` other than `failed`,
     /// or `wait` has passed: a sender backing off after its leader failed retries as
     /// soon as the partition has moved, instead of at the end of its backoff.
-    pub async fn await_new_leader(&self, partition: u32, failed: &str, wait: Duration) {
+    pub(crate) async fn await_new_leader(&self, partition: u32, failed: &str, wait: Duration) {
         let deadline = Instant::now() + wait;
         loop {
             if let Ok(Some(address)) = self.cached(partition)

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use pubsub_client::now_ms;
-use pubsub_client::record::ConsumerRecord;
+use pubsub_client::{ConsumerRecord, now_ms};
 use pubsub_proto::v1;
 
 use crate::cursor::{Cursor, Holder, Stopped};

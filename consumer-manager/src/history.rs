@@ -271,7 +271,7 @@ impl Manager {
 }
 
 /// The partition a dead letter came from, so replay keeps per-key order.
-fn dlq_source_partition(record: &pubsub_client::record::ConsumerRecord) -> Option<u32> {
+fn dlq_source_partition(record: &pubsub_client::ConsumerRecord) -> Option<u32> {
     record
         .headers
         .iter()

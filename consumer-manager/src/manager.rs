@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use pubsub_client::record::ConsumerRecord;
+use pubsub_client::ConsumerRecord;
 use pubsub_proto::v1;
 
 use crate::cursor::{AckOutcome, Cursor, Holder};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pubsub_client::record::ConsumerRecord;
+use pubsub_client::ConsumerRecord;
 
 use crate::delivery::{Claim, FETCH_BYTES_MAX, Redeliveries, skip};
 use crate::error::Result;

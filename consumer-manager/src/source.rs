@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pubsub_client::record::{ConsumerRecord, Undecodable, decode_fetched};
-use pubsub_client::routing::Router;
-use pubsub_client::{Admin, Client, Producer, ProducerConfig};
+use pubsub_client::{
+    Admin, Client, ConsumerRecord, Producer, ProducerConfig, Router, Undecodable, decode_fetched,
+};
 use pubsub_proto::v1;
 
 use crate::error::{Error, Result};
