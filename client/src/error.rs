@@ -1,5 +1,6 @@
 //! The client's error type: server statuses, transport failures and bad input.
 
+use pubsub_proto::ids::PartitionId;
 use pubsub_proto::net;
 use tonic::Code;
 
@@ -108,7 +109,7 @@ pub enum Error {
         /// The topic read.
         topic: String,
         /// The partition read.
-        partition: u32,
+        partition: PartitionId,
         /// The first offset the batch stands for.
         offset: u64,
         /// The offset right after the batch, if its extent is known.

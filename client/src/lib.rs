@@ -45,6 +45,7 @@ pub use consumer::{Consumer, ConsumerConfig, StartPosition};
 pub use error::{Error, Result};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, RecordMetadata, now_ms};
 pub use pubsub_proto::DEFAULT_ADDRESS;
+pub use pubsub_proto::ids::PartitionId;
 pub use pubsub_proto::v1::TopicConfig;
 pub use pubsub_proto::v1::{DeliveredRecord, SubscriptionOptions};
 pub use pubsub_storage::Compression;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use pubsub_proto::ids::PartitionId;
 use pubsub_proto::v1::broker_client::BrokerClient;
 use tonic::transport::Channel;
 
@@ -57,11 +58,17 @@ impl Router {
     /// cure (see [`Error::is_retriable`], and a NOT_FOUND from a broker the new topic
     /// has not reached yet) up to `retries` times. The one leader-routed call: the
     /// consumer and the consumer manager both go through it.
-    pub async fn on_leader<T, F, Fut>(&self, partition: u32, retries: u32, call: F) -> Result<T>
+    pub async fn on_leader<T, F, Fut>(
+        &self,
+        partition: PartitionId,
+        retries: u32,
+        call: F,
+    ) -> Result<T>
     where
         F: Fn(BrokerClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        let PartitionId(partition) = partition;
         let mut attempt = 0;
         loop {
             let result = async {

@@ -140,7 +140,7 @@ impl Take {
                 cursor.pass_new(record.offset);
                 passed.push(record.offset);
                 let first = aged.map_or(record.offset, |(_, first, _)| first);
-                aged = Some((record.partition, first, record.offset + 1));
+                aged = Some((record.partition.0, first, record.offset + 1));
                 continue;
             }
             if cursor.deliver_new(record.offset, self.holder, self.deadline) {
