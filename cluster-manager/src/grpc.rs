@@ -48,6 +48,7 @@ impl From<Error> for Status {
                 Code::Unavailable
             }
             Error::Storage { .. }
+            | Error::Flush { .. }
             | Error::Io { .. }
             | Error::Config(_)
             | Error::Server(_)

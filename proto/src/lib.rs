@@ -8,8 +8,11 @@
 //! - [`net`]: endpoints, the channel pool, metadata keys and the classification of
 //!   failed calls, for every connection.
 //! - [`serve`]: the server builder and reflection every `pubsubd` role uses.
+//! - [`flush`]: a database flush run on tokio's blocking pool, asked again while it
+//!   hangs and failed after a deadline, for the services that keep state in sled.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 
+pub mod flush;
 pub mod ids;
 mod limits;
 pub mod net;
