@@ -69,10 +69,7 @@ where
     F: Fn() -> std::io::Result<()> + Clone + Send + 'static,
 {
     let started = Instant::now();
-    let spawn = || {
-        let flush = flush.clone();
-        tokio::task::spawn_blocking(move || flush())
-    };
+    let spawn = || tokio::task::spawn_blocking(flush.clone());
     let mut pending = spawn();
     loop {
         match tokio::time::timeout(timing.nudge, &mut pending).await {
