@@ -284,13 +284,7 @@ impl ActiveSegment {
         max_bytes: usize,
         end_offset: u64,
     ) -> Result<std::ops::Range<usize>> {
-        let bytes = &self.map[..self.size() as usize];
-        let start = seek(
-            bytes,
-            self.index_lookup(offset).unwrap_or(0),
-            offset,
-            &self.path,
-        )?;
+        let (bytes, start) = self.seek(offset)?;
         collect(bytes, start, max_bytes, end_offset, &self.path)
     }
 
@@ -305,14 +299,16 @@ impl ActiveSegment {
                     self.base_offset + u64::from(e.relative_offset)
                 })
         };
-        let bytes = &self.map[..self.size() as usize];
-        let start = seek(
-            bytes,
-            self.index_lookup(start_offset).unwrap_or(0),
-            start_offset,
-            &self.path,
-        )?;
+        let (bytes, start) = self.seek(start_offset)?;
         first_at_or_after(bytes, start, timestamp, &self.path)
+    }
+
+    /// The committed bytes, and where in them the batch holding `offset` starts (one
+    /// look at `size`, so both agree while appends go on).
+    fn seek(&self, offset: u64) -> Result<(&[u8], usize)> {
+        let bytes = self.bytes();
+        let from = self.index_lookup(offset).unwrap_or(0);
+        Ok((bytes, seek(bytes, from, offset, &self.path)?))
     }
 
     /// The committed bytes of the segment.
