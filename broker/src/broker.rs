@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use pubsub_proto::v1;
-use pubsub_storage::Log;
+use pubsub_storage::{FsyncPolicy, Log};
 use tokio::sync::watch;
 
 use crate::cluster::ClusterLink;
@@ -88,7 +88,7 @@ fn claim_for_incarnation(dir: &Path, created_ms: u64) -> Result<()> {
         Err(e) => return Err(io(&marker, e)),
     }
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    Ok(pubsub_storage::epochs::replace_file(
+    Ok(pubsub_storage::replace_file(
         &marker,
         created_ms.to_string().as_bytes(),
     )?)
@@ -105,7 +105,7 @@ pub(crate) fn not_leader(
     Error::NotLeader {
         topic: topic.to_string(),
         partition,
-        broker: broker.config.broker_id,
+        broker: broker.config.broker_id.0,
         leader,
         leader_address: address,
     }
@@ -202,7 +202,7 @@ impl Broker {
         Err(match unhosted {
             Some(reason) => Error::Unavailable(format!(
                 "topic {name:?} exists but broker {} cannot open it: {reason}",
-                self.config.broker_id
+                self.config.broker_id.0
             )),
             None => Error::TopicNotFound(name.to_string()),
         })
@@ -255,7 +255,7 @@ impl Broker {
         };
         let leader = metadata.leader;
         match hosted.partitions.get(partition as usize).cloned().flatten() {
-            Some(local) if leader == Some(self.config.broker_id) && local.is_leader() => {
+            Some(local) if leader == Some(self.config.broker_id.0) && local.is_leader() => {
                 Ok((local, hosted.metadata.created_ms))
             }
             _ => Err(not_leader(self, topic, partition, leader)),
@@ -337,7 +337,7 @@ impl Broker {
         let log_config = record.log_config()?;
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (index, metadata) in topic.partitions.iter().enumerate() {
-            let mine = metadata.replicas.contains(&self.config.broker_id);
+            let mine = metadata.replicas.contains(&self.config.broker_id.0);
             // Only the same incarnation of the topic may reuse an open replica.
             let same = existing.is_some_and(|e| e.metadata.created_ms == topic.created_ms);
             let reuse = existing
@@ -363,7 +363,7 @@ impl Broker {
                         log,
                         &topic.name,
                         index as u32,
-                        self.config.broker_id,
+                        self.config.broker_id.0,
                         self.disk.clone(),
                     )))
                 }
@@ -477,7 +477,7 @@ impl Broker {
         let logs: Vec<Arc<Log>> = self
             .all_logs()
             .into_iter()
-            .filter(|log| pubsub_storage::log::flush_interval(&log.config()).is_some())
+            .filter(|log| matches!(log.config().fsync, FsyncPolicy::Interval(_)))
             .collect();
         if logs.is_empty() {
             return Ok(());

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pubsub_proto::auth::NodeSecurity;
+use pubsub_proto::ids::BrokerId;
 
 /// Settings of one broker process.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
     /// This broker's id in the cluster.
-    pub broker_id: u32,
+    pub broker_id: BrokerId,
     /// Directory holding one subdirectory per partition and the metadata file.
     pub data_dir: PathBuf,
     /// Address clients are told to connect to (host:port).
@@ -40,7 +41,7 @@ impl BrokerConfig {
     /// A broker `broker_id` over `data_dir`, advertising `address`, in the cluster
     /// managed by `cluster_managers`.
     pub fn new(
-        broker_id: u32,
+        broker_id: BrokerId,
         data_dir: PathBuf,
         address: String,
         cluster_managers: Vec<String>,

@@ -36,7 +36,10 @@ pub(crate) async fn join(broker: &Arc<Broker>) -> Result<Duration> {
     broker.mark_joined();
     let data_dir = broker.config().data_dir.clone();
     blocking(move || remove_orphans(&data_dir, &names)).await?;
-    tracing::info!(broker_id = broker.config().broker_id, "joined the cluster");
+    tracing::info!(
+        broker_id = broker.config().broker_id.0,
+        "joined the cluster"
+    );
     Ok(lease)
 }
 
@@ -52,7 +55,7 @@ pub(crate) async fn maintain(broker: Arc<Broker>, lease: Duration) {
 async fn register(broker: &Broker) -> Result<Duration> {
     let config = broker.config();
     let request = v1::RegisterBrokerRequest {
-        broker_id: config.broker_id,
+        broker_id: config.broker_id.0,
         address: config.advertised_address.clone(),
         rack: config.rack.clone(),
     };
@@ -81,7 +84,7 @@ async fn register(broker: &Broker) -> Result<Duration> {
 
 async fn heartbeat_loop(broker: Arc<Broker>, mut lease: Duration) {
     let request = v1::HeartbeatRequest {
-        broker_id: broker.config().broker_id,
+        broker_id: broker.config().broker_id.0,
     };
     let mut fenced_self = false;
     let mut next = tokio::time::Instant::now() + lease / HEARTBEATS_PER_LEASE;

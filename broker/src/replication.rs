@@ -41,7 +41,7 @@ pub(crate) async fn start_role(
     partition: &Arc<Partition>,
     role: &Role,
 ) {
-    let me = broker.config().broker_id;
+    let me = broker.config().broker_id.0;
     let task = match role.leader {
         Some(leader) if leader == me => {
             let log = partition.log().clone();
@@ -136,7 +136,7 @@ async fn follow(
     leader: u32,
     epoch: i32,
 ) {
-    let me = broker.config().broker_id;
+    let me = broker.config().broker_id.0;
     let mut truncated = false;
     loop {
         let Some(partition) = partition.upgrade() else {
@@ -305,7 +305,7 @@ enum IsrCheck {
 /// Compares the in-sync replicas with what the followers' progress says they should
 /// be, and asks the cluster manager for the change (with this leader's epoch).
 async fn check_isr(broker: &Broker, topic: &str, index: u32, partition: &Partition) -> IsrCheck {
-    let me = broker.config().broker_id;
+    let me = broker.config().broker_id.0;
     let role = partition.role();
     if role.leader != Some(me) {
         return IsrCheck::NotLeader;

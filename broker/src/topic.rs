@@ -93,10 +93,7 @@ mod tests {
 
     #[test]
     fn the_bounds_restated_in_proto_are_storage_s() {
-        assert_eq!(
-            SEGMENT_BYTES_MAX as u64,
-            pubsub_storage::config::SEGMENT_BYTES_MAX
-        );
+        assert_eq!(SEGMENT_BYTES_MAX as u64, pubsub_storage::SEGMENT_BYTES_MAX);
         assert_eq!(
             MAX_MESSAGE_BYTES_MIN as usize,
             pubsub_storage::batch::HEADER_BYTES

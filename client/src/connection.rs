@@ -30,7 +30,7 @@ const ADDRESSES_MAX: usize = 1_024;
 
 /// Whether a call may be sent again to another broker after its link failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
+pub(crate) enum Retry {
     /// A read: safe to send anywhere again, whatever happened to the first attempt.
     /// Each attempt but the last has a deadline, so a paused broker does not hold it.
     Idempotent,
@@ -73,7 +73,7 @@ impl Client {
 
     /// Connects to the first reachable address of `addresses`, in order, and keeps
     /// the others to fall back on.
-    pub async fn connect_any<I, S>(addresses: I) -> Result<Client>
+    pub(crate) async fn connect_any<I, S>(addresses: I) -> Result<Client>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -90,7 +90,7 @@ impl Client {
     }
 
     /// The address admin calls go to first: the server that answered last.
-    pub fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         self.shared
             .preferred
             .lock()
@@ -100,7 +100,7 @@ impl Client {
 
     /// Every broker address this client knows: the bootstrap list, then the brokers
     /// the metadata named.
-    pub fn addresses(&self) -> Vec<String> {
+    pub(crate) fn addresses(&self) -> Vec<String> {
         self.shared
             .addresses
             .lock()
@@ -109,7 +109,7 @@ impl Client {
     }
 
     /// Remembers broker addresses named by the metadata, to fall back on later.
-    pub fn learn<'a>(&self, addresses: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn learn<'a>(&self, addresses: impl IntoIterator<Item = &'a str>) {
         let Ok(mut known) = self.shared.addresses.lock() else {
             return;
         };
@@ -126,7 +126,7 @@ impl Client {
     }
 
     /// A raw ConsumerManager stub with the message limits set, on the preferred server.
-    pub fn consumer_manager_stub(&self) -> ConsumerManagerClient<Channel> {
+    pub(crate) fn consumer_manager_stub(&self) -> ConsumerManagerClient<Channel> {
         ConsumerManagerClient::new(self.preferred_channel())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -141,7 +141,7 @@ impl Client {
 
     /// Runs an Admin call on the preferred server, then on each other known one while
     /// the link fails (as `retry` allows); the server that answers becomes preferred.
-    pub async fn on_any_admin<T, F, Fut>(&self, retry: Retry, call: F) -> Result<T>
+    pub(crate) async fn on_any_admin<T, F, Fut>(&self, retry: Retry, call: F) -> Result<T>
     where
         F: Fn(AdminClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
@@ -245,7 +245,7 @@ async fn connect_first(addresses: Vec<String>, link: Link) -> Result<Client> {
 }
 
 /// Splits a bootstrap list (`a:9392, b:9392`) into addresses.
-pub fn parse_servers(servers: &str) -> Result<Vec<String>> {
+pub(crate) fn parse_servers(servers: &str) -> Result<Vec<String>> {
     let addresses: Vec<String> = servers
         .split(',')
         .map(str::trim)

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use pubsub_proto::ids::PartitionId;
 use pubsub_proto::v1;
 
 use crate::connection::Client;
@@ -139,13 +140,14 @@ impl Consumer {
     /// Assigns every partition of the topic, each from `start`.
     pub async fn assign_all(&mut self, start: StartPosition) -> Result<()> {
         for partition in 0..self.partition_count().await? {
-            self.assign(partition, start).await?;
+            self.assign(PartitionId(partition), start).await?;
         }
         Ok(())
     }
 
     /// Assigns one partition from `start` (replacing an earlier assignment of it).
-    pub async fn assign(&mut self, partition: u32, start: StartPosition) -> Result<()> {
+    pub async fn assign(&mut self, partition: PartitionId, start: StartPosition) -> Result<()> {
+        let PartitionId(partition) = partition;
         let position = self.resolve(partition, start).await?;
         if let Some(index) = self
             .partitions
@@ -170,10 +172,10 @@ impl Consumer {
     }
 
     /// The next offset to read of each assigned partition.
-    pub fn positions(&self) -> Vec<(u32, u64)> {
+    pub fn positions(&self) -> Vec<(PartitionId, u64)> {
         self.partitions
             .iter()
-            .map(|p| (p.partition, p.position))
+            .map(|p| (PartitionId(p.partition), p.position))
             .collect()
     }
 
@@ -187,8 +189,8 @@ impl Consumer {
 
     /// The offset `start` names in `partition` right now (earliest, latest, by time),
     /// asked of the partition's leader.
-    pub async fn offset_of(&self, partition: u32, start: StartPosition) -> Result<u64> {
-        self.resolve(partition, start).await
+    pub async fn offset_of(&self, partition: PartitionId, start: StartPosition) -> Result<u64> {
+        self.resolve(partition.0, start).await
     }
 
     async fn resolve(&self, partition: u32, start: StartPosition) -> Result<u64> {
@@ -205,7 +207,7 @@ impl Consumer {
         };
         // A leader that just moved answers UNAVAILABLE until the metadata catches up.
         self.router
-            .on_leader(partition, RESOLVE_RETRIES, |mut stub| {
+            .on_leader(PartitionId(partition), RESOLVE_RETRIES, |mut stub| {
                 let request = request.clone();
                 async move {
                     stub.list_offsets(request)
@@ -325,7 +327,12 @@ impl Consumer {
         match done.result {
             Ok(response) => {
                 state.high_watermark = response.high_watermark;
-                match decode_fetched(state.partition, &response.records, done.offset, records) {
+                match decode_fetched(
+                    PartitionId(state.partition),
+                    &response.records,
+                    done.offset,
+                    records,
+                ) {
                     Ok(next) => state.position = next,
                     Err(undecodable) => {
                         // What precedes the batch is delivered; the position stays at
@@ -334,7 +341,7 @@ impl Consumer {
                         tracing::error!(topic = %self.topic, partition = state.partition, offset = state.position, reason = %undecodable.reason, "cannot decode a fetched batch");
                         return Err(Error::Undecodable {
                             topic: self.topic.clone(),
-                            partition: state.partition,
+                            partition: PartitionId(state.partition),
                             offset: state.position,
                             next_offset: undecodable.next_offset,
                             reason: undecodable.reason,

@@ -1,5 +1,6 @@
 //! The client's error type: server statuses, transport failures and bad input.
 
+use pubsub_proto::ids::PartitionId;
 use pubsub_proto::net;
 use tonic::Code;
 
@@ -108,7 +109,7 @@ pub enum Error {
         /// The topic read.
         topic: String,
         /// The partition read.
-        partition: u32,
+        partition: PartitionId,
         /// The first offset the batch stands for.
         offset: u64,
         /// The offset right after the batch, if its extent is known.
@@ -169,7 +170,7 @@ impl Error {
 
     /// The partition leader's address a broker named when it refused a request it
     /// does not lead: where to send it again.
-    pub fn leader_hint(&self) -> Option<&str> {
+    pub(crate) fn leader_hint(&self) -> Option<&str> {
         match self {
             Error::NotLeader {
                 leader: Some(address),
@@ -181,7 +182,7 @@ impl Error {
 
     /// True for a NOT_FOUND that may be a broker not yet knowing a new topic: worth a
     /// bounded retry against a partition leader (the metadata reaches brokers one by one).
-    pub fn may_be_metadata_lag(&self) -> bool {
+    pub(crate) fn may_be_metadata_lag(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }
 

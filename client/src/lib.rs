@@ -9,6 +9,12 @@
 //!   reports each record's partition and offset.
 //! - [`Consumer`]: reads assigned partitions from earliest, latest, an offset or a
 //!   timestamp, and follows new records with long polls.
+//! - [`Subscriptions`]: durable subscriptions and groups, through the consumer manager.
+//! - [`Router`] and [`decode_fetched`]: the leader-routed call and the fetch decoder
+//!   the consumer is built on, for services (the consumer manager) that fetch
+//!   partitions themselves.
+//!
+//! The modules are internal; everything an application names is re-exported here.
 //!
 //! ```no_run
 //! # async fn demo() -> pubsub_client::Result<()> {
@@ -21,15 +27,17 @@
 //! # Ok(()) }
 //! ```
 
-pub mod admin;
-pub mod connection;
-pub mod consumer;
-pub mod error;
-pub mod partitioner;
-pub mod producer;
-pub mod record;
-pub mod routing;
-pub mod subscriber;
+#![warn(unreachable_pub)]
+
+mod admin;
+mod connection;
+mod consumer;
+mod error;
+mod partitioner;
+mod producer;
+mod record;
+mod routing;
+mod subscriber;
 
 pub use admin::{Admin, NewTopic};
 pub use connection::Client;
@@ -38,10 +46,11 @@ pub use error::{Error, Result};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, RecordMetadata, now_ms};
 pub use pubsub_proto::DEFAULT_ADDRESS;
 pub use pubsub_proto::auth::Credentials;
+pub use pubsub_proto::ids::PartitionId;
 pub use pubsub_proto::net::Link;
 pub use pubsub_proto::v1::TopicConfig;
 pub use pubsub_proto::v1::{DeliveredRecord, SubscriptionOptions};
 pub use pubsub_storage::Compression;
-pub use record::{ConsumerRecord, ProducerRecord};
+pub use record::{ConsumerRecord, ProducerRecord, Undecodable, decode_fetched};
+pub use routing::Router;
 pub use subscriber::{SubscriberStream, Subscriptions};
-pub use tonic::Code;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use pubsub_proto::ids::PartitionId;
 use pubsub_storage::{BatchBuilder, Compression, Header, ProducerStamp};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -101,7 +102,7 @@ impl Default for ProducerConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordMetadata {
     /// The partition.
-    pub partition: u32,
+    pub partition: PartitionId,
     /// Its offset; `None` with `Acks::None`.
     pub offset: Option<u64>,
 }
@@ -126,7 +127,7 @@ impl Delivery {
             .map_err(|_| Error::Closed)?;
         match outcome.as_ref() {
             Some(Ok(base)) => Ok(RecordMetadata {
-                partition: self.partition,
+                partition: PartitionId(self.partition),
                 offset: base.map(|b| b + u64::from(self.index)),
             }),
             Some(Err(e)) => Err(e.clone()),
@@ -199,7 +200,7 @@ impl Producer {
     /// `max_in_flight` batches outstanding and one more full. The returned [`Delivery`]
     /// resolves once the record is stored.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery> {
-        if let Some(p) = record.partition
+        if let Some(PartitionId(p)) = record.partition
             && p >= self.shared.partitions
         {
             return Err(Error::InvalidArgument(format!(
@@ -303,7 +304,7 @@ impl Accumulator {
 
     async fn add(&mut self, record: ProducerRecord) -> Delivery {
         let partition = match (record.partition, &record.key) {
-            (Some(p), _) => p,
+            (Some(PartitionId(p)), _) => p,
             (None, Some(key)) => partition_for_key(key, self.partitions),
             (None, None) => self.sticky,
         };

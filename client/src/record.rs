@@ -7,13 +7,12 @@
 use bytes::Bytes;
 use std::borrow::Cow;
 
-use pubsub_storage::records::record_iter;
-use pubsub_storage::{DecodedBatch, batch};
+use pubsub_proto::ids::PartitionId;
+use pubsub_storage::{DecodedBatch, batch, record_iter};
 
 /// Bound on one batch's decompressed size: 64x the default 1 MiB batch limit. The same
 /// constant as the broker's, which refuses to store any batch that expands past it.
-pub const DECOMPRESSED_BATCH_BYTES_MAX: usize =
-    pubsub_storage::records::DECOMPRESSED_BATCH_BYTES_MAX;
+pub(crate) const DECOMPRESSED_BATCH_BYTES_MAX: usize = pubsub_storage::DECOMPRESSED_BATCH_BYTES_MAX;
 
 /// A record to send.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +24,7 @@ pub struct ProducerRecord {
     /// Headers, in order.
     pub headers: Vec<(String, Bytes)>,
     /// Explicit partition, overriding the key hash.
-    pub partition: Option<u32>,
+    pub partition: Option<PartitionId>,
     /// Create time in ms; now if unset.
     pub timestamp: Option<i64>,
 }
@@ -53,7 +52,7 @@ impl ProducerRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerRecord {
     /// Partition it was read from.
-    pub partition: u32,
+    pub partition: PartitionId,
     /// Its offset in the partition.
     pub offset: u64,
     /// Create time, ms since the epoch.
@@ -90,7 +89,7 @@ pub struct Undecodable {
 /// the error, so a caller can deliver what precedes it and then decide what to do
 /// with it (report it, skip it, dead-letter it).
 pub fn decode_fetched(
-    partition: u32,
+    partition: PartitionId,
     fetched: &Bytes,
     from_offset: u64,
     out: &mut Vec<ConsumerRecord>,
@@ -120,7 +119,7 @@ pub fn decode_fetched(
 
 /// Appends the records of one batch (a slice of `fetched`) at or after `from_offset`.
 fn decode_batch(
-    partition: u32,
+    partition: PartitionId,
     fetched: &Bytes,
     bytes: &[u8],
     from_offset: u64,
@@ -182,7 +181,7 @@ mod tests {
         fetched.extend_from_slice(&batch(5, &["f"]));
         let fetched = Bytes::from(fetched);
         let mut out = Vec::new();
-        let undecodable = decode_fetched(7, &fetched, 1, &mut out).unwrap_err();
+        let undecodable = decode_fetched(PartitionId(7), &fetched, 1, &mut out).unwrap_err();
         let offsets: Vec<u64> = out.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, [1]);
         assert_eq!(undecodable.offset, 2);
@@ -200,7 +199,8 @@ mod tests {
         let mut fetched = batch(0, &["a"]);
         fetched.extend_from_slice(&[9u8; 70]);
         let mut out = Vec::new();
-        let undecodable = decode_fetched(0, &Bytes::from(fetched), 0, &mut out).unwrap_err();
+        let undecodable =
+            decode_fetched(PartitionId(0), &Bytes::from(fetched), 0, &mut out).unwrap_err();
         assert_eq!(out.len(), 1);
         assert_eq!(undecodable.offset, 1);
         assert_eq!(undecodable.next_offset, None);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use pubsub_proto::ids::PartitionId;
 use pubsub_proto::net::Channel;
 use pubsub_proto::v1::broker_client::BrokerClient;
 
@@ -39,7 +40,7 @@ impl Router {
     }
 
     /// The address of `partition`'s leader, from the cache or a fresh DescribeTopic.
-    pub async fn leader(&self, partition: u32) -> Result<String> {
+    pub(crate) async fn leader(&self, partition: u32) -> Result<String> {
         if let Some(address) = self.cached(partition)? {
             return Ok(address);
         }
@@ -57,11 +58,17 @@ impl Router {
     /// cure (see [`Error::is_retriable`], and a NOT_FOUND from a broker the new topic
     /// has not reached yet) up to `retries` times. The one leader-routed call: the
     /// consumer and the consumer manager both go through it.
-    pub async fn on_leader<T, F, Fut>(&self, partition: u32, retries: u32, call: F) -> Result<T>
+    pub async fn on_leader<T, F, Fut>(
+        &self,
+        partition: PartitionId,
+        retries: u32,
+        call: F,
+    ) -> Result<T>
     where
         F: Fn(BrokerClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        let PartitionId(partition) = partition;
         let mut attempt = 0;
         loop {
             let result = async {
@@ -92,7 +99,7 @@ impl Router {
 
     /// Learns from a failed call on `partition`: a broker that named the leader sends
     /// the partition there; any other failure makes the next lookup ask the cluster.
-    pub fn learn_from(&self, partition: u32, error: &Error) {
+    pub(crate) fn learn_from(&self, partition: u32, error: &Error) {
         let Some(address) = error.leader_hint() else {
             self.invalidate();
             return;
@@ -110,7 +117,7 @@ impl Router {
     /// Waits until the metadata names a leader of `partition` other than `failed`,
     /// or `wait` has passed: a sender backing off after its leader failed retries as
     /// soon as the partition has moved, instead of at the end of its backoff.
-    pub async fn await_new_leader(&self, partition: u32, failed: &str, wait: Duration) {
+    pub(crate) async fn await_new_leader(&self, partition: u32, failed: &str, wait: Duration) {
         let deadline = Instant::now() + wait;
         loop {
             if let Ok(Some(address)) = self.cached(partition)

@@ -51,6 +51,15 @@ pub enum Error {
         #[source]
         source: sled::Error,
     },
+    /// The sled database could not be made durable (the flush failed or hung).
+    #[error("raft storage in {path}: {source}")]
+    Flush {
+        /// The database directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: pubsub_proto::flush::FlushError,
+    },
     /// A file-system operation failed.
     #[error("{path}: {source}")]
     Io {

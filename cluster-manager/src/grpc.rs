@@ -51,6 +51,7 @@ impl From<Error> for Status {
                 Code::Unavailable
             }
             Error::Storage { .. }
+            | Error::Flush { .. }
             | Error::Io { .. }
             | Error::Config(_)
             | Error::Server(_)

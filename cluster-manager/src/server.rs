@@ -203,7 +203,7 @@ async fn run_once(
     release(&users).await;
     let flushed = crate::raft::flush(&db)
         .await
-        .map_err(|source| Error::Storage {
+        .map_err(|source| Error::Flush {
             path: raft_dir.clone(),
             source,
         });

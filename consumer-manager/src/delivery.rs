@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use pubsub_client::now_ms;
-use pubsub_client::record::ConsumerRecord;
+use pubsub_client::{ConsumerRecord, now_ms};
 use pubsub_proto::v1;
 
 use crate::cursor::{Cursor, Holder, Stopped};
@@ -141,7 +140,7 @@ impl Take {
                 cursor.pass_new(record.offset);
                 passed.push(record.offset);
                 let first = aged.map_or(record.offset, |(_, first, _)| first);
-                aged = Some((record.partition, first, record.offset + 1));
+                aged = Some((record.partition.0, first, record.offset + 1));
                 continue;
             }
             if cursor.deliver_new(record.offset, self.holder, self.deadline) {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use pubsub_proto::ids::PartitionId;
 use pubsub_proto::v1;
 use v1::list_offsets_request::Spec;
 
@@ -184,7 +185,7 @@ impl Manager {
                         key: record.key.clone(),
                         value: record.value.clone(),
                         headers,
-                        partition: dlq_source_partition(&record),
+                        partition: dlq_source_partition(&record).map(PartitionId),
                         // Published again now: a subscriber's retention must not age
                         // it out on its way back.
                         timestamp: None,
@@ -271,7 +272,7 @@ impl Manager {
 }
 
 /// The partition a dead letter came from, so replay keeps per-key order.
-fn dlq_source_partition(record: &pubsub_client::record::ConsumerRecord) -> Option<u32> {
+fn dlq_source_partition(record: &pubsub_client::ConsumerRecord) -> Option<u32> {
     record
         .headers
         .iter()

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use pubsub_client::record::ConsumerRecord;
+use pubsub_client::ConsumerRecord;
 use pubsub_proto::v1;
 
 use crate::cursor::{AckOutcome, Cursor, Holder};
@@ -792,7 +792,7 @@ fn no_such_partition(subscription: &Subscription, partition: u32) -> Error {
 /// A fetched record as delivered; key, value and headers stay slices of the fetch.
 pub(crate) fn delivered(record: ConsumerRecord, attempt: u32) -> v1::DeliveredRecord {
     v1::DeliveredRecord {
-        partition: record.partition,
+        partition: record.partition.0,
         offset: record.offset,
         timestamp_ms: record.timestamp,
         key: record.key,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pubsub_client::record::ConsumerRecord;
+use pubsub_client::ConsumerRecord;
 
 use crate::delivery::{Claim, FETCH_BYTES_MAX, Redeliveries, skip};
 use crate::error::Result;
@@ -110,7 +110,7 @@ impl Manager {
         {
             // Offered again later; the rest of the delivery goes on.
             tracing::warn!(subscription = %subscription.name, error = %e, "cannot write dead letters; will retry");
-            unfound.extend(dead.iter().map(|r| (r.partition, r.offset)));
+            unfound.extend(dead.iter().map(|r| (r.partition.0, r.offset)));
         }
         let mut changes = Changes::new();
         {
@@ -204,7 +204,7 @@ impl Manager {
                 headers.push(("pubsub-dlq-offset".into(), record.offset.to_string().into()));
                 headers.push((
                     "pubsub-dlq-deliveries".into(),
-                    attempt_of(record.partition, record.offset)
+                    attempt_of(record.partition.0, record.offset)
                         .to_string()
                         .into(),
                 ));
@@ -221,7 +221,7 @@ impl Manager {
             .produce(&subscription.options.dead_letter_topic, 1, records)
             .await?;
         tracing::info!(subscription = %subscription.name, records = dead.len(), topic = %subscription.options.dead_letter_topic, "dead-lettered records");
-        let ids: Vec<(u32, u64)> = dead.iter().map(|r| (r.partition, r.offset)).collect();
+        let ids: Vec<(u32, u64)> = dead.iter().map(|r| (r.partition.0, r.offset)).collect();
         {
             let mut state = subscription.lock()?;
             state.dead_lettered += ids.len() as u64;

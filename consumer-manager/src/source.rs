@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pubsub_client::record::{ConsumerRecord, Undecodable, decode_fetched};
-use pubsub_client::routing::Router;
-use pubsub_client::{Admin, Client, Producer, ProducerConfig};
+use pubsub_client::{
+    Admin, Client, ConsumerRecord, Producer, ProducerConfig, Router, Undecodable, decode_fetched,
+};
+use pubsub_proto::ids::PartitionId;
 use pubsub_proto::v1;
 
 use crate::error::{Error, Result};
@@ -195,7 +196,10 @@ impl Source {
         let mut rounds = 0;
         loop {
             let router = self.router(topic).await?;
-            match router.on_leader(partition, SWITCH_AFTER, &call).await {
+            match router
+                .on_leader(PartitionId(partition), SWITCH_AFTER, &call)
+                .await
+            {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_retriable() && rounds < RETRIES / SWITCH_AFTER => {
                     rounds += 1;
@@ -240,10 +244,14 @@ impl Source {
         match result {
             Ok(response) => {
                 let mut records = Vec::new();
-                let undecodable =
-                    decode_fetched(partition, &response.records, offset, &mut records)
-                        .err()
-                        .filter(|_| records.is_empty());
+                let undecodable = decode_fetched(
+                    PartitionId(partition),
+                    &response.records,
+                    offset,
+                    &mut records,
+                )
+                .err()
+                .filter(|_| records.is_empty());
                 Ok(ReadOutcome::Records(Fetched {
                     records,
                     undecodable,

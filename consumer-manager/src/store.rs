@@ -12,10 +12,10 @@
 //! tells the supervisor to reopen the database and reload from it.
 
 use std::path::Path;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
+use pubsub_proto::flush::{self, Timing};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -69,13 +69,8 @@ pub struct LoadedCursor {
     pub deliveries: Vec<(u64, u32)>,
 }
 
-/// A flush still waiting after this long is asked again. sled 0.34 can leave a flush
-/// waiting for good when a background write fails (its logger records the error
-/// without waking waiters); a new flush that finds the error wakes them.
-const FLUSH_NUDGE: Duration = Duration::from_secs(1);
-/// A flush not done after this long fails the store: a healthy fsync takes
-/// milliseconds, and a caller must get an answer, never a hang.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The database's name in the log line of a slow flush.
+const STORE: &str = "consumer manager";
 
 /// The sled database of a consumer manager. Not `Clone`: the manager owns the only
 /// handle, so dropping the manager closes the database (and frees its file lock).
@@ -356,52 +351,43 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything applied so far durable. A flush still waiting after
-    /// [`FLUSH_NUDGE`] is followed by a new one (which wakes a flush sled forgot, and
-    /// covers everything the first did), and one not done within [`FLUSH_TIMEOUT`]
-    /// fails the store.
+    /// Makes everything applied so far durable, through the one flush helper
+    /// (`pubsub_proto::flush`): on tokio's blocking pool, a flush still waiting after a
+    /// second followed by a new one (which wakes a flush sled forgot, and covers
+    /// everything the first did); any failure, or no answer within 10 s, fails the
+    /// store.
     pub async fn flush(&self) -> Result<()> {
         self.check_not_failed()?;
-        let started = tokio::time::Instant::now();
-        let mut flush = self.spawn_flush();
-        loop {
-            match tokio::time::timeout(FLUSH_NUDGE, &mut flush).await {
-                Ok(Ok(flushed)) => return self.fail_on(flushed).map(drop),
-                Ok(Err(e)) => {
-                    self.fail(&format!("flush task failed: {e}"));
-                    return Err(Error::Reloading);
-                }
-                Err(_) if started.elapsed() >= FLUSH_TIMEOUT => {
-                    self.fail(&format!("a flush did not finish within {FLUSH_TIMEOUT:?}"));
-                    return Err(Error::Reloading);
-                }
-                Err(_) => {
-                    tracing::warn!(waited = ?started.elapsed(), "consumer manager flush is slow; asking again");
-                    // The first one runs on, detached.
-                    flush = self.spawn_flush();
-                }
-            }
-        }
+        let flushed = flush::on_blocking_pool(self.flush_fn(), Timing::DEFAULT, STORE).await;
+        flushed.map_err(|e| {
+            self.fail(&e);
+            Error::Reloading
+        })
     }
 
-    /// A flush on the blocking pool. Not sled's `flush_async`: that waits on sled's own
-    /// small I/O pool, and a few flushes waiting there at once can hold every thread
-    /// while the write they wait for is queued behind them, for good.
-    fn spawn_flush(&self) -> tokio::task::JoinHandle<sled::Result<usize>> {
+    /// One blocking flush of the database, for [`flush::on_blocking_pool`].
+    fn flush_fn(&self) -> impl Fn() -> std::io::Result<()> + Clone + Send + 'static {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        move || db.flush().map(drop).map_err(std::io::Error::other)
     }
 
     /// Wakes every flush still waiting on a failed database, so it ends and lets go
     /// of the database: a flush that finds sled's error wakes the others.
     pub async fn wake_flushes(&self) {
-        let _ = tokio::time::timeout(FLUSH_NUDGE, self.spawn_flush()).await;
+        // One flush, waited for no longer than a nudge: its result does not matter.
+        let once = Timing {
+            timeout: Timing::DEFAULT.nudge,
+            ..Timing::DEFAULT
+        };
+        let _ = flush::on_blocking_pool(self.flush_fn(), once, STORE).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
 
     #[tokio::test]
     async fn cursors_acks_and_counts_survive_reopen() {

@@ -7,8 +7,7 @@
 //! are stopped gets an error naming them, never an empty answer for ever.
 
 use bytes::Bytes;
-use pubsub_client::ProducerRecord;
-use pubsub_client::record::Undecodable;
+use pubsub_client::{ProducerRecord, Undecodable};
 
 use crate::cursor::{Cursor, Stopped};
 use crate::delivery::Found;

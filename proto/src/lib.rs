@@ -7,10 +7,17 @@
 //! - [`units`]: sizes and durations as people type and read them.
 //! - [`net`]: endpoints, the channel pool, metadata keys and the classification of
 //!   failed calls, for every connection.
-//! - [`serve`]: the server builder and reflection every `pubsubd` role uses.
+//! - [`auth`]: tokens, access rules, the layer that identifies every caller, and
+//!   the credentials clients send.
+//! - [`serve`]: the server builder, the accept loop (plain or TLS) and reflection
+//!   every `pubsubd` role uses.
+//! - [`tls`]: rustls configuration of listeners and links, reloaded on change.
+//! - [`flush`]: a database flush run on tokio's blocking pool, asked again while it
+//!   hangs and failed after a deadline, for the services that keep state in sled.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 
 pub mod auth;
+pub mod flush;
 pub mod ids;
 mod limits;
 pub mod net;

@@ -35,7 +35,7 @@ pub const HEADER_BYTES: usize = 61;
 /// Bytes before `batch_length`'s coverage starts (base offset + the length itself).
 pub const LOG_OVERHEAD: usize = 12;
 /// The only batch format version we read and write.
-pub const MAGIC: i8 = 2;
+pub(crate) const MAGIC: i8 = 2;
 
 pub(crate) const BASE_OFFSET: usize = 0;
 pub(crate) const BATCH_LENGTH: usize = 8;
@@ -65,8 +65,6 @@ const COMPRESSED_RECORDS_PER_BYTE_MAX: usize = 1024;
 const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 /// Attribute bit: the batch is a control batch (rejected from producers).
 const ATTR_CONTROL: i16 = 1 << 5;
-/// Attribute bit: timestamps are log-append time rather than create time.
-pub const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
 
 /// Compression codec of a batch's records, numbered as Kafka numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -84,7 +82,7 @@ pub enum Compression {
 
 impl Compression {
     /// Kafka's codec id in attribute bits 0-2.
-    pub fn id(self) -> u8 {
+    pub(crate) fn id(self) -> u8 {
         match self {
             Compression::None => 0,
             Compression::Gzip => 1,
@@ -94,7 +92,7 @@ impl Compression {
     }
 
     /// Parses a codec id; snappy (2) and unknown ids are unsupported.
-    pub fn from_id(id: u8) -> Result<Self> {
+    pub(crate) fn from_id(id: u8) -> Result<Self> {
         match id {
             0 => Ok(Compression::None),
             1 => Ok(Compression::Gzip),
@@ -279,7 +277,7 @@ pub fn validate(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader> {
 }
 
 /// Verifies the CRC-32C of a complete batch against its header.
-pub fn check_crc(bytes: &[u8], header: &BatchHeader) -> Result<()> {
+pub(crate) fn check_crc(bytes: &[u8], header: &BatchHeader) -> Result<()> {
     let computed = crc32c::crc32c(&bytes[ATTRIBUTES..]);
     if computed != header.crc {
         return Err(Error::CrcMismatch {

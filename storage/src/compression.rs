@@ -10,7 +10,7 @@ use crate::batch::Compression;
 use crate::error::{Error, Result};
 
 /// Compresses `input` with `codec`.
-pub fn compress(codec: Compression, input: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn compress(codec: Compression, input: &[u8]) -> Result<Vec<u8>> {
     let io = Error::Compress;
     match codec {
         Compression::None => Ok(input.to_vec()),
@@ -36,7 +36,7 @@ pub fn compress(codec: Compression, input: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Decompresses `input`, failing once the output would exceed `limit` bytes.
-pub fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>> {
+pub(crate) fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>> {
     match codec {
         Compression::None => {
             if input.len() > limit {

@@ -19,19 +19,19 @@ use std::path::{Path, PathBuf};
 use crate::error::{IoContext, Result};
 
 /// File name of the checkpoint inside a partition directory.
-pub const FILE_NAME: &str = "leader-epoch-checkpoint";
+pub(crate) const FILE_NAME: &str = "leader-epoch-checkpoint";
 const ENTRY_BYTES: usize = 12;
 
 /// Epoch start offsets of one partition log.
 #[derive(Debug)]
-pub struct EpochCache {
+pub(crate) struct EpochCache {
     path: PathBuf,
     entries: Vec<(i32, u64)>,
 }
 
 impl EpochCache {
     /// Loads the checkpoint in `dir`, dropping entries at or past `log_end_offset`.
-    pub fn load(dir: &Path, log_end_offset: u64) -> Result<Self> {
+    pub(crate) fn load(dir: &Path, log_end_offset: u64) -> Result<Self> {
         let path = dir.join(FILE_NAME);
         let entries = match std::fs::read(&path) {
             Ok(bytes) => decode(&bytes).unwrap_or_else(|| {
@@ -47,12 +47,12 @@ impl EpochCache {
     }
 
     /// The newest epoch with records, if any.
-    pub fn last_epoch(&self) -> Option<i32> {
+    pub(crate) fn last_epoch(&self) -> Option<i32> {
         self.entries.last().map(|e| e.0)
     }
 
     /// Notes that `epoch` has records from `start_offset` on (a batch was appended).
-    pub fn assign(&mut self, epoch: i32, start_offset: u64) -> Result<()> {
+    pub(crate) fn assign(&mut self, epoch: i32, start_offset: u64) -> Result<()> {
         if epoch < 0 || self.entries.last().is_some_and(|&(last, _)| last >= epoch) {
             return Ok(());
         }
@@ -68,7 +68,7 @@ impl EpochCache {
     }
 
     /// Forgets epochs that start at or after `offset` (the log was truncated there).
-    pub fn truncate_from(&mut self, offset: u64) -> Result<()> {
+    pub(crate) fn truncate_from(&mut self, offset: u64) -> Result<()> {
         let keep = self.entries.iter().take_while(|e| e.1 < offset).count();
         if keep < self.entries.len() {
             self.replace(self.entries[..keep].to_vec())?;
@@ -77,7 +77,7 @@ impl EpochCache {
     }
 
     /// Forgets every epoch (the log was reset).
-    pub fn clear(&mut self) -> Result<()> {
+    pub(crate) fn clear(&mut self) -> Result<()> {
         if !self.entries.is_empty() {
             self.replace(Vec::new())?;
         }
@@ -95,7 +95,7 @@ impl EpochCache {
     /// The largest known epoch at or below `epoch`, and the offset where it ends: the
     /// start of the next epoch, or `log_end_offset` for the newest. `None` when every
     /// known epoch is newer than `epoch` (then the answer is the first epoch's start).
-    pub fn end_offset_for(&self, epoch: i32, log_end_offset: u64) -> (Option<i32>, u64) {
+    pub(crate) fn end_offset_for(&self, epoch: i32, log_end_offset: u64) -> (Option<i32>, u64) {
         let index = self.entries.partition_point(|e| e.0 <= epoch);
         let end = self.entries.get(index).map_or(log_end_offset, |e| e.1);
         (index.checked_sub(1).map(|i| self.entries[i].0), end)

@@ -27,10 +27,10 @@ use memmap2::Mmap;
 use crate::error::{IoContext, Result};
 
 /// Bytes of the trailer of a sealed index.
-pub const TRAILER_BYTES: usize = 16;
+pub(crate) const TRAILER_BYTES: usize = 16;
 
 /// Entry shape of one of the two index kinds.
-pub trait Entry: Copy {
+pub(crate) trait Entry: Copy {
     /// Encoded size of an entry.
     const BYTES: usize;
     /// Writes the entry into `out` (exactly `BYTES` long).
@@ -41,7 +41,7 @@ pub trait Entry: Copy {
 
 /// Offset index entry: where in the `.log` the batch holding an offset starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OffsetEntry {
+pub(crate) struct OffsetEntry {
     /// Offset minus the segment's base offset.
     pub relative_offset: u32,
     /// Byte position of the batch in the `.log`.
@@ -64,7 +64,7 @@ impl Entry for OffsetEntry {
 
 /// Time index entry: a batch whose max timestamp exceeds every earlier one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimeEntry {
+pub(crate) struct TimeEntry {
     /// The batch's max timestamp, ms.
     pub timestamp: i64,
     /// The batch's base offset minus the segment's base offset.
@@ -114,7 +114,7 @@ fn last_at_or_below<E: Entry>(
 /// be a cache; keeping it in memory means no mapped page is ever written, so a full
 /// disk can never turn an index write into SIGBUS. Its size stays bounded by
 /// `max_bytes`, as the file's was.
-pub struct ActiveIndex<E: Entry> {
+pub(crate) struct ActiveIndex<E: Entry> {
     bytes: Vec<u8>,
     capacity: usize,
     _entry: std::marker::PhantomData<E>,
@@ -122,7 +122,7 @@ pub struct ActiveIndex<E: Entry> {
 
 impl<E: Entry> ActiveIndex<E> {
     /// An empty index that holds at most `max_bytes` of entries.
-    pub fn new(max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize) -> Self {
         ActiveIndex {
             bytes: Vec::new(),
             capacity: (max_bytes / E::BYTES).max(1) * E::BYTES,
@@ -131,12 +131,12 @@ impl<E: Entry> ActiveIndex<E> {
     }
 
     /// True when no further entry fits.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.bytes.len() + E::BYTES > self.capacity
     }
 
     /// Appends an entry; the caller keeps keys increasing and checks `is_full` first.
-    pub fn push(&mut self, entry: E) {
+    pub(crate) fn push(&mut self, entry: E) {
         assert!(!self.is_full(), "index push past its capacity");
         let at = self.bytes.len();
         self.bytes.resize(at + E::BYTES, 0);
@@ -148,20 +148,20 @@ impl<E: Entry> ActiveIndex<E> {
     }
 
     /// The last entry, if any.
-    pub fn last(&self) -> Option<E> {
+    pub(crate) fn last(&self) -> Option<E> {
         let count = self.count();
         (count > 0).then(|| E::read(&self.bytes[(count - 1) * E::BYTES..]))
     }
 
     /// Last entry whose key is at or below `target`.
-    pub fn lookup(&self, target: i64, key: impl Fn(&E) -> i64) -> Option<E> {
+    pub(crate) fn lookup(&self, target: i64, key: impl Fn(&E) -> i64) -> Option<E> {
         last_at_or_below(&self.bytes, self.count(), target, key)
     }
 
     /// Writes the entries and a trailer to `path` and syncs it; the index is then
     /// sealed. On failure (a full disk) the index is unchanged and sealing can be
     /// tried again.
-    pub fn write_sealed(&self, path: &Path, covered_log_bytes: u64) -> Result<()> {
+    pub(crate) fn write_sealed(&self, path: &Path, covered_log_bytes: u64) -> Result<()> {
         write_file(path, &self.bytes, self.count(), covered_log_bytes)
     }
 }
@@ -193,7 +193,7 @@ fn trailer(entries: &[u8], count: usize, covered_log_bytes: u64) -> [u8; TRAILER
 }
 
 /// The index of a sealed segment: read-only entries checked against its trailer.
-pub struct SealedIndex<E: Entry> {
+pub(crate) struct SealedIndex<E: Entry> {
     entries: SealedEntries,
     count: usize,
     _entry: std::marker::PhantomData<E>,
@@ -220,7 +220,7 @@ impl SealedEntries {
 impl<E: Entry> SealedIndex<E> {
     /// Opens a sealed index; `Ok(None)` when it is missing or fails its trailer check,
     /// in which case the caller rebuilds it from the log.
-    pub fn open(path: &Path, covered_log_bytes: u64) -> Result<Option<Self>> {
+    pub(crate) fn open(path: &Path, covered_log_bytes: u64) -> Result<Option<Self>> {
         let file = match File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -252,7 +252,7 @@ impl<E: Entry> SealedIndex<E> {
     /// Builds a sealed index from entries rebuilt from the log and writes it to
     /// `path`. If the file cannot be written (a full disk), the index is served from
     /// memory and rebuilt again on the next open: reads must not depend on free space.
-    pub fn write(path: &Path, entries: &[E], covered_log_bytes: u64) -> Self {
+    pub(crate) fn write(path: &Path, entries: &[E], covered_log_bytes: u64) -> Self {
         let mut bytes = vec![0u8; entries.len() * E::BYTES];
         for (i, entry) in entries.iter().enumerate() {
             entry.write(&mut bytes[i * E::BYTES..(i + 1) * E::BYTES]);
@@ -269,12 +269,12 @@ impl<E: Entry> SealedIndex<E> {
     }
 
     /// Last entry whose key is at or below `target`.
-    pub fn lookup(&self, target: i64, key: impl Fn(&E) -> i64) -> Option<E> {
+    pub(crate) fn lookup(&self, target: i64, key: impl Fn(&E) -> i64) -> Option<E> {
         last_at_or_below(self.entries.bytes(), self.count, target, key)
     }
 
     /// All entries, in order (used when a sealed segment becomes active again).
-    pub fn entries(&self) -> Vec<E> {
+    pub(crate) fn entries(&self) -> Vec<E> {
         let bytes = self.entries.bytes();
         (0..self.count)
             .map(|i| E::read(&bytes[i * E::BYTES..(i + 1) * E::BYTES]))

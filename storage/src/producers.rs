@@ -26,7 +26,7 @@ struct ProducerState {
 
 /// What to do with a producer's batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// New: append it.
     Append,
     /// A retry of a batch already stored at these offsets.
@@ -35,7 +35,7 @@ pub enum Admission {
 
 /// Sequence state of every idempotent producer that wrote to a log.
 #[derive(Debug, Default)]
-pub struct ProducerStates {
+pub(crate) struct ProducerStates {
     producers: HashMap<i64, ProducerState>,
 }
 
@@ -47,7 +47,7 @@ fn last_sequence(header: &BatchHeader) -> i32 {
 
 impl ProducerStates {
     /// Decides whether a producer's batch is appended, is a duplicate, or is refused.
-    pub fn admit(&self, header: &BatchHeader) -> Result<Admission> {
+    pub(crate) fn admit(&self, header: &BatchHeader) -> Result<Admission> {
         if header.producer_id < 0 || header.base_sequence < 0 {
             return Ok(Admission::Append);
         }
@@ -99,7 +99,7 @@ impl ProducerStates {
     }
 
     /// Records a stored batch (appended here or replicated from the leader).
-    pub fn record(&mut self, header: &BatchHeader) {
+    pub(crate) fn record(&mut self, header: &BatchHeader) {
         if header.producer_id < 0 || header.base_sequence < 0 {
             return;
         }
@@ -121,7 +121,7 @@ impl ProducerStates {
     }
 
     /// Forgets batches at or after `offset` (the log was truncated there).
-    pub fn truncate_from(&mut self, offset: u64) {
+    pub(crate) fn truncate_from(&mut self, offset: u64) {
         for state in self.producers.values_mut() {
             state
                 .recent

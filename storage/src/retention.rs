@@ -16,7 +16,7 @@ pub struct RetentionPolicy {
 
 /// What retention needs to know of one closed segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SegmentFacts {
+pub(crate) struct SegmentFacts {
     /// Size of the segment's `.log` in bytes.
     pub size: u64,
     /// Largest record timestamp in the segment, ms.
@@ -27,7 +27,7 @@ pub struct SegmentFacts {
 ///
 /// Only a prefix is ever deleted, so the log stays contiguous; the active segment
 /// (counted in `active_size`) is never deleted.
-pub fn segments_to_delete(
+pub(crate) fn segments_to_delete(
     sealed: &[SegmentFacts],
     active_size: u64,
     policy: RetentionPolicy,

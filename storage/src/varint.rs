@@ -6,22 +6,22 @@
 use crate::error::{Error, Result};
 
 /// Appends `value` as a zig-zag varint (Kafka `varint`, 32-bit).
-pub fn put_varint(buf: &mut Vec<u8>, value: i32) {
+pub(crate) fn put_varint(buf: &mut Vec<u8>, value: i32) {
     put_unsigned(buf, ((value << 1) ^ (value >> 31)) as u32 as u64);
 }
 
 /// Appends `value` as a zig-zag varlong (Kafka `varlong`, 64-bit).
-pub fn put_varlong(buf: &mut Vec<u8>, value: i64) {
+pub(crate) fn put_varlong(buf: &mut Vec<u8>, value: i64) {
     put_unsigned(buf, ((value << 1) ^ (value >> 63)) as u64);
 }
 
 /// Number of bytes `put_varint(value)` writes.
-pub fn varint_len(value: i32) -> usize {
+pub(crate) fn varint_len(value: i32) -> usize {
     unsigned_len(((value << 1) ^ (value >> 31)) as u32 as u64)
 }
 
 /// Number of bytes `put_varlong(value)` writes.
-pub fn varlong_len(value: i64) -> usize {
+pub(crate) fn varlong_len(value: i64) -> usize {
     unsigned_len(((value << 1) ^ (value >> 63)) as u64)
 }
 
@@ -43,14 +43,14 @@ fn unsigned_len(mut v: u64) -> usize {
 }
 
 /// Reads a zig-zag varint from the front of `input`, advancing it.
-pub fn get_varint(input: &mut &[u8]) -> Result<i32> {
+pub(crate) fn get_varint(input: &mut &[u8]) -> Result<i32> {
     let raw = get_unsigned(input, 5)?;
     let raw = u32::try_from(raw).map_err(|_| Error::malformed("varint overflows 32 bits"))?;
     Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
 }
 
 /// Reads a zig-zag varlong from the front of `input`, advancing it.
-pub fn get_varlong(input: &mut &[u8]) -> Result<i64> {
+pub(crate) fn get_varlong(input: &mut &[u8]) -> Result<i64> {
     let raw = get_unsigned(input, 10)?;
     Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
 }

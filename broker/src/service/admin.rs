@@ -145,7 +145,7 @@ impl Admin for AdminService {
         // A broker that may have been fenced would name leaders that may have moved;
         // clients ask another broker instead, where there is one.
         if self.broker.view().brokers.len() > 1 {
-            let broker = self.broker.config().broker_id;
+            let broker = self.broker.config().broker_id.0;
             self.broker.lease().check_not_fenced(broker)?;
         }
         authorize(

@@ -109,7 +109,7 @@ async fn append(broker: &Arc<Broker>, request: v1::ProduceRequest) -> Result<App
     // be truncated when it learns of its successor. (A partition with one replica
     // cannot get another leader.)
     if role.replicas.len() > 1 {
-        broker.lease().check(broker.config().broker_id)?;
+        broker.lease().check(broker.config().broker_id.0)?;
     }
     let acks_all = acks == v1::Acks::All;
     let needed = topic

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pubsub_client::{Client, Consumer, ConsumerConfig, StartPosition};
+use pubsub_client::{Client, Consumer, ConsumerConfig, PartitionId, StartPosition};
 use tokio::time::Instant;
 
 use super::ConsumeArgs;
@@ -32,7 +32,9 @@ pub async fn run(
     for index in 0..consumers {
         let mut consumer = Consumer::new(client.clone(), &args.topic, config.clone());
         for partition in (index..partitions).step_by(consumers as usize) {
-            consumer.assign(partition, StartPosition::Earliest).await?;
+            consumer
+                .assign(PartitionId(partition), StartPosition::Earliest)
+                .await?;
         }
         members.push(consumer);
     }

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use pubsub_cli::security::SecurityArgs;
 use pubsub_cli::server::{StandaloneConfig, advertised_address};
 use pubsub_cluster_manager::{ClusterManagerConfig, Member, run_embedded};
+use pubsub_proto::ids::BrokerId;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -250,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let embedded = pubsub_cluster_manager::EmbeddedServices::default();
             let manager = tokio::spawn(run_embedded(manager_config, embedded.clone(), shutdown()));
             let mut broker = pubsub_broker::BrokerConfig::new(
-                0,
+                BrokerId(0),
                 config.data_dir.join("broker"),
                 advertised,
                 vec![local.clone()],
@@ -348,8 +349,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             keep_reserve(&data_dir, reserve_bytes)?;
             let (listener, bound) = bind(listen, "broker").await?;
             let advertised = advertised_address(advertised, bound, "broker")?;
-            let mut config =
-                pubsub_broker::BrokerConfig::new(id, data_dir, advertised, cluster_managers);
+            let mut config = pubsub_broker::BrokerConfig::new(
+                BrokerId(id),
+                data_dir,
+                advertised,
+                cluster_managers,
+            );
             config.rack = rack;
             config.replica_lag_max = replica_lag_max;
             config.min_free_bytes = min_free_bytes;

@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail};
 use clap::Args;
-use pubsub_client::{Admin, Client, Consumer, ConsumerConfig, ConsumerRecord, StartPosition};
+use pubsub_client::{
+    Admin, Client, Consumer, ConsumerConfig, ConsumerRecord, PartitionId, StartPosition,
+};
 use pubsub_proto::v1::TopicDescription;
 use tokio::sync::mpsc;
 
@@ -134,7 +136,7 @@ async fn leader_offsets(client: &Client, topic: &mut TopicDescription) -> anyhow
     let consumer = Consumer::new(client.clone(), &topic.name, Default::default());
     let lookups = topic.partitions.iter().map(|partition| {
         let consumer = &consumer;
-        let index = partition.partition;
+        let index = PartitionId(partition.partition);
         async move {
             let start = consumer.offset_of(index, StartPosition::Earliest).await?;
             let end = consumer.offset_of(index, StartPosition::Latest).await?;
@@ -227,7 +229,9 @@ async fn read_partition_until_end(
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(client, topic, config);
-    consumer.assign(plan.partition, plan.start).await?;
+    consumer
+        .assign(PartitionId(plan.partition), plan.start)
+        .await?;
     let wait = match plan.end {
         Some(_) => CATCH_UP_WAIT,
         None => FOLLOW_WAIT,

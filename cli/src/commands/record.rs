@@ -63,7 +63,7 @@ pub fn write_json_delivered(
     let (key, key_encoding) = encode(record.key.as_deref());
     let (value, value_encoding) = encode(record.value.as_deref());
     let json = JsonRecord {
-        partition: record.partition,
+        partition: record.partition.0,
         offset: record.offset,
         timestamp: record.timestamp,
         key,
@@ -103,10 +103,11 @@ fn encode(bytes: Option<&[u8]>) -> (Option<Cow<'_, str>>, Option<&'static str>) 
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use pubsub_client::PartitionId;
 
     fn record(key: Option<&'static [u8]>, value: Option<&'static [u8]>) -> ConsumerRecord {
         ConsumerRecord {
-            partition: 2,
+            partition: PartitionId(2),
             offset: 41,
             timestamp: 1_700_000_000_000,
             key: key.map(Bytes::from_static),

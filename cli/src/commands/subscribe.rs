@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use pubsub_client::{ConsumerRecord, DeliveredRecord, Subscriptions};
+use pubsub_client::{ConsumerRecord, DeliveredRecord, PartitionId, Subscriptions};
 use pubsub_proto::v1;
 use serde_json::json;
 
@@ -137,7 +137,7 @@ pub enum DlqCommand {
 
 fn to_consumer_record(record: &DeliveredRecord) -> ConsumerRecord {
     ConsumerRecord {
-        partition: record.partition,
+        partition: PartitionId(record.partition),
         offset: record.offset,
         timestamp: record.timestamp_ms,
         key: record.key.clone(),

@@ -14,7 +14,9 @@ use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use indicatif::{HumanCount, ProgressBar, ProgressState, ProgressStyle};
-use pubsub_client::{Acks, Compression, Delivery, Producer, ProducerConfig, ProducerRecord};
+use pubsub_client::{
+    Acks, Compression, Delivery, PartitionId, Producer, ProducerConfig, ProducerRecord,
+};
 use tokio::sync::mpsc;
 
 use super::output;
@@ -262,7 +264,7 @@ impl RecordShape {
             key,
             value: Some(value),
             headers: self.headers.clone(),
-            partition: self.partition,
+            partition: self.partition.map(PartitionId),
             timestamp: None,
         })
     }

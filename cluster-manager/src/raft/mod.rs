@@ -15,6 +15,7 @@ use std::io::Cursor;
 use std::time::Duration;
 
 use openraft::{BasicNode, Config, SnapshotPolicy};
+use pubsub_proto::flush::{FlushError, Timing};
 
 use crate::command::{Command, CommandError, Response};
 use crate::error::{Error, Result};
@@ -134,39 +135,11 @@ pub(crate) fn open_test_db(path: &std::path::Path) -> sled::Db {
     }
 }
 
-/// How long one flush may take before another is asked for, and before the storage is
-/// declared failed (Raft then stops, and the node restarts from disk).
-const FLUSH_NUDGE: Duration = Duration::from_secs(1);
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Makes everything written to `tree`'s database durable.
-///
-/// Not sled's `flush_async`: it waits on sled's own small I/O pool, where a few
-/// flushes waiting at once can hold every thread while the write they wait for is
-/// queued behind them, for good. A blocking flush runs on tokio's pool instead; one
-/// still waiting after [`FLUSH_NUDGE`] is asked again (sled can record a write error
-/// without waking the flushes waiting on it), and after [`FLUSH_TIMEOUT`] it fails.
-pub(crate) async fn flush(tree: &sled::Tree) -> sled::Result<()> {
-    let started = tokio::time::Instant::now();
-    let spawn = || {
-        let tree = tree.clone();
-        tokio::task::spawn_blocking(move || tree.flush())
-    };
-    let mut pending = spawn();
-    loop {
-        match tokio::time::timeout(FLUSH_NUDGE, &mut pending).await {
-            Ok(Ok(flushed)) => return flushed.map(drop),
-            Ok(Err(e)) => return Err(sled::Error::Io(std::io::Error::other(e.to_string()))),
-            Err(_) if started.elapsed() >= FLUSH_TIMEOUT => {
-                return Err(sled::Error::Io(std::io::Error::other(format!(
-                    "a flush did not finish within {FLUSH_TIMEOUT:?}"
-                ))));
-            }
-            Err(_) => {
-                tracing::warn!(waited = ?started.elapsed(), "raft storage flush is slow; asking again");
-                // The first one runs on, detached.
-                pending = spawn();
-            }
-        }
-    }
+/// Makes everything written to `tree`'s database durable, through the one flush
+/// helper (`pubsub_proto::flush`): on tokio's blocking pool, asked again after 1 s,
+/// failed after 10 s (Raft then stops, and the node restarts from disk).
+pub(crate) async fn flush(tree: &sled::Tree) -> Result<(), FlushError> {
+    let tree = tree.clone();
+    let flush = move || tree.flush().map(drop).map_err(std::io::Error::other);
+    pubsub_proto::flush::on_blocking_pool(flush, Timing::DEFAULT, "raft storage").await
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pubsub_client::{
-    Admin, Client, Compression, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
-    ProducerRecord, StartPosition,
+    Admin, Client, Compression, Consumer, ConsumerConfig, NewTopic, PartitionId, Producer,
+    ProducerConfig, ProducerRecord, StartPosition,
 };
 use pubsub_tests::Server;
 
@@ -17,7 +17,7 @@ async fn produce_keyed(
     topic: &str,
     count: u64,
     compression: Compression,
-) -> Vec<(u32, u64)> {
+) -> Vec<(PartitionId, u64)> {
     let config = ProducerConfig {
         compression,
         linger: Duration::from_millis(2),
@@ -157,8 +157,11 @@ async fn a_waiting_consumer_gets_new_records_and_positions_resolve() {
     producer.send(first).await.unwrap().wait().await.unwrap();
 
     let mut consumer = Consumer::new(client.clone(), "live", ConsumerConfig::default());
-    consumer.assign(0, StartPosition::Latest).await.unwrap();
-    assert_eq!(consumer.positions(), &[(0, 1)]);
+    consumer
+        .assign(PartitionId(0), StartPosition::Latest)
+        .await
+        .unwrap();
+    assert_eq!(consumer.positions(), &[(PartitionId(0), 1)]);
     let waiting = tokio::spawn(async move {
         let records = consumer.poll(Duration::from_secs(20)).await.unwrap();
         (records, consumer)
@@ -184,21 +187,24 @@ async fn a_waiting_consumer_gets_new_records_and_positions_resolve() {
 
     let mut by_time = Consumer::new(client.clone(), "live", ConsumerConfig::default());
     by_time
-        .assign(0, StartPosition::Timestamp(2_000))
+        .assign(PartitionId(0), StartPosition::Timestamp(2_000))
         .await
         .unwrap();
-    assert_eq!(by_time.positions(), &[(0, 1)]);
+    assert_eq!(by_time.positions(), &[(PartitionId(0), 1)]);
     by_time
-        .assign(0, StartPosition::Timestamp(9_000))
+        .assign(PartitionId(0), StartPosition::Timestamp(9_000))
         .await
         .unwrap();
     assert_eq!(
         by_time.positions(),
-        &[(0, 2)],
+        &[(PartitionId(0), 2)],
         "past every record: the latest offset"
     );
-    by_time.assign(0, StartPosition::Earliest).await.unwrap();
-    assert_eq!(by_time.positions(), &[(0, 0)]);
+    by_time
+        .assign(PartitionId(0), StartPosition::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(by_time.positions(), &[(PartitionId(0), 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use pubsub_client::{Admin, Client, NewTopic, Producer, ProducerConfig, ProducerRecord};
+use pubsub_client::{
+    Admin, Client, NewTopic, PartitionId, Producer, ProducerConfig, ProducerRecord,
+};
 use pubsub_proto::v1::{self, cluster_manager_client::ClusterManagerClient};
 use pubsub_tests::{Cluster, pubsub};
 
@@ -167,7 +169,7 @@ async fn a_dead_broker_is_fenced_and_its_partitions_get_leaders_from_the_isr() {
         .unwrap();
     for i in 0..60 {
         let record = ProducerRecord {
-            partition: Some(i % 6),
+            partition: Some(PartitionId(i % 6)),
             ..ProducerRecord::value(format!("r{i}"))
         };
         producer.send(record).await.unwrap().wait().await.unwrap();

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pubsub_client::{
-    Admin, Client, DeliveredRecord, NewTopic, Producer, ProducerConfig, ProducerRecord,
-    SubscriptionOptions, Subscriptions, TopicConfig,
+    Admin, Client, DeliveredRecord, NewTopic, PartitionId, Producer, ProducerConfig,
+    ProducerRecord, SubscriptionOptions, Subscriptions, TopicConfig,
 };
 use pubsub_proto::v1;
 use pubsub_tests::{Server, binary};
@@ -457,7 +457,7 @@ async fn a_subscriber_with_ten_credits_gets_ten_records_then_redeliveries_and_me
             let value = vec![b'x'; 100];
             let records = (0..1_000_000u32)
                 .map(|i| ProducerRecord {
-                    partition: Some(i % 2),
+                    partition: Some(PartitionId(i % 2)),
                     ..ProducerRecord::value(value.clone())
                 })
                 .collect();

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pubsub_client::{
-    Admin, Client, DeliveredRecord, NewTopic, Producer, ProducerConfig, ProducerRecord,
-    SubscriptionOptions, Subscriptions, TopicConfig,
+    Admin, Client, DeliveredRecord, NewTopic, PartitionId, Producer, ProducerConfig,
+    ProducerRecord, SubscriptionOptions, Subscriptions, TopicConfig,
 };
 use pubsub_proto::v1;
 use pubsub_storage::batch::{BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
@@ -52,7 +52,7 @@ async fn produce(client: &Client, topic: &str, partition: u32, values: &[String]
         .unwrap();
     for value in values {
         let record = ProducerRecord {
-            partition: Some(partition),
+            partition: Some(PartitionId(partition)),
             ..ProducerRecord::value(value.clone())
         };
         producer.send(record).await.unwrap().wait().await.unwrap();

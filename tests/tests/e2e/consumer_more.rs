@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pubsub_client::{
-    Admin, Client, Consumer, ConsumerConfig, NewTopic, ProducerConfig, ProducerRecord,
+    Admin, Client, Consumer, ConsumerConfig, NewTopic, PartitionId, ProducerConfig, ProducerRecord,
     StartPosition, SubscriptionOptions, Subscriptions, TopicConfig,
 };
 use pubsub_proto::v1;
@@ -63,7 +63,7 @@ async fn subscription_retention_skips_old_records_and_reports_it() {
 
 async fn log_start(client: &Client, topic: &str) -> u64 {
     Consumer::new(client.clone(), topic, ConsumerConfig::default())
-        .offset_of(0, StartPosition::Earliest)
+        .offset_of(PartitionId(0), StartPosition::Earliest)
         .await
         .unwrap()
 }

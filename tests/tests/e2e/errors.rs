@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use pubsub_client::{
-    Admin, Client, NewTopic, Producer, ProducerConfig, ProducerRecord, TopicConfig,
+    Admin, Client, NewTopic, PartitionId, Producer, ProducerConfig, ProducerRecord, TopicConfig,
 };
 use pubsub_proto::v1;
 use pubsub_storage::{BatchBuilder, Compression, ProducerStamp};
@@ -236,13 +236,13 @@ async fn data_errors_have_the_documented_codes() {
     );
     // ...and keeps working for the next one.
     let record = ProducerRecord {
-        partition: Some(1),
+        partition: Some(PartitionId(1)),
         ..ProducerRecord::value("fine")
     };
     let stored = producer.send(record).await.unwrap().wait().await.unwrap();
-    assert_eq!((stored.partition, stored.offset), (1, Some(0)));
+    assert_eq!((stored.partition, stored.offset), (PartitionId(1), Some(0)));
     let bad_partition = ProducerRecord {
-        partition: Some(9),
+        partition: Some(PartitionId(9)),
         ..ProducerRecord::value("x")
     };
     assert!(matches!(

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pubsub_client::{Acks, Admin, Client, Producer, ProducerConfig, ProducerRecord, Result};
+use pubsub_client::{
+    Acks, Admin, Client, PartitionId, Producer, ProducerConfig, ProducerRecord, Result,
+};
 use pubsub_proto::v1::{self, broker_client::BrokerClient};
 use pubsub_storage::{BatchBuilder, Compression, ProducerStamp};
 use pubsub_tests::Cluster;
@@ -32,7 +34,7 @@ async fn round(producer: &Producer, partitions: u32, seq: u32) -> Result<()> {
     let mut pending = Vec::new();
     for partition in 0..partitions {
         let record = ProducerRecord {
-            partition: Some(partition),
+            partition: Some(PartitionId(partition)),
             ..ProducerRecord::value(format!("p{partition}-{seq:06}"))
         };
         pending.push(producer.send(record).await?);

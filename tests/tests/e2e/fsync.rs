@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use pubsub_client::{
-    Admin, Client, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
-    StartPosition,
+    Admin, Client, Consumer, ConsumerConfig, NewTopic, PartitionId, Producer, ProducerConfig,
+    ProducerRecord, StartPosition,
 };
 use pubsub_tests::Server;
 
@@ -90,7 +90,10 @@ async fn a_failed_fsync_stops_acknowledging_and_the_log_recovers_on_restart() {
     server.restart_after_kill9();
     let client = Client::connect(server.address()).await.unwrap();
     let mut consumer = Consumer::new(client.clone(), "durable", ConsumerConfig::default());
-    consumer.assign(0, StartPosition::Earliest).await.unwrap();
+    consumer
+        .assign(PartitionId(0), StartPosition::Earliest)
+        .await
+        .unwrap();
     let mut values = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while values.len() < 100 {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pubsub_client::{
-    Acks, Admin, Client, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
+    Acks, Admin, Client, Consumer, ConsumerConfig, NewTopic, PartitionId, Producer, ProducerConfig,
     ProducerRecord, StartPosition, SubscriberStream, Subscriptions,
 };
 use pubsub_proto::v1;
@@ -22,7 +22,7 @@ use pubsub_tests::disk::SmallDisk;
 use pubsub_tests::{Server, binary, free_port};
 
 /// (partition, offset, value) of an acknowledged record.
-type Acked = (u32, u64, String);
+type Acked = (PartitionId, u64, String);
 
 fn value(seq: u64) -> String {
     format!("{seq:010}-{}", "v".repeat(1000))
@@ -546,7 +546,7 @@ async fn subscriptions_recover_once_space_is_freed() {
         .unwrap();
     let mut seq = 0;
     let produced = produce_all(&producer, &mut seq, 200).await;
-    let all: BTreeSet<Id> = produced.iter().map(|(p, o, _)| (*p, *o)).collect();
+    let all: BTreeSet<Id> = produced.iter().map(|(p, o, _)| (p.0, *o)).collect();
     let subs = Subscriptions::new(client.clone());
     for name in ["audit", "pushed", "follower"] {
         subs.subscribe("subs", name, earliest()).await.unwrap();

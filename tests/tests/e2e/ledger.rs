@@ -10,16 +10,17 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use pubsub_client::{
-    Client, Consumer, ConsumerConfig, Delivery, Producer, ProducerRecord, StartPosition,
+    Client, Consumer, ConsumerConfig, Delivery, PartitionId, Producer, ProducerRecord,
+    StartPosition,
 };
 
 /// An acknowledged record: partition, offset, value.
-pub type Ack = (u32, u64, String);
+pub type Ack = (PartitionId, u64, String);
 
 /// Sends `value` to `partition`; returns the delivery to wait for.
 pub async fn send(producer: &Producer, partition: u32, value: String) -> Delivery {
     let record = ProducerRecord {
-        partition: Some(partition),
+        partition: Some(PartitionId(partition)),
         ..ProducerRecord::value(value)
     };
     producer.send(record).await.unwrap()
@@ -27,10 +28,10 @@ pub async fn send(producer: &Producer, partition: u32, value: String) -> Deliver
 
 /// Every record of `topic`, by partition as (offset, value): read from the earliest
 /// offset until five polls in a row bring nothing and the consumer has no lag.
-pub async fn read_back(client: &Client, topic: &str) -> HashMap<u32, Vec<(u64, String)>> {
+pub async fn read_back(client: &Client, topic: &str) -> HashMap<PartitionId, Vec<(u64, String)>> {
     let mut consumer = Consumer::new(client.clone(), topic, ConsumerConfig::default());
     consumer.assign_all(StartPosition::Earliest).await.unwrap();
-    let mut stored: HashMap<u32, Vec<(u64, String)>> = HashMap::new();
+    let mut stored: HashMap<PartitionId, Vec<(u64, String)>> = HashMap::new();
     let mut quiet = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while quiet < 5 && Instant::now() < deadline {
@@ -65,12 +66,12 @@ pub struct Tally {
 
 impl Tally {
     /// Compares `stored` (from [`read_back`]) with `acked`; names the first few lost.
-    pub fn check(acked: &[Ack], stored: &HashMap<u32, Vec<(u64, String)>>) -> Tally {
+    pub fn check(acked: &[Ack], stored: &HashMap<PartitionId, Vec<(u64, String)>>) -> Tally {
         let mut tally = Tally {
             acked: acked.len(),
             ..Tally::default()
         };
-        let by_offset: HashMap<(u32, u64), &String> = stored
+        let by_offset: HashMap<(PartitionId, u64), &String> = stored
             .iter()
             .flat_map(|(p, records)| records.iter().map(move |(o, v)| ((*p, *o), v)))
             .collect();

@@ -256,7 +256,7 @@ async fn write(client: Client, writer: usize, stop: Arc<AtomicBool>) -> (Vec<Ack
                 }
                 for (value, delivery) in pending {
                     match delivery.wait().await {
-                        Ok(stored) => acked.push((partition, stored.offset.unwrap(), value)),
+                        Ok(stored) => acked.push((stored.partition, stored.offset.unwrap(), value)),
                         Err(_) => failed += 1,
                     }
                 }
@@ -287,7 +287,7 @@ async fn resume(
                 let value = format!("p{partition}-probe-{seq:08}");
                 let delivery = send(&producer, partition, value.clone()).await;
                 if let Ok(stored) = delivery.wait().await {
-                    let ack = (partition, stored.offset.unwrap(), value);
+                    let ack = (stored.partition, stored.offset.unwrap(), value);
                     return (Some(ack), Some(healed.elapsed()));
                 }
                 if healed.elapsed() > Duration::from_secs(60) {

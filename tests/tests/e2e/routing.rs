@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use pubsub_client::{Acks, Admin, Producer, ProducerConfig, ProducerRecord};
+use pubsub_client::{Acks, Admin, PartitionId, Producer, ProducerConfig, ProducerRecord};
 use pubsub_tests::{Cluster, pubsub, pubsub_with_env};
 
 use crate::create_replicated;
@@ -76,7 +76,7 @@ async fn a_producer_keeps_writing_after_its_only_bootstrap_broker_is_killed() {
             let mut pending = Vec::new();
             for i in first..first + 30 {
                 let record = ProducerRecord {
-                    partition: Some(i % PARTITIONS),
+                    partition: Some(PartitionId(i % PARTITIONS)),
                     ..ProducerRecord::value(format!("r{i}"))
                 };
                 pending.push(producer.send(record).await.unwrap());

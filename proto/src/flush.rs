@@ -1,0 +1,201 @@
+//! Making a database durable from async code: one blocking flush on tokio's blocking
+//! pool, asked again while it hangs, failed after a deadline.
+//!
+//! The cluster manager's Raft storage and the consumer manager's store both keep their
+//! state in sled and flush it before they answer; this is their one copy of how. Not
+//! sled's `flush_async`: it waits on sled's own small I/O pool, where a few flushes
+//! waiting at once can hold every thread while the write they wait for is queued
+//! behind them, for good. And sled 0.34 can record a background write error without
+//! waking the flushes waiting on it; a new flush finds the error and wakes them, so one
+//! still waiting after [`Timing::nudge`] is followed by another. Knowing nothing of
+//! sled, this module takes the flush as a blocking closure.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// When a flush is asked again, and when it fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// A flush still waiting after this long is followed by a new one (which covers
+    /// everything the first did); the first runs on, detached.
+    pub nudge: Duration,
+    /// A flush not done after this long in all fails: a healthy fsync takes
+    /// milliseconds, and a caller must get an answer, never a hang.
+    pub timeout: Duration,
+}
+
+impl Timing {
+    /// What both sled stores use: a nudge every second, failure after 10 s.
+    pub const DEFAULT: Timing = Timing {
+        nudge: Duration::from_secs(1),
+        timeout: Duration::from_secs(10),
+    };
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing::DEFAULT
+    }
+}
+
+/// Why a flush failed; after any of them the caller must take nothing it wrote as
+/// durable.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    /// The flush ran and failed: the database could not write.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The blocking task running the flush panicked or was cancelled.
+    #[error("flush task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// No flush finished within [`Timing::timeout`].
+    #[error("a flush did not finish within {timeout:?}")]
+    TimedOut {
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+}
+
+/// Runs `flush` on tokio's blocking pool until one run of it answers, starting another
+/// run each [`Timing::nudge`] while none has, and fails after [`Timing::timeout`].
+/// `store` names the database in the log line a slow flush writes.
+pub async fn on_blocking_pool<F>(
+    flush: F,
+    timing: Timing,
+    store: &'static str,
+) -> Result<(), FlushError>
+where
+    F: Fn() -> std::io::Result<()> + Clone + Send + 'static,
+{
+    let started = Instant::now();
+    let spawn = || tokio::task::spawn_blocking(flush.clone());
+    let mut pending = spawn();
+    loop {
+        match tokio::time::timeout(timing.nudge, &mut pending).await {
+            Ok(Ok(flushed)) => return flushed.map_err(FlushError::Io),
+            Ok(Err(e)) => return Err(FlushError::Task(e)),
+            Err(_) if started.elapsed() >= timing.timeout => {
+                return Err(FlushError::TimedOut {
+                    timeout: timing.timeout,
+                });
+            }
+            Err(_) => {
+                tracing::warn!(store, waited = ?started.elapsed(), "flush is slow; asking again");
+                // The first one runs on, detached.
+                pending = spawn();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+
+    /// Short enough for a test, long enough that a runnable flush always beats it.
+    const QUICK: Timing = Timing {
+        nudge: Duration::from_millis(20),
+        timeout: Duration::from_secs(10),
+    };
+
+    /// A flush that blocks until the gate opens, as a sled flush sled forgot does.
+    #[derive(Clone, Default)]
+    struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+    impl Gate {
+        fn wait(&self) {
+            let (open, opened) = &*self.0;
+            let mut guard = open.lock().unwrap();
+            while !*guard {
+                guard = opened.wait(guard).unwrap();
+            }
+        }
+
+        /// Lets every blocked flush end, so the runtime can shut down.
+        fn open(&self) {
+            let (open, opened) = &*self.0;
+            *open.lock().unwrap() = true;
+            opened.notify_all();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flush_that_answers_is_run_once() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let flush = move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        on_blocking_pool(flush, QUICK, "test").await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_hung_flush_is_asked_again_and_the_second_answer_counts() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let gate = Gate::default();
+        let (counted, held) = (calls.clone(), gate.clone());
+        let flush = move || {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                held.wait();
+            }
+            Ok(())
+        };
+        let started = Instant::now();
+        let result = on_blocking_pool(flush, QUICK, "test").await;
+        gate.open();
+        result.unwrap();
+        assert!(
+            started.elapsed() >= QUICK.nudge,
+            "answered before the nudge"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_flush_that_never_answers_times_out() {
+        let timing = Timing {
+            nudge: Duration::from_millis(10),
+            timeout: Duration::from_millis(100),
+        };
+        let calls = Arc::new(AtomicU32::new(0));
+        let gate = Gate::default();
+        let (counted, held) = (calls.clone(), gate.clone());
+        let flush = move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.wait();
+            Ok(())
+        };
+        let started = Instant::now();
+        let result = on_blocking_pool(flush, timing, "test").await;
+        gate.open();
+        let Err(FlushError::TimedOut { timeout }) = result else {
+            panic!("expected a timeout, got {result:?}");
+        };
+        assert_eq!(timeout, timing.timeout);
+        assert!(started.elapsed() >= timing.timeout);
+        assert!(calls.load(Ordering::SeqCst) >= 2, "never asked again");
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_is_an_io_error() {
+        let flush = || Err(std::io::Error::other("disk on fire"));
+        let result = on_blocking_pool(flush, QUICK, "test").await;
+        let Err(FlushError::Io(e)) = result else {
+            panic!("expected an i/o error, got {result:?}");
+        };
+        assert_eq!(e.to_string(), "disk on fire");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_flush_is_a_task_error() {
+        let flush = || -> std::io::Result<()> { panic!("flush panicked") };
+        let result = on_blocking_pool(flush, QUICK, "test").await;
+        assert!(matches!(result, Err(FlushError::Task(_))), "{result:?}");
+    }
+}
