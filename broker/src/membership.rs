@@ -24,6 +24,9 @@ const UNHOSTED_RETRY: Duration = Duration::from_secs(2);
 /// connection) costs one chance, not the lease: the next node is tried at once.
 const HEARTBEATS_PER_LEASE: u32 = 3;
 
+/// Pause before registering again after a refusal that passes (the id's lease).
+const REGISTER_RETRY: Duration = Duration::from_millis(500);
+
 /// Registers the broker and applies the first metadata snapshot; returns the lease.
 ///
 /// Retries until a cluster manager answers: a broker without metadata cannot serve.
@@ -76,6 +79,12 @@ async fn register(broker: &Broker) -> Result<Duration> {
             }
             Err(status) if status.code() == Code::Unavailable => {
                 tracing::warn!(error = %status.message(), "no cluster manager reachable yet; retrying registration");
+            }
+            // This id is still registered at another address (this broker's previous
+            // life, when it restarted on a new address) until that lease runs out.
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                tracing::warn!(error = %status.message(), "registration refused for now; retrying");
+                tokio::time::sleep(REGISTER_RETRY).await;
             }
             Err(status) => return Err(Error::ClusterManager(status)),
         }

@@ -64,6 +64,7 @@ impl ClusterManager for ClusterManagerService {
         request: Request<v1::RegisterBrokerRequest>,
     ) -> Result<Response<v1::RegisterBrokerResponse>, Status> {
         let request = request.into_inner();
+        let address = request.address.clone();
         let written = self
             .manager
             .write(Command::RegisterBroker {
@@ -73,7 +74,12 @@ impl ClusterManager for ClusterManagerService {
                 now_ms: 0,
                 lease_ms: self.lease_ms(),
             })
-            .await?;
+            .await
+            .inspect_err(|e| {
+                if let Error::Command(CommandError::BrokerIdInUse { broker, holder }) = e {
+                    tracing::warn!(broker, holder = %holder, from = %address, "refused a registration that would take over a live broker's id");
+                }
+            })?;
         tracing::info!(response = ?written.response, "broker registered");
         Ok(Response::new(v1::RegisterBrokerResponse {
             lease_ms: self.lease_ms(),
