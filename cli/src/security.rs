@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use pubsub_proto::auth::NodeSecurity;
+use pubsub_proto::auth::{NewToken, NodeSecurity};
 use pubsub_proto::tls::{self, ServerTls, ServerTlsFiles};
 
 /// Shortest cluster secret taken: shorter ones are guessable.
@@ -43,6 +43,11 @@ pub struct SecurityArgs {
     /// to itself). Needed with --tls-cert.
     #[arg(long, env = "PUBSUB_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// The first admin token, made with `pubsub token generate` (a Kubernetes Secret,
+    /// say), instead of one written to the data directory; read by cluster managers
+    /// and standalone when authentication is first turned on.
+    #[arg(long, env = "PUBSUB_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl SecurityArgs {
@@ -71,6 +76,22 @@ impl SecurityArgs {
             security.link.tls = Some(tls::client_config(ca, None)?);
         }
         Ok(security)
+    }
+
+    /// The operator's first admin token, if --admin-token-file names one.
+    pub fn admin_token(&self) -> anyhow::Result<Option<NewToken>> {
+        let Some(path) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
+        let token = pubsub_proto::auth::adopt_token(&text).with_context(|| {
+            format!(
+                "{} does not hold a token made by `pubsub token generate`",
+                path.display()
+            )
+        })?;
+        Ok(Some(token))
     }
 
     fn access(&self, listen: SocketAddr, alone: bool) -> anyhow::Result<NodeSecurity> {
@@ -127,6 +148,7 @@ mod tests {
             tls_key: None,
             tls_client_ca: None,
             tls_ca: None,
+            admin_token_file: None,
         }
     }
 

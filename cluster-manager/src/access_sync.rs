@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pubsub_proto::auth::{self, Access};
+use pubsub_proto::auth::{self, Access, NewToken};
 
 use crate::command::Command;
 use crate::manager::Manager;
@@ -16,7 +16,12 @@ pub(crate) const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// Runs for the life of a node: updates `access` after every applied change and, with
 /// authentication on, makes the admin token if this node leads and none was ever made.
-pub(crate) async fn keep_access(manager: Arc<Manager>, access: Arc<Access>, token_path: PathBuf) {
+pub(crate) async fn keep_access(
+    manager: Arc<Manager>,
+    access: Arc<Access>,
+    token_path: PathBuf,
+    given: Option<NewToken>,
+) {
     let mut watching = manager.subscribe();
     let mut stopping = manager.stopping();
     loop {
@@ -24,7 +29,7 @@ pub(crate) async fn keep_access(manager: Arc<Manager>, access: Arc<Access>, toke
         access.update(&view.state.access().to_wire(view.applied_index));
         let leads = manager.leader_id() == Some(manager.id());
         let bootstrap = access.is_on() && leads && view.state.access().never_issued();
-        if bootstrap && let Err(e) = bootstrap_admin(&manager, &token_path).await {
+        if bootstrap && let Err(e) = bootstrap_admin(&manager, &token_path, given.clone()).await {
             tracing::warn!(error = %e, "cannot make the admin token yet; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
@@ -38,11 +43,23 @@ pub(crate) async fn keep_access(manager: Arc<Manager>, access: Arc<Access>, toke
     }
 }
 
-/// Writes a new admin token to `path` (mode 0600), then commits its hash. The file
-/// comes first: a token committed but never written would lock everyone out.
-async fn bootstrap_admin(manager: &Manager, path: &Path) -> Result<(), String> {
-    let token = auth::generate_token();
-    write_private(path, &token.token).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Commits the hash of the operator's admin token (`given`), or writes a new one to
+/// `path` (mode 0600) and then commits its hash. The file comes first: a token
+/// committed but never written would lock everyone out.
+async fn bootstrap_admin(
+    manager: &Manager,
+    path: &Path,
+    given: Option<NewToken>,
+) -> Result<(), String> {
+    let made_here = given.is_none();
+    let token = match given {
+        Some(token) => token,
+        None => {
+            let token = auth::generate_token();
+            write_private(path, &token.token).map_err(|e| format!("{}: {e}", path.display()))?;
+            token
+        }
+    };
     let written = manager
         .write(Command::BootstrapAdmin {
             id: token.id,
@@ -52,13 +69,17 @@ async fn bootstrap_admin(manager: &Manager, path: &Path) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     match written.response {
-        crate::command::Response::AccessChanged { count: 1 } => {
+        crate::command::Response::AccessChanged { count: 1 } if made_here => {
             tracing::info!(path = %path.display(), "authentication is on; the admin token was written to this file (mode 0600)");
         }
+        crate::command::Response::AccessChanged { count: 1 } => {
+            tracing::info!("authentication is on; the given admin token is the first token");
+        }
         // Another leader made one first: this file holds nothing valid.
-        _ => {
+        _ if made_here => {
             let _ = std::fs::remove_file(path);
         }
+        _ => {}
     }
     Ok(())
 }

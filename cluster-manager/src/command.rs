@@ -45,6 +45,10 @@ pub enum Command {
         /// from another address (0: entries written before this check existed).
         #[serde(default)]
         lease_ms: u64,
+        /// The caller proved it is this broker (its mutual-TLS certificate names it):
+        /// it may move the id to a new address while the lease holds.
+        #[serde(default)]
+        proven: bool,
     },
     /// A broker renews its lease.
     Heartbeat {
@@ -604,6 +608,7 @@ mod tests {
                     rack: None,
                     now_ms: 0,
                     lease_ms: 0,
+                    proven: false,
                 },
                 "address is empty",
             ),
@@ -614,6 +619,7 @@ mod tests {
                     rack: None,
                     now_ms: 0,
                     lease_ms: 0,
+                    proven: false,
                 },
                 "bytes long",
             ),

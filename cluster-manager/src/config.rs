@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use pubsub_proto::auth::NodeSecurity;
+use pubsub_proto::auth::{NewToken, NodeSecurity};
 
 use crate::access_sync::ADMIN_TOKEN_FILE;
 use crate::command::ADDRESS_BYTES_MAX;
@@ -55,6 +55,9 @@ pub struct ClusterManagerConfig {
     /// Where the first admin token is written when access control is first on
     /// [default: `admin.token` in `data_dir`].
     pub admin_token_path: PathBuf,
+    /// The first admin token, made by the operator (a Kubernetes Secret, say) instead
+    /// of by this node; nothing is written then.
+    pub admin_token: Option<NewToken>,
 }
 
 /// One Raft member: its node id and gRPC address, written `id=host:port`.
@@ -100,6 +103,7 @@ impl ClusterManagerConfig {
             lease_check_interval: LEASE_CHECK_INTERVAL_DEFAULT,
             raft: RaftSettings::default(),
             security: NodeSecurity::default(),
+            admin_token: None,
         }
     }
 

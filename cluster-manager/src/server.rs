@@ -167,6 +167,7 @@ async fn run_once(
             manager.clone(),
             config.security.access.clone(),
             config.admin_token_path.clone(),
+            config.admin_token.clone(),
         ));
         let until = async {
             tokio::select! {

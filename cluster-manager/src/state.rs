@@ -217,7 +217,11 @@ impl ClusterState {
                 rack,
                 now_ms,
                 lease_ms,
-            } => self.register_broker(broker, address, rack, now_ms, lease_ms),
+                proven,
+            } => {
+                let lease_ms = if proven { 0 } else { lease_ms };
+                self.register_broker(broker, address, rack, now_ms, lease_ms)
+            }
             Command::Heartbeat { broker, now_ms } => self.heartbeat(broker, now_ms),
             Command::CreateTopic {
                 name,

@@ -19,8 +19,8 @@ pub use rules::{
     Operation, PRINCIPAL_BYTES_MAX, Resource, Rule, RuleError, Target, allows, validate_principal,
 };
 pub use token::{
-    NewToken, TOKEN_PREFIX, TokenHash, generate as generate_token, hash_secret,
-    valid_id as valid_token_id,
+    NewToken, TOKEN_PREFIX, TokenHash, adopt as adopt_token, generate as generate_token,
+    hash_secret, valid_id as valid_token_id,
 };
 
 use std::sync::Arc;

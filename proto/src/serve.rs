@@ -75,13 +75,37 @@ pub enum Conn {
     Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
+/// What a server knows of a connection: its addresses and, under mutual TLS, the
+/// common name of the peer's certificate (a node's identity: `broker-3`).
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// Local and remote addresses (the auth layer also files them where tonic's
+    /// `Request::remote_addr` looks).
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+    /// The peer certificate's common name, when it presented one.
+    pub peer_name: Option<String>,
+}
+
 impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         match self {
-            Conn::Plain(stream) => stream.connect_info(),
-            Conn::Tls(stream) => stream.get_ref().0.connect_info(),
+            Conn::Plain(stream) => ConnInfo {
+                tcp: stream.connect_info(),
+                peer_name: None,
+            },
+            Conn::Tls(stream) => {
+                let (tcp, session) = stream.get_ref();
+                let peer_name = session
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(crate::tls::common_name);
+                ConnInfo {
+                    tcp: tcp.connect_info(),
+                    peer_name,
+                }
+            }
         }
     }
 }

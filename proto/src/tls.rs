@@ -188,6 +188,13 @@ impl ServerTls {
     }
 }
 
+/// The subject common name of a DER certificate, if it has one.
+pub(crate) fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let name = parsed.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(name.to_string())
+}
+
 /// A client's TLS settings: the CA it trusts, and its own certificate for mutual TLS.
 pub fn client_config(
     ca: &Path,

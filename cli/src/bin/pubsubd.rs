@@ -234,7 +234,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config =
                 StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised)?;
-            let security = security.resolve(config.listen, true)?;
+            let security_args = security;
+            let security = security_args.resolve(config.listen, true)?;
             keep_tls_fresh(&security);
             keep_reserve(&config.data_dir, reserve_bytes)?;
             let (broker_listener, broker_bound) = bind(config.listen, "broker").await?;
@@ -248,6 +249,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             manager_config.advertised_address = Some(local.clone());
             manager_config.security = security.clone();
             manager_config.admin_token_path = config.data_dir.join("admin.token");
+            manager_config.admin_token = security_args.admin_token()?;
             let embedded = pubsub_cluster_manager::EmbeddedServices::default();
             let manager = tokio::spawn(run_embedded(manager_config, embedded.clone(), shutdown()));
             let mut broker = pubsub_broker::BrokerConfig::new(
@@ -314,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             keep_reserve(&data_dir, reserve_bytes)?;
             let mut config = ClusterManagerConfig::new(id, data_dir);
             config.security = security.resolve(listen, false)?;
+            config.admin_token = security.admin_token()?;
             keep_tls_fresh(&config.security);
             config.advertised_address = advertised_address;
             if let Some(lease) = lease {

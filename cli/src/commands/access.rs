@@ -34,6 +34,9 @@ pub enum TokenCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         expires: Option<Duration>,
     },
+    /// Prints a new random token without asking any server: the first admin token of
+    /// a cluster, kept in a secret store and given with --admin-token-file.
+    Generate,
     /// Lists tokens (ids, principals, expiry; never the secrets).
     List {
         /// Only this principal's.
@@ -150,6 +153,10 @@ fn failed(status: tonic::Status) -> anyhow::Error {
 
 /// Runs `pubsub token ...`.
 pub async fn token(global: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
+    if let TokenCommand::Generate = args.command {
+        println!("{}", pubsub_proto::auth::generate_token().token);
+        return Ok(());
+    }
     let mut stub = stub(global, args.cluster_manager.as_deref())?;
     match args.command {
         TokenCommand::Create { principal, expires } => {
@@ -188,6 +195,7 @@ pub async fn token(global: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
                 .tokens;
             print_tokens(global.output, &tokens);
         }
+        TokenCommand::Generate => {}
         TokenCommand::Revoke { principal, id } => {
             use v1::revoke_tokens_request::Target;
             let target = match (principal, id) {

@@ -106,6 +106,27 @@ pub struct GlobalArgs {
         help_heading = GLOBAL
     )]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for servers that require mutual TLS (with
+    /// --tls-client-key).
+    #[arg(
+        long,
+        global = true,
+        env = "PUBSUB_TLS_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "tls_client_key",
+        help_heading = GLOBAL
+    )]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "PUBSUB_TLS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "tls_client_cert",
+        help_heading = GLOBAL
+    )]
+    pub tls_client_key: Option<std::path::PathBuf>,
 }
 
 impl GlobalArgs {
@@ -116,8 +137,17 @@ impl GlobalArgs {
             Some(token) => Credentials::bearer(token)?,
             None => Credentials::none(),
         };
+        let identity = self
+            .tls_client_cert
+            .as_deref()
+            .zip(self.tls_client_key.as_deref());
         let tls = match &self.tls_ca {
-            Some(ca) => Some(pubsub_proto::tls::client_config(ca, None)?),
+            Some(ca) => Some(pubsub_proto::tls::client_config(ca, identity)?),
+            None if identity.is_some() => {
+                anyhow::bail!(
+                    "--tls-client-cert needs --tls-ca, the CA the server's certificate is signed by"
+                )
+            }
             None => None,
         };
         Ok(Link { credentials, tls })

@@ -300,6 +300,7 @@ mod tests {
             rack: None,
             now_ms: 1,
             lease_ms: 0,
+            proven: false,
         })
     }
 

@@ -52,6 +52,22 @@ impl ClusterManagerService {
     }
 }
 
+/// Whether the caller proved it is broker `id`: its mutual-TLS certificate is named
+/// `broker-<id>`. A certificate named for another broker may not register this one;
+/// one named otherwise (or none) proves nothing, and the id's lease guards it.
+fn proven_broker(caller: &pubsub_proto::auth::Caller, id: u32) -> Result<bool, Status> {
+    let Some(name) = caller.certified_name() else {
+        return Ok(false);
+    };
+    match name.strip_prefix("broker-").map(str::parse::<u32>) {
+        Some(Ok(named)) if named == id => Ok(true),
+        Some(Ok(named)) => Err(Status::permission_denied(format!(
+            "the certificate of broker {named} may not register broker {id}"
+        ))),
+        _ => Ok(false),
+    }
+}
+
 /// The stream type of `WatchMetadata`.
 pub(crate) type MetadataStream =
     Pin<Box<dyn Stream<Item = Result<v1::ClusterMetadata, Status>> + Send>>;
@@ -63,6 +79,7 @@ impl ClusterManager for ClusterManagerService {
         &self,
         request: Request<v1::RegisterBrokerRequest>,
     ) -> Result<Response<v1::RegisterBrokerResponse>, Status> {
+        let proven = proven_broker(&caller(&request), request.get_ref().broker_id)?;
         let request = request.into_inner();
         let address = request.address.clone();
         let written = self
@@ -73,6 +90,7 @@ impl ClusterManager for ClusterManagerService {
                 rack: request.rack,
                 now_ms: 0,
                 lease_ms: self.lease_ms(),
+                proven,
             })
             .await
             .inspect_err(|e| {

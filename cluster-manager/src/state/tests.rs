@@ -13,6 +13,7 @@ fn register(state: &mut ClusterState, broker: u32, rack: Option<&str>, now_ms: u
             rack: rack.map(String::from),
             now_ms,
             lease_ms: 0,
+            proven: false,
         })
         .unwrap();
 }
@@ -231,6 +232,7 @@ fn without_a_live_in_sync_replica_the_partition_goes_offline_and_keeps_its_last_
             rack: None,
             now_ms: 7_000,
             lease_ms: 0,
+            proven: false,
         })
         .map(|r| assert_eq!(r, Response::BrokerRegistered { leaderships: 1 }))
         .unwrap();
@@ -342,6 +344,7 @@ fn the_same_commands_give_the_same_state_and_bytes() {
             rack: Some("x".into()),
             now_ms: 10,
             lease_ms: 0,
+            proven: false,
         },
         Command::RegisterBroker {
             broker: 1,
@@ -349,6 +352,7 @@ fn the_same_commands_give_the_same_state_and_bytes() {
             rack: None,
             now_ms: 11,
             lease_ms: 0,
+            proven: false,
         },
         create("t", 4, 2),
         create("bad/name", 1, 1),
@@ -411,6 +415,7 @@ fn a_restarted_leader_registering_again_hands_leadership_to_the_isr() {
                 rack: None,
                 now_ms: 100,
                 lease_ms: 0,
+                proven: false,
             })
             .unwrap(),
         Response::BrokerRegistered { leaderships: 0 }
@@ -527,6 +532,7 @@ fn a_live_broker_id_cannot_be_taken_over_from_another_address() {
         rack: None,
         now_ms,
         lease_ms: 6_000,
+        proven: false,
     };
     state.apply(register("10.0.0.1:9392", 1_000)).unwrap();
     assert!(matches!(
@@ -538,4 +544,15 @@ fn a_live_broker_id_cannot_be_taken_over_from_another_address() {
     state.apply(register("10.0.0.1:9392", 2_000)).unwrap();
     state.apply(register("10.0.0.2:9392", 8_001)).unwrap();
     assert_eq!(state.brokers()[&1].address(), "10.0.0.2:9392");
+    // The broker itself, proven by its certificate, moves at once.
+    let proven = Command::RegisterBroker {
+        broker: 1,
+        address: "10.0.0.3:9392".into(),
+        rack: None,
+        now_ms: 8_002,
+        lease_ms: 6_000,
+        proven: true,
+    };
+    state.apply(proven).unwrap();
+    assert_eq!(state.brokers()[&1].address(), "10.0.0.3:9392");
 }

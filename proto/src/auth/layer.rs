@@ -15,6 +15,7 @@ use tonic::codegen::{BoxFuture, Service};
 
 use super::access::{Access, AuthError};
 use super::rules::{Operation, Target};
+use crate::serve::ConnInfo;
 
 /// The header clients and nodes put their credentials in.
 pub const AUTHORIZATION: &str = "authorization";
@@ -59,6 +60,7 @@ pub enum Identity {
 pub struct Caller {
     identity: Identity,
     access: Arc<Access>,
+    certified_name: Option<String>,
 }
 
 impl Caller {
@@ -67,7 +69,14 @@ impl Caller {
         Caller {
             identity: Identity::Open,
             access: Access::off(),
+            certified_name: None,
         }
+    }
+
+    /// The common name of the certificate it presented under mutual TLS (a node's
+    /// identity, such as `broker-3`).
+    pub fn certified_name(&self) -> Option<&str> {
+        self.certified_name.as_deref()
     }
 
     /// Who it is.
@@ -211,6 +220,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<RequestBody>) -> Self::Future {
+        let connection = request.extensions().get::<ConnInfo>().cloned();
+        if let Some(connection) = &connection {
+            // Where tonic's `Request::remote_addr` looks.
+            request.extensions_mut().insert(connection.tcp.clone());
+        }
         let path = request.uri().path();
         if PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
             return Box::pin(self.inner.call(request));
@@ -222,7 +236,13 @@ where
         match identify(&self.access, path, header) {
             Ok(identity) => {
                 let access = self.access.clone();
-                request.extensions_mut().insert(Caller { identity, access });
+                let certified_name = connection.and_then(|c| c.peer_name);
+                let caller = Caller {
+                    identity,
+                    access,
+                    certified_name,
+                };
+                request.extensions_mut().insert(caller);
                 Box::pin(self.inner.call(request))
             }
             Err(status) => {

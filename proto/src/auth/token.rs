@@ -48,6 +48,18 @@ pub fn generate() -> NewToken {
     }
 }
 
+/// A token made elsewhere (`pubsub token generate`, kept in a Kubernetes Secret) as
+/// the cluster stores it, or `None` if it is not shaped like one.
+pub fn adopt(token: &str) -> Option<NewToken> {
+    let token = token.trim();
+    let (id, secret) = parse(token)?;
+    Some(NewToken {
+        id: id.to_string(),
+        hash: hash_secret(secret),
+        token: token.to_string(),
+    })
+}
+
 /// The hash the cluster stores for `secret`.
 pub fn hash_secret(secret: &str) -> TokenHash {
     Sha256::digest(secret.as_bytes()).into()
@@ -93,6 +105,9 @@ mod tests {
         assert_eq!(id, new.id);
         assert!(valid_id(id));
         assert!(matches(secret, &new.hash));
+        let adopted = adopt(&format!("{}\n", new.token)).expect("adopted");
+        assert_eq!((adopted.id, adopted.hash), (new.id.clone(), new.hash));
+        assert!(adopt("pst_short").is_none());
         let other = generate();
         assert_ne!(other.id, new.id);
         assert!(!matches(secret, &other.hash));

@@ -718,3 +718,39 @@ async fn a_live_broker_id_cannot_be_taken_over() {
     .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 }
+
+/// An admin token made ahead with `pubsub token generate` (kept in a secret store) and
+/// given with --admin-token-file is the first token; no file is written.
+#[test]
+fn an_admin_token_made_by_the_operator_is_the_first_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = pubsub("127.0.0.1:1", &["token", "generate"], b"");
+    assert!(generated.status.success());
+    let token = String::from_utf8(generated.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let given = dir.path().join("given.token");
+    std::fs::write(&given, format!("{token}\n")).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(
+        &data,
+        "127.0.0.1:0",
+        &["--auth", "--admin-token-file", given.to_str().unwrap()],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = pubsub(server.address(), &["--token", &token, "token", "list"], b"");
+        if out.status.success() {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("admin"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!data.join("admin.token").exists());
+}
