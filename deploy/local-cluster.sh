@@ -21,21 +21,22 @@ trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 
 for id in 1 2 3; do
     "$BIN" cluster-manager --id "$id" --listen "127.0.0.1:950$id" --data-dir "$DATA/cm$id" \
-        --peers "$PEERS" --lease "$LEASE" >"$DATA/cm$id.out" 2>"$DATA/cm$id.log" &
+        --peers "$PEERS" --lease "$LEASE" --metrics-listen "127.0.0.1:947$id" >"$DATA/cm$id.out" 2>"$DATA/cm$id.log" &
     pids+=($!)
 done
 ports=(9392 9412 9422)
 for id in 1 2 3; do
     port=${ports[$((id - 1))]}
     "$BIN" broker --id "$id" --listen "127.0.0.1:$port" --data-dir "$DATA/broker$id" \
-        --cluster-managers "$MANAGERS" >"$DATA/broker$id.out" 2>"$DATA/broker$id.log" &
+        --cluster-managers "$MANAGERS" --metrics-listen "127.0.0.1:946$id" >"$DATA/broker$id.out" 2>"$DATA/broker$id.log" &
     pids+=($!)
 done
 "$BIN" consumer-manager --listen 127.0.0.1:9402 --data-dir "$DATA/consumers" \
-    --brokers 127.0.0.1:9392,127.0.0.1:9412,127.0.0.1:9422 >"$DATA/consumers.out" 2>"$DATA/consumers.log" &
+    --brokers 127.0.0.1:9392,127.0.0.1:9412,127.0.0.1:9422 --metrics-listen 127.0.0.1:9480 >"$DATA/consumers.out" 2>"$DATA/consumers.log" &
 pids+=($!)
 echo "cluster managers: $MANAGERS"
 echo "consumer manager: 127.0.0.1:9402 (pubsub --consumer-manager 127.0.0.1:9402 subscribe ...)"
 echo "brokers: 127.0.0.1:9392,127.0.0.1:9412,127.0.0.1:9422 (a bootstrap list for --server or PUBSUB_SERVER; logs in $DATA/*.log)"
+echo "metrics: brokers 127.0.0.1:9461-9463, cluster managers 127.0.0.1:9471-9473, consumer manager 127.0.0.1:9480 (/metrics)"
 echo "Ctrl-C stops everything."
 wait

@@ -26,6 +26,7 @@ mod grpc;
 mod join_gate;
 mod lease;
 mod membership;
+mod metrics;
 mod partition;
 mod replication;
 mod server;

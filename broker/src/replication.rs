@@ -345,6 +345,11 @@ async fn check_isr(broker: &Broker, topic: &str, index: u32, partition: &Partiti
             if let Some(updated) = response.partition
                 && updated.leader_epoch == role.leader_epoch
             {
+                crate::metrics::isr_changed(
+                    topic,
+                    role.in_sync_replicas.len(),
+                    updated.in_sync_replicas.len(),
+                );
                 partition.set_in_sync_replicas(role.leader_epoch, updated.in_sync_replicas);
             }
             IsrCheck::Changed

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 use crate::membership;
 use crate::service::{admin::AdminService, data::DataService};
 
+/// How often the log-size and under-replication gauges are set.
+const GAUGES_TICK: Duration = Duration::from_secs(5);
 /// Interval of the background loop that runs due interval-fsyncs.
 const FLUSH_TICK: Duration = Duration::from_millis(50);
 /// Longest the server waits for open calls once shutdown starts; with the flush after
@@ -82,6 +84,7 @@ pub(crate) async fn serve(
     extra: Routes,
     extra_names: &[&'static str],
 ) -> Result<()> {
+    crate::metrics::describe();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_not_serving::<AdminServer<AdminService>>().await;
     health.set_not_serving::<BrokerServer<DataService>>().await;
@@ -166,8 +169,10 @@ async fn drain_bounded<E>(
 async fn background(broker: Arc<Broker>) {
     let mut retention = tokio::time::interval(broker.config().retention_check_interval);
     let mut flush = tokio::time::interval(FLUSH_TICK);
+    let mut gauges = tokio::time::interval(GAUGES_TICK);
     loop {
         tokio::select! {
+            _ = gauges.tick() => crate::metrics::log_gauges(&broker),
             _ = retention.tick() => match broker.apply_retention().await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(segments = deleted, "retention deleted segments"),

@@ -5,5 +5,6 @@
 
 pub mod bench;
 pub mod commands;
+pub mod metrics;
 pub mod security;
 pub mod server;

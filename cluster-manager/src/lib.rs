@@ -24,6 +24,7 @@ mod command;
 mod config;
 mod embedded;
 mod error;
+mod gauges;
 mod grpc;
 mod lease;
 mod manager;

@@ -163,6 +163,7 @@ async fn run_once(
             manager.clone(),
             config.lease_check_interval,
         ));
+        let gauges = tokio::spawn(crate::gauges::publish(manager.clone()));
         let access = tokio::spawn(keep_access(
             manager.clone(),
             config.security.access.clone(),
@@ -191,9 +192,11 @@ async fn run_once(
         };
         expiry.abort();
         access.abort();
+        gauges.abort();
         // The tasks end at their next await point; a JoinError::Cancelled is expected.
         let _ = expiry.await;
         let _ = access.await;
+        let _ = gauges.await;
         served
     }
     .await;

@@ -30,6 +30,7 @@ mod history;
 mod incarnation;
 mod lock;
 mod manager;
+mod metrics;
 mod options;
 mod redelivery;
 mod server;

@@ -402,6 +402,7 @@ impl Manager {
         strict: bool,
     ) -> Result<()> {
         let mut changes = Changes::new();
+        let mut count = 0;
         {
             let mut state = subscription.lock()?;
             let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
@@ -436,6 +437,7 @@ impl Manager {
                 if acked.is_empty() {
                     continue;
                 }
+                count += acked.len();
                 persist_partition(
                     &self.store,
                     &mut changes,
@@ -449,6 +451,7 @@ impl Manager {
             self.store.apply(changes)?;
         }
         self.store.flush().await?;
+        crate::metrics::acked(&subscription.name, count);
         subscription.changed.notify_waiters();
         Ok(())
     }

@@ -16,6 +16,8 @@ use crate::incarnation::{TOPIC_CHECK_INTERVAL, TopicWatch};
 use crate::service::ConsumerManagerService;
 use crate::supervisor::Supervisor;
 
+/// How often each subscription's lag and unacknowledged records are measured.
+const GAUGES_INTERVAL: Duration = Duration::from_secs(5);
 /// How often member sessions are checked.
 const SESSION_CHECK: Duration = Duration::from_millis(250);
 
@@ -31,6 +33,7 @@ pub fn grpc_service(supervisor: Arc<Supervisor>) -> ConsumerManagerServer<Consum
 /// the check of subscribed topics (deleted topics end their subscriptions) and
 /// keep-until-consumed deletion until the task is dropped.
 pub async fn background(supervisor: Arc<Supervisor>) {
+    crate::metrics::describe();
     let config = supervisor.config();
     let access = watch_access(config.cluster_managers.clone(), config.security.clone());
     tokio::join!(supervisor.supervise(), periodic(&supervisor), access);
@@ -42,8 +45,17 @@ async fn periodic(supervisor: &Supervisor) {
     let mut topics = tokio::time::interval(TOPIC_CHECK_INTERVAL);
     let mut watch = TopicWatch::default();
     let mut cleanup = tokio::time::interval(supervisor.config().cleanup_interval);
+    let mut gauges = tokio::time::interval(GAUGES_INTERVAL);
     loop {
         tokio::select! {
+            _ = gauges.tick() => {
+                let _ = supervisor.serve(|manager| async move {
+                    for subscription in manager.all() {
+                        crate::metrics::positions(&manager.describe(&subscription).await);
+                    }
+                    Ok(())
+                }).await;
+            }
             _ = sessions.tick() => {
                 let _ = supervisor.serve(|manager| async move {
                     manager.expire_members().await;

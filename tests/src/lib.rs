@@ -128,6 +128,9 @@ impl Server {
             }
             None => Command::new(binary("pubsubd")),
         };
+        // Tests that scrape metrics give their own address; the rest serve none, so
+        // parallel servers do not contend for the default port.
+        command.env("PUBSUB_METRICS_LISTEN", "off");
         if !listen.starts_with("127.") {
             // The network-namespace clusters serve private addresses on purpose.
             command.env("PUBSUB_ALLOW_UNAUTHENTICATED", "true");

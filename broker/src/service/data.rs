@@ -52,6 +52,8 @@ struct Appended {
     /// For acks=all: what commits the records, and how many in-sync replicas the
     /// topic asks for.
     commit: Option<(Pending, u32)>,
+    /// When the request arrived.
+    started: std::time::Instant,
 }
 
 impl Appended {
@@ -60,6 +62,13 @@ impl Appended {
     /// (a leader whose ISR shrank to itself meanwhile commits alone, as Kafka's
     /// NOT_ENOUGH_REPLICAS_AFTER_APPEND says).
     async fn acknowledge(self) -> Result<v1::ProduceResponse, Error> {
+        let started = self.started;
+        let answer = self.wait().await;
+        crate::metrics::request_done("produce", started);
+        answer
+    }
+
+    async fn wait(self) -> Result<v1::ProduceResponse, Error> {
         if let Some((pending, needed)) = self.commit {
             let deadline = tokio::time::Instant::now() + ACKS_ALL_TIMEOUT;
             let lease = self.broker.lease();
@@ -90,6 +99,7 @@ impl Appended {
 
 /// Validates and appends a produce request on the leader, in arrival order.
 async fn append(broker: &Arc<Broker>, request: v1::ProduceRequest) -> Result<Appended, Error> {
+    let started = std::time::Instant::now();
     if request.batches.is_empty() {
         return Err(Error::InvalidArgument(
             "produce request holds no batches".into(),
@@ -126,7 +136,12 @@ async fn append(broker: &Arc<Broker>, request: v1::ProduceRequest) -> Result<App
             )));
         }
     }
+    let bytes: u64 = request.batches.iter().map(|b| b.len() as u64).sum();
     let appended = partition.append(request.batches).await?;
+    if let Some(first) = appended.base_offsets.first() {
+        let records = appended.pending.end_offset.saturating_sub(*first);
+        crate::metrics::produced(&request.topic, records, bytes);
+    }
     let base_offsets = if acks == v1::Acks::None {
         Vec::new()
     } else {
@@ -138,6 +153,7 @@ async fn append(broker: &Arc<Broker>, request: v1::ProduceRequest) -> Result<App
         partition,
         broker: broker.clone(),
         commit: acks_all.then_some((appended.pending, needed)),
+        started,
     })
 }
 
@@ -372,9 +388,14 @@ impl BrokerRpc for DataService {
             }
             partition.record_follower(follower, request.offset);
         }
+        let started = std::time::Instant::now();
         let fetched = partition
             .fetch(request.offset, max_bytes, deadline, replica)
             .await?;
+        if !replica {
+            crate::metrics::fetched(&request.topic, &fetched.records);
+            crate::metrics::request_done("fetch", started);
+        }
         Ok(Response::new(v1::FetchResponse {
             records: fetched.records,
             high_watermark: fetched.high_watermark,

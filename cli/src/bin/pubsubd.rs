@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pubsub_cli::metrics::MetricsArgs;
 use pubsub_cli::security::SecurityArgs;
 use pubsub_cli::server::{StandaloneConfig, advertised_address};
 use pubsub_cluster_manager::{ClusterManagerConfig, Member, run_embedded};
@@ -58,6 +59,8 @@ enum Role {
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
         #[command(flatten)]
+        metrics: MetricsArgs,
+        #[command(flatten)]
         security: SecurityArgs,
     },
     /// One node of the cluster-manager Raft group.
@@ -86,6 +89,8 @@ enum Role {
         /// the role starts on a fuller disk, so it can open its databases (0: off).
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
+        #[command(flatten)]
+        metrics: MetricsArgs,
         #[command(flatten)]
         security: SecurityArgs,
     },
@@ -126,6 +131,8 @@ enum Role {
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
         #[command(flatten)]
+        metrics: MetricsArgs,
+        #[command(flatten)]
         security: SecurityArgs,
     },
     /// The consumer manager: subscriptions, groups, committed offsets, push delivery.
@@ -151,6 +158,8 @@ enum Role {
         /// the role starts on a fuller disk, so it can open its databases (0: off).
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
+        #[command(flatten)]
+        metrics: MetricsArgs,
         #[command(flatten)]
         security: SecurityArgs,
     },
@@ -231,7 +240,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             min_free_bytes,
             reserve_bytes,
             security,
+            metrics,
         } => {
+            metrics.install()?;
             let config =
                 StandaloneConfig::resolve(config.as_deref(), data_dir, listen, advertised)?;
             let security_args = security;
@@ -312,7 +323,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             lease,
             reserve_bytes,
             security,
+            metrics,
         } => {
+            metrics.install()?;
             keep_reserve(&data_dir, reserve_bytes)?;
             let mut config = ClusterManagerConfig::new(id, data_dir);
             config.security = security.resolve(listen, false)?;
@@ -346,7 +359,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             min_free_bytes,
             reserve_bytes,
             security,
+            metrics,
         } => {
+            metrics.install()?;
             let security = security.resolve(listen, false)?;
             keep_tls_fresh(&security);
             keep_reserve(&data_dir, reserve_bytes)?;
@@ -375,7 +390,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cleanup_interval,
             reserve_bytes,
             security,
+            metrics,
         } => {
+            metrics.install()?;
             let security = security.resolve(listen, false)?;
             keep_tls_fresh(&security);
             anyhow::ensure!(

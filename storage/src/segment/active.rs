@@ -223,7 +223,11 @@ impl ActiveSegment {
 
     /// Forces the segment's bytes to disk.
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file.sync_data().at(&self.path)
+        let started = std::time::Instant::now();
+        let synced = self.file.sync_data().at(&self.path);
+        metrics::histogram!("pubsub_fsync_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        synced
     }
 
     /// Closes the segment for writing: cuts the file to its size, syncs it, then

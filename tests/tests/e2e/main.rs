@@ -17,6 +17,7 @@ mod fsync;
 mod full_disk;
 mod grpc;
 mod ledger;
+mod metrics;
 mod partition;
 mod replication;
 mod routing;
