@@ -4,8 +4,10 @@
 //! Counted per request or per batch, never per record, and labelled by topic (and
 //! partition for the log gauges), so the hot paths pay one map lookup per request.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
+
+use metrics::{Counter, Histogram};
 
 use crate::broker::Broker;
 
@@ -66,29 +68,63 @@ pub(crate) fn describe() {
     metrics::counter!("pubsub_isr_expands_total").absolute(0);
 }
 
-/// Records and bytes a producer appended on this leader.
-pub(crate) fn produced(topic: &str, records: u64, bytes: u64) {
-    let topic = topic.to_string();
-    metrics::counter!("pubsub_produced_records_total", "topic" => topic.clone()).increment(records);
-    metrics::counter!("pubsub_produced_bytes_total", "topic" => topic).increment(bytes);
+/// A topic's produce and fetch counters, looked up once (when a partition is hosted)
+/// so a request pays only atomic adds.
+pub(crate) struct TopicCounters {
+    produced_records: Counter,
+    produced_bytes: Counter,
+    fetched_records: Counter,
+    fetched_bytes: Counter,
 }
 
-/// Records and bytes a consumer's fetch returned (replica fetches not counted).
-pub(crate) fn fetched(topic: &str, fetched: &[u8]) {
-    let records: u64 = pubsub_storage::batch::batches(fetched)
-        .filter_map(|b| b.ok())
-        .map(|(header, _)| u64::from(header.record_count))
-        .sum();
-    let topic = topic.to_string();
-    metrics::counter!("pubsub_fetched_records_total", "topic" => topic.clone()).increment(records);
-    metrics::counter!("pubsub_fetched_bytes_total", "topic" => topic)
-        .increment(fetched.len() as u64);
+impl TopicCounters {
+    /// The counters of `topic`.
+    pub(crate) fn new(topic: &str) -> TopicCounters {
+        let topic = topic.to_string();
+        TopicCounters {
+            produced_records: metrics::counter!("pubsub_produced_records_total", "topic" => topic.clone()),
+            produced_bytes: metrics::counter!("pubsub_produced_bytes_total", "topic" => topic.clone()),
+            fetched_records: metrics::counter!("pubsub_fetched_records_total", "topic" => topic.clone()),
+            fetched_bytes: metrics::counter!("pubsub_fetched_bytes_total", "topic" => topic),
+        }
+    }
+
+    /// Records and bytes a producer appended on this leader.
+    pub(crate) fn produced(&self, records: u64, bytes: u64) {
+        self.produced_records.increment(records);
+        self.produced_bytes.increment(bytes);
+    }
+
+    /// Records and bytes a consumer's fetch returned (replica fetches not counted).
+    pub(crate) fn fetched(&self, fetched: &[u8]) {
+        let records: u64 = pubsub_storage::batch::batches(fetched)
+            .filter_map(|b| b.ok())
+            .map(|(header, _)| u64::from(header.record_count))
+            .sum();
+        self.fetched_records.increment(records);
+        self.fetched_bytes.increment(fetched.len() as u64);
+    }
 }
+
+/// Which request a latency is of.
+#[derive(Clone, Copy)]
+pub(crate) enum Rpc {
+    Produce,
+    Fetch,
+}
+
+static PRODUCE_SECONDS: LazyLock<Histogram> =
+    LazyLock::new(|| metrics::histogram!("pubsub_request_duration_seconds", "rpc" => "produce"));
+static FETCH_SECONDS: LazyLock<Histogram> =
+    LazyLock::new(|| metrics::histogram!("pubsub_request_duration_seconds", "rpc" => "fetch"));
 
 /// How long a produce (until acknowledged) or a fetch (long poll included) took.
-pub(crate) fn request_done(rpc: &'static str, started: Instant) {
-    metrics::histogram!("pubsub_request_duration_seconds", "rpc" => rpc)
-        .record(started.elapsed().as_secs_f64());
+pub(crate) fn request_done(rpc: Rpc, started: Instant) {
+    let histogram = match rpc {
+        Rpc::Produce => &PRODUCE_SECONDS,
+        Rpc::Fetch => &FETCH_SECONDS,
+    };
+    histogram.record(started.elapsed().as_secs_f64());
 }
 
 /// The in-sync replicas of a partition this broker leads changed.

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::disk::DiskSpace;
 use crate::error::{Error, Result};
 use crate::lease::Lease;
+use crate::metrics::TopicCounters;
 
 /// What a partition replica knows of its role, from the metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -104,6 +105,8 @@ pub(crate) struct Partition {
     /// Changes whenever the leader or the leader epoch does.
     term: watch::Sender<Term>,
     state: Mutex<ReplicaState>,
+    /// The topic's produce and fetch counters.
+    counters: TopicCounters,
 }
 
 /// Batches read for a fetch, with the partition's offsets at the time of the read.
@@ -155,7 +158,13 @@ impl Partition {
                 followers: HashMap::new(),
                 task: None,
             }),
+            counters: TopicCounters::new(topic),
         }
+    }
+
+    /// The topic's produce and fetch counters.
+    pub(crate) fn counters(&self) -> &TopicCounters {
+        &self.counters
     }
 
     /// The partition's log.

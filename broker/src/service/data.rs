@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::broker::Broker;
 use crate::error::Error;
+use crate::metrics::Rpc;
 use crate::partition::{Partition, Pending, blocking};
 
 /// Fetch size when a request asks for 0 bytes.
@@ -64,7 +65,7 @@ impl Appended {
     async fn acknowledge(self) -> Result<v1::ProduceResponse, Error> {
         let started = self.started;
         let answer = self.wait().await;
-        crate::metrics::request_done("produce", started);
+        crate::metrics::request_done(Rpc::Produce, started);
         answer
     }
 
@@ -140,7 +141,7 @@ async fn append(broker: &Arc<Broker>, request: v1::ProduceRequest) -> Result<App
     let appended = partition.append(request.batches).await?;
     if let Some(first) = appended.base_offsets.first() {
         let records = appended.pending.end_offset.saturating_sub(*first);
-        crate::metrics::produced(&request.topic, records, bytes);
+        partition.counters().produced(records, bytes);
     }
     let base_offsets = if acks == v1::Acks::None {
         Vec::new()
@@ -393,8 +394,8 @@ impl BrokerRpc for DataService {
             .fetch(request.offset, max_bytes, deadline, replica)
             .await?;
         if !replica {
-            crate::metrics::fetched(&request.topic, &fetched.records);
-            crate::metrics::request_done("fetch", started);
+            partition.counters().fetched(&fetched.records);
+            crate::metrics::request_done(Rpc::Fetch, started);
         }
         Ok(Response::new(v1::FetchResponse {
             records: fetched.records,

@@ -194,7 +194,10 @@ impl ClusterManager for ClusterManagerService {
         Ok(Response::new(v1::ClusterCreateTopicResponse {
             topic: Some(wire::topic(topic)),
             created,
-            metadata_version: view.applied_index,
+            // The version that holds the change, which watchers are sent; not this
+            // node's applied index, which heartbeats after it move silently (a broker
+            // waiting for that one would wait for the next real change).
+            metadata_version: written.log_index,
         }))
     }
 
@@ -224,7 +227,7 @@ impl ClusterManager for ClusterManagerService {
         };
         Ok(Response::new(v1::ClusterAlterTopicConfigResponse {
             topic: Some(wire::topic(topic)),
-            metadata_version: view.applied_index,
+            metadata_version: written.log_index,
         }))
     }
 

@@ -42,16 +42,20 @@ fn ok(server: &Server, args: &[&str], stdin: &[u8]) {
     );
 }
 
+/// A standalone server with its metrics on a free port, and that address.
+fn start_scraped(dir: &std::path::Path) -> (Server, String) {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let env = vec![("PUBSUB_METRICS_LISTEN".into(), metrics.clone())];
+    (
+        Server::start_with_env(dir, "127.0.0.1:0", &[], env),
+        metrics,
+    )
+}
+
 #[test]
 fn metrics_move_with_produce_fetch_and_a_subscription() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let server = Server::start_with_env(
-        dir.path(),
-        "127.0.0.1:0",
-        &[],
-        vec![("PUBSUB_METRICS_LISTEN".into(), metrics.clone())],
-    );
+    let (server, metrics) = start_scraped(dir.path());
     ok(&server, &["create", "m"], b"");
     let lines: String = (0..100).map(|i| format!("v{i}\n")).collect();
     ok(&server, &["write", "m"], lines.as_bytes());
@@ -142,13 +146,7 @@ fn metrics_move_with_produce_fetch_and_a_subscription() {
 #[test]
 fn the_dashboard_queries_only_series_that_exist() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let server = Server::start_with_env(
-        dir.path(),
-        "127.0.0.1:0",
-        &[],
-        vec![("PUBSUB_METRICS_LISTEN".into(), metrics.clone())],
-    );
+    let (server, metrics) = start_scraped(dir.path());
     ok(&server, &["create", "d"], b"");
     ok(&server, &["write", "d", "one", "two"], b"");
     ok(
