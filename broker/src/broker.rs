@@ -57,6 +57,9 @@ pub(crate) struct Broker {
     lease: Lease,
     /// True once the first metadata snapshot is applied.
     joined: watch::Sender<bool>,
+    /// Set when the broker starts a controlled shutdown: heartbeats stop, so it is not
+    /// registered again while it hands its leaderships over.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 /// Directory of one partition: `<data>/<topic>-<partition>`.
@@ -129,12 +132,34 @@ impl Broker {
             applying: tokio::sync::Mutex::new(()),
             lease: Lease::default(),
             joined: watch::Sender::new(false),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// The broker's configuration.
     pub(crate) fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Marks the start of a controlled shutdown.
+    pub(crate) fn start_leaving(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a controlled shutdown has started.
+    pub(crate) fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits (at most `wait`) until this broker has applied metadata at least as new
+    /// as `version`; false if it has not.
+    pub(crate) async fn applied(&self, version: u64, wait: std::time::Duration) -> bool {
+        let mut view = self.view.subscribe();
+        matches!(
+            tokio::time::timeout(wait, view.wait_for(|v| v.version >= version)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Marks the first metadata snapshot applied: topic requests are served from now.

@@ -105,6 +105,10 @@ async fn heartbeat_loop(broker: Arc<Broker>, mut lease: Duration) {
         // After an fsync error a log may have lost acknowledged writes from the page
         // cache: stop renewing the lease, so the cluster manager fences this broker and
         // moves its leaderships to in-sync replicas. A restart recovers from disk.
+        if broker.is_leaving() {
+            // Fenced on purpose: registering again would take the leaderships back.
+            return;
+        }
         let failed = broker.failed_logs();
         if !failed.is_empty() {
             if !fenced_self {
@@ -199,6 +203,52 @@ async fn watch_loop(broker: Arc<Broker>) {
             }
         }
         tokio::time::sleep(WATCH_RETRY).await;
+    }
+}
+
+/// Longest a controlled shutdown waits for the cluster manager and the new metadata,
+/// within `pubsubd`'s 9 s shutdown limit (the drain gets the rest).
+const LEAVE_WAIT: Duration = Duration::from_secs(3);
+
+/// Kafka's controlled shutdown: before a broker stops, the cluster manager fences it,
+/// moving the leadership of its partitions to in-sync followers, and the broker waits
+/// (bounded) to see that metadata, so its clients are sent to the new leaders at once
+/// instead of waiting out its lease. A broker alone in its cluster has no one to hand
+/// over to and just stops.
+pub(crate) async fn leave(broker: &Broker) {
+    let me = broker.config().broker_id.0;
+    let others = broker
+        .view()
+        .brokers
+        .iter()
+        .any(|b| b.id != me && !b.fenced);
+    if !others || !*broker.joined_watch().borrow() {
+        return;
+    }
+    broker.start_leaving();
+    let request = v1::ShutdownBrokerRequest { broker_id: me };
+    let asked = tokio::time::timeout(
+        LEAVE_WAIT,
+        broker
+            .link()
+            .call(|mut stub| async move { stub.shutdown_broker(request).await }),
+    )
+    .await;
+    match asked {
+        Ok(Ok(response)) => {
+            let seen = broker.applied(response.metadata_version, LEAVE_WAIT).await;
+            tracing::info!(
+                leader_changes = response.leader_changes,
+                seen,
+                "controlled shutdown: leaderships handed over"
+            );
+        }
+        Ok(Err(status)) => {
+            tracing::warn!(error = %status.message(), "controlled shutdown refused; stopping anyway")
+        }
+        Err(_) => {
+            tracing::warn!("no cluster manager answered the controlled shutdown; stopping anyway")
+        }
     }
 }
 

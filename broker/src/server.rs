@@ -65,6 +65,12 @@ pub async fn run_with(
             Ok::<_, Error>(tokio::spawn(membership::maintain(broker, lease)))
         }
     };
+    // On shutdown, hand the leaderships over first, then drain.
+    let leaving = broker.clone();
+    let shutdown = async move {
+        shutdown.await;
+        membership::leave(&leaving).await;
+    };
     let server = serve(broker, listener, shutdown, extra, extra_names);
     tokio::pin!(server);
     let membership = tokio::select! {

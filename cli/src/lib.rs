@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod commands;
+pub mod logging;
 pub mod metrics;
 pub mod security;
 pub mod server;

@@ -107,6 +107,12 @@ pub enum Command {
         /// New in-sync replicas, the leader included.
         isr: Vec<u32>,
     },
+    /// A broker about to stop: fenced now, so its leaderships move to in-sync
+    /// replicas before it goes.
+    ShutdownBroker {
+        /// Broker id.
+        broker: u32,
+    },
     /// Stores a token's hash for a principal.
     CreateToken {
         /// The token's public id.
@@ -180,6 +186,11 @@ pub enum Response {
     },
     /// The in-sync replicas were replaced.
     IsrUpdated,
+    /// A stopping broker was fenced.
+    BrokerShutDown {
+        /// Partitions whose leader changed.
+        leader_changes: u32,
+    },
     /// Tokens or rules changed.
     AccessChanged {
         /// How many were added or removed.
@@ -199,7 +210,8 @@ impl Response {
             | Response::TopicCreated { .. }
             | Response::TopicDeleted
             | Response::TopicConfigAltered
-            | Response::IsrUpdated => true,
+            | Response::IsrUpdated
+            | Response::BrokerShutDown { .. } => true,
             Response::AccessChanged { count } => *count > 0,
         }
     }
@@ -416,7 +428,9 @@ impl Command {
             }
             // Names are checked so that no error message echoes an unbounded one.
             Command::DeleteTopic { name } => validate_topic_name(name),
-            Command::Heartbeat { .. } | Command::ExpireLeases { .. } => Ok(()),
+            Command::Heartbeat { .. }
+            | Command::ExpireLeases { .. }
+            | Command::ShutdownBroker { .. } => Ok(()),
             Command::CreateToken { id, principal, .. } => {
                 validate_token_id(id)?;
                 validate_principal(principal).map_err(invalid_access)
@@ -450,6 +464,7 @@ impl Command {
             Command::DeleteTopic { .. }
             | Command::AlterTopicConfig { .. }
             | Command::UpdateIsr { .. }
+            | Command::ShutdownBroker { .. }
             | Command::RevokeTokens { .. }
             | Command::AddAcl { .. }
             | Command::RemoveAcl { .. } => {}
@@ -466,6 +481,7 @@ impl Command {
             Command::AlterTopicConfig { .. } => "alter_topic_config",
             Command::ExpireLeases { .. } => "expire_leases",
             Command::UpdateIsr { .. } => "update_isr",
+            Command::ShutdownBroker { .. } => "shutdown_broker",
             Command::CreateToken { .. } => "create_token",
             Command::BootstrapAdmin { .. } => "bootstrap_admin",
             Command::RevokeTokens { .. } => "revoke_tokens",

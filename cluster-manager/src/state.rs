@@ -264,6 +264,7 @@ impl ClusterState {
             Command::RevokeTokens { principal, id } => {
                 self.access.revoke(principal.as_deref(), id.as_deref())
             }
+            Command::ShutdownBroker { broker } => self.shutdown_broker(broker),
             Command::AddAcl { rule } => self.access.add_rule(rule),
             Command::RemoveAcl { rule } => self.access.remove_rule(&rule),
         }
@@ -323,6 +324,17 @@ impl ClusterState {
         }
         let leaderships = self.reconcile_all();
         Ok(Response::BrokerRegistered { leaderships })
+    }
+
+    /// Fences a broker that is stopping, so its leaderships move now rather than after
+    /// its lease; it registers again when it comes back.
+    fn shutdown_broker(&mut self, id: u32) -> Result<Response, CommandError> {
+        let Some(broker) = self.brokers.get_mut(&id) else {
+            return Err(CommandError::BrokerNotFound { broker: id });
+        };
+        broker.fenced = true;
+        let leader_changes = self.reconcile_all();
+        Ok(Response::BrokerShutDown { leader_changes })
     }
 
     fn heartbeat(&mut self, id: u32, now_ms: u64) -> Result<Response, CommandError> {

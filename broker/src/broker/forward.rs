@@ -17,14 +17,12 @@ const METADATA_WAIT: Duration = Duration::from_secs(15);
 impl Broker {
     /// Waits until this broker has applied metadata at least as new as `version`.
     async fn await_version(&self, version: u64) -> Result<()> {
-        let mut view = self.view.subscribe();
-        let waited =
-            tokio::time::timeout(METADATA_WAIT, view.wait_for(|v| v.version >= version)).await;
-        match waited {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(Error::Unavailable(format!(
+        if self.applied(version, METADATA_WAIT).await {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
                 "the cluster manager accepted the change (metadata version {version}) but this broker has not seen it within {METADATA_WAIT:?}"
-            ))),
+            )))
         }
     }
 

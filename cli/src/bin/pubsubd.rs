@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pubsub_cli::logging::LogFormat;
 use pubsub_cli::metrics::MetricsArgs;
 use pubsub_cli::security::SecurityArgs;
 use pubsub_cli::server::{StandaloneConfig, advertised_address};
@@ -26,6 +27,10 @@ use tokio::sync::watch;
     about = "The pubsub server: a partitioned, replicated, persistent log broker"
 )]
 struct Cli {
+    /// Log as text (colour only on a terminal) or JSON lines; the level comes from
+    /// RUST_LOG [default: info, openraft at warn].
+    #[arg(long, global = true, env = "PUBSUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     role: Role,
 }
@@ -166,14 +171,8 @@ enum Role {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    pubsub_cli::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -409,4 +409,30 @@ impl ClusterManager for ClusterManagerService {
             members: self.members(),
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(broker_id = request.get_ref().broker_id))]
+    async fn shutdown_broker(
+        &self,
+        request: Request<v1::ShutdownBrokerRequest>,
+    ) -> Result<Response<v1::ShutdownBrokerResponse>, Status> {
+        caller(&request).require_node("shut a broker down")?;
+        let broker = request.into_inner().broker_id;
+        let written = self
+            .manager
+            .write(Command::ShutdownBroker { broker })
+            .await?;
+        let leader_changes = match written.response {
+            Applied::BrokerShutDown { leader_changes } => leader_changes,
+            _ => 0,
+        };
+        tracing::info!(
+            leader_changes,
+            "broker shutting down; its leaderships moved"
+        );
+        self.manager.wait_applied(written.log_index).await?;
+        Ok(Response::new(v1::ShutdownBrokerResponse {
+            leader_changes,
+            metadata_version: written.log_index,
+        }))
+    }
 }

@@ -29,11 +29,12 @@ const PUBLIC_PREFIXES: [&str; 3] = [
 
 /// Calls only nodes make: Raft, broker membership, replication of metadata and
 /// access rules. A client token never grants them.
-const NODE_ONLY: [&str; 6] = [
+const NODE_ONLY: [&str; 7] = [
     "/pubsub.v1.Raft/",
     "/pubsub.v1.ClusterManager/RegisterBroker",
     "/pubsub.v1.ClusterManager/Heartbeat",
     "/pubsub.v1.ClusterManager/UpdateIsr",
+    "/pubsub.v1.ClusterManager/ShutdownBroker",
     "/pubsub.v1.ClusterManager/WatchMetadata",
     "/pubsub.v1.Access/WatchAccess",
 ];

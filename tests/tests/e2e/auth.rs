@@ -168,6 +168,11 @@ fn every_rpc() -> Vec<(&'static str, bool, bool, Call)> {
             })
             .await
     ));
+    call!(c, "ClusterManager/ShutdownBroker", true, false, |ch| unary(
+        ClusterManagerClient::new(ch)
+            .shutdown_broker(v1::ShutdownBrokerRequest { broker_id: 99 })
+            .await
+    ));
     call!(c, "ClusterManager/WatchMetadata", true, false, |ch| {
         streaming(
             ClusterManagerClient::new(ch)

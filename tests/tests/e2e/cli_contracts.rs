@@ -168,3 +168,47 @@ fn standalone_serves_its_cluster_manager_on_its_one_address() {
         "something listens on {next}, the port after the one given"
     );
 }
+
+/// At info the log is one line per meaningful event: openraft's internals (its state
+/// at start, each election step) stay out, there are no colour codes when stderr is
+/// not a terminal, and `--log-format json` writes one JSON object per line.
+#[test]
+fn the_log_is_quiet_plain_and_optionally_json() {
+    use std::io::BufRead;
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().display().to_string();
+        let mut child = Command::new(binary("pubsubd"))
+            .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir", &data])
+            .args(["--metrics-listen", "off", "--log-format", format])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        assert!(first.starts_with("listening on"), "{first}");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let _ = child.kill();
+        let _ = child.wait();
+        let said = stderr_of(&mut child);
+        let lines: Vec<&str> = said.lines().collect();
+        assert!(!said.contains('\u{1b}'), "colour codes: {said}");
+        assert!(
+            !said.contains("openraft"),
+            "openraft internals at info: {said}"
+        );
+        assert!(lines.len() <= 12, "{} lines at start: {said}", lines.len());
+        if format == "json" {
+            for line in &lines {
+                let object: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert!(
+                    object["level"].is_string() && object["fields"].is_object(),
+                    "{line}"
+                );
+            }
+        }
+    }
+}
