@@ -3,6 +3,7 @@
 //!
 //! Run with `cargo run -p pubsub-client --example quickstart [SERVER]`; the server is
 //! the argument, else `PUBSUB_SERVER` (as for the CLI), else the standalone default.
+//! A failure is printed as one `error: ...` line, with exit code 1.
 
 use std::time::Duration;
 
@@ -12,7 +13,17 @@ use pubsub_client::{
 };
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), pubsub_client::Error> {
     let server = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("PUBSUB_SERVER").ok())
@@ -29,10 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await
     {
         Ok(_) => println!("created topic quickstart"),
-        Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
+        Err(pubsub_client::Error::AlreadyExists { .. }) => {
             println!("topic quickstart already exists")
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     }
 
     // Send without waiting for each record; wait for the deliveries at the end.
