@@ -49,8 +49,13 @@ pub async fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<()> {
             anyhow::anyhow!(
                 "{address} serves no cluster manager (a broker of a cluster does not); give --cluster-manager HOST:PORT"
             )
+        } else if pubsub_proto::net::never_sent(&status) {
+            anyhow::anyhow!(
+                "cannot reach the cluster manager at {address}; is it running? ({})",
+                status.message()
+            )
         } else {
-            anyhow::Error::new(status)
+            anyhow::anyhow!("{}", status.message())
         }
     };
     match args.command {
