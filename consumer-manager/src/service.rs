@@ -85,6 +85,7 @@ type StreamOf<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Rpc for ConsumerManagerService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, subscription = %request.get_ref().subscription))]
     async fn subscribe(
         &self,
         request: Request<v1::SubscribeRequest>,
@@ -116,6 +117,7 @@ impl Rpc for ConsumerManagerService {
         Ok(Response::new(response))
     }
 
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, subscription = %request.get_ref().subscription))]
     async fn unsubscribe(
         &self,
         request: Request<v1::UnsubscribeRequest>,
@@ -133,6 +135,7 @@ impl Rpc for ConsumerManagerService {
         Ok(Response::new(v1::UnsubscribeResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic))]
     async fn list_subscriptions(
         &self,
         request: Request<v1::ListSubscriptionsRequest>,
@@ -165,6 +168,7 @@ impl Rpc for ConsumerManagerService {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(subscription = %request.get_ref().subscription))]
     async fn join_group(
         &self,
         request: Request<v1::JoinGroupRequest>,
@@ -191,6 +195,7 @@ impl Rpc for ConsumerManagerService {
         Ok(Response::new(joined))
     }
 
+    #[tracing::instrument(skip_all, fields(subscription = %request.get_ref().subscription))]
     async fn leave_group(
         &self,
         request: Request<v1::LeaveGroupRequest>,
@@ -209,6 +214,7 @@ impl Rpc for ConsumerManagerService {
         Ok(Response::new(v1::LeaveGroupResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(subscription = %request.get_ref().subscription))]
     async fn read(
         &self,
         request: Request<v1::ReadRequest>,
@@ -238,6 +244,7 @@ impl Rpc for ConsumerManagerService {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(subscription = %request.get_ref().subscription))]
     async fn ack(
         &self,
         request: Request<v1::AckRequest>,
@@ -258,6 +265,7 @@ impl Rpc for ConsumerManagerService {
         Ok(Response::new(v1::AckResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(subscription = %request.get_ref().subscription))]
     async fn nack(
         &self,
         request: Request<v1::NackRequest>,
@@ -278,6 +286,7 @@ impl Rpc for ConsumerManagerService {
         Ok(Response::new(v1::NackResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(subscription = %request.get_ref().subscription, partition = request.get_ref().partition))]
     async fn commit(
         &self,
         request: Request<v1::CommitRequest>,
@@ -303,6 +312,7 @@ impl Rpc for ConsumerManagerService {
         Ok(Response::new(v1::CommitResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(subscription = %request.get_ref().subscription))]
     async fn seek(
         &self,
         request: Request<v1::SeekRequest>,
@@ -355,6 +365,7 @@ impl Rpc for ConsumerManagerService {
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic))]
     async fn presence(
         &self,
         request: Request<v1::PresenceRequest>,
@@ -383,6 +394,7 @@ impl Rpc for ConsumerManagerService {
         Ok(Response::new(v1::PresenceResponse { members }))
     }
 
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic))]
     async fn history(
         &self,
         request: Request<v1::HistoryRequest>,
@@ -400,6 +412,7 @@ impl Rpc for ConsumerManagerService {
         Ok(Response::new(v1::HistoryResponse { partitions }))
     }
 
+    #[tracing::instrument(skip_all, fields(subscription = %request.get_ref().subscription))]
     async fn replay_dead_letters(
         &self,
         request: Request<v1::ReplayDeadLettersRequest>,

@@ -451,6 +451,7 @@ impl BrokerRpc for DataService {
         Ok(Response::new(v1::ListOffsetsResponse { offset }))
     }
 
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
     async fn delete_records(
         &self,
         request: Request<v1::DeleteRecordsRequest>,
