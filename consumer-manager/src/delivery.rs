@@ -204,7 +204,7 @@ impl Manager {
                 || !delivery.skipped.is_empty()
                 || tokio::time::Instant::now() >= until
             {
-                crate::metrics::delivered(&subscription.name, &delivery.records);
+                subscription.counters.delivered(&delivery.records);
                 return Ok(delivery);
             }
             // Nothing new: wait for a nack or release, or look again shortly (leases
@@ -466,7 +466,7 @@ impl Manager {
             if let Found::DeadLettered { .. } = found {
                 // Written whether or not the claim still stands: counted either way.
                 state.dead_lettered += 1;
-                crate::metrics::dead_lettered(&subscription.name, 1);
+                subscription.counters.dead_lettered(1);
                 self.store()
                     .put_subscription(&subscription.record(&state))?;
             }

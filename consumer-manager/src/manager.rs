@@ -451,7 +451,7 @@ impl Manager {
             self.store.apply(changes)?;
         }
         self.store.flush().await?;
-        crate::metrics::acked(&subscription.name, count);
+        subscription.counters.acked(count);
         subscription.changed.notify_waiters();
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! delivered, redelivered, acknowledged and dead-lettered (counted per call, not per
 //! record), and, set now and then, each subscription's lag and unacknowledged records.
 
+use metrics::Counter;
 use pubsub_proto::v1;
 
 /// Says what each series means, and starts the event counters at zero.
@@ -41,31 +42,43 @@ pub(crate) fn describe() {
     }
 }
 
-/// A delivery went out: its records, and those of them delivered before.
-pub(crate) fn delivered(subscription: &str, records: &[v1::DeliveredRecord]) {
-    if records.is_empty() {
-        return;
-    }
-    let again = records.iter().filter(|r| r.delivery_attempt > 1).count() as u64;
-    let name = subscription.to_string();
-    metrics::counter!("pubsub_subscription_delivered_records_total", "subscription" => name.clone())
-        .increment(records.len() as u64);
-    if again > 0 {
-        metrics::counter!("pubsub_subscription_redelivered_records_total", "subscription" => name)
-            .increment(again);
-    }
+/// A subscription's delivery counters, looked up once (when the subscription is
+/// loaded) so a delivery or an ack pays only atomic adds.
+pub(crate) struct SubscriptionCounters {
+    delivered: Counter,
+    redelivered: Counter,
+    acked: Counter,
+    dead_lettered: Counter,
 }
 
-/// Records were acknowledged.
-pub(crate) fn acked(subscription: &str, records: usize) {
-    metrics::counter!("pubsub_subscription_acked_records_total", "subscription" => subscription.to_string())
-        .increment(records as u64);
-}
+impl SubscriptionCounters {
+    /// The counters of `subscription`.
+    pub(crate) fn new(subscription: &str) -> SubscriptionCounters {
+        let label = |name: &'static str| metrics::counter!(name, "subscription" => subscription.to_string());
+        SubscriptionCounters {
+            delivered: label("pubsub_subscription_delivered_records_total"),
+            redelivered: label("pubsub_subscription_redelivered_records_total"),
+            acked: label("pubsub_subscription_acked_records_total"),
+            dead_lettered: label("pubsub_subscription_dead_lettered_records_total"),
+        }
+    }
 
-/// Records went to the dead-letter topic.
-pub(crate) fn dead_lettered(subscription: &str, records: u64) {
-    metrics::counter!("pubsub_subscription_dead_lettered_records_total", "subscription" => subscription.to_string())
-        .increment(records);
+    /// A delivery went out: its records, and those of them delivered before.
+    pub(crate) fn delivered(&self, records: &[v1::DeliveredRecord]) {
+        let again = records.iter().filter(|r| r.delivery_attempt > 1).count() as u64;
+        self.delivered.increment(records.len() as u64);
+        self.redelivered.increment(again);
+    }
+
+    /// Records were acknowledged.
+    pub(crate) fn acked(&self, records: usize) {
+        self.acked.increment(records as u64);
+    }
+
+    /// Records went to the dead-letter topic.
+    pub(crate) fn dead_lettered(&self, records: u64) {
+        self.dead_lettered.increment(records);
+    }
 }
 
 /// A subscription's lag (records not yet committed, summed over partitions whose end

@@ -225,7 +225,7 @@ impl Manager {
         {
             let mut state = subscription.lock()?;
             state.dead_lettered += ids.len() as u64;
-            crate::metrics::dead_lettered(&subscription.name, ids.len() as u64);
+            subscription.counters.dead_lettered(ids.len() as u64);
             self.store()
                 .put_subscription(&subscription.record(&state))?;
         }

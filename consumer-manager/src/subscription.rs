@@ -14,6 +14,7 @@ use crate::assignment::{Assignment, sticky};
 use crate::cursor::{Cursor, Holder};
 use crate::error::{Error, Result};
 use crate::lock::recover;
+use crate::metrics::SubscriptionCounters;
 use crate::options::Options;
 use crate::store::{Changes, Store, StoredCursor, SubscriptionRecord};
 
@@ -122,6 +123,8 @@ pub struct Subscription {
     /// credits) so waiting readers look again.
     pub changed: Notify,
     turn: AtomicUsize,
+    /// Its delivery counters (metrics).
+    pub(crate) counters: SubscriptionCounters,
 }
 
 impl Subscription {
@@ -129,6 +132,7 @@ impl Subscription {
     pub fn new(record: &SubscriptionRecord, cursors: Vec<Cursor>) -> Self {
         let partitions = record.partitions;
         Subscription {
+            counters: SubscriptionCounters::new(&record.name),
             name: record.name.clone(),
             topic: record.topic.clone(),
             partitions,
