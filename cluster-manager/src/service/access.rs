@@ -86,6 +86,7 @@ impl Access for AccessService {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_tokens(
         &self,
         request: Request<v1::ListTokensRequest>,
@@ -147,6 +148,7 @@ impl Access for AccessService {
         Ok(Response::new(v1::RemoveAclResponse {}))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_acls(
         &self,
         request: Request<v1::ListAclsRequest>,
@@ -162,6 +164,7 @@ impl Access for AccessService {
 
     type WatchAccessStream = AccessStream;
 
+    #[tracing::instrument(skip_all)]
     async fn watch_access(
         &self,
         request: Request<v1::WatchAccessRequest>,

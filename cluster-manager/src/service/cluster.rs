@@ -247,6 +247,7 @@ impl ClusterManager for ClusterManagerService {
         Ok(Response::new(v1::DeleteTopicResponse {}))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_topics(
         &self,
         request: Request<v1::ListTopicsRequest>,
@@ -303,6 +304,7 @@ impl ClusterManager for ClusterManagerService {
 
     type WatchMetadataStream = MetadataStream;
 
+    #[tracing::instrument(skip_all)]
     async fn watch_metadata(
         &self,
         _request: Request<v1::WatchMetadataRequest>,
@@ -313,6 +315,7 @@ impl ClusterManager for ClusterManagerService {
         )))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn cluster_status(
         &self,
         request: Request<v1::ClusterStatusRequest>,

@@ -49,6 +49,7 @@ fn encode<T: Serialize>(reply: &T, what: &'static str) -> Result<Response<RaftPa
 
 #[tonic::async_trait]
 impl Raft for RaftService {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn append_entries(
         &self,
         request: Request<RaftPayload>,
@@ -58,12 +59,14 @@ impl Raft for RaftService {
         encode(&reply, "append entries reply")
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(request, "vote")?;
         let reply = self.manager.raft().vote(rpc).await;
         encode(&reply, "vote reply")
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn install_snapshot(
         &self,
         request: Request<RaftPayload>,

@@ -1,6 +1,7 @@
 //! End-to-end tests over real `pubsubd standalone` processes on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod api_docs;
 mod auth;
 mod bench;
 mod cli;
