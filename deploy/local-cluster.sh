@@ -6,6 +6,7 @@
 #
 #   deploy/local-cluster.sh up       # builds release binaries, starts, waits until all listen
 #   deploy/local-cluster.sh status   # which processes run, and the cluster as the managers see it
+#   deploy/local-cluster.sh roll     # rolling restart of the brokers, one at a time
 #   deploy/local-cluster.sh down     # stops them all (SIGTERM: brokers hand their leaderships over)
 #
 #   export PUBSUB_SERVER=127.0.0.1:9511,127.0.0.1:9512,127.0.0.1:9513   # any live one will do
@@ -91,6 +92,27 @@ up() {
     echo "logs in $DATA/*.log; stop with: deploy/local-cluster.sh down"
 }
 
+# Restarts the brokers one at a time, as an upgrade would: SIGTERM (the broker hands
+# its leaderships to in-sync followers first), start again, and wait until every
+# partition is fully replicated before the next, so no partition loses two replicas.
+roll() {
+    for name in broker1 broker2 broker3; do
+        running "$name" || { echo "error: $name is not running" >&2; exit 1; }
+        local pid
+        pid=$(cat "$DATA/$name.pid")
+        kill -TERM "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        start "$name"
+        wait_listening "$name"
+        for _ in $(seq 600); do
+            "$CLI" cluster status --cluster-manager 127.0.0.1:9501 2>/dev/null |
+                grep -q "^no under-replicated partitions" && break
+            sleep 0.1
+        done
+        echo "$name restarted; every partition in sync"
+    done
+}
+
 status() {
     for name in "${NAMES[@]}"; do
         if running "$name"; then
@@ -108,5 +130,6 @@ case ${1:-} in
     up) up ;;
     down) down ;;
     status) status ;;
-    *) echo "usage: deploy/local-cluster.sh up|down|status" >&2; exit 2 ;;
+    roll) roll ;;
+    *) echo "usage: deploy/local-cluster.sh up|down|status|roll" >&2; exit 2 ;;
 esac
