@@ -1,6 +1,7 @@
 //! The broker's configuration, built by the binary and validated once.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pubsub_proto::auth::NodeSecurity;
@@ -31,6 +32,19 @@ pub struct BrokerConfig {
     /// Access control: off, or on with the cluster secret this broker presents to the
     /// cluster managers and its peers.
     pub security: NodeSecurity,
+    /// The Kafka-protocol listener, if this broker serves one.
+    pub kafka: Option<KafkaListener>,
+}
+
+/// The Kafka-protocol listener's socket, bound by the binary (so a port in use is
+/// reported at start, and port 0 gets its real port advertised), and the address
+/// Kafka clients are told (in Metadata answers) to reach this broker at.
+#[derive(Clone, Debug)]
+pub struct KafkaListener {
+    /// The bound socket.
+    pub socket: Arc<std::net::TcpListener>,
+    /// `host:port` clients connect to.
+    pub advertised_address: String,
 }
 
 /// Default of [`BrokerConfig::min_free_bytes`]: room for the metadata databases
@@ -56,6 +70,7 @@ impl BrokerConfig {
             replica_lag_max: Duration::from_secs(10),
             min_free_bytes: MIN_FREE_BYTES_DEFAULT,
             security: NodeSecurity::default(),
+            kafka: None,
         }
     }
 }

@@ -70,6 +70,14 @@ pub enum Error {
     /// The cluster manager refused or failed a forwarded request.
     #[error("cluster manager: {}", .0.message())]
     ClusterManager(tonic::Status),
+    /// A listener could not be opened.
+    #[error("cannot listen on {address}: {reason}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
     /// A blocking task died (the process is going down).
     #[error("internal task failed: {0}")]
     Task(String),

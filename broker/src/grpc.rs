@@ -44,7 +44,7 @@ impl From<Error> for Status {
             },
             Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,
             Error::ClusterManager(status) => status.code(),
-            Error::DataDir { .. } | Error::Task(_) => Code::Internal,
+            Error::DataDir { .. } | Error::Listen { .. } | Error::Task(_) => Code::Internal,
         };
         let transient = matches!(error, Error::NotLeader { .. } | Error::Unavailable(_));
         if code == Code::Internal || (code == Code::Unavailable && !transient) {

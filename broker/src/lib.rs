@@ -14,6 +14,7 @@
 //! - `grpc`: the mapping from errors to gRPC statuses.
 //! - `lease`: until when this broker is sure it has not been fenced.
 //! - `join_gate`: calls wait until the broker has joined the cluster.
+//! - `kafka`: the Kafka-protocol listener (Produce, Fetch, Metadata, admin APIs).
 
 #![warn(unreachable_pub)]
 
@@ -24,6 +25,7 @@ mod disk;
 mod error;
 mod grpc;
 mod join_gate;
+mod kafka;
 mod lease;
 mod membership;
 mod metrics;
@@ -33,7 +35,7 @@ mod server;
 mod service;
 mod topic;
 
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, KafkaListener};
 pub use disk::{ReserveOutcome, SpaceReserve};
 pub use error::{Error, Result};
 pub use server::{run, run_with};

@@ -61,6 +61,7 @@ async fn register(broker: &Broker) -> Result<Duration> {
         broker_id: config.broker_id.0,
         address: config.advertised_address.clone(),
         rack: config.rack.clone(),
+        kafka_address: config.kafka.as_ref().map(|k| k.advertised_address.clone()),
     };
     loop {
         let sent = tokio::time::Instant::now();

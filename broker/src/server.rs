@@ -120,6 +120,23 @@ pub(crate) async fn serve(
     let reflection_v1alpha = reflection_v1alpha(&served).map_err(reflection)?;
 
     let background = tokio::spawn(background(broker.clone()));
+    let kafka = match &broker.config().kafka {
+        Some(kafka) => {
+            let listener = kafka
+                .socket
+                .try_clone()
+                .and_then(|socket| {
+                    socket.set_nonblocking(true)?;
+                    TcpListener::from_std(socket)
+                })
+                .map_err(|e| Error::Listen {
+                    address: kafka.advertised_address.clone(),
+                    reason: e.to_string(),
+                })?;
+            Some(tokio::spawn(crate::kafka::serve(broker.clone(), listener)))
+        }
+        None => None,
+    };
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "broker listening");
     let (start_drain, drain) = tokio::sync::oneshot::channel::<()>();
@@ -141,6 +158,9 @@ pub(crate) async fn serve(
         });
     let result = drain_bounded(server, shutdown, start_drain).await;
     background.abort();
+    if let Some(kafka) = kafka {
+        kafka.abort();
+    }
     joined.abort();
     let flushed = broker.flush_all().await;
     tracing::info!("broker stopped");

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod commands;
+pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod security;

@@ -77,10 +77,20 @@ pub fn advertised_address(
     bound: SocketAddr,
     role: &str,
 ) -> anyhow::Result<String> {
+    advertised_address_of("--advertised-address", advertised, bound, role)
+}
+
+/// [`advertised_address`] for a listener whose advertised address is given by `flag`.
+pub fn advertised_address_of(
+    flag: &str,
+    advertised: Option<String>,
+    bound: SocketAddr,
+    role: &str,
+) -> anyhow::Result<String> {
     let Some(address) = advertised else {
         if bound.ip().is_unspecified() {
             anyhow::bail!(
-                "--listen {bound} binds every interface, which is no address to reach this {role} at; give --advertised-address HOST:{} (a name or IP that clients and the other nodes can reach)",
+                "the {role} listens on {bound}, every interface, which is no address to reach it at; give {flag} HOST:{} (a name or IP that clients and the other nodes can reach)",
                 bound.port()
             );
         }
@@ -88,12 +98,12 @@ pub fn advertised_address(
     };
     let (host, port) = address
         .rsplit_once(':')
-        .with_context(|| format!("--advertised-address {address:?} is not HOST:PORT"))?;
+        .with_context(|| format!("{flag} {address:?} is not HOST:PORT"))?;
     let port: u16 = port
         .parse()
         .ok()
         .filter(|&p| p != 0)
-        .with_context(|| format!("--advertised-address {address:?} has no valid port"))?;
+        .with_context(|| format!("{flag} {address:?} has no valid port"))?;
     let ip = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty()
         || ip
@@ -101,7 +111,7 @@ pub fn advertised_address(
             .is_ok_and(|ip| ip.is_unspecified())
     {
         anyhow::bail!(
-            "--advertised-address {address:?} is no address to connect to; give a name or IP that clients and the other nodes can reach, with port {port}"
+            "{flag} {address:?} is no address to connect to; give a name or IP that clients and the other nodes can reach, with port {port}"
         );
     }
     Ok(address)

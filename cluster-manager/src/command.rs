@@ -39,6 +39,9 @@ pub enum Command {
         address: String,
         /// Failure domain; replicas are spread across racks.
         rack: Option<String>,
+        /// `host:port` of its Kafka-protocol listener, if it serves one.
+        #[serde(default)]
+        kafka_address: Option<String>,
         /// Leader clock, ms since the Unix epoch.
         now_ms: u64,
         /// The lease length: while the broker's lease holds, it cannot be registered
@@ -376,8 +379,15 @@ impl Command {
                 broker,
                 address,
                 rack,
+                kafka_address,
                 ..
-            } => validate_broker(*broker, address, rack.as_deref()),
+            } => {
+                validate_broker(*broker, address, rack.as_deref())?;
+                match kafka_address {
+                    Some(kafka) => validate_address(*broker, "Kafka address", kafka),
+                    None => Ok(()),
+                }
+            }
             Command::CreateTopic {
                 name,
                 partitions,
@@ -516,17 +526,23 @@ fn invalid_access(error: RuleError) -> CommandError {
     }
 }
 
-fn validate_broker(broker: u32, address: &str, rack: Option<&str>) -> Result<(), CommandError> {
+fn validate_address(broker: u32, what: &str, address: &str) -> Result<(), CommandError> {
     let invalid = |reason: String| Err(CommandError::InvalidBroker { broker, reason });
     if address.is_empty() {
-        return invalid("address is empty".into());
+        return invalid(format!("{what} is empty"));
     }
     if address.len() > ADDRESS_BYTES_MAX {
         return invalid(format!(
-            "address is {} bytes long; the limit is {ADDRESS_BYTES_MAX}",
+            "{what} is {} bytes long; the limit is {ADDRESS_BYTES_MAX}",
             address.len()
         ));
     }
+    Ok(())
+}
+
+fn validate_broker(broker: u32, address: &str, rack: Option<&str>) -> Result<(), CommandError> {
+    let invalid = |reason: String| Err(CommandError::InvalidBroker { broker, reason });
+    validate_address(broker, "address", address)?;
     if let Some(rack) = rack {
         if rack.is_empty() {
             return invalid("rack is empty (leave it unset instead)".into());
@@ -622,6 +638,7 @@ mod tests {
                     broker: 1,
                     address: String::new(),
                     rack: None,
+                    kafka_address: None,
                     now_ms: 0,
                     lease_ms: 0,
                     proven: false,
@@ -633,6 +650,7 @@ mod tests {
                     broker: 1,
                     address: "x".repeat(ADDRESS_BYTES_MAX + 1),
                     rack: None,
+                    kafka_address: None,
                     now_ms: 0,
                     lease_ms: 0,
                     proven: false,

@@ -41,8 +41,18 @@ pub struct Broker {
     id: u32,
     address: String,
     rack: Option<String>,
+    /// Where its Kafka-protocol listener is, if it serves one.
+    #[serde(default)]
+    kafka_address: Option<String>,
     last_heartbeat_ms: u64,
     fenced: bool,
+}
+
+/// Where a registering broker is reached, and its failure domain.
+struct Endpoints {
+    address: String,
+    rack: Option<String>,
+    kafka_address: Option<String>,
 }
 
 /// A topic and its partitions.
@@ -82,6 +92,10 @@ impl Broker {
     /// Its rack, if declared.
     pub fn rack(&self) -> Option<&str> {
         self.rack.as_deref()
+    }
+    /// Its Kafka-protocol listener's address, if it serves one.
+    pub fn kafka_address(&self) -> Option<&str> {
+        self.kafka_address.as_deref()
     }
     /// Leader clock at its last heartbeat or registration, ms since the Unix epoch.
     pub fn last_heartbeat_ms(&self) -> u64 {
@@ -215,12 +229,18 @@ impl ClusterState {
                 broker,
                 address,
                 rack,
+                kafka_address,
                 now_ms,
                 lease_ms,
                 proven,
             } => {
                 let lease_ms = if proven { 0 } else { lease_ms };
-                self.register_broker(broker, address, rack, now_ms, lease_ms)
+                let endpoints = Endpoints {
+                    address,
+                    rack,
+                    kafka_address,
+                };
+                self.register_broker(broker, endpoints, now_ms, lease_ms)
             }
             Command::Heartbeat { broker, now_ms } => self.heartbeat(broker, now_ms),
             Command::CreateTopic {
@@ -278,11 +298,15 @@ impl ClusterState {
     fn register_broker(
         &mut self,
         id: u32,
-        address: String,
-        rack: Option<String>,
+        endpoints: Endpoints,
         now_ms: u64,
         lease_ms: u64,
     ) -> Result<Response, CommandError> {
+        let Endpoints {
+            address,
+            rack,
+            kafka_address,
+        } = endpoints;
         if let Some(holder) = self.brokers.get(&id).filter(|b| {
             lease_ms > 0 && !b.fenced && b.address != address && !lease_expired(b, now_ms, lease_ms)
         }) {
@@ -302,11 +326,13 @@ impl ClusterState {
             id,
             address: String::new(),
             rack: None,
+            kafka_address: None,
             last_heartbeat_ms: now_ms,
             fenced: false,
         });
         broker.address = address;
         broker.rack = rack;
+        broker.kafka_address = kafka_address;
         broker.last_heartbeat_ms = broker.last_heartbeat_ms.max(now_ms);
         if !known {
             return Ok(Response::BrokerRegistered { leaderships: 0 });

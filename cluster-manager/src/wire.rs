@@ -44,6 +44,7 @@ pub(crate) fn broker(broker: &Broker) -> v1::BrokerMetadata {
         id: broker.id(),
         address: broker.address().to_string(),
         rack: broker.rack().map(String::from),
+        kafka_address: broker.kafka_address().map(String::from),
         fenced: broker.fenced(),
         last_heartbeat_ms: broker.last_heartbeat_ms(),
     }

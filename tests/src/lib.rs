@@ -131,6 +131,8 @@ impl Server {
         // Tests that scrape metrics give their own address; the rest serve none, so
         // parallel servers do not contend for the default port.
         command.env("PUBSUB_METRICS_LISTEN", "off");
+        // Likewise Kafka's port: tests of the Kafka listener give their own.
+        command.env("PUBSUB_KAFKA_LISTEN", "off");
         if !listen.starts_with("127.") {
             // The network-namespace clusters serve private addresses on purpose.
             command.env("PUBSUB_ALLOW_UNAUTHENTICATED", "true");

@@ -45,7 +45,7 @@ impl DataService {
 pub(crate) const ACKS_ALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A produce appended on the leader, waiting for its acknowledgement condition.
-struct Appended {
+pub(crate) struct Appended {
     correlation_id: u64,
     base_offsets: Vec<u64>,
     partition: Arc<Partition>,
@@ -62,7 +62,7 @@ impl Appended {
     /// committed in the epoch they were appended in, by at least `min_insync_replicas`
     /// (a leader whose ISR shrank to itself meanwhile commits alone, as Kafka's
     /// NOT_ENOUGH_REPLICAS_AFTER_APPEND says).
-    async fn acknowledge(self) -> Result<v1::ProduceResponse, Error> {
+    pub(crate) async fn acknowledge(self) -> Result<v1::ProduceResponse, Error> {
         let started = self.started;
         let answer = self.wait().await;
         crate::metrics::request_done(Rpc::Produce, started);
@@ -98,8 +98,12 @@ impl Appended {
     }
 }
 
-/// Validates and appends a produce request on the leader, in arrival order.
-async fn append(broker: &Arc<Broker>, request: v1::ProduceRequest) -> Result<Appended, Error> {
+/// Validates and appends a produce request on the leader, in arrival order (the
+/// Kafka listener's Produce comes through here too).
+pub(crate) async fn append(
+    broker: &Arc<Broker>,
+    request: v1::ProduceRequest,
+) -> Result<Appended, Error> {
     let started = std::time::Instant::now();
     if request.batches.is_empty() {
         return Err(Error::InvalidArgument(

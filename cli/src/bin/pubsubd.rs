@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pubsub_cli::kafka::KafkaArgs;
 use pubsub_cli::logging::LogFormat;
 use pubsub_cli::metrics::MetricsArgs;
 use pubsub_cli::security::SecurityArgs;
@@ -63,6 +64,8 @@ enum Role {
         /// the role starts on a fuller disk, so it can open its databases (0: off).
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
+        #[command(flatten)]
+        kafka: KafkaArgs,
         #[command(flatten)]
         metrics: MetricsArgs,
         #[command(flatten)]
@@ -135,6 +138,8 @@ enum Role {
         /// the role starts on a fuller disk, so it can open its databases (0: off).
         #[arg(long, env = "PUBSUB_RESERVE_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "16MiB")]
         reserve_bytes: u64,
+        #[command(flatten)]
+        kafka: KafkaArgs,
         #[command(flatten)]
         metrics: MetricsArgs,
         #[command(flatten)]
@@ -238,6 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cleanup_interval,
             min_free_bytes,
             reserve_bytes,
+            kafka,
             security,
             metrics,
         } => {
@@ -270,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             broker.min_free_bytes = min_free_bytes;
             broker.security = security.clone();
+            broker.kafka = kafka.bind(true)?;
             let mut consumer_config = pubsub_consumer_manager::ManagerConfig::new(
                 config.data_dir.join("consumer-manager"),
                 local,
@@ -357,6 +364,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             replica_lag_max,
             min_free_bytes,
             reserve_bytes,
+            kafka,
             security,
             metrics,
         } => {
@@ -376,6 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.replica_lag_max = replica_lag_max;
             config.min_free_bytes = min_free_bytes;
             config.security = security;
+            config.kafka = kafka.bind(false)?;
             println!("listening on {bound}");
             pubsub_broker::run(config, listener, shutdown())
                 .await

@@ -298,6 +298,7 @@ mod tests {
             broker,
             address: format!("b{broker}:1"),
             rack: None,
+            kafka_address: None,
             now_ms: 1,
             lease_ms: 0,
             proven: false,

@@ -88,6 +88,7 @@ impl ClusterManager for ClusterManagerService {
                 broker: request.broker_id,
                 address: request.address,
                 rack: request.rack,
+                kafka_address: request.kafka_address,
                 now_ms: 0,
                 lease_ms: self.lease_ms(),
                 proven,

@@ -222,6 +222,7 @@ impl Cluster {
                             broker_id,
                             address: format!("127.0.0.1:{}", 20_000 + broker_id),
                             rack: None,
+                            kafka_address: None,
                         })
                         .await
                 }
