@@ -18,6 +18,7 @@ mod failover;
 mod fsync;
 mod full_disk;
 mod grpc;
+mod kafka;
 mod ledger;
 mod metrics;
 mod partition;

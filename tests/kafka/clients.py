@@ -1,0 +1,108 @@
+"""Real Kafka clients against pubsub's Kafka listener, driven by tests/tests/e2e/kafka.rs.
+
+Each subcommand prints one JSON object on its last line of output, which the Rust test
+checks; a client error ends it with a non-zero status.
+
+  clients.py kafka-python BOOTSTRAP TOPIC N      admin create + produce + consume
+  clients.py confluent BOOTSTRAP TOPIC N         idempotent produce + consume
+  clients.py sasl BOOTSTRAP TOPIC TOKEN          SASL/PLAIN with a token as password
+"""
+
+import json
+import sys
+
+
+def kafka_python(bootstrap, topic, count):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=3, replication_factor=1,
+                  topic_configs={"retention.ms": "3600000"})])
+    described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    sent = [producer.send(topic, key=f"key-{i}".encode(), value=f"kp-{i}".encode(),
+                          headers=[("origin", b"kafka-python")]) for i in range(count)]
+    producer.flush()
+    placed = {}
+    for i, future in enumerate(sent):
+        meta = future.get(timeout=30)
+        placed[f"key-{i}"] = meta.partition
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    consumer.assign([TopicPartition(topic, p) for p in range(3)])
+    consumer.seek_to_beginning()
+    read = [{"partition": m.partition, "offset": m.offset, "key": m.key.decode(),
+             "value": m.value.decode(), "headers": {k: v.decode() for k, v in m.headers}}
+            for m in consumer]
+    return {"acked": len(placed), "placed": placed, "read": read,
+            "retention_ms": str(described)}
+
+
+def confluent(bootstrap, topic, count):
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until answered
+    for future in admin.create_topics(
+            [NewTopic(topic, num_partitions=2, replication_factor=1)]).values():
+        future.result()
+    acked, failed = [], []
+
+    def delivered(error, message):
+        (failed if error else acked).append(error or message.offset())
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 5})
+    for i in range(count):
+        producer.produce(topic, key=f"key-{i}", value=f"ck-{i}",
+                         headers={"origin": "confluent"}, on_delivery=delivered)
+    unflushed = producer.flush(30)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "e2e",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(2)])
+    values = []
+    while True:
+        message = consumer.poll(3)
+        if message is None:
+            break
+        if message.error():
+            raise RuntimeError(str(message.error()))
+        values.append(message.value().decode())
+    consumer.close()
+    return {"acked": len(acked), "failed": [str(f) for f in failed], "unflushed": unflushed,
+            "values": values}
+
+
+def sasl(bootstrap, topic, token):
+    from confluent_kafka import KafkaException, Producer
+
+    def produce(password):
+        producer = Producer({"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                             "sasl.mechanism": "PLAIN", "sasl.username": "any",
+                             "sasl.password": password, "message.timeout.ms": 5000})
+        outcome = []
+        producer.produce(topic, value=b"secret",
+                         on_delivery=lambda e, m: outcome.append(str(e) if e else "ok"))
+        producer.flush(10)
+        return outcome[0] if outcome else "no answer"
+
+    return {"with_token": produce(token), "with_wrong_token": produce("pst_0000000000000000_x")}
+
+
+def main():
+    command, bootstrap, topic, arg = sys.argv[1:5]
+    if command == "kafka-python":
+        result = kafka_python(bootstrap, topic, int(arg))
+    elif command == "confluent":
+        result = confluent(bootstrap, topic, int(arg))
+    elif command == "sasl":
+        result = sasl(bootstrap, topic, arg)
+    else:
+        raise SystemExit(f"unknown command {command}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
