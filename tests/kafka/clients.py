@@ -6,6 +6,7 @@ checks; a client error ends it with a non-zero status.
   clients.py kafka-python BOOTSTRAP TOPIC N      admin create + produce + consume
   clients.py confluent BOOTSTRAP TOPIC N         idempotent produce + consume
   clients.py sasl BOOTSTRAP TOPIC TOKEN          SASL/PLAIN with a token as password
+  clients.py idempotent-stream BOOTSTRAP TOPIC N  N values over seconds, idempotent
 """
 
 import json
@@ -91,12 +92,41 @@ def sasl(bootstrap, topic, token):
     return {"with_token": produce(token), "with_wrong_token": produce("pst_0000000000000000_x")}
 
 
+def idempotent_stream(bootstrap, topic, count):
+    """Produces values 0..count over several seconds with an idempotent producer (the
+    test kills a leader meanwhile); returns the values acknowledged and the errors."""
+    import time
+
+    from confluent_kafka import Producer
+
+    acked, failed = [], []
+
+    def delivered(error, message):
+        if error:
+            failed.append(str(error))
+        else:
+            acked.append(int(message.value()))
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 2, "message.timeout.ms": 60000})
+    for i in range(count):
+        producer.produce(topic, key=str(i % 64), value=str(i), on_delivery=delivered)
+        if i % 200 == 199:
+            producer.poll(0)
+            time.sleep(0.02)
+    unflushed = producer.flush(90)
+    return {"acked": acked, "failed": failed[:10], "failures": len(failed),
+            "unflushed": unflushed}
+
+
 def main():
     command, bootstrap, topic, arg = sys.argv[1:5]
     if command == "kafka-python":
         result = kafka_python(bootstrap, topic, int(arg))
     elif command == "confluent":
         result = confluent(bootstrap, topic, int(arg))
+    elif command == "idempotent-stream":
+        result = idempotent_stream(bootstrap, topic, int(arg))
     elif command == "sasl":
         result = sasl(bootstrap, topic, arg)
     else:

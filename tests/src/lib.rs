@@ -299,6 +299,8 @@ pub struct Cluster {
     pub brokers: Vec<Server>,
     /// The namespaces the processes run in, if not on loopback (dropped after them).
     pub network: Option<netns::Network>,
+    /// Each broker's Kafka-protocol listener (on loopback clusters only).
+    pub kafka: Vec<String>,
 }
 
 impl Cluster {
@@ -364,6 +366,12 @@ impl Cluster {
             .collect();
         let manager_list: Vec<String> = managers.iter().map(|m| m.address().to_string()).collect();
         let manager_list = manager_list.join(",");
+        let kafka: Vec<String> = match network {
+            Some(_) => Vec::new(),
+            None => (0..3)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
+        };
         let brokers = (0..3)
             .map(|i| {
                 let data = dir.path().join(format!("broker{}", i + 1));
@@ -381,6 +389,9 @@ impl Cluster {
                 if let Some(lease) = lease {
                     args.extend(["--replica-lag-max".to_string(), lease.to_string()]);
                 }
+                if let Some(address) = kafka.get(i) {
+                    args.extend(["--kafka-listen".to_string(), address.clone()]);
+                }
                 let (wrapper, listen) = place(3 + i, netns::BROKER_PORT);
                 Server::spawn_wrapped(wrapper, &data, args, &listen)
             })
@@ -390,6 +401,7 @@ impl Cluster {
             managers,
             brokers,
             network,
+            kafka,
         }
     }
 

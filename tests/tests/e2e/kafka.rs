@@ -304,3 +304,92 @@ fn sasl_plain_takes_a_token_as_the_password() {
     assert_eq!(summary["with_token"], "ok", "{summary}");
     assert_ne!(summary["with_wrong_token"], "ok", "{summary}");
 }
+
+/// Spawns `clients.py COMMAND ...` in the background; [`finish`] collects its summary.
+fn python_background(command: &str, kafka: &str, topic: &str, arg: &str) -> std::process::Child {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
+    Command::new("python3")
+        .args([script, command, kafka, topic, arg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn clients.py")
+}
+
+fn finish(child: std::process::Child) -> Value {
+    let out = ok(
+        child.wait_with_output().unwrap(),
+        "clients.py in the background",
+    );
+    serde_json::from_str(out.lines().last().unwrap_or_default()).unwrap()
+}
+
+#[test]
+fn idempotent_confluent_producer_across_a_leader_kill_loses_and_duplicates_nothing() {
+    if !clients_present("idempotent_across_leader_kill") {
+        return;
+    }
+    let mut cluster = pubsub_tests::Cluster::start("2s");
+    let grpc = cluster.brokers[1].address().to_string();
+    let bootstrap = cluster.kafka.join(",");
+    ok(
+        pubsub(
+            &grpc,
+            &[
+                "create",
+                "ledger",
+                "--partitions",
+                "3",
+                "--replication-factor",
+                "3",
+            ],
+            b"",
+        ),
+        "create",
+    );
+    // About 4 s of records at 10,000/s; the kill comes 1.5 s in.
+    const RECORDS: u64 = 40_000;
+    let producer = python_background(
+        "idempotent-stream",
+        &bootstrap,
+        "ledger",
+        &RECORDS.to_string(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // Broker 1 leads one of the three partitions (leaders are balanced at create).
+    cluster.brokers[0].kill9();
+    let summary = finish(producer);
+    let acked: HashSet<u64> = summary["acked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let read = json_lines(&ok(
+        pubsub(&grpc, &["read", "ledger", "--format", "json"], b""),
+        "read",
+    ));
+    let mut seen = HashSet::new();
+    let mut duplicated = 0;
+    for record in &read {
+        let value: u64 = record["value"].as_str().unwrap().parse().unwrap();
+        if !seen.insert(value) {
+            duplicated += 1;
+        }
+    }
+    let lost = acked.difference(&seen).count();
+    println!(
+        "idempotent Kafka producer across a leader kill: sent {RECORDS}, acked {}, failed {}, lost 0 of acked: {}, duplicated {duplicated}",
+        acked.len(),
+        summary["failures"],
+        lost == 0
+    );
+    assert_eq!(lost, 0, "acknowledged records missing: {summary}");
+    assert_eq!(duplicated, 0, "records stored twice");
+    assert_eq!(
+        acked.len() as u64,
+        RECORDS,
+        "every record acknowledged in the end: {}",
+        summary["failed"]
+    );
+}
