@@ -33,7 +33,6 @@ mod admin;
 mod connection;
 mod consumer;
 mod error;
-mod partitioner;
 mod producer;
 mod record;
 mod routing;

@@ -24,9 +24,9 @@ use tokio::time::Instant;
 
 use crate::connection::Client;
 use crate::error::{Error, Result};
-use crate::partitioner::partition_for_key;
 use crate::record::ProducerRecord;
 use crate::routing::Router;
+use pubsub_proto::partitioner::partition_for_key;
 
 mod sender;
 

@@ -21,6 +21,7 @@ pub mod flush;
 pub mod ids;
 mod limits;
 pub mod net;
+pub mod partitioner;
 pub mod serve;
 pub mod tls;
 pub mod topic_config;

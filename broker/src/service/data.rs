@@ -174,7 +174,8 @@ fn acks(value: i32) -> Result<v1::Acks, Error> {
     }
 }
 
-async fn produce(
+/// Appends a produce request and waits for its acks condition.
+pub(crate) async fn produce(
     broker: &Arc<Broker>,
     request: v1::ProduceRequest,
 ) -> Result<v1::ProduceResponse, Error> {
@@ -328,6 +329,34 @@ impl BrokerRpc for DataService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic))]
+    async fn publish(
+        &self,
+        request: Request<v1::PublishRequest>,
+    ) -> Result<Response<v1::PublishResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Produce,
+            Target::Topic(&request.get_ref().topic),
+        )?;
+        let answer = super::records::publish(&self.broker, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn read_records(
+        &self,
+        request: Request<v1::ReadRecordsRequest>,
+    ) -> Result<Response<v1::ReadRecordsResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Consume,
+            Target::Topic(&request.get_ref().topic),
+        )?;
+        let answer = super::records::read_records(&self.broker, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]

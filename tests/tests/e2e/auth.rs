@@ -146,6 +146,22 @@ fn every_rpc() -> Vec<(&'static str, bool, bool, Call)> {
             })
             .await
     ));
+    call!(c, "Broker/Publish", false, false, |ch| unary(
+        BrokerClient::new(ch)
+            .publish(v1::PublishRequest {
+                topic: t(),
+                ..Default::default()
+            })
+            .await
+    ));
+    call!(c, "Broker/ReadRecords", false, false, |ch| unary(
+        BrokerClient::new(ch)
+            .read_records(v1::ReadRecordsRequest {
+                topic: t(),
+                ..Default::default()
+            })
+            .await
+    ));
     call!(c, "ClusterManager/RegisterBroker", true, false, |ch| unary(
         ClusterManagerClient::new(ch)
             .register_broker(v1::RegisterBrokerRequest {

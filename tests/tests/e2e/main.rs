@@ -22,6 +22,7 @@ mod kafka;
 mod ledger;
 mod metrics;
 mod partition;
+mod records;
 mod replication;
 mod rolling;
 mod routing;

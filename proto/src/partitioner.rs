@@ -1,9 +1,9 @@
-//! Choosing a record's partition: murmur2 of the key, as Kafka's default partitioner
-//! does (so keyed records land where a Kafka client would put them), and sticky
-//! round-robin for records without a key.
+//! A keyed record's partition: murmur2 of the key, as Kafka's default partitioner
+//! does, so keyed records land where a Kafka client would put them, whether the SDK
+//! or the broker (Publish) chooses.
 
 /// Kafka's murmur2 hash (32-bit, seed 0x9747b28c).
-pub(crate) fn murmur2(data: &[u8]) -> u32 {
+pub fn murmur2(data: &[u8]) -> u32 {
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;
     let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
@@ -34,7 +34,7 @@ pub(crate) fn murmur2(data: &[u8]) -> u32 {
 }
 
 /// Partition of a keyed record among `partitions`.
-pub(crate) fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
 }
 
