@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use pubsub_proto::net::Channel;
 use pubsub_proto::partitioner::partition_for_key;
 use pubsub_proto::v1;
 use pubsub_proto::v1::broker_client::BrokerClient;
@@ -17,7 +18,6 @@ use pubsub_storage::{
     BatchBuilder, Compression, DECOMPRESSED_BATCH_BYTES_MAX, DecodedBatch, Header, ProducerStamp,
 };
 use tonic::Status;
-use tonic::transport::Channel;
 
 use super::data::{BATCHES_PER_REQUEST_MAX, FETCH_BYTES_DEFAULT, FETCH_WAIT_MAX, produce};
 use crate::broker::Broker;
