@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use pubsub_proto::auth::Operation;
+use pubsub_proto::v1;
 
 use super::codes;
 use super::conn::Ctx;
@@ -124,9 +125,49 @@ pub(super) async fn for_leader_epoch(
     OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
 
+/// Has every other replica of the partition delete its segments below `before` too,
+/// so a later leader does not bring them back; a replica that cannot be reached keeps
+/// them until retention (logged).
+async fn delete_on_followers(ctx: &Ctx, topic: &str, partition: i32, before: u64) {
+    let own = ctx.broker.config().broker_id.0;
+    let replicas = ctx
+        .broker
+        .topic(topic)
+        .ok()
+        .and_then(|t| {
+            t.metadata
+                .partitions
+                .get(partition as usize)
+                .map(|p| p.replicas.clone())
+        })
+        .unwrap_or_default();
+    for replica in replicas.into_iter().filter(|r| *r != own) {
+        let request = v1::DeleteRecordsRequest {
+            topic: topic.to_string(),
+            partition: partition as u32,
+            before_offset: before,
+        };
+        let stub = ctx
+            .broker
+            .broker_address(replica)
+            .and_then(|a| ctx.broker.peers().stub(&a));
+        let deleted = match stub {
+            Some(mut stub) => stub
+                .delete_records(request)
+                .await
+                .map(|_| ())
+                .map_err(|s| s.message().to_string()),
+            None => Err("no address".to_string()),
+        };
+        if let Err(reason) = deleted {
+            tracing::warn!(topic, partition, replica, reason = %reason, "a follower kept records that DeleteRecords removed on the leader");
+        }
+    }
+}
+
 /// Answers DeleteRecords: whole segments below the asked offset (-1: the high
-/// watermark) go, on the leader; the answer's low watermark is the new log start,
-/// which may stay below the asked offset (the segment holding it is kept).
+/// watermark) go, on every replica; the answer's low watermark is the leader's new log
+/// start, which may stay below the asked offset (the segment holding it is kept).
 pub(super) async fn delete_records(
     ctx: Ctx,
     request: DeleteRecordsRequest,
@@ -151,11 +192,13 @@ pub(super) async fn delete_records(
                         })?,
                 };
                 let log = partition.log().clone();
-                blocking(move || {
+                let start = blocking(move || {
                     log.delete_segments_below(before)?;
                     Ok(log.log_start_offset())
                 })
-                .await
+                .await?;
+                delete_on_followers(&ctx, name, p.partition_index, before).await;
+                Ok(start)
             };
             let answer = match if allowed { Some(result.await) } else { None } {
                 None => answer
