@@ -77,6 +77,30 @@ impl Admin {
             .ok_or_else(|| crate::Error::Decode("alter topic answered without a topic".into()))
     }
 
+    /// Raises a topic's partition count to `partitions` (more only) and returns the
+    /// topic's description. Producers and consumers of this SDK see the new partitions
+    /// when they next refresh their metadata.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<v1::TopicDescription> {
+        let request = v1::CreatePartitionsRequest {
+            name: name.to_string(),
+            partitions,
+        };
+        let response = self
+            .client
+            .on_any_admin(Retry::OnlyIfNotSent, |mut stub| {
+                let request = request.clone();
+                async move { stub.create_partitions(request).await }
+            })
+            .await?;
+        response.topic.ok_or_else(|| {
+            crate::Error::Decode("create partitions answered without a topic".into())
+        })
+    }
+
     /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let request = v1::DeleteTopicRequest {

@@ -14,6 +14,7 @@
 //! sent again and may be stored twice; idempotent producers (issue 5) remove that.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -80,6 +81,9 @@ pub struct ProducerConfig {
     /// Number batches per partition so the broker drops a retried batch it already
     /// stored and refuses one out of order (an idempotent producer).
     pub idempotence: bool,
+    /// How often the producer looks for partitions added to its topic, and starts
+    /// using them (Kafka's `metadata.max.age.ms`).
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -94,6 +98,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(2),
             idempotence: true,
+            metadata_max_age: Duration::from_secs(30),
         }
     }
 }
@@ -149,7 +154,8 @@ pub struct Producer {
 
 struct Shared {
     accumulator: tokio::sync::Mutex<Option<Accumulator>>,
-    partitions: u32,
+    /// The topic's partition count as last seen; only grows.
+    partitions: AtomicU32,
 }
 
 impl Drop for Shared {
@@ -182,18 +188,21 @@ impl Producer {
             ));
         }
         let tick = (config.linger / 2).max(Duration::from_millis(1));
-        let accumulator = Accumulator::new(client, topic.to_string(), partitions, config);
+        let max_age = config.metadata_max_age;
+        let accumulator = Accumulator::new(client.clone(), topic.to_string(), partitions, config);
         let shared = Arc::new(Shared {
             accumulator: tokio::sync::Mutex::new(Some(accumulator)),
-            partitions,
+            partitions: AtomicU32::new(partitions),
         });
         tokio::spawn(linger(Arc::downgrade(&shared), tick));
+        let watch = watch_partitions(Arc::downgrade(&shared), client, topic.to_string(), max_age);
+        tokio::spawn(watch);
         Ok(Producer { shared })
     }
 
-    /// Number of partitions of the topic.
+    /// Number of partitions of the topic, as last seen.
     pub fn partitions(&self) -> u32 {
-        self.shared.partitions
+        self.shared.partitions.load(Ordering::Acquire)
     }
 
     /// Adds a record to its partition's batch; waits only while that partition has
@@ -201,11 +210,11 @@ impl Producer {
     /// resolves once the record is stored.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery> {
         if let Some(PartitionId(p)) = record.partition
-            && p >= self.shared.partitions
+            && p >= self.partitions()
         {
             return Err(Error::InvalidArgument(format!(
                 "partition {p} does not exist: the topic has {} partitions",
-                self.shared.partitions
+                self.partitions()
             )));
         }
         let mut guard = self.shared.accumulator.lock().await;
@@ -240,6 +249,37 @@ async fn linger(shared: std::sync::Weak<Shared>, tick: Duration) {
         match guard.as_mut() {
             Some(accumulator) => accumulator.close_expired().await,
             None => return,
+        }
+    }
+}
+
+/// Looks for added partitions every `period` and hands them to the accumulator, until
+/// the producer is gone. A failed lookup is tried again next period.
+async fn watch_partitions(
+    shared: std::sync::Weak<Shared>,
+    client: Client,
+    topic: String,
+    period: Duration,
+) {
+    let admin = crate::admin::Admin::new(client);
+    loop {
+        tokio::time::sleep(period).await;
+        if shared.strong_count() == 0 {
+            return;
+        }
+        let Ok(description) = admin.describe_topic(&topic).await else {
+            continue;
+        };
+        let seen = description.topic.map_or(0, |t| t.partitions.len() as u32);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if seen > shared.partitions.load(Ordering::Acquire) {
+            let mut guard = shared.accumulator.lock().await;
+            if let Some(accumulator) = guard.as_mut() {
+                accumulator.grow(seen);
+                shared.partitions.store(seen, Ordering::Release);
+            }
         }
     }
 }
@@ -300,6 +340,15 @@ impl Accumulator {
             sticky: seed % partitions,
             partitions,
         }
+    }
+
+    /// Starts using partitions up to `partitions` (the topic gained some).
+    fn grow(&mut self, partitions: u32) {
+        let count = partitions as usize;
+        self.open.resize_with(count, || None);
+        self.senders.resize_with(count, || None);
+        self.last_closed.resize_with(count, || None);
+        self.partitions = partitions;
     }
 
     async fn add(&mut self, record: ProducerRecord) -> Delivery {

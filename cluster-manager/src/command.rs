@@ -89,6 +89,14 @@ pub enum Command {
         /// The keys to change; unset keys keep their value.
         changes: TopicConfig,
     },
+    /// Raises a topic's partition count; the new partitions are placed over the live
+    /// brokers as a new topic's are.
+    CreatePartitions {
+        /// Topic name.
+        name: String,
+        /// The new partition count.
+        partitions: u32,
+    },
     /// Fences every broker whose last heartbeat is older than `lease_ms` and moves
     /// leadership of its partitions to in-sync replicas.
     ExpireLeases {
@@ -180,6 +188,11 @@ pub enum Response {
     TopicDeleted,
     /// The topic's settings were changed.
     TopicConfigAltered,
+    /// The topic has more partitions.
+    PartitionsCreated {
+        /// How many were added.
+        added: u32,
+    },
     /// Leases were checked.
     LeasesExpired {
         /// Brokers fenced now.
@@ -213,6 +226,7 @@ impl Response {
             | Response::TopicCreated { .. }
             | Response::TopicDeleted
             | Response::TopicConfigAltered
+            | Response::PartitionsCreated { .. }
             | Response::IsrUpdated
             | Response::BrokerShutDown { .. } => true,
             Response::AccessChanged { count } => *count > 0,
@@ -235,6 +249,18 @@ pub enum CommandError {
     InvalidPartitions {
         /// The requested count.
         partitions: u32,
+    },
+    /// A partition count that does not raise the current one.
+    #[error(
+        "topic {name:?} has {current} partitions; the new count must be higher (partitions are never removed), got {requested}"
+    )]
+    PartitionsNotRaised {
+        /// Topic name.
+        name: String,
+        /// Its partition count.
+        current: u32,
+        /// The count asked for.
+        requested: u32,
     },
     /// The replication factor is above [`REPLICATION_FACTOR_MAX`].
     #[error(
@@ -410,6 +436,15 @@ impl Command {
                 let known = Some(*replication_factor).filter(|r| *r > 0);
                 Ok(settings.validate(known)?)
             }
+            Command::CreatePartitions { name, partitions } => {
+                validate_topic_name(name)?;
+                if !(1..=PARTITIONS_MAX).contains(partitions) {
+                    return Err(CommandError::InvalidPartitions {
+                        partitions: *partitions,
+                    });
+                }
+                Ok(())
+            }
             Command::AlterTopicConfig { name, changes } => {
                 validate_topic_name(name)?;
                 if let Some(key) = changes.set_keys().into_iter().find(|k| !k.alterable()) {
@@ -473,6 +508,7 @@ impl Command {
             | Command::ExpireLeases { now_ms, .. } => *now_ms = now,
             Command::DeleteTopic { .. }
             | Command::AlterTopicConfig { .. }
+            | Command::CreatePartitions { .. }
             | Command::UpdateIsr { .. }
             | Command::ShutdownBroker { .. }
             | Command::RevokeTokens { .. }
@@ -489,6 +525,7 @@ impl Command {
             Command::CreateTopic { .. } => "create_topic",
             Command::DeleteTopic { .. } => "delete_topic",
             Command::AlterTopicConfig { .. } => "alter_topic_config",
+            Command::CreatePartitions { .. } => "create_partitions",
             Command::ExpireLeases { .. } => "expire_leases",
             Command::UpdateIsr { .. } => "update_isr",
             Command::ShutdownBroker { .. } => "shutdown_broker",

@@ -20,6 +20,7 @@ fn command_code(error: &CommandError) -> Code {
     match error {
         CommandError::InvalidTopicName { .. }
         | CommandError::InvalidPartitions { .. }
+        | CommandError::PartitionsNotRaised { .. }
         | CommandError::InvalidReplicationFactor { .. }
         | CommandError::ReplicationFactorTooLarge { .. }
         | CommandError::InvalidSetting { .. }

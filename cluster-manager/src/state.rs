@@ -263,6 +263,9 @@ impl ClusterState {
                 None => Err(CommandError::TopicNotFound { name }),
             },
             Command::AlterTopicConfig { name, changes } => self.alter_topic_config(name, changes),
+            Command::CreatePartitions { name, partitions } => {
+                self.create_partitions(name, partitions)
+            }
             Command::ExpireLeases { now_ms, lease_ms } => Ok(self.expire_leases(now_ms, lease_ms)),
             Command::UpdateIsr {
                 broker,
@@ -444,6 +447,59 @@ impl ClusterState {
             },
         );
         Ok(Response::TopicCreated { created: true })
+    }
+
+    fn create_partitions(
+        &mut self,
+        name: String,
+        partitions: u32,
+    ) -> Result<Response, CommandError> {
+        let total: u64 = self
+            .topics
+            .values()
+            .map(|t| t.partitions.len() as u64)
+            .sum();
+        let live: Vec<Candidate<'_>> = self
+            .live_brokers()
+            .map(|b| Candidate {
+                id: b.id,
+                rack: b.rack.as_deref(),
+            })
+            .collect();
+        let Some(topic) = self.topics.get(&name) else {
+            return Err(CommandError::TopicNotFound { name });
+        };
+        let current = topic.partitions.len() as u32;
+        if partitions <= current {
+            return Err(CommandError::PartitionsNotRaised {
+                name,
+                current,
+                requested: partitions,
+            });
+        }
+        let added = partitions - current;
+        if total + u64::from(added) > PARTITIONS_TOTAL_MAX {
+            return Err(CommandError::LimitExceeded {
+                what: "total partition".into(),
+                limit: PARTITIONS_TOTAL_MAX,
+            });
+        }
+        // Placed from where the cluster's placement stands, as a new topic would be.
+        let placement = place(&live, added, topic.replication_factor, total)?;
+        let new: Vec<Partition> = placement
+            .into_iter()
+            .map(|replicas| Partition {
+                leader: replicas.first().copied(),
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+            })
+            .collect();
+        new.iter().for_each(Partition::check_invariants);
+        if let Some(topic) = self.topics.get_mut(&name) {
+            topic.partitions.extend(new);
+        }
+        Ok(Response::PartitionsCreated { added })
     }
 
     fn alter_topic_config(

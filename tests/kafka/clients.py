@@ -37,8 +37,12 @@ def kafka_python(bootstrap, topic, count):
     read = [{"partition": m.partition, "offset": m.offset, "key": m.key.decode(),
              "value": m.value.decode(), "headers": {k: v.decode() for k, v in m.headers}}
             for m in consumer]
+    from kafka.admin import NewPartitions
+    admin.create_topics([NewTopic(topic + ".grown", num_partitions=1, replication_factor=1)])
+    admin.create_partitions({topic + ".grown": NewPartitions(total_count=5)})
+    grown = admin.describe_topics([topic + ".grown"])[0]
     return {"acked": len(placed), "placed": placed, "read": read,
-            "retention_ms": str(described)}
+            "retention_ms": str(described), "partitions_after": len(grown["partitions"])}
 
 
 def confluent(bootstrap, topic, count):

@@ -90,6 +90,30 @@ impl Broker {
         self.topic(name.as_str())
     }
 
+    /// Has the cluster manager add partitions to a topic, and waits until this broker
+    /// has applied that.
+    pub(crate) async fn create_partitions(
+        &self,
+        request: v1::CreatePartitionsRequest,
+    ) -> Result<Arc<HostedTopic>> {
+        let name =
+            TopicName::new(request.name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let forwarded = v1::CreatePartitionsRequest {
+            name: name.to_string(),
+            partitions: request.partitions,
+        };
+        let response = self
+            .link
+            .call(|mut stub| {
+                let request = forwarded.clone();
+                async move { stub.create_partitions(request).await }
+            })
+            .await
+            .map_err(Error::ClusterManager)?;
+        self.await_version(response.metadata_version).await?;
+        self.topic(name.as_str())
+    }
+
     /// Has the cluster manager delete a topic, and waits until its data is gone here.
     pub(crate) async fn delete_topic(&self, name: &str) -> Result<()> {
         let request = v1::DeleteTopicRequest {

@@ -5,16 +5,17 @@
 //! every topic does, and other Kafka keys are refused with INVALID_CONFIG.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterConfigsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, alter_configs_response,
-    incremental_alter_configs_response,
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, alter_configs_response, incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
 use pubsub_proto::auth::Operation;
@@ -162,6 +163,76 @@ pub(super) async fn create_topics(ctx: Ctx, request: CreateTopicsRequest) -> Cre
         topics.push(answer);
     }
     CreateTopicsResponse::default().with_topics(topics)
+}
+
+async fn create_partitions_of(
+    ctx: &Ctx,
+    topic: &kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let name = topic.name.0.as_str();
+    if !ctx.allowed(Operation::Admin, name) {
+        return Err((
+            ResponseError::TopicAuthorizationFailed.code(),
+            "not allowed".into(),
+        ));
+    }
+    if topic.assignments.is_some() {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            "manual replica assignment is not supported; replicas are placed by the cluster manager".into(),
+        ));
+    }
+    let count = u32::try_from(topic.count).map_err(|_| {
+        (
+            ResponseError::InvalidPartitions.code(),
+            format!("{} partitions", topic.count),
+        )
+    })?;
+    let current = ctx
+        .broker
+        .topic(name)
+        .map_err(|e| refusal(&e))?
+        .record
+        .partitions;
+    if count <= current {
+        return Err((
+            ResponseError::InvalidPartitions.code(),
+            format!("topic {name:?} has {current} partitions; the new count must be higher"),
+        ));
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let request = v1::CreatePartitionsRequest {
+        name: name.to_string(),
+        partitions: count,
+    };
+    ctx.broker
+        .create_partitions(request)
+        .await
+        .map(|_| ())
+        .map_err(|e| refusal(&e))
+}
+
+/// Answers CreatePartitions: more partitions, placed by the cluster manager.
+pub(super) async fn create_partitions(
+    ctx: Ctx,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let answer = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        results.push(
+            match create_partitions_of(&ctx, topic, request.validate_only).await {
+                Ok(()) => answer,
+                Err((code, text)) => answer
+                    .with_error_code(code)
+                    .with_error_message(message(text)),
+            },
+        );
+    }
+    CreatePartitionsResponse::default().with_results(results)
 }
 
 /// Answers DeleteTopics (by name; topic ids are not used).

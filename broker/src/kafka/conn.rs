@@ -256,6 +256,7 @@ async fn dispatch(ctx: Ctx, session: &mut sasl::Session, body: Bytes) -> Result<
         ApiKey::OffsetForLeaderEpoch => later(ctx, body, offsets::for_leader_epoch),
         ApiKey::CreateTopics => later(ctx, body, admin::create_topics),
         ApiKey::DeleteTopics => later(ctx, body, admin::delete_topics),
+        ApiKey::CreatePartitions => later(ctx, body, admin::create_partitions),
         ApiKey::DescribeConfigs => later(ctx, body, admin::describe_configs),
         ApiKey::AlterConfigs => later(ctx, body, admin::alter_configs),
         ApiKey::IncrementalAlterConfigs => later(ctx, body, admin::incremental_alter_configs),

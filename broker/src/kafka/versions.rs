@@ -1,6 +1,6 @@
 //! Which Kafka APIs this listener serves, at which versions, and the ApiVersions answer
 //! that tells clients so. APIs left out (transactions, consumer groups until the
-//! consumer manager serves them, CreatePartitions) are absent from the answer, so a
+//! consumer manager serves them) are absent from the answer, so a
 //! client refuses them up front instead of failing midway.
 
 use kafka_protocol::ResponseError;
@@ -18,6 +18,7 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
@@ -81,6 +82,7 @@ mod tests {
                 ApiKey::ApiVersions => range::<ApiVersionsRequest>(),
                 ApiKey::CreateTopics => range::<CreateTopicsRequest>(),
                 ApiKey::DeleteTopics => range::<DeleteTopicsRequest>(),
+                ApiKey::CreatePartitions => range::<CreatePartitionsRequest>(),
                 ApiKey::DeleteRecords => range::<DeleteRecordsRequest>(),
                 ApiKey::InitProducerId => range::<InitProducerIdRequest>(),
                 ApiKey::OffsetForLeaderEpoch => range::<OffsetForLeaderEpochRequest>(),

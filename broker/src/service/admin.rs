@@ -102,6 +102,22 @@ impl Admin for AdminService {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name, partitions = request.get_ref().partitions))]
+    async fn create_partitions(
+        &self,
+        request: Request<v1::CreatePartitionsRequest>,
+    ) -> Result<Response<v1::CreatePartitionsResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Admin,
+            Target::Topic(&request.get_ref().name),
+        )?;
+        let topic = self.broker.create_partitions(request.into_inner()).await?;
+        Ok(Response::new(v1::CreatePartitionsResponse {
+            topic: Some(self.describe(&topic)),
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn delete_topic(
         &self,

@@ -60,8 +60,12 @@ pub struct AlterArgs {
     pub topic: String,
     /// A setting to change, repeatable. Keys: retention_ms, retention_bytes, fsync,
     /// max_message_bytes, min_insync_replicas.
-    #[arg(long, value_name = "KEY=VALUE", required = true)]
+    #[arg(long, value_name = "KEY=VALUE", required_unless_present = "partitions")]
     pub config: Vec<ConfigSetting>,
+    /// Raise the partition count to N (more only; existing partitions keep their
+    /// records, keyed records written afterwards may go elsewhere).
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<u32>,
 }
 
 /// Arguments of commands that name one topic.
@@ -127,13 +131,26 @@ async fn alter(global: &GlobalArgs, args: AlterArgs) -> anyhow::Result<()> {
     let changes = build_config(args.config)?;
     let changed = changes.set_keys();
     let admin = Admin::new(connect(global).await?);
-    let altered = admin.alter_topic_config(&args.topic, changes).await?;
+    let mut done = Vec::new();
+    let mut altered = None;
+    if let Some(partitions) = args.partitions {
+        let topic = admin.create_partitions(&args.topic, partitions).await?;
+        done.push(format!("{} partitions", topic.partitions.len()));
+        altered = Some(topic);
+    }
+    if !changed.is_empty() {
+        altered = Some(admin.alter_topic_config(&args.topic, changes).await?);
+        done.push(ConfigKey::list(changed));
+    }
+    let Some(altered) = altered else {
+        bail!("nothing to alter: give --config KEY=VALUE or --partitions N");
+    };
     match global.output {
         OutputFormat::Json => output::print_json(&topic_view::topic(&altered, None))?,
         OutputFormat::Text => output::print_text(&format!(
             "altered topic {:?}: {}\n",
             altered.name,
-            ConfigKey::list(changed)
+            done.join("; ")
         ))?,
     }
     Ok(())

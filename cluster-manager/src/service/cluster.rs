@@ -232,6 +232,36 @@ impl ClusterManager for ClusterManagerService {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name, partitions = request.get_ref().partitions))]
+    async fn create_partitions(
+        &self,
+        request: Request<v1::CreatePartitionsRequest>,
+    ) -> Result<Response<v1::ClusterCreatePartitionsResponse>, Status> {
+        authorize(
+            &request,
+            Operation::Admin,
+            Target::Topic(&request.get_ref().name),
+        )?;
+        let request = request.into_inner();
+        let written = self
+            .manager
+            .write(Command::CreatePartitions {
+                name: request.name.clone(),
+                partitions: request.partitions,
+            })
+            .await?;
+        tracing::info!(response = ?written.response, "partitions created");
+        self.manager.wait_applied(written.log_index).await?;
+        let view = self.manager.view();
+        let Some(topic) = view.state.topic(&request.name) else {
+            return Err(Error::Command(CommandError::TopicNotFound { name: request.name }).into());
+        };
+        Ok(Response::new(v1::ClusterCreatePartitionsResponse {
+            topic: Some(wire::topic(topic)),
+            metadata_version: written.log_index,
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn delete_topic(
         &self,

@@ -563,3 +563,56 @@ fn a_live_broker_id_cannot_be_taken_over_from_another_address() {
     state.apply(proven).unwrap();
     assert_eq!(state.brokers()[&1].address(), "10.0.0.3:9392");
 }
+
+#[test]
+fn added_partitions_are_placed_and_existing_ones_kept() {
+    let mut state = cluster(3);
+    state.apply(create("t", 3, 3)).unwrap();
+    let before: Vec<Vec<u32>> = state
+        .topic("t")
+        .unwrap()
+        .partitions()
+        .iter()
+        .map(|p| p.replicas().to_vec())
+        .collect();
+    let added = state.apply(Command::CreatePartitions {
+        name: "t".into(),
+        partitions: 6,
+    });
+    assert_eq!(added, Ok(Response::PartitionsCreated { added: 3 }));
+    let topic = state.topic("t").unwrap();
+    assert_eq!(topic.partitions().len(), 6);
+    let after: Vec<Vec<u32>> = topic
+        .partitions()
+        .iter()
+        .map(|p| p.replicas().to_vec())
+        .collect();
+    assert_eq!(
+        after[..3],
+        before[..],
+        "existing partitions keep their placement"
+    );
+    let mut leaders = BTreeSet::new();
+    for p in &topic.partitions()[3..] {
+        assert_eq!(p.replicas().len(), 3);
+        assert_eq!(
+            p.replicas().iter().collect::<BTreeSet<_>>().len(),
+            3,
+            "no broker twice"
+        );
+        leaders.insert(p.replicas()[0]);
+    }
+    assert_eq!(leaders.len(), 3, "new leaders spread over the brokers");
+    for (partitions, refused) in [(6, true), (2, true), (7, false)] {
+        let result = state.apply(Command::CreatePartitions {
+            name: "t".into(),
+            partitions,
+        });
+        assert_eq!(result.is_err(), refused, "{partitions}: {result:?}");
+    }
+    let missing = state.apply(Command::CreatePartitions {
+        name: "nope".into(),
+        partitions: 2,
+    });
+    assert!(matches!(missing, Err(CommandError::TopicNotFound { .. })));
+}

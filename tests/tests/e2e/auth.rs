@@ -233,6 +233,24 @@ fn every_rpc() -> Vec<(&'static str, bool, bool, Call)> {
                 .await,
         )
     });
+    call!(c, "Admin/CreatePartitions", false, false, |ch| unary(
+        AdminClient::new(ch)
+            .create_partitions(v1::CreatePartitionsRequest {
+                name: t(),
+                partitions: 2,
+            })
+            .await
+    ));
+    call!(c, "ClusterManager/CreatePartitions", false, false, |ch| {
+        unary(
+            ClusterManagerClient::new(ch)
+                .create_partitions(v1::CreatePartitionsRequest {
+                    name: t(),
+                    partitions: 2,
+                })
+                .await,
+        )
+    });
     call!(c, "ClusterManager/ClusterStatus", false, false, |ch| unary(
         ClusterManagerClient::new(ch)
             .cluster_status(v1::ClusterStatusRequest {})

@@ -205,6 +205,10 @@ fn kafka_python_creates_produces_with_kafka_partitioning_and_consumes() {
             .contains("3600000"),
         "{summary}"
     );
+    assert_eq!(
+        summary["partitions_after"], 5,
+        "CreatePartitions raised the count"
+    );
     let read = summary["read"].as_array().unwrap();
     assert_eq!(read.len(), 200, "consumed back through the Kafka listener");
     assert!(

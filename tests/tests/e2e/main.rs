@@ -26,6 +26,7 @@ mod records;
 mod replication;
 mod rolling;
 mod routing;
+mod scale;
 mod tls;
 mod topic_config;
 

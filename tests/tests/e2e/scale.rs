@@ -1,0 +1,103 @@
+//! Growing a topic: `pubsub alter --partitions` on a 3-broker cluster while a producer
+//! runs; the producer starts using the new partitions without a restart and nothing
+//! written before or after is lost.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use pubsub_client::{Client, Producer, ProducerConfig, ProducerRecord};
+use pubsub_tests::{Cluster, pubsub};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_partitions_are_placed_served_and_used_by_a_running_producer() {
+    let cluster = Cluster::start("6s");
+    let server = cluster.brokers[0].address().to_string();
+    let created = pubsub(
+        &server,
+        &[
+            "create",
+            "grow",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
+        b"",
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let client = Client::connect(&server).await.unwrap();
+    let config = ProducerConfig {
+        metadata_max_age: Duration::from_millis(200),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client, "grow", config).await.unwrap();
+    let mut sent = 0u64;
+    let mut send = async |producer: &Producer, count: u64| {
+        let mut deliveries = Vec::new();
+        for _ in 0..count {
+            let record = ProducerRecord::keyed(format!("key-{sent}"), format!("value-{sent}"));
+            deliveries.push(producer.send(record).await.unwrap());
+            sent += 1;
+        }
+        producer.flush().await.unwrap();
+        let mut partitions = HashSet::new();
+        for delivery in deliveries {
+            partitions.insert(delivery.wait().await.unwrap().partition.0);
+        }
+        partitions
+    };
+    assert!(send(&producer, 300).await.iter().all(|p| *p < 3));
+
+    let altered = pubsub(&server, &["alter", "grow", "--partitions", "6"], b"");
+    assert!(
+        altered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&altered.stderr)
+    );
+    assert!(String::from_utf8_lossy(&altered.stdout).contains("6 partitions"));
+    let refused = pubsub(&server, &["alter", "grow", "--partitions", "4"], b"");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("must be higher"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while producer.partitions() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "the producer never saw the new partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let used = send(&producer, 600).await;
+    assert!(
+        used.iter().any(|p| *p >= 3),
+        "keyed records reach the new partitions: {used:?}"
+    );
+
+    // Every replica of the new partitions serves: all records read back, each once.
+    let read = pubsub(&server, &["read", "grow"], b"");
+    let lines: Vec<String> = String::from_utf8_lossy(&read.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    let unique: HashSet<&String> = lines.iter().collect();
+    assert_eq!(lines.len() as u64, sent);
+    assert_eq!(unique.len() as u64, sent);
+    let described = pubsub(&server, &["describe", "grow", "--output", "json"], b"");
+    let description: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    let partitions = description["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 6);
+    assert!(
+        partitions
+            .iter()
+            .all(|p| p["in_sync_replicas"].as_array().unwrap().len() == 3),
+        "{description}"
+    );
+}
