@@ -48,6 +48,22 @@ pub struct Broker {
     fenced: bool,
 }
 
+/// Fresh partitions over placed replica lists: each led by its preferred (first)
+/// replica, all replicas in sync (there is nothing to catch up on).
+fn new_partitions(placement: Vec<Vec<u32>>) -> Vec<Partition> {
+    let partitions: Vec<Partition> = placement
+        .into_iter()
+        .map(|replicas| Partition {
+            leader: replicas.first().copied(),
+            leader_epoch: 0,
+            isr: replicas.clone(),
+            replicas,
+        })
+        .collect();
+    partitions.iter().for_each(Partition::check_invariants);
+    partitions
+}
+
 /// Where a registering broker is reached, and its failure domain.
 struct Endpoints {
     address: String,
@@ -410,13 +426,7 @@ impl ClusterState {
                 limit: PARTITIONS_TOTAL_MAX,
             });
         }
-        let live: Vec<Candidate<'_>> = self
-            .live_brokers()
-            .map(|b| Candidate {
-                id: b.id,
-                rack: b.rack.as_deref(),
-            })
-            .collect();
+        let live = self.candidates();
         let replication_factor = match replication_factor {
             0 => REPLICATION_FACTOR_DEFAULT.min(live.len() as u32).max(1),
             r => r,
@@ -424,16 +434,7 @@ impl ClusterState {
         // Defaults are applied once, here: every replica runs with these values.
         let (settings, default_keys) = settings.resolve(replication_factor)?;
         let placement = place(&live, partitions, replication_factor, existing_partitions)?;
-        let partitions = placement
-            .into_iter()
-            .map(|replicas| Partition {
-                leader: replicas.first().copied(),
-                leader_epoch: 0,
-                isr: replicas.clone(),
-                replicas,
-            })
-            .collect::<Vec<_>>();
-        partitions.iter().for_each(Partition::check_invariants);
+        let partitions = new_partitions(placement);
         self.topics.insert(
             name.clone(),
             Topic {
@@ -449,6 +450,16 @@ impl ClusterState {
         Ok(Response::TopicCreated { created: true })
     }
 
+    /// The live brokers, as placement sees them.
+    fn candidates(&self) -> Vec<Candidate<'_>> {
+        self.live_brokers()
+            .map(|b| Candidate {
+                id: b.id,
+                rack: b.rack.as_deref(),
+            })
+            .collect()
+    }
+
     fn create_partitions(
         &mut self,
         name: String,
@@ -459,13 +470,7 @@ impl ClusterState {
             .values()
             .map(|t| t.partitions.len() as u64)
             .sum();
-        let live: Vec<Candidate<'_>> = self
-            .live_brokers()
-            .map(|b| Candidate {
-                id: b.id,
-                rack: b.rack.as_deref(),
-            })
-            .collect();
+        let live = self.candidates();
         let Some(topic) = self.topics.get(&name) else {
             return Err(CommandError::TopicNotFound { name });
         };
@@ -486,16 +491,7 @@ impl ClusterState {
         }
         // Placed from where the cluster's placement stands, as a new topic would be.
         let placement = place(&live, added, topic.replication_factor, total)?;
-        let new: Vec<Partition> = placement
-            .into_iter()
-            .map(|replicas| Partition {
-                leader: replicas.first().copied(),
-                leader_epoch: 0,
-                isr: replicas.clone(),
-                replicas,
-            })
-            .collect();
-        new.iter().for_each(Partition::check_invariants);
+        let new = new_partitions(placement);
         if let Some(topic) = self.topics.get_mut(&name) {
             topic.partitions.extend(new);
         }

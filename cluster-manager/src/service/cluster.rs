@@ -30,6 +30,16 @@ impl ClusterManagerService {
         ClusterManagerService { manager }
     }
 
+    /// Topic `name` as this node has it once it applied log entry `index`.
+    async fn topic_after(&self, index: u64, name: String) -> Result<v1::TopicMetadata, Status> {
+        self.manager.wait_applied(index).await?;
+        let view = self.manager.view();
+        match view.state.topic(&name) {
+            Some(topic) => Ok(wire::topic(topic)),
+            None => Err(Error::Command(CommandError::TopicNotFound { name }).into()),
+        }
+    }
+
     fn lease_ms(&self) -> u64 {
         u64::try_from(self.manager.lease().as_millis()).unwrap_or(u64::MAX)
     }
@@ -221,13 +231,9 @@ impl ClusterManager for ClusterManagerService {
             })
             .await?;
         tracing::info!("topic config altered");
-        self.manager.wait_applied(written.log_index).await?;
-        let view = self.manager.view();
-        let Some(topic) = view.state.topic(&request.name) else {
-            return Err(Error::Command(CommandError::TopicNotFound { name: request.name }).into());
-        };
+        let topic = self.topic_after(written.log_index, request.name).await?;
         Ok(Response::new(v1::ClusterAlterTopicConfigResponse {
-            topic: Some(wire::topic(topic)),
+            topic: Some(topic),
             metadata_version: written.log_index,
         }))
     }
@@ -251,13 +257,9 @@ impl ClusterManager for ClusterManagerService {
             })
             .await?;
         tracing::info!(response = ?written.response, "partitions created");
-        self.manager.wait_applied(written.log_index).await?;
-        let view = self.manager.view();
-        let Some(topic) = view.state.topic(&request.name) else {
-            return Err(Error::Command(CommandError::TopicNotFound { name: request.name }).into());
-        };
+        let topic = self.topic_after(written.log_index, request.name).await?;
         Ok(Response::new(v1::ClusterCreatePartitionsResponse {
-            topic: Some(wire::topic(topic)),
+            topic: Some(topic),
             metadata_version: written.log_index,
         }))
     }
