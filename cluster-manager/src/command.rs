@@ -118,6 +118,10 @@ pub enum Command {
         /// New in-sync replicas, the leader included.
         isr: Vec<u32>,
     },
+    /// Moves each partition's leadership back to its preferred (first) replica where
+    /// that one is live and in sync (Kafka's preferred leader election), so a broker
+    /// that restarted leads its share again.
+    ElectPreferredLeaders,
     /// A broker about to stop: fenced now, so its leaderships move to in-sync
     /// replicas before it goes.
     ShutdownBroker {
@@ -202,6 +206,11 @@ pub enum Response {
     },
     /// The in-sync replicas were replaced.
     IsrUpdated,
+    /// Leaderships went back to preferred replicas.
+    PreferredLeadersElected {
+        /// Partitions whose leader changed.
+        leader_changes: u32,
+    },
     /// A stopping broker was fenced.
     BrokerShutDown {
         /// Partitions whose leader changed.
@@ -230,6 +239,7 @@ impl Response {
             | Response::IsrUpdated
             | Response::BrokerShutDown { .. } => true,
             Response::AccessChanged { count } => *count > 0,
+            Response::PreferredLeadersElected { leader_changes } => *leader_changes > 0,
         }
     }
 }
@@ -475,7 +485,8 @@ impl Command {
             Command::DeleteTopic { name } => validate_topic_name(name),
             Command::Heartbeat { .. }
             | Command::ExpireLeases { .. }
-            | Command::ShutdownBroker { .. } => Ok(()),
+            | Command::ShutdownBroker { .. }
+            | Command::ElectPreferredLeaders => Ok(()),
             Command::CreateToken { id, principal, .. } => {
                 validate_token_id(id)?;
                 validate_principal(principal).map_err(invalid_access)
@@ -511,6 +522,7 @@ impl Command {
             | Command::CreatePartitions { .. }
             | Command::UpdateIsr { .. }
             | Command::ShutdownBroker { .. }
+            | Command::ElectPreferredLeaders
             | Command::RevokeTokens { .. }
             | Command::AddAcl { .. }
             | Command::RemoveAcl { .. } => {}
@@ -529,6 +541,7 @@ impl Command {
             Command::ExpireLeases { .. } => "expire_leases",
             Command::UpdateIsr { .. } => "update_isr",
             Command::ShutdownBroker { .. } => "shutdown_broker",
+            Command::ElectPreferredLeaders => "elect_preferred_leaders",
             Command::CreateToken { .. } => "create_token",
             Command::BootstrapAdmin { .. } => "bootstrap_admin",
             Command::RevokeTokens { .. } => "revoke_tokens",

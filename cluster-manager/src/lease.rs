@@ -8,6 +8,11 @@
 //! A node that just became leader waits one lease before expiring anything: during the
 //! election no heartbeat could be committed, so brokers deserve a full lease to reach the
 //! new leader before they are judged.
+//!
+//! The same task runs preferred leader election: every [`PREFERRED_LEADER_CHECK`], if a
+//! partition's preferred (first) replica is live and in sync but does not lead, it
+//! proposes `ElectPreferredLeaders`, so a broker back from a restart leads its share
+//! again once it has caught up (Kafka's auto leader rebalance).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +22,22 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::command::Command;
 use crate::manager::{LeaderRequest, Manager, now_ms};
 
+/// How often the leader looks for leaderships to return to preferred replicas.
+pub(crate) const PREFERRED_LEADER_CHECK: Duration = Duration::from_secs(5);
+
+/// Proposes `command` on this node, the Raft leader, logging what came of it.
+async fn propose(manager: &Manager, command: Command, done: &str) {
+    let kind = command.kind();
+    // Proposed here or not at all: another leader runs its own checks.
+    match manager
+        .handle_forwarded(LeaderRequest::Command(command))
+        .await
+    {
+        Ok(reply) => tracing::info!(reply = ?reply, "{done}"),
+        Err(e) => tracing::warn!(error = %e, command = kind, "could not propose"),
+    }
+}
+
 /// Runs until the task is aborted.
 pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duration) {
     let lease = manager.lease();
@@ -25,6 +46,7 @@ pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duratio
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // (term, when this node was first seen leading in it)
     let mut leading_since: Option<(u64, Instant)> = None;
+    let mut preferred_checked = Instant::now();
     loop {
         tick.tick().await;
         let metrics = manager.metrics();
@@ -44,20 +66,24 @@ pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duratio
             continue;
         }
         let now = now_ms();
-        if !manager.view().state.has_expired_leases(now, lease_ms) {
-            continue;
+        if manager.view().state.has_expired_leases(now, lease_ms) {
+            let command = Command::ExpireLeases {
+                now_ms: now,
+                lease_ms,
+            };
+            propose(&manager, command, "broker leases expired").await;
         }
-        let command = Command::ExpireLeases {
-            now_ms: now,
-            lease_ms,
-        };
-        // Proposed here or not at all: another leader runs its own check, after its grace.
-        match manager
-            .handle_forwarded(LeaderRequest::Command(command))
-            .await
-        {
-            Ok(reply) => tracing::info!(reply = ?reply, "broker leases expired"),
-            Err(e) => tracing::warn!(error = %e, "could not expire broker leases"),
+        if preferred_checked.elapsed() >= PREFERRED_LEADER_CHECK {
+            preferred_checked = Instant::now();
+            if manager.view().state.preferred_leader_imbalance() > 0 {
+                let command = Command::ElectPreferredLeaders;
+                propose(
+                    &manager,
+                    command,
+                    "leadership returned to preferred replicas",
+                )
+                .await;
+            }
         }
     }
 }

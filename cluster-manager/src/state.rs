@@ -264,6 +264,7 @@ impl ClusterState {
                 self.create_partitions(name, partitions)
             }
             Command::ExpireLeases { now_ms, lease_ms } => Ok(self.expire_leases(now_ms, lease_ms)),
+            Command::ElectPreferredLeaders => Ok(self.elect_preferred_leaders()),
             Command::UpdateIsr {
                 broker,
                 topic,
@@ -354,6 +355,49 @@ impl ClusterState {
 
     /// Fences a broker that is stopping, so its leaderships move now rather than after
     /// its lease; it registers again when it comes back.
+    /// Partitions whose preferred (first) replica is live and in sync but does not
+    /// lead: what [`Command::ElectPreferredLeaders`] would move.
+    pub fn preferred_leader_imbalance(&self) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| self.preferred_ready(p))
+            .count()
+    }
+
+    fn preferred_ready(&self, partition: &Partition) -> bool {
+        let Some(&preferred) = partition.replicas.first() else {
+            return false;
+        };
+        partition.leader != Some(preferred)
+            && partition.isr.contains(&preferred)
+            && self.brokers.get(&preferred).is_some_and(|b| !b.fenced)
+    }
+
+    fn elect_preferred_leaders(&mut self) -> Response {
+        let ready: Vec<(String, usize)> = self
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().enumerate().map(move |(i, p)| (t, i, p)))
+            .filter(|(_, _, p)| self.preferred_ready(p))
+            .map(|(t, i, _)| (t.name.clone(), i))
+            .collect();
+        for (topic, index) in &ready {
+            if let Some(partition) = self
+                .topics
+                .get_mut(topic)
+                .and_then(|t| t.partitions.get_mut(*index))
+            {
+                partition.leader = partition.replicas.first().copied();
+                partition.leader_epoch = partition.leader_epoch.saturating_add(1);
+                partition.check_invariants();
+            }
+        }
+        Response::PreferredLeadersElected {
+            leader_changes: ready.len() as u32,
+        }
+    }
+
     fn shutdown_broker(&mut self, id: u32) -> Result<Response, CommandError> {
         let Some(broker) = self.brokers.get_mut(&id) else {
             return Err(CommandError::BrokerNotFound { broker: id });

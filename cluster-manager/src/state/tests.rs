@@ -616,3 +616,47 @@ fn added_partitions_are_placed_and_existing_ones_kept() {
     });
     assert!(matches!(missing, Err(CommandError::TopicNotFound { .. })));
 }
+
+#[test]
+fn leadership_returns_to_the_preferred_replica_once_it_is_in_sync() {
+    let mut state = cluster(3);
+    state.apply(create("t", 1, 3)).unwrap();
+    let preferred = partition(&state, "t", 0).replicas()[0];
+    state
+        .apply(Command::ShutdownBroker { broker: preferred })
+        .unwrap();
+    let moved = partition(&state, "t", 0).clone();
+    assert_ne!(moved.leader(), Some(preferred));
+    // Back, but not in sync yet: nothing to elect.
+    register(&mut state, preferred, None, 1);
+    assert_eq!(state.preferred_leader_imbalance(), 0);
+    let leader = moved.leader().unwrap();
+    let mut isr = partition(&state, "t", 0).isr().to_vec();
+    isr.push(preferred);
+    state
+        .apply(Command::UpdateIsr {
+            broker: leader,
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: partition(&state, "t", 0).leader_epoch(),
+            isr,
+        })
+        .unwrap();
+    assert_eq!(state.preferred_leader_imbalance(), 1);
+    let elected = state.apply(Command::ElectPreferredLeaders);
+    assert_eq!(
+        elected,
+        Ok(Response::PreferredLeadersElected { leader_changes: 1 })
+    );
+    let back = partition(&state, "t", 0);
+    assert_eq!(back.leader(), Some(preferred));
+    assert!(
+        back.leader_epoch() > moved.leader_epoch(),
+        "a new epoch fences the old leader"
+    );
+    assert_eq!(state.preferred_leader_imbalance(), 0);
+    assert_eq!(
+        state.apply(Command::ElectPreferredLeaders),
+        Ok(Response::PreferredLeadersElected { leader_changes: 0 })
+    );
+}

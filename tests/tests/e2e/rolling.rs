@@ -69,6 +69,25 @@ async fn a_rolling_restart_loses_nothing() {
         "rolling restart of 3 brokers: {rounds} acks=all rounds, longest produce stall {} ms",
         longest.as_millis()
     );
+    // Leadership returns to each partition's preferred replica (the last broker
+    // restarted led nothing right after the roll).
+    let admin = pubsub_client::Admin::new(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let topic = admin.describe_topic("roll").await.unwrap().topic.unwrap();
+        let preferred = topic
+            .partitions
+            .iter()
+            .all(|p| p.leader == p.replicas.first().copied());
+        if preferred {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaders never returned to preferred replicas: {topic:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let records = read_everything(&client, "roll", (rounds * PARTITIONS) as usize).await;
     for partition in 0..PARTITIONS {
         let values: Vec<String> = records
