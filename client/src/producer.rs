@@ -421,15 +421,19 @@ impl Accumulator {
 
     /// Encodes the partition's open batch and hands it to the partition's sender.
     async fn close(&mut self, partition: u32) -> Option<watch::Receiver<BatchOutcome>> {
-        let open = self.open[partition as usize].take()?;
+        let mut open = self.open[partition as usize].take()?;
         if partition == self.sticky {
             self.sticky = (self.sticky + 1) % self.partitions;
         }
         let wait = open.outcome.subscribe();
         self.last_closed[partition as usize] = Some(wait.clone());
+        // An idempotent producer's sender stamps id and sequence as it first sends,
+        // and computes the CRC then: once per batch.
+        let seal = self.producer_id < 0;
+        let records = open.builder.len();
         let bytes = match open
             .builder
-            .build(self.config.compression, ProducerStamp::NONE)
+            .finish(self.config.compression, ProducerStamp::NONE, seal)
         {
             Ok(Some(bytes)) => Bytes::from(bytes),
             Ok(None) => return None,
@@ -442,7 +446,7 @@ impl Accumulator {
         let sender = self.sender(partition);
         let batch = ClosedBatch {
             bytes,
-            records: open.builder.len(),
+            records,
             outcome: open.outcome,
             attempts: 0,
             sent: false,

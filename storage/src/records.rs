@@ -58,9 +58,11 @@ pub struct Header<'a> {
 /// Accumulates records and encodes them into one batch.
 ///
 /// The producer keeps one builder per partition; `estimated_bytes` lets it close the
-/// batch at its size limit.
+/// batch at its size limit. Records are encoded behind room for the batch header, so
+/// [`BatchBuilder::finish`] hands the buffer over as the batch without copying it.
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
+    /// The header's room (once a record was pushed), then the encoded records.
     records: Vec<u8>,
     count: u32,
     base_timestamp: i64,
@@ -85,7 +87,12 @@ impl BatchBuilder {
 
     /// Encoded size of the batch so far, before compression.
     pub fn estimated_bytes(&self) -> usize {
-        HEADER_BYTES + self.records.len()
+        HEADER_BYTES + self.body().len()
+    }
+
+    /// The encoded records, without the header's room.
+    fn body(&self) -> &[u8] {
+        self.records.get(HEADER_BYTES..).unwrap_or_default()
     }
 
     /// Upper bound of the bytes one more record adds (for closing a batch before it
@@ -112,6 +119,9 @@ impl BatchBuilder {
         let offset_delta = self.count as i32;
         let body = record_body_len(timestamp_delta, offset_delta, key, value, headers);
         let buf = &mut self.records;
+        if buf.is_empty() {
+            buf.resize(HEADER_BYTES, 0);
+        }
         put_varint(buf, body as i32);
         buf.push(0);
         put_varlong(buf, timestamp_delta);
@@ -134,28 +144,71 @@ impl BatchBuilder {
             return Ok(None);
         }
         let body = match codec {
-            Compression::None => Cow::Borrowed(&self.records[..]),
-            codec => Cow::Owned(compression::compress(codec, &self.records)?),
+            Compression::None => Cow::Borrowed(self.body()),
+            codec => Cow::Owned(compression::compress(codec, self.body())?),
         };
-        let total = HEADER_BYTES + body.len();
-        let batch_length = i32::try_from(total - batch::LOG_OVERHEAD)
-            .map_err(|_| Error::malformed("batch larger than 2 GiB"))?;
-        let mut out = Vec::with_capacity(total);
+        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
         out.resize(HEADER_BYTES, 0);
         out.extend_from_slice(&body);
-        put_i32(&mut out, layout::BATCH_LENGTH, batch_length);
-        put_i32(&mut out, layout::LEADER_EPOCH, -1);
-        out[layout::MAGIC_POS] = MAGIC as u8;
-        put_i16(&mut out, layout::ATTRIBUTES, i16::from(codec.id()));
-        put_i32(&mut out, layout::LAST_OFFSET_DELTA, self.count as i32 - 1);
-        put_i64(&mut out, layout::BASE_TIMESTAMP, self.base_timestamp);
-        put_i64(&mut out, layout::MAX_TIMESTAMP, self.max_timestamp);
-        put_i64(&mut out, layout::PRODUCER_ID, producer.producer_id);
-        put_i16(&mut out, layout::PRODUCER_EPOCH, producer.producer_epoch);
-        put_i32(&mut out, layout::BASE_SEQUENCE, producer.base_sequence);
-        put_i32(&mut out, layout::RECORD_COUNT, self.count as i32);
+        self.write_header(&mut out, codec, producer)?;
         batch::seal_crc(&mut out);
         Ok(Some(out))
+    }
+
+    /// [`BatchBuilder::build`] that hands the builder's buffer over as the batch (no
+    /// copy of the records when uncompressed) and leaves the builder empty. With
+    /// `seal` false the CRC is left for the caller: a producer that stamps its id and
+    /// sequence when it sends (`batch::restamp_producer`, which seals) computes the
+    /// CRC once instead of twice.
+    pub fn finish(
+        &mut self,
+        codec: Compression,
+        producer: ProducerStamp,
+        seal: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        if self.count == 0 {
+            return Ok(None);
+        }
+        let mut out = match codec {
+            Compression::None => std::mem::take(&mut self.records),
+            codec => {
+                let compressed = compression::compress(codec, self.body())?;
+                let mut out = Vec::with_capacity(HEADER_BYTES + compressed.len());
+                out.resize(HEADER_BYTES, 0);
+                out.extend_from_slice(&compressed);
+                out
+            }
+        };
+        self.write_header(&mut out, codec, producer)?;
+        if seal {
+            batch::seal_crc(&mut out);
+        }
+        self.clear();
+        Ok(Some(out))
+    }
+
+    /// Fills the header of `out` (header room, then the body) but for the CRC.
+    fn write_header(
+        &self,
+        out: &mut [u8],
+        codec: Compression,
+        producer: ProducerStamp,
+    ) -> Result<()> {
+        let batch_length = i32::try_from(out.len() - batch::LOG_OVERHEAD)
+            .map_err(|_| Error::malformed("batch larger than 2 GiB"))?;
+        out[..HEADER_BYTES].fill(0);
+        put_i32(out, layout::BATCH_LENGTH, batch_length);
+        put_i32(out, layout::LEADER_EPOCH, -1);
+        out[layout::MAGIC_POS] = MAGIC as u8;
+        put_i16(out, layout::ATTRIBUTES, i16::from(codec.id()));
+        put_i32(out, layout::LAST_OFFSET_DELTA, self.count as i32 - 1);
+        put_i64(out, layout::BASE_TIMESTAMP, self.base_timestamp);
+        put_i64(out, layout::MAX_TIMESTAMP, self.max_timestamp);
+        put_i64(out, layout::PRODUCER_ID, producer.producer_id);
+        put_i16(out, layout::PRODUCER_EPOCH, producer.producer_epoch);
+        put_i32(out, layout::BASE_SEQUENCE, producer.base_sequence);
+        put_i32(out, layout::RECORD_COUNT, self.count as i32);
+        Ok(())
     }
 
     /// Empties the builder, keeping its buffer for the next batch.
@@ -372,6 +425,38 @@ fn take<'a>(input: &mut &'a [u8], len: i32) -> Result<&'a [u8]> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+
+    #[test]
+    fn finish_hands_over_the_batch_build_would_copy() {
+        for codec in [Compression::None, Compression::Zstd] {
+            let stamp = ProducerStamp {
+                producer_id: 7,
+                producer_epoch: 1,
+                base_sequence: 40,
+            };
+            let mut builder = BatchBuilder::new();
+            for i in 0..50u32 {
+                let value = i.to_be_bytes();
+                builder.push(1_000 + i64::from(i), Some(b"k"), Some(&value), &[]);
+            }
+            let built = builder.build(codec, stamp).unwrap().unwrap();
+            let finished = builder.finish(codec, stamp, true).unwrap().unwrap();
+            assert_eq!(built, finished, "{codec:?}");
+            assert!(builder.is_empty() && builder.finish(codec, stamp, true).unwrap().is_none());
+            // Unsealed, then stamped by the sender: one CRC, the same bytes.
+            for i in 0..50u32 {
+                let value = i.to_be_bytes();
+                builder.push(1_000 + i64::from(i), Some(b"k"), Some(&value), &[]);
+            }
+            let mut unsealed = builder
+                .finish(codec, ProducerStamp::NONE, false)
+                .unwrap()
+                .unwrap();
+            batch::restamp_producer(&mut unsealed, 7, 1, 40);
+            assert_eq!(unsealed, built);
+            assert!(DecodedBatch::new(&unsealed, 1 << 20).is_ok());
+        }
+    }
     use super::*;
     use proptest::prelude::*;
 

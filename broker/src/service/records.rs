@@ -74,11 +74,11 @@ fn encode(
     let mut counts = Vec::new();
     let mut builder = BatchBuilder::new();
     let mut close = |builder: &mut BatchBuilder| -> Result<(), Error> {
-        if let Some(batch) = builder.build(Compression::None, ProducerStamp::NONE)? {
-            counts.push(builder.len() as usize);
+        let records = builder.len() as usize;
+        if let Some(batch) = builder.finish(Compression::None, ProducerStamp::NONE, true)? {
+            counts.push(records);
             batches.push(Bytes::from(batch));
         }
-        builder.clear();
         Ok(())
     };
     for &i in indexes {
