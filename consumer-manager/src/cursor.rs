@@ -7,7 +7,10 @@
 //! so this state, and what a restart must reload, stays small.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::time::Instant;
+
+use crate::ranges::RangeSet;
 
 /// Most records of one partition delivered and not yet acknowledged (Pub/Sub's
 /// outstanding-message limit, per partition).
@@ -50,7 +53,8 @@ pub struct Stopped {
 pub struct Cursor {
     committed: u64,
     next: u64,
-    acked: BTreeSet<u64>,
+    /// Acknowledged offsets above `committed`, as ranges.
+    acked: RangeSet,
     leases: HashMap<u64, Lease>,
     expiry: BTreeSet<(Instant, u64)>,
     redeliver: BTreeSet<u64>,
@@ -78,7 +82,7 @@ impl Cursor {
     pub fn restore(
         committed: u64,
         next: u64,
-        acked: impl IntoIterator<Item = u64>,
+        acked: impl IntoIterator<Item = Range<u64>>,
         deliveries: impl IntoIterator<Item = (u64, u32)>,
     ) -> Self {
         let next = next.max(committed);
@@ -86,14 +90,14 @@ impl Cursor {
         cursor.next = next;
         cursor.acked = acked
             .into_iter()
-            .filter(|&o| o > committed && o < next)
+            .map(|r| r.start.max(committed + 1)..r.end.min(next))
             .collect();
         cursor.deliveries = deliveries
             .into_iter()
             .filter(|&(o, _)| o >= committed && o < next)
             .collect();
         cursor.redeliver = (committed..next)
-            .filter(|o| !cursor.acked.contains(o))
+            .filter(|&o| !cursor.acked.contains(o))
             .collect();
         cursor.advance();
         cursor
@@ -114,10 +118,10 @@ impl Cursor {
         (self.leases.len() + self.redeliver.len()) as u64
     }
 
-    /// Offsets acknowledged above the committed offset (persisted so a restart does
-    /// not redeliver them).
-    pub fn acked_above_committed(&self) -> impl Iterator<Item = u64> + '_ {
-        self.acked.iter().copied()
+    /// Ranges of offsets acknowledged above the committed offset (persisted so a
+    /// restart does not redeliver them) that hold an offset of `span`, whole.
+    pub fn acked_ranges(&self, span: Range<u64>) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.acked.overlapping(span)
     }
 
     /// Records `holder` holds leases on.
@@ -239,7 +243,7 @@ impl Cursor {
             if self.committed == self.next {
                 self.committed = offset;
             } else {
-                self.acked.extend(self.next..offset);
+                self.acked.insert_range(self.next..offset);
             }
             self.next = offset;
         }
@@ -261,7 +265,7 @@ impl Cursor {
             self.unlease(offset);
         }
         self.redeliver = self.redeliver.split_off(&start);
-        self.acked = self.acked.split_off(&start);
+        self.acked.remove_below(start);
         self.deliveries.retain(|&o, _| o >= start);
         self.committed = start;
         self.next = self.next.max(start);
@@ -273,7 +277,7 @@ impl Cursor {
         if offset >= self.next {
             return AckOutcome::NotDelivered;
         }
-        if offset < self.committed || self.acked.contains(&offset) {
+        if offset < self.committed || self.acked.contains(offset) {
             return AckOutcome::Already;
         }
         if self.leases.contains_key(&offset) {
@@ -363,9 +367,14 @@ impl Cursor {
     }
 
     fn advance(&mut self) {
-        while self.acked.first() == Some(&self.committed) {
-            self.acked.pop_first();
-            self.committed += 1;
+        if self
+            .acked
+            .first()
+            .is_some_and(|first| first.start == self.committed)
+            && let Some(first) = self.acked.pop_first()
+        {
+            // Ranges are never adjacent: no other starts at this one's end.
+            self.committed = first.end;
         }
         if self.committed > self.next {
             self.next = self.committed;
@@ -422,7 +431,7 @@ mod tests {
 
     #[test]
     fn restore_redelivers_exactly_the_unacked_offsets() {
-        let c = Cursor::restore(5, 10, [6, 8], [(7, 3)]);
+        let c = Cursor::restore(5, 10, [6..7, 8..9], [(7, 3)]);
         let mut c = c;
         let again: Vec<u64> = c
             .claim_redeliveries(100, 1, soon())

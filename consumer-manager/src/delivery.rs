@@ -18,8 +18,7 @@ use crate::cursor::{Cursor, Holder, Stopped};
 use crate::error::{Error, Result};
 use crate::manager::{Delivery, Manager, delivered};
 use crate::source::{Fetched, ReadOutcome};
-use crate::store::Changes;
-use crate::subscription::{State, Subscription, persist_partition, seek_partition};
+use crate::subscription::{State, Subscription};
 use crate::undecodable::all_stopped;
 
 /// Fetch size per record wanted, when sizing a delivery's fetches.
@@ -452,55 +451,46 @@ impl Manager {
             .options
             .retention_ms
             .map(|ms| now_ms().saturating_sub(ms as i64));
-        let mut changes = Changes::new();
-        let mut state = subscription.lock()?;
-        let deadline = subscription.lease_deadline();
         let mut take = Take {
             holder: claim.holder,
-            deadline,
+            deadline: subscription.lease_deadline(),
             retention_floor,
             left,
         };
-        for (plan, found) in results {
-            let partition = plan.partition;
-            if let Found::DeadLettered { .. } = found {
-                // Written whether or not the claim still stands: counted either way.
-                state.dead_lettered += 1;
-                subscription.counters.dead_lettered(1);
-                self.store()
-                    .put_subscription(&subscription.record(&state))?;
-            }
-            // A rebalance or a seek while the fetch ran makes what it found stale.
-            if !claim.stands(subscription, &state, partition) {
-                continue;
-            }
-            if let Found::Records(fetched) = &found
-                && let Some(hw) = state.high_watermarks.get_mut(partition as usize)
-            {
-                *hw = Some(fetched.high_watermark);
-            }
-            let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                continue;
-            };
-            let before = cursor.committed();
-            match take.found(partition, cursor, found, delivery) {
-                Persist::Passed(passed) => persist_partition(
-                    self.store(),
-                    &mut changes,
-                    name,
-                    partition,
-                    cursor,
-                    before,
-                    &passed,
-                )?,
-                Persist::Reset { log_end, to } => {
-                    tracing::warn!(subscription = %name, topic = %subscription.topic, partition, committed_offset = before, next_offset = cursor.next(), log_end_offset = log_end, reset_to = to, "position past the partition's end (records lost); reset by the subscription's start option");
-                    seek_partition(self.store(), &mut changes, name, partition, cursor, to)?;
+        self.write_unflushed(subscription, |state, writes| {
+            for (plan, found) in results {
+                let partition = plan.partition;
+                if let Found::DeadLettered { .. } = found {
+                    // Written whether or not the claim still stands: counted either way.
+                    state.dead_lettered += 1;
+                    subscription.counters.dead_lettered(1);
+                    writes.record();
                 }
-                Persist::Nothing => {}
+                // A rebalance or a seek while the fetch ran makes what it found stale.
+                if !claim.stands(subscription, state, partition) {
+                    continue;
+                }
+                if let Found::Records(fetched) = &found
+                    && let Some(hw) = state.high_watermarks.get_mut(partition as usize)
+                {
+                    *hw = Some(fetched.high_watermark);
+                }
+                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                    continue;
+                };
+                let before = cursor.committed();
+                match take.found(partition, cursor, found, delivery) {
+                    Persist::Passed(passed) => writes.cursor(partition, cursor, before, &passed)?,
+                    Persist::Reset { log_end, to } => {
+                        tracing::warn!(subscription = %name, topic = %subscription.topic, partition, committed_offset = before, next_offset = cursor.next(), log_end_offset = log_end, reset_to = to, "position past the partition's end (records lost); reset by the subscription's start option");
+                        cursor.seek(to);
+                        writes.reset(partition, cursor)?;
+                    }
+                    Persist::Nothing => {}
+                }
             }
-        }
-        self.store().apply(changes)
+            Ok(())
+        })
     }
 }
 

@@ -119,8 +119,8 @@ impl Manager {
     /// position in the dead-letter topic is stored with the subscription.
     pub async fn replay_dead_letters(&self, name: &str, max: u64) -> Result<u64> {
         let subscription = self.subscription(name)?;
-        // One replay at a time, so no dead letter is moved twice.
-        let _replaying = self.admin.lock().await;
+        // One replay of this subscription at a time, so no dead letter is moved twice.
+        let _replaying = subscription.replaying.lock().await;
         let dlq = subscription.options.dead_letter_topic.clone();
         let description = match self.source().describe(&dlq).await {
             Ok(d) => d,
@@ -195,16 +195,15 @@ impl Manager {
                 self.source()
                     .produce(&subscription.topic, subscription.partitions, batch)
                     .await?;
-                {
-                    let mut state = subscription.lock()?;
+                self.write(&subscription, |state, writes| {
                     if state.replayed.len() <= partition as usize {
                         state.replayed.resize(partition as usize + 1, 0);
                     }
                     state.replayed[partition as usize] = position;
-                    self.store()
-                        .put_subscription(&subscription.record(&state))?;
-                }
-                self.store().flush().await?;
+                    writes.record();
+                    Ok(())
+                })
+                .await?;
             }
         }
         tracing::info!(subscription = %name, replayed, "dead letters replayed");

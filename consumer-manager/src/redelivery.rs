@@ -12,8 +12,7 @@ use crate::delivery::{Claim, FETCH_BYTES_MAX, Redeliveries, skip};
 use crate::error::Result;
 use crate::manager::{Delivery, Manager, delivered};
 use crate::source::{ReadOutcome, header_pairs};
-use crate::store::Changes;
-use crate::subscription::{Subscription, persist_partition};
+use crate::subscription::Subscription;
 
 impl Manager {
     /// Fetches claimed redeliveries; records past `max_deliveries` go to the dead-letter
@@ -112,9 +111,7 @@ impl Manager {
             tracing::warn!(subscription = %subscription.name, error = %e, "cannot write dead letters; will retry");
             unfound.extend(dead.iter().map(|r| (r.partition.0, r.offset)));
         }
-        let mut changes = Changes::new();
-        {
-            let mut state = subscription.lock()?;
+        self.write_unflushed(subscription, |state, writes| {
             // A rebalance, a seek or an expiry while fetching moved the lease on: then
             // the record is not this reader's to get.
             for (partition, offset, attempt, record) in found {
@@ -122,7 +119,7 @@ impl Manager {
                     .cursors
                     .get(partition as usize)
                     .is_some_and(|c| c.holder_of(offset) == Some(claim.holder));
-                if held && claim.stands(subscription, &state, partition) {
+                if held && claim.stands(subscription, state, partition) {
                     attempts.push((partition, offset, attempt));
                     delivery.records.push(delivered(record, attempt));
                 }
@@ -133,7 +130,7 @@ impl Manager {
                 }
             }
             for &(partition, offset, attempt) in &attempts {
-                changes.deliveries(&subscription.name, partition, offset, attempt);
+                writes.deliveries(partition, offset, attempt);
             }
             let mut gone: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
             for (partition, offset) in vanished {
@@ -145,38 +142,21 @@ impl Manager {
                     for &offset in &offsets {
                         cursor.ack(offset);
                     }
-                    persist_partition(
-                        self.store(),
-                        &mut changes,
-                        &subscription.name,
-                        partition,
-                        cursor,
-                        before,
-                        &offsets,
-                    )?;
+                    writes.cursor(partition, cursor, before, &offsets)?;
                 }
             }
             for (partition, log_start) in below_start {
                 if let Some(cursor) = state.cursors.get_mut(partition as usize) {
                     let from = cursor.committed();
                     cursor.skip_below(log_start);
-                    persist_partition(
-                        self.store(),
-                        &mut changes,
-                        &subscription.name,
-                        partition,
-                        cursor,
-                        from,
-                        &[],
-                    )?;
+                    writes.cursor(partition, cursor, from, &[])?;
                     delivery
                         .skipped
                         .push(skip(partition, from, log_start, "topic retention"));
                 }
             }
-            self.store().apply(changes)?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Writes records to the subscription's dead-letter topic, then acknowledges them.
@@ -222,13 +202,12 @@ impl Manager {
             .await?;
         tracing::info!(subscription = %subscription.name, records = dead.len(), topic = %subscription.options.dead_letter_topic, "dead-lettered records");
         let ids: Vec<(u32, u64)> = dead.iter().map(|r| (r.partition.0, r.offset)).collect();
-        {
-            let mut state = subscription.lock()?;
+        self.write_unflushed(subscription, |state, writes| {
             state.dead_lettered += ids.len() as u64;
             subscription.counters.dead_lettered(ids.len() as u64);
-            self.store()
-                .put_subscription(&subscription.record(&state))?;
-        }
+            writes.record();
+            Ok(())
+        })?;
         // Not strict: a seek meanwhile must not leave a written dead letter unacked
         // (it would be dead-lettered again).
         self.ack_ids(subscription, &ids, false).await

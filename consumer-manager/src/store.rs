@@ -6,18 +6,26 @@
 //! reach sled in order) and made durable with [`Store::flush`] before the caller
 //! answers. Keys are `name 0x00 partition(be32) [offset(be64)]`; names never hold NUL.
 //!
+//! Values: a cursor is `committed(be64) next(be64)`; an ack is a range of
+//! acknowledged offsets keyed by its first offset, its value the offset past its last
+//! (`end(be64)`), or empty for the single offset of the key (as versions before ranges
+//! wrote every ack); a delivery count is `count(be32)
+//!
 //! The first sled error (a full disk, say) fails the store for good: memory may then
 //! be ahead of the disk, and sled 0.34 keeps the error, so the same database never
 //! works again. Everything after answers [`Error::Reloading`], and [`Store::failed`]
 //! tells the supervisor to reopen the database and reload from it.
 
+use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use pubsub_proto::flush::{self, Timing};
 use serde::{Deserialize, Serialize};
 
+use crate::commit::GroupCommit;
 use crate::error::{Error, Result};
 use crate::options::Options;
 
@@ -50,6 +58,24 @@ pub struct SubscriptionRecord {
     pub dead_letter_created_ms: u64,
 }
 
+#[cfg(test)]
+impl SubscriptionRecord {
+    /// Subscription `s` of topic `t` with default options, for tests.
+    pub(crate) fn for_test(partitions: u32, topic_created_ms: u64) -> SubscriptionRecord {
+        SubscriptionRecord {
+            name: "s".into(),
+            topic: "t".into(),
+            partitions,
+            options: Options::resolve("t", "s", None).expect("default options are valid"),
+            generation: 0,
+            dead_lettered: 0,
+            replayed: Vec::new(),
+            topic_created_ms,
+            dead_letter_created_ms: 0,
+        }
+    }
+}
+
 /// A partition's cursor as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoredCursor {
@@ -63,8 +89,8 @@ pub struct StoredCursor {
 pub struct LoadedCursor {
     /// Committed and next offsets.
     pub cursor: StoredCursor,
-    /// Acknowledged offsets above the committed one.
-    pub acked: Vec<u64>,
+    /// Acknowledged offsets above the committed one, as ranges.
+    pub acked: Vec<Range<u64>>,
     /// Delivery counts of redelivered offsets.
     pub deliveries: Vec<(u64, u32)>,
 }
@@ -78,8 +104,10 @@ pub struct Store {
     db: sled::Db,
     /// Set by the first sled error or a flush that never finished: memory may then be
     /// ahead of the disk, so nothing more is acknowledged and the supervisor reloads
-    /// from disk (as a log does after a failed fsync).
-    failed: watch::Sender<bool>,
+    /// from disk (as a log does after a failed fsync). Shared with the flush task.
+    failed: Arc<watch::Sender<bool>>,
+    /// One flush at a time for every writer (see `commit`).
+    commit: Arc<GroupCommit>,
     subscriptions: sled::Tree,
     cursors: sled::Tree,
     acks: sled::Tree,
@@ -114,9 +142,11 @@ impl Changes {
         self.empty = false;
     }
 
-    /// Records an acknowledgement above the committed offset.
-    pub fn ack(&mut self, name: &str, partition: u32, offset: u64) {
-        self.acks.insert(offset_key(name, partition, offset), &[]);
+    /// Records a range of acknowledgements above the committed offset (it replaces
+    /// any stored range starting at the same offset).
+    pub fn ack_range(&mut self, name: &str, partition: u32, range: Range<u64>) {
+        let key = offset_key(name, partition, range.start);
+        self.acks.insert(key, &range.end.to_be_bytes());
         self.empty = false;
     }
 
@@ -137,6 +167,13 @@ impl Changes {
     /// True if nothing was changed.
     pub fn is_empty(&self) -> bool {
         self.empty
+    }
+}
+
+/// Fails a store for good (see [`Store::failed`]); logs the cause once.
+fn fail(failed: &watch::Sender<bool>, why: &dyn std::fmt::Display) {
+    if !failed.send_replace(true) {
+        tracing::error!(error = %why, "consumer manager database failed; acknowledging nothing more until it is reloaded from disk");
     }
 }
 
@@ -190,7 +227,8 @@ impl Store {
             acks: tree("acks")?,
             deliveries: tree("deliveries")?,
             db,
-            failed: watch::Sender::new(false),
+            failed: Arc::new(watch::Sender::new(false)),
+            commit: GroupCommit::new(),
         })
     }
 
@@ -251,8 +289,19 @@ impl Store {
         let offset_of = |key: &[u8]| key.get(prefix.len()..).and_then(be_u64);
         let mut acked = Vec::new();
         for item in self.acks.scan_prefix(&prefix) {
-            let (key, _) = self.fail_on(item)?;
-            acked.extend(offset_of(&key));
+            let (key, value) = self.fail_on(item)?;
+            let Some(start) = offset_of(&key) else {
+                continue;
+            };
+            let end = match value.len() {
+                0 => start.saturating_add(1),
+                _ => be_u64(&value).ok_or_else(|| Error::UnreadableCursor {
+                    subscription: name.to_string(),
+                    partition,
+                    len: value.len(),
+                })?,
+            };
+            acked.push(start..end);
         }
         let mut deliveries = Vec::new();
         for item in self.deliveries.scan_prefix(&prefix) {
@@ -303,9 +352,28 @@ impl Store {
 
     /// Fails the store for good (see [`Store::failed`]); logs the cause once.
     pub(crate) fn fail(&self, why: &dyn std::fmt::Display) {
-        if !self.failed.send_replace(true) {
-            tracing::error!(error = %why, "consumer manager database failed; acknowledging nothing more until it is reloaded from disk");
+        fail(&self.failed, why);
+    }
+
+    /// Adds to `changes` the removal of the ack ranges starting in `span` of a
+    /// partition, to be stored again as they now are (ranges merged).
+    pub fn forget_acks(
+        &self,
+        changes: &mut Changes,
+        name: &str,
+        partition: u32,
+        span: Range<u64>,
+    ) -> Result<()> {
+        let (start, end) = (
+            offset_key(name, partition, span.start),
+            offset_key(name, partition, span.end),
+        );
+        for item in self.acks.range(start..end) {
+            let (key, _) = self.fail_on(item)?;
+            changes.acks.remove(key);
         }
+        changes.empty = false;
+        Ok(())
     }
 
     /// Adds to `changes` the removal of acknowledgements and delivery counts of
@@ -351,18 +419,24 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything applied so far durable, through the one flush helper
-    /// (`pubsub_proto::flush`): on tokio's blocking pool, a flush still waiting after a
-    /// second followed by a new one (which wakes a flush sled forgot, and covers
-    /// everything the first did); any failure, or no answer within 10 s, fails the
-    /// store.
+    /// Makes everything applied so far durable, through group commit (`commit`): the
+    /// flush runs through the one flush helper (`pubsub_proto::flush`) on tokio's
+    /// blocking pool, a flush still waiting after a second followed by a new one
+    /// (which wakes a flush sled forgot, and covers everything the first did); any
+    /// failure, or no answer within 10 s, fails the store. Writers that ask while a
+    /// flush runs share the next one.
     pub async fn flush(&self) -> Result<()> {
         self.check_not_failed()?;
-        let flushed = flush::on_blocking_pool(self.flush_fn(), Timing::DEFAULT, STORE).await;
-        flushed.map_err(|e| {
-            self.fail(&e);
-            Error::Reloading
-        })
+        let (flush_fn, failed) = (self.flush_fn(), self.failed.clone());
+        let round = move || {
+            let (flush_fn, failed) = (flush_fn.clone(), failed.clone());
+            async move {
+                let flushed = flush::on_blocking_pool(flush_fn, Timing::DEFAULT, STORE).await;
+                flushed.map_err(|e| fail(&failed, &e)).is_ok()
+            }
+        };
+        self.commit.durable(round, self.failed()).await;
+        self.check_not_failed()
     }
 
     /// One blocking flush of the database, for [`flush::on_blocking_pool`].
@@ -403,8 +477,8 @@ mod tests {
                     next: 9,
                 },
             );
-            changes.ack("s", 2, 7);
-            changes.ack("s", 2, 8);
+            changes.ack_range("s", 2, 7..8);
+            changes.ack_range("s", 2, 8..9);
             changes.deliveries("s", 2, 6, 3);
             changes.forget_ack("s", 2, 8);
             changes.cursor(
@@ -427,7 +501,7 @@ mod tests {
                 next: 9
             }
         );
-        assert_eq!(loaded.acked, vec![7]);
+        assert_eq!(loaded.acked, vec![7..8]);
         assert_eq!(loaded.deliveries, vec![(6, 3)]);
         store.delete_subscription("s").unwrap();
         assert!(store.cursor("s", 2).unwrap().is_none());
@@ -445,7 +519,7 @@ mod tests {
             .await
             .expect("failed() resolves once the store fails");
         let mut changes = Changes::new();
-        changes.ack("s", 0, 1);
+        changes.ack_range("s", 0, 1..2);
         assert!(matches!(store.apply(changes), Err(Error::Reloading)));
         assert!(matches!(
             store.delete_subscription("s"),

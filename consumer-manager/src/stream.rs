@@ -31,8 +31,11 @@ const STEP_RECORDS: u64 = 5_000;
 const STEP_WAIT: Duration = Duration::from_millis(500);
 /// Messages queued toward the client before the delivery task waits.
 const OUTBOUND_QUEUE: usize = 64;
-/// Inbound messages taken together (acks in one batch are made durable with one flush).
-const INBOUND_BATCH: usize = 1_024;
+/// Most inbound messages taken together: the acks among them are applied at once
+/// and made durable by one flush. Whatever arrived while the last flush ran is
+/// taken, up to this (more than the credits a subscriber usually grants, so one
+/// flush can cover all it holds).
+const INBOUND_BATCH: usize = 16_384;
 /// Longest the final status of a stream waits for room in a client's full queue: a
 /// client that reads nothing must not keep the stream (and its manager) alive.
 const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
@@ -105,8 +108,8 @@ pub(crate) async fn open(
 /// Inbound: credits, acks, nacks, heartbeats; the end of the stream ends the member.
 async fn receive(stream: Arc<Open>, inbound: Streaming<v1::StreamRequest>) {
     let subscription = &stream.subscription;
-    let mut batches = inbound.ready_chunks(INBOUND_BATCH);
-    while let Some(batch) = batches.next().await {
+    let mut inbound = inbound;
+    while let Some(batch) = next_batch(&mut inbound).await {
         let mut acks = Vec::new();
         let mut nacks = Vec::new();
         let mut ended = false;
@@ -156,6 +159,22 @@ async fn receive(stream: Arc<Open>, inbound: Streaming<v1::StreamRequest>) {
         .leave(&subscription.name, &stream.member_id)
         .await;
     tracing::info!(subscription = %subscription.name, member = %stream.member_id, "stream closed");
+}
+
+/// The next inbound message and every one already received after it, up to
+/// [`INBOUND_BATCH`]; `None` once the stream ended.
+async fn next_batch(
+    inbound: &mut Streaming<v1::StreamRequest>,
+) -> Option<Vec<Result<v1::StreamRequest, Status>>> {
+    let first = inbound.next().await?;
+    let mut batch = vec![first];
+    while batch.len() < INBOUND_BATCH {
+        match futures::FutureExt::now_or_never(inbound.next()) {
+            Some(Some(message)) => batch.push(message),
+            Some(None) | None => break,
+        }
+    }
+    Some(batch)
 }
 
 /// Delivery until the member is evicted, the client goes, delivery cannot go on, or

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::lock::recover;
 use crate::metrics::SubscriptionCounters;
 use crate::options::Options;
-use crate::store::{Changes, Store, StoredCursor, SubscriptionRecord};
+use crate::store::SubscriptionRecord;
 
 /// How a member reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +123,9 @@ pub struct Subscription {
     /// credits) so waiting readers look again.
     pub changed: Notify,
     turn: AtomicUsize,
+    /// Held while its dead letters are replayed, so none is moved twice; other
+    /// subscriptions replay meanwhile.
+    pub(crate) replaying: tokio::sync::Mutex<()>,
     /// Its delivery counters (metrics).
     pub(crate) counters: SubscriptionCounters,
 }
@@ -151,6 +154,7 @@ impl Subscription {
             }),
             changed: Notify::new(),
             turn: AtomicUsize::new(0),
+            replaying: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -338,58 +342,6 @@ pub(crate) fn check_generation(
             given: generation,
             current: state.generation,
         });
-    }
-    Ok(())
-}
-
-/// Moves one partition's cursor to `offset` (a seek, or a reset of a position past
-/// the partition's end) and records it: nothing is outstanding afterwards.
-pub(crate) fn seek_partition(
-    store: &Store,
-    changes: &mut Changes,
-    name: &str,
-    partition: u32,
-    cursor: &mut Cursor,
-    offset: u64,
-) -> Result<()> {
-    cursor.seek(offset);
-    store.forget_range(changes, name, partition, 0, u64::MAX)?;
-    persist_partition(store, changes, name, partition, cursor, offset, &[])
-}
-
-/// Persists one partition's cursor after an operation that started at committed
-/// offset `before`: the cursor, the acks above the committed offset named in
-/// `acked`, and forgets what the committed offset passed.
-pub(crate) fn persist_partition(
-    store: &Store,
-    changes: &mut Changes,
-    name: &str,
-    partition: u32,
-    cursor: &Cursor,
-    before: u64,
-    acked: &[u64],
-) -> Result<()> {
-    changes.cursor(
-        name,
-        partition,
-        StoredCursor {
-            committed: cursor.committed(),
-            next: cursor.next(),
-        },
-    );
-    for &offset in acked {
-        if offset >= cursor.committed() {
-            changes.ack(name, partition, offset);
-        }
-    }
-    if cursor.committed() != before {
-        store.forget_range(
-            changes,
-            name,
-            partition,
-            before.min(cursor.committed()),
-            cursor.committed().max(before),
-        )?;
     }
     Ok(())
 }
