@@ -173,6 +173,61 @@ mod tests {
         assert!(rounds.ask().start, "nothing runs: the writer starts one");
     }
 
+    #[tokio::test]
+    async fn many_writers_at_once_share_two_flushes() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::time::Duration;
+        let commit = GroupCommit::new();
+        let flushes = Arc::new(AtomicU32::new(0));
+        let flush = {
+            let flushes = flushes.clone();
+            move || {
+                let flushes = flushes.clone();
+                async move {
+                    flushes.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    true
+                }
+            }
+        };
+        let writers: Vec<_> = (0..50)
+            .map(|_| {
+                let (commit, flush) = (commit.clone(), flush.clone());
+                tokio::spawn(async move {
+                    commit.durable(flush, std::future::pending()).await;
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        // The first writer's round, then one round for everyone who came meanwhile.
+        assert!(flushes.load(Ordering::SeqCst) <= 2, "{flushes:?}");
+        assert_eq!(
+            *commit.finished.borrow(),
+            u64::from(flushes.load(Ordering::SeqCst))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_ends_every_wait() {
+        let commit = GroupCommit::new();
+        let (failed, on_failure) = watch::channel(false);
+        let failed = Arc::new(failed);
+        let flush = move || {
+            let failed = failed.clone();
+            async move {
+                failed.send_replace(true);
+                false
+            }
+        };
+        let waiting = |mut on_failure: watch::Receiver<bool>| async move {
+            let _ = on_failure.wait_for(|&f| f).await;
+        };
+        commit.durable(flush, waiting(on_failure.clone())).await;
+        assert!(*on_failure.borrow());
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Ask,

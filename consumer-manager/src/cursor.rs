@@ -7,6 +7,7 @@
 //! so this state, and what a restart must reload, stays small.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -18,6 +19,32 @@ pub(crate) const MAX_WINDOW: u64 = 50_000;
 
 /// Identifies who holds a lease: one reader session (a stream or a pull member).
 pub(crate) type Holder = u64;
+
+/// Hashes offsets and holder ids with one multiplication rather than SipHash: every
+/// key stored is one the server chose (a delivered offset, a holder it numbered), so
+/// there is no flooding to defend against, and a lease is looked up per record.
+#[derive(Clone, Copy, Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fx's constant: odd, so distinct keys stay distinct; high bits well mixed.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by offsets or holder ids.
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// A delivered, unacknowledged record's lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,12 +82,12 @@ pub struct Cursor {
     next: u64,
     /// Acknowledged offsets above `committed`, as ranges.
     acked: RangeSet,
-    leases: HashMap<u64, Lease>,
+    leases: IdMap<Lease>,
     expiry: BTreeSet<(Instant, u64)>,
     redeliver: BTreeSet<u64>,
     /// Deliveries so far of offsets delivered more than once (others: 1).
-    deliveries: HashMap<u64, u32>,
-    held: HashMap<Holder, u64>,
+    deliveries: IdMap<u32>,
+    held: IdMap<u64>,
     /// Seeks so far: a delivery planned before a seek must not apply after it.
     seeks: u64,
     /// Set while no new record may be delivered (a seek clears it).
@@ -280,12 +307,19 @@ impl Cursor {
         if offset < self.committed || self.acked.contains(offset) {
             return AckOutcome::Already;
         }
-        if self.leases.contains_key(&offset) {
-            self.unlease(offset);
+        self.unlease(offset);
+        if !self.redeliver.is_empty() {
+            self.redeliver.remove(&offset);
         }
-        self.redeliver.remove(&offset);
-        self.deliveries.remove(&offset);
-        self.acked.insert(offset);
+        if !self.deliveries.is_empty() {
+            self.deliveries.remove(&offset);
+        }
+        if offset == self.committed {
+            // In order (the usual case): the committed offset moves, no range kept.
+            self.committed += 1;
+        } else {
+            self.acked.insert(offset);
+        }
         self.advance();
         AckOutcome::Acked
     }

@@ -42,15 +42,11 @@ impl RangeSet {
             return;
         }
         let (mut start, mut end) = (range.start, range.end);
-        // Merge with every range that overlaps or touches [start, end).
-        let touching: Vec<(u64, u64)> = self
-            .ranges
-            .range(..=end)
-            .rev()
-            .take_while(|&(_, &e)| e >= start)
-            .map(|(&s, &e)| (s, e))
-            .collect();
-        for (s, e) in touching {
+        // Merge with every range that overlaps or touches [start, end), from the
+        // last one starting at or before `end` down.
+        while let Some((&s, &e)) = self.ranges.range(..=end).next_back()
+            && e >= start
+        {
             self.ranges.remove(&s);
             start = start.min(s);
             end = end.max(e);

@@ -29,8 +29,11 @@ use crate::subscription::{Mode, Subscription};
 const STEP_RECORDS: u64 = 5_000;
 /// Long-poll wait of one delivery step.
 const STEP_WAIT: Duration = Duration::from_millis(500);
-/// Messages queued toward the client before the delivery task waits.
-const OUTBOUND_QUEUE: usize = 64;
+/// Messages queued toward the client before the delivery task waits. Each is a record
+/// the stream holds a credit for, so the queue holds no more than the credits granted;
+/// a deep queue lets the delivery task hand over a whole step at once instead of
+/// waking the sending task every few records.
+const OUTBOUND_QUEUE: usize = 1_024;
 /// Most inbound messages taken together: the acks among them are applied at once
 /// and made durable by one flush. Whatever arrived while the last flush ran is
 /// taken, up to this (more than the credits a subscriber usually grants, so one
