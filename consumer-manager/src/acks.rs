@@ -56,17 +56,29 @@ impl Manager {
         ids: &[(u32, u64)],
         strict: bool,
     ) -> Result<()> {
+        self.apply_acks(subscription, ids, strict)?;
+        self.store().flush().await
+    }
+
+    /// Acknowledges records in memory and in sled, not yet durable: the caller
+    /// flushes before it answers anyone (a stream, which answers no ack, flushes
+    /// behind its reads; see `stream`). Waiting deliveries are woken, since credits
+    /// are free again.
+    pub(crate) fn apply_acks(
+        &self,
+        subscription: &Subscription,
+        ids: &[(u32, u64)],
+        strict: bool,
+    ) -> Result<()> {
         let command = Command::Ack {
             ids: ids.to_vec(),
             strict,
         };
-        let acked = self
-            .write(subscription, |state, writes| {
-                let applied = apply(subscription, state, command)?;
-                writes.applied(&state.cursors, &applied)?;
-                Ok(applied.acked)
-            })
-            .await?;
+        let acked = self.write_unflushed(subscription, |state, writes| {
+            let applied = apply(subscription, state, command)?;
+            writes.applied(&state.cursors, &applied)?;
+            Ok(applied.acked)
+        })?;
         subscription.counters.acked(acked);
         subscription.changed.notify_waiters();
         Ok(())

@@ -136,6 +136,7 @@ impl GroupCommit {
             }
             let next = recover(self.rounds.lock()).finish();
             self.finished.send_replace(round);
+            tracing::trace!(round, "flush round done");
             match next {
                 Some(next) => round = next,
                 None => return,
