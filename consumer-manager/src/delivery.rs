@@ -21,8 +21,9 @@ use crate::source::{Fetched, ReadOutcome};
 use crate::subscription::{State, Subscription};
 use crate::undecodable::all_stopped;
 
-/// Fetch size per record wanted, when sizing a delivery's fetches.
-const FETCH_BYTES_PER_RECORD: u64 = 256;
+/// Bytes per record a subscription's first fetches assume; later ones use what the
+/// fetches so far showed ([`Subscription::record_bytes`]).
+pub(crate) const FETCH_BYTES_PER_RECORD: u64 = 256;
 /// Smallest and largest fetch per partition of one delivery.
 const FETCH_BYTES_MIN: u64 = 64 << 10;
 pub(crate) const FETCH_BYTES_MAX: u64 = 4 << 20;
@@ -345,10 +346,8 @@ impl Manager {
         left: usize,
         wait: Duration,
     ) -> (Vec<(Plan, ReadOutcome)>, Option<Error>) {
-        // Ask for about what can be delivered, not a full fetch of every partition.
-        let max_bytes =
-            (left as u64 * FETCH_BYTES_PER_RECORD).clamp(FETCH_BYTES_MIN, FETCH_BYTES_MAX) as u32;
         let planned = plans.len();
+        let max_bytes = fetch_bytes(left, subscription.record_bytes(), planned);
         let mut fetches: FuturesUnordered<_> = plans
             .into_iter()
             .map(|plan| {
@@ -371,6 +370,9 @@ impl Manager {
                 Ok(ReadOutcome::BelowStart { .. } | ReadOutcome::AboveEnd { .. }) => true,
                 Err(_) => false,
             };
+            if let Ok(ReadOutcome::Records(fetched)) = &result {
+                subscription.observe_fetch(fetched.bytes, fetched.records.len());
+            }
             match result {
                 Ok(outcome) => results.push((plan, outcome)),
                 Err(e) => {
@@ -494,6 +496,16 @@ impl Manager {
     }
 }
 
+/// Bytes to ask of each of `planned` partitions for `left` records of about
+/// `record_bytes` each: about what can be delivered (a quarter more, as batches
+/// straddle), split between the partitions, not a full fetch of each. What a step
+/// cannot take is fetched again (and its CRC checked again) by the next one.
+fn fetch_bytes(left: usize, record_bytes: u64, planned: usize) -> u32 {
+    let wanted = (left as u64).saturating_mul(record_bytes) / 4 * 5;
+    let each = wanted / planned.max(1) as u64;
+    each.clamp(FETCH_BYTES_MIN, FETCH_BYTES_MAX) as u32
+}
+
 /// A skip as reported to readers.
 pub(crate) fn skip(partition: u32, from: u64, to: u64, reason: &str) -> v1::Skip {
     v1::Skip {
@@ -501,5 +513,22 @@ pub(crate) fn skip(partition: u32, from: u64, to: u64, reason: &str) -> v1::Skip
         from_offset: from,
         to_offset: to,
         reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetches_ask_for_what_a_step_can_take_split_between_partitions() {
+        let check = |left, record_bytes, planned, expected| {
+            assert_eq!(fetch_bytes(left, record_bytes, planned), expected);
+        };
+        check(5_000, 120, 1, 750_000);
+        check(5_000, 120, 3, 250_000);
+        check(10, 120, 3, FETCH_BYTES_MIN as u32);
+        check(10_000, 1 << 20, 1, FETCH_BYTES_MAX as u32);
+        check(5_000, 120, 0, 750_000);
     }
 }

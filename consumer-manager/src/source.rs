@@ -44,6 +44,8 @@ pub struct Fetched {
     pub log_start_offset: u64,
     /// Incarnation of the topic the records belong to (0: the broker does not say).
     pub topic_created_ms: u64,
+    /// Bytes of the fetched batches (to size the next fetch by).
+    pub bytes: usize,
 }
 
 /// What a read of a partition found.
@@ -267,6 +269,7 @@ impl Source {
                     high_watermark: response.high_watermark,
                     log_start_offset: response.log_start_offset,
                     topic_created_ms: response.topic_created_ms,
+                    bytes: response.records.len(),
                 }))
             }
             Err(Error::Broker(pubsub_client::Error::OutOfRange {
