@@ -32,6 +32,7 @@ pub(crate) const FETCH_BYTES_MAX: u64 = 4 << 20;
 pub(crate) type Redeliveries = Vec<(u32, u64, u32)>;
 
 /// Where a delivery reads one partition's new records.
+#[derive(Debug, PartialEq, Eq)]
 struct Plan {
     partition: u32,
     from: u64,
@@ -287,37 +288,7 @@ impl Manager {
             eligible.rotate_left(turn);
         }
         let deadline = subscription.lease_deadline();
-        let mut claims: Redeliveries = Vec::new();
-        for &partition in &eligible {
-            let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                continue;
-            };
-            cursor.expire(now);
-            let room = max - claims.len();
-            if room == 0 {
-                break;
-            }
-            claims.extend(
-                cursor
-                    .claim_redeliveries(room, holder, deadline)
-                    .into_iter()
-                    .map(|(o, a)| (partition, o, a)),
-            );
-        }
-        let plans: Vec<Plan> = if claims.len() == max {
-            Vec::new()
-        } else {
-            eligible
-                .iter()
-                .filter_map(|&partition| {
-                    let cursor = state.cursors.get(partition as usize)?;
-                    (cursor.room() > 0 && cursor.stopped().is_none()).then_some(Plan {
-                        partition,
-                        from: cursor.next(),
-                    })
-                })
-                .collect()
-        };
+        let (claims, plans) = plan(&mut state.cursors, &eligible, holder, max, now, deadline);
         if claims.is_empty()
             && plans.is_empty()
             && let Some(error) = all_stopped(subscription, &state, &eligible)
@@ -496,6 +467,48 @@ impl Manager {
     }
 }
 
+/// The decision of a claim, over the cursors alone: in `eligible` order (the caller
+/// rotates it), expires the leases past `now`, claims up to `max` redeliveries for
+/// `holder` (leased until `deadline`, their attempts counted), and, if that leaves
+/// room, plans where each partition with room in its window and not stopped reads
+/// new records.
+fn plan(
+    cursors: &mut [Cursor],
+    eligible: &[u32],
+    holder: Holder,
+    max: usize,
+    now: Instant,
+    deadline: Instant,
+) -> (Redeliveries, Vec<Plan>) {
+    let mut claims: Redeliveries = Vec::new();
+    for &partition in eligible {
+        let Some(cursor) = cursors.get_mut(partition as usize) else {
+            continue;
+        };
+        cursor.expire(now);
+        let room = max - claims.len();
+        if room == 0 {
+            break;
+        }
+        let claimed = cursor.claim_redeliveries(room, holder, deadline);
+        claims.extend(claimed.into_iter().map(|(o, a)| (partition, o, a)));
+    }
+    if claims.len() == max {
+        return (claims, Vec::new());
+    }
+    let plans = eligible
+        .iter()
+        .filter_map(|&partition| {
+            let cursor = cursors.get(partition as usize)?;
+            (cursor.room() > 0 && cursor.stopped().is_none()).then_some(Plan {
+                partition,
+                from: cursor.next(),
+            })
+        })
+        .collect();
+    (claims, plans)
+}
+
 /// Bytes to ask of each of `planned` partitions for `left` records of about
 /// `record_bytes` each: about what can be delivered (a quarter more, as batches
 /// straddle), split between the partitions, not a full fetch of each. What a step
@@ -519,6 +532,57 @@ pub(crate) fn skip(partition: u32, from: u64, to: u64, reason: &str) -> v1::Skip
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn later(now: Instant, ms: u64) -> Instant {
+        now + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_claim_takes_redeliveries_first_then_plans_new_records() {
+        let now = Instant::now();
+        let mut cursors: Vec<Cursor> = (0..3).map(|_| Cursor::at(0)).collect();
+        for offset in 0..3 {
+            cursors[1].deliver_new(offset, 1, later(now, 10));
+        }
+        cursors[2].stop(0, "bad".into());
+        // Leases of holder 1 expired: holder 2 gets them, attempt 2, before new ones.
+        let (claims, plans) = plan(
+            &mut cursors,
+            &[1, 0, 2],
+            2,
+            10,
+            later(now, 20),
+            later(now, 99),
+        );
+        assert_eq!(claims, vec![(1, 0, 2), (1, 1, 2), (1, 2, 2)]);
+        let planned = vec![
+            Plan {
+                partition: 1,
+                from: 3,
+            },
+            Plan {
+                partition: 0,
+                from: 0,
+            },
+        ];
+        assert_eq!(plans, planned, "a stopped partition is not read");
+        assert_eq!(cursors[1].held_by(2), 3);
+    }
+
+    #[test]
+    fn a_claim_full_of_redeliveries_plans_nothing_new() {
+        let now = Instant::now();
+        let mut cursors = vec![Cursor::at(0)];
+        for offset in 0..5 {
+            cursors[0].deliver_new(offset, 1, now);
+        }
+        let (claims, plans) = plan(&mut cursors, &[0], 2, 2, later(now, 1), later(now, 99));
+        assert_eq!(claims.len(), 2);
+        assert!(plans.is_empty());
+        let (claims, plans) = plan(&mut cursors, &[0], 2, 10, later(now, 1), later(now, 99));
+        assert_eq!(claims.len(), 3, "the rest, once there is room");
+        assert_eq!(plans.len(), 1);
+    }
 
     #[test]
     fn fetches_ask_for_what_a_step_can_take_split_between_partitions() {
