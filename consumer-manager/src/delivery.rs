@@ -24,8 +24,11 @@ use crate::undecodable::all_stopped;
 /// Bytes per record a subscription's first fetches assume; later ones use what the
 /// fetches so far showed ([`Subscription::record_bytes`]).
 pub(crate) const FETCH_BYTES_PER_RECORD: u64 = 256;
-/// Smallest and largest fetch per partition of one delivery.
+/// Smallest fetch per partition of one delivery: below this a fetch costs more in
+/// round trips than in bytes.
 const FETCH_BYTES_MIN: u64 = 64 << 10;
+/// Largest fetch per partition of one delivery (and of a redelivery's reads): what one
+/// step can take of 100 B records, well below the 32 MiB fetch limit.
 pub(crate) const FETCH_BYTES_MAX: u64 = 4 << 20;
 
 /// Offsets claimed for redelivery: partition, offset and delivery attempt.
@@ -161,6 +164,7 @@ impl Take {
 /// What a delivery claimed under the lock, to check again once the fetches are back.
 pub(crate) struct Claim {
     member_id: String,
+    /// The lease holder the delivery is for.
     pub(crate) holder: Holder,
     generation: u64,
     /// Seek count of each eligible partition at claim time.
