@@ -2,14 +2,16 @@
 //! first never-delivered offset), acknowledgements above the committed offset, and
 //! delivery counts of redelivered records.
 //!
-//! Writes are applied as one batch per tree under the subscription's lock (so they
-//! reach sled in order) and made durable with [`Store::flush`] before the caller
-//! answers. Keys are `name 0x00 partition(be32) [offset(be64)]`; names never hold NUL.
+//! Writes are applied key by key under the subscription's lock (so they reach sled in
+//! order; see [`Changes`] for why not as batches) and made durable with
+//! [`Store::flush`] (group commit) before the caller answers. Keys are
+//! `name 0x00 partition(be32) [offset(be64)]`; names never hold NUL.
 //!
 //! Values: a cursor is `committed(be64) next(be64)`; an ack is a range of
 //! acknowledged offsets keyed by its first offset, its value the offset past its last
 //! (`end(be64)`), or empty for the single offset of the key (as versions before ranges
-//! wrote every ack); a delivery count is `count(be32)
+//! wrote every ack; a version before ranges would read a range as its first offset
+//! only, and deliver the rest again); a delivery count is `count(be32)`.
 //!
 //! The first sled error (a full disk, say) fails the store for good: memory may then
 //! be ahead of the disk, and sled 0.34 keeps the error, so the same database never

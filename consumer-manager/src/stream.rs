@@ -40,10 +40,9 @@ const STEP_WAIT: Duration = Duration::from_millis(500);
 /// a deep queue lets the delivery task hand over a whole step at once instead of
 /// waking the sending task every few records.
 const OUTBOUND_QUEUE: usize = 1_024;
-/// Most inbound messages taken together: the acks among them are applied at once
-/// and made durable by one flush. Whatever arrived while the last flush ran is
-/// taken, up to this (more than the credits a subscriber usually grants, so one
-/// flush can cover all it holds).
+/// Most inbound messages taken together: whatever has arrived is taken, up to this,
+/// and its acks are applied as one command (more than the credits a subscriber
+/// usually grants, so one apply can cover all it holds).
 const INBOUND_BATCH: usize = 16_384;
 /// How long a stream's acks wait to share one flush. A stream answers no ack, so this
 /// delays nothing a subscriber waits for; it bounds how many acks a crash can undo
