@@ -6,11 +6,11 @@
 //! at or above `next` were never delivered. The window `next - committed` is bounded,
 //! so this state, and what a restart must reload, stays small.
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::time::Instant;
 
+use crate::id_map::IdMap;
 use crate::ranges::RangeSet;
 
 /// Most records of one partition delivered and not yet acknowledged (Pub/Sub's
@@ -19,32 +19,6 @@ pub(crate) const MAX_WINDOW: u64 = 50_000;
 
 /// Identifies who holds a lease: one reader session (a stream or a pull member).
 pub(crate) type Holder = u64;
-
-/// Hashes offsets and holder ids with one multiplication rather than SipHash: every
-/// key stored is one the server chose (a delivered offset, a holder it numbered), so
-/// there is no flooding to defend against, and a lease is looked up per record.
-#[derive(Clone, Copy, Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fx's constant: odd, so distinct keys stay distinct; high bits well mixed.
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A map keyed by offsets or holder ids.
-type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// A delivered, unacknowledged record's lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

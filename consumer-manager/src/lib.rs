@@ -40,6 +40,7 @@ mod error;
 mod fetches;
 mod grpc;
 mod history;
+mod id_map;
 mod incarnation;
 mod lock;
 mod manager;
