@@ -6,8 +6,12 @@
 //! at or above `next` were never delivered. The window `next - committed` is bounded,
 //! so this state, and what a restart must reload, stays small.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::ops::Range;
 use std::time::Instant;
+
+use crate::id_map::IdMap;
+use crate::ranges::RangeSet;
 
 /// Most records of one partition delivered and not yet acknowledged (Pub/Sub's
 /// outstanding-message limit, per partition).
@@ -50,13 +54,14 @@ pub struct Stopped {
 pub struct Cursor {
     committed: u64,
     next: u64,
-    acked: BTreeSet<u64>,
-    leases: HashMap<u64, Lease>,
+    /// Acknowledged offsets above `committed`, as ranges.
+    acked: RangeSet,
+    leases: IdMap<Lease>,
     expiry: BTreeSet<(Instant, u64)>,
     redeliver: BTreeSet<u64>,
     /// Deliveries so far of offsets delivered more than once (others: 1).
-    deliveries: HashMap<u64, u32>,
-    held: HashMap<Holder, u64>,
+    deliveries: IdMap<u32>,
+    held: IdMap<u64>,
     /// Seeks so far: a delivery planned before a seek must not apply after it.
     seeks: u64,
     /// Set while no new record may be delivered (a seek clears it).
@@ -78,7 +83,7 @@ impl Cursor {
     pub fn restore(
         committed: u64,
         next: u64,
-        acked: impl IntoIterator<Item = u64>,
+        acked: impl IntoIterator<Item = Range<u64>>,
         deliveries: impl IntoIterator<Item = (u64, u32)>,
     ) -> Self {
         let next = next.max(committed);
@@ -86,14 +91,14 @@ impl Cursor {
         cursor.next = next;
         cursor.acked = acked
             .into_iter()
-            .filter(|&o| o > committed && o < next)
+            .map(|r| r.start.max(committed + 1)..r.end.min(next))
             .collect();
         cursor.deliveries = deliveries
             .into_iter()
             .filter(|&(o, _)| o >= committed && o < next)
             .collect();
         cursor.redeliver = (committed..next)
-            .filter(|o| !cursor.acked.contains(o))
+            .filter(|&o| !cursor.acked.contains(o))
             .collect();
         cursor.advance();
         cursor
@@ -114,10 +119,10 @@ impl Cursor {
         (self.leases.len() + self.redeliver.len()) as u64
     }
 
-    /// Offsets acknowledged above the committed offset (persisted so a restart does
-    /// not redeliver them).
-    pub fn acked_above_committed(&self) -> impl Iterator<Item = u64> + '_ {
-        self.acked.iter().copied()
+    /// Ranges of offsets acknowledged above the committed offset (persisted so a
+    /// restart does not redeliver them) that hold an offset of `span`, whole.
+    pub fn acked_ranges(&self, span: Range<u64>) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.acked.overlapping(span)
     }
 
     /// Records `holder` holds leases on.
@@ -239,7 +244,7 @@ impl Cursor {
             if self.committed == self.next {
                 self.committed = offset;
             } else {
-                self.acked.extend(self.next..offset);
+                self.acked.insert_range(self.next..offset);
             }
             self.next = offset;
         }
@@ -261,7 +266,7 @@ impl Cursor {
             self.unlease(offset);
         }
         self.redeliver = self.redeliver.split_off(&start);
-        self.acked = self.acked.split_off(&start);
+        self.acked.remove_below(start);
         self.deliveries.retain(|&o, _| o >= start);
         self.committed = start;
         self.next = self.next.max(start);
@@ -273,15 +278,22 @@ impl Cursor {
         if offset >= self.next {
             return AckOutcome::NotDelivered;
         }
-        if offset < self.committed || self.acked.contains(&offset) {
+        if offset < self.committed || self.acked.contains(offset) {
             return AckOutcome::Already;
         }
-        if self.leases.contains_key(&offset) {
-            self.unlease(offset);
+        self.unlease(offset);
+        if !self.redeliver.is_empty() {
+            self.redeliver.remove(&offset);
         }
-        self.redeliver.remove(&offset);
-        self.deliveries.remove(&offset);
-        self.acked.insert(offset);
+        if !self.deliveries.is_empty() {
+            self.deliveries.remove(&offset);
+        }
+        if offset == self.committed {
+            // In order (the usual case): the committed offset moves, no range kept.
+            self.committed += 1;
+        } else {
+            self.acked.insert(offset);
+        }
         self.advance();
         AckOutcome::Acked
     }
@@ -363,9 +375,14 @@ impl Cursor {
     }
 
     fn advance(&mut self) {
-        while self.acked.first() == Some(&self.committed) {
-            self.acked.pop_first();
-            self.committed += 1;
+        if self
+            .acked
+            .first()
+            .is_some_and(|first| first.start == self.committed)
+            && let Some(first) = self.acked.pop_first()
+        {
+            // Ranges are never adjacent: no other starts at this one's end.
+            self.committed = first.end;
         }
         if self.committed > self.next {
             self.next = self.committed;
@@ -422,7 +439,7 @@ mod tests {
 
     #[test]
     fn restore_redelivers_exactly_the_unacked_offsets() {
-        let c = Cursor::restore(5, 10, [6, 8], [(7, 3)]);
+        let c = Cursor::restore(5, 10, [6..7, 8..9], [(7, 3)]);
         let mut c = c;
         let again: Vec<u64> = c
             .claim_redeliveries(100, 1, soon())

@@ -18,20 +18,24 @@ use crate::cursor::{Cursor, Holder, Stopped};
 use crate::error::{Error, Result};
 use crate::manager::{Delivery, Manager, delivered};
 use crate::source::{Fetched, ReadOutcome};
-use crate::store::Changes;
-use crate::subscription::{State, Subscription, persist_partition, seek_partition};
+use crate::subscription::{State, Subscription};
 use crate::undecodable::all_stopped;
 
-/// Fetch size per record wanted, when sizing a delivery's fetches.
-const FETCH_BYTES_PER_RECORD: u64 = 256;
-/// Smallest and largest fetch per partition of one delivery.
+/// Bytes per record a subscription's first fetches assume; later ones use what the
+/// fetches so far showed ([`Subscription::record_bytes`]).
+pub(crate) const FETCH_BYTES_PER_RECORD: u64 = 256;
+/// Smallest fetch per partition of one delivery: below this a fetch costs more in
+/// round trips than in bytes.
 const FETCH_BYTES_MIN: u64 = 64 << 10;
+/// Largest fetch per partition of one delivery (and of a redelivery's reads): what one
+/// step can take of 100 B records, well below the 32 MiB fetch limit.
 pub(crate) const FETCH_BYTES_MAX: u64 = 4 << 20;
 
 /// Offsets claimed for redelivery: partition, offset and delivery attempt.
 pub(crate) type Redeliveries = Vec<(u32, u64, u32)>;
 
 /// Where a delivery reads one partition's new records.
+#[derive(Debug, PartialEq, Eq)]
 struct Plan {
     partition: u32,
     from: u64,
@@ -160,6 +164,7 @@ impl Take {
 /// What a delivery claimed under the lock, to check again once the fetches are back.
 pub(crate) struct Claim {
     member_id: String,
+    /// The lease holder the delivery is for.
     pub(crate) holder: Holder,
     generation: u64,
     /// Seek count of each eligible partition at claim time.
@@ -287,37 +292,7 @@ impl Manager {
             eligible.rotate_left(turn);
         }
         let deadline = subscription.lease_deadline();
-        let mut claims: Redeliveries = Vec::new();
-        for &partition in &eligible {
-            let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                continue;
-            };
-            cursor.expire(now);
-            let room = max - claims.len();
-            if room == 0 {
-                break;
-            }
-            claims.extend(
-                cursor
-                    .claim_redeliveries(room, holder, deadline)
-                    .into_iter()
-                    .map(|(o, a)| (partition, o, a)),
-            );
-        }
-        let plans: Vec<Plan> = if claims.len() == max {
-            Vec::new()
-        } else {
-            eligible
-                .iter()
-                .filter_map(|&partition| {
-                    let cursor = state.cursors.get(partition as usize)?;
-                    (cursor.room() > 0 && cursor.stopped().is_none()).then_some(Plan {
-                        partition,
-                        from: cursor.next(),
-                    })
-                })
-                .collect()
-        };
+        let (claims, plans) = plan(&mut state.cursors, &eligible, holder, max, now, deadline);
         if claims.is_empty()
             && plans.is_empty()
             && let Some(error) = all_stopped(subscription, &state, &eligible)
@@ -346,10 +321,8 @@ impl Manager {
         left: usize,
         wait: Duration,
     ) -> (Vec<(Plan, ReadOutcome)>, Option<Error>) {
-        // Ask for about what can be delivered, not a full fetch of every partition.
-        let max_bytes =
-            (left as u64 * FETCH_BYTES_PER_RECORD).clamp(FETCH_BYTES_MIN, FETCH_BYTES_MAX) as u32;
         let planned = plans.len();
+        let max_bytes = fetch_bytes(left, subscription.record_bytes(), planned);
         let mut fetches: FuturesUnordered<_> = plans
             .into_iter()
             .map(|plan| {
@@ -372,6 +345,9 @@ impl Manager {
                 Ok(ReadOutcome::BelowStart { .. } | ReadOutcome::AboveEnd { .. }) => true,
                 Err(_) => false,
             };
+            if let Ok(ReadOutcome::Records(fetched)) = &result {
+                subscription.observe_fetch(fetched.bytes, fetched.records.len());
+            }
             match result {
                 Ok(outcome) => results.push((plan, outcome)),
                 Err(e) => {
@@ -452,56 +428,99 @@ impl Manager {
             .options
             .retention_ms
             .map(|ms| now_ms().saturating_sub(ms as i64));
-        let mut changes = Changes::new();
-        let mut state = subscription.lock()?;
-        let deadline = subscription.lease_deadline();
         let mut take = Take {
             holder: claim.holder,
-            deadline,
+            deadline: subscription.lease_deadline(),
             retention_floor,
             left,
         };
-        for (plan, found) in results {
-            let partition = plan.partition;
-            if let Found::DeadLettered { .. } = found {
-                // Written whether or not the claim still stands: counted either way.
-                state.dead_lettered += 1;
-                subscription.counters.dead_lettered(1);
-                self.store()
-                    .put_subscription(&subscription.record(&state))?;
-            }
-            // A rebalance or a seek while the fetch ran makes what it found stale.
-            if !claim.stands(subscription, &state, partition) {
-                continue;
-            }
-            if let Found::Records(fetched) = &found
-                && let Some(hw) = state.high_watermarks.get_mut(partition as usize)
-            {
-                *hw = Some(fetched.high_watermark);
-            }
-            let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                continue;
-            };
-            let before = cursor.committed();
-            match take.found(partition, cursor, found, delivery) {
-                Persist::Passed(passed) => persist_partition(
-                    self.store(),
-                    &mut changes,
-                    name,
-                    partition,
-                    cursor,
-                    before,
-                    &passed,
-                )?,
-                Persist::Reset { log_end, to } => {
-                    tracing::warn!(subscription = %name, topic = %subscription.topic, partition, committed_offset = before, next_offset = cursor.next(), log_end_offset = log_end, reset_to = to, "position past the partition's end (records lost); reset by the subscription's start option");
-                    seek_partition(self.store(), &mut changes, name, partition, cursor, to)?;
+        self.write_unflushed(subscription, |state, writes| {
+            for (plan, found) in results {
+                let partition = plan.partition;
+                if let Found::DeadLettered { .. } = found {
+                    // Written whether or not the claim still stands: counted either way.
+                    state.dead_lettered += 1;
+                    subscription.counters.dead_lettered(1);
+                    writes.record();
                 }
-                Persist::Nothing => {}
+                // A rebalance or a seek while the fetch ran makes what it found stale.
+                if !claim.stands(subscription, state, partition) {
+                    continue;
+                }
+                if let Found::Records(fetched) = &found
+                    && let Some(hw) = state.high_watermarks.get_mut(partition as usize)
+                {
+                    *hw = Some(fetched.high_watermark);
+                }
+                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                    continue;
+                };
+                let before = cursor.committed();
+                match take.found(partition, cursor, found, delivery) {
+                    Persist::Passed(passed) => writes.cursor(partition, cursor, before, &passed)?,
+                    Persist::Reset { log_end, to } => {
+                        tracing::warn!(subscription = %name, topic = %subscription.topic, partition, committed_offset = before, next_offset = cursor.next(), log_end_offset = log_end, reset_to = to, "position past the partition's end (records lost); reset by the subscription's start option");
+                        cursor.seek(to);
+                        writes.reset(partition, cursor)?;
+                    }
+                    Persist::Nothing => {}
+                }
             }
-        }
-        self.store().apply(changes)
+            Ok(())
+        })
     }
+}
+
+/// The decision of a claim, over the cursors alone: in `eligible` order (the caller
+/// rotates it), expires the leases past `now`, claims up to `max` redeliveries for
+/// `holder` (leased until `deadline`, their attempts counted), and, if that leaves
+/// room, plans where each partition with room in its window and not stopped reads
+/// new records.
+fn plan(
+    cursors: &mut [Cursor],
+    eligible: &[u32],
+    holder: Holder,
+    max: usize,
+    now: Instant,
+    deadline: Instant,
+) -> (Redeliveries, Vec<Plan>) {
+    let mut claims: Redeliveries = Vec::new();
+    for &partition in eligible {
+        let Some(cursor) = cursors.get_mut(partition as usize) else {
+            continue;
+        };
+        cursor.expire(now);
+        let room = max - claims.len();
+        if room == 0 {
+            break;
+        }
+        let claimed = cursor.claim_redeliveries(room, holder, deadline);
+        claims.extend(claimed.into_iter().map(|(o, a)| (partition, o, a)));
+    }
+    if claims.len() == max {
+        return (claims, Vec::new());
+    }
+    let plans = eligible
+        .iter()
+        .filter_map(|&partition| {
+            let cursor = cursors.get(partition as usize)?;
+            (cursor.room() > 0 && cursor.stopped().is_none()).then_some(Plan {
+                partition,
+                from: cursor.next(),
+            })
+        })
+        .collect();
+    (claims, plans)
+}
+
+/// Bytes to ask of each of `planned` partitions for `left` records of about
+/// `record_bytes` each: about what can be delivered (a quarter more, as batches
+/// straddle), split between the partitions, not a full fetch of each. What a step
+/// cannot take is fetched again (and its CRC checked again) by the next one.
+fn fetch_bytes(left: usize, record_bytes: u64, planned: usize) -> u32 {
+    let wanted = (left as u64).saturating_mul(record_bytes) / 4 * 5;
+    let each = wanted / planned.max(1) as u64;
+    each.clamp(FETCH_BYTES_MIN, FETCH_BYTES_MAX) as u32
 }
 
 /// A skip as reported to readers.
@@ -511,5 +530,73 @@ pub(crate) fn skip(partition: u32, from: u64, to: u64, reason: &str) -> v1::Skip
         from_offset: from,
         to_offset: to,
         reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn later(now: Instant, ms: u64) -> Instant {
+        now + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_claim_takes_redeliveries_first_then_plans_new_records() {
+        let now = Instant::now();
+        let mut cursors: Vec<Cursor> = (0..3).map(|_| Cursor::at(0)).collect();
+        for offset in 0..3 {
+            cursors[1].deliver_new(offset, 1, later(now, 10));
+        }
+        cursors[2].stop(0, "bad".into());
+        // Leases of holder 1 expired: holder 2 gets them, attempt 2, before new ones.
+        let (claims, plans) = plan(
+            &mut cursors,
+            &[1, 0, 2],
+            2,
+            10,
+            later(now, 20),
+            later(now, 99),
+        );
+        assert_eq!(claims, vec![(1, 0, 2), (1, 1, 2), (1, 2, 2)]);
+        let planned = vec![
+            Plan {
+                partition: 1,
+                from: 3,
+            },
+            Plan {
+                partition: 0,
+                from: 0,
+            },
+        ];
+        assert_eq!(plans, planned, "a stopped partition is not read");
+        assert_eq!(cursors[1].held_by(2), 3);
+    }
+
+    #[test]
+    fn a_claim_full_of_redeliveries_plans_nothing_new() {
+        let now = Instant::now();
+        let mut cursors = vec![Cursor::at(0)];
+        for offset in 0..5 {
+            cursors[0].deliver_new(offset, 1, now);
+        }
+        let (claims, plans) = plan(&mut cursors, &[0], 2, 2, later(now, 1), later(now, 99));
+        assert_eq!(claims.len(), 2);
+        assert!(plans.is_empty());
+        let (claims, plans) = plan(&mut cursors, &[0], 2, 10, later(now, 1), later(now, 99));
+        assert_eq!(claims.len(), 3, "the rest, once there is room");
+        assert_eq!(plans.len(), 1);
+    }
+
+    #[test]
+    fn fetches_ask_for_what_a_step_can_take_split_between_partitions() {
+        let check = |left, record_bytes, planned, expected| {
+            assert_eq!(fetch_bytes(left, record_bytes, planned), expected);
+        };
+        check(5_000, 120, 1, 750_000);
+        check(5_000, 120, 3, 250_000);
+        check(10, 120, 3, FETCH_BYTES_MIN as u32);
+        check(10_000, 1 << 20, 1, FETCH_BYTES_MAX as u32);
+        check(5_000, 120, 0, 750_000);
     }
 }

@@ -144,13 +144,12 @@ impl Manager {
             Incarnation::Same => Ok(true),
             Incarnation::Stale => Ok(false),
             Incarnation::Adopt(seen) => {
-                {
-                    let mut state = subscription.lock()?;
+                self.write(subscription, |state, writes| {
                     state.topic_created_ms = seen;
-                    self.store()
-                        .put_subscription(&subscription.record(&state))?;
-                }
-                self.store().flush().await?;
+                    writes.record();
+                    Ok(())
+                })
+                .await?;
                 Ok(true)
             }
             Incarnation::Recreated => {
@@ -202,9 +201,8 @@ impl Manager {
     /// Deletes a subscription whose topic is gone, as Unsubscribe does: its members
     /// are removed (their streams end with NOT_FOUND) and nothing of it is kept.
     pub(crate) async fn end_subscription(&self, subscription: &Arc<Subscription>, why: &Deletion) {
-        let _admin = self.admin.lock().await;
         let result = async {
-            self.remove(subscription, why)?;
+            self.remove_now(subscription, why)?;
             self.store().flush().await
         }
         .await;
@@ -227,17 +225,19 @@ impl Manager {
         subscription: &Subscription,
         seen: u64,
     ) -> Result<()> {
-        let mut state = subscription.lock()?;
-        match compare(state.dead_letter_created_ms, seen) {
-            Incarnation::Same | Incarnation::Stale => return Ok(()),
-            Incarnation::Adopt(_) => {}
-            Incarnation::Recreated => {
-                tracing::warn!(subscription = %subscription.name, topic = %subscription.options.dead_letter_topic, "the dead-letter topic was created again; replaying it from the start");
-                state.replayed.clear();
+        self.write_unflushed(subscription, |state, writes| {
+            match compare(state.dead_letter_created_ms, seen) {
+                Incarnation::Same | Incarnation::Stale => return Ok(()),
+                Incarnation::Adopt(_) => {}
+                Incarnation::Recreated => {
+                    tracing::warn!(subscription = %subscription.name, topic = %subscription.options.dead_letter_topic, "the dead-letter topic was created again; replaying it from the start");
+                    state.replayed.clear();
+                }
             }
-        }
-        state.dead_letter_created_ms = seen;
-        self.store().put_subscription(&subscription.record(&state))
+            state.dead_letter_created_ms = seen;
+            writes.record();
+            Ok(())
+        })
     }
 
     /// The offset a partition resumes at when the subscription's position lies past

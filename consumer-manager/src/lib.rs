@@ -4,10 +4,18 @@
 //!   redeliveries, delivery counts), pure and property-tested.
 //! - `assignment`: sticky, balanced partition assignment for groups.
 //! - `store`: the sled database; a commit is answered only after it is flushed.
-//! - `manager`: subscribe, join, read, ack, nack, commit, seek, presence.
+//! - `commit`: group commit, one flush at a time for every subscription's writes.
+//! - `manager`: subscriptions (subscribe, unsubscribe, load) and pull reads.
+//! - `command`: the pure decisions of ack, nack, commit and seek over a
+//!   subscription's state; `acks`, `seek`, `membership` and `describe` are their
+//!   edges (checks, broker calls, answers).
+//! - `persist`: the one write step (under the subscription's lock, then group
+//!   commit).
 //! - `delivery` and `redelivery`: claim, fetch, resolve and record new records;
 //!   redeliveries and dead letters.
 //! - `stream`: push delivery with credit-based flow control.
+//! - `source` and `fetches`: the brokers; one fetch serves every reader of a
+//!   partition position.
 //! - `history`: history reads, dead-letter replay, keep-until-consumed deletion.
 //! - `undecodable`: batches that cannot be decoded: dead-lettered whole, or their
 //!   partition stopped visibly.
@@ -21,18 +29,28 @@
 #![warn(unreachable_pub)]
 
 mod access_watch;
+mod acks;
 mod assignment;
+mod command;
+mod commit;
 mod cursor;
 mod delivery;
+mod describe;
 mod error;
+mod fetches;
 mod grpc;
 mod history;
+mod id_map;
 mod incarnation;
 mod lock;
 mod manager;
+mod membership;
 mod metrics;
 mod options;
+mod persist;
+mod ranges;
 mod redelivery;
+mod seek;
 mod server;
 mod service;
 mod source;

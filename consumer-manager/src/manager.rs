@@ -1,26 +1,25 @@
-//! The consumer manager's operations: subscriptions, group membership, pull reads,
-//! acknowledgements, commits, seeking, descriptions and presence. Delivery itself is
-//! in `delivery` and `redelivery`.
+//! The consumer manager: its subscriptions (created, loaded, removed) and pull reads.
+//! The other operations are by concern: `acks` (ack, nack, commit), `seek`,
+//! `membership` (join, leave, sessions), `describe` (descriptions and presence),
+//! `delivery` and `redelivery`, `history`; every write goes through `persist`.
 
 use pubsub_proto::auth::NodeSecurity;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use pubsub_client::ConsumerRecord;
 use pubsub_proto::v1;
 
-use crate::cursor::{AckOutcome, Cursor, Holder};
+use crate::cursor::{Cursor, Holder};
 use crate::error::{Error, Result};
 use crate::lock::recover;
 use crate::options::{Options, check_name, check_subscription_name};
 use crate::source::Source;
-use crate::store::{Changes, Store, SubscriptionRecord};
-use crate::subscription::{
-    Deletion, Mode, Subscription, check_generation, persist_partition, seek_partition,
-};
+use crate::store::{Changes, Store, StoredCursor, SubscriptionRecord};
+use crate::subscription::{Deletion, Mode, Subscription, check_generation};
 
 /// Most records one Read or one stream delivery returns.
 pub(crate) const MAX_READ_RECORDS: usize = 10_000;
@@ -80,8 +79,9 @@ pub struct Manager {
     store: Store,
     source: Source,
     subscriptions: RwLock<HashMap<String, Arc<Subscription>>>,
-    /// Serializes Subscribe, Unsubscribe and dead-letter replays.
-    pub(crate) admin: tokio::sync::Mutex<()>,
+    /// Serializes creating and removing subscriptions (the map and their records in
+    /// sled together); held over no I/O but sled's in-memory writes.
+    admin: Mutex<()>,
     next_holder: AtomicU64,
     config: ManagerConfig,
 }
@@ -115,7 +115,7 @@ impl Manager {
             source: Source::new(config.brokers.clone(), config.security.link.clone()),
             store,
             subscriptions: RwLock::new(subscriptions),
-            admin: tokio::sync::Mutex::new(()),
+            admin: Mutex::new(()),
             next_holder: AtomicU64::new(1),
             config,
         })
@@ -136,7 +136,8 @@ impl Manager {
         &self.store
     }
 
-    fn new_holder(&self) -> Holder {
+    /// A lease holder id never handed out before by this manager.
+    pub(crate) fn new_holder(&self) -> Holder {
         self.next_holder.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -159,7 +160,9 @@ impl Manager {
             .collect()
     }
 
-    /// Creates a subscription (or answers with the identical existing one).
+    /// Creates a subscription (or answers with the identical existing one). Broker
+    /// calls run before `admin` is taken; it covers only the check and the writes,
+    /// and the flush waits outside it.
     pub async fn subscribe(
         &self,
         topic: &str,
@@ -169,47 +172,17 @@ impl Manager {
         check_subscription_name(name)?;
         check_name("topic name", topic)?;
         let options = Options::resolve(topic, name, options)?;
-        let _admin = self.admin.lock().await;
-        if let Ok(existing) = self.subscription(name) {
-            let outlived = existing.topic == topic && {
-                let described = self.source.describe(topic).await?;
-                let seen = described.topic.map_or(0, |t| t.created_ms);
-                self.remove_if_outlived(&existing, seen)?
-            };
-            // An outlived one (its topic deleted and created again) is gone: the name
-            // starts afresh.
-            if !outlived {
-                if existing.topic == topic && existing.options == options {
-                    return Ok((existing, false));
-                }
-                return Err(Error::SubscriptionExists {
-                    name: name.to_string(),
-                    topic: existing.topic.clone(),
-                });
-            }
+        if let Some(existing) = self.existing(topic, name, &options).await? {
+            return Ok((existing, false));
         }
         let description = self.source.describe(topic).await?;
         let (partitions, topic_created_ms) = description
             .topic
             .map_or((0, 0), |t| (t.partitions.len() as u32, t.created_ms));
         let spec = options.start.spec();
-        // Whatever a deleted subscription of this name left behind must not count.
-        self.store.delete_subscription(name)?;
-        let mut cursors = Vec::with_capacity(partitions as usize);
-        let mut changes = Changes::new();
+        let mut offsets = Vec::with_capacity(partitions as usize);
         for partition in 0..partitions {
-            let offset = self.source.offset(topic, partition, spec).await?;
-            let cursor = Cursor::at(offset);
-            persist_partition(
-                &self.store,
-                &mut changes,
-                name,
-                partition,
-                &cursor,
-                offset,
-                &[],
-            )?;
-            cursors.push(cursor);
+            offsets.push(self.source.offset(topic, partition, spec).await?);
         }
         let record = SubscriptionRecord {
             name: name.to_string(),
@@ -222,30 +195,92 @@ impl Manager {
             topic_created_ms,
             dead_letter_created_ms: 0,
         };
-        self.store.apply(changes)?;
-        self.store.put_subscription(&record)?;
+        let subscription = {
+            let _admin = recover(self.admin.lock());
+            // Created meanwhile by another call: answer as for an existing one.
+            if let Ok(existing) = self.subscription(name) {
+                return same_or_exists(existing, topic, &record.options).map(|s| (s, false));
+            }
+            self.create(record, &offsets)?
+        };
         self.store.flush().await?;
-        let subscription = Arc::new(Subscription::new(&record, cursors));
-        recover(self.subscriptions.write()).insert(name.to_string(), subscription.clone());
         tracing::info!(subscription = %name, topic, partitions, "subscription created");
         Ok((subscription, true))
     }
 
+    /// The subscription `name` if it exists for `topic` with these options (an error
+    /// if it differs); `None` if there is none, or the one there belonged to an older
+    /// incarnation of the topic and was removed (the name then starts afresh).
+    async fn existing(
+        &self,
+        topic: &str,
+        name: &str,
+        options: &Options,
+    ) -> Result<Option<Arc<Subscription>>> {
+        let Ok(existing) = self.subscription(name) else {
+            return Ok(None);
+        };
+        if existing.topic == topic {
+            let described = self.source.describe(topic).await?;
+            let seen = described.topic.map_or(0, |t| t.created_ms);
+            let _admin = recover(self.admin.lock());
+            if self.remove_if_outlived(&existing, seen)? {
+                return Ok(None);
+            }
+        }
+        same_or_exists(existing, topic, options).map(Some)
+    }
+
+    /// Stores a new subscription at `offsets` (one per partition) and serves it; not
+    /// yet flushed. The caller holds `admin`.
+    fn create(&self, record: SubscriptionRecord, offsets: &[u64]) -> Result<Arc<Subscription>> {
+        let name = record.name.as_str();
+        // Whatever a deleted subscription of this name left behind must not count.
+        self.store.delete_subscription(name)?;
+        let mut changes = Changes::new();
+        let mut cursors = Vec::with_capacity(offsets.len());
+        for (partition, &offset) in offsets.iter().enumerate() {
+            let stored = StoredCursor {
+                committed: offset,
+                next: offset,
+            };
+            changes.cursor(name, partition as u32, stored);
+            cursors.push(Cursor::at(offset));
+        }
+        self.store.apply(changes)?;
+        self.store.put_subscription(&record)?;
+        let subscription = Arc::new(Subscription::new(&record, cursors));
+        recover(self.subscriptions.write()).insert(name.to_string(), subscription.clone());
+        Ok(subscription)
+    }
+
     /// Deletes a subscription of `topic`, its offsets and delivery counts.
     pub async fn unsubscribe(&self, topic: &str, name: &str) -> Result<()> {
-        let _admin = self.admin.lock().await;
-        let subscription = self.subscription(name)?;
-        if !topic.is_empty() && subscription.topic != topic {
-            return Err(Error::WrongTopic {
-                name: name.to_string(),
-                topic: subscription.topic.clone(),
-                asked: topic.to_string(),
-            });
+        {
+            let _admin = recover(self.admin.lock());
+            let subscription = self.subscription(name)?;
+            if !topic.is_empty() && subscription.topic != topic {
+                return Err(Error::WrongTopic {
+                    name: name.to_string(),
+                    topic: subscription.topic.clone(),
+                    asked: topic.to_string(),
+                });
+            }
+            self.remove(&subscription, &Deletion::Unsubscribed)?;
         }
-        self.remove(&subscription, &Deletion::Unsubscribed)?;
         self.store.flush().await?;
         tracing::info!(subscription = %name, "subscription deleted");
         Ok(())
+    }
+
+    /// As [`Manager::remove`], taking `admin` for it.
+    pub(crate) fn remove_now(
+        &self,
+        subscription: &Arc<Subscription>,
+        why: &Deletion,
+    ) -> Result<()> {
+        let _admin = recover(self.admin.lock());
+        self.remove(subscription, why)
     }
 
     /// Deletes a subscription and everything stored for it (not yet flushed): members
@@ -268,70 +303,6 @@ impl Manager {
             state.remove(&id, true);
         }
         self.store.delete_subscription(&subscription.name)
-    }
-
-    /// Joins a group (or renews a membership): member id, generation, partitions.
-    pub async fn join(
-        &self,
-        name: &str,
-        caller: &Caller,
-        mode: Mode,
-    ) -> Result<v1::JoinGroupResponse> {
-        let subscription = self.subscription(name)?;
-        let member_id = if caller.member_id.is_empty() {
-            format!("{}-{:016x}", mode.as_str(), rand::random::<u64>())
-        } else {
-            caller.member_id.clone()
-        };
-        let (response, rebalanced) = {
-            let mut state = subscription.lock()?;
-            let (_, new) = state.touch(&member_id, &caller.address, mode, || self.new_holder());
-            let rebalanced = new && subscription.options.group;
-            if rebalanced {
-                state.rebalance(subscription.partitions);
-                tracing::info!(subscription = %name, member = %member_id, generation = state.generation, "member joined; rebalanced");
-                self.store.put_subscription(&subscription.record(&state))?;
-            }
-            let response = v1::JoinGroupResponse {
-                partitions: state.eligible(
-                    subscription.options.group,
-                    &member_id,
-                    subscription.partitions,
-                ),
-                member_id,
-                generation: state.generation,
-                session_timeout_ms: subscription.options.session_timeout_ms,
-            };
-            (response, rebalanced)
-        };
-        if rebalanced {
-            // A generation is never handed out twice, even across a restart.
-            self.store.flush().await?;
-            subscription.changed.notify_waiters();
-        }
-        Ok(response)
-    }
-
-    /// Removes a member now (leave, stream closed, session expired).
-    pub async fn leave(&self, name: &str, member_id: &str) -> Result<()> {
-        let subscription = self.subscription(name)?;
-        {
-            let mut state = subscription.lock()?;
-            let group = subscription.options.group;
-            if !state.remove(member_id, group) {
-                return Ok(());
-            }
-            if !group {
-                subscription.changed.notify_waiters();
-                return Ok(());
-            }
-            state.rebalance(subscription.partitions);
-            tracing::info!(subscription = %name, member = %member_id, generation = state.generation, "member left; rebalanced");
-            self.store.put_subscription(&subscription.record(&state))?;
-        }
-        subscription.changed.notify_waiters();
-        self.store.flush().await?;
-        Ok(())
     }
 
     /// Pull: up to `max` records for `caller`, waiting up to `wait` for the first.
@@ -361,434 +332,31 @@ impl Manager {
         self.deliver(&subscription, &member_id, holder, max, wait)
             .await
     }
+}
 
-    /// Acknowledges records of a subscription for a caller (generation checked).
-    pub async fn ack(
-        &self,
-        name: &str,
-        caller: &Caller,
-        generation: u64,
-        ids: &[(u32, u64)],
-    ) -> Result<()> {
-        let subscription = self.subscription(name)?;
-        self.check_caller(&subscription, caller, generation)?;
-        self.ack_ids(&subscription, ids, true).await
+/// `existing` if it is the subscription asked for (same topic and options), else
+/// the error saying the name is taken.
+fn same_or_exists(
+    existing: Arc<Subscription>,
+    topic: &str,
+    options: &Options,
+) -> Result<Arc<Subscription>> {
+    if existing.topic == topic && existing.options == *options {
+        return Ok(existing);
     }
-
-    /// Checks a caller's generation and renews its presence.
-    fn check_caller(
-        &self,
-        subscription: &Subscription,
-        caller: &Caller,
-        generation: u64,
-    ) -> Result<()> {
-        let member_id = member_id_of(subscription, caller);
-        let mut state = subscription.lock()?;
-        check_generation(subscription, &state, &member_id, generation)?;
-        if let Some(member) = state.members.get_mut(&member_id) {
-            member.last_seen = Instant::now();
-        }
-        Ok(())
-    }
-
-    /// Acknowledges records and waits until the new positions are durable. `strict`
-    /// refuses the whole call, changing nothing, if any id names an unknown partition
-    /// or an offset never delivered; otherwise (a stream's acks, which may trail a
-    /// seek) such ids are skipped.
-    pub async fn ack_ids(
-        &self,
-        subscription: &Arc<Subscription>,
-        ids: &[(u32, u64)],
-        strict: bool,
-    ) -> Result<()> {
-        let mut changes = Changes::new();
-        let mut count = 0;
-        {
-            let mut state = subscription.lock()?;
-            let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-            for &(partition, offset) in ids {
-                let valid = match state.cursors.get(partition as usize) {
-                    None if strict => {
-                        return Err(no_such_partition(subscription, partition));
-                    }
-                    None => false,
-                    Some(cursor) if offset >= cursor.next() && strict => {
-                        return Err(Error::NeverDelivered {
-                            subscription: subscription.name.clone(),
-                            partition,
-                            offset,
-                        });
-                    }
-                    Some(cursor) => offset < cursor.next(),
-                };
-                if valid {
-                    by_partition.entry(partition).or_default().push(offset);
-                }
-            }
-            for (partition, offsets) in by_partition {
-                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                    continue;
-                };
-                let before = cursor.committed();
-                let acked: Vec<u64> = offsets
-                    .into_iter()
-                    .filter(|&offset| cursor.ack(offset) == AckOutcome::Acked)
-                    .collect();
-                if acked.is_empty() {
-                    continue;
-                }
-                count += acked.len();
-                persist_partition(
-                    &self.store,
-                    &mut changes,
-                    &subscription.name,
-                    partition,
-                    cursor,
-                    before,
-                    &acked,
-                )?;
-            }
-            self.store.apply(changes)?;
-        }
-        self.store.flush().await?;
-        subscription.counters.acked(count);
-        subscription.changed.notify_waiters();
-        Ok(())
-    }
-
-    /// Gives records back for immediate redelivery.
-    pub async fn nack(
-        &self,
-        name: &str,
-        caller: &Caller,
-        generation: u64,
-        ids: &[(u32, u64)],
-    ) -> Result<()> {
-        let subscription = self.subscription(name)?;
-        self.check_caller(&subscription, caller, generation)?;
-        if let Some(&(partition, _)) = ids.iter().find(|(p, _)| *p >= subscription.partitions) {
-            return Err(no_such_partition(&subscription, partition));
-        }
-        {
-            let member_id = member_id_of(&subscription, caller);
-            let mut state = subscription.lock()?;
-            // Only the caller's own leases, all or nothing: a nack that changes nothing
-            // must say so, or the caller believes the record is on its way again.
-            let holder = state.members.get(&member_id).map(|m| m.holder);
-            let not_held = ids.iter().find(|&&(partition, offset)| {
-                let lease = state
-                    .cursors
-                    .get(partition as usize)
-                    .and_then(|c| c.holder_of(offset));
-                holder.is_none() || lease != holder
-            });
-            if let Some((partition, offset)) = not_held {
-                return Err(Error::NotHeld {
-                    subscription: name.to_string(),
-                    partition: *partition,
-                    offset: *offset,
-                });
-            }
-            let Some(holder) = holder else {
-                return Ok(());
-            };
-            for &(partition, offset) in ids {
-                if let Some(cursor) = state.cursors.get_mut(partition as usize) {
-                    cursor.nack(offset, holder);
-                }
-            }
-        }
-        subscription.changed.notify_waiters();
-        Ok(())
-    }
-
-    /// Kafka-style commit of one partition up to `offset`.
-    pub async fn commit(
-        &self,
-        name: &str,
-        caller: &Caller,
-        generation: u64,
-        partition: u32,
-        offset: u64,
-    ) -> Result<()> {
-        let subscription = self.subscription(name)?;
-        if partition >= subscription.partitions {
-            return Err(no_such_partition(&subscription, partition));
-        }
-        let high_watermark = self
-            .source
-            .offset(
-                &subscription.topic,
-                partition,
-                v1::list_offsets_request::Spec::Latest(true),
-            )
-            .await?;
-        if offset > high_watermark {
-            return Err(Error::CommitPastEnd {
-                partition,
-                offset,
-                end: high_watermark,
-            });
-        }
-        let mut changes = Changes::new();
-        {
-            let member_id = member_id_of(&subscription, caller);
-            let mut state = subscription.lock()?;
-            check_generation(&subscription, &state, &member_id, generation)?;
-            let Some(cursor) = state.cursors.get_mut(partition as usize) else {
-                return Err(no_such_partition(&subscription, partition));
-            };
-            let before = cursor.committed();
-            cursor.commit_to(offset);
-            persist_partition(
-                &self.store,
-                &mut changes,
-                name,
-                partition,
-                cursor,
-                before,
-                &[],
-            )?;
-            self.store.apply(changes)?;
-        }
-        self.store.flush().await?;
-        Ok(())
-    }
-
-    /// Moves a subscription's position (all partitions or one).
-    pub async fn seek(
-        &self,
-        name: &str,
-        partition: Option<u32>,
-        target: v1::seek_request::Target,
-    ) -> Result<Vec<v1::PartitionLag>> {
-        let subscription = self.subscription(name)?;
-        let partitions: Vec<u32> = match partition {
-            Some(p) if p < subscription.partitions => vec![p],
-            Some(p) => {
-                return Err(no_such_partition(&subscription, p));
-            }
-            None => (0..subscription.partitions).collect(),
-        };
-        let mut offsets = Vec::with_capacity(partitions.len());
-        for &p in &partitions {
-            use v1::list_offsets_request::Spec;
-            let offset = match target {
-                v1::seek_request::Target::Offset(o) => {
-                    let start = self
-                        .source
-                        .offset(&subscription.topic, p, Spec::Earliest(true))
-                        .await?;
-                    let end = self
-                        .source
-                        .offset(&subscription.topic, p, Spec::Latest(true))
-                        .await?;
-                    if !(start..=end).contains(&o) {
-                        return Err(Error::SeekOutOfRange {
-                            partition: p,
-                            offset: o,
-                            start,
-                            end,
-                        });
-                    }
-                    o
-                }
-                v1::seek_request::Target::Earliest(false)
-                | v1::seek_request::Target::Latest(false) => {
-                    return Err(Error::InvalidOption {
-                        option: "seek earliest or latest",
-                        got: "false".into(),
-                        rule: "must be true when set",
-                    });
-                }
-                v1::seek_request::Target::Earliest(true) => {
-                    self.source
-                        .offset(&subscription.topic, p, Spec::Earliest(true))
-                        .await?
-                }
-                v1::seek_request::Target::Latest(true) => {
-                    self.source
-                        .offset(&subscription.topic, p, Spec::Latest(true))
-                        .await?
-                }
-                v1::seek_request::Target::TimestampMs(ts) => {
-                    self.source
-                        .offset(&subscription.topic, p, Spec::TimestampMs(ts))
-                        .await?
-                }
-            };
-            offsets.push((p, offset));
-        }
-        let mut changes = Changes::new();
-        {
-            let mut state = subscription.lock()?;
-            for &(p, offset) in &offsets {
-                let Some(cursor) = state.cursors.get_mut(p as usize) else {
-                    continue;
-                };
-                seek_partition(&self.store, &mut changes, name, p, cursor, offset)?;
-            }
-            self.store.apply(changes)?;
-        }
-        self.store.flush().await?;
-        subscription.changed.notify_waiters();
-        Ok(offsets
-            .into_iter()
-            .map(|(p, offset)| v1::PartitionLag {
-                partition: p,
-                committed_offset: offset,
-                ..Default::default()
-            })
-            .collect())
-    }
-
-    /// A subscription's description with per-partition lag (high watermarks asked of
-    /// the leaders now) and members.
-    pub async fn describe(&self, subscription: &Arc<Subscription>) -> v1::SubscriptionInfo {
-        let mut high_watermarks = Vec::with_capacity(subscription.partitions as usize);
-        for p in 0..subscription.partitions {
-            high_watermarks.push(
-                self.source
-                    .offset(
-                        &subscription.topic,
-                        p,
-                        v1::list_offsets_request::Spec::Latest(true),
-                    )
-                    .await
-                    .ok(),
-            );
-        }
-        let Ok(state) = subscription.lock() else {
-            return v1::SubscriptionInfo::default();
-        };
-        let partitions = state
-            .cursors
-            .iter()
-            .enumerate()
-            .map(|(p, cursor)| {
-                let end = high_watermarks.get(p).copied().flatten();
-                v1::PartitionLag {
-                    partition: p as u32,
-                    committed_offset: cursor.committed(),
-                    end_offset: end,
-                    lag: end.map(|e| e.saturating_sub(cursor.committed())),
-                    outstanding: cursor.outstanding(),
-                    stopped: cursor.stopped().map(|s| v1::PartitionStopped {
-                        offset: s.offset,
-                        reason: s.reason.clone(),
-                    }),
-                }
-            })
-            .collect();
-        v1::SubscriptionInfo {
-            name: subscription.name.clone(),
-            topic: subscription.topic.clone(),
-            options: Some(subscription.options.to_proto()),
-            partitions,
-            generation: state.generation,
-            members: members(subscription, &state, &high_watermarks),
-            dead_lettered: state.dead_lettered,
-        }
-    }
-
-    /// Members connected to a topic's subscriptions (or one subscription).
-    pub fn presence(&self, topic: &str, name: &str) -> Result<Vec<v1::MemberInfo>> {
-        let mut all = Vec::new();
-        for subscription in self.all() {
-            if (!topic.is_empty() && subscription.topic != topic)
-                || (!name.is_empty() && subscription.name != name)
-            {
-                continue;
-            }
-            let state = subscription.lock()?;
-            let high_watermarks = state.high_watermarks.clone();
-            all.extend(members(&subscription, &state, &high_watermarks));
-        }
-        all.sort_by(|a, b| (&a.subscription, &a.member_id).cmp(&(&b.subscription, &b.member_id)));
-        Ok(all)
-    }
-
-    /// Evicts members not heard from within their session timeout.
-    pub async fn expire_members(&self) {
-        for subscription in self.all() {
-            let timeout = subscription.session_timeout();
-            let expired = match subscription.lock() {
-                Ok(state) => state.expired(timeout, Instant::now()),
-                Err(_) => continue,
-            };
-            for member in expired {
-                tracing::info!(subscription = %subscription.name, %member, "session expired");
-                if let Err(e) = self.leave(&subscription.name, &member).await {
-                    tracing::warn!(subscription = %subscription.name, error = %e, "cannot remove expired member");
-                }
-            }
-        }
-    }
+    Err(Error::SubscriptionExists {
+        name: existing.name.clone(),
+        topic: existing.topic.clone(),
+    })
 }
 
 /// The member id a caller reads as: its own, or for an anonymous reader of a shared
 /// subscription one derived from its address (so Read and Ack find the same member).
-fn member_id_of(subscription: &Subscription, caller: &Caller) -> String {
+pub(crate) fn member_id_of(subscription: &Subscription, caller: &Caller) -> String {
     if subscription.options.group || !caller.member_id.is_empty() {
         caller.member_id.clone()
     } else {
         format!("pull-{}", caller.address)
-    }
-}
-
-/// Member descriptions of a subscription; `high_watermarks` give the lag.
-fn members(
-    subscription: &Subscription,
-    state: &crate::subscription::State,
-    high_watermarks: &[Option<u64>],
-) -> Vec<v1::MemberInfo> {
-    state
-        .members
-        .iter()
-        .map(|(id, member)| {
-            let partitions: Vec<u32> = if subscription.options.group {
-                state.assignment.get(id).cloned().unwrap_or_default()
-            } else {
-                state
-                    .cursors
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.holders().any(|h| h == member.holder))
-                    .map(|(p, _)| p as u32)
-                    .collect()
-            };
-            let lag_of = |p: &u32| {
-                let committed = state.cursors.get(*p as usize).map_or(0, Cursor::committed);
-                high_watermarks
-                    .get(*p as usize)
-                    .copied()
-                    .flatten()
-                    .map_or(0, |hw| hw.saturating_sub(committed))
-            };
-            let lag = if subscription.options.group {
-                partitions.iter().map(lag_of).sum()
-            } else {
-                (0..subscription.partitions).map(|p| lag_of(&p)).sum()
-            };
-            v1::MemberInfo {
-                member_id: id.clone(),
-                subscription: subscription.name.clone(),
-                client_address: member.address.clone(),
-                connected_since_ms: member.since_ms,
-                partitions,
-                lag,
-                mode: member.mode.as_str().to_string(),
-            }
-        })
-        .collect()
-}
-
-/// The error for a partition index past the subscription's topic's partitions.
-fn no_such_partition(subscription: &Subscription, partition: u32) -> Error {
-    Error::NoSuchPartition {
-        topic: subscription.topic.clone(),
-        partition,
-        partitions: subscription.partitions,
     }
 }
 

@@ -18,6 +18,7 @@ use pubsub_proto::ids::PartitionId;
 use pubsub_proto::v1;
 
 use crate::error::{Error, Result};
+use crate::fetches::{Fetches, Turn, joined};
 use crate::lock::recover;
 
 /// Most bytes asked of a broker per partition read.
@@ -43,6 +44,8 @@ pub struct Fetched {
     pub log_start_offset: u64,
     /// Incarnation of the topic the records belong to (0: the broker does not say).
     pub topic_created_ms: u64,
+    /// Bytes of the fetched batches (to size the next fetch by).
+    pub bytes: usize,
 }
 
 /// What a read of a partition found.
@@ -75,6 +78,8 @@ pub struct Source {
     turn: AtomicUsize,
     routers: Mutex<HashMap<String, Arc<Router>>>,
     producers: tokio::sync::Mutex<HashMap<String, Producer>>,
+    /// Fetches in flight, which readers of the same position join.
+    fetches: Fetches<v1::FetchResponse>,
 }
 
 impl Source {
@@ -93,6 +98,7 @@ impl Source {
             turn: AtomicUsize::new(0),
             routers: Mutex::new(HashMap::new()),
             producers: tokio::sync::Mutex::new(HashMap::new()),
+            fetches: Fetches::new(),
         }
     }
 
@@ -212,7 +218,9 @@ impl Source {
         }
     }
 
-    /// Reads a partition from `offset`, waiting up to `wait` for records.
+    /// Reads a partition from `offset`, waiting up to `wait` for records; a fetch of
+    /// the same position in flight for another reader serves this one too (see
+    /// `fetches`).
     pub async fn read(
         &self,
         topic: &str,
@@ -230,17 +238,20 @@ impl Source {
             replica_id: None,
             leader_epoch: 0,
         };
-        let result = self
-            .on_leader(topic, partition, |mut stub| {
-                let request = request.clone();
-                async move {
-                    stub.fetch(request)
-                        .await
-                        .map(|r| r.into_inner())
-                        .map_err(pubsub_client::Error::from)
+        let deadline = tokio::time::Instant::now() + wait;
+        let result = match self.fetches.begin(topic, partition, offset, deadline) {
+            Turn::Join(done) => match joined(done).await {
+                Some(response) => Ok(response),
+                None => self.fetch(request).await,
+            },
+            Turn::Lead(lead) => {
+                let result = self.fetch(request).await;
+                if let Ok(response) = &result {
+                    lead.publish(response.clone());
                 }
-            })
-            .await;
+                result
+            }
+        };
         match result {
             Ok(response) => {
                 let mut records = Vec::new();
@@ -258,6 +269,7 @@ impl Source {
                     high_watermark: response.high_watermark,
                     log_start_offset: response.log_start_offset,
                     topic_created_ms: response.topic_created_ms,
+                    bytes: response.records.len(),
                 }))
             }
             Err(Error::Broker(pubsub_client::Error::OutOfRange {
@@ -270,6 +282,21 @@ impl Source {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// One fetch from the partition's leader.
+    async fn fetch(&self, request: v1::FetchRequest) -> Result<v1::FetchResponse> {
+        let (topic, partition) = (request.topic.clone(), request.partition);
+        self.on_leader(&topic, partition, |mut stub| {
+            let request = request.clone();
+            async move {
+                stub.fetch(request)
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(pubsub_client::Error::from)
+            }
+        })
+        .await
     }
 
     /// An offset of a partition: earliest, latest (high watermark) or by time.

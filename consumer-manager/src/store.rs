@@ -2,22 +2,33 @@
 //! first never-delivered offset), acknowledgements above the committed offset, and
 //! delivery counts of redelivered records.
 //!
-//! Writes are applied as one batch per tree under the subscription's lock (so they
-//! reach sled in order) and made durable with [`Store::flush`] before the caller
-//! answers. Keys are `name 0x00 partition(be32) [offset(be64)]`; names never hold NUL.
+//! Writes are applied key by key under the subscription's lock (so they reach sled in
+//! order; see [`Changes`] for why not as batches) and made durable with
+//! [`Store::flush`] (group commit) before the caller answers. Keys are
+//! `name 0x00 partition(be32) [offset(be64)]`; names never hold NUL.
+//!
+//! Values: a cursor is `committed(be64) next(be64)`; an ack is a range of
+//! acknowledged offsets keyed by its first offset, its value the offset past its last
+//! (`end(be64)`), or empty for the single offset of the key (as versions before ranges
+//! wrote every ack; a version before ranges would read a range as its first offset
+//! only, and deliver the rest again); a delivery count is `count(be32)`.
 //!
 //! The first sled error (a full disk, say) fails the store for good: memory may then
 //! be ahead of the disk, and sled 0.34 keeps the error, so the same database never
 //! works again. Everything after answers [`Error::Reloading`], and [`Store::failed`]
 //! tells the supervisor to reopen the database and reload from it.
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use pubsub_proto::flush::{self, Timing};
 use serde::{Deserialize, Serialize};
 
+use crate::commit::GroupCommit;
 use crate::error::{Error, Result};
 use crate::options::Options;
 
@@ -50,6 +61,24 @@ pub struct SubscriptionRecord {
     pub dead_letter_created_ms: u64,
 }
 
+#[cfg(test)]
+impl SubscriptionRecord {
+    /// Subscription `s` of topic `t` with default options, for tests.
+    pub(crate) fn for_test(partitions: u32, topic_created_ms: u64) -> SubscriptionRecord {
+        SubscriptionRecord {
+            name: "s".into(),
+            topic: "t".into(),
+            partitions,
+            options: Options::resolve("t", "s", None).expect("default options are valid"),
+            generation: 0,
+            dead_lettered: 0,
+            replayed: Vec::new(),
+            topic_created_ms,
+            dead_letter_created_ms: 0,
+        }
+    }
+}
+
 /// A partition's cursor as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoredCursor {
@@ -63,8 +92,8 @@ pub struct StoredCursor {
 pub struct LoadedCursor {
     /// Committed and next offsets.
     pub cursor: StoredCursor,
-    /// Acknowledged offsets above the committed one.
-    pub acked: Vec<u64>,
+    /// Acknowledged offsets above the committed one, as ranges.
+    pub acked: Vec<Range<u64>>,
     /// Delivery counts of redelivered offsets.
     pub deliveries: Vec<(u64, u32)>,
 }
@@ -78,22 +107,34 @@ pub struct Store {
     db: sled::Db,
     /// Set by the first sled error or a flush that never finished: memory may then be
     /// ahead of the disk, so nothing more is acknowledged and the supervisor reloads
-    /// from disk (as a log does after a failed fsync).
-    failed: watch::Sender<bool>,
+    /// from disk (as a log does after a failed fsync). Shared with the flush task.
+    failed: Arc<watch::Sender<bool>>,
+    /// One flush at a time for every writer (see `commit`).
+    commit: Arc<GroupCommit>,
     subscriptions: sled::Tree,
     cursors: sled::Tree,
     acks: sled::Tree,
     deliveries: sled::Tree,
 }
 
-/// Changes to one subscription's partitions, written together.
+/// Changes to one subscription's partitions, written together: per tree, each key's
+/// last value (`None`: removed).
+///
+/// Not a `sled::Batch`: sled 0.34 rolls its log buffer before and after every
+/// `apply_batch` (a write and a `sync_file_range` of its own, on its I/O threads), so
+/// one batch per tree per step cost several disk writes on top of the flush that
+/// makes the step durable. Keys are written one by one instead, in an order that
+/// keeps a crash midway harmless (see [`Store::apply`]).
 #[derive(Default)]
 pub struct Changes {
-    cursors: sled::Batch,
-    acks: sled::Batch,
-    deliveries: sled::Batch,
+    cursors: Writes,
+    acks: Writes,
+    deliveries: Writes,
     empty: bool,
 }
+
+/// One tree's writes: each key's last value, `None` for a removal.
+type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 impl Changes {
     /// No changes yet.
@@ -110,33 +151,60 @@ impl Changes {
         value[..8].copy_from_slice(&cursor.committed.to_be_bytes());
         value[8..].copy_from_slice(&cursor.next.to_be_bytes());
         self.cursors
-            .insert(partition_key(name, partition), value.to_vec());
+            .insert(partition_key(name, partition), Some(value.to_vec()));
         self.empty = false;
     }
 
-    /// Records an acknowledgement above the committed offset.
-    pub fn ack(&mut self, name: &str, partition: u32, offset: u64) {
-        self.acks.insert(offset_key(name, partition, offset), &[]);
+    /// Records a range of acknowledgements above the committed offset (it replaces
+    /// any stored range starting at the same offset).
+    pub fn ack_range(&mut self, name: &str, partition: u32, range: Range<u64>) {
+        let key = offset_key(name, partition, range.start);
+        self.acks
+            .insert(key, Some(range.end.to_be_bytes().to_vec()));
         self.empty = false;
     }
 
     /// Forgets an acknowledgement (the committed offset passed it).
     pub fn forget_ack(&mut self, name: &str, partition: u32, offset: u64) {
-        self.acks.remove(offset_key(name, partition, offset));
-        self.deliveries.remove(offset_key(name, partition, offset));
+        self.acks.insert(offset_key(name, partition, offset), None);
+        self.deliveries
+            .insert(offset_key(name, partition, offset), None);
         self.empty = false;
     }
 
     /// Stores how often an offset has been delivered.
     pub fn deliveries(&mut self, name: &str, partition: u32, offset: u64, count: u32) {
+        let count = count.to_be_bytes().to_vec();
         self.deliveries
-            .insert(offset_key(name, partition, offset), &count.to_be_bytes());
+            .insert(offset_key(name, partition, offset), Some(count));
         self.empty = false;
     }
 
     /// True if nothing was changed.
     pub fn is_empty(&self) -> bool {
         self.empty
+    }
+}
+
+/// Writes one tree's changes key by key: values first, then removals.
+fn write_tree(tree: &sled::Tree, writes: Writes) -> sled::Result<()> {
+    let (values, removals): (Vec<_>, Vec<_>) =
+        writes.into_iter().partition(|(_, value)| value.is_some());
+    for (key, value) in values {
+        if let Some(value) = value {
+            tree.insert(key, value)?;
+        }
+    }
+    for (key, _) in removals {
+        tree.remove(key)?;
+    }
+    Ok(())
+}
+
+/// Fails a store for good (see [`Store::failed`]); logs the cause once.
+fn fail(failed: &watch::Sender<bool>, why: &dyn std::fmt::Display) {
+    if !failed.send_replace(true) {
+        tracing::error!(error = %why, "consumer manager database failed; acknowledging nothing more until it is reloaded from disk");
     }
 }
 
@@ -190,7 +258,8 @@ impl Store {
             acks: tree("acks")?,
             deliveries: tree("deliveries")?,
             db,
-            failed: watch::Sender::new(false),
+            failed: Arc::new(watch::Sender::new(false)),
+            commit: GroupCommit::new(),
         })
     }
 
@@ -250,16 +319,41 @@ impl Store {
         let prefix = partition_key(name, partition);
         let offset_of = |key: &[u8]| key.get(prefix.len()..).and_then(be_u64);
         let mut acked = Vec::new();
+        let mut stale = Vec::new();
         for item in self.acks.scan_prefix(&prefix) {
-            let (key, _) = self.fail_on(item)?;
-            acked.extend(offset_of(&key));
+            let (key, value) = self.fail_on(item)?;
+            let Some(start) = offset_of(&key) else {
+                continue;
+            };
+            let end = match value.len() {
+                0 => start.saturating_add(1),
+                _ => be_u64(&value).ok_or_else(|| Error::UnreadableCursor {
+                    subscription: name.to_string(),
+                    partition,
+                    len: value.len(),
+                })?,
+            };
+            if end <= committed.saturating_add(1) || start >= next {
+                stale.push((&self.acks, key));
+                continue;
+            }
+            acked.push(start..end);
         }
         let mut deliveries = Vec::new();
         for item in self.deliveries.scan_prefix(&prefix) {
             let (key, value) = self.fail_on(item)?;
             if let (Some(offset), Some(count)) = (offset_of(&key), be_u32(&value)) {
+                if offset < committed || offset >= next {
+                    stale.push((&self.deliveries, key));
+                    continue;
+                }
                 deliveries.push((offset, count));
             }
+        }
+        // Left by a step a crash cut short (see `apply`): gone before any later
+        // position could make them count.
+        for (tree, key) in stale {
+            self.fail_on(tree.remove(key))?;
         }
         Ok(Some(LoadedCursor {
             cursor: StoredCursor { committed, next },
@@ -269,19 +363,19 @@ impl Store {
     }
 
     /// Applies a set of changes (in order with other applies; durable after flush).
-    /// Cursors go first: should a crash keep only part, it keeps a newer committed
-    /// offset with stale acks below it (ignored on load), never removed acks with an
-    /// older committed offset.
+    /// Should a crash keep only part of it, what is kept is harmless: cursors go first
+    /// (a newer committed offset with stale acks and counts below it, ignored and
+    /// removed on load, never removed acks with an older committed offset); in a tree,
+    /// writes go before removals (a merged ack range is stored before the ranges it
+    /// swallowed are removed, so no ack is ever missing).
     pub fn apply(&self, changes: Changes) -> Result<()> {
         self.check_not_failed()?;
         if changes.empty {
             return Ok(());
         }
-        let applied = self
-            .cursors
-            .apply_batch(changes.cursors)
-            .and_then(|()| self.acks.apply_batch(changes.acks))
-            .and_then(|()| self.deliveries.apply_batch(changes.deliveries));
+        let applied = write_tree(&self.cursors, changes.cursors)
+            .and_then(|()| write_tree(&self.acks, changes.acks))
+            .and_then(|()| write_tree(&self.deliveries, changes.deliveries));
         self.fail_on(applied)
     }
 
@@ -303,9 +397,28 @@ impl Store {
 
     /// Fails the store for good (see [`Store::failed`]); logs the cause once.
     pub(crate) fn fail(&self, why: &dyn std::fmt::Display) {
-        if !self.failed.send_replace(true) {
-            tracing::error!(error = %why, "consumer manager database failed; acknowledging nothing more until it is reloaded from disk");
+        fail(&self.failed, why);
+    }
+
+    /// Adds to `changes` the removal of the ack ranges starting in `span` of a
+    /// partition, to be stored again as they now are (ranges merged).
+    pub fn forget_acks(
+        &self,
+        changes: &mut Changes,
+        name: &str,
+        partition: u32,
+        span: Range<u64>,
+    ) -> Result<()> {
+        let (start, end) = (
+            offset_key(name, partition, span.start),
+            offset_key(name, partition, span.end),
+        );
+        for item in self.acks.range(start..end) {
+            let (key, _) = self.fail_on(item)?;
+            changes.acks.entry(key.to_vec()).or_insert(None);
         }
+        changes.empty = false;
+        Ok(())
     }
 
     /// Adds to `changes` the removal of acknowledgements and delivery counts of
@@ -325,11 +438,11 @@ impl Store {
         );
         for item in self.acks.range(start.clone()..end.clone()) {
             let (key, _) = self.fail_on(item)?;
-            changes.acks.remove(key);
+            changes.acks.entry(key.to_vec()).or_insert(None);
         }
         for item in self.deliveries.range(start..end) {
             let (key, _) = self.fail_on(item)?;
-            changes.deliveries.remove(key);
+            changes.deliveries.entry(key.to_vec()).or_insert(None);
         }
         changes.empty = false;
         Ok(())
@@ -351,18 +464,24 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything applied so far durable, through the one flush helper
-    /// (`pubsub_proto::flush`): on tokio's blocking pool, a flush still waiting after a
-    /// second followed by a new one (which wakes a flush sled forgot, and covers
-    /// everything the first did); any failure, or no answer within 10 s, fails the
-    /// store.
+    /// Makes everything applied so far durable, through group commit (`commit`): the
+    /// flush runs through the one flush helper (`pubsub_proto::flush`) on tokio's
+    /// blocking pool, a flush still waiting after a second followed by a new one
+    /// (which wakes a flush sled forgot, and covers everything the first did); any
+    /// failure, or no answer within 10 s, fails the store. Writers that ask while a
+    /// flush runs share the next one.
     pub async fn flush(&self) -> Result<()> {
         self.check_not_failed()?;
-        let flushed = flush::on_blocking_pool(self.flush_fn(), Timing::DEFAULT, STORE).await;
-        flushed.map_err(|e| {
-            self.fail(&e);
-            Error::Reloading
-        })
+        let (flush_fn, failed) = (self.flush_fn(), self.failed.clone());
+        let round = move || {
+            let (flush_fn, failed) = (flush_fn.clone(), failed.clone());
+            async move {
+                let flushed = flush::on_blocking_pool(flush_fn, Timing::DEFAULT, STORE).await;
+                flushed.map_err(|e| fail(&failed, &e)).is_ok()
+            }
+        };
+        self.commit.durable(round, self.failed()).await;
+        self.check_not_failed()
     }
 
     /// One blocking flush of the database, for [`flush::on_blocking_pool`].
@@ -403,8 +522,8 @@ mod tests {
                     next: 9,
                 },
             );
-            changes.ack("s", 2, 7);
-            changes.ack("s", 2, 8);
+            changes.ack_range("s", 2, 7..8);
+            changes.ack_range("s", 2, 8..9);
             changes.deliveries("s", 2, 6, 3);
             changes.forget_ack("s", 2, 8);
             changes.cursor(
@@ -427,7 +546,7 @@ mod tests {
                 next: 9
             }
         );
-        assert_eq!(loaded.acked, vec![7]);
+        assert_eq!(loaded.acked, vec![7..8]);
         assert_eq!(loaded.deliveries, vec![(6, 3)]);
         store.delete_subscription("s").unwrap();
         assert!(store.cursor("s", 2).unwrap().is_none());
@@ -445,7 +564,7 @@ mod tests {
             .await
             .expect("failed() resolves once the store fails");
         let mut changes = Changes::new();
-        changes.ack("s", 0, 1);
+        changes.ack_range("s", 0, 1..2);
         assert!(matches!(store.apply(changes), Err(Error::Reloading)));
         assert!(matches!(
             store.delete_subscription("s"),

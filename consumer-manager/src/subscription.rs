@@ -3,7 +3,7 @@
 //! and runs under the subscription's lock; I/O happens outside it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -12,11 +12,12 @@ use tokio::sync::{Notify, watch};
 
 use crate::assignment::{Assignment, sticky};
 use crate::cursor::{Cursor, Holder};
+use crate::delivery::FETCH_BYTES_PER_RECORD;
 use crate::error::{Error, Result};
 use crate::lock::recover;
 use crate::metrics::SubscriptionCounters;
 use crate::options::Options;
-use crate::store::{Changes, Store, StoredCursor, SubscriptionRecord};
+use crate::store::SubscriptionRecord;
 
 /// How a member reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +124,11 @@ pub struct Subscription {
     /// credits) so waiting readers look again.
     pub changed: Notify,
     turn: AtomicUsize,
+    /// Bytes per record its fetches showed lately, to size the next fetch by.
+    record_bytes: AtomicU64,
+    /// Held while its dead letters are replayed, so none is moved twice; other
+    /// subscriptions replay meanwhile.
+    pub(crate) replaying: tokio::sync::Mutex<()>,
     /// Its delivery counters (metrics).
     pub(crate) counters: SubscriptionCounters,
 }
@@ -151,6 +157,8 @@ impl Subscription {
             }),
             changed: Notify::new(),
             turn: AtomicUsize::new(0),
+            replaying: tokio::sync::Mutex::new(()),
+            record_bytes: AtomicU64::new(FETCH_BYTES_PER_RECORD),
         }
     }
 
@@ -195,6 +203,23 @@ impl Subscription {
     /// The lease deadline of a record delivered now.
     pub fn lease_deadline(&self) -> Instant {
         Instant::now() + Duration::from_millis(u64::from(self.options.ack_deadline_ms))
+    }
+
+    /// Bytes per record its fetches showed lately.
+    pub(crate) fn record_bytes(&self) -> u64 {
+        self.record_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Takes a fetch of `records` records in `bytes` bytes into the estimate (a
+    /// moving average; fetches of a few records say little and are left out).
+    pub(crate) fn observe_fetch(&self, bytes: usize, records: usize) {
+        if records < 16 {
+            return;
+        }
+        let seen = (bytes / records).clamp(16, 1 << 20) as u64;
+        let before = self.record_bytes();
+        self.record_bytes
+            .store((before * 3 + seen) / 4, Ordering::Relaxed);
     }
 
     /// How long a member may go unheard before it is removed.
@@ -338,58 +363,6 @@ pub(crate) fn check_generation(
             given: generation,
             current: state.generation,
         });
-    }
-    Ok(())
-}
-
-/// Moves one partition's cursor to `offset` (a seek, or a reset of a position past
-/// the partition's end) and records it: nothing is outstanding afterwards.
-pub(crate) fn seek_partition(
-    store: &Store,
-    changes: &mut Changes,
-    name: &str,
-    partition: u32,
-    cursor: &mut Cursor,
-    offset: u64,
-) -> Result<()> {
-    cursor.seek(offset);
-    store.forget_range(changes, name, partition, 0, u64::MAX)?;
-    persist_partition(store, changes, name, partition, cursor, offset, &[])
-}
-
-/// Persists one partition's cursor after an operation that started at committed
-/// offset `before`: the cursor, the acks above the committed offset named in
-/// `acked`, and forgets what the committed offset passed.
-pub(crate) fn persist_partition(
-    store: &Store,
-    changes: &mut Changes,
-    name: &str,
-    partition: u32,
-    cursor: &Cursor,
-    before: u64,
-    acked: &[u64],
-) -> Result<()> {
-    changes.cursor(
-        name,
-        partition,
-        StoredCursor {
-            committed: cursor.committed(),
-            next: cursor.next(),
-        },
-    );
-    for &offset in acked {
-        if offset >= cursor.committed() {
-            changes.ack(name, partition, offset);
-        }
-    }
-    if cursor.committed() != before {
-        store.forget_range(
-            changes,
-            name,
-            partition,
-            before.min(cursor.committed()),
-            cursor.committed().max(before),
-        )?;
     }
     Ok(())
 }

@@ -209,7 +209,6 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::Options;
     use crate::store::{Changes, StoredCursor, SubscriptionRecord};
 
     #[test]
@@ -224,17 +223,7 @@ mod tests {
     /// Stores subscription `s` of topic `t` (2 partitions) with partition 1 committed
     /// up to `committed`, as the brokers-free part of a subscribe would.
     async fn store_subscription(manager: &Manager, committed: u64) {
-        let record = SubscriptionRecord {
-            name: "s".into(),
-            topic: "t".into(),
-            partitions: 2,
-            options: Options::resolve("t", "s", None).unwrap(),
-            generation: 0,
-            dead_lettered: 0,
-            replayed: Vec::new(),
-            topic_created_ms: 0,
-            dead_letter_created_ms: 0,
-        };
+        let record = SubscriptionRecord::for_test(2, 0);
         let mut changes = Changes::new();
         let cursor = StoredCursor {
             committed,

@@ -168,15 +168,8 @@ mod tests {
             ..Default::default()
         };
         let record = SubscriptionRecord {
-            name: "s".into(),
-            topic: "t".into(),
-            partitions: 3,
             options: Options::resolve("t", "s", Some(&options)).unwrap(),
-            generation: 0,
-            dead_lettered: 0,
-            replayed: Vec::new(),
-            topic_created_ms: 1,
-            dead_letter_created_ms: 0,
+            ..SubscriptionRecord::for_test(3, 1)
         };
         Subscription::new(&record, (0..3).map(|_| Cursor::at(0)).collect())
     }

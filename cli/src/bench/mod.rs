@@ -117,12 +117,16 @@ pub struct ConsumeArgs {
     #[arg(long, default_value_t = 1)]
     consumers: u32,
     /// Bytes per partition per fetch.
-    #[arg(long, default_value_t = 4 << 20)]
+    #[arg(long, default_value_t = FETCH_BYTES)]
     fetch_bytes: u32,
     /// Stop after this long even if fewer records were read.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
 }
+
+/// Bytes per partition per fetch of `bench consume` (and of the consume run of
+/// `bench subscribe --vs-consume`): the broker's largest fetch per partition.
+const FETCH_BYTES: u32 = 4 << 20;
 
 /// `pubsub bench subscribe`
 #[derive(Debug, Args)]
@@ -136,6 +140,10 @@ pub struct SubscribeArgs {
     /// Unacknowledged records the server may send ahead.
     #[arg(long, default_value_t = 10_000)]
     credits: u32,
+    /// Then read the same records with `bench consume` and report the ratio of the
+    /// two throughputs (what per-record leases and acks cost).
+    #[arg(long)]
+    vs_consume: bool,
     /// Stop after this long even if fewer records were read.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,

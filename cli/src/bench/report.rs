@@ -62,6 +62,19 @@ pub struct Report {
     pub mb_per_s: f64,
     /// Latency percentiles, where measured.
     pub latency: Option<Latency>,
+    /// `bench subscribe --vs-consume`: the same topic read by `bench consume` right
+    /// after, and this run's throughput as a fraction of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_consume: Option<VsConsume>,
+}
+
+/// A subscribe run against a plain consume of the same topic.
+#[derive(Debug, Serialize)]
+pub struct VsConsume {
+    /// Records per second of the consume run.
+    pub consume_records_per_s: f64,
+    /// Subscribe records per second over consume records per second.
+    pub ratio: f64,
 }
 
 impl Report {
@@ -82,6 +95,7 @@ impl Report {
             records_per_s: records as f64 / secs,
             mb_per_s: bytes as f64 / secs / 1e6,
             latency,
+            vs_consume: None,
         }
     }
 
@@ -96,6 +110,12 @@ impl Report {
             self.records_per_s,
             self.mb_per_s
         );
+        if let Some(vs) = &self.vs_consume {
+            text.push_str(&format!(
+                "vs consume: {:.0} records/s; subscribe / consume {:.2}\n",
+                vs.consume_records_per_s, vs.ratio
+            ));
+        }
         if let Some(l) = &self.latency {
             text.push_str(&format!(
                 "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n",

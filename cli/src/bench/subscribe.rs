@@ -9,9 +9,9 @@ use pubsub_client::{Client, SubscriptionOptions, Subscriptions};
 use pubsub_proto::v1;
 use tokio::time::Instant;
 
-use super::SubscribeArgs;
 use super::produce::progress_ticker;
-use super::report::{Progress, Report};
+use super::report::{Progress, Report, VsConsume};
+use super::{ConsumeArgs, SubscribeArgs};
 
 /// Runs the subscribe benchmark.
 pub async fn run(
@@ -46,5 +46,20 @@ pub async fn run(
     let elapsed = start.elapsed();
     ticker.abort();
     subscriptions.unsubscribe(&args.topic, &name).await?;
-    Ok(Report::new("subscribe", records, bytes, elapsed, None))
+    let mut report = Report::new("subscribe", records, bytes, elapsed, None);
+    if args.vs_consume {
+        let consume = ConsumeArgs {
+            topic: args.topic.clone(),
+            records,
+            consumers: 1,
+            fetch_bytes: super::FETCH_BYTES,
+            duration: None,
+        };
+        let consumed = super::consume::run(client, consume, false).await?;
+        report.vs_consume = Some(VsConsume {
+            consume_records_per_s: consumed.records_per_s,
+            ratio: report.records_per_s / consumed.records_per_s.max(1e-9),
+        });
+    }
+    Ok(report)
 }

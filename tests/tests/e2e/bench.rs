@@ -42,6 +42,26 @@ fn produce_consume_and_e2e_benchmarks_run() {
     let subscribed = bench(&server, &["subscribe", "--topic", "b", "--records", "5000"]);
     assert_eq!(subscribed["records"], 5000);
     assert_eq!(subscribed["bytes"], 5000 * 200);
+    assert!(subscribed.get("vs_consume").is_none());
+    let against = bench(
+        &server,
+        &[
+            "subscribe",
+            "--topic",
+            "b",
+            "--records",
+            "5000",
+            "--vs-consume",
+        ],
+    );
+    assert_eq!(against["records"], 5000);
+    assert!(
+        against["vs_consume"]["consume_records_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(against["vs_consume"]["ratio"].as_f64().unwrap() > 0.0);
     let e2e = bench(
         &server,
         &[
