@@ -334,6 +334,8 @@ fn idempotent_confluent_producer_across_a_leader_kill_loses_and_duplicates_nothi
         return;
     }
     let mut cluster = pubsub_tests::Cluster::start("2s");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(crate::cluster::wait_for_brokers(&cluster));
     let grpc = cluster.brokers[1].address().to_string();
     let bootstrap = cluster.kafka.join(",");
     ok(

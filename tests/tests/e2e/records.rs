@@ -31,6 +31,7 @@ fn keyed(i: usize) -> v1::PublishRecord {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_broker_publishes_and_reads_records_led_elsewhere() {
     let cluster = Cluster::start("6s");
+    crate::cluster::wait_for_brokers(&cluster).await;
     let first = cluster.brokers[0].address().to_string();
     // One replica per partition: two of the three partitions live on other brokers.
     let created = pubsub(

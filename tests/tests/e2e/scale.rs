@@ -5,32 +5,17 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use pubsub_client::{Client, Producer, ProducerConfig, ProducerRecord};
+use pubsub_client::{Acks, Producer, ProducerConfig, ProducerRecord};
 use pubsub_tests::{Cluster, pubsub};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_partitions_are_placed_served_and_used_by_a_running_producer() {
     let cluster = Cluster::start("6s");
     let server = cluster.brokers[0].address().to_string();
-    let created = pubsub(
-        &server,
-        &[
-            "create",
-            "grow",
-            "--partitions",
-            "3",
-            "--replication-factor",
-            "3",
-        ],
-        b"",
-    );
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let client = Client::connect(&server).await.unwrap();
+    let (client, _) = crate::create_replicated(&cluster, "grow", 3).await;
+    // acks=all: a record acknowledged is below the high watermark, so the read sees it.
     let config = ProducerConfig {
+        acks: Acks::All,
         metadata_max_age: Duration::from_millis(200),
         ..ProducerConfig::default()
     };
