@@ -114,9 +114,15 @@ impl Cursor {
         self.next
     }
 
-    /// Delivered and not acknowledged (leased or waiting for redelivery).
+    /// Delivered and not acknowledged (leased or waiting for redelivery); not those
+    /// given back unsent (see [`Cursor::unsend`]) until they go out again.
     pub fn outstanding(&self) -> u64 {
-        (self.leases.len() + self.redeliver.len()) as u64
+        let unsent = self
+            .deliveries
+            .iter()
+            .filter(|&(offset, &count)| count == 0 && self.redeliver.contains(offset))
+            .count();
+        (self.leases.len() + self.redeliver.len() - unsent) as u64
     }
 
     /// Ranges of offsets acknowledged above the committed offset (persisted so a
@@ -298,6 +304,23 @@ impl Cursor {
         AckOutcome::Acked
     }
 
+    /// Gives back an offset claimed for `holder` at delivery `attempt` that never
+    /// reached it (its stream was gone): offered again first, as if that attempt never
+    /// happened, so the next delivery is `attempt` again. Also when the holder's leases
+    /// were released meanwhile (it left), as long as no one claimed the offset since.
+    /// Returns the delivery count to store, or `None` if the offset moved on
+    /// (acknowledged, or delivered again).
+    pub fn unsend(&mut self, offset: u64, holder: Holder, attempt: u32) -> Option<u32> {
+        let leased = self.holder_of(offset) == Some(holder);
+        if !(leased || self.redeliver.contains(&offset)) || self.deliveries(offset) != attempt {
+            return None;
+        }
+        self.unclaim(offset);
+        let count = attempt.saturating_sub(1);
+        self.deliveries.insert(offset, count);
+        Some(count)
+    }
+
     /// Gives an offset `holder` has leased back for immediate redelivery (a late nack
     /// from a reader whose lease moved on changes nothing).
     pub fn nack(&mut self, offset: u64, holder: Holder) {
@@ -463,6 +486,47 @@ mod tests {
     }
 
     #[test]
+    fn an_unsent_delivery_is_offered_again_with_the_same_attempt() {
+        let mut c = Cursor::at(0);
+        for o in 0..4 {
+            c.deliver_new(o, 1, soon());
+        }
+        // First deliveries never sent: offered again first, attempt 1 again.
+        assert_eq!(c.unsend(2, 1, 1), Some(0));
+        assert_eq!(c.held_by(1), 3);
+        assert_eq!(
+            c.outstanding(),
+            3,
+            "given back: not delivered, not acknowledged"
+        );
+        // Released by the holder leaving before the give-back: still undone.
+        c.release(1);
+        assert_eq!(c.unsend(3, 1, 1), Some(0));
+        assert_eq!(c.outstanding(), 2);
+        assert_eq!(c.claim_redeliveries(2, 2, soon()), vec![(0, 2), (1, 2)]);
+        assert_eq!(c.claim_redeliveries(10, 2, soon()), vec![(2, 1), (3, 1)]);
+        // A redelivery never sent: its attempt is not counted.
+        assert_eq!(c.unsend(0, 2, 2), Some(1));
+        assert_eq!(c.claim_redeliveries(10, 3, soon()), vec![(0, 2)]);
+        // Moved on: acknowledged, held by another, or claimed again since.
+        c.ack(1);
+        assert_eq!(c.unsend(1, 2, 2), None);
+        assert_eq!(c.unsend(0, 2, 2), None, "held by 3 now");
+        c.release(3);
+        assert_eq!(c.claim_redeliveries(10, 4, soon()), vec![(0, 3)]);
+        c.release(4);
+        assert_eq!(c.unsend(0, 3, 2), None, "attempt 3 went out since");
+        assert_eq!(c.outstanding(), 3);
+        // Its stored count (0) brings it back after a restart as attempt 1 still.
+        let mut c = Cursor::restore(0, 3, [], [(1, 0)]);
+        assert_eq!(c.outstanding(), 2);
+        assert_eq!(
+            c.claim_redeliveries(10, 1, soon()),
+            vec![(0, 2), (1, 1), (2, 2)]
+        );
+    }
+
+    #[test]
     fn release_returns_a_departed_holders_leases() {
         let mut c = Cursor::at(0);
         c.deliver_new(0, 1, soon());
@@ -529,6 +593,7 @@ mod tests {
         Redeliver(u8),
         Release,
         Commit(u8),
+        Unsend(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -540,6 +605,7 @@ mod tests {
             (1u8..8).prop_map(Op::Redeliver),
             Just(Op::Release),
             any::<u8>().prop_map(Op::Commit),
+            any::<u8>().prop_map(Op::Unsend),
         ]
     }
 
@@ -552,6 +618,8 @@ mod tests {
             let mut c = Cursor::at(0);
             let mut acked: BTreeSet<u64> = BTreeSet::new();
             let mut delivered = 0u64;
+            // Given back unsent at attempt 1: their next delivery is attempt 1 again.
+            let mut unsent: BTreeSet<u64> = BTreeSet::new();
             for (step, op) in ops.into_iter().enumerate() {
                 let deadline = base + Duration::from_millis(step as u64 % 3);
                 match op {
@@ -575,7 +643,7 @@ mod tests {
                     Op::Redeliver(n) => {
                         for (o, attempt) in c.claim_redeliveries(n as usize, 2, deadline) {
                             prop_assert!(!acked.contains(&o));
-                            prop_assert!(attempt >= 2);
+                            prop_assert_eq!(attempt == 1, unsent.remove(&o));
                         }
                     }
                     Op::Release => c.release(1),
@@ -584,12 +652,20 @@ mod tests {
                         c.commit_to(o);
                         acked.extend(0..o);
                     }
+                    Op::Unsend(o) => {
+                        let o = u64::from(o);
+                        if c.unsend(o, 1, 1).is_some() {
+                            prop_assert!(o < delivered && !acked.contains(&o));
+                            unsent.insert(o);
+                        }
+                    }
                 }
                 let expected_committed = (0..).find(|o| !acked.contains(o)).unwrap_or(0).min(delivered);
                 prop_assert_eq!(c.committed(), expected_committed);
                 prop_assert_eq!(c.next(), delivered);
                 let unacked = (0..delivered).filter(|o| !acked.contains(o)).count() as u64;
-                prop_assert_eq!(c.outstanding(), unacked);
+                let unsent = unsent.iter().filter(|o| !acked.contains(o)).count() as u64;
+                prop_assert_eq!(c.outstanding(), unacked - unsent);
             }
         }
     }

@@ -191,6 +191,7 @@ impl Claim {
 
 impl Manager {
     /// Delivers up to `max` records to a member, waiting up to `wait` for the first.
+    /// The caller counts what it sends (`SubscriptionCounters::delivered`).
     pub async fn deliver(
         &self,
         subscription: &Arc<Subscription>,
@@ -209,7 +210,6 @@ impl Manager {
                 || !delivery.skipped.is_empty()
                 || tokio::time::Instant::now() >= until
             {
-                subscription.counters.delivered(&delivery.records);
                 return Ok(delivery);
             }
             // Nothing new: wait for a nack or release, or look again shortly (leases

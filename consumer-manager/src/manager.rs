@@ -329,8 +329,11 @@ impl Manager {
                 })
                 .0
         };
-        self.deliver(&subscription, &member_id, holder, max, wait)
-            .await
+        let delivery = self
+            .deliver(&subscription, &member_id, holder, max, wait)
+            .await?;
+        subscription.counters.delivered(&delivery.records);
+        Ok(delivery)
     }
 }
 

@@ -65,9 +65,14 @@ impl SubscriptionCounters {
 
     /// A delivery went out: its records, and those of them delivered before.
     pub(crate) fn delivered(&self, records: &[v1::DeliveredRecord]) {
-        let again = records.iter().filter(|r| r.delivery_attempt > 1).count() as u64;
-        self.delivered.increment(records.len() as u64);
-        self.redelivered.increment(again);
+        let again = records.iter().filter(|r| r.delivery_attempt > 1).count();
+        self.delivered_count(records.len(), again);
+    }
+
+    /// `records` went out, `again` of them delivered before.
+    pub(crate) fn delivered_count(&self, records: usize, again: usize) {
+        self.delivered.increment(records as u64);
+        self.redelivered.increment(again as u64);
     }
 
     /// Records were acknowledged.

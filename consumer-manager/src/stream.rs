@@ -64,7 +64,8 @@ struct Open {
     holder: Holder,
     /// Credits granted so far.
     credits: AtomicU64,
-    /// Set when the client ended the stream, so its end is not reported as an eviction.
+    /// Set when the client ended the stream (it acknowledges nothing more), so its end
+    /// is not reported as an eviction.
     client_ended: AtomicBool,
     outbound: Outbound,
 }
@@ -135,9 +136,11 @@ async fn receive(stream: Arc<Open>, mut inbound: Streaming<v1::StreamRequest>) {
         }
     }
     drop(durable);
+    // Set before the member goes: a delivery step that ends after this gives its
+    // records back rather than send what can no longer be acknowledged.
+    stream.client_ended.store(true, Ordering::SeqCst);
     // Whatever the stream acknowledged is durable before its member goes.
     let _ = stream.manager.store().flush().await;
-    stream.client_ended.store(true, Ordering::SeqCst);
     let _ = stream
         .manager
         .leave(&subscription.name, &stream.member_id)
@@ -338,25 +341,66 @@ async fn deliver(stream: &Open, evicted: &mut watch::Receiver<bool>) -> Option<S
         }
         gathered = false;
         let max = available.min(STEP_RECORDS) as usize;
+        // The step runs as a task of its own, never cancelled half way: once it has
+        // leased records, they are sent or given back.
+        let mut step = tokio::spawn({
+            let (manager, subscription) = (stream.manager.clone(), subscription.clone());
+            let (member_id, holder) = (stream.member_id.clone(), stream.holder);
+            async move {
+                manager
+                    .deliver(&subscription, &member_id, holder, max, STEP_WAIT)
+                    .await
+            }
+        });
         let delivery = tokio::select! {
-            d = stream.manager.deliver(subscription, &stream.member_id, stream.holder, max, STEP_WAIT) => d,
-            _ = evicted.changed() => return None,
+            d = &mut step => match d {
+                Ok(d) => d,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => return None,
+            },
+            _ = evicted.changed() => {
+                // The member left: end now; what the step leases goes back once it ends.
+                let (manager, subscription) = (stream.manager.clone(), subscription.clone());
+                let holder = stream.holder;
+                tokio::spawn(async move {
+                    if let Ok(Ok(delivery)) = step.await {
+                        let unsent = delivery.records.iter().map(id).collect::<Vec<_>>();
+                        give_back(&manager, &subscription, holder, &unsent).await;
+                    }
+                });
+                return None;
+            }
         };
         match delivery {
             Ok(delivery) => {
                 tracing::trace!(subscription = %subscription.name, records = delivery.records.len(), max, held, "stream step");
-                let skipped = delivery
-                    .skipped
-                    .into_iter()
-                    .map(v1::stream_response::Kind::Skipped);
-                let records = delivery
-                    .records
-                    .into_iter()
-                    .map(v1::stream_response::Kind::Record);
-                for kind in skipped.chain(records) {
-                    if !send(&stream.outbound, kind).await {
+                // A client that ended its side, or a member that left, can acknowledge
+                // nothing more: what the step leased goes back rather than out.
+                let mut gone = stream.client_ended.load(Ordering::SeqCst) || *evicted.borrow();
+                for skip in delivery.skipped {
+                    if gone
+                        || !send(&stream.outbound, v1::stream_response::Kind::Skipped(skip)).await
+                    {
+                        gone = true;
                         break;
                     }
+                }
+                let (mut unsent, mut sent, mut again) = (Vec::new(), 0, 0);
+                for record in delivery.records {
+                    let id = id(&record);
+                    if gone
+                        || !send(&stream.outbound, v1::stream_response::Kind::Record(record)).await
+                    {
+                        gone = true;
+                        unsent.push(id);
+                    } else {
+                        sent += 1;
+                        again += usize::from(id.2 > 1);
+                    }
+                }
+                subscription.counters.delivered_count(sent, again);
+                if !unsent.is_empty() {
+                    give_back(&stream.manager, subscription, stream.holder, &unsent).await;
                 }
             }
             // Every partition of this member is stopped, or the subscription is
@@ -370,6 +414,49 @@ async fn deliver(stream: &Open, evicted: &mut watch::Receiver<bool>) -> Option<S
             }
         }
     }
+}
+
+/// A delivered record's partition, offset and delivery attempt.
+fn id(record: &v1::DeliveredRecord) -> (u32, u64, u32) {
+    (record.partition, record.offset, record.delivery_attempt)
+}
+
+/// Gives back records a step leased for `holder` and did not send (the client ended
+/// the stream or is gone, or the member left): they are offered again first, their
+/// attempt not counted (see [`Cursor::unsend`]), and their delivery counts made
+/// durable.
+///
+/// [`Cursor::unsend`]: crate::cursor::Cursor::unsend
+async fn give_back(
+    manager: &Manager,
+    subscription: &Subscription,
+    holder: Holder,
+    unsent: &[(u32, u64, u32)],
+) {
+    let given_back = manager
+        .write(subscription, |state, writes| {
+            let mut given_back = 0;
+            for &(partition, offset, attempt) in unsent {
+                let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                    continue;
+                };
+                if let Some(count) = cursor.unsend(offset, holder, attempt) {
+                    writes.deliveries(partition, offset, count);
+                    given_back += 1;
+                }
+            }
+            Ok(given_back)
+        })
+        .await;
+    match given_back {
+        Ok(n) => {
+            tracing::debug!(subscription = %subscription.name, records = n, "records not sent given back")
+        }
+        Err(e) => {
+            tracing::debug!(subscription = %subscription.name, error = %e, "records not sent not given back; redelivered after their ack deadline")
+        }
+    }
+    subscription.changed.notify_waiters();
 }
 
 /// Under the lock: expires leases, counts what the member holds, and the assignment

@@ -1,7 +1,8 @@
 //! More of the consumer manager over real `pubsubd` processes: retention per
 //! subscriber, keep-until-consumed deletion, presence, dead letters, group
-//! generations, `subscribe --count`, the `consumer-manager` role in a cluster, seek,
-//! and a following subscriber across a server restart.
+//! generations, `subscribe --count` (and the records a leaving subscriber leaves
+//! leased), the `consumer-manager` role in a cluster, seek, and a following
+//! subscriber across a server restart.
 
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -368,6 +369,66 @@ fn subscribe_count_prints_acks_and_exits() {
     );
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+}
+
+/// A subscriber with `--count 5` acks its last records and leaves: what the credits
+/// those acks freed leased meanwhile never reached it, so it is given back at once and
+/// the subscription's next subscriber gets it, in order, as first deliveries.
+#[test]
+fn records_leased_for_a_subscriber_that_left_come_next_as_first_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let run = |args: &[&str], stdin: &[u8]| {
+        let output = pubsub(server.address(), args, stdin);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    run(&["create", "m", "--partitions", "1"], b"");
+    let lines: String = (1..=200).map(|i| format!("{i}\n")).collect();
+    run(&["write", "m"], lines.as_bytes());
+    let subscriptions = ["s1", "s2", "s3", "s4", "s5", "s6"];
+    for s in subscriptions {
+        let args = [
+            "subscribe",
+            "m",
+            "-s",
+            s,
+            "--from-beginning",
+            "--count",
+            "5",
+        ];
+        run(&args, b"");
+    }
+    for s in subscriptions {
+        let args = [
+            "subscribe",
+            "m",
+            "-s",
+            s,
+            "--count",
+            "10",
+            "--format",
+            "json",
+        ];
+        let output = run(&args, b"");
+        let got: Vec<(u64, u64)> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                let json: serde_json::Value = serde_json::from_str(line).unwrap();
+                let field = |name: &str| json[name].as_u64().unwrap_or_else(|| panic!("{json}"));
+                (field("offset"), field("delivery_attempt"))
+            })
+            .collect();
+        let expected: Vec<(u64, u64)> = (5..15).map(|offset| (offset, 1)).collect();
+        assert_eq!(
+            got, expected,
+            "subscription {s}: (offset, delivery_attempt)"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
