@@ -132,8 +132,8 @@ fn metrics_move_with_produce_fetch_and_a_subscription() {
         r#"pubsub_subscription_lag_records{subscription="s",topic="m"}"#,
     );
     assert!((190.0..=195.0).contains(&lag), "lag {lag}");
-    // The subscriber acked 5 and left; records leased into the credits its acks freed
-    // before it left (sent or not) stay unacked until their deadline: at most 5.
+    // The subscriber acked 5 and left. Records it was sent while closing (and threw
+    // away) are released when it leaves and wait as redeliveries: at most its 5 credits.
     let unacked = value(
         &after,
         r#"pubsub_subscription_unacked_records{subscription="s",topic="m"}"#,
