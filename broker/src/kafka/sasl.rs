@@ -6,8 +6,6 @@
 //! The token is checked again on every request, so a revoked or expired token stops
 //! working on open connections too.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
@@ -26,13 +24,6 @@ pub(super) struct Session {
     handshaken: bool,
     /// The token it authenticated with.
     token: Option<String>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Session {
@@ -59,8 +50,7 @@ impl Session {
             ));
         };
         access
-            .snapshot()
-            .authenticate(token, now_ms())
+            .authenticate(token)
             .map(|(principal, _)| Some(principal))
             .map_err(|e| format!("the connection's token is no longer valid: {e}"))
     }
@@ -111,7 +101,7 @@ impl Session {
         };
         let access = &broker.config().security.access;
         if access.is_on()
-            && let Err(e) = access.snapshot().authenticate(token, now_ms())
+            && let Err(e) = access.authenticate(token)
         {
             tracing::info!(reason = %e, "kafka SASL authentication failed");
             return failed(

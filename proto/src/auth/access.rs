@@ -187,8 +187,9 @@ impl Access {
         }
     }
 
-    /// The principal and token id of a bearer token, checked against the snapshot.
-    pub(crate) fn authenticate(&self, bearer: &str) -> Result<(String, String), AuthError> {
+    /// The principal and token id of a bearer token, checked against the snapshot
+    /// (the gRPC layer's check, and the Kafka listener's SASL one).
+    pub fn authenticate(&self, bearer: &str) -> Result<(String, String), AuthError> {
         let snapshot = self.snapshot();
         if snapshot.version == 0 {
             return Err(AuthError::NotLoaded);
