@@ -283,6 +283,21 @@ impl v1::TopicConfig {
         }
     }
 
+    /// `key`'s value as text (`604800000`, `always`, `true`), if set: what `--config`
+    /// and Kafka clients' config answers read.
+    pub fn value_text(&self, key: ConfigKey) -> Option<String> {
+        match key {
+            ConfigKey::RetentionMs => self.retention_ms.map(|v| v.to_string()),
+            ConfigKey::RetentionBytes => self.retention_bytes.map(|v| v.to_string()),
+            ConfigKey::SegmentBytes => self.segment_bytes.map(|v| v.to_string()),
+            ConfigKey::SegmentMs => self.segment_ms.map(|v| v.to_string()),
+            ConfigKey::MaxMessageBytes => self.max_message_bytes.map(|v| v.to_string()),
+            ConfigKey::Fsync => self.fsync.clone(),
+            ConfigKey::MinInsyncReplicas => self.min_insync_replicas.map(|v| v.to_string()),
+            ConfigKey::RetainUntilConsumed => self.retain_until_consumed.map(|v| v.to_string()),
+        }
+    }
+
     /// The keys that are set, in [`ConfigKey::ALL`] order.
     pub fn set_keys(&self) -> BTreeSet<ConfigKey> {
         ConfigKey::ALL

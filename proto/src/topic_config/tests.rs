@@ -191,3 +191,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn every_key_has_a_value_in_a_full_config() {
+    let config = v1::TopicConfig::defaults(3);
+    for key in ConfigKey::ALL {
+        assert!(config.value_text(key).is_some(), "{key:?}");
+    }
+    assert_eq!(
+        config.value_text(ConfigKey::Fsync).as_deref(),
+        Some("always")
+    );
+    assert_eq!(
+        v1::TopicConfig::default().value_text(ConfigKey::RetentionMs),
+        None
+    );
+}
