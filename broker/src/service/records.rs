@@ -197,11 +197,24 @@ pub(crate) async fn publish(
     Ok(v1::PublishResponse { positions })
 }
 
+/// `part` as `Bytes`: a view of `whole` when it lies inside it (an uncompressed batch
+/// of the fetched buffer, itself a view of the segment map), else a copy (a
+/// decompressed batch).
+fn share(whole: &Bytes, part: &[u8]) -> Bytes {
+    let inside = whole.as_ptr_range();
+    let range = part.as_ptr_range();
+    if inside.start <= range.start && range.end <= inside.end {
+        whole.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
 /// Decodes fetched batches into records from `offset` on, at most `max`.
 fn decode(
     partition: u32,
     offset: u64,
-    records: &[u8],
+    records: &Bytes,
     max: usize,
 ) -> Result<(Vec<v1::DeliveredRecord>, Option<u64>), Error> {
     let mut out = Vec::new();
@@ -222,14 +235,14 @@ fn decode(
                 partition,
                 offset: record.offset,
                 timestamp_ms: record.timestamp,
-                key: record.key.map(Bytes::copy_from_slice),
-                value: record.value.map(Bytes::copy_from_slice),
+                key: record.key.map(|k| share(records, k)),
+                value: record.value.map(|v| share(records, v)),
                 headers: record
                     .headers
                     .iter()
                     .map(|h| v1::RecordHeader {
                         key: h.key.to_string(),
-                        value: h.value.map(Bytes::copy_from_slice),
+                        value: h.value.map(|v| share(records, v)),
                     })
                     .collect(),
                 delivery_attempt: 0,
@@ -337,9 +350,14 @@ mod tests {
         assert!(batches.len() > 1);
         assert_eq!(counts.iter().sum::<usize>(), 100);
         assert!(batches.iter().all(|b| b.len() <= 500));
-        let all: Vec<u8> = batches.iter().flat_map(|b| b.iter().copied()).collect();
+        let all: Bytes = batches.iter().flat_map(|b| b.iter().copied()).collect();
         // Offsets within each batch start at 0 (the leader stamps them).
         let (decoded, _) = decode(0, 0, &batches[0], 1000).unwrap();
+        let value = decoded[0].value.as_ref().unwrap();
+        assert!(
+            batches[0].as_ptr_range().contains(&value.as_ptr()),
+            "a view, not a copy"
+        );
         assert_eq!(decoded.len(), counts[0]);
         assert_eq!(decoded[0].key.as_deref(), Some(&b"key"[..]));
         assert!(decode(0, 0, &all, 5).unwrap().0.len() <= 5);
