@@ -324,7 +324,7 @@ impl Accumulator {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let producer_id = if config.idempotence {
-            random_producer_id()
+            pubsub_proto::ids::random_producer_id()
         } else {
             -1
         };
@@ -474,17 +474,6 @@ impl Accumulator {
             })
             .clone()
     }
-}
-
-/// A random positive producer id (SplitMix64 of the clock and the process id).
-fn random_producer_id() -> i64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut z = nanos ^ (u64::from(std::process::id()) << 40) ^ 0x9e37_79b9_7f4a_7c15;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    ((z ^ (z >> 31)) & (i64::MAX as u64)) as i64
 }
 
 /// Milliseconds since the Unix epoch, now (0 if the clock is before it): the

@@ -1,6 +1,7 @@
 //! Validated identifiers shared by every service and the client.
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest topic name: Kafka's limit, so names fit in a file name with a partition suffix.
 pub const TOPIC_NAME_MAX_BYTES: usize = 249;
@@ -98,6 +99,19 @@ impl fmt::Display for BrokerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// A random positive producer id (SplitMix64 of the clock and the process id): the
+/// SDK's idempotent producers and the Kafka listener's InitProducerId pick their own,
+/// so no coordinator hands ids out; two producers collide with negligible odds.
+pub fn random_producer_id() -> i64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut z = nanos ^ (u64::from(std::process::id()) << 40) ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) & (i64::MAX as u64)) as i64
 }
 
 #[cfg(test)]

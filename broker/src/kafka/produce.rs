@@ -178,21 +178,8 @@ pub(super) async fn init_producer_id(
             .with_producer_epoch(-1);
     }
     InitProducerIdResponse::default()
-        .with_producer_id(ProducerId(random_producer_id()))
+        .with_producer_id(ProducerId(pubsub_proto::ids::random_producer_id()))
         .with_producer_epoch(0)
-}
-
-/// A positive 63-bit id: with random ids, two producers collide with negligible odds.
-fn random_producer_id() -> i64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    (hasher.finish() >> 1) as i64
 }
 
 #[cfg(test)]
@@ -216,7 +203,7 @@ mod tests {
     #[test]
     fn producer_ids_are_positive() {
         for _ in 0..100 {
-            assert!(random_producer_id() >= 0);
+            assert!(pubsub_proto::ids::random_producer_id() >= 0);
         }
     }
 }
