@@ -45,6 +45,9 @@ pub struct KafkaListener {
     pub socket: Arc<std::net::TcpListener>,
     /// `host:port` clients connect to.
     pub advertised_address: String,
+    /// The consumer manager's gRPC address, which serves Kafka consumer groups;
+    /// `None`: the group APIs are not offered.
+    pub consumer_manager: Option<String>,
 }
 
 /// Default of [`BrokerConfig::min_free_bytes`]: room for the metadata databases

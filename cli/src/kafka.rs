@@ -22,13 +22,23 @@ pub struct KafkaArgs {
     /// address].
     #[arg(long, env = "PUBSUB_KAFKA_ADVERTISED_ADDRESS")]
     pub kafka_advertised_address: Option<String>,
+    /// The consumer manager's gRPC address, which serves Kafka consumer groups
+    /// (FindCoordinator, JoinGroup, OffsetCommit, ...) [standalone: its own; broker:
+    /// none, and Kafka clients get no group APIs].
+    #[arg(long, env = "PUBSUB_KAFKA_CONSUMER_MANAGER")]
+    pub kafka_consumer_manager: Option<String>,
 }
 
 impl KafkaArgs {
     /// Binds the listener. With no `--kafka-listen`, standalone (`default_on`) tries
     /// Kafka's port on loopback and runs without a Kafka listener (logging why) when
-    /// that port is taken; an address that was asked for must bind.
-    pub fn bind(&self, default_on: bool) -> anyhow::Result<Option<KafkaListener>> {
+    /// that port is taken; an address that was asked for must bind. Groups go to
+    /// `--kafka-consumer-manager`, else to `own_consumer_manager` (standalone's).
+    pub fn bind(
+        &self,
+        default_on: bool,
+        own_consumer_manager: Option<String>,
+    ) -> anyhow::Result<Option<KafkaListener>> {
         let socket = match self.kafka_listen.as_deref() {
             Some("off") => return Ok(None),
             None if !default_on => return Ok(None),
@@ -60,6 +70,7 @@ impl KafkaArgs {
         Ok(Some(KafkaListener {
             socket: Arc::new(socket),
             advertised_address: advertised,
+            consumer_manager: self.kafka_consumer_manager.clone().or(own_consumer_manager),
         }))
     }
 }

@@ -137,7 +137,11 @@ impl Manager {
         }
         let member_id = member_id_of(&subscription, caller);
         self.write(&subscription, |state, writes| {
-            check_generation(&subscription, state, &member_id, generation)?;
+            // A reader that picks its partitions itself (no member id) may commit
+            // while no member holds them, as Kafka allows.
+            if !(member_id.is_empty() && state.members.is_empty()) {
+                check_generation(&subscription, state, &member_id, generation)?;
+            }
             let applied = apply(&subscription, state, Command::Commit { partition, offset })?;
             writes.applied(&state.cursors, &applied)
         })

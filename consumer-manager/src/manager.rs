@@ -338,13 +338,19 @@ impl Manager {
 }
 
 /// `existing` if it is the subscription asked for (same topic and options), else
-/// the error saying the name is taken.
+/// the error saying the name is taken. The start position is not compared: it only
+/// places a new subscription, so a reader joining an existing one (a Kafka group
+/// joined with `pubsub subscribe`, say) need not know where it started.
 fn same_or_exists(
     existing: Arc<Subscription>,
     topic: &str,
     options: &Options,
 ) -> Result<Arc<Subscription>> {
-    if existing.topic == topic && existing.options == *options {
+    let asked = Options {
+        start: existing.options.start,
+        ..options.clone()
+    };
+    if existing.topic == topic && existing.options == asked {
         return Ok(existing);
     }
     Err(Error::SubscriptionExists {

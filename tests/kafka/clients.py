@@ -7,6 +7,7 @@ checks; a client error ends it with a non-zero status.
   clients.py confluent BOOTSTRAP TOPIC N         idempotent produce + consume
   clients.py sasl BOOTSTRAP TOPIC TOKEN          SASL/PLAIN with a token as password
   clients.py idempotent-stream BOOTSTRAP TOPIC N  N values over seconds, idempotent
+  clients.py group BOOTSTRAP TOPIC N             3-member group; one leaves midway
 """
 
 import json
@@ -93,7 +94,21 @@ def sasl(bootstrap, topic, token):
         producer.flush(10)
         return outcome[0] if outcome else "no answer"
 
-    return {"with_token": produce(token), "with_wrong_token": produce("pst_0000000000000000_x")}
+    def group_read(password):
+        from confluent_kafka import Consumer
+        consumer = Consumer({"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                             "sasl.mechanism": "PLAIN", "sasl.username": "any",
+                             "sasl.password": password, "group.id": "secure-group",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([topic])
+        message = consumer.poll(20)
+        consumer.close()
+        if message is None:
+            return "nothing read"
+        return str(message.error()) if message.error() else message.value().decode()
+
+    return {"with_token": produce(token), "with_wrong_token": produce("pst_0000000000000000_x"),
+            "group_read": group_read(token)}
 
 
 def idempotent_stream(bootstrap, topic, count):
@@ -123,6 +138,90 @@ def idempotent_stream(bootstrap, topic, count):
             "unflushed": unflushed}
 
 
+def produce_keyed(bootstrap, topic, count):
+    """Produces values 0..count with keys spread over the partitions; returns acks."""
+    from confluent_kafka import Producer
+
+    acked = []
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for i in range(count):
+        producer.produce(topic, key=f"key-{i}", value=str(i),
+                         on_delivery=lambda e, m: e or acked.append(int(m.value())))
+    producer.flush(30)
+    return len(acked)
+
+
+def group(bootstrap, topic, count):
+    """Three confluent-kafka consumers in group `kgroup` share the topic's partitions,
+    committing after each batch; once all three hold partitions and the third has read
+    some records, it leaves, and the other two must read everything that is left."""
+    import threading
+    import time
+
+    from confluent_kafka import Consumer, KafkaException
+
+    acked = produce_keyed(bootstrap, topic, count)
+    lock = threading.Lock()
+    seen, errors, assignments = [], [], {}
+    left, stop = threading.Event(), threading.Event()
+
+    def member(index):
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "kgroup",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "session.timeout.ms": 10000, "heartbeat.interval.ms": 300})
+        consumer.subscribe([topic])
+        try:
+            while not stop.is_set() and not (index == 2 and left.is_set()):
+                messages = consumer.consume(num_messages=10, timeout=0.2)
+                with lock:
+                    assignments[index] = sorted(p.partition for p in consumer.assignment())
+                    for m in messages:
+                        if m.error():
+                            errors.append(str(m.error()))
+                        else:
+                            seen.append((index, left.is_set(), m.partition(), m.offset()))
+                if messages:
+                    try:
+                        consumer.commit(asynchronous=False)
+                    except KafkaException as e:  # a rebalance: read again, not lost
+                        with lock:
+                            errors.append(str(e))
+                time.sleep(0.1)
+        finally:
+            consumer.close()
+
+    def wait_for(condition, seconds):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            with lock:
+                if condition():
+                    return True
+            time.sleep(0.05)
+        return False
+
+    threads = [threading.Thread(target=member, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    stable = wait_for(lambda: all(len(assignments.get(i, [])) == 2 for i in range(3))
+                      and any(s[0] == 2 for s in seen), 60)
+    with lock:
+        before = dict(assignments)
+    left.set()
+    threads[2].join(30)
+    distinct = lambda: {(p, o) for _, _, p, o in seen}
+    complete = wait_for(lambda: len(distinct()) >= acked, 90)
+    with lock:
+        after = {i: assignments.get(i, []) for i in range(2)}
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    leaver = set(before.get(2, []))
+    taken_over = sum(1 for i, late, p, _ in seen if late and i != 2 and p in leaver)
+    return {"acked": acked, "stable": stable, "complete": complete,
+            "distinct": len(distinct()), "read": len(seen), "before": before,
+            "after": after, "taken_over": taken_over, "errors": errors[:5]}
+
+
 def main():
     command, bootstrap, topic, arg = sys.argv[1:5]
     if command == "kafka-python":
@@ -131,6 +230,8 @@ def main():
         result = confluent(bootstrap, topic, int(arg))
     elif command == "idempotent-stream":
         result = idempotent_stream(bootstrap, topic, int(arg))
+    elif command == "group":
+        result = group(bootstrap, topic, int(arg))
     elif command == "sasl":
         result = sasl(bootstrap, topic, arg)
     else:

@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::server::Connected;
 
-use super::{admin, fetch, metadata, offsets, produce, sasl, versions};
+use super::groups::GroupLink;
+use super::{admin, fetch, groups, metadata, offsets, produce, sasl, versions};
 use crate::broker::Broker;
 
 /// Largest request accepted: Kafka's `socket.request.max.bytes` default.
@@ -51,6 +52,11 @@ pub(super) struct Ctx {
     correlation_id: i32,
     /// The authenticated principal; `None` while authentication is off.
     principal: Option<String>,
+    /// The token the caller authenticated with, while authentication is on; group
+    /// calls to the consumer manager carry it.
+    pub token: Option<String>,
+    /// The consumer manager serving this listener's groups, if any.
+    pub groups: Option<Arc<GroupLink>>,
 }
 
 impl Ctx {
@@ -117,7 +123,7 @@ where
 }
 
 /// Serves one connection until the client closes it or sends what cannot be served.
-pub(super) async fn serve(broker: Arc<Broker>, stream: Conn) {
+pub(super) async fn serve(broker: Arc<Broker>, groups: Option<Arc<GroupLink>>, stream: Conn) {
     let peer = stream.connect_info().tcp.remote_addr();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (answers, mut to_write) = mpsc::channel::<Pending>(IN_FLIGHT_MAX);
@@ -154,7 +160,7 @@ pub(super) async fn serve(broker: Arc<Broker>, stream: Conn) {
                 break;
             }
         };
-        let pending = match handle(&broker, &mut session, body).await {
+        let pending = match handle(&broker, &groups, &mut session, body).await {
             Ok(pending) => pending,
             Err(reason) => Pending::Ready(Err(reason)),
         };
@@ -198,6 +204,7 @@ async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Bytes
 /// Decodes the request header and hands the body to its API.
 async fn handle(
     broker: &Arc<Broker>,
+    groups: &Option<Arc<GroupLink>>,
     session: &mut sasl::Session,
     mut body: Bytes,
 ) -> Result<Pending, String> {
@@ -211,9 +218,9 @@ async fn handle(
     let version = i16::from_be_bytes([body[2], body[3]]);
     let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
     let api_key = ApiKey::try_from(raw_key).map_err(|_| format!("unknown API key {raw_key}"))?;
-    if !versions::serves(api_key, version) {
+    if !versions::serves(api_key, version, groups.is_some()) {
         if api_key == ApiKey::ApiVersions {
-            let answer = versions::unsupported();
+            let answer = versions::unsupported(groups.is_some());
             return Ok(Pending::Ready(
                 encode_frame(api_key, 0, correlation_id, &answer).map(Some),
             ));
@@ -230,7 +237,9 @@ async fn handle(
         version,
         api_key,
         correlation_id,
+        token: principal.as_ref().and(session.token()).map(str::to_string),
         principal,
+        groups: groups.clone(),
     };
     dispatch(ctx, session, body).await
 }
@@ -238,7 +247,7 @@ async fn handle(
 async fn dispatch(ctx: Ctx, session: &mut sasl::Session, body: Bytes) -> Result<Pending, String> {
     let ready = |frame: Frame| Ok(Pending::Ready(frame));
     match ctx.api_key {
-        ApiKey::ApiVersions => ready(ctx.frame(&versions::answer())),
+        ApiKey::ApiVersions => ready(ctx.frame(&versions::answer(ctx.groups.is_some()))),
         ApiKey::SaslHandshake => {
             let request = decode(body, ctx.api_key, ctx.version)?;
             ready(ctx.frame(&session.handshake(request)))
@@ -261,6 +270,16 @@ async fn dispatch(ctx: Ctx, session: &mut sasl::Session, body: Bytes) -> Result<
         ApiKey::AlterConfigs => later(ctx, body, admin::alter_configs),
         ApiKey::IncrementalAlterConfigs => later(ctx, body, admin::incremental_alter_configs),
         ApiKey::DeleteRecords => later(ctx, body, offsets::delete_records),
+        ApiKey::FindCoordinator => later(ctx, body, groups::find_coordinator),
+        ApiKey::JoinGroup => later(ctx, body, groups::join_group),
+        ApiKey::SyncGroup => later(ctx, body, groups::sync_group),
+        ApiKey::Heartbeat => later(ctx, body, groups::heartbeat),
+        ApiKey::LeaveGroup => later(ctx, body, groups::leave_group),
+        ApiKey::OffsetCommit => later(ctx, body, groups::offset_commit),
+        ApiKey::OffsetFetch => later(ctx, body, groups::offset_fetch),
+        ApiKey::DescribeGroups => later(ctx, body, groups::describe_groups),
+        ApiKey::ListGroups => later(ctx, body, groups::list_groups),
+        ApiKey::DeleteGroups => later(ctx, body, groups::delete_groups),
         other => Err(format!("{other:?} is not served")),
     }
 }

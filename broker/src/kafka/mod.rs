@@ -12,12 +12,14 @@
 //! - `versions`: which APIs and versions are served; ApiVersions.
 //! - `sasl`: SASL/PLAIN with a token as the password, when authentication is on.
 //! - `metadata`, `produce`, `fetch`, `offsets`, `admin`: the APIs.
+//! - `groups`: consumer groups, served by the consumer manager.
 //! - `codes`: broker errors as Kafka error codes.
 
 mod admin;
 mod codes;
 mod conn;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -29,6 +31,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 
+use self::groups::GroupLink;
 use crate::broker::Broker;
 
 /// Accepts Kafka connections on `listener` (TLS when the broker's gRPC port uses it)
@@ -36,12 +39,23 @@ use crate::broker::Broker;
 pub(crate) async fn serve(broker: Arc<Broker>, listener: TcpListener) {
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "kafka listener listening");
-    let tls = broker.config().security.server_tls.clone();
+    let config = broker.config();
+    let tls = config.security.server_tls.clone();
+    let groups = config
+        .kafka
+        .as_ref()
+        .and_then(|k| k.consumer_manager.clone())
+        .map(|address| Arc::new(GroupLink::new(address, config.security.link.tls.clone())));
+    if groups.is_none() {
+        tracing::info!(
+            "kafka consumer groups are not served: no consumer manager given (--kafka-consumer-manager)"
+        );
+    }
     let mut incoming = pubsub_proto::serve::incoming(listener, tls);
     while let Some(accepted) = incoming.next().await {
         match accepted {
             Ok(stream) => {
-                tokio::spawn(conn::serve(broker.clone(), stream));
+                tokio::spawn(conn::serve(broker.clone(), groups.clone(), stream));
             }
             Err(e) => tracing::debug!(error = %e, "kafka connection not accepted"),
         }

@@ -55,6 +55,11 @@ impl Session {
             .map_err(|e| format!("the connection's token is no longer valid: {e}"))
     }
 
+    /// The token the connection authenticated with.
+    pub(super) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// SaslHandshake: only PLAIN is offered.
     pub(super) fn handshake(&mut self, request: SaslHandshakeRequest) -> SaslHandshakeResponse {
         let answer = SaslHandshakeResponse::default()

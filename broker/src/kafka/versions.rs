@@ -1,7 +1,7 @@
 //! Which Kafka APIs this listener serves, at which versions, and the ApiVersions answer
-//! that tells clients so. APIs left out (transactions, consumer groups until the
-//! consumer manager serves them) are absent from the answer, so a
-//! client refuses them up front instead of failing midway.
+//! that tells clients so. APIs left out (transactions; consumer groups on a listener
+//! without a consumer manager) are absent from the answer, so a client refuses them
+//! up front instead of failing midway.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -29,16 +29,34 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
-/// Whether `version` of `api_key` is served.
-pub(super) fn serves(api_key: ApiKey, version: i16) -> bool {
-    SERVED
-        .iter()
-        .any(|(key, min, max)| *key == api_key && (*min..=*max).contains(&version))
+/// The consumer-group APIs, served when the listener has a consumer manager. OffsetFetch
+/// starts at v2, the first whose answer carries a group's error; FindCoordinator stops
+/// before the versions for share groups.
+const GROUPS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 2, 8),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+];
+
+/// The served APIs, the group APIs included when `groups` is set.
+fn served(groups: bool) -> impl Iterator<Item = &'static (ApiKey, i16, i16)> {
+    SERVED.iter().chain(GROUPS.iter().filter(move |_| groups))
 }
 
-fn api_keys() -> Vec<ApiVersion> {
-    SERVED
-        .iter()
+/// Whether `version` of `api_key` is served (group APIs only with `groups`).
+pub(super) fn serves(api_key: ApiKey, version: i16, groups: bool) -> bool {
+    served(groups).any(|(key, min, max)| *key == api_key && (*min..=*max).contains(&version))
+}
+
+fn api_keys(groups: bool) -> Vec<ApiVersion> {
+    served(groups)
         .map(|(key, min, max)| {
             ApiVersion::default()
                 .with_api_key(*key as i16)
@@ -49,14 +67,14 @@ fn api_keys() -> Vec<ApiVersion> {
 }
 
 /// The ApiVersions answer.
-pub(super) fn answer() -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_api_keys(api_keys())
+pub(super) fn answer(groups: bool) -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(api_keys(groups))
 }
 
 /// The answer to an ApiVersions request of a version this listener does not know:
 /// UNSUPPORTED_VERSION with the served versions, encoded as v0 (KIP-511).
-pub(super) fn unsupported() -> ApiVersionsResponse {
-    answer().with_error_code(ResponseError::UnsupportedVersion.code())
+pub(super) fn unsupported(groups: bool) -> ApiVersionsResponse {
+    answer(groups).with_error_code(ResponseError::UnsupportedVersion.code())
 }
 
 #[cfg(test)]
@@ -73,7 +91,7 @@ mod tests {
     /// Every advertised version can be decoded and answered by the crate.
     #[test]
     fn served_versions_are_within_the_codec() {
-        for (key, min, max) in SERVED {
+        for (key, min, max) in served(true) {
             let (lo, hi) = match key {
                 ApiKey::Produce => range::<ProduceRequest>(),
                 ApiKey::Fetch => range::<FetchRequest>(),
@@ -91,6 +109,16 @@ mod tests {
                 ApiKey::IncrementalAlterConfigs => range::<IncrementalAlterConfigsRequest>(),
                 ApiKey::SaslHandshake => range::<SaslHandshakeRequest>(),
                 ApiKey::SaslAuthenticate => range::<SaslAuthenticateRequest>(),
+                ApiKey::FindCoordinator => range::<FindCoordinatorRequest>(),
+                ApiKey::JoinGroup => range::<JoinGroupRequest>(),
+                ApiKey::SyncGroup => range::<SyncGroupRequest>(),
+                ApiKey::Heartbeat => range::<HeartbeatRequest>(),
+                ApiKey::LeaveGroup => range::<LeaveGroupRequest>(),
+                ApiKey::OffsetCommit => range::<OffsetCommitRequest>(),
+                ApiKey::OffsetFetch => range::<OffsetFetchRequest>(),
+                ApiKey::DescribeGroups => range::<DescribeGroupsRequest>(),
+                ApiKey::ListGroups => range::<ListGroupsRequest>(),
+                ApiKey::DeleteGroups => range::<DeleteGroupsRequest>(),
                 other => panic!("{other:?} has no range check"),
             };
             assert!(
@@ -102,9 +130,12 @@ mod tests {
 
     #[test]
     fn unknown_versions_are_not_served() {
-        assert!(serves(ApiKey::Produce, 9));
-        assert!(!serves(ApiKey::Produce, 2));
-        assert!(!serves(ApiKey::Produce, 10));
-        assert!(!serves(ApiKey::JoinGroup, 0));
+        assert!(serves(ApiKey::Produce, 9, false));
+        assert!(!serves(ApiKey::Produce, 2, false));
+        assert!(!serves(ApiKey::Produce, 10, false));
+        assert!(!serves(ApiKey::JoinGroup, 0, false));
+        assert!(serves(ApiKey::JoinGroup, 0, true));
+        assert!(!serves(ApiKey::OffsetFetch, 1, true));
+        assert!(!serves(ApiKey::InitProducerId, 5, true));
     }
 }

@@ -276,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             broker.min_free_bytes = min_free_bytes;
             broker.security = security.clone();
-            broker.kafka = kafka.bind(true)?;
+            broker.kafka = kafka.bind(true, Some(local.clone()))?;
             let mut consumer_config = pubsub_consumer_manager::ManagerConfig::new(
                 config.data_dir.join("consumer-manager"),
                 local,
@@ -384,7 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.replica_lag_max = replica_lag_max;
             config.min_free_bytes = min_free_bytes;
             config.security = security;
-            config.kafka = kafka.bind(false)?;
+            config.kafka = kafka.bind(false, None)?;
             println!("listening on {bound}");
             pubsub_broker::run(config, listener, shutdown())
                 .await

@@ -17,7 +17,7 @@ use serde_json::Value;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Whether kcat and both Python clients are installed; says NOT RUN if not.
-fn clients_present(test: &str) -> bool {
+pub(crate) fn clients_present(test: &str) -> bool {
     let kcat = Command::new("kcat")
         .arg("-V")
         .output()
@@ -38,7 +38,7 @@ fn clients_present(test: &str) -> bool {
 }
 
 /// A standalone server with a Kafka listener; returns it and the Kafka address.
-fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, String) {
+pub(crate) fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, String) {
     let kafka = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["--kafka-listen", kafka.as_str()];
     args.extend_from_slice(extra);
@@ -71,7 +71,7 @@ fn run(mut command: Command, input: &[u8]) -> Output {
     output
 }
 
-fn ok(output: Output, what: &str) -> String {
+pub(crate) fn ok(output: Output, what: &str) -> String {
     assert!(
         output.status.success(),
         "{what} failed: {}\n{}",
@@ -82,7 +82,7 @@ fn ok(output: Output, what: &str) -> String {
 }
 
 /// Runs `clients.py COMMAND KAFKA TOPIC ARG` and parses its JSON summary.
-fn python(command: &str, kafka: &str, topic: &str, arg: &str) -> Value {
+pub(crate) fn python(command: &str, kafka: &str, topic: &str, arg: &str) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/clients.py");
     let mut python = Command::new("python3");
     python.args([script, command, kafka, topic, arg]);
@@ -92,14 +92,14 @@ fn python(command: &str, kafka: &str, topic: &str, arg: &str) -> Value {
         .unwrap_or_else(|e| panic!("clients.py {command} printed {out:?}: {e}"))
 }
 
-fn json_lines(text: &str) -> Vec<Value> {
+pub(crate) fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 
-fn kcat(kafka: &str, args: &[&str], input: &[u8]) -> String {
+pub(crate) fn kcat(kafka: &str, args: &[&str], input: &[u8]) -> String {
     let mut command = Command::new("kcat");
     command.args(["-b", kafka]).args(args);
     ok(run(command, input), &format!("kcat {args:?}"))
@@ -307,6 +307,8 @@ fn sasl_plain_takes_a_token_as_the_password() {
     let summary = python("sasl", &kafka, "secure", &token);
     assert_eq!(summary["with_token"], "ok", "{summary}");
     assert_ne!(summary["with_wrong_token"], "ok", "{summary}");
+    // Group calls reach the consumer manager with the client's token.
+    assert_eq!(summary["group_read"], "secret", "{summary}");
 }
 
 /// Spawns `clients.py COMMAND ...` in the background; [`finish`] collects its summary.

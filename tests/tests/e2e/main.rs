@@ -19,6 +19,7 @@ mod fsync;
 mod full_disk;
 mod grpc;
 mod kafka;
+mod kafka_groups;
 mod ledger;
 mod metrics;
 mod partition;
