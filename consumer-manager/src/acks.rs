@@ -120,7 +120,7 @@ impl Manager {
         offset: u64,
     ) -> Result<()> {
         let subscription = self.subscription(name)?;
-        if partition >= subscription.partitions {
+        if partition >= subscription.partitions() {
             return Err(no_such_partition(&subscription, partition));
         }
         let latest = v1::list_offsets_request::Spec::Latest(true);

@@ -174,7 +174,7 @@ fn nack(
     holder: Option<Holder>,
     ids: &[(u32, u64)],
 ) -> Result<Applied> {
-    if let Some(&(partition, _)) = ids.iter().find(|(p, _)| *p >= subscription.partitions) {
+    if let Some(&(partition, _)) = ids.iter().find(|(p, _)| *p >= subscription.partitions()) {
         return Err(no_such_partition(subscription, partition));
     }
     let not_held = ids.iter().find(|&&(partition, offset)| {
@@ -207,7 +207,7 @@ pub(crate) fn no_such_partition(subscription: &Subscription, partition: u32) -> 
     Error::NoSuchPartition {
         topic: subscription.topic.clone(),
         partition,
-        partitions: subscription.partitions,
+        partitions: subscription.partitions(),
     }
 }
 

@@ -283,7 +283,7 @@ impl Manager {
         let mut eligible = state.eligible(
             subscription.options.group,
             member_id,
-            subscription.partitions,
+            subscription.partitions(),
         );
         // Start at a different partition each time, so with few credits no
         // partition is always served last.

@@ -15,8 +15,8 @@ impl Manager {
     /// A subscription's description with per-partition lag (high watermarks asked of
     /// the leaders now) and members.
     pub async fn describe(&self, subscription: &Arc<Subscription>) -> v1::SubscriptionInfo {
-        let mut high_watermarks = Vec::with_capacity(subscription.partitions as usize);
-        for p in 0..subscription.partitions {
+        let mut high_watermarks = Vec::with_capacity(subscription.partitions() as usize);
+        for p in 0..subscription.partitions() {
             high_watermarks.push(
                 self.source()
                     .offset(
@@ -111,7 +111,7 @@ fn members(
             let lag = if subscription.options.group {
                 partitions.iter().map(lag_of).sum()
             } else {
-                (0..subscription.partitions).map(|p| lag_of(&p)).sum()
+                (0..subscription.partitions()).map(|p| lag_of(&p)).sum()
             };
             v1::MemberInfo {
                 member_id: id.clone(),

@@ -183,7 +183,7 @@ impl Manager {
                 }
                 replayed += batch.len() as u64;
                 self.source()
-                    .produce(&subscription.topic, subscription.partitions, batch)
+                    .produce(&subscription.topic, subscription.partitions(), batch)
                     .await?;
                 self.write(&subscription, |state, writes| {
                     if state.replayed.len() <= partition as usize {

@@ -8,7 +8,8 @@
 //! subscription with its groups and dead-letter replay positions: its members' streams
 //! end with NOT_FOUND, and its committed offsets are never applied to the new topic.
 //! A position past a partition's end (records lost under the same incarnation) is
-//! reset by the subscription's start option, never used.
+//! reset by the subscription's start option, never used. Partitions added to the
+//! topic are added to its subscriptions by the same check (groups rebalance).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -118,17 +119,56 @@ impl Manager {
                 self.end_subscription(subscription, &why).await;
                 continue;
             }
-            let Some(&seen) = topics.get(topic) else {
+            let Some(&(seen, partitions)) = topics.get(topic) else {
                 continue;
             };
-            match self.observe_incarnation(subscription, seen).await {
-                Ok(_) => {}
+            let checked = match self.observe_incarnation(subscription, seen).await {
+                Ok(true) if partitions > subscription.partitions() => {
+                    self.grow(subscription, partitions).await
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(()) => {}
                 Err(e) if e.is_gone() => {}
                 Err(e) => {
-                    tracing::warn!(subscription = %subscription.name, error = %e, "cannot check the topic's incarnation")
+                    tracing::warn!(subscription = %subscription.name, error = %e, "cannot check the subscription's topic")
                 }
             }
         }
+    }
+
+    /// Reads `partitions` partitions of its topic from now on (more than before); a
+    /// group rebalances so that its members take the new ones.
+    pub(crate) async fn grow(
+        &self,
+        subscription: &Arc<Subscription>,
+        partitions: u32,
+    ) -> Result<()> {
+        let group = subscription.options.group;
+        let grown = self
+            .write(subscription, |state, writes| {
+                let before = subscription.partitions();
+                if partitions <= before {
+                    return Ok(None);
+                }
+                subscription.grow_to(state, partitions);
+                for partition in before..partitions {
+                    writes.reset(partition, &state.cursors[partition as usize])?;
+                }
+                if group {
+                    state.rebalance(partitions);
+                }
+                writes.record();
+                Ok(Some(before))
+            })
+            .await?;
+        if let Some(before) = grown {
+            tracing::info!(subscription = %subscription.name, before, partitions, "partitions added to the subscription");
+            subscription.changed.notify_waiters();
+        }
+        Ok(())
     }
 
     /// Acts on the incarnation of its topic a broker showed: adopts it if the

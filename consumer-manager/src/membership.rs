@@ -30,12 +30,12 @@ impl Manager {
             let (_, new) = state.touch(&member_id, &caller.address, mode, || self.new_holder());
             let rebalanced = new && group;
             if rebalanced {
-                state.rebalance(subscription.partitions);
+                state.rebalance(subscription.partitions());
                 tracing::info!(subscription = %name, member = %member_id, generation = state.generation, "member joined; rebalanced");
                 writes.record();
             }
             let response = v1::JoinGroupResponse {
-                partitions: state.eligible(group, &member_id, subscription.partitions),
+                partitions: state.eligible(group, &member_id, subscription.partitions()),
                 member_id,
                 generation: state.generation,
                 session_timeout_ms: subscription.options.session_timeout_ms,
@@ -57,7 +57,7 @@ impl Manager {
             if !state.remove(member_id, group) || !group {
                 return Ok(false);
             }
-            state.rebalance(subscription.partitions);
+            state.rebalance(subscription.partitions());
             tracing::info!(subscription = %name, member = %member_id, generation = state.generation, "member left; rebalanced");
             writes.record();
             Ok(true)

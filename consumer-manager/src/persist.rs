@@ -248,6 +248,31 @@ mod tests {
         assert_eq!(positions(&manager)[1], (200, 200, Vec::new()));
     }
 
+    #[tokio::test]
+    async fn added_partitions_start_at_zero_and_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut manager = manager_with_subscription(dir.path()).await;
+        let subscription = manager.subscription("s").unwrap();
+        manager
+            .write(&subscription, |state, writes| {
+                state.cursors[1] = crate::cursor::Cursor::at(7);
+                writes.reset(1, &state.cursors[1])
+            })
+            .await
+            .unwrap();
+        manager.grow(&subscription, 4).await.unwrap();
+        assert_eq!(subscription.partitions(), 4);
+        // Growing to fewer (a broker behind on metadata) changes nothing.
+        manager.grow(&subscription, 3).await.unwrap();
+        assert_eq!(subscription.partitions(), 4);
+        drop(subscription);
+        drop(manager);
+        manager = reopen(dir.path());
+        assert_eq!(manager.subscription("s").unwrap().partitions(), 4);
+        let at = |offset| (offset, offset, Vec::new());
+        assert_eq!(positions(&manager), vec![at(0), at(7), at(0), at(0)]);
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Deliver(u32, u8),

@@ -20,9 +20,9 @@ impl Manager {
     ) -> Result<Vec<v1::PartitionLag>> {
         let subscription = self.subscription(name)?;
         let partitions: Vec<u32> = match partition {
-            Some(p) if p < subscription.partitions => vec![p],
+            Some(p) if p < subscription.partitions() => vec![p],
             Some(p) => return Err(no_such_partition(&subscription, p)),
-            None => (0..subscription.partitions).collect(),
+            None => (0..subscription.partitions()).collect(),
         };
         let mut offsets = Vec::with_capacity(partitions.len());
         for &p in &partitions {

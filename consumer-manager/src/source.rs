@@ -182,12 +182,15 @@ impl Source {
     }
 
     /// Every topic, by name, with its incarnation (`created_ms`; 0 from brokers that
-    /// do not say): one call however many topics there are.
-    pub async fn incarnations(&self) -> Result<HashMap<String, u64>> {
+    /// do not say) and partition count: one call however many topics there are.
+    pub async fn incarnations(&self) -> Result<HashMap<String, (u64, u32)>> {
         let topics = self
             .on_bootstrap(|admin| async move { admin.list_topics().await })
             .await?;
-        Ok(topics.into_iter().map(|t| (t.name, t.created_ms)).collect())
+        Ok(topics
+            .into_iter()
+            .map(|t| (t.name, (t.created_ms, t.partitions)))
+            .collect())
     }
 
     /// Runs `call` against a partition's leader through the SDK's one leader-routed

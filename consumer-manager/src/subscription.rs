@@ -3,7 +3,7 @@
 //! and runs under the subscription's lock; I/O happens outside it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -115,8 +115,9 @@ pub struct Subscription {
     pub name: String,
     /// Topic it reads.
     pub topic: String,
-    /// Partition count.
-    pub partitions: u32,
+    /// Partition count: grows (never shrinks) when partitions are added to the
+    /// topic, after the cursors for them exist (see [`Subscription::grow_to`]).
+    partitions: AtomicU32,
     /// Effective options.
     pub options: Options,
     state: Mutex<State>,
@@ -141,7 +142,7 @@ impl Subscription {
             counters: SubscriptionCounters::new(&record.name),
             name: record.name.clone(),
             topic: record.topic.clone(),
-            partitions,
+            partitions: AtomicU32::new(partitions),
             options: record.options.clone(),
             state: Mutex::new(State {
                 cursors,
@@ -160,6 +161,25 @@ impl Subscription {
             replaying: tokio::sync::Mutex::new(()),
             record_bytes: AtomicU64::new(FETCH_BYTES_PER_RECORD),
         }
+    }
+
+    /// The partitions of its topic it reads (0 to this, exclusive).
+    pub fn partitions(&self) -> u32 {
+        self.partitions.load(Ordering::Acquire)
+    }
+
+    /// Reads `count` partitions from now on (more than before): the new ones start
+    /// at offset 0, the first record of a new partition, so none is missed. The
+    /// cursors exist before the count says so: a reader that sees the new count finds
+    /// their cursors.
+    pub fn grow_to(&self, state: &mut State, count: u32) {
+        let before = self.partitions();
+        if count <= before {
+            return;
+        }
+        state.cursors.resize_with(count as usize, || Cursor::at(0));
+        state.high_watermarks.resize(count as usize, None);
+        self.partitions.store(count, Ordering::Release);
     }
 
     /// Locks the state of a subscription that still exists (NOT_FOUND once it was
@@ -185,7 +205,7 @@ impl Subscription {
         SubscriptionRecord {
             name: self.name.clone(),
             topic: self.topic.clone(),
-            partitions: self.partitions,
+            partitions: self.partitions(),
             options: self.options.clone(),
             generation: state.generation,
             dead_lettered: state.dead_lettered,

@@ -6,6 +6,7 @@
 
 mod consume;
 mod e2e;
+mod kafka;
 mod produce;
 mod report;
 mod subscribe;
@@ -102,6 +103,10 @@ pub struct ProduceArgs {
     /// Stop after this long even if fewer records were sent (e.g. 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Produce through the Kafka listener at this address instead of gRPC (the topic
+    /// is still created over gRPC; --producers, --rate and --duration do not apply).
+    #[arg(long, value_name = "ADDR")]
+    kafka: Option<String>,
 }
 
 /// `pubsub bench consume`
@@ -122,6 +127,10 @@ pub struct ConsumeArgs {
     /// Stop after this long even if fewer records were read.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Read through the Kafka listener at this address instead of gRPC (one
+    /// connection per leader; --consumers and --duration do not apply).
+    #[arg(long, value_name = "ADDR")]
+    kafka: Option<String>,
 }
 
 /// Bytes per partition per fetch of `bench consume` (and of the consume run of
@@ -167,8 +176,17 @@ pub struct E2eArgs {
 /// Runs a benchmark against `client` and returns its report.
 pub async fn run(client: &Client, args: BenchArgs, show_progress: bool) -> anyhow::Result<Report> {
     match args.kind {
-        BenchKind::Produce(args) => produce::run(client, args, show_progress).await,
-        BenchKind::Consume(args) => consume::run(client, args, show_progress).await,
+        BenchKind::Produce(args) => match args.kafka.clone() {
+            Some(kafka) => {
+                prepare_topic(client, &args.topic).await?;
+                kafka::produce(&args, &kafka, show_progress).await
+            }
+            None => produce::run(client, args, show_progress).await,
+        },
+        BenchKind::Consume(args) => match args.kafka.clone() {
+            Some(kafka) => kafka::consume(&args, &kafka, show_progress).await,
+            None => consume::run(client, args, show_progress).await,
+        },
         BenchKind::E2e(args) => e2e::run(client, args, show_progress).await,
         BenchKind::Subscribe(args) => subscribe::run(client, args, show_progress).await,
     }

@@ -54,6 +54,7 @@ pub async fn run(
             consumers: 1,
             fetch_bytes: super::FETCH_BYTES,
             duration: None,
+            kafka: None,
         };
         let consumed = super::consume::run(client, consume, false).await?;
         report.vs_consume = Some(VsConsume {

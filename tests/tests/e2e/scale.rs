@@ -86,3 +86,63 @@ async fn added_partitions_are_placed_served_and_used_by_a_running_producer() {
         "{description}"
     );
 }
+
+/// A group subscription made on 2 partitions reads the partitions added later: records
+/// written to all 4 after `alter` are delivered, and the group's description lists 4.
+#[test]
+fn a_subscription_takes_partitions_added_to_its_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = pubsub_tests::Server::start(dir.path());
+    let address = server.address();
+    let run = |args: &[&str], input: &[u8]| {
+        let output = pubsub(address, args, input);
+        assert!(
+            output.status.success(),
+            "pubsub {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    run(&["create", "widen", "--partitions", "2"], b"");
+    let subscribe = [
+        "subscribe",
+        "widen",
+        "-s",
+        "wide",
+        "--group",
+        "--from-beginning",
+        "--count",
+    ];
+    run(&["write", "widen"], b"first\n");
+    run(&[&subscribe[..], &["1"]].concat(), b"");
+    run(&["alter", "widen", "--partitions", "4"], b"");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let described = run(&["--output", "json", "groups", "describe", "wide"], b"");
+        let described: serde_json::Value = serde_json::from_str(&described).unwrap();
+        if described["partitions"].as_array().unwrap().len() == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {described}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines: String = (0..40).map(|i| format!("k{i}:v{i}\n")).collect();
+    run(
+        &["write", "widen", "--key-separator", ":"],
+        lines.as_bytes(),
+    );
+    let read = run(&[&subscribe[..], &["40", "--format", "json"]].concat(), b"");
+    let partitions: HashSet<u64> = read
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["partition"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(read.lines().count(), 40, "{read}");
+    assert!(
+        partitions.iter().any(|p| *p >= 2),
+        "records of the added partitions: {read}"
+    );
+}
