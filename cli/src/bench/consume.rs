@@ -63,13 +63,21 @@ pub async fn run(
             anyhow::Ok((records, bytes))
         }));
     }
+    let (records, bytes) = consumed(tasks).await?;
+    let elapsed = start.elapsed();
+    ticker.abort();
+    Ok(Report::new("consume", records, bytes, elapsed, None))
+}
+
+/// What consuming tasks read: records and value bytes.
+pub async fn consumed(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<(u64, u64)>>>,
+) -> anyhow::Result<(u64, u64)> {
     let (mut records, mut bytes) = (0, 0);
     for task in tasks {
         let (r, b) = task.await??;
         records += r;
         bytes += b;
     }
-    let elapsed = start.elapsed();
-    ticker.abort();
-    Ok(Report::new("consume", records, bytes, elapsed, None))
+    Ok((records, bytes))
 }

@@ -50,13 +50,7 @@ pub async fn run(
         )));
     }
     let ticker = progress_ticker(acked.clone(), progress);
-    let mut histogram = latency_histogram();
-    let mut records = 0;
-    for task in tasks {
-        let (sent, part) = task.await??;
-        records += sent;
-        histogram.add(part)?;
-    }
+    let (records, histogram) = produced(tasks).await?;
     let elapsed = start.elapsed();
     ticker.abort();
     let bytes = records * args.producer.record_size as u64;
@@ -67,6 +61,23 @@ pub async fn run(
         elapsed,
         Latency::of(&histogram),
     ))
+}
+
+/// What one producing task sent: records acknowledged and their latencies.
+pub type Produced = (u64, hdrhistogram::Histogram<u64>);
+
+/// What producing tasks sent, together.
+pub async fn produced(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Produced>>>,
+) -> anyhow::Result<Produced> {
+    let mut histogram = latency_histogram();
+    let mut records = 0;
+    for task in tasks {
+        let (sent, part) = task.await??;
+        records += sent;
+        histogram.add(part)?;
+    }
+    Ok((records, histogram))
 }
 
 /// Value bytes that are not all one byte, so compression has some work to do.

@@ -24,7 +24,8 @@ use pubsub_storage::{BatchBuilder, ProducerStamp};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use super::produce::{pattern, progress_ticker};
+use super::consume::consumed;
+use super::produce::{pattern, produced, progress_ticker};
 use super::report::{Latency, Progress, Report, latency_histogram};
 use super::{ConsumeArgs, ProduceArgs, ProducerArgs};
 
@@ -76,13 +77,7 @@ pub async fn produce(
             acked.clone(),
         )));
     }
-    let mut histogram = latency_histogram();
-    let mut records = 0;
-    for task in tasks {
-        let (sent, part) = task.await??;
-        records += sent;
-        histogram.add(part)?;
-    }
+    let (records, histogram) = produced(tasks).await?;
     let elapsed = start.elapsed();
     ticker.abort();
     let bytes = records * args.producer.record_size as u64;
@@ -221,12 +216,7 @@ pub async fn consume(
             read.clone(),
         )));
     }
-    let (mut records, mut bytes) = (0, 0);
-    for task in tasks {
-        let (r, b) = task.await??;
-        records += r;
-        bytes += b;
-    }
+    let (records, bytes) = consumed(tasks).await?;
     let elapsed = start.elapsed();
     ticker.abort();
     Ok(Report::new(
