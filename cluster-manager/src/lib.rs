@@ -7,6 +7,7 @@
 //! - `state`: the metadata as plain values and its deterministic `apply`.
 //! - `command`: the commands `apply` takes, their responses and refusals.
 //! - `placement`: where a new topic's replicas go (rack-aware, leaders balanced).
+//! - `balance`: moves that drain brokers and even out replicas and leaders (pure).
 //! - `raft`: openraft's type configuration, sled log store, state machine and network.
 //! - `manager`: a running node: reads from its state, writes routed to the leader.
 //! - `lease`: the leader's task that fences brokers whose lease expired.
@@ -14,12 +15,14 @@
 //! - `wire`: the state as `pubsub.v1` messages.
 //! - `grpc`: the mapping from errors to gRPC statuses.
 //!
-//! **Invariant:** `state` and `placement` do no I/O and read no clock; everything that
-//! talks to disk, network or time lives in `raft`, `manager`, `lease` and `server`.
+//! **Invariant:** `state`, `placement` and `balance` do no I/O and read no clock;
+//! everything that talks to disk, network or time lives in `raft`, `manager`, `lease` and
+//! `server`.
 
 #![warn(unreachable_pub)]
 
 mod access_sync;
+mod balance;
 mod command;
 mod config;
 mod embedded;

@@ -29,14 +29,18 @@ pub(crate) struct Candidate<'a> {
 }
 
 /// The rack a broker counts as: a broker without a rack is a failure domain of its own.
+/// Shared with `balance`, so moving replicas keeps the same notion of failure domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum RackKey<'a> {
+pub(crate) enum RackKey<'a> {
+    /// A declared rack, shared by every broker that names it.
     Named(&'a str),
+    /// A broker without a rack: a domain holding only itself.
     Own(u32),
 }
 
 impl<'a> Candidate<'a> {
-    fn rack_key(&self) -> RackKey<'a> {
+    /// The failure domain this broker belongs to.
+    pub(crate) fn rack_key(&self) -> RackKey<'a> {
         self.rack.map_or(RackKey::Own(self.id), RackKey::Named)
     }
 }

@@ -1,0 +1,468 @@
+//! Where existing replicas should go: a pure planner that takes the brokers (with their
+//! racks and whether they are draining) and every partition's replica list, and returns
+//! the moves that rebalance them. Like `placement`, it does no I/O and reads no clock, so
+//! every node computes the same plan from the same state.
+//!
+//! The planner works on a copy of the state and applies each move to it as it goes, in
+//! three passes, one per goal in priority order:
+//!
+//! 1. **Drain.** Every replica on a draining broker (or on a broker the input does not
+//!    list) is replaced by the eligible broker with the fewest replicas whose rack keeps
+//!    the partition's rack spread. A partition with no such broker is reported as stuck.
+//! 2. **Spread replicas.** While some broker holds at least two replicas more than
+//!    another, one replica moves from the fuller to the emptier broker (fullest and
+//!    emptiest first, a follower before a leader). Each such move lowers the sum of the
+//!    squared counts, so the pass ends. Partitions still on a draining broker are left
+//!    alone, as are moves that would narrow a partition's rack spread.
+//! 3. **Spread leaders.** Preferred leaders move by reordering replica lists, which moves
+//!    no data: first a draining leader hands over to an eligible replica, then leadership
+//!    shifts along a chain of partitions (A leads one where B follows, B leads one where C
+//!    follows, ...) from a broker leading at least two more partitions than the chain's
+//!    end. When no such chain exists, leader counts are as even as the replica sets allow.
+//!
+//! Every data move replaces exactly one replica, in place, so the replication factor and
+//! the list order stay put. Passes 1 and 2 share `max_moves`; reorders are free. The plan
+//! ends in a state where, unless `max_moves` cut it short, no pass finds anything to do,
+//! so planning again on the applied state yields no moves.
+
+// Nothing calls the planner yet: the cluster manager's balance command will.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::placement::{Candidate, RackKey};
+
+#[cfg(test)]
+mod tests;
+
+/// A broker as the planner sees it: placement's candidate plus whether it is leaving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Broker<'a> {
+    /// Its id and rack, the same pair placement takes.
+    pub candidate: Candidate<'a>,
+    /// Being decommissioned: its replicas move off and none move on.
+    pub draining: bool,
+}
+
+/// One partition's replicas, the input the planner rebalances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PartitionReplicas {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index within the topic.
+    pub partition: u32,
+    /// Replica broker ids; the first is the preferred leader.
+    pub replicas: Vec<u32>,
+}
+
+/// One step of a plan: a partition's replica list before and after, so the caller can
+/// check it still applies (compare-and-set) before it acts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Move {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index within the topic.
+    pub partition: u32,
+    /// The replica list the move starts from.
+    pub from: Vec<u32>,
+    /// The replica list after it: one broker replaced, or the same brokers reordered.
+    pub to: Vec<u32>,
+}
+
+impl Move {
+    /// Whether the move only changes the preferred leader, so it copies no data.
+    pub(crate) fn is_reorder(&self) -> bool {
+        let mut from = self.from.clone();
+        let mut to = self.to.clone();
+        from.sort_unstable();
+        to.sort_unstable();
+        from == to
+    }
+}
+
+/// Why a partition cannot leave its draining brokers, so an operator knows what to add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StuckReason {
+    /// Fewer eligible (non-draining) brokers than the partition's replication factor.
+    TooFewBrokers {
+        /// Non-draining brokers.
+        eligible: usize,
+        /// The partition's replica count.
+        replication_factor: usize,
+    },
+    /// Every eligible broker outside the partition would lower its number of racks.
+    RackSpread,
+}
+
+/// A partition that still has a replica on a draining broker and no valid way off it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Stuck {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index within the topic.
+    pub partition: u32,
+    /// Why no move can fix it.
+    pub reason: StuckReason,
+}
+
+/// The planner's answer: moves to apply in order, and partitions it could not fix.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Moves in the order they must be applied (each `from` is the previous state).
+    pub moves: Vec<Move>,
+    /// Partitions left on draining brokers, by topic and partition.
+    pub stuck: Vec<Stuck>,
+}
+
+/// The moves that drain, then even out replicas, then even out preferred leaders, with
+/// at most `max_moves` data moves (reorders are not counted). Deterministic: the order
+/// of `brokers` and `partitions` does not matter. Broker ids should be unique, as should
+/// (topic, partition) pairs; a replica on a broker missing from `brokers` is treated as
+/// on a draining broker without a rack.
+pub(crate) fn plan(
+    brokers: &[Broker<'_>],
+    partitions: &[PartitionReplicas],
+    max_moves: usize,
+) -> Plan {
+    let mut planner = Planner::new(brokers, partitions, max_moves);
+    planner.drain();
+    planner.spread_replicas();
+    planner.spread_leaders();
+    planner.finish()
+}
+
+/// A partition in the planner's working copy of the state.
+struct Part<'a> {
+    /// Topic name, borrowed from the input.
+    topic: &'a str,
+    /// Partition index.
+    partition: u32,
+    /// Current replica list, updated as moves are planned.
+    replicas: Vec<u32>,
+}
+
+/// The working state of one `plan` call: the state as the planned moves leave it.
+struct Planner<'a> {
+    /// Every listed broker's failure domain.
+    racks: BTreeMap<u32, RackKey<'a>>,
+    /// Replicas per eligible (listed, non-draining) broker, zeros included.
+    counts: BTreeMap<u32, usize>,
+    /// Partitions sorted by topic and partition, so iteration is deterministic.
+    parts: Vec<Part<'a>>,
+    /// Data moves still allowed.
+    budget: usize,
+    /// Moves planned so far.
+    moves: Vec<Move>,
+}
+
+impl<'a> Planner<'a> {
+    /// The working copy of the input, sorted, with replica counts.
+    fn new(brokers: &[Broker<'a>], partitions: &'a [PartitionReplicas], budget: usize) -> Self {
+        let racks = brokers
+            .iter()
+            .map(|b| (b.candidate.id, b.candidate.rack_key()))
+            .collect();
+        let mut counts: BTreeMap<u32, usize> = brokers
+            .iter()
+            .filter(|b| !b.draining)
+            .map(|b| (b.candidate.id, 0))
+            .collect();
+        let mut parts: Vec<Part<'a>> = partitions
+            .iter()
+            .map(|p| Part {
+                topic: &p.topic,
+                partition: p.partition,
+                replicas: p.replicas.clone(),
+            })
+            .collect();
+        parts.sort_by(|a, b| (a.topic, a.partition).cmp(&(b.topic, b.partition)));
+        for id in parts.iter().flat_map(|p| &p.replicas) {
+            if let Some(count) = counts.get_mut(id) {
+                *count += 1;
+            }
+        }
+        Planner {
+            racks,
+            counts,
+            parts,
+            budget,
+            moves: Vec::new(),
+        }
+    }
+
+    /// Whether a broker may hold replicas: listed and not draining.
+    fn eligible(&self, id: u32) -> bool {
+        self.counts.contains_key(&id)
+    }
+
+    /// Whether every replica of a partition sits on an eligible broker.
+    fn settled(&self, part: &Part<'_>) -> bool {
+        part.replicas.iter().all(|&id| self.eligible(id))
+    }
+
+    /// Distinct failure domains among `replicas`; the number no move may lower.
+    fn rack_count(&self, replicas: &[u32]) -> usize {
+        replicas
+            .iter()
+            .map(|&id| self.racks.get(&id).copied().unwrap_or(RackKey::Own(id)))
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// Whether replacing `replicas[pos]` with `dst` keeps every invariant: `dst` is
+    /// eligible and new to the partition, and the rack spread does not narrow.
+    fn can_replace(&self, replicas: &[u32], pos: usize, dst: u32) -> bool {
+        if !self.eligible(dst) || replicas.contains(&dst) {
+            return false;
+        }
+        let mut after = replicas.to_vec();
+        after[pos] = dst;
+        self.rack_count(&after) >= self.rack_count(replicas)
+    }
+
+    /// Records and applies a data move of `parts[index].replicas[pos]` onto `dst`.
+    fn replace(&mut self, index: usize, pos: usize, dst: u32) {
+        let part = &mut self.parts[index];
+        let from = part.replicas.clone();
+        let src = std::mem::replace(&mut part.replicas[pos], dst);
+        self.moves.push(Move {
+            topic: part.topic.to_owned(),
+            partition: part.partition,
+            from,
+            to: part.replicas.clone(),
+        });
+        if let Some(count) = self.counts.get_mut(&src) {
+            *count -= 1;
+        }
+        if let Some(count) = self.counts.get_mut(&dst) {
+            *count += 1;
+        }
+        self.budget -= 1;
+    }
+
+    /// Pass 1: moves every replica it can off draining (or unlisted) brokers.
+    fn drain(&mut self) {
+        for index in 0..self.parts.len() {
+            while self.budget > 0 {
+                let Some((pos, dst)) = self.drain_step(index) else {
+                    break;
+                };
+                self.replace(index, pos, dst);
+            }
+        }
+    }
+
+    /// The first replica of `parts[index]` on an ineligible broker that can move, and the
+    /// least loaded eligible broker (lowest id on ties) it can move to.
+    fn drain_step(&self, index: usize) -> Option<(usize, u32)> {
+        let replicas = &self.parts[index].replicas;
+        (0..replicas.len())
+            .filter(|&pos| !self.eligible(replicas[pos]))
+            .find_map(|pos| {
+                self.counts
+                    .iter()
+                    .filter(|&(&dst, _)| self.can_replace(replicas, pos, dst))
+                    .min_by_key(|&(&dst, &count)| (count, dst))
+                    .map(|(&dst, _)| (pos, dst))
+            })
+    }
+
+    /// Pass 2: moves replicas from fuller to emptier brokers while the budget lasts.
+    fn spread_replicas(&mut self) {
+        while self.budget > 0 {
+            let Some((index, pos, dst)) = self.spread_step() else {
+                return;
+            };
+            self.replace(index, pos, dst);
+        }
+    }
+
+    /// The next replica-spreading move: the fullest broker that can give a replica to one
+    /// holding at least two fewer, the emptiest such receiver first.
+    fn spread_step(&self) -> Option<(usize, usize, u32)> {
+        let mut order: Vec<(usize, u32)> = self.counts.iter().map(|(&id, &c)| (c, id)).collect();
+        order.sort_unstable();
+        for &(high, src) in order.iter().rev() {
+            for &(low, dst) in &order {
+                if high < low + 2 {
+                    break;
+                }
+                if let Some((index, pos)) = self.movable(src, dst) {
+                    return Some((index, pos, dst));
+                }
+            }
+        }
+        None
+    }
+
+    /// A settled partition with a replica on `src` that may move to `dst`, preferring one
+    /// where `src` only follows, so fewer preferred leaders change.
+    fn movable(&self, src: u32, dst: u32) -> Option<(usize, usize)> {
+        self.parts
+            .iter()
+            .enumerate()
+            .filter(|(_, part)| self.settled(part))
+            .filter_map(|(index, part)| {
+                let pos = part.replicas.iter().position(|&id| id == src)?;
+                self.can_replace(&part.replicas, pos, dst)
+                    .then_some((index, pos))
+            })
+            .min_by_key(|&(index, pos)| (pos == 0, index))
+    }
+
+    /// Pass 3: evens out preferred leaders by reordering, then records one reorder move
+    /// per partition whose list changed.
+    fn spread_leaders(&mut self) {
+        let before: Vec<Vec<u32>> = self.parts.iter().map(|p| p.replicas.clone()).collect();
+        self.lead_from_eligible();
+        while let Some(path) = self.leader_path() {
+            for (index, leader) in path {
+                promote(&mut self.parts[index].replicas, leader);
+            }
+        }
+        for (part, from) in self.parts.iter().zip(before) {
+            if part.replicas != from {
+                self.moves.push(Move {
+                    topic: part.topic.to_owned(),
+                    partition: part.partition,
+                    from,
+                    to: part.replicas.clone(),
+                });
+            }
+        }
+    }
+
+    /// Preferred leaders per eligible broker, zeros included.
+    fn leader_counts(&self) -> BTreeMap<u32, usize> {
+        let mut leaders: BTreeMap<u32, usize> = self.counts.keys().map(|&id| (id, 0)).collect();
+        for part in &self.parts {
+            if let Some(count) = part.replicas.first().and_then(|id| leaders.get_mut(id)) {
+                *count += 1;
+            }
+        }
+        leaders
+    }
+
+    /// Hands each draining (or unlisted) leader's partition to its eligible replica with
+    /// the fewest leaders, so a stuck partition still leads from a broker that stays.
+    fn lead_from_eligible(&mut self) {
+        let mut leaders = self.leader_counts();
+        for index in 0..self.parts.len() {
+            let replicas = &self.parts[index].replicas;
+            if replicas.first().is_none_or(|&id| self.eligible(id)) {
+                continue;
+            }
+            let best = replicas
+                .iter()
+                .filter_map(|id| leaders.get(id).map(|&count| (count, *id)))
+                .min();
+            if let Some((_, leader)) = best {
+                promote(&mut self.parts[index].replicas, leader);
+                *leaders.entry(leader).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// A chain of reorders `(partition index, new leader)` that moves one leadership from
+    /// a broker to one leading at least two fewer, the busiest start first; `None` when
+    /// leader counts can get no more even by reordering.
+    fn leader_path(&self) -> Option<Vec<(usize, u32)>> {
+        let leaders = self.leader_counts();
+        let mut edges: BTreeMap<u32, Vec<(usize, u32)>> = BTreeMap::new();
+        for (index, part) in self.parts.iter().enumerate() {
+            let Some((&leader, followers)) = part.replicas.split_first() else {
+                continue;
+            };
+            for &follower in followers.iter().filter(|&&id| self.eligible(id)) {
+                edges.entry(leader).or_default().push((index, follower));
+            }
+        }
+        let mut order: Vec<(usize, u32)> = leaders.iter().map(|(&id, &c)| (c, id)).collect();
+        order.sort_unstable();
+        order
+            .iter()
+            .rev()
+            .find_map(|&(count, src)| path_from(src, count, &leaders, &edges))
+    }
+
+    /// The plan: the moves so far and every partition still on an ineligible broker
+    /// that no move can fix.
+    fn finish(self) -> Plan {
+        let eligible = self.counts.len();
+        let stuck = (0..self.parts.len())
+            .filter(|&index| !self.settled(&self.parts[index]))
+            .filter(|&index| self.drain_step(index).is_none())
+            .map(|index| {
+                let part = &self.parts[index];
+                let replication_factor = part.replicas.len();
+                let reason = if eligible < replication_factor {
+                    StuckReason::TooFewBrokers {
+                        eligible,
+                        replication_factor,
+                    }
+                } else {
+                    StuckReason::RackSpread
+                };
+                Stuck {
+                    topic: part.topic.to_owned(),
+                    partition: part.partition,
+                    reason,
+                }
+            })
+            .collect();
+        Plan {
+            moves: self.moves,
+            stuck,
+        }
+    }
+}
+
+/// Breadth-first search from `src` (leading `count` partitions) over "leads a partition
+/// this broker follows" edges, to the first broker leading at most `count - 2`; returns
+/// the reorders along that shortest path.
+fn path_from(
+    src: u32,
+    count: usize,
+    leaders: &BTreeMap<u32, usize>,
+    edges: &BTreeMap<u32, Vec<(usize, u32)>>,
+) -> Option<Vec<(usize, u32)>> {
+    let mut parent: BTreeMap<u32, (u32, usize)> = BTreeMap::new();
+    let mut queue = VecDeque::from([src]);
+    while let Some(node) = queue.pop_front() {
+        for &(index, next) in edges.get(&node).into_iter().flatten() {
+            if next == src || parent.contains_key(&next) {
+                continue;
+            }
+            parent.insert(next, (node, index));
+            if leaders.get(&next).is_some_and(|&c| c + 2 <= count) {
+                return Some(unwind(src, next, &parent));
+            }
+            queue.push_back(next);
+        }
+    }
+    None
+}
+
+/// The reorders from `src` to `end` recorded in a search's `parent` links, in order.
+fn unwind(src: u32, end: u32, parent: &BTreeMap<u32, (u32, usize)>) -> Vec<(usize, u32)> {
+    let mut path = Vec::new();
+    let mut node = end;
+    while node != src {
+        let Some(&(prev, index)) = parent.get(&node) else {
+            break;
+        };
+        path.push((index, node));
+        node = prev;
+    }
+    path.reverse();
+    path
+}
+
+/// Moves `leader` to the front of `replicas`, keeping the others' order, so the old
+/// leader becomes the first fallback.
+fn promote(replicas: &mut Vec<u32>, leader: u32) {
+    if let Some(pos) = replicas.iter().position(|&id| id == leader) {
+        let id = replicas.remove(pos);
+        replicas.insert(0, id);
+    }
+}
