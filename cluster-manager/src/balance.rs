@@ -25,9 +25,6 @@
 //! ends in a state where, unless `max_moves` cut it short, no pass finds anything to do,
 //! so planning again on the applied state yields no moves.
 
-// Nothing calls the planner yet: the cluster manager's balance command will.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::placement::{Candidate, RackKey};
@@ -71,6 +68,7 @@ pub(crate) struct Move {
 
 impl Move {
     /// Whether the move only changes the preferred leader, so it copies no data.
+    #[cfg(test)]
     pub(crate) fn is_reorder(&self) -> bool {
         let mut from = self.from.clone();
         let mut to = self.to.clone();

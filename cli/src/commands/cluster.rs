@@ -1,5 +1,6 @@
-//! `pubsub cluster status|add-member|remove-member`: the cluster manager's Raft group
-//! and the brokers' health, from any cluster-manager node.
+//! `pubsub cluster status|add-member|remove-member|balance`: the cluster manager's
+//! Raft group, the brokers' health and the replica balance, from any cluster-manager
+//! node.
 
 use clap::{Args, Subcommand};
 use pubsub_proto::v1::{self, cluster_manager_client::ClusterManagerClient};
@@ -37,6 +38,19 @@ pub enum ClusterCommand {
     RemoveMember {
         /// The node's id.
         id: u64,
+    },
+    /// The replica moves that would even out replicas and preferred leaders over the
+    /// brokers, and empty the --drain brokers (decommission).
+    Balance {
+        /// Show the plan only. Required: the cluster does not carry out moves yet.
+        #[arg(long, required = true)]
+        dry_run: bool,
+        /// A broker to empty before it is removed (repeatable).
+        #[arg(long = "drain", value_name = "BROKER")]
+        draining: Vec<u32>,
+        /// Most data moves in the plan [default: as many as it takes].
+        #[arg(long)]
+        max_moves: Option<u32>,
     },
 }
 
@@ -82,6 +96,24 @@ pub async fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<()> {
                 .members;
             print!("{}", members_text(&members));
         }
+        ClusterCommand::Balance {
+            dry_run: _,
+            draining,
+            max_moves,
+        } => {
+            let plan = stub
+                .plan_balance(v1::PlanBalanceRequest {
+                    draining,
+                    max_moves: max_moves.unwrap_or(0),
+                })
+                .await
+                .map_err(unserved)?
+                .into_inner();
+            match global.output {
+                OutputFormat::Json => println!("{}", plan_json(&plan)),
+                OutputFormat::Text => print!("{}", plan_text(&plan)),
+            }
+        }
         ClusterCommand::RemoveMember { id } => {
             let members = stub
                 .remove_member(v1::RemoveMemberRequest { node_id: id })
@@ -93,6 +125,70 @@ pub async fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn ids(list: &[u32]) -> String {
+    list.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn is_reorder(m: &v1::ReplicaMove) -> bool {
+    let mut from = m.from.clone();
+    let mut to = m.to.clone();
+    from.sort_unstable();
+    to.sort_unstable();
+    from == to
+}
+
+/// A balance plan as a table, then the partitions that cannot move.
+fn plan_text(plan: &v1::PlanBalanceResponse) -> String {
+    if plan.moves.is_empty() && plan.stuck.is_empty() {
+        return "balanced: nothing to move\n".to_string();
+    }
+    let mut table = Table::new(&["TOPIC", "PARTITION", "FROM", "TO", "KIND"]);
+    for m in &plan.moves {
+        let kind = if is_reorder(m) { "leader" } else { "replica" };
+        table.row(vec![
+            m.topic.clone(),
+            m.partition.to_string(),
+            ids(&m.from),
+            ids(&m.to),
+            kind.to_string(),
+        ]);
+    }
+    let data = plan.moves.iter().filter(|m| !is_reorder(m)).count();
+    let mut text = format!(
+        "{} replica moves, {} leader changes\n\n{}",
+        data,
+        plan.moves.len() - data,
+        table.render()
+    );
+    for s in &plan.stuck {
+        text.push_str(&format!(
+            "stuck: {} partition {}: {}\n",
+            s.topic, s.partition, s.reason
+        ));
+    }
+    text
+}
+
+fn plan_json(plan: &v1::PlanBalanceResponse) -> serde_json::Value {
+    json!({
+        "moves": plan.moves.iter().map(|m| json!({
+            "topic": m.topic,
+            "partition": m.partition,
+            "from": m.from,
+            "to": m.to,
+            "kind": if is_reorder(m) { "leader" } else { "replica" },
+        })).collect::<Vec<_>>(),
+        "stuck": plan.stuck.iter().map(|s| json!({
+            "topic": s.topic,
+            "partition": s.partition,
+            "reason": s.reason,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn or_dash<T: ToString>(value: Option<T>) -> String {

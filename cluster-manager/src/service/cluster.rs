@@ -349,6 +349,16 @@ impl ClusterManager for ClusterManagerService {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn plan_balance(
+        &self,
+        request: Request<v1::PlanBalanceRequest>,
+    ) -> Result<Response<v1::PlanBalanceResponse>, Status> {
+        authorize(&request, Operation::Describe, Target::Cluster)?;
+        let view = self.manager.view();
+        super::balance::plan(&view.state, request.get_ref()).map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn cluster_status(
         &self,
         request: Request<v1::ClusterStatusRequest>,

@@ -2,9 +2,11 @@
 //!
 //! - [`access`]: `Access`, tokens and access rules.
 //! - [`cluster`]: `ClusterManager`, for brokers and clients.
+//! - [`balance`]: its PlanBalance call.
 //! - [`raft`]: `Raft`, between cluster-manager nodes.
 
 pub(crate) mod access;
+pub(crate) mod balance;
 pub(crate) mod cluster;
 pub(crate) mod raft;
 

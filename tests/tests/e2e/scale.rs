@@ -85,6 +85,45 @@ async fn added_partitions_are_placed_served_and_used_by_a_running_producer() {
             .all(|p| p["in_sync_replicas"].as_array().unwrap().len() == 3),
         "{description}"
     );
+
+    // The balance plan: placement left replicas even; draining a broker of three with
+    // RF 3 has nowhere to go, so every partition is stuck and only leaders move off it.
+    let manager = cluster.managers[0].address().to_string();
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["--output", "json", "cluster", "balance", "--dry-run"];
+        args.extend_from_slice(&["--cluster-manager", &manager]);
+        args.extend_from_slice(extra);
+        let output = pubsub(&server, &args, b"");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let balanced = plan(&[]);
+    assert!(
+        balanced["moves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["kind"] == "leader"),
+        "{balanced}"
+    );
+    let drained = plan(&["--drain", "1"]);
+    let stuck = drained["stuck"].as_array().unwrap();
+    assert_eq!(stuck.len(), 6, "{drained}");
+    assert!(
+        stuck[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("add a broker"),
+        "{drained}"
+    );
+    for m in drained["moves"].as_array().unwrap() {
+        assert_eq!(m["kind"], "leader", "{drained}");
+        assert_ne!(m["to"][0], 1, "{drained}");
+    }
 }
 
 /// A group subscription made on 2 partitions reads the partitions added later: records
