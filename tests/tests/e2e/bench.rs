@@ -78,3 +78,45 @@ fn produce_consume_and_e2e_benchmarks_run() {
     assert_eq!(e2e["records"], 500);
     assert!(e2e["latency"]["max_ms"].as_f64().unwrap() > 0.0);
 }
+
+/// `bench produce --kafka` and `bench consume --kafka` go through the Kafka listener:
+/// what one produces, the other reads, and gRPC reads the same count.
+#[test]
+fn kafka_mode_benchmarks_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = format!("127.0.0.1:{}", pubsub_tests::free_port());
+    let server = Server::start_with(dir.path(), "127.0.0.1:0", &["--kafka-listen", &kafka]);
+    let produced = bench(
+        &server,
+        &[
+            "produce",
+            "--topic",
+            "k",
+            "--create",
+            "--partitions",
+            "3",
+            "--records",
+            "6000",
+            "--kafka",
+            &kafka,
+        ],
+    );
+    assert_eq!(produced["records"], 6000);
+    assert!(produced["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    let consumed = bench(
+        &server,
+        &[
+            "consume",
+            "--topic",
+            "k",
+            "--records",
+            "6000",
+            "--kafka",
+            &kafka,
+        ],
+    );
+    assert_eq!(consumed["records"], 6000);
+    assert_eq!(consumed["bytes"], 6000 * 100);
+    let through_grpc = bench(&server, &["consume", "--topic", "k", "--records", "6000"]);
+    assert_eq!(through_grpc["records"], 6000);
+}
