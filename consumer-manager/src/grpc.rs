@@ -4,6 +4,7 @@
 //! (error level for what is the server's fault, debug for what the client can fix),
 //! and the client gets the error's message, bounded in size.
 
+use pubsub_proto::net::{keys, reasons};
 use tonic::{Code, Status};
 
 use crate::error::Error;
@@ -56,7 +57,25 @@ impl From<Error> for Status {
         } else {
             tracing::debug!(error = %error, "request rejected");
         }
-        Status::new(code, pubsub_proto::bounded_message(error.to_string()))
+        let mut status = Status::new(code, pubsub_proto::bounded_message(error.to_string()));
+        if let Some(reason) = reason(&error) {
+            status.metadata_mut().insert(
+                keys::REASON,
+                tonic::metadata::MetadataValue::from_static(reason),
+            );
+        }
+        status
+    }
+}
+
+/// The reason a caller tells refusals of one code apart by.
+fn reason(error: &Error) -> Option<&'static str> {
+    match error {
+        Error::StaleGeneration { .. } => Some(reasons::STALE_GENERATION),
+        Error::UnknownMember { .. } => Some(reasons::UNKNOWN_MEMBER),
+        Error::NoSuchPartition { .. } => Some(reasons::NO_SUCH_PARTITION),
+        Error::CommitPastEnd { .. } => Some(reasons::COMMIT_PAST_END),
+        _ => None,
     }
 }
 
@@ -192,6 +211,20 @@ mod tests {
             current: 2,
         };
         check(stale, Code::FailedPrecondition);
+        let reason =
+            |error: Error| pubsub_proto::net::reason(&Status::from(error)).map(String::from);
+        let stale = Error::StaleGeneration {
+            group: "s".into(),
+            given: 1,
+            current: 2,
+        };
+        assert_eq!(reason(stale).as_deref(), Some(reasons::STALE_GENERATION));
+        let member = Error::UnknownMember {
+            member_id: "m".into(),
+            group: "s".into(),
+        };
+        assert_eq!(reason(member).as_deref(), Some(reasons::UNKNOWN_MEMBER));
+        assert_eq!(reason(Error::NotAGroup { name: "s".into() }), None);
         let not_held = Error::NotHeld {
             subscription: "s".into(),
             partition: 0,

@@ -31,6 +31,21 @@ pub mod keys {
     pub const LOG_START_OFFSET: &str = "pubsub-log-start-offset";
     /// On OUT_OF_RANGE: the partition's log end offset.
     pub const LOG_END_OFFSET: &str = "pubsub-log-end-offset";
+    /// On a consumer-manager refusal that a caller acts on by kind (the Kafka
+    /// listener, choosing an error code): one of [`super::reasons`].
+    pub const REASON: &str = "pubsub-reason";
+}
+
+/// Values of [`keys::REASON`].
+pub mod reasons {
+    /// A group member's generation is not the current one.
+    pub const STALE_GENERATION: &str = "stale-generation";
+    /// The caller is not a member of the group.
+    pub const UNKNOWN_MEMBER: &str = "unknown-member";
+    /// The partition does not exist in the subscription's topic.
+    pub const NO_SUCH_PARTITION: &str = "no-such-partition";
+    /// A commit above the partition's high watermark.
+    pub const COMMIT_PAST_END: &str = "commit-past-end";
 }
 
 /// How long to wait for a TCP connection.
@@ -248,6 +263,14 @@ pub fn leader_hint(status: &Status) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map(str::to_string)
+}
+
+/// The [`keys::REASON`] the server put on a status, if any.
+pub fn reason(status: &Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(keys::REASON)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// A `u64` the server put in the status metadata under `key`.

@@ -18,6 +18,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
 };
+use pubsub_proto::net::{self, reasons};
 use pubsub_proto::v1;
 use tonic::Status;
 
@@ -27,11 +28,10 @@ use super::{Groups, group_code};
 
 /// The error code of one partition's commit.
 fn commit_code(status: &Status) -> i16 {
-    match status.code() {
-        tonic::Code::InvalidArgument if status.message().contains("partition") => {
-            ResponseError::UnknownTopicOrPartition.code()
-        }
-        tonic::Code::InvalidArgument => ResponseError::OffsetOutOfRange.code(),
+    match net::reason(status) {
+        Some(reasons::NO_SUCH_PARTITION) => ResponseError::UnknownTopicOrPartition.code(),
+        Some(reasons::COMMIT_PAST_END) => ResponseError::OffsetOutOfRange.code(),
+        _ if status.code() == tonic::Code::InvalidArgument => ResponseError::InvalidRequest.code(),
         _ => group_code(status),
     }
 }

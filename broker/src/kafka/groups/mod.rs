@@ -31,7 +31,7 @@ use std::time::Duration;
 use kafka_protocol::ResponseError;
 use pubsub_proto::MAX_MESSAGE_BYTES;
 use pubsub_proto::auth::AUTHORIZATION;
-use pubsub_proto::net::{Channel, ChannelPool, Link};
+use pubsub_proto::net::{self, Channel, ChannelPool, Link, reasons};
 use pubsub_proto::v1;
 use pubsub_proto::v1::consumer_manager_client::ConsumerManagerClient;
 use tonic::metadata::AsciiMetadataValue;
@@ -210,7 +210,7 @@ fn group_code(status: &Status) -> i16 {
         Code::NotFound => ResponseError::GroupIdNotFound,
         Code::PermissionDenied | Code::Unauthenticated => ResponseError::GroupAuthorizationFailed,
         Code::InvalidArgument => ResponseError::InvalidGroupId,
-        Code::FailedPrecondition if status.message().contains("generation") => {
+        Code::FailedPrecondition if net::reason(status) == Some(reasons::STALE_GENERATION) => {
             ResponseError::IllegalGeneration
         }
         Code::FailedPrecondition => ResponseError::UnknownMemberId,
@@ -233,7 +233,11 @@ mod tests {
 
     #[test]
     fn refusals_map_to_the_codes_clients_act_on() {
-        let stale = Status::failed_precondition("generation 3 of group \"g\" is stale");
+        let mut stale = Status::failed_precondition("generation 3 of group \"g\" is stale");
+        stale.metadata_mut().insert(
+            net::keys::REASON,
+            tonic::metadata::MetadataValue::from_static(reasons::STALE_GENERATION),
+        );
         assert_eq!(group_code(&stale), ResponseError::IllegalGeneration.code());
         let gone = Status::failed_precondition("member \"m\" is not in group \"g\"");
         assert_eq!(group_code(&gone), ResponseError::UnknownMemberId.code());
