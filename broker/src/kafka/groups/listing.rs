@@ -32,6 +32,7 @@ fn member(info: &v1::SubscriptionInfo, m: &v1::MemberInfo) -> DescribedGroupMemb
     DescribedGroupMember::default()
         .with_member_id(StrBytes::from_string(m.member_id.clone()))
         .with_client_host(StrBytes::from_string(m.client_address.clone()))
+        .with_member_metadata(protocol::subscription(&info.topic))
         .with_member_assignment(protocol::assignment(&info.topic, &m.partitions))
 }
 

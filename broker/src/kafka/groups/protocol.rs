@@ -50,6 +50,23 @@ pub(crate) fn subscribed_topics(metadata: &[u8]) -> Result<Vec<String>, String> 
     Ok(topics)
 }
 
+/// The subscription bytes of a member reading `topic` (version 0), as DescribeGroups
+/// reports a member's metadata: clients decode it, and an empty one fails them.
+pub(crate) fn subscription(topic: &str) -> Bytes {
+    let subscription = ConsumerProtocolSubscription::default().with_topics(vec![
+        kafka_protocol::protocol::StrBytes::from_string(topic.to_string()),
+    ]);
+    let mut buf = BytesMut::with_capacity(16 + topic.len());
+    buf.put_i16(0);
+    match subscription.encode(&mut buf, 0) {
+        Ok(()) => buf.freeze(),
+        Err(e) => {
+            tracing::error!(error = %e, topic, "cannot encode a member's subscription");
+            Bytes::new()
+        }
+    }
+}
+
 /// The assignment bytes of a member owning `partitions` of `topic` (version 0, which
 /// every client reads).
 pub(crate) fn assignment(topic: &str, partitions: &[u32]) -> Bytes {
@@ -139,6 +156,14 @@ mod tests {
         assert!(subscribed_topics(&[0]).is_err());
         assert!(subscribed_topics(&[255, 255]).is_err());
         assert!(subscribed_topics(&[0, 0, 0, 0, 0, 9]).is_err());
+    }
+
+    #[test]
+    fn a_described_members_subscription_names_its_topic() {
+        assert_eq!(
+            subscribed_topics(&super::subscription("orders")),
+            Ok(vec!["orders".to_string()])
+        );
     }
 
     #[test]
