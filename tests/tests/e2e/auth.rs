@@ -256,6 +256,11 @@ fn every_rpc() -> Vec<(&'static str, bool, bool, Call)> {
             .cluster_status(v1::ClusterStatusRequest {})
             .await
     ));
+    call!(c, "ClusterManager/PlanBalance", false, false, |ch| unary(
+        ClusterManagerClient::new(ch)
+            .plan_balance(v1::PlanBalanceRequest::default())
+            .await
+    ));
     call!(c, "ClusterManager/AddMember", false, false, |ch| unary(
         ClusterManagerClient::new(ch)
             .add_member(v1::AddMemberRequest {
