@@ -51,6 +51,13 @@ async fn bootstrap_admin(
     path: &Path,
     given: Option<NewToken>,
 ) -> Result<(), String> {
+    // A token this node wrote before (a restart that looked before its log was
+    // applied) is offered again, never replaced or removed.
+    let given = given.or_else(|| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| auth::adopt_token(&text))
+    });
     let made_here = given.is_none();
     let token = match given {
         Some(token) => token,
