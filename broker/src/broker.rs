@@ -26,6 +26,7 @@ use crate::replication;
 use crate::topic::TopicRecord;
 
 mod forward;
+mod release;
 
 /// A topic and the replicas of it this broker hosts.
 pub(crate) struct HostedTopic {
@@ -50,6 +51,8 @@ pub(crate) struct Broker {
     disk: Arc<DiskSpace>,
     /// Connections to the other brokers, for follower fetches.
     peers: crate::replication::Peers,
+    /// The copy rate of replicas this broker receives in moves.
+    move_throttle: crate::throttle::MoveThrottle,
     /// Topics in the metadata this broker could not open, with the reason (a full
     /// disk, say), so requests for them say why instead of "does not exist".
     unhosted: RwLock<HashMap<String, String>>,
@@ -124,6 +127,7 @@ impl Broker {
         Broker {
             disk,
             peers: crate::replication::Peers::new(config.security.link.clone()),
+            move_throttle: crate::throttle::MoveThrottle::default(),
             unhosted: RwLock::new(HashMap::new()),
             config,
             link,
@@ -205,6 +209,11 @@ impl Broker {
     /// The connections to other brokers that follower fetches share.
     pub(crate) fn peers(&self) -> &crate::replication::Peers {
         &self.peers
+    }
+
+    /// The copy rate of replicas this broker receives in moves.
+    pub(crate) fn move_throttle(&self) -> &crate::throttle::MoveThrottle {
+        &self.move_throttle
     }
 
     /// True while some topic in the metadata could not be opened here.
@@ -300,6 +309,8 @@ impl Broker {
         if let Some(access) = &metadata.access {
             self.config.security.access.update(access);
         }
+        self.move_throttle
+            .set_rate(metadata.move_rate_bytes_per_sec);
         let current: HashMap<String, Arc<HostedTopic>> = self
             .topics
             .read()
@@ -322,12 +333,14 @@ impl Broker {
                 }
             }
         }
-        // Only topics the metadata no longer names lose their data.
+        // Only topics the metadata no longer names lose their data, and replicas
+        // moved off this broker.
         let deleted: Vec<Arc<HostedTopic>> = current
             .iter()
             .filter(|(name, _)| !metadata.topics.iter().any(|t| &t.name == *name))
             .map(|(_, t)| t.clone())
             .collect();
+        let released = release::released(&current, &next);
         // Roles are set before the topics become visible, so no request sees a
         // partition whose metadata names this broker leader while its replica does not
         // know it yet; the role tasks start after.
@@ -342,12 +355,16 @@ impl Broker {
         if let Ok(mut slot) = self.unhosted.write() {
             *slot = unhosted;
         }
-        self.view.send_replace(Arc::new(metadata));
+        let metadata = Arc::new(metadata);
+        self.view.send_replace(metadata.clone());
         for (topic, index, partition, role) in changed {
             replication::start_role(self, &topic, index, &partition, &role).await;
         }
         for topic in deleted {
             self.remove_data(&topic).await?;
+        }
+        for replica in released {
+            self.release(replica, &metadata.brokers).await?;
         }
         Ok(())
     }
@@ -415,18 +432,7 @@ impl Broker {
             let Some(partition) = topic.partitions.get(index).cloned().flatten() else {
                 continue;
             };
-            let role = Role {
-                leader: metadata.leader,
-                leader_epoch: metadata.leader_epoch,
-                replicas: metadata.replicas.clone(),
-                in_sync_replicas: metadata.in_sync_replicas.clone(),
-                leader_address: metadata.leader.and_then(|id| {
-                    brokers
-                        .iter()
-                        .find(|b| b.id == id)
-                        .map(|b| b.address.clone())
-                }),
-            };
+            let role = role_of(metadata, brokers);
             match partition.set_role(role.clone()) {
                 Ok(previous)
                     if previous.leader != role.leader
@@ -441,31 +447,6 @@ impl Broker {
             }
         }
         changed
-    }
-
-    async fn remove_data(&self, topic: &HostedTopic) -> Result<()> {
-        let dirs: Vec<PathBuf> = (0..topic.record.partitions)
-            .map(|p| partition_dir(&self.config.data_dir, &topic.record.name, p))
-            .collect();
-        blocking(move || {
-            for dir in dirs {
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(pubsub_storage::Error::Io {
-                            path: dir,
-                            source: e,
-                        }
-                        .into());
-                    }
-                }
-            }
-            Ok(())
-        })
-        .await?;
-        tracing::info!(topic = %topic.record.name, "deleted topic data");
-        Ok(())
     }
 
     /// Applies each topic's retention to its partitions; returns segments deleted.
@@ -526,6 +507,23 @@ impl Broker {
             Ok(())
         })
         .await
+    }
+}
+
+/// A replica's role as the metadata of its partition gives it.
+fn role_of(metadata: &v1::PartitionMetadata, brokers: &[v1::BrokerMetadata]) -> Role {
+    Role {
+        leader: metadata.leader,
+        leader_epoch: metadata.leader_epoch,
+        replicas: metadata.replicas.clone(),
+        in_sync_replicas: metadata.in_sync_replicas.clone(),
+        leader_address: metadata.leader.and_then(|id| {
+            brokers
+                .iter()
+                .find(|b| b.id == id)
+                .map(|b| b.address.clone())
+        }),
+        adding: metadata.adding_replicas.clone(),
     }
 }
 

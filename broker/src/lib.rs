@@ -33,6 +33,7 @@ mod partition;
 mod replication;
 mod server;
 mod service;
+mod throttle;
 mod topic;
 
 pub use config::{BrokerConfig, KafkaListener};

@@ -2,6 +2,7 @@
 //! renews its lease with heartbeats, and applies every metadata snapshot the cluster
 //! manager streams to it.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,12 +34,21 @@ const REGISTER_RETRY: Duration = Duration::from_millis(500);
 pub(crate) async fn join(broker: &Arc<Broker>) -> Result<Duration> {
     let lease = register(broker).await?;
     let first = first_snapshot(broker).await?;
-    // Every topic the metadata names keeps its data, even one that failed to open.
-    let names: Vec<String> = first.topics.iter().map(|t| t.name.clone()).collect();
+    // Every replica the metadata assigns here keeps its data, even one that failed
+    // to open.
+    let me = broker.config().broker_id.0;
+    let kept: HashMap<String, Vec<bool>> = first
+        .topics
+        .iter()
+        .map(|t| {
+            let mine = t.partitions.iter().map(|p| p.replicas.contains(&me));
+            (t.name.clone(), mine.collect())
+        })
+        .collect();
     broker.apply_metadata(first).await?;
     broker.mark_joined();
     let data_dir = broker.config().data_dir.clone();
-    blocking(move || remove_orphans(&data_dir, &names)).await?;
+    blocking(move || remove_orphans(&data_dir, &kept)).await?;
     tracing::info!(
         broker_id = broker.config().broker_id.0,
         "joined the cluster"
@@ -253,9 +263,11 @@ pub(crate) async fn leave(broker: &Broker) {
     }
 }
 
-/// Removes partition directories whose topic is not in the metadata (a deletion cut
-/// short by a crash).
-fn remove_orphans(data_dir: &Path, topics: &[String]) -> Result<()> {
+/// Removes partition directories the metadata no longer assigns here: of a topic it
+/// does not name (a deletion cut short by a crash, or made while this broker was
+/// down), or of a partition that moved to other brokers meanwhile. `kept` says, per
+/// topic and partition, whether this broker holds a replica.
+fn remove_orphans(data_dir: &Path, kept: &HashMap<String, Vec<bool>>) -> Result<()> {
     let entries = match std::fs::read_dir(data_dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -275,11 +287,17 @@ fn remove_orphans(data_dir: &Path, topics: &[String]) -> Result<()> {
         let Some((topic, partition)) = name.rsplit_once('-') else {
             continue;
         };
-        if !path.is_dir() || partition.parse::<u32>().is_err() || topics.iter().any(|t| t == topic)
-        {
+        let Ok(partition) = partition.parse::<usize>() else {
+            continue;
+        };
+        let orphan = match kept.get(topic) {
+            None => true,
+            Some(mine) => mine.get(partition) == Some(&false),
+        };
+        if !path.is_dir() || !orphan {
             continue;
         }
-        tracing::warn!(path = %path.display(), "removing data of a deleted topic");
+        tracing::warn!(path = %path.display(), "removing data of a replica this broker no longer holds");
         std::fs::remove_dir_all(&path).map_err(|e| pubsub_storage::Error::Io {
             path: path.clone(),
             source: e,

@@ -137,6 +137,11 @@ pub(crate) fn isr_changed(topic: &str, from: usize, to: usize) {
     metrics::counter!(name, "topic" => topic.to_string()).increment(1);
 }
 
+/// Bytes this broker copied, under the move throttle, into replicas it is receiving.
+pub(crate) fn move_copied(bytes: usize) {
+    metrics::counter!("pubsub_replica_move_bytes_total").increment(bytes as u64);
+}
+
 /// Size and segment count of every hosted partition's log, and how many partitions
 /// this broker leads that are under-replicated; set now and then.
 pub(crate) fn log_gauges(broker: &Arc<Broker>) {

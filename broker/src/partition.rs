@@ -44,6 +44,9 @@ pub(crate) struct Role {
     pub in_sync_replicas: Vec<u32>,
     /// The leader's client address, from the same metadata.
     pub leader_address: Option<String>,
+    /// Replicas a move is adding: they fetch under the broker's move throttle until
+    /// they are in sync.
+    pub adding: Vec<u32>,
 }
 
 /// Who leads a partition in which epoch, and what this replica committed as its
@@ -215,23 +218,22 @@ impl Partition {
     pub(crate) fn set_role(&self, role: Role) -> Result<Role> {
         let mut state = self.lock()?;
         let previous = std::mem::replace(&mut state.role, role.clone());
-        if previous.leader != role.leader || previous.leader_epoch != role.leader_epoch {
+        let new_term = previous.leader != role.leader || previous.leader_epoch != role.leader_epoch;
+        if new_term {
             // A new term for this replica: followers start with a fresh grace period.
-            let now = Instant::now();
-            state.followers = role
-                .replicas
-                .iter()
-                .filter(|&&r| r != self.broker_id)
-                .map(|&r| {
-                    (
-                        r,
-                        FollowerState {
-                            log_end_offset: 0,
-                            caught_up_at: now,
-                        },
-                    )
-                })
-                .collect();
+            state.followers.clear();
+        }
+        // Replicas a move added (in the same term) are tracked from now on; those it
+        // removed are forgotten.
+        let now = Instant::now();
+        state
+            .followers
+            .retain(|replica, _| role.replicas.contains(replica));
+        for &replica in role.replicas.iter().filter(|&&r| r != self.broker_id) {
+            state.followers.entry(replica).or_insert(FollowerState {
+                log_end_offset: 0,
+                caught_up_at: now,
+            });
         }
         // Published under the lock, so a waiter never sees a commit of one term paired
         // with another term's role.

@@ -157,12 +157,19 @@ async fn follow(
                 }
             }
         }
+        // A replica a move is adding copies under the broker's move throttle.
+        let role = partition.role();
+        let throttled = role.adding.contains(&me) && !role.in_sync_replicas.contains(&me);
+        let allowed = match throttled {
+            true => broker.move_throttle().admit().await,
+            false => None,
+        };
         let offset = partition.log().log_end_offset();
         let request = v1::FetchRequest {
             topic: topic.clone(),
             partition: index,
             offset,
-            max_bytes: FOLLOWER_FETCH_BYTES,
+            max_bytes: allowed.unwrap_or(FOLLOWER_FETCH_BYTES),
             max_wait_ms: FOLLOWER_FETCH_WAIT.as_millis() as u32,
             replica_id: Some(me),
             leader_epoch: epoch,
@@ -170,6 +177,10 @@ async fn follow(
         match leader_stub.fetch(request).await {
             Ok(response) => {
                 let response = response.into_inner();
+                if allowed.is_some() {
+                    broker.move_throttle().spend(response.records.len());
+                    crate::metrics::move_copied(response.records.len());
+                }
                 if !response.records.is_empty()
                     && let Err(e) = partition.append_replicated(response.records).await
                 {
@@ -374,6 +385,7 @@ mod tests {
             replicas: vec![1, 2, 3],
             in_sync_replicas: isr.to_vec(),
             leader_address: None,
+            adding: Vec::new(),
         }
     }
 

@@ -12,6 +12,9 @@ use pubsub_proto::ids::{PARTITIONS_MAX, TopicName};
 use pubsub_proto::v1::TopicConfig;
 use serde::{Deserialize, Serialize};
 
+mod error;
+pub(crate) use error::CommandError;
+
 /// Longest broker address accepted (`host:port`; a DNS name is at most 253 bytes).
 pub(crate) const ADDRESS_BYTES_MAX: usize = 260;
 /// Longest rack name accepted.
@@ -128,6 +131,52 @@ pub enum Command {
         /// Broker id.
         broker: u32,
     },
+    /// Starts moving a partition's replicas from `from` to `to` (same length, one or
+    /// more brokers replaced). `from` must be the current list (compare-and-set), so a
+    /// plan made on older metadata is refused rather than misapplied. The new brokers
+    /// follow the leader until they are in sync; [`Command::CompleteMove`] then
+    /// switches the list. A reorder of the same brokers applies at once.
+    StartMove {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// The replica list the move starts from.
+        from: Vec<u32>,
+        /// The replica list it ends with; the first is the preferred leader.
+        to: Vec<u32>,
+    },
+    /// Ends a move whose target replicas are all in sync: the replica list becomes the
+    /// target, the leaving brokers drop out (and delete their copy), and leadership
+    /// moves, with a new epoch, if the leader is leaving.
+    CompleteMove {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+    },
+    /// Rolls a move back to the replicas it started from (a receiving broker died).
+    CancelMove {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+    },
+    /// Marks a broker as leaving (decommission): its replicas move off, none move on,
+    /// and new topics are not placed on it. `false` takes it back.
+    SetDraining {
+        /// Broker id.
+        broker: u32,
+        /// Leaving or not.
+        draining: bool,
+    },
+    /// Changes how the cluster balances itself; unset fields keep their value.
+    SetBalancing {
+        /// Whether replicas move on their own to even out load.
+        auto: Option<bool>,
+        /// Bytes per second each receiving broker copies for moves; 0: unlimited.
+        move_rate_bytes: Option<u64>,
+    },
     /// Stores a token's hash for a principal.
     CreateToken {
         /// The token's public id.
@@ -216,6 +265,20 @@ pub enum Response {
         /// Partitions whose leader changed.
         leader_changes: u32,
     },
+    /// A move started (`copies`: new brokers fetch) or, for a reorder, was done.
+    MoveStarted {
+        /// Whether data is copied; false for a reorder.
+        copies: bool,
+    },
+    /// A move finished.
+    MoveCompleted {
+        /// Whether the partition's leader changed.
+        leader_changed: bool,
+    },
+    /// A move was rolled back.
+    MoveCancelled,
+    /// A broker's draining flag or the balancing settings changed.
+    BalancingChanged,
     /// Tokens or rules changed.
     AccessChanged {
         /// How many were added or removed.
@@ -237,173 +300,15 @@ impl Response {
             | Response::TopicConfigAltered
             | Response::PartitionsCreated { .. }
             | Response::IsrUpdated
-            | Response::BrokerShutDown { .. } => true,
+            | Response::BrokerShutDown { .. }
+            | Response::MoveStarted { .. }
+            | Response::MoveCompleted { .. }
+            | Response::MoveCancelled
+            | Response::BalancingChanged => true,
             Response::AccessChanged { count } => *count > 0,
             Response::PreferredLeadersElected { leader_changes } => *leader_changes > 0,
         }
     }
-}
-
-/// Why a command was refused. Every node refuses the same command the same way, so the
-/// error travels in the Raft response and is serializable.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum CommandError {
-    /// The topic name breaks the naming rules.
-    #[error("{reason}")]
-    InvalidTopicName {
-        /// Why, naming the name.
-        reason: String,
-    },
-    /// The partition count is outside `1..=PARTITIONS_MAX`.
-    #[error("partitions must be between 1 and {PARTITIONS_MAX}, got {partitions}")]
-    InvalidPartitions {
-        /// The requested count.
-        partitions: u32,
-    },
-    /// A partition count that does not raise the current one.
-    #[error(
-        "topic {name:?} has {current} partitions; the new count must be higher (partitions are never removed), got {requested}"
-    )]
-    PartitionsNotRaised {
-        /// Topic name.
-        name: String,
-        /// Its partition count.
-        current: u32,
-        /// The count asked for.
-        requested: u32,
-    },
-    /// The replication factor is above [`REPLICATION_FACTOR_MAX`].
-    #[error(
-        "replication factor {replication_factor} is above the limit of {REPLICATION_FACTOR_MAX}"
-    )]
-    InvalidReplicationFactor {
-        /// The requested factor.
-        replication_factor: u32,
-    },
-    /// Fewer live brokers than replicas per partition.
-    #[error("replication factor {replication_factor} exceeds the {live_brokers} live broker(s)")]
-    ReplicationFactorTooLarge {
-        /// The requested factor.
-        replication_factor: u32,
-        /// Live (unfenced) brokers.
-        live_brokers: u32,
-    },
-    /// A topic setting is out of range, or may not be altered.
-    #[error("{reason}")]
-    InvalidSetting {
-        /// The setting's name, as in `TopicConfig`.
-        key: String,
-        /// What is wrong with it, naming the key and its allowed range.
-        reason: String,
-    },
-    /// A broker address or rack is empty or too long.
-    #[error("broker {broker}: {reason}")]
-    InvalidBroker {
-        /// Broker id.
-        broker: u32,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The proposed in-sync replicas are not acceptable.
-    #[error("in-sync replicas of {topic}-{partition}: {reason}")]
-    InvalidIsr {
-        /// Topic name.
-        topic: String,
-        /// Partition index.
-        partition: u32,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A different topic of that name exists.
-    #[error("topic {name:?} already exists with different settings")]
-    TopicExists {
-        /// Topic name.
-        name: String,
-    },
-    /// No topic of that name.
-    #[error("topic {name:?} does not exist")]
-    TopicNotFound {
-        /// Topic name.
-        name: String,
-    },
-    /// The partition index is past the topic's partition count.
-    #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
-    PartitionNotFound {
-        /// Topic name.
-        topic: String,
-        /// Requested partition.
-        partition: u32,
-        /// The topic's partition count.
-        partitions: u32,
-    },
-    /// The broker never registered.
-    #[error("broker {broker} is not registered")]
-    BrokerNotFound {
-        /// Broker id.
-        broker: u32,
-    },
-    /// The broker's lease expired; it must register again.
-    #[error("broker {broker} is fenced (its lease expired); register again")]
-    BrokerFenced {
-        /// Broker id.
-        broker: u32,
-    },
-    /// The request names a leader epoch that is not the partition's current one.
-    #[error(
-        "leader epoch {given} of {topic}-{partition} is stale; the current leader epoch is {current}"
-    )]
-    StaleLeaderEpoch {
-        /// Topic name.
-        topic: String,
-        /// Partition index.
-        partition: u32,
-        /// Epoch in the request.
-        given: i32,
-        /// The partition's epoch.
-        current: i32,
-    },
-    /// The broker asking does not lead the partition.
-    #[error("broker {broker} does not lead {topic}-{partition} (leader: {leader:?})")]
-    NotPartitionLeader {
-        /// Topic name.
-        topic: String,
-        /// Partition index.
-        partition: u32,
-        /// The broker asking.
-        broker: u32,
-        /// The current leader.
-        leader: Option<u32>,
-    },
-    /// Another broker holds this id, at another address, and its lease has not run out.
-    #[error(
-        "broker id {broker} is live at {holder} (its lease holds); a broker at another address cannot take it over"
-    )]
-    BrokerIdInUse {
-        /// Broker id.
-        broker: u32,
-        /// The address of the live broker.
-        holder: String,
-    },
-    /// A token or rule request is malformed.
-    #[error("{reason}")]
-    InvalidAccess {
-        /// What is wrong.
-        reason: String,
-    },
-    /// No token or rule matched.
-    #[error("{what}")]
-    AccessNotFound {
-        /// What was looked for.
-        what: String,
-    },
-    /// A metadata limit would be exceeded.
-    #[error("{what} limit of {limit} reached")]
-    LimitExceeded {
-        /// What is limited.
-        what: String,
-        /// The limit.
-        limit: u64,
-    },
 }
 
 impl Command {
@@ -483,6 +388,16 @@ impl Command {
             }
             // Names are checked so that no error message echoes an unbounded one.
             Command::DeleteTopic { name } => validate_topic_name(name),
+            Command::StartMove {
+                topic,
+                partition,
+                from,
+                to,
+            } => validate_move(topic, *partition, from, to),
+            Command::CompleteMove { topic, .. } | Command::CancelMove { topic, .. } => {
+                validate_topic_name(topic)
+            }
+            Command::SetDraining { .. } | Command::SetBalancing { .. } => Ok(()),
             Command::Heartbeat { .. }
             | Command::ExpireLeases { .. }
             | Command::ShutdownBroker { .. }
@@ -525,7 +440,12 @@ impl Command {
             | Command::ElectPreferredLeaders
             | Command::RevokeTokens { .. }
             | Command::AddAcl { .. }
-            | Command::RemoveAcl { .. } => {}
+            | Command::RemoveAcl { .. }
+            | Command::StartMove { .. }
+            | Command::CompleteMove { .. }
+            | Command::CancelMove { .. }
+            | Command::SetDraining { .. }
+            | Command::SetBalancing { .. } => {}
         }
     }
 
@@ -547,6 +467,11 @@ impl Command {
             Command::RevokeTokens { .. } => "revoke_tokens",
             Command::AddAcl { .. } => "add_acl",
             Command::RemoveAcl { .. } => "remove_acl",
+            Command::StartMove { .. } => "start_move",
+            Command::CompleteMove { .. } => "complete_move",
+            Command::CancelMove { .. } => "cancel_move",
+            Command::SetDraining { .. } => "set_draining",
+            Command::SetBalancing { .. } => "set_balancing",
         }
     }
 }
@@ -558,6 +483,35 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<(), CommandError> {
         .map_err(|e| CommandError::InvalidTopicName {
             reason: e.to_string(),
         })
+}
+
+/// A move's lists: the same length (a move keeps the replication factor), within
+/// the replica limit, no broker twice in the target.
+fn validate_move(
+    topic: &str,
+    partition: u32,
+    from: &[u32],
+    to: &[u32],
+) -> Result<(), CommandError> {
+    validate_topic_name(topic)?;
+    let invalid = |reason: &str| CommandError::InvalidMove {
+        topic: topic.to_string(),
+        partition,
+        reason: reason.to_string(),
+    };
+    if to.is_empty() || to.len() != from.len() {
+        return Err(invalid(
+            "the target must list as many replicas as the partition has",
+        ));
+    }
+    if to.len() > REPLICATION_FACTOR_MAX as usize {
+        return Err(invalid("more replicas than the replication factor limit"));
+    }
+    let distinct: std::collections::BTreeSet<u32> = to.iter().copied().collect();
+    if distinct.len() != to.len() {
+        return Err(invalid("the target lists a broker twice"));
+    }
+    Ok(())
 }
 
 fn validate_token_id(id: &str) -> Result<(), CommandError> {
@@ -607,125 +561,5 @@ fn validate_broker(broker: u32, address: &str, rack: Option<&str>) -> Result<(),
     Ok(())
 }
 
-impl From<ConfigError> for CommandError {
-    fn from(error: ConfigError) -> Self {
-        CommandError::InvalidSetting {
-            key: error.key().map_or("", |k| k.name()).to_string(),
-            reason: error.to_string(),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn create(name: &str, partitions: u32, settings: TopicConfig) -> Command {
-        Command::CreateTopic {
-            name: name.into(),
-            partitions,
-            replication_factor: 1,
-            settings,
-            unclean_leader_election: false,
-            now_ms: 0,
-        }
-    }
-
-    #[test]
-    fn malformed_commands_are_refused_before_the_log() {
-        let ok = TopicConfig::default();
-        assert!(create("orders", 1, ok.clone()).validate().is_ok());
-        for (command, expected) in [
-            (create("a/b", 1, ok.clone()), "only letters"),
-            (create("", 1, ok.clone()), "empty"),
-            (create("orders", 0, ok.clone()), "between 1 and 10000"),
-            (create("orders", 10_001, ok.clone()), "between 1 and 10000"),
-            (
-                create(
-                    "orders",
-                    1,
-                    TopicConfig {
-                        fsync: Some("sometimes".into()),
-                        ..Default::default()
-                    },
-                ),
-                "fsync",
-            ),
-            (
-                create(
-                    "orders",
-                    1,
-                    TopicConfig {
-                        retention_ms: Some(0),
-                        ..Default::default()
-                    },
-                ),
-                "retention_ms",
-            ),
-            (
-                create(
-                    "orders",
-                    1,
-                    TopicConfig {
-                        segment_bytes: Some(1000),
-                        ..Default::default()
-                    },
-                ),
-                "segment_bytes must be between 4096 and 2147483648, got 1000",
-            ),
-            (
-                Command::AlterTopicConfig {
-                    name: "orders".into(),
-                    changes: TopicConfig {
-                        segment_ms: Some(1000),
-                        ..Default::default()
-                    },
-                },
-                "segment_ms cannot be altered",
-            ),
-            (
-                Command::RegisterBroker {
-                    broker: 1,
-                    address: String::new(),
-                    rack: None,
-                    kafka_address: None,
-                    now_ms: 0,
-                    lease_ms: 0,
-                    proven: false,
-                },
-                "address is empty",
-            ),
-            (
-                Command::RegisterBroker {
-                    broker: 1,
-                    address: "x".repeat(ADDRESS_BYTES_MAX + 1),
-                    rack: None,
-                    kafka_address: None,
-                    now_ms: 0,
-                    lease_ms: 0,
-                    proven: false,
-                },
-                "bytes long",
-            ),
-        ] {
-            let error = command.validate().unwrap_err().to_string();
-            assert!(error.contains(expected), "{error}");
-        }
-    }
-
-    #[test]
-    fn stamping_sets_the_clock_of_commands_that_carry_one() {
-        let mut command = Command::Heartbeat {
-            broker: 1,
-            now_ms: 0,
-        };
-        command.stamp(42);
-        assert_eq!(
-            command,
-            Command::Heartbeat {
-                broker: 1,
-                now_ms: 42
-            }
-        );
-    }
-}
+mod tests;

@@ -26,7 +26,8 @@ fn command_code(error: &CommandError) -> Code {
         | CommandError::InvalidSetting { .. }
         | CommandError::InvalidBroker { .. }
         | CommandError::InvalidIsr { .. }
-        | CommandError::InvalidAccess { .. } => Code::InvalidArgument,
+        | CommandError::InvalidAccess { .. }
+        | CommandError::InvalidMove { .. } => Code::InvalidArgument,
         CommandError::TopicExists { .. } => Code::AlreadyExists,
         CommandError::TopicNotFound { .. }
         | CommandError::PartitionNotFound { .. }
@@ -35,7 +36,8 @@ fn command_code(error: &CommandError) -> Code {
         CommandError::BrokerFenced { .. }
         | CommandError::StaleLeaderEpoch { .. }
         | CommandError::NotPartitionLeader { .. }
-        | CommandError::BrokerIdInUse { .. } => Code::FailedPrecondition,
+        | CommandError::BrokerIdInUse { .. }
+        | CommandError::MoveConflict { .. } => Code::FailedPrecondition,
         CommandError::LimitExceeded { .. } => Code::ResourceExhausted,
     }
 }

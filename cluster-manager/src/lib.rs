@@ -33,6 +33,7 @@ mod lease;
 mod manager;
 mod placement;
 mod raft;
+mod rebalance;
 mod server;
 mod service;
 mod state;

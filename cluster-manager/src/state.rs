@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{BROKERS_MAX, Command, CommandError, Response};
 
 mod access;
+mod moves;
 mod topics;
 pub(crate) use access::AccessState;
 
@@ -30,6 +31,30 @@ pub struct ClusterState {
     /// Tokens and access rules.
     #[serde(default)]
     access: AccessState,
+    /// How replicas are balanced over brokers.
+    #[serde(default)]
+    balancing: Balancing,
+}
+
+/// Cluster-wide balancing settings, changed with [`Command::SetBalancing`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Balancing {
+    /// Whether the cluster-manager leader moves replicas on its own to even out load
+    /// (as brokers join). Draining brokers are emptied either way.
+    pub auto: bool,
+    /// Bytes per second a receiving broker copies for moves, over all its moving
+    /// partitions; 0: unlimited.
+    pub move_rate_bytes: u64,
+}
+
+impl Default for Balancing {
+    fn default() -> Self {
+        Balancing {
+            auto: true,
+            move_rate_bytes: 0,
+        }
+    }
 }
 
 /// A registered broker.
@@ -43,6 +68,9 @@ pub struct Broker {
     kafka_address: Option<String>,
     last_heartbeat_ms: u64,
     fenced: bool,
+    /// Being decommissioned: its replicas move off, none move on.
+    #[serde(default)]
+    draining: bool,
 }
 
 /// Where a registering broker is reached, and its failure domain.
@@ -75,6 +103,19 @@ pub struct Partition {
     leader: Option<u32>,
     leader_epoch: i32,
     isr: Vec<u32>,
+    /// A replica move under way. While set, `replicas` is the move's target followed
+    /// by the brokers it is leaving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    moving: Option<Moving>,
+}
+
+/// A partition's replica move: where it started and where it ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moving {
+    /// The replica list before the move, preferred leader first.
+    pub from: Vec<u32>,
+    /// The replica list after it, preferred leader first.
+    pub to: Vec<u32>,
 }
 
 impl Broker {
@@ -101,6 +142,10 @@ impl Broker {
     /// Whether its lease expired since it last registered.
     pub fn fenced(&self) -> bool {
         self.fenced
+    }
+    /// Whether it is being decommissioned.
+    pub fn draining(&self) -> bool {
+        self.draining
     }
 }
 
@@ -155,9 +200,36 @@ impl Partition {
     pub fn isr(&self) -> &[u32] {
         &self.isr
     }
-    /// Whether fewer replicas are in sync than exist, or there is no leader.
+    /// The move under way, if any.
+    pub fn moving(&self) -> Option<&Moving> {
+        self.moving.as_ref()
+    }
+    /// Replicas a move is adding (fetching to catch up); empty without a move.
+    pub fn adding(&self) -> Vec<u32> {
+        self.moving.as_ref().map_or_else(Vec::new, |m| {
+            m.to.iter()
+                .copied()
+                .filter(|b| !m.from.contains(b))
+                .collect()
+        })
+    }
+    /// Replicas a move will drop once it completes; empty without a move.
+    pub fn removing(&self) -> Vec<u32> {
+        self.moving.as_ref().map_or_else(Vec::new, |m| {
+            m.from
+                .iter()
+                .copied()
+                .filter(|b| !m.to.contains(b))
+                .collect()
+        })
+    }
+    /// Whether fewer replicas are in sync than the partition should have (replicas a
+    /// move is still adding are not counted), or there is no leader.
     pub fn under_replicated(&self) -> bool {
-        self.isr.len() < self.replicas.len() || self.leader.is_none()
+        let adding = self.adding();
+        let settled = self.replicas.len() - adding.len();
+        let in_sync = self.isr.iter().filter(|b| !adding.contains(b)).count();
+        in_sync < settled || self.leader.is_none()
     }
 
     fn check_invariants(&self) {
@@ -170,6 +242,18 @@ impl Partition {
             assert!(self.isr.contains(&leader), "the leader is in sync");
         }
         assert!(self.leader_epoch >= 0, "leader epochs start at 0");
+        if let Some(moving) = &self.moving {
+            assert!(
+                self.replicas.starts_with(&moving.to),
+                "a moving partition lists its target first"
+            );
+            assert!(
+                self.replicas
+                    .iter()
+                    .all(|b| moving.to.contains(b) || moving.from.contains(b)),
+                "a moving partition's replicas are its source and target"
+            );
+        }
     }
 }
 
@@ -187,6 +271,11 @@ impl ClusterState {
     /// One topic.
     pub fn topic(&self, name: &str) -> Option<&Topic> {
         self.topics.get(name)
+    }
+
+    /// The balancing settings.
+    pub fn balancing(&self) -> &Balancing {
+        &self.balancing
     }
 
     /// Brokers not fenced.
@@ -286,6 +375,24 @@ impl ClusterState {
                 self.access.revoke(principal.as_deref(), id.as_deref())
             }
             Command::ShutdownBroker { broker } => self.shutdown_broker(broker),
+            Command::StartMove {
+                topic,
+                partition,
+                from,
+                to,
+            } => self.start_move(&topic, partition, from, to),
+            Command::CompleteMove { topic, partition } => self.complete_move(&topic, partition),
+            Command::CancelMove { topic, partition } => self.cancel_move(&topic, partition),
+            Command::SetDraining { broker, draining } => self.set_draining(broker, draining),
+            Command::SetBalancing {
+                auto,
+                move_rate_bytes,
+            } => {
+                self.balancing.auto = auto.unwrap_or(self.balancing.auto);
+                self.balancing.move_rate_bytes =
+                    move_rate_bytes.unwrap_or(self.balancing.move_rate_bytes);
+                Ok(Response::BalancingChanged)
+            }
             Command::AddAcl { rule } => self.access.add_rule(rule),
             Command::RemoveAcl { rule } => self.access.remove_rule(&rule),
         }
@@ -330,6 +437,7 @@ impl ClusterState {
             kafka_address: None,
             last_heartbeat_ms: now_ms,
             fenced: false,
+            draining: false,
         });
         broker.address = address;
         broker.rack = rack;

@@ -13,6 +13,8 @@ pub(crate) fn partition(index: u32, partition: &Partition) -> v1::PartitionMetad
         leader_epoch: partition.leader_epoch(),
         replicas: partition.replicas().to_vec(),
         in_sync_replicas: partition.isr().to_vec(),
+        adding_replicas: partition.adding(),
+        removing_replicas: partition.removing(),
     }
 }
 
@@ -47,6 +49,7 @@ pub(crate) fn broker(broker: &Broker) -> v1::BrokerMetadata {
         kafka_address: broker.kafka_address().map(String::from),
         fenced: broker.fenced(),
         last_heartbeat_ms: broker.last_heartbeat_ms(),
+        draining: broker.draining(),
     }
 }
 
@@ -58,5 +61,6 @@ pub(crate) fn cluster_metadata(view: &MetadataView, leader: Option<u64>) -> v1::
         brokers: view.state.brokers().values().map(broker).collect(),
         topics: view.state.topics().values().map(topic).collect(),
         access: Some(view.state.access().to_wire(view.applied_index)),
+        move_rate_bytes_per_sec: view.state.balancing().move_rate_bytes,
     }
 }

@@ -301,6 +301,10 @@ pub struct Cluster {
     pub network: Option<netns::Network>,
     /// Each broker's Kafka-protocol listener (on loopback clusters only).
     pub kafka: Vec<String>,
+    /// The cluster managers as brokers are given them (`--cluster-managers`).
+    manager_list: String,
+    /// The lease and replica lag the brokers run with, if not the default.
+    lease: Option<String>,
 }
 
 impl Cluster {
@@ -375,20 +379,7 @@ impl Cluster {
         let brokers = (0..3)
             .map(|i| {
                 let data = dir.path().join(format!("broker{}", i + 1));
-                let mut args = vec![
-                    "broker".to_string(),
-                    "--id".into(),
-                    (i + 1).to_string(),
-                    "--listen".into(),
-                    "{listen}".into(),
-                    "--data-dir".into(),
-                    data.display().to_string(),
-                    "--cluster-managers".into(),
-                    manager_list.clone(),
-                ];
-                if let Some(lease) = lease {
-                    args.extend(["--replica-lag-max".to_string(), lease.to_string()]);
-                }
+                let mut args = broker_args(i as u32 + 1, &data, &manager_list, lease);
                 if let Some(address) = kafka.get(i) {
                     args.extend(["--kafka-listen".to_string(), address.clone()]);
                 }
@@ -402,7 +393,21 @@ impl Cluster {
             brokers,
             network,
             kafka,
+            manager_list,
+            lease: lease.map(String::from),
         }
+    }
+
+    /// Starts one more broker on loopback, id `brokers.len() + 1`, joining the same
+    /// cluster managers with the same lease and replica lag.
+    pub fn add_broker(&mut self) -> &Server {
+        let id = self.brokers.len() as u32 + 1;
+        let data = self.dir.path().join(format!("broker{id}"));
+        let args = broker_args(id, &data, &self.manager_list, self.lease.as_deref());
+        let listen = format!("127.0.0.1:{}", free_port());
+        self.brokers
+            .push(Server::spawn_wrapped(Vec::new(), &data, args, &listen));
+        &self.brokers[id as usize - 1]
     }
 
     /// Addresses of the cluster managers still running.
@@ -413,6 +418,25 @@ impl Cluster {
             .map(|m| m.address().to_string())
             .collect()
     }
+}
+
+/// `pubsubd broker` arguments for broker `id` of a test cluster.
+fn broker_args(id: u32, data: &Path, managers: &str, lease: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "broker".to_string(),
+        "--id".into(),
+        id.to_string(),
+        "--listen".into(),
+        "{listen}".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--cluster-managers".into(),
+        managers.to_string(),
+    ];
+    if let Some(lease) = lease {
+        args.extend(["--replica-lag-max".to_string(), lease.to_string()]);
+    }
+    args
 }
 
 /// Runs `pubsub --server ADDR ARGS...` with `stdin` fed in; returns its output.

@@ -34,6 +34,7 @@ fn leader_of(isr: &[u32]) -> Role {
         replicas: vec![1, 2, 3],
         in_sync_replicas: isr.to_vec(),
         leader_address: None,
+        adding: Vec::new(),
     }
 }
 
@@ -78,6 +79,7 @@ async fn a_follower_takes_the_leaders_high_watermark_capped_by_its_log_end() {
             replicas: vec![1, 2],
             in_sync_replicas: vec![1, 2],
             leader_address: Some("b2:9392".into()),
+            adding: Vec::new(),
         })
         .unwrap();
     partition.follow_high_watermark(50);

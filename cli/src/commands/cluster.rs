@@ -1,6 +1,6 @@
-//! `pubsub cluster status|add-member|remove-member|balance`: the cluster manager's
-//! Raft group, the brokers' health and the replica balance, from any cluster-manager
-//! node.
+//! `pubsub cluster status|add-member|remove-member|balance|decommission`: the cluster
+//! manager's Raft group, the brokers' health, the replica balance and moves, from any
+//! cluster-manager node.
 
 use clap::{Args, Subcommand};
 use pubsub_proto::v1::{self, cluster_manager_client::ClusterManagerClient};
@@ -39,19 +39,47 @@ pub enum ClusterCommand {
         /// The node's id.
         id: u64,
     },
-    /// The replica moves that would even out replicas and preferred leaders over the
-    /// brokers, and empty the --drain brokers (decommission).
+    /// Shows the replica moves that would even out replicas and preferred leaders over
+    /// the brokers and empty the draining ones; or, with --auto or --move-rate, changes
+    /// how the cluster balances. The cluster-manager leader carries out moves on its
+    /// own, a few at a time; `pubsub cluster status` shows those under way.
     Balance {
-        /// Show the plan only. Required: the cluster does not carry out moves yet.
-        #[arg(long, required = true)]
+        /// Show the plan only (what the command does without --auto or --move-rate).
+        #[arg(long, conflicts_with_all = ["auto", "move_rate"])]
         dry_run: bool,
-        /// A broker to empty before it is removed (repeatable).
-        #[arg(long = "drain", value_name = "BROKER")]
+        /// Plan as if this broker were being decommissioned too (repeatable).
+        #[arg(long = "drain", value_name = "BROKER", conflicts_with_all = ["auto", "move_rate"])]
         draining: Vec<u32>,
         /// Most data moves in the plan [default: as many as it takes].
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["auto", "move_rate"])]
         max_moves: Option<u32>,
+        /// Whether replicas move on their own to even out load as brokers join
+        /// (draining brokers are emptied either way).
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        auto: Option<bool>,
+        /// Bytes per second each receiving broker copies for moves, `0` for unlimited
+        /// (`50MiB`, say).
+        #[arg(long, value_name = "RATE", value_parser = pubsub_proto::units::parse_size)]
+        move_rate: Option<u64>,
     },
+    /// Moves every replica off a broker so it can be removed: it takes no new
+    /// replicas, and its partitions move to the other brokers a few at a time. Refused
+    /// when a partition could not keep its replication factor without it.
+    Decommission {
+        /// The broker.
+        broker: u32,
+        /// Stop decommissioning: the broker takes replicas again.
+        #[arg(long)]
+        cancel: bool,
+    },
+}
+
+fn on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("{other:?} is neither on nor off")),
+    }
 }
 
 /// Runs `pubsub cluster ...`.
@@ -97,9 +125,44 @@ pub async fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<()> {
             print!("{}", members_text(&members));
         }
         ClusterCommand::Balance {
-            dry_run: _,
+            auto, move_rate, ..
+        } if auto.is_some() || move_rate.is_some() => {
+            let settings = stub
+                .set_balancing(v1::SetBalancingRequest {
+                    auto,
+                    move_rate_bytes_per_sec: move_rate,
+                })
+                .await
+                .map_err(unserved)?
+                .into_inner();
+            println!(
+                "automatic balancing {}, move rate {}",
+                if settings.auto { "on" } else { "off" },
+                rate_text(settings.move_rate_bytes_per_sec)
+            );
+        }
+        ClusterCommand::Decommission { broker, cancel } => {
+            let answer = stub
+                .decommission_broker(v1::DecommissionBrokerRequest {
+                    broker_id: broker,
+                    cancel,
+                })
+                .await
+                .map_err(unserved)?
+                .into_inner();
+            if cancel {
+                println!("broker {broker} takes replicas again");
+            } else {
+                println!(
+                    "decommissioning broker {broker}: {} partition(s) to move; `pubsub cluster status` shows progress",
+                    answer.moves.len()
+                );
+            }
+        }
+        ClusterCommand::Balance {
             draining,
             max_moves,
+            ..
         } => {
             let plan = stub
                 .plan_balance(v1::PlanBalanceRequest {
@@ -125,6 +188,13 @@ pub async fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn rate_text(bytes_per_sec: u64) -> String {
+    match bytes_per_sec {
+        0 => "unlimited".to_string(),
+        rate => format!("{rate} bytes/s"),
+    }
 }
 
 fn ids(list: &[u32]) -> String {
@@ -230,7 +300,12 @@ pub fn status_text(status: &v1::ClusterStatusResponse) -> String {
     ]);
     for b in &status.brokers {
         let Some(meta) = &b.broker else { continue };
-        let state = if meta.fenced { "fenced" } else { "alive" };
+        let state = match (meta.fenced, meta.draining) {
+            (false, false) => "alive",
+            (true, false) => "fenced",
+            (false, true) => "draining",
+            (true, true) => "fenced, draining",
+        };
         brokers.row(vec![
             meta.id.to_string(),
             meta.address.clone(),
@@ -263,6 +338,37 @@ pub fn status_text(status: &v1::ClusterStatusResponse) -> String {
     } else {
         text.push_str(&under.render());
     }
+    text.push('\n');
+    text.push_str(&moves_text(status));
+    text
+}
+
+/// Moves under way and the balancing settings.
+fn moves_text(status: &v1::ClusterStatusResponse) -> String {
+    let mut text = format!(
+        "automatic balancing {}, move rate {}\n",
+        if status.auto_balance { "on" } else { "off" },
+        rate_text(status.move_rate_bytes_per_sec)
+    );
+    if status.moving.is_empty() {
+        text.push_str("no replica moves under way\n");
+        return text;
+    }
+    let mut moves = Table::new(&["MOVING", "LEADER", "REPLICAS", "ADDING", "REMOVING", "ISR"]);
+    for p in &status.moving {
+        let Some(partition) = &p.partition else {
+            continue;
+        };
+        moves.row(vec![
+            format!("{}-{}", p.topic, partition.partition),
+            or_dash(partition.leader),
+            ids(&partition.replicas),
+            ids(&partition.adding_replicas),
+            ids(&partition.removing_replicas),
+            ids(&partition.in_sync_replicas),
+        ]);
+    }
+    text.push_str(&moves.render());
     text
 }
 
@@ -277,12 +383,18 @@ pub fn status_json(status: &v1::ClusterStatusResponse) -> serde_json::Value {
         "applied_index": status.applied_index,
         "members": status.members.iter().map(|m| json!({"id": m.id, "address": m.address, "voter": m.voter, "matched_index": m.matched_index})).collect::<Vec<_>>(),
         "brokers": status.brokers.iter().filter_map(|b| b.broker.as_ref().map(|m| json!({
-            "id": m.id, "address": m.address, "rack": m.rack, "fenced": m.fenced,
+            "id": m.id, "address": m.address, "rack": m.rack, "fenced": m.fenced, "draining": m.draining,
             "last_heartbeat_ms": m.last_heartbeat_ms, "partitions_led": b.partitions_led, "replicas": b.replicas,
         }))).collect::<Vec<_>>(),
         "under_replicated": status.under_replicated.iter().filter_map(|p| p.partition.as_ref().map(|q| json!({
             "topic": p.topic, "partition": q.partition, "leader": q.leader, "replicas": q.replicas, "in_sync_replicas": q.in_sync_replicas,
         }))).collect::<Vec<_>>(),
         "offline_partitions": status.offline_partitions,
+        "moving": status.moving.iter().filter_map(|p| p.partition.as_ref().map(|q| json!({
+            "topic": p.topic, "partition": q.partition, "leader": q.leader, "replicas": q.replicas,
+            "adding": q.adding_replicas, "removing": q.removing_replicas, "in_sync_replicas": q.in_sync_replicas,
+        }))).collect::<Vec<_>>(),
+        "auto_balance": status.auto_balance,
+        "move_rate_bytes_per_sec": status.move_rate_bytes_per_sec,
     })
 }

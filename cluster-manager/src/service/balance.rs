@@ -1,16 +1,22 @@
-//! PlanBalance: the balance planner run on this node's copy of the metadata. It moves
-//! nothing; it shows what balancing (and decommissioning) would move.
+//! PlanBalance, the balance planner run on this node's copy of the metadata (it moves
+//! nothing: it shows what balancing and decommissioning would move), and
+//! DecommissionBroker, which marks a broker as leaving once the plan shows that every
+//! replica can leave it.
 
 use std::collections::BTreeSet;
 
 use pubsub_proto::v1;
 use tonic::Status;
 
-use crate::balance::{self, Broker, PartitionReplicas, StuckReason};
-use crate::placement::Candidate;
+use crate::balance::{Move, Stuck, StuckReason};
+use crate::command::{Command, CommandError};
+use crate::error::Error;
+use crate::manager::Manager;
+use crate::rebalance;
 use crate::state::ClusterState;
 
-/// The plan for `request` over `state`.
+/// The plan for `request` over `state`: the brokers already draining and those the
+/// request lists are emptied.
 pub(crate) fn plan(
     state: &ClusterState,
     request: &v1::PlanBalanceRequest,
@@ -21,51 +27,73 @@ pub(crate) fn plan(
             "broker {unknown} is not registered; `pubsub cluster status` lists the brokers"
         )));
     }
-    let brokers: Vec<Broker<'_>> = state
-        .brokers()
-        .values()
-        .map(|b| Broker {
-            candidate: Candidate {
-                id: b.id(),
-                rack: b.rack(),
-            },
-            draining: draining.contains(&b.id()),
-        })
-        .collect();
-    let partitions: Vec<PartitionReplicas> = state
-        .partitions()
-        .map(|(topic, partition, p)| PartitionReplicas {
-            topic: topic.to_string(),
-            partition,
-            replicas: p.replicas().to_vec(),
-        })
-        .collect();
     let max_moves = match request.max_moves {
         0 => usize::MAX,
         limit => limit as usize,
     };
-    let plan = balance::plan(&brokers, &partitions, max_moves);
+    let plan = rebalance::plan(state, &draining, max_moves);
     Ok(v1::PlanBalanceResponse {
-        moves: plan
-            .moves
-            .into_iter()
-            .map(|m| v1::ReplicaMove {
-                topic: m.topic,
-                partition: m.partition,
-                from: m.from,
-                to: m.to,
-            })
-            .collect(),
-        stuck: plan
-            .stuck
-            .into_iter()
-            .map(|s| v1::StuckPartition {
-                topic: s.topic,
-                partition: s.partition,
-                reason: reason(s.reason),
-            })
-            .collect(),
+        moves: plan.moves.into_iter().map(wire_move).collect(),
+        stuck: plan.stuck.into_iter().map(wire_stuck).collect(),
     })
+}
+
+/// Marks the broker as draining (or, with `cancel`, no longer), refusing when the
+/// plan shows a partition that could not leave it.
+pub(crate) async fn decommission(
+    manager: &Manager,
+    request: v1::DecommissionBrokerRequest,
+) -> Result<v1::DecommissionBrokerResponse, Status> {
+    let broker = request.broker_id;
+    let view = manager.view();
+    if !view.state.brokers().contains_key(&broker) {
+        return Err(Error::Command(CommandError::BrokerNotFound { broker }).into());
+    }
+    let plan = rebalance::plan(&view.state, &BTreeSet::from([broker]), usize::MAX);
+    if !request.cancel
+        && let Some(first) = plan.stuck.first()
+    {
+        return Err(Status::failed_precondition(format!(
+            "{} partition(s) could not leave broker {broker}, {}-{} first: {}",
+            plan.stuck.len(),
+            first.topic,
+            first.partition,
+            reason(first.reason)
+        )));
+    }
+    let written = manager
+        .write(Command::SetDraining {
+            broker,
+            draining: !request.cancel,
+        })
+        .await?;
+    manager.wait_applied(written.log_index).await?;
+    tracing::info!(broker, draining = !request.cancel, "decommission changed");
+    let moves = if request.cancel {
+        Vec::new()
+    } else {
+        rebalance::per_partition(plan.moves)
+    };
+    Ok(v1::DecommissionBrokerResponse {
+        moves: moves.into_iter().map(wire_move).collect(),
+    })
+}
+
+fn wire_move(m: Move) -> v1::ReplicaMove {
+    v1::ReplicaMove {
+        topic: m.topic,
+        partition: m.partition,
+        from: m.from,
+        to: m.to,
+    }
+}
+
+fn wire_stuck(s: Stuck) -> v1::StuckPartition {
+    v1::StuckPartition {
+        topic: s.topic,
+        partition: s.partition,
+        reason: reason(s.reason),
+    }
 }
 
 fn reason(reason: StuckReason) -> String {

@@ -358,6 +358,38 @@ impl ClusterManager for ClusterManagerService {
         super::balance::plan(&view.state, request.get_ref()).map(Response::new)
     }
 
+    #[tracing::instrument(skip_all, fields(broker_id = request.get_ref().broker_id))]
+    async fn decommission_broker(
+        &self,
+        request: Request<v1::DecommissionBrokerRequest>,
+    ) -> Result<Response<v1::DecommissionBrokerResponse>, Status> {
+        authorize(&request, Operation::Admin, Target::Cluster)?;
+        super::balance::decommission(&self.manager, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_balancing(
+        &self,
+        request: Request<v1::SetBalancingRequest>,
+    ) -> Result<Response<v1::SetBalancingResponse>, Status> {
+        authorize(&request, Operation::Admin, Target::Cluster)?;
+        let request = request.into_inner();
+        let command = Command::SetBalancing {
+            auto: request.auto,
+            move_rate_bytes: request.move_rate_bytes_per_sec,
+        };
+        let written = self.manager.write(command).await?;
+        self.manager.wait_applied(written.log_index).await?;
+        let view = self.manager.view();
+        let balancing = view.state.balancing();
+        Ok(Response::new(v1::SetBalancingResponse {
+            auto: balancing.auto,
+            move_rate_bytes_per_sec: balancing.move_rate_bytes,
+        }))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn cluster_status(
         &self,
@@ -395,14 +427,17 @@ impl ClusterManager for ClusterManagerService {
                 status
             })
             .collect();
+        let status =
+            |(topic, index, p): (&str, u32, &crate::state::Partition)| v1::PartitionStatus {
+                topic: topic.to_string(),
+                partition: Some(wire::partition(index, p)),
+            };
         let under_replicated: Vec<v1::PartitionStatus> = state
             .partitions()
             .filter(|(_, _, p)| p.under_replicated())
-            .map(|(topic, index, p)| v1::PartitionStatus {
-                topic: topic.to_string(),
-                partition: Some(wire::partition(index, p)),
-            })
+            .map(status)
             .collect();
+        let moving = state.moving_partitions().map(status).collect();
         let offline_partitions = state
             .partitions()
             .filter(|(_, _, p)| p.leader().is_none())
@@ -419,6 +454,9 @@ impl ClusterManager for ClusterManagerService {
             brokers,
             under_replicated,
             offline_partitions,
+            moving,
+            auto_balance: state.balancing().auto,
+            move_rate_bytes_per_sec: state.balancing().move_rate_bytes,
         }))
     }
 

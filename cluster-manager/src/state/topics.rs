@@ -70,6 +70,7 @@ impl ClusterState {
     /// The live brokers, as placement sees them.
     fn candidates(&self) -> Vec<Candidate<'_>> {
         self.live_brokers()
+            .filter(|b| !b.draining)
             .map(|b| Candidate {
                 id: b.id,
                 rack: b.rack.as_deref(),
@@ -144,6 +145,7 @@ fn new_partitions(placement: Vec<Vec<u32>>) -> Vec<Partition> {
             leader_epoch: 0,
             isr: replicas.clone(),
             replicas,
+            moving: None,
         })
         .collect();
     partitions.iter().for_each(Partition::check_invariants);

@@ -261,6 +261,21 @@ fn every_rpc() -> Vec<(&'static str, bool, bool, Call)> {
             .plan_balance(v1::PlanBalanceRequest::default())
             .await
     ));
+    call!(c, "ClusterManager/DecommissionBroker", false, false, |ch| {
+        unary(
+            ClusterManagerClient::new(ch)
+                .decommission_broker(v1::DecommissionBrokerRequest {
+                    broker_id: 999,
+                    cancel: false,
+                })
+                .await,
+        )
+    });
+    call!(c, "ClusterManager/SetBalancing", false, false, |ch| unary(
+        ClusterManagerClient::new(ch)
+            .set_balancing(v1::SetBalancingRequest::default())
+            .await
+    ));
     call!(c, "ClusterManager/AddMember", false, false, |ch| unary(
         ClusterManagerClient::new(ch)
             .add_member(v1::AddMemberRequest {

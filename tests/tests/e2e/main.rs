@@ -22,6 +22,7 @@ mod kafka;
 mod kafka_groups;
 mod ledger;
 mod metrics;
+mod moves;
 mod partition;
 mod records;
 mod replication;

@@ -1,0 +1,110 @@
+use super::*;
+
+fn create(name: &str, partitions: u32, settings: TopicConfig) -> Command {
+    Command::CreateTopic {
+        name: name.into(),
+        partitions,
+        replication_factor: 1,
+        settings,
+        unclean_leader_election: false,
+        now_ms: 0,
+    }
+}
+
+#[test]
+fn malformed_commands_are_refused_before_the_log() {
+    let ok = TopicConfig::default();
+    assert!(create("orders", 1, ok.clone()).validate().is_ok());
+    for (command, expected) in [
+        (create("a/b", 1, ok.clone()), "only letters"),
+        (create("", 1, ok.clone()), "empty"),
+        (create("orders", 0, ok.clone()), "between 1 and 10000"),
+        (create("orders", 10_001, ok.clone()), "between 1 and 10000"),
+        (
+            create(
+                "orders",
+                1,
+                TopicConfig {
+                    fsync: Some("sometimes".into()),
+                    ..Default::default()
+                },
+            ),
+            "fsync",
+        ),
+        (
+            create(
+                "orders",
+                1,
+                TopicConfig {
+                    retention_ms: Some(0),
+                    ..Default::default()
+                },
+            ),
+            "retention_ms",
+        ),
+        (
+            create(
+                "orders",
+                1,
+                TopicConfig {
+                    segment_bytes: Some(1000),
+                    ..Default::default()
+                },
+            ),
+            "segment_bytes must be between 4096 and 2147483648, got 1000",
+        ),
+        (
+            Command::AlterTopicConfig {
+                name: "orders".into(),
+                changes: TopicConfig {
+                    segment_ms: Some(1000),
+                    ..Default::default()
+                },
+            },
+            "segment_ms cannot be altered",
+        ),
+        (
+            Command::RegisterBroker {
+                broker: 1,
+                address: String::new(),
+                rack: None,
+                kafka_address: None,
+                now_ms: 0,
+                lease_ms: 0,
+                proven: false,
+            },
+            "address is empty",
+        ),
+        (
+            Command::RegisterBroker {
+                broker: 1,
+                address: "x".repeat(ADDRESS_BYTES_MAX + 1),
+                rack: None,
+                kafka_address: None,
+                now_ms: 0,
+                lease_ms: 0,
+                proven: false,
+            },
+            "bytes long",
+        ),
+    ] {
+        let error = command.validate().unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+    }
+}
+
+#[test]
+fn stamping_sets_the_clock_of_commands_that_carry_one() {
+    let mut command = Command::Heartbeat {
+        broker: 1,
+        now_ms: 0,
+    };
+    command.stamp(42);
+    assert_eq!(
+        command,
+        Command::Heartbeat {
+            broker: 1,
+            now_ms: 42
+        }
+    );
+}

