@@ -7,6 +7,7 @@
 #   deploy/local-cluster.sh up       # builds release binaries, starts, waits until all listen
 #   deploy/local-cluster.sh status   # which processes run, and the cluster as the managers see it
 #   deploy/local-cluster.sh roll     # rolling restart of the brokers, one at a time
+#   deploy/local-cluster.sh add-broker   # starts broker 4 (then 5, ...); replicas move to it
 #   deploy/local-cluster.sh down     # stops them all (SIGTERM: brokers hand their leaderships over)
 #
 #   export PUBSUB_SERVER=127.0.0.1:9511,127.0.0.1:9512,127.0.0.1:9513   # any live one will do
@@ -23,6 +24,10 @@ PEERS="1=127.0.0.1:9501,2=127.0.0.1:9502,3=127.0.0.1:9503"
 MANAGERS="127.0.0.1:9501,127.0.0.1:9502,127.0.0.1:9503"
 BROKERS="127.0.0.1:9511,127.0.0.1:9512,127.0.0.1:9513"
 NAMES=(cm1 cm2 cm3 broker1 broker2 broker3 consumers)
+# Brokers added with add-broker (4 to 9) are managed as the first three are.
+for extra in "$DATA"/broker[4-9].pid; do
+    [ -e "$extra" ] && NAMES+=("$(basename "$extra" .pid)")
+done
 
 # The command line of process $1.
 args_of() {
@@ -96,7 +101,8 @@ up() {
 # its leaderships to in-sync followers first), start again, and wait until every
 # partition is fully replicated before the next, so no partition loses two replicas.
 roll() {
-    for name in broker1 broker2 broker3; do
+    for name in "${NAMES[@]}"; do
+        [[ $name == broker* ]] || continue
         running "$name" || { echo "error: $name is not running" >&2; exit 1; }
         local pid
         pid=$(cat "$DATA/$name.pid")
@@ -111,6 +117,18 @@ roll() {
         done
         echo "$name restarted; every partition in sync"
     done
+}
+
+# Starts the next broker (4, then 5, ... up to 9). The cluster-manager leader moves
+# replicas to it, a few partitions at a time, until every broker holds an even share.
+add_broker() {
+    local id=4
+    while [ -e "$DATA/broker$id.pid" ]; do id=$((id + 1)); done
+    [ "$id" -le 9 ] || { echo "error: brokers 4 to 9 exist already" >&2; exit 1; }
+    start "broker$id"
+    wait_listening "broker$id"
+    echo "broker $id listens on 127.0.0.1:951$id; replicas move to it now:"
+    echo "  $CLI cluster status --cluster-manager 127.0.0.1:9501   # moves under way, replicas per broker"
 }
 
 status() {
@@ -131,5 +149,6 @@ case ${1:-} in
     down) down ;;
     status) status ;;
     roll) roll ;;
-    *) echo "usage: deploy/local-cluster.sh up|down|status|roll" >&2; exit 2 ;;
+    add-broker) add_broker ;;
+    *) echo "usage: deploy/local-cluster.sh up|down|status|roll|add-broker" >&2; exit 2 ;;
 esac

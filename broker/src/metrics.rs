@@ -46,6 +46,11 @@ pub(crate) fn describe() {
         "pubsub_isr_expands_total",
         "In-sync replica sets this leader expanded"
     );
+    describe_counter!(
+        "pubsub_replica_move_bytes_total",
+        Unit::Bytes,
+        "Bytes copied into replicas a move is adding to this broker"
+    );
     describe_gauge!(
         "pubsub_log_size_bytes",
         Unit::Bytes,
@@ -66,6 +71,7 @@ pub(crate) fn describe() {
     );
     metrics::counter!("pubsub_isr_shrinks_total").absolute(0);
     metrics::counter!("pubsub_isr_expands_total").absolute(0);
+    metrics::counter!("pubsub_replica_move_bytes_total").absolute(0);
 }
 
 /// A topic's produce and fetch counters, looked up once (when a partition is hosted)
@@ -137,7 +143,7 @@ pub(crate) fn isr_changed(topic: &str, from: usize, to: usize) {
     metrics::counter!(name, "topic" => topic.to_string()).increment(1);
 }
 
-/// Bytes this broker copied, under the move throttle, into replicas it is receiving.
+/// Bytes this broker copied into replicas a move is adding here (throttled or not).
 pub(crate) fn move_copied(bytes: usize) {
     metrics::counter!("pubsub_replica_move_bytes_total").increment(bytes as u64);
 }

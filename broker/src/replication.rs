@@ -177,9 +177,11 @@ async fn follow(
         match leader_stub.fetch(request).await {
             Ok(response) => {
                 let response = response.into_inner();
+                if throttled {
+                    crate::metrics::move_copied(response.records.len());
+                }
                 if allowed.is_some() {
                     broker.move_throttle().spend(response.records.len());
-                    crate::metrics::move_copied(response.records.len());
                 }
                 if !response.records.is_empty()
                     && let Err(e) = partition.append_replicated(response.records).await

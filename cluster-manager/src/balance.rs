@@ -147,6 +147,9 @@ struct Planner<'a> {
     counts: BTreeMap<u32, usize>,
     /// Partitions sorted by topic and partition, so iteration is deterministic.
     parts: Vec<Part<'a>>,
+    /// Per broker, the indexes in `parts` of the partitions it holds a replica of, so
+    /// finding a replica to move off a broker scans its partitions only.
+    held: BTreeMap<u32, BTreeSet<usize>>,
     /// Data moves still allowed.
     budget: usize,
     /// Moves planned so far.
@@ -174,15 +177,20 @@ impl<'a> Planner<'a> {
             })
             .collect();
         parts.sort_by(|a, b| (a.topic, a.partition).cmp(&(b.topic, b.partition)));
-        for id in parts.iter().flat_map(|p| &p.replicas) {
-            if let Some(count) = counts.get_mut(id) {
-                *count += 1;
+        let mut held: BTreeMap<u32, BTreeSet<usize>> = BTreeMap::new();
+        for (index, part) in parts.iter().enumerate() {
+            for id in &part.replicas {
+                held.entry(*id).or_default().insert(index);
+                if let Some(count) = counts.get_mut(id) {
+                    *count += 1;
+                }
             }
         }
         Planner {
             racks,
             counts,
             parts,
+            held,
             budget,
             moves: Vec::new(),
         }
@@ -198,24 +206,33 @@ impl<'a> Planner<'a> {
         part.replicas.iter().all(|&id| self.eligible(id))
     }
 
-    /// Distinct failure domains among `replicas`; the number no move may lower.
-    fn rack_count(&self, replicas: &[u32]) -> usize {
-        replicas
-            .iter()
-            .map(|&id| self.racks.get(&id).copied().unwrap_or(RackKey::Own(id)))
-            .collect::<BTreeSet<_>>()
-            .len()
+    /// A broker's failure domain; a broker without one is a domain of its own.
+    fn rack(&self, id: u32) -> RackKey<'a> {
+        self.racks.get(&id).copied().unwrap_or(RackKey::Own(id))
     }
 
     /// Whether replacing `replicas[pos]` with `dst` keeps every invariant: `dst` is
-    /// eligible and new to the partition, and the rack spread does not narrow.
+    /// eligible and new to the partition, and the rack spread does not narrow. The
+    /// other replicas' racks stay; the partition loses the replaced broker's rack
+    /// unless another replica shares it, and gains `dst`'s unless one already has it,
+    /// so the count does not drop if it gains one or loses none.
     fn can_replace(&self, replicas: &[u32], pos: usize, dst: u32) -> bool {
         if !self.eligible(dst) || replicas.contains(&dst) {
             return false;
         }
-        let mut after = replicas.to_vec();
-        after[pos] = dst;
-        self.rack_count(&after) >= self.rack_count(replicas)
+        let mut others = replicas
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != pos)
+            .map(|(_, &id)| self.rack(id));
+        let (src, dst) = (self.rack(replicas[pos]), self.rack(dst));
+        let mut others_have_dst = false;
+        let mut others_have_src = false;
+        for rack in &mut others {
+            others_have_dst |= rack == dst;
+            others_have_src |= rack == src;
+        }
+        !others_have_dst || others_have_src
     }
 
     /// Records and applies a data move of `parts[index].replicas[pos]` onto `dst`.
@@ -235,6 +252,10 @@ impl<'a> Planner<'a> {
         if let Some(count) = self.counts.get_mut(&dst) {
             *count += 1;
         }
+        if let Some(held) = self.held.get_mut(&src) {
+            held.remove(&index);
+        }
+        self.held.entry(dst).or_default().insert(index);
         self.budget -= 1;
     }
 
@@ -280,10 +301,18 @@ impl<'a> Planner<'a> {
     fn spread_step(&self) -> Option<(usize, usize, u32)> {
         let mut order: Vec<(usize, u32)> = self.counts.iter().map(|(&id, &c)| (c, id)).collect();
         order.sort_unstable();
+        let emptiest = order.first()?.0;
         for &(high, src) in order.iter().rev() {
+            if high < emptiest + 2 {
+                break;
+            }
+            let racks = self.racks_taken(src);
             for &(low, dst) in &order {
                 if high < low + 2 {
                     break;
+                }
+                if !racks.may_take(self.rack(src), self.rack(dst)) {
+                    continue;
                 }
                 if let Some((index, pos)) = self.movable(src, dst) {
                     return Some((index, pos, dst));
@@ -293,12 +322,38 @@ impl<'a> Planner<'a> {
         None
     }
 
+    /// How the settled partitions on `src` constrain where one of its replicas can go,
+    /// so receivers in a rack none of them can take are skipped without a scan.
+    fn racks_taken(&self, src: u32) -> RacksTaken<'a> {
+        let mut taken = RacksTaken::default();
+        let src_rack = self.rack(src);
+        for &index in self.held.get(&src).into_iter().flatten() {
+            let part = &self.parts[index];
+            if !self.settled(part) {
+                continue;
+            }
+            taken.partitions += 1;
+            let others: BTreeSet<RackKey<'a>> = part
+                .replicas
+                .iter()
+                .filter(|&&id| id != src)
+                .map(|&id| self.rack(id))
+                .collect();
+            taken.src_rack_shared |= others.contains(&src_rack);
+            for rack in others {
+                *taken.by_others.entry(rack).or_insert(0) += 1;
+            }
+        }
+        taken
+    }
+
     /// A settled partition with a replica on `src` that may move to `dst`, preferring one
     /// where `src` only follows, so fewer preferred leaders change.
     fn movable(&self, src: u32, dst: u32) -> Option<(usize, usize)> {
-        self.parts
+        self.held
+            .get(&src)?
             .iter()
-            .enumerate()
+            .map(|&index| (index, &self.parts[index]))
             .filter(|(_, part)| self.settled(part))
             .filter_map(|(index, part)| {
                 let pos = part.replicas.iter().position(|&id| id == src)?;
@@ -412,6 +467,28 @@ impl<'a> Planner<'a> {
             moves: self.moves,
             stuck,
         }
+    }
+}
+
+/// The racks the other replicas of a broker's settled partitions occupy.
+#[derive(Default)]
+struct RacksTaken<'a> {
+    /// Settled partitions on the broker.
+    partitions: usize,
+    /// Whether some partition has another replica in the broker's own rack: moving
+    /// that replica anywhere keeps the spread.
+    src_rack_shared: bool,
+    /// Per rack, how many of the partitions have another replica there.
+    by_others: BTreeMap<RackKey<'a>, usize>,
+}
+
+impl RacksTaken<'_> {
+    /// Whether some partition could move its replica into `dst`'s rack without
+    /// narrowing its spread (`can_replace`'s rack rule, over all partitions at once).
+    fn may_take(&self, src: RackKey<'_>, dst: RackKey<'_>) -> bool {
+        src == dst
+            || self.src_rack_shared
+            || self.by_others.get(&dst).copied().unwrap_or(0) < self.partitions
     }
 }
 

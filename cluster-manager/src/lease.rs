@@ -12,8 +12,7 @@
 //! The same task runs preferred leader election: every [`PREFERRED_LEADER_CHECK`], if a
 //! partition's preferred (first) replica is live and in sync but does not lead, it
 //! proposes `ElectPreferredLeaders`, so a broker back from a restart leads its share
-//! again once it has caught up (Kafka's auto leader rebalance), and, every
-//! [`BALANCE_CHECK`], the replica moves `rebalance` decides on.
+//! again once it has caught up (Kafka's auto leader rebalance).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,13 +21,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::command::Command;
 use crate::manager::{LeaderRequest, Manager, now_ms};
-use crate::rebalance::{self, BALANCE_CHECK};
 
 /// How often the leader looks for leaderships to return to preferred replicas.
 pub(crate) const PREFERRED_LEADER_CHECK: Duration = Duration::from_secs(5);
 
 /// Proposes `command` on this node, the Raft leader, logging what came of it.
-async fn propose(manager: &Manager, command: Command, done: &str) {
+pub(crate) async fn propose(manager: &Manager, command: Command, done: &str) {
     let kind = command.kind();
     // Proposed here or not at all: another leader runs its own checks.
     match manager
@@ -49,7 +47,6 @@ pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duratio
     // (term, when this node was first seen leading in it)
     let mut leading_since: Option<(u64, Instant)> = None;
     let mut preferred_checked = Instant::now();
-    let mut balance_checked = Instant::now();
     loop {
         tick.tick().await;
         let metrics = manager.metrics();
@@ -75,12 +72,6 @@ pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duratio
                 lease_ms,
             };
             propose(&manager, command, "broker leases expired").await;
-        }
-        if balance_checked.elapsed() >= BALANCE_CHECK {
-            balance_checked = Instant::now();
-            for command in rebalance::next_commands(&manager.view().state) {
-                propose(&manager, command, "replica move").await;
-            }
         }
         if preferred_checked.elapsed() >= PREFERRED_LEADER_CHECK {
             preferred_checked = Instant::now();

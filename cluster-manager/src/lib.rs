@@ -39,6 +39,28 @@ mod service;
 mod state;
 mod wire;
 
+/// What `benches/metadata.rs` drives: the state machine and its wire form, without
+/// Raft. Not a stable API.
+#[doc(hidden)]
+pub mod bench_api {
+    pub use crate::command::Command;
+    pub use crate::state::ClusterState;
+
+    /// The metadata every broker is sent on each change, as `WatchMetadata` builds it.
+    pub fn cluster_metadata(state: &ClusterState) -> pubsub_proto::v1::ClusterMetadata {
+        let view = crate::raft::state_machine::MetadataView {
+            applied_index: 1,
+            state: std::sync::Arc::new(state.clone()),
+        };
+        crate::wire::cluster_metadata(&view, Some(1))
+    }
+
+    /// The moves one balance check would start.
+    pub fn balance_check(state: &ClusterState) -> usize {
+        crate::rebalance::next_commands(state).len()
+    }
+}
+
 pub use config::{ClusterManagerConfig, Member};
 pub use embedded::{EmbeddedServices, Swappable, run_embedded};
 pub use error::{Error, Result};

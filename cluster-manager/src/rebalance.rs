@@ -15,15 +15,77 @@
 //!
 //! Everything it decides comes from the Raft state, so a new leader picks up where the
 //! old one stopped, and every command is compare-and-set, so a duplicate from a
-//! deposed leader is refused rather than applied twice.
+//! deposed leader is refused rather than applied twice. The check runs in a task of its
+//! own ([`run`]) on the blocking pool, so planning over a large cluster never delays
+//! lease expiry, and is skipped while nothing it looks at changed since a check that
+//! found nothing to do.
 
 use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
 
 use crate::balance::{self, Broker, Move, PartitionReplicas, Plan};
 use crate::command::Command;
+use crate::lease::propose;
+use crate::manager::Manager;
 use crate::placement::Candidate;
 use crate::state::ClusterState;
+
+/// Runs balance checks while this node leads, until the task is aborted.
+pub(crate) async fn run(manager: Arc<Manager>) {
+    let mut tick = tokio::time::interval(BALANCE_CHECK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // What the last check that found nothing to do looked at.
+    let mut idle: Option<u64> = None;
+    loop {
+        tick.tick().await;
+        if manager.metrics().current_leader != Some(manager.id()) {
+            idle = None;
+            continue;
+        }
+        let state = manager.view().state;
+        let seen = fingerprint(&state);
+        if idle == Some(seen) {
+            continue;
+        }
+        let commands = match tokio::task::spawn_blocking(move || next_commands(&state)).await {
+            Ok(commands) => commands,
+            Err(e) => {
+                tracing::error!(error = %e, "balance check failed");
+                continue;
+            }
+        };
+        idle = commands.is_empty().then_some(seen);
+        for command in commands {
+            propose(&manager, command, "replica move").await;
+        }
+    }
+}
+
+/// A hash of everything a balance check reads (brokers' racks, fencing and draining,
+/// the balancing settings, every partition's replicas, in-sync replicas and move), so
+/// an unchanged cluster is not planned again. Heartbeats do not change it.
+fn fingerprint(state: &ClusterState) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    for broker in state.brokers().values() {
+        (
+            broker.id(),
+            broker.rack(),
+            broker.fenced(),
+            broker.draining(),
+        )
+            .hash(&mut hasher);
+    }
+    (state.balancing().auto, state.balancing().move_rate_bytes).hash(&mut hasher);
+    for (topic, partition, p) in state.partitions() {
+        (topic, partition, p.replicas(), p.isr()).hash(&mut hasher);
+        p.moving().map(|m| (&m.from, &m.to)).hash(&mut hasher);
+    }
+    hasher.finish()
+}
 
 /// How often the leader looks at moves and balance.
 pub(crate) const BALANCE_CHECK: Duration = Duration::from_secs(2);

@@ -164,6 +164,7 @@ async fn run_once(
             config.lease_check_interval,
         ));
         let gauges = tokio::spawn(crate::gauges::publish(manager.clone()));
+        let balance = tokio::spawn(crate::rebalance::run(manager.clone()));
         let access = tokio::spawn(keep_access(
             manager.clone(),
             config.security.access.clone(),
@@ -193,10 +194,12 @@ async fn run_once(
         expiry.abort();
         access.abort();
         gauges.abort();
+        balance.abort();
         // The tasks end at their next await point; a JoinError::Cancelled is expected.
         let _ = expiry.await;
         let _ = access.await;
         let _ = gauges.await;
+        let _ = balance.await;
         served
     }
     .await;

@@ -69,6 +69,39 @@ async fn the_high_watermark_is_the_smallest_in_sync_log_end() {
 }
 
 #[tokio::test]
+async fn a_replica_a_move_adds_is_tracked_without_a_new_term_and_one_removed_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = partition(dir.path());
+    partition.set_role(leader_of(&[1, 2, 3])).unwrap();
+    partition.append(vec![batch(10)]).await.unwrap();
+    partition.record_follower(2, 10);
+    partition
+        .set_role(Role {
+            replicas: vec![4, 2, 3, 1],
+            adding: vec![4],
+            ..leader_of(&[1, 2, 3])
+        })
+        .unwrap();
+    partition.record_follower(4, 10);
+    let followers = partition.followers();
+    assert_eq!(
+        followers[&4].log_end_offset, 10,
+        "the new replica's progress counts"
+    );
+    assert_eq!(followers[&2].log_end_offset, 10, "the others keep theirs");
+    partition
+        .set_role(Role {
+            replicas: vec![1, 2, 4],
+            ..leader_of(&[1, 2, 4])
+        })
+        .unwrap();
+    assert!(
+        !partition.followers().contains_key(&3),
+        "3 left the replicas"
+    );
+}
+
+#[tokio::test]
 async fn a_follower_takes_the_leaders_high_watermark_capped_by_its_log_end() {
     let dir = tempfile::tempdir().unwrap();
     let partition = partition(dir.path());

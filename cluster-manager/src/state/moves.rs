@@ -61,23 +61,13 @@ impl ClusterState {
         topic: &str,
         partition: u32,
     ) -> Result<Response, CommandError> {
-        let live = self.live_ids();
-        let p = find_partition(&mut self.topics, topic, partition)?;
-        let Some(moving) = p.moving.clone() else {
-            return Err(no_move(topic, partition));
-        };
-        if let Some(behind) = moving.to.iter().find(|b| !p.isr.contains(b)) {
-            return Err(CommandError::MoveConflict {
-                topic: topic.to_string(),
-                partition,
-                reason: format!("broker {behind} is not in sync yet"),
-            });
-        }
-        p.isr = in_order(&moving.to, &p.isr);
-        p.replicas = moving.to;
-        p.moving = None;
-        let leader_changed = keep_leader_within(p, &live);
-        Ok(Response::MoveCompleted { leader_changed })
+        self.end_move(topic, partition, |moving, isr| {
+            match moving.to.iter().find(|b| !isr.contains(b)) {
+                Some(behind) => Err(format!("broker {behind} is not in sync yet")),
+                None => Ok(moving.to.clone()),
+            }
+        })
+        .map(|leader_changed| Response::MoveCompleted { leader_changed })
     }
 
     pub(super) fn cancel_move(
@@ -85,24 +75,45 @@ impl ClusterState {
         topic: &str,
         partition: u32,
     ) -> Result<Response, CommandError> {
+        self.end_move(topic, partition, |moving, isr| {
+            match moving.from.iter().any(|b| isr.contains(b)) {
+                true => Ok(moving.from.clone()),
+                false => Err("no replica it started from is in sync; it can only complete".into()),
+            }
+        })
+        .map(|_| Response::MoveCancelled)
+    }
+
+    /// Ends the partition's move with the replica list `end` picks from the move and
+    /// the in-sync replicas (or refuses with its reason); the in-sync replicas shrink
+    /// to that list and a leader outside it hands over. Returns whether the leader
+    /// changed.
+    fn end_move(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        end: impl FnOnce(&Moving, &[u32]) -> Result<Vec<u32>, String>,
+    ) -> Result<bool, CommandError> {
         let live = self.live_ids();
         let p = find_partition(&mut self.topics, topic, partition)?;
-        let Some(moving) = p.moving.clone() else {
-            return Err(no_move(topic, partition));
+        let conflict = |reason: String| CommandError::MoveConflict {
+            topic: topic.to_string(),
+            partition,
+            reason,
         };
-        let isr = in_order(&moving.from, &p.isr);
-        if isr.is_empty() {
-            return Err(CommandError::MoveConflict {
-                topic: topic.to_string(),
-                partition,
-                reason: "no replica it started from is in sync; it can only complete".into(),
-            });
-        }
-        p.isr = isr;
-        p.replicas = moving.from;
-        p.moving = None;
-        keep_leader_within(p, &live);
-        Ok(Response::MoveCancelled)
+        let Some(moving) = p.moving.take() else {
+            return Err(conflict("no move is under way".into()));
+        };
+        let replicas = match end(&moving, &p.isr) {
+            Ok(replicas) => replicas,
+            Err(reason) => {
+                p.moving = Some(moving);
+                return Err(conflict(reason));
+            }
+        };
+        p.isr = in_order(&replicas, &p.isr);
+        p.replicas = replicas;
+        Ok(keep_leader_within(p, &live))
     }
 
     pub(super) fn set_draining(
@@ -145,14 +156,6 @@ fn find_partition<'a>(
             partition,
             partitions,
         })
-}
-
-fn no_move(topic: &str, partition: u32) -> CommandError {
-    CommandError::MoveConflict {
-        topic: topic.to_string(),
-        partition,
-        reason: "no move is under way".into(),
-    }
 }
 
 /// The members of `set` in the order of `order`.

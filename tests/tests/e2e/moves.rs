@@ -29,11 +29,14 @@ fn acks_all() -> ProducerConfig {
 }
 
 /// Writes a record to every partition per round until `stop`; returns the
-/// acknowledged records and how many sends failed for good.
+/// acknowledged records and how many sends failed for good, and prints the longest
+/// round (the stall a client saw while leaderships moved).
 async fn write_until(producer: Producer, stop: Arc<AtomicBool>) -> (Vec<Ack>, usize) {
     let (mut acked, mut failed) = (Vec::new(), 0);
     let mut seq = 0u32;
+    let mut longest = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
+        let round = Instant::now();
         let mut pending = Vec::new();
         for partition in 0..PARTITIONS {
             let value = format!("p{partition}-{seq:06}");
@@ -49,8 +52,10 @@ async fn write_until(producer: Producer, stop: Arc<AtomicBool>) -> (Vec<Ack>, us
             }
         }
         seq += 1;
+        longest = longest.max(round.elapsed());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    println!("{seq} rounds of {PARTITIONS} acks=all records; the longest took {longest:?}");
     (acked, failed)
 }
 
@@ -167,4 +172,89 @@ async fn a_joining_broker_takes_its_share_and_a_decommissioned_one_gives_all_awa
             "nothing left on broker 1: {p}"
         );
     }
+}
+
+/// The cluster-manager leader's node id, as a live node reports it.
+async fn manager_leader(cluster: &Cluster) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(leader) = any_status(cluster).await.and_then(|s| s.leader_id) {
+            return leader;
+        }
+        assert!(Instant::now() < deadline, "no cluster-manager leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_cut_short_by_killing_its_receiver_and_the_manager_leader_rolls_back() {
+    let mut cluster = Cluster::start("3s");
+    let partitions = 6;
+    let (client, _) = create_replicated(&cluster, "cut", partitions).await;
+    let producer = Producer::new(client, "cut", acks_all()).await.unwrap();
+    // About 1 MiB per partition, so a move at 64 KiB/s takes many seconds.
+    let mut pending = Vec::new();
+    for seq in 0..400 {
+        for partition in 0..partitions {
+            let value = format!("p{partition}-{seq:06}-{}", "x".repeat(2_500));
+            pending.push((value.clone(), send(&producer, partition, value).await));
+        }
+    }
+    let mut acked = Vec::new();
+    for (value, delivery) in pending {
+        let stored = delivery.wait().await.unwrap();
+        acked.push((stored.partition, stored.offset.unwrap(), value));
+    }
+    let settings = cli(&cluster, &["balance", "--move-rate", "64KiB"]);
+    assert!(settings.contains("65536 bytes/s"), "{settings}");
+
+    cluster.add_broker();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = any_status(&cluster).await;
+        if status.is_some_and(|s| {
+            s.moving.iter().any(|p| {
+                p.partition
+                    .as_ref()
+                    .is_some_and(|p| p.adding_replicas.contains(&4))
+            })
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no move to broker 4 started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = manager_leader(&cluster).await;
+    cluster.managers[leader as usize - 1].kill9();
+    cluster.brokers[3].kill9();
+
+    // The new leader sees broker 4 fenced and rolls every move to it back: the
+    // partitions keep their three in-sync replicas.
+    let rolled_back = |load: &HashMap<u32, (u32, u32)>| load.get(&4) == Some(&(0, 0));
+    let (took, status) = settle(&cluster, Duration::from_secs(60), rolled_back).await;
+    println!("moves to the killed broker rolled back in {took:?}");
+    assert!(
+        status.under_replicated.is_empty(),
+        "{:?}",
+        status.under_replicated
+    );
+
+    // Both come back; unthrottled, the balance finishes.
+    cluster.managers[leader as usize - 1].restart_after_kill9();
+    cluster.brokers[3].restart_after_kill9();
+    cli(&cluster, &["balance", "--move-rate", "0"]);
+    let balanced = |load: &HashMap<u32, (u32, u32)>| {
+        (1..=4).all(|b| load.get(&b).is_some_and(|l| (4..=5).contains(&l.0)))
+    };
+    let (took, status) = settle(&cluster, Duration::from_secs(90), balanced).await;
+    println!("balanced after the restart in {took:?}");
+    assert!(
+        status.under_replicated.is_empty(),
+        "{:?}",
+        status.under_replicated
+    );
+    let reader = Client::connect(cluster.brokers[1].address()).await.unwrap();
+    let tally = Tally::check(&acked, &read_back(&reader, "cut").await);
+    println!("{tally}");
+    tally.assert_intact();
 }
