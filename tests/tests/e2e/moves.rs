@@ -258,3 +258,66 @@ async fn a_move_cut_short_by_killing_its_receiver_and_the_manager_leader_rolls_b
     println!("{tally}");
     tally.assert_intact();
 }
+
+/// Copy rate of moves, unthrottled and throttled: 12 partitions of 2 MiB at RF 1 on 3
+/// brokers; a 4th broker takes 3 of them at full speed, then is decommissioned with
+/// the copy rate capped at 256 KiB/s per receiving broker, and gives them back, one to
+/// each of the others. Prints both times (each includes up to 2 s until the next
+/// balance check and the in-sync wait); every record reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_copy_at_full_speed_or_at_the_move_rate() {
+    const RECORD: usize = 1024;
+    const PER_PARTITION: usize = 2048;
+    let mut cluster = Cluster::start("3s");
+    crate::cluster::wait_for_brokers(&cluster).await;
+    let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
+    pubsub_client::Admin::new(client.clone())
+        .create_topic(pubsub_client::NewTopic {
+            name: "rate".into(),
+            partitions: PARTITIONS,
+            replication_factor: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let producer = Producer::new(client, "rate", ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for seq in 0..PER_PARTITION {
+        let mut pending = Vec::new();
+        for partition in 0..PARTITIONS {
+            let value = format!("p{partition}-{seq:06}-{}", "x".repeat(RECORD - 16));
+            pending.push((value.clone(), send(&producer, partition, value).await));
+        }
+        for (value, delivery) in pending {
+            let stored = delivery.wait().await.unwrap();
+            acked.push((stored.partition, stored.offset.unwrap(), value));
+        }
+    }
+    let partition_mib = (PER_PARTITION * RECORD) as f64 / f64::from(1 << 20);
+    let rate = |copied: f64, took: Duration| copied / took.as_secs_f64();
+
+    cluster.add_broker();
+    let even =
+        |load: &HashMap<u32, (u32, u32)>| (1..=4).all(|b| load.get(&b).is_some_and(|l| l.0 == 3));
+    let (took, _) = settle(&cluster, Duration::from_secs(120), even).await;
+    println!(
+        "unthrottled: 3 partitions of {partition_mib} MiB into one broker in {took:?}: {:.1} MiB/s",
+        rate(3.0 * partition_mib, took)
+    );
+
+    cli(&cluster, &["balance", "--move-rate", "256KiB"]);
+    cli(&cluster, &["decommission", "4"]);
+    let back = |load: &HashMap<u32, (u32, u32)>| load.get(&4).is_some_and(|l| l.0 == 0);
+    let (took, _) = settle(&cluster, Duration::from_secs(120), back).await;
+    println!(
+        "at --move-rate 256KiB: one partition of {partition_mib} MiB into each of 3 brokers in {took:?}: {:.2} MiB/s per broker",
+        rate(partition_mib, took)
+    );
+
+    let reader = Client::connect(cluster.brokers[1].address()).await.unwrap();
+    let tally = Tally::check(&acked, &read_back(&reader, "rate").await);
+    println!("{tally}");
+    tally.assert_intact();
+}
