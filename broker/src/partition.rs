@@ -199,6 +199,15 @@ impl Partition {
             .unwrap_or_default()
     }
 
+    /// True while a move is adding this replica and it is not in sync yet: its
+    /// fetches go through the broker's move throttle. Reads the role in place.
+    pub(crate) fn receiving_move(&self) -> bool {
+        self.state.lock().is_ok_and(|s| {
+            s.role.adding.contains(&self.broker_id)
+                && !s.role.in_sync_replicas.contains(&self.broker_id)
+        })
+    }
+
     /// True if this broker leads the partition (read from the term watch: no copy
     /// of the role).
     pub(crate) fn is_leader(&self) -> bool {

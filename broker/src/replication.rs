@@ -158,8 +158,7 @@ async fn follow(
             }
         }
         // A replica a move is adding copies under the broker's move throttle.
-        let role = partition.role();
-        let throttled = role.adding.contains(&me) && !role.in_sync_replicas.contains(&me);
+        let throttled = partition.receiving_move();
         let allowed = match throttled {
             true => broker.move_throttle().admit().await,
             false => None,

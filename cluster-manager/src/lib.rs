@@ -48,11 +48,7 @@ pub mod bench_api {
 
     /// The metadata every broker is sent on each change, as `WatchMetadata` builds it.
     pub fn cluster_metadata(state: &ClusterState) -> pubsub_proto::v1::ClusterMetadata {
-        let view = crate::raft::state_machine::MetadataView {
-            applied_index: 1,
-            state: std::sync::Arc::new(state.clone()),
-        };
-        crate::wire::cluster_metadata(&view, Some(1))
+        crate::wire::state_metadata(state, 1, Some(1))
     }
 
     /// The moves one balance check would start.

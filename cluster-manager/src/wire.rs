@@ -3,7 +3,7 @@
 use pubsub_proto::v1;
 
 use crate::raft::state_machine::MetadataView;
-use crate::state::{Broker, Partition, Topic};
+use crate::state::{Broker, ClusterState, Partition, Topic};
 
 /// One partition.
 pub(crate) fn partition(index: u32, partition: &Partition) -> v1::PartitionMetadata {
@@ -55,12 +55,21 @@ pub(crate) fn broker(broker: &Broker) -> v1::BrokerMetadata {
 
 /// The whole metadata.
 pub(crate) fn cluster_metadata(view: &MetadataView, leader: Option<u64>) -> v1::ClusterMetadata {
+    state_metadata(&view.state, view.applied_index, leader)
+}
+
+/// The whole metadata of `state` at `version`.
+pub(crate) fn state_metadata(
+    state: &ClusterState,
+    version: u64,
+    leader: Option<u64>,
+) -> v1::ClusterMetadata {
     v1::ClusterMetadata {
-        version: view.applied_index,
+        version,
         cluster_leader_id: leader,
-        brokers: view.state.brokers().values().map(broker).collect(),
-        topics: view.state.topics().values().map(topic).collect(),
-        access: Some(view.state.access().to_wire(view.applied_index)),
-        move_rate_bytes_per_sec: view.state.balancing().move_rate_bytes,
+        brokers: state.brokers().values().map(broker).collect(),
+        topics: state.topics().values().map(topic).collect(),
+        access: Some(state.access().to_wire(version)),
+        move_rate_bytes_per_sec: state.balancing().move_rate_bytes,
     }
 }

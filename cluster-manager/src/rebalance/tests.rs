@@ -3,25 +3,12 @@
 
 use super::*;
 use crate::command::Response;
-
-fn register(state: &mut ClusterState, broker: u32) {
-    state
-        .apply(Command::RegisterBroker {
-            broker,
-            address: format!("10.0.0.{broker}:9392"),
-            rack: None,
-            kafka_address: None,
-            now_ms: 0,
-            lease_ms: 0,
-            proven: false,
-        })
-        .unwrap();
-}
+use crate::state::testing::register;
 
 /// Three brokers holding topic `t` of 12 partitions at RF 3.
 fn three_brokers() -> ClusterState {
     let mut state = ClusterState::default();
-    (1..=3).for_each(|b| register(&mut state, b));
+    (1..=3).for_each(|b| register(&mut state, b, None, 0));
     state
         .apply(Command::CreateTopic {
             name: "t".into(),
@@ -84,7 +71,7 @@ fn counts(state: &ClusterState, broker: u32) -> (usize, usize) {
 #[test]
 fn a_fourth_broker_takes_a_quarter_of_replicas_and_leaders() {
     let mut state = three_brokers();
-    register(&mut state, 4);
+    register(&mut state, 4, None, 0);
     let checks = settle(&mut state);
     for broker in 1..=4 {
         assert_eq!(counts(&state, broker), (9, 3), "broker {broker}");
@@ -102,7 +89,7 @@ fn without_auto_balance_a_new_broker_gets_nothing_but_draining_still_empties() {
             move_rate_bytes: None,
         })
         .unwrap();
-    register(&mut state, 4);
+    register(&mut state, 4, None, 0);
     settle(&mut state);
     assert_eq!(counts(&state, 4), (0, 0));
     state
@@ -121,7 +108,7 @@ fn without_auto_balance_a_new_broker_gets_nothing_but_draining_still_empties() {
 #[test]
 fn a_move_to_a_dead_broker_rolls_back_and_nothing_starts_while_one_is_down() {
     let mut state = three_brokers();
-    register(&mut state, 4);
+    register(&mut state, 4, None, 0);
     let started = next_commands(&state);
     assert_eq!(started.len(), MOVES_AT_ONCE);
     for command in started {
@@ -143,7 +130,7 @@ fn a_move_to_a_dead_broker_rolls_back_and_nothing_starts_while_one_is_down() {
     }
     assert_eq!(state.moving_partitions().count(), 0);
     assert!(next_commands(&state).is_empty(), "broker 4 is down: wait");
-    register(&mut state, 4);
+    register(&mut state, 4, None, 0);
     settle(&mut state);
     assert_eq!(counts(&state, 4), (9, 3));
 }

@@ -49,18 +49,21 @@ pub(crate) async fn decommission(
     if !view.state.brokers().contains_key(&broker) {
         return Err(Error::Command(CommandError::BrokerNotFound { broker }).into());
     }
-    let plan = rebalance::plan(&view.state, &BTreeSet::from([broker]), usize::MAX);
-    if !request.cancel
-        && let Some(first) = plan.stuck.first()
-    {
-        return Err(Status::failed_precondition(format!(
-            "{} partition(s) could not leave broker {broker}, {}-{} first: {}",
-            plan.stuck.len(),
-            first.topic,
-            first.partition,
-            reason(first.reason)
-        )));
-    }
+    let moves = if request.cancel {
+        Vec::new()
+    } else {
+        let plan = rebalance::plan(&view.state, &BTreeSet::from([broker]), usize::MAX);
+        if let Some(first) = plan.stuck.first() {
+            return Err(Status::failed_precondition(format!(
+                "{} partition(s) could not leave broker {broker}, {}-{} first: {}",
+                plan.stuck.len(),
+                first.topic,
+                first.partition,
+                reason(first.reason)
+            )));
+        }
+        rebalance::per_partition(plan.moves)
+    };
     let written = manager
         .write(Command::SetDraining {
             broker,
@@ -69,11 +72,6 @@ pub(crate) async fn decommission(
         .await?;
     manager.wait_applied(written.log_index).await?;
     tracing::info!(broker, draining = !request.cancel, "decommission changed");
-    let moves = if request.cancel {
-        Vec::new()
-    } else {
-        rebalance::per_partition(plan.moves)
-    };
     Ok(v1::DecommissionBrokerResponse {
         moves: moves.into_iter().map(wire_move).collect(),
     })

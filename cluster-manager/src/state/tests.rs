@@ -1,23 +1,10 @@
 //! Unit tests of the metadata state machine: placement through `apply`, elections from
 //! the in-sync replicas only, stale epochs, fencing and returning brokers.
 
+use super::testing::{cluster, register};
 use super::*;
 
 const LEASE_MS: u64 = 6_000;
-
-fn register(state: &mut ClusterState, broker: u32, rack: Option<&str>, now_ms: u64) {
-    state
-        .apply(Command::RegisterBroker {
-            broker,
-            address: format!("10.0.0.{broker}:9392"),
-            rack: rack.map(String::from),
-            kafka_address: None,
-            now_ms,
-            lease_ms: 0,
-            proven: false,
-        })
-        .unwrap();
-}
 
 fn create(name: &str, partitions: u32, replication_factor: u32) -> Command {
     Command::CreateTopic {
@@ -40,14 +27,6 @@ fn create_with(name: &str, replication_factor: u32, settings: TopicConfig) -> Co
         unclean_leader_election: false,
         now_ms: 0,
     }
-}
-
-fn cluster(brokers: u32) -> ClusterState {
-    let mut state = ClusterState::default();
-    for id in 1..=brokers {
-        register(&mut state, id, None, 0);
-    }
-    state
 }
 
 fn partition<'a>(state: &'a ClusterState, topic: &str, p: usize) -> &'a Partition {

@@ -6,24 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::command::Command;
-
-fn cluster(brokers: u32) -> ClusterState {
-    let mut state = ClusterState::default();
-    for broker in 1..=brokers {
-        state
-            .apply(Command::RegisterBroker {
-                broker,
-                address: format!("10.0.0.{broker}:9392"),
-                rack: None,
-                kafka_address: None,
-                now_ms: 0,
-                lease_ms: 0,
-                proven: false,
-            })
-            .unwrap();
-    }
-    state
-}
+use crate::state::testing::{cluster, register};
 
 /// Broker 4 joins after topic `t` (one partition on 1, 2, 3) was created.
 fn with_topic() -> ClusterState {
@@ -301,10 +284,7 @@ proptest! {
     #[test]
     fn moves_never_lose_the_in_sync_copies(steps in proptest::collection::vec(step(), 1..40)) {
         let mut state = with_topic();
-        state.apply(Command::RegisterBroker {
-            broker: 5, address: "10.0.0.5:9392".into(), rack: None, kafka_address: None,
-            now_ms: 0, lease_ms: 0, proven: false,
-        }).unwrap();
+        register(&mut state, 5, None, 0);
         for step in steps {
             let before: Vec<u32> = part(&state).isr().to_vec();
             run(&mut state, step);
