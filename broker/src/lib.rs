@@ -33,6 +33,7 @@ mod partition;
 mod replication;
 mod server;
 mod service;
+mod sizes;
 mod throttle;
 mod topic;
 

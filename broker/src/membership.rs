@@ -14,6 +14,7 @@ use tonic::Code;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::partition::blocking;
+use crate::sizes::{SizeReports, led_sizes};
 
 /// Pause before reconnecting a broken metadata watch.
 const WATCH_RETRY: Duration = Duration::from_millis(300);
@@ -103,9 +104,7 @@ async fn register(broker: &Broker) -> Result<Duration> {
 }
 
 async fn heartbeat_loop(broker: Arc<Broker>, mut lease: Duration) {
-    let request = v1::HeartbeatRequest {
-        broker_id: broker.config().broker_id.0,
-    };
+    let mut sizes = SizeReports::default();
     let mut fenced_self = false;
     let mut next = tokio::time::Instant::now() + lease / HEARTBEATS_PER_LEASE;
     loop {
@@ -129,23 +128,31 @@ async fn heartbeat_loop(broker: Arc<Broker>, mut lease: Duration) {
             continue;
         }
         let attempt = lease / HEARTBEATS_PER_LEASE;
+        let request = v1::HeartbeatRequest {
+            broker_id: broker.config().broker_id.0,
+            partition_sizes: sizes.due(led_sizes(&broker)),
+        };
         let sent = tokio::time::Instant::now();
         let answer = broker
             .link()
-            .call(|mut stub| async move {
-                tokio::time::timeout(attempt, stub.heartbeat(request))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(tonic::Status::deadline_exceeded(format!(
-                            "no heartbeat answer within {attempt:?}"
-                        )))
-                    })
+            .call(|mut stub| {
+                let request = request.clone();
+                async move {
+                    tokio::time::timeout(attempt, stub.heartbeat(request))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(tonic::Status::deadline_exceeded(format!(
+                                "no heartbeat answer within {attempt:?}"
+                            )))
+                        })
+                }
             })
             .await;
         match answer {
             Ok(response) => {
                 lease = Duration::from_millis(response.lease_ms.max(300));
                 broker.lease().renewed(sent, lease);
+                sizes.sent(request.partition_sizes);
             }
             Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
                 tracing::warn!(error = %status.message(), "lease lost; registering again");

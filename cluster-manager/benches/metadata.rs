@@ -12,7 +12,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use prost::Message;
-use pubsub_cluster_manager::bench_api::{ClusterState, Command, balance_check, cluster_metadata};
+use pubsub_cluster_manager::bench_api::{
+    ClusterState, Command, PartitionSize, balance_check, cluster_metadata,
+};
 
 const BROKERS: u32 = 1_000;
 const TOPICS: u32 = 100;
@@ -51,6 +53,29 @@ fn cluster(brokers: u32, topics: u32) -> ClusterState {
     state
 }
 
+/// Every partition's leader and a size report for it, `size(n)` bytes for the n-th.
+fn sizes(state: &ClusterState, size: impl Fn(u64) -> u64) -> Vec<(u32, PartitionSize)> {
+    let mut n = 0;
+    let mut all = Vec::new();
+    for topic in 0..TOPICS {
+        let name = format!("topic-{topic:03}");
+        let Some(found) = state.topic(&name) else {
+            continue;
+        };
+        for (partition, p) in found.partitions().iter().enumerate() {
+            n += 1;
+            let bytes = size(n);
+            let size = PartitionSize {
+                topic: name.clone(),
+                partition: partition as u32,
+                bytes,
+            };
+            all.push((p.leader().unwrap(), size));
+        }
+    }
+    all
+}
+
 fn metadata(c: &mut Criterion) {
     let mut state = cluster(BROKERS, TOPICS);
     let wire = cluster_metadata(&state);
@@ -73,6 +98,29 @@ fn metadata(c: &mut Criterion) {
                     .apply(Command::Heartbeat {
                         broker,
                         now_ms: now,
+                        sizes: Vec::new(),
+                    })
+                    .unwrap(),
+            )
+        })
+    });
+    // A heartbeat that reports sizes: one per partition the broker leads (100 here).
+    let led = sizes(&state, |_| 1 << 30);
+    let broker = led[0].0;
+    let reports: Vec<PartitionSize> = led
+        .into_iter()
+        .filter(|(leader, _)| *leader == broker)
+        .map(|(_, size)| size)
+        .collect();
+    group.bench_function(format!("apply_heartbeat_{}_sizes", reports.len()), |b| {
+        b.iter(|| {
+            now += 1;
+            black_box(
+                state
+                    .apply(Command::Heartbeat {
+                        broker,
+                        now_ms: now,
+                        sizes: reports.clone(),
                     })
                     .unwrap(),
             )
@@ -115,6 +163,18 @@ fn metadata(c: &mut Criterion) {
     });
     state.apply(register(BROKERS / 10 + 1, now)).unwrap();
     group.bench_function("balance_check_one_new_broker", |b| {
+        b.iter(|| black_box(balance_check(&state)))
+    });
+    // Sizes from 0 to 1 GiB, spread by a multiplicative hash of the partition's place.
+    for (broker, size) in sizes(&state, |n| (n.wrapping_mul(2_654_435_761) % 1024) << 20) {
+        let command = Command::Heartbeat {
+            broker,
+            now_ms: now,
+            sizes: vec![size],
+        };
+        state.apply(command).unwrap();
+    }
+    group.bench_function("balance_check_one_new_broker_with_sizes", |b| {
         b.iter(|| black_box(balance_check(&state)))
     });
     group.finish();

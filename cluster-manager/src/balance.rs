@@ -4,31 +4,40 @@
 //! every node computes the same plan from the same state.
 //!
 //! The planner works on a copy of the state and applies each move to it as it goes, in
-//! three passes, one per goal in priority order:
+//! four passes, one per goal in priority order:
 //!
 //! 1. **Drain.** Every replica on a draining broker (or on a broker the input does not
 //!    list) is replaced by the eligible broker with the fewest replicas whose rack keeps
 //!    the partition's rack spread. A partition with no such broker is reported as stuck.
 //! 2. **Spread replicas.** While some broker holds at least two replicas more than
 //!    another, one replica moves from the fuller to the emptier broker (fullest and
-//!    emptiest first, a follower before a leader). Each such move lowers the sum of the
+//!    emptiest first; of its partitions, the one whose size best evens the two brokers'
+//!    bytes, then a follower before a leader). Each such move lowers the sum of the
 //!    squared counts, so the pass ends. Partitions still on a draining broker are left
 //!    alone, as are moves that would narrow a partition's rack spread.
-//! 3. **Spread leaders.** Preferred leaders move by reordering replica lists, which moves
-//!    no data: first a draining leader hands over to an eligible replica, then leadership
-//!    shifts along a chain of partitions (A leads one where B follows, B leads one where C
-//!    follows, ...) from a broker leading at least two more partitions than the chain's
-//!    end. When no such chain exists, leader counts are as even as the replica sets allow.
+//! 3. **Spread bytes** (`bytes.rs`). Once counts are even (within one), while two
+//!    brokers' bytes differ by more than a slack (10% of the mean, at least
+//!    [`bytes::BYTES_SLACK_MIN`]), a replica moves from the heavier to the lighter, or
+//!    two swap, keeping counts even; each step lowers the sum of the squared bytes, so
+//!    this pass ends too. Sizes are the leaders' reports, as recent as those are.
+//! 4. **Spread leaders** (`leaders.rs`). Preferred leaders move by reordering replica
+//!    lists, which moves no data: first a draining leader hands over to an eligible
+//!    replica, then leadership shifts along a chain of partitions (A leads one where B
+//!    follows, B leads one where C follows, ...) from a broker leading at least two more
+//!    partitions than the chain's end. When no such chain exists, leader counts are as
+//!    even as the replica sets allow.
 //!
 //! Every data move replaces exactly one replica, in place, so the replication factor and
-//! the list order stay put. Passes 1 and 2 share `max_moves`; reorders are free. The plan
+//! the list order stay put. Passes 1 to 3 share `max_moves`; reorders are free. The plan
 //! ends in a state where, unless `max_moves` cut it short, no pass finds anything to do,
 //! so planning again on the applied state yields no moves.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::placement::{Candidate, RackKey};
 
+mod bytes;
+mod leaders;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +59,8 @@ pub(crate) struct PartitionReplicas {
     pub partition: u32,
     /// Replica broker ids; the first is the preferred leader.
     pub replicas: Vec<u32>,
+    /// Log size as reported (0 when unknown): what moving one replica copies.
+    pub bytes: u64,
 }
 
 /// One step of a plan: a partition's replica list before and after, so the caller can
@@ -64,6 +75,8 @@ pub(crate) struct Move {
     pub from: Vec<u32>,
     /// The replica list after it: one broker replaced, or the same brokers reordered.
     pub to: Vec<u32>,
+    /// The partition's size: what each added replica copies.
+    pub bytes: u64,
 }
 
 impl Move {
@@ -125,6 +138,7 @@ pub(crate) fn plan(
     let mut planner = Planner::new(brokers, partitions, max_moves);
     planner.drain();
     planner.spread_replicas();
+    planner.spread_bytes();
     planner.spread_leaders();
     planner.finish()
 }
@@ -137,6 +151,21 @@ struct Part<'a> {
     partition: u32,
     /// Current replica list, updated as moves are planned.
     replicas: Vec<u32>,
+    /// Log size, as reported.
+    bytes: u64,
+}
+
+impl Part<'_> {
+    /// The move that took this partition from `from` to its current replicas.
+    fn moved_from(&self, from: Vec<u32>) -> Move {
+        Move {
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            from,
+            to: self.replicas.clone(),
+            bytes: self.bytes,
+        }
+    }
 }
 
 /// The working state of one `plan` call: the state as the planned moves leave it.
@@ -145,6 +174,8 @@ struct Planner<'a> {
     racks: BTreeMap<u32, RackKey<'a>>,
     /// Replicas per eligible (listed, non-draining) broker, zeros included.
     counts: BTreeMap<u32, usize>,
+    /// Bytes of the replicas on each eligible broker, zeros included.
+    loads: BTreeMap<u32, u64>,
     /// Partitions sorted by topic and partition, so iteration is deterministic.
     parts: Vec<Part<'a>>,
     /// Per broker, the indexes in `parts` of the partitions it holds a replica of, so
@@ -174,9 +205,11 @@ impl<'a> Planner<'a> {
                 topic: &p.topic,
                 partition: p.partition,
                 replicas: p.replicas.clone(),
+                bytes: p.bytes,
             })
             .collect();
         parts.sort_by(|a, b| (a.topic, a.partition).cmp(&(b.topic, b.partition)));
+        let mut loads: BTreeMap<u32, u64> = counts.keys().map(|&id| (id, 0)).collect();
         let mut held: BTreeMap<u32, BTreeSet<usize>> = BTreeMap::new();
         for (index, part) in parts.iter().enumerate() {
             for id in &part.replicas {
@@ -184,11 +217,15 @@ impl<'a> Planner<'a> {
                 if let Some(count) = counts.get_mut(id) {
                     *count += 1;
                 }
+                if let Some(load) = loads.get_mut(id) {
+                    *load = load.saturating_add(part.bytes);
+                }
             }
         }
         Planner {
             racks,
             counts,
+            loads,
             parts,
             held,
             budget,
@@ -240,17 +277,18 @@ impl<'a> Planner<'a> {
         let part = &mut self.parts[index];
         let from = part.replicas.clone();
         let src = std::mem::replace(&mut part.replicas[pos], dst);
-        self.moves.push(Move {
-            topic: part.topic.to_owned(),
-            partition: part.partition,
-            from,
-            to: part.replicas.clone(),
-        });
+        self.moves.push(part.moved_from(from));
         if let Some(count) = self.counts.get_mut(&src) {
             *count -= 1;
         }
         if let Some(count) = self.counts.get_mut(&dst) {
             *count += 1;
+        }
+        if let Some(load) = self.loads.get_mut(&src) {
+            *load = load.saturating_sub(part.bytes);
+        }
+        if let Some(load) = self.loads.get_mut(&dst) {
+            *load = load.saturating_add(part.bytes);
         }
         if let Some(held) = self.held.get_mut(&src) {
             held.remove(&index);
@@ -272,7 +310,8 @@ impl<'a> Planner<'a> {
     }
 
     /// The first replica of `parts[index]` on an ineligible broker that can move, and the
-    /// least loaded eligible broker (lowest id on ties) it can move to.
+    /// eligible broker with the fewest replicas (then the fewest bytes, then the lowest
+    /// id) it can move to.
     fn drain_step(&self, index: usize) -> Option<(usize, u32)> {
         let replicas = &self.parts[index].replicas;
         (0..replicas.len())
@@ -281,7 +320,7 @@ impl<'a> Planner<'a> {
                 self.counts
                     .iter()
                     .filter(|&(&dst, _)| self.can_replace(replicas, pos, dst))
-                    .min_by_key(|&(&dst, &count)| (count, dst))
+                    .min_by_key(|&(&dst, &count)| (count, self.load(dst), dst))
                     .map(|(&dst, _)| (pos, dst))
             })
     }
@@ -347,9 +386,11 @@ impl<'a> Planner<'a> {
         taken
     }
 
-    /// A settled partition with a replica on `src` that may move to `dst`, preferring one
-    /// where `src` only follows, so fewer preferred leaders change.
+    /// A settled partition with a replica on `src` that may move to `dst`: the one whose
+    /// size leaves the two brokers' bytes closest, then one where `src` only follows, so
+    /// fewer preferred leaders change.
     fn movable(&self, src: u32, dst: u32) -> Option<(usize, usize)> {
+        let gap = i128::from(self.load(src)) - i128::from(self.load(dst));
         self.held
             .get(&src)?
             .iter()
@@ -357,85 +398,17 @@ impl<'a> Planner<'a> {
             .filter(|(_, part)| self.settled(part))
             .filter_map(|(index, part)| {
                 let pos = part.replicas.iter().position(|&id| id == src)?;
+                let after = (gap - 2 * i128::from(part.bytes)).unsigned_abs();
                 self.can_replace(&part.replicas, pos, dst)
-                    .then_some((index, pos))
+                    .then_some((after, pos == 0, index, pos))
             })
-            .min_by_key(|&(index, pos)| (pos == 0, index))
+            .min()
+            .map(|(_, _, index, pos)| (index, pos))
     }
 
-    /// Pass 3: evens out preferred leaders by reordering, then records one reorder move
-    /// per partition whose list changed.
-    fn spread_leaders(&mut self) {
-        let before: Vec<Vec<u32>> = self.parts.iter().map(|p| p.replicas.clone()).collect();
-        self.lead_from_eligible();
-        while let Some(path) = self.leader_path() {
-            for (index, leader) in path {
-                promote(&mut self.parts[index].replicas, leader);
-            }
-        }
-        for (part, from) in self.parts.iter().zip(before) {
-            if part.replicas != from {
-                self.moves.push(Move {
-                    topic: part.topic.to_owned(),
-                    partition: part.partition,
-                    from,
-                    to: part.replicas.clone(),
-                });
-            }
-        }
-    }
-
-    /// Preferred leaders per eligible broker, zeros included.
-    fn leader_counts(&self) -> BTreeMap<u32, usize> {
-        let mut leaders: BTreeMap<u32, usize> = self.counts.keys().map(|&id| (id, 0)).collect();
-        for part in &self.parts {
-            if let Some(count) = part.replicas.first().and_then(|id| leaders.get_mut(id)) {
-                *count += 1;
-            }
-        }
-        leaders
-    }
-
-    /// Hands each draining (or unlisted) leader's partition to its eligible replica with
-    /// the fewest leaders, so a stuck partition still leads from a broker that stays.
-    fn lead_from_eligible(&mut self) {
-        let mut leaders = self.leader_counts();
-        for index in 0..self.parts.len() {
-            let replicas = &self.parts[index].replicas;
-            if replicas.first().is_none_or(|&id| self.eligible(id)) {
-                continue;
-            }
-            let best = replicas
-                .iter()
-                .filter_map(|id| leaders.get(id).map(|&count| (count, *id)))
-                .min();
-            if let Some((_, leader)) = best {
-                promote(&mut self.parts[index].replicas, leader);
-                *leaders.entry(leader).or_insert(0) += 1;
-            }
-        }
-    }
-
-    /// A chain of reorders `(partition index, new leader)` that moves one leadership from
-    /// a broker to one leading at least two fewer, the busiest start first; `None` when
-    /// leader counts can get no more even by reordering.
-    fn leader_path(&self) -> Option<Vec<(usize, u32)>> {
-        let leaders = self.leader_counts();
-        let mut edges: BTreeMap<u32, Vec<(usize, u32)>> = BTreeMap::new();
-        for (index, part) in self.parts.iter().enumerate() {
-            let Some((&leader, followers)) = part.replicas.split_first() else {
-                continue;
-            };
-            for &follower in followers.iter().filter(|&&id| self.eligible(id)) {
-                edges.entry(leader).or_default().push((index, follower));
-            }
-        }
-        let mut order: Vec<(usize, u32)> = leaders.iter().map(|(&id, &c)| (c, id)).collect();
-        order.sort_unstable();
-        order
-            .iter()
-            .rev()
-            .find_map(|&(count, src)| path_from(src, count, &leaders, &edges))
+    /// Bytes on an eligible broker (0 for any other).
+    fn load(&self, id: u32) -> u64 {
+        self.loads.get(&id).copied().unwrap_or(0)
     }
 
     /// The plan: the moves so far and every partition still on an ineligible broker
@@ -489,55 +462,5 @@ impl RacksTaken<'_> {
         src == dst
             || self.src_rack_shared
             || self.by_others.get(&dst).copied().unwrap_or(0) < self.partitions
-    }
-}
-
-/// Breadth-first search from `src` (leading `count` partitions) over "leads a partition
-/// this broker follows" edges, to the first broker leading at most `count - 2`; returns
-/// the reorders along that shortest path.
-fn path_from(
-    src: u32,
-    count: usize,
-    leaders: &BTreeMap<u32, usize>,
-    edges: &BTreeMap<u32, Vec<(usize, u32)>>,
-) -> Option<Vec<(usize, u32)>> {
-    let mut parent: BTreeMap<u32, (u32, usize)> = BTreeMap::new();
-    let mut queue = VecDeque::from([src]);
-    while let Some(node) = queue.pop_front() {
-        for &(index, next) in edges.get(&node).into_iter().flatten() {
-            if next == src || parent.contains_key(&next) {
-                continue;
-            }
-            parent.insert(next, (node, index));
-            if leaders.get(&next).is_some_and(|&c| c + 2 <= count) {
-                return Some(unwind(src, next, &parent));
-            }
-            queue.push_back(next);
-        }
-    }
-    None
-}
-
-/// The reorders from `src` to `end` recorded in a search's `parent` links, in order.
-fn unwind(src: u32, end: u32, parent: &BTreeMap<u32, (u32, usize)>) -> Vec<(usize, u32)> {
-    let mut path = Vec::new();
-    let mut node = end;
-    while node != src {
-        let Some(&(prev, index)) = parent.get(&node) else {
-            break;
-        };
-        path.push((index, node));
-        node = prev;
-    }
-    path.reverse();
-    path
-}
-
-/// Moves `leader` to the front of `replicas`, keeping the others' order, so the old
-/// leader becomes the first fallback.
-fn promote(replicas: &mut Vec<u32>, leader: u32) {
-    if let Some(pos) = replicas.iter().position(|&id| id == leader) {
-        let id = replicas.remove(pos);
-        replicas.insert(0, id);
     }
 }

@@ -28,6 +28,19 @@ pub(crate) const PARTITIONS_TOTAL_MAX: u64 = 100_000;
 pub(crate) const REPLICATION_FACTOR_MAX: u32 = 16;
 /// Replication factor of a topic created with 0, capped by the live broker count.
 pub(crate) const REPLICATION_FACTOR_DEFAULT: u32 = 3;
+/// Most partition sizes one heartbeat reports: bounds the Raft entry it becomes.
+pub(crate) const SIZES_PER_HEARTBEAT_MAX: usize = 4096;
+
+/// A partition's log size as its leader reports it, so the balancer can even out bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSize {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// Bytes of every segment of the leader's log.
+    pub bytes: u64,
+}
 
 /// One change to the cluster metadata, as stored in the Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,12 +69,17 @@ pub enum Command {
         #[serde(default)]
         proven: bool,
     },
-    /// A broker renews its lease.
+    /// A broker renews its lease, reporting the sizes of partitions it leads that
+    /// changed notably since its last report.
     Heartbeat {
         /// Broker id.
         broker: u32,
         /// Leader clock, ms since the Unix epoch.
         now_ms: u64,
+        /// Log sizes of partitions the broker leads, at most [`SIZES_PER_HEARTBEAT_MAX`];
+        /// a size for a partition it does not lead is ignored.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sizes: Vec<PartitionSize>,
     },
     /// Creates a topic and places its replicas over the live brokers.
     CreateTopic {
@@ -398,8 +416,8 @@ impl Command {
                 validate_topic_name(topic)
             }
             Command::SetDraining { .. } | Command::SetBalancing { .. } => Ok(()),
-            Command::Heartbeat { .. }
-            | Command::ExpireLeases { .. }
+            Command::Heartbeat { broker, sizes, .. } => validate_sizes(*broker, sizes),
+            Command::ExpireLeases { .. }
             | Command::ShutdownBroker { .. }
             | Command::ElectPreferredLeaders => Ok(()),
             Command::CreateToken { id, principal, .. } => {
@@ -477,6 +495,22 @@ impl Command {
 }
 
 /// Checks a topic name against the shared naming rules.
+/// A heartbeat's sizes: bounded in number, every topic name valid.
+fn validate_sizes(broker: u32, sizes: &[PartitionSize]) -> Result<(), CommandError> {
+    if sizes.len() > SIZES_PER_HEARTBEAT_MAX {
+        return Err(CommandError::InvalidBroker {
+            broker,
+            reason: format!(
+                "{} partition sizes in one heartbeat; at most {SIZES_PER_HEARTBEAT_MAX}",
+                sizes.len()
+            ),
+        });
+    }
+    sizes
+        .iter()
+        .try_for_each(|size| validate_topic_name(&size.topic))
+}
+
 pub(crate) fn validate_topic_name(name: &str) -> Result<(), CommandError> {
     TopicName::new(name)
         .map(|_| ())

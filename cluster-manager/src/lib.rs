@@ -43,7 +43,7 @@ mod wire;
 /// Raft. Not a stable API.
 #[doc(hidden)]
 pub mod bench_api {
-    pub use crate::command::Command;
+    pub use crate::command::{Command, PartitionSize};
     pub use crate::state::ClusterState;
 
     /// The metadata every broker is sent on each change, as `WatchMetadata` builds it.

@@ -7,7 +7,9 @@
 //!    and the partition keeps the replicas it had);
 //! 2. while a broker that is not draining is fenced, starts nothing new (a restart is
 //!    not a departure, and a move onto or off it would wait on it);
-//! 3. plans over the state as it will be once the running moves are done, and starts
+//! 3. plans (replica counts first, then the log sizes partition leaders report in
+//!    their heartbeats) over the state as it will be once the running moves are done,
+//!    and starts
 //!    the first moves of the plan, at most [`MOVES_AT_ONCE`] running (each partition's
 //!    moves merged into one); with automatic balancing off, only moves off draining
 //!    brokers. Pure reorders (preferred leaders only, no data) start once no data move
@@ -18,14 +20,14 @@
 //! deposed leader is refused rather than applied twice. The check runs in a task of its
 //! own ([`run`]) on the blocking pool, so planning over a large cluster never delays
 //! lease expiry, and is skipped while nothing it looks at changed since a check that
-//! found nothing to do.
+//! found nothing to do (while only sizes changed, for up to [`SIZES_RECHECK`]).
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::balance::{self, Broker, Move, PartitionReplicas, Plan};
 use crate::command::Command;
@@ -38,8 +40,8 @@ use crate::state::ClusterState;
 pub(crate) async fn run(manager: Arc<Manager>) {
     let mut tick = tokio::time::interval(BALANCE_CHECK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // What the last check that found nothing to do looked at.
-    let mut idle: Option<u64> = None;
+    // What the last check that found nothing to do looked at, and when it ran.
+    let mut idle: Option<(u64, Instant)> = None;
     loop {
         tick.tick().await;
         if manager.metrics().current_leader != Some(manager.id()) {
@@ -48,7 +50,7 @@ pub(crate) async fn run(manager: Arc<Manager>) {
         }
         let state = manager.view().state;
         let seen = fingerprint(&state);
-        if idle == Some(seen) {
+        if idle.is_some_and(|(was, at)| was == seen && at.elapsed() < SIZES_RECHECK) {
             continue;
         }
         let commands = match tokio::task::spawn_blocking(move || next_commands(&state)).await {
@@ -58,7 +60,7 @@ pub(crate) async fn run(manager: Arc<Manager>) {
                 continue;
             }
         };
-        idle = commands.is_empty().then_some(seen);
+        idle = commands.is_empty().then(|| (seen, Instant::now()));
         for command in commands {
             propose(&manager, command, "replica move").await;
         }
@@ -67,7 +69,9 @@ pub(crate) async fn run(manager: Arc<Manager>) {
 
 /// A hash of everything a balance check reads (brokers' racks, fencing and draining,
 /// the balancing settings, every partition's replicas, in-sync replicas and move), so
-/// an unchanged cluster is not planned again. Heartbeats do not change it.
+/// an unchanged cluster is not planned again. Sizes are left out: they change all the
+/// time on a busy cluster, so a change of sizes alone is planned for once every
+/// [`SIZES_RECHECK`].
 fn fingerprint(state: &ClusterState) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     for broker in state.brokers().values() {
@@ -89,6 +93,9 @@ fn fingerprint(state: &ClusterState) -> u64 {
 
 /// How often the leader looks at moves and balance.
 pub(crate) const BALANCE_CHECK: Duration = Duration::from_secs(2);
+/// How long a check that found nothing to do stands while only sizes change: planning
+/// a large cluster costs a second of CPU, and bytes drift slowly.
+const SIZES_RECHECK: Duration = Duration::from_secs(30);
 /// Most data moves under way at once over the cluster: bounds the extra replicas (and
 /// the copy traffic) a balance adds at any moment.
 pub(crate) const MOVES_AT_ONCE: usize = 4;
@@ -113,6 +120,7 @@ pub(crate) fn plan(state: &ClusterState, draining: &BTreeSet<u32>, max_moves: us
             topic: topic.to_string(),
             partition,
             replicas: p.moving().map_or(p.replicas(), |m| &m.to).to_vec(),
+            bytes: p.size_bytes(),
         })
         .collect();
     balance::plan(&brokers, &partitions, max_moves)

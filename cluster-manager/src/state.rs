@@ -16,7 +16,7 @@ use pubsub_proto::ConfigKey;
 use pubsub_proto::v1::TopicConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{BROKERS_MAX, Command, CommandError, Response};
+use crate::command::{BROKERS_MAX, Command, CommandError, PartitionSize, Response};
 
 mod access;
 mod leadership;
@@ -108,6 +108,13 @@ pub struct Partition {
     /// by the brokers it is leaving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     moving: Option<Moving>,
+    /// Log size as the leader last reported it; 0 until reported.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    size_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A partition's replica move: where it started and where it ends.
@@ -200,6 +207,10 @@ impl Partition {
     /// In-sync replicas, in replica order.
     pub fn isr(&self) -> &[u32] {
         &self.isr
+    }
+    /// Log size as its leader last reported it (0 until reported).
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
     }
     /// The move under way, if any.
     pub fn moving(&self) -> Option<&Moving> {
@@ -329,7 +340,11 @@ impl ClusterState {
                 };
                 self.register_broker(broker, endpoints, now_ms, lease_ms)
             }
-            Command::Heartbeat { broker, now_ms } => self.heartbeat(broker, now_ms),
+            Command::Heartbeat {
+                broker,
+                now_ms,
+                sizes,
+            } => self.heartbeat(broker, now_ms, &sizes),
             Command::CreateTopic {
                 name,
                 partitions,
@@ -473,7 +488,12 @@ impl ClusterState {
         Ok(Response::BrokerShutDown { leader_changes })
     }
 
-    fn heartbeat(&mut self, id: u32, now_ms: u64) -> Result<Response, CommandError> {
+    fn heartbeat(
+        &mut self,
+        id: u32,
+        now_ms: u64,
+        sizes: &[PartitionSize],
+    ) -> Result<Response, CommandError> {
         let Some(broker) = self.brokers.get_mut(&id) else {
             return Err(CommandError::BrokerNotFound { broker: id });
         };
@@ -481,6 +501,17 @@ impl ClusterState {
             return Err(CommandError::BrokerFenced { broker: id });
         }
         broker.last_heartbeat_ms = broker.last_heartbeat_ms.max(now_ms);
+        for size in sizes {
+            let partition = self
+                .topics
+                .get_mut(size.topic.as_str())
+                .and_then(|t| t.partitions.get_mut(size.partition as usize));
+            // Only the leader's log counts: a follower may lag, and one number per
+            // partition keeps reports from two brokers from undoing each other.
+            if let Some(partition) = partition.filter(|p| p.leader == Some(id)) {
+                partition.size_bytes = size.bytes;
+            }
+        }
         Ok(Response::HeartbeatRenewed)
     }
 }

@@ -15,6 +15,7 @@ pub(crate) fn partition(index: u32, partition: &Partition) -> v1::PartitionMetad
         in_sync_replicas: partition.isr().to_vec(),
         adding_replicas: partition.adding(),
         removing_replicas: partition.removing(),
+        size_bytes: partition.size_bytes(),
     }
 }
 

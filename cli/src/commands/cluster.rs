@@ -3,6 +3,7 @@
 //! cluster-manager node.
 
 use clap::{Args, Subcommand};
+use pubsub_proto::units::format_size;
 use pubsub_proto::v1::{self, cluster_manager_client::ClusterManagerClient};
 use serde_json::json;
 
@@ -217,7 +218,7 @@ fn plan_text(plan: &v1::PlanBalanceResponse) -> String {
     if plan.moves.is_empty() && plan.stuck.is_empty() {
         return "balanced: nothing to move\n".to_string();
     }
-    let mut table = Table::new(&["TOPIC", "PARTITION", "FROM", "TO", "KIND"]);
+    let mut table = Table::new(&["TOPIC", "PARTITION", "FROM", "TO", "KIND", "SIZE"]);
     for m in &plan.moves {
         let kind = if is_reorder(m) { "leader" } else { "replica" };
         table.row(vec![
@@ -226,13 +227,19 @@ fn plan_text(plan: &v1::PlanBalanceResponse) -> String {
             ids(&m.from),
             ids(&m.to),
             kind.to_string(),
+            size(m.size_bytes),
         ]);
     }
-    let data = plan.moves.iter().filter(|m| !is_reorder(m)).count();
+    let data: Vec<&v1::ReplicaMove> = plan.moves.iter().filter(|m| !is_reorder(m)).collect();
+    let copied = data
+        .iter()
+        .map(|m| m.size_bytes)
+        .fold(0u64, u64::saturating_add);
     let mut text = format!(
-        "{} replica moves, {} leader changes\n\n{}",
-        data,
-        plan.moves.len() - data,
+        "{} replica moves ({} to copy), {} leader changes\n\n{}",
+        data.len(),
+        size(copied),
+        plan.moves.len() - data.len(),
         table.render()
     );
     for s in &plan.stuck {
@@ -252,6 +259,7 @@ fn plan_json(plan: &v1::PlanBalanceResponse) -> serde_json::Value {
             "from": m.from,
             "to": m.to,
             "kind": if is_reorder(m) { "leader" } else { "replica" },
+            "size_bytes": m.size_bytes,
         })).collect::<Vec<_>>(),
         "stuck": plan.stuck.iter().map(|s| json!({
             "topic": s.topic,
@@ -259,6 +267,11 @@ fn plan_json(plan: &v1::PlanBalanceResponse) -> serde_json::Value {
             "reason": s.reason,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A byte count as people read it ("1.5 GiB").
+fn size(bytes: u64) -> String {
+    format_size(i64::try_from(bytes).unwrap_or(i64::MAX))
 }
 
 fn or_dash<T: ToString>(value: Option<T>) -> String {
@@ -297,6 +310,7 @@ pub fn status_text(status: &v1::ClusterStatusResponse) -> String {
         "STATE",
         "PARTITIONS LED",
         "REPLICAS",
+        "BYTES",
     ]);
     for b in &status.brokers {
         let Some(meta) = &b.broker else { continue };
@@ -313,6 +327,7 @@ pub fn status_text(status: &v1::ClusterStatusResponse) -> String {
             state.into(),
             b.partitions_led.to_string(),
             b.replicas.to_string(),
+            size(b.replica_bytes),
         ]);
     }
     let mut under = Table::new(&["UNDER-REPLICATED", "LEADER", "REPLICAS", "ISR"]);
@@ -385,6 +400,7 @@ pub fn status_json(status: &v1::ClusterStatusResponse) -> serde_json::Value {
         "brokers": status.brokers.iter().filter_map(|b| b.broker.as_ref().map(|m| json!({
             "id": m.id, "address": m.address, "rack": m.rack, "fenced": m.fenced, "draining": m.draining,
             "last_heartbeat_ms": m.last_heartbeat_ms, "partitions_led": b.partitions_led, "replicas": b.replicas,
+            "replica_bytes": b.replica_bytes,
         }))).collect::<Vec<_>>(),
         "under_replicated": status.under_replicated.iter().filter_map(|p| p.partition.as_ref().map(|q| json!({
             "topic": p.topic, "partition": q.partition, "leader": q.leader, "replicas": q.replicas, "in_sync_replicas": q.in_sync_replicas,

@@ -27,6 +27,7 @@ fn topic(name: &str, lists: Vec<Vec<u32>>) -> Vec<PartitionReplicas> {
             topic: name.to_owned(),
             partition,
             replicas,
+            bytes: 0,
         })
         .collect()
 }
@@ -274,8 +275,96 @@ fn a_balanced_cluster_needs_no_moves() {
     assert_eq!(plan(&live, &partitions, usize::MAX), Plan::default());
 }
 
+const GIB: u64 = 1 << 30;
+
+/// Partitions of topic "t" with one replica each, on the given broker, of the given
+/// size.
+fn single(spec: &[(u32, u64)]) -> Vec<PartitionReplicas> {
+    let mut partitions = topic("t", spec.iter().map(|&(id, _)| vec![id]).collect());
+    for (part, &(_, bytes)) in partitions.iter_mut().zip(spec) {
+        part.bytes = bytes;
+    }
+    partitions
+}
+
+/// Bytes per broker, each replica counting its partition's size.
+fn loads(partitions: &[PartitionReplicas]) -> BTreeMap<u32, u64> {
+    let mut loads = BTreeMap::new();
+    for part in partitions {
+        for &id in &part.replicas {
+            *loads.entry(id).or_insert(0) += part.bytes;
+        }
+    }
+    loads
+}
+
+/// The sum of the squared loads, which every byte trade lowers.
+fn squared(loads: &BTreeMap<u32, u64>) -> u128 {
+    loads.values().map(|&b| u128::from(b) * u128::from(b)).sum()
+}
+
+#[test]
+fn a_swap_evens_two_brokers_that_hold_as_many_replicas() {
+    let live = brokers(&[(1, None, false), (2, None, false)]);
+    let partitions = single(&[(1, 4 * GIB), (1, 4 * GIB), (2, GIB), (2, GIB)]);
+    let (after, _) = converge(&live, partitions, usize::MAX);
+    assert_eq!(loads(&after), BTreeMap::from([(1, 5 * GIB), (2, 5 * GIB)]));
+    assert_eq!(counts(&after, false), BTreeMap::from([(1, 2), (2, 2)]));
+}
+
+#[test]
+fn big_partitions_end_on_different_brokers() {
+    let live = brokers(&[
+        (1, None, false),
+        (2, None, false),
+        (3, None, false),
+        (4, None, false),
+    ]);
+    let spec = [1, 1, 2, 2, 3, 3, 4, 4].map(|id| (id, if id == 1 { 10 * GIB } else { GIB }));
+    let (after, _) = converge(&live, single(&spec), usize::MAX);
+    let loads = loads(&after);
+    // Two 10 GiB partitions cannot split: the best is one per broker, with a 1 GiB one.
+    assert_eq!(loads.values().max(), Some(&(11 * GIB)), "{loads:?}");
+    assert_eq!(loads.values().filter(|&&b| b == 11 * GIB).count(), 2);
+    assert!(counts(&after, false).values().all(|&c| c == 2));
+}
+
+#[test]
+fn the_broker_with_one_more_replica_gives_one_away() {
+    let live = brokers(&[(1, None, false), (2, None, false), (3, None, false)]);
+    let small = GIB / 10;
+    let spec = [
+        (1, 3 * GIB),
+        (1, 3 * GIB),
+        (1, 3 * GIB),
+        (2, 3 * GIB),
+        (2, 3 * GIB),
+    ];
+    let mut partitions = single(&spec);
+    partitions.extend(single(&[(3, small), (3, small)]).into_iter().map(|mut p| {
+        p.topic = "u".into();
+        p
+    }));
+    let first = plan(&live, &partitions, usize::MAX);
+    assert_eq!(first.moves.len(), 1, "{first:?}");
+    assert_eq!(first.moves[0].to, [3]);
+    assert_eq!(first.moves[0].bytes, 3 * GIB);
+    apply(&mut partitions, &first);
+    assert_eq!(plan(&live, &partitions, usize::MAX), Plan::default());
+}
+
+#[test]
+fn differences_within_the_slack_move_nothing() {
+    let live = brokers(&[(1, None, false), (2, None, false), (3, None, false)]);
+    let mut partitions = placed(&live, 9, 2);
+    for (part, mib) in partitions.iter_mut().zip(1..) {
+        part.bytes = mib << 20;
+    }
+    assert_eq!(plan(&live, &partitions, usize::MAX), Plan::default());
+}
+
 /// Random brokers (ids 1..=n, rack none or one of three, some draining) and partitions
-/// with distinct replicas, RF 1..=min(3, n), over two topics.
+/// with distinct replicas, RF 1..=min(3, n), and random sizes, over two topics.
 fn cluster() -> impl Strategy<Value = (Vec<Broker<'static>>, Vec<PartitionReplicas>)> {
     (1..=8u32).prop_flat_map(|n| {
         let broker = (
@@ -283,8 +372,9 @@ fn cluster() -> impl Strategy<Value = (Vec<Broker<'static>>, Vec<PartitionReplic
             prop::bool::weighted(0.25),
         );
         let ids: Vec<u32> = (1..=n).collect();
-        let replicas = (1..=n.min(3) as usize, Just(ids).prop_shuffle())
-            .prop_map(|(rf, ids)| ids[..rf].to_vec());
+        // Sizes from empty to 8 GiB, so the byte pass has both work and none to do.
+        let replicas = (1..=n.min(3) as usize, Just(ids).prop_shuffle(), 0..64u64)
+            .prop_map(|(rf, ids, size)| (ids[..rf].to_vec(), size << 27));
         (
             prop::collection::vec(broker, n as usize),
             prop::collection::vec(replicas, 0..20),
@@ -299,11 +389,12 @@ fn cluster() -> impl Strategy<Value = (Vec<Broker<'static>>, Vec<PartitionReplic
                     })
                     .collect();
                 let mut partitions = Vec::new();
-                for (index, replicas) in lists.into_iter().enumerate() {
+                for (index, (replicas, bytes)) in lists.into_iter().enumerate() {
                     partitions.push(PartitionReplicas {
                         topic: format!("t{}", index % 2),
                         partition: index as u32 / 2,
                         replicas,
+                        bytes,
                     });
                 }
                 (brokers, partitions)
@@ -337,6 +428,34 @@ proptest! {
             let max = replicas.values().max().copied().unwrap_or(0);
             let min = replicas.values().min().copied().unwrap_or(0);
             prop_assert!(max - min <= 1, "{replicas:?}");
+        }
+    }
+
+    #[test]
+    fn byte_trades_only_ever_even_out_loads(
+        n in 2..=6u32,
+        rf in 1..=3u32,
+        sizes in prop::collection::vec(0..64u64, 1..24),
+    ) {
+        // Placement leaves counts nearly even: where they are within one, only the byte
+        // pass can move anything.
+        let live: Vec<_> = (1..=n).map(|id| (id, None, false)).collect();
+        let live = brokers(&live);
+        let mut partitions = placed(&live, sizes.len() as u32, rf.min(n));
+        for (part, size) in partitions.iter_mut().zip(&sizes) {
+            part.bytes = size << 27;
+        }
+        let before = counts(&partitions, false);
+        let spread = |c: &BTreeMap<u32, usize>| {
+            let max = c.values().max().copied().unwrap_or(0);
+            max - c.values().min().copied().unwrap_or(0)
+        };
+        let (after, _) = converge(&live, partitions.clone(), usize::MAX);
+        let counted = counts(&after, false);
+        prop_assert!(spread(&counted) <= 1, "{counted:?}");
+        if before.len() == live.len() && spread(&before) <= 1 {
+            prop_assert!(squared(&loads(&after)) <= squared(&loads(&partitions)));
+            prop_assert_eq!(counted.values().max(), before.values().max());
         }
     }
 }

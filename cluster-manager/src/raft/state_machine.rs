@@ -326,6 +326,7 @@ mod tests {
                         EntryPayload::Normal(Command::Heartbeat {
                             broker: 99,
                             now_ms: 1,
+                            sizes: Vec::new(),
                         }),
                     ),
                 ])
@@ -378,6 +379,7 @@ mod tests {
             EntryPayload::Normal(Command::Heartbeat {
                 broker: 1,
                 now_ms: 50,
+                sizes: Vec::new(),
             }),
         )])
         .await

@@ -80,6 +80,59 @@ fn a_fourth_broker_takes_a_quarter_of_replicas_and_leaders() {
     assert!(checks < 20, "{checks} checks");
 }
 
+/// Every partition's leader reports `size(partition)` bytes in a heartbeat.
+fn report_sizes(state: &mut ClusterState, size: impl Fn(u32) -> u64) {
+    let reports: Vec<Command> = state
+        .partitions()
+        .filter_map(|(topic, partition, p)| {
+            Some(Command::Heartbeat {
+                broker: p.leader()?,
+                now_ms: 0,
+                sizes: vec![crate::command::PartitionSize {
+                    topic: topic.to_string(),
+                    partition,
+                    bytes: size(partition),
+                }],
+            })
+        })
+        .collect();
+    for report in reports {
+        state.apply(report).unwrap();
+    }
+}
+
+/// Bytes of the replicas each broker holds, by reported sizes.
+fn loads(state: &ClusterState) -> Vec<u64> {
+    (1..=4)
+        .map(|b| {
+            let held = state
+                .partitions()
+                .filter(|(_, _, p)| p.replicas().contains(&b));
+            held.map(|(_, _, p)| p.size_bytes()).sum()
+        })
+        .collect()
+}
+
+#[test]
+fn a_fourth_broker_evens_out_bytes_as_well_as_counts() {
+    const GIB: u64 = 1 << 30;
+    let mut state = three_brokers();
+    // Four partitions of 8 GiB and eight of 256 MiB: each broker ends up without three
+    // partitions, so even loads need each to lack one big and two small ones.
+    report_sizes(&mut state, |p| if p < 4 { 8 * GIB } else { GIB / 4 });
+    let reported = state
+        .partitions()
+        .map(|(_, _, p)| p.size_bytes())
+        .sum::<u64>();
+    assert_eq!(reported, 34 * GIB);
+    register(&mut state, 4, None, 0);
+    settle(&mut state);
+    for broker in 1..=4 {
+        assert_eq!(counts(&state, broker), (9, 3), "broker {broker}");
+    }
+    assert_eq!(loads(&state), [51 * GIB / 2; 4]);
+}
+
 #[test]
 fn without_auto_balance_a_new_broker_gets_nothing_but_draining_still_empties() {
     let mut state = three_brokers();
@@ -142,6 +195,7 @@ fn merged_moves_keep_the_first_source_and_the_last_target() {
         partition,
         from: from.to_vec(),
         to: to.to_vec(),
+        bytes: 0,
     };
     let merged = per_partition(vec![
         step(&[1, 2, 3], &[4, 2, 3], 0),

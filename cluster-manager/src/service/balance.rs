@@ -83,6 +83,7 @@ fn wire_move(m: Move) -> v1::ReplicaMove {
         partition: m.partition,
         from: m.from,
         to: m.to,
+        size_bytes: m.bytes,
     }
 }
 

@@ -14,7 +14,9 @@ use pubsub_proto::auth::{Operation, Target, authorize, caller};
 use pubsub_proto::v1::{self, cluster_manager_server::ClusterManager};
 use tonic::{Request, Response, Status};
 
-use crate::command::{Command, CommandError, Response as Applied, validate_topic_name};
+use crate::command::{
+    Command, CommandError, PartitionSize, Response as Applied, validate_topic_name,
+};
 use crate::error::Error;
 use crate::manager::Manager;
 use crate::wire;
@@ -121,10 +123,24 @@ impl ClusterManager for ClusterManagerService {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
-        let broker = request.into_inner().broker_id;
+        let request = request.into_inner();
+        let broker = request.broker_id;
+        let sizes = request
+            .partition_sizes
+            .into_iter()
+            .map(|size| PartitionSize {
+                topic: size.topic,
+                partition: size.partition,
+                bytes: size.bytes,
+            })
+            .collect();
         let written = self
             .manager
-            .write(Command::Heartbeat { broker, now_ms: 0 })
+            .write(Command::Heartbeat {
+                broker,
+                now_ms: 0,
+                sizes,
+            })
             .await?;
         self.manager.wait_applied(written.log_index).await?;
         let view = self.manager.view();
@@ -419,10 +435,14 @@ impl ClusterManager for ClusterManagerService {
                     broker: Some(wire::broker(b)),
                     partitions_led: 0,
                     replicas: 0,
+                    replica_bytes: 0,
                 };
                 for (_, _, p) in state.partitions() {
                     status.partitions_led += u32::from(p.leader() == Some(b.id()));
-                    status.replicas += u32::from(p.replicas().contains(&b.id()));
+                    if p.replicas().contains(&b.id()) {
+                        status.replicas += 1;
+                        status.replica_bytes = status.replica_bytes.saturating_add(p.size_bytes());
+                    }
                 }
                 status
             })

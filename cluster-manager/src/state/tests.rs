@@ -36,7 +36,13 @@ fn partition<'a>(state: &'a ClusterState, topic: &str, p: usize) -> &'a Partitio
 fn heartbeat_all_but(state: &mut ClusterState, silent: u32, now_ms: u64) {
     let ids: Vec<u32> = state.live_brokers().map(|b| b.id()).collect();
     for broker in ids.into_iter().filter(|&b| b != silent) {
-        state.apply(Command::Heartbeat { broker, now_ms }).unwrap();
+        state
+            .apply(Command::Heartbeat {
+                broker,
+                now_ms,
+                sizes: Vec::new(),
+            })
+            .unwrap();
     }
 }
 
@@ -181,7 +187,8 @@ fn an_expired_lease_fences_the_broker_and_moves_leadership_inside_the_isr() {
     assert_eq!(
         state.apply(Command::Heartbeat {
             broker: leader,
-            now_ms: 7_000
+            now_ms: 7_000,
+            sizes: Vec::new()
         }),
         Err(CommandError::BrokerFenced { broker: leader })
     );
@@ -342,6 +349,7 @@ fn the_same_commands_give_the_same_state_and_bytes() {
         Command::Heartbeat {
             broker: 1,
             now_ms: 9_000,
+            sizes: Vec::new(),
         },
         Command::ExpireLeases {
             now_ms: 9_000,
@@ -374,7 +382,8 @@ fn heartbeats_of_unknown_brokers_are_refused() {
     assert_eq!(
         state.apply(Command::Heartbeat {
             broker: 5,
-            now_ms: 1
+            now_ms: 1,
+            sizes: Vec::new()
         }),
         Err(CommandError::BrokerNotFound { broker: 5 })
     );

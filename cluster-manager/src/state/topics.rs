@@ -146,6 +146,7 @@ fn new_partitions(placement: Vec<Vec<u32>>) -> Vec<Partition> {
             isr: replicas.clone(),
             replicas,
             moving: None,
+            size_bytes: 0,
         })
         .collect();
     partitions.iter().for_each(Partition::check_invariants);

@@ -255,7 +255,10 @@ impl Cluster {
                 for &broker_id in &brokers {
                     let _ = client
                         .clone()
-                        .heartbeat(v1::HeartbeatRequest { broker_id })
+                        .heartbeat(v1::HeartbeatRequest {
+                            broker_id,
+                            ..Default::default()
+                        })
                         .await;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;

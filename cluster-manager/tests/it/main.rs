@@ -366,6 +366,7 @@ async fn an_expired_lease_fences_the_broker_and_moves_leadership_within_the_isr(
         let refused = client
             .heartbeat(v1::HeartbeatRequest {
                 broker_id: old_leader,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -407,7 +408,10 @@ async fn an_expired_lease_fences_the_broker_and_moves_leadership_within_the_isr(
         assert_eq!(broker.partitions_led, 0);
         assert_eq!(status.under_replicated.len(), 1);
         let heartbeat = client
-            .heartbeat(v1::HeartbeatRequest { broker_id: in_sync })
+            .heartbeat(v1::HeartbeatRequest {
+                broker_id: in_sync,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();

@@ -173,7 +173,10 @@ fn every_rpc() -> Vec<(&'static str, bool, bool, Call)> {
     ));
     call!(c, "ClusterManager/Heartbeat", true, false, |ch| unary(
         ClusterManagerClient::new(ch)
-            .heartbeat(v1::HeartbeatRequest { broker_id: 99 })
+            .heartbeat(v1::HeartbeatRequest {
+                broker_id: 99,
+                ..Default::default()
+            })
             .await
     ));
     call!(c, "ClusterManager/UpdateIsr", true, false, |ch| unary(

@@ -298,6 +298,26 @@ async fn moves_copy_at_full_speed_or_at_the_move_rate() {
     let partition_mib = (PER_PARTITION * RECORD) as f64 / f64::from(1 << 20);
     let rate = |copied: f64, took: Duration| copied / took.as_secs_f64();
 
+    // Leaders report their logs' sizes in heartbeats, to within a tenth or 1 MiB: each
+    // broker leads 4 partitions of 2 MiB.
+    let reported = Instant::now();
+    loop {
+        let bytes: Vec<u64> = any_status(&cluster)
+            .await
+            .map(|s| s.brokers.iter().map(|b| b.replica_bytes).collect())
+            .unwrap_or_default();
+        if bytes.len() == 3 && bytes.iter().all(|&b| b >= 4 << 20) {
+            println!("sizes reported within {:?}: {bytes:?}", reported.elapsed());
+            break;
+        }
+        assert!(
+            reported.elapsed() < Duration::from_secs(30),
+            "sizes not reported: {bytes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(cli(&cluster, &["status"]).contains("MiB"));
+
     cluster.add_broker();
     let even =
         |load: &HashMap<u32, (u32, u32)>| (1..=4).all(|b| load.get(&b).is_some_and(|l| l.0 == 3));
