@@ -1,6 +1,8 @@
 //! Cluster states for the tests of `state` and of the modules built on it.
 
-use super::ClusterState;
+use pubsub_proto::v1::TopicConfig;
+
+use super::{ClusterState, Partition};
 use crate::command::Command;
 
 /// Registers `broker` (address `10.0.0.<id>:9392`) in `rack` at `now_ms`.
@@ -25,4 +27,33 @@ pub(crate) fn cluster(brokers: u32) -> ClusterState {
         register(&mut state, id, None, 0);
     }
     state
+}
+
+/// Creates `name` with default settings.
+pub(crate) fn create(name: &str, partitions: u32, replication_factor: u32) -> Command {
+    Command::CreateTopic {
+        name: name.into(),
+        partitions,
+        replication_factor,
+        settings: TopicConfig::default(),
+        unclean_leader_election: false,
+        now_ms: 0,
+    }
+}
+
+/// One partition of `name` with `settings`.
+pub(crate) fn create_with(name: &str, replication_factor: u32, settings: TopicConfig) -> Command {
+    Command::CreateTopic {
+        name: name.into(),
+        partitions: 1,
+        replication_factor,
+        settings,
+        unclean_leader_election: false,
+        now_ms: 0,
+    }
+}
+
+/// Partition `p` of `topic`, which must exist.
+pub(crate) fn partition<'a>(state: &'a ClusterState, topic: &str, p: usize) -> &'a Partition {
+    &state.topic(topic).unwrap().partitions()[p]
 }

@@ -152,3 +152,6 @@ fn new_partitions(placement: Vec<Vec<u32>>) -> Vec<Partition> {
     partitions.iter().for_each(Partition::check_invariants);
     partitions
 }
+
+#[cfg(test)]
+mod tests;
