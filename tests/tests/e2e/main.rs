@@ -23,6 +23,7 @@ mod kafka_groups;
 mod ledger;
 mod metrics;
 mod moves;
+mod overload;
 mod partition;
 mod records;
 mod replication;

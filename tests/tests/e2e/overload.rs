@@ -1,0 +1,110 @@
+//! Overload: far more producers than one broker can serve, each sending as fast as it
+//! can. The server's memory must stay bounded (HTTP/2 flow control holds each
+//! connection to its window: nothing queues without limit), acknowledgements slow down
+//! instead of failing, and the server keeps serving afterwards. Figures are printed;
+//! only the memory bound and the outcomes are asserted.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pubsub_tests::{Server, binary, pubsub};
+
+/// Bench processes, each with `PRODUCERS` producers on connections of their own.
+const PROCESSES: usize = 2;
+const PRODUCERS: &str = "32";
+/// Far above the about 1 MiB of window per producing connection plus the server's own
+/// footprint; a server that queued requests without limit would pass it.
+const HEAP_LIMIT_BYTES: u64 = 1 << 30;
+
+/// The process's anonymous resident memory (its heap), from /proc.
+fn heap_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Starts one `pubsub bench produce` process against `server` for `duration`, at the
+/// lowest CPU priority, so that the tests running beside this one keep their share.
+fn start_bench(server: &Server, duration: &str) -> std::process::Child {
+    Command::new("nice")
+        .args(["-n", "19"])
+        .arg(binary("pubsub"))
+        .args(["--server", server.address(), "--output", "json", "bench"])
+        .args(["produce", "--topic", "overload", "--producers", PRODUCERS])
+        .args(["--record-size", "1024", "--max-in-flight", "8"])
+        .args(["--duration", duration])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn many_producers_get_slow_acks_and_the_server_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let created = pubsub(
+        server.address(),
+        &["create", "overload", "--partitions", "4"],
+        b"",
+    );
+    assert!(created.status.success());
+    let pid = server.pid().unwrap();
+    let reniced = Command::new("renice")
+        .args(["-n", "19", "-p", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert!(reniced.status.success());
+    let idle = heap_bytes(pid).unwrap();
+
+    let benches: Vec<_> = (0..PROCESSES).map(|_| start_bench(&server, "8s")).collect();
+    let start = Instant::now();
+    let mut peak = idle;
+    while start.elapsed() < Duration::from_secs(9) {
+        peak = peak.max(heap_bytes(pid).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let outputs: Vec<Output> = benches
+        .into_iter()
+        .map(|b| b.wait_with_output().unwrap())
+        .collect();
+    let mut records = 0;
+    for output in &outputs {
+        assert!(
+            output.status.success(),
+            "every send is acknowledged, however slowly: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        records += report["records"].as_u64().unwrap();
+        println!(
+            "{PRODUCERS} producers: {} records, p99 {} ms, max {} ms",
+            report["records"], report["latency"]["p99_ms"], report["latency"]["max_ms"]
+        );
+    }
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    println!(
+        "{} producers, {records} records acknowledged; server heap {:.0} MiB idle, {:.0} MiB at peak",
+        PROCESSES * 32,
+        mib(idle),
+        mib(peak)
+    );
+    assert!(records > 0);
+    assert!(
+        peak < HEAP_LIMIT_BYTES,
+        "server heap reached {:.0} MiB",
+        mib(peak)
+    );
+    // Still serving.
+    let after = pubsub(
+        server.address(),
+        &["write", "overload", "--partition", "0"],
+        b"after the storm\n",
+    );
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+}
