@@ -7,13 +7,19 @@
 //! fields are only ever added, with serde defaults.
 
 use pubsub_proto::ConfigError;
-use pubsub_proto::auth::{Rule, RuleError, TokenHash, valid_token_id, validate_principal};
-use pubsub_proto::ids::{PARTITIONS_MAX, TopicName};
+use pubsub_proto::auth::{Rule, TokenHash, validate_principal};
+use pubsub_proto::ids::PARTITIONS_MAX;
 use pubsub_proto::v1::TopicConfig;
 use serde::{Deserialize, Serialize};
 
 mod error;
+mod validate;
 pub(crate) use error::CommandError;
+pub(crate) use validate::validate_topic_name;
+use validate::{
+    invalid_access, validate_address, validate_broker, validate_move, validate_sizes,
+    validate_token_id,
+};
 
 /// Longest broker address accepted (`host:port`; a DNS name is at most 253 bytes).
 pub(crate) const ADDRESS_BYTES_MAX: usize = 260;
@@ -30,6 +36,16 @@ pub(crate) const REPLICATION_FACTOR_MAX: u32 = 16;
 pub(crate) const REPLICATION_FACTOR_DEFAULT: u32 = 3;
 /// Most partition sizes one heartbeat reports: bounds the Raft entry it becomes.
 pub(crate) const SIZES_PER_HEARTBEAT_MAX: usize = 4096;
+
+/// A broker the Raft leader saw renew nothing for a whole lease, with the renewal
+/// count it last saw, so a renewal that lands first saves the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilentBroker {
+    /// Broker id.
+    pub broker: u32,
+    /// Its renewals (registrations and heartbeats) when the leader judged it.
+    pub renewals: u64,
+}
 
 /// A partition's log size as its leader reports it, so the balancer can even out bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,12 +135,22 @@ pub enum Command {
         partitions: u32,
     },
     /// Fences every broker whose last heartbeat is older than `lease_ms` and moves
-    /// leadership of its partitions to in-sync replicas.
+    /// leadership of its partitions to in-sync replicas. Judged by stamped wall-clock
+    /// times, which a clock step corrupts: leaders now propose [`Command::FenceSilent`];
+    /// this stays so that logs holding it still apply.
     ExpireLeases {
         /// Leader clock, ms since the Unix epoch.
         now_ms: u64,
         /// Lease length.
         lease_ms: u64,
+    },
+    /// Fences brokers the Raft leader has seen no renewal from for a whole lease, by
+    /// its monotonic clock (so a step of any wall clock fences no one and spares no
+    /// one), and moves leadership of their partitions to in-sync replicas. Each is
+    /// fenced only if its renewal count is still the one listed.
+    FenceSilent {
+        /// The silent brokers, at most [`BROKERS_MAX`].
+        brokers: Vec<SilentBroker>,
     },
     /// A partition leader sets the partition's in-sync replicas.
     UpdateIsr {
@@ -417,7 +443,14 @@ impl Command {
             }
             Command::SetDraining { .. } | Command::SetBalancing { .. } => Ok(()),
             Command::Heartbeat { broker, sizes, .. } => validate_sizes(*broker, sizes),
+            Command::FenceSilent { brokers } if brokers.len() > BROKERS_MAX => {
+                Err(CommandError::LimitExceeded {
+                    what: "silent broker".into(),
+                    limit: BROKERS_MAX as u64,
+                })
+            }
             Command::ExpireLeases { .. }
+            | Command::FenceSilent { .. }
             | Command::ShutdownBroker { .. }
             | Command::ElectPreferredLeaders => Ok(()),
             Command::CreateToken { id, principal, .. } => {
@@ -453,6 +486,7 @@ impl Command {
             Command::DeleteTopic { .. }
             | Command::AlterTopicConfig { .. }
             | Command::CreatePartitions { .. }
+            | Command::FenceSilent { .. }
             | Command::UpdateIsr { .. }
             | Command::ShutdownBroker { .. }
             | Command::ElectPreferredLeaders
@@ -477,6 +511,7 @@ impl Command {
             Command::AlterTopicConfig { .. } => "alter_topic_config",
             Command::CreatePartitions { .. } => "create_partitions",
             Command::ExpireLeases { .. } => "expire_leases",
+            Command::FenceSilent { .. } => "fence_silent",
             Command::UpdateIsr { .. } => "update_isr",
             Command::ShutdownBroker { .. } => "shutdown_broker",
             Command::ElectPreferredLeaders => "elect_preferred_leaders",
@@ -495,105 +530,5 @@ impl Command {
 }
 
 /// Checks a topic name against the shared naming rules.
-/// A heartbeat's sizes: bounded in number, every topic name valid.
-fn validate_sizes(broker: u32, sizes: &[PartitionSize]) -> Result<(), CommandError> {
-    if sizes.len() > SIZES_PER_HEARTBEAT_MAX {
-        return Err(CommandError::InvalidBroker {
-            broker,
-            reason: format!(
-                "{} partition sizes in one heartbeat; at most {SIZES_PER_HEARTBEAT_MAX}",
-                sizes.len()
-            ),
-        });
-    }
-    sizes
-        .iter()
-        .try_for_each(|size| validate_topic_name(&size.topic))
-}
-
-pub(crate) fn validate_topic_name(name: &str) -> Result<(), CommandError> {
-    TopicName::new(name)
-        .map(|_| ())
-        .map_err(|e| CommandError::InvalidTopicName {
-            reason: e.to_string(),
-        })
-}
-
-/// A move's lists: the same length (a move keeps the replication factor), within
-/// the replica limit, no broker twice in the target.
-fn validate_move(
-    topic: &str,
-    partition: u32,
-    from: &[u32],
-    to: &[u32],
-) -> Result<(), CommandError> {
-    validate_topic_name(topic)?;
-    let invalid = |reason: &str| CommandError::InvalidMove {
-        topic: topic.to_string(),
-        partition,
-        reason: reason.to_string(),
-    };
-    if to.is_empty() || to.len() != from.len() {
-        return Err(invalid(
-            "the target must list as many replicas as the partition has",
-        ));
-    }
-    if to.len() > REPLICATION_FACTOR_MAX as usize {
-        return Err(invalid("more replicas than the replication factor limit"));
-    }
-    let distinct: std::collections::BTreeSet<u32> = to.iter().copied().collect();
-    if distinct.len() != to.len() {
-        return Err(invalid("the target lists a broker twice"));
-    }
-    Ok(())
-}
-
-fn validate_token_id(id: &str) -> Result<(), CommandError> {
-    if valid_token_id(id) {
-        Ok(())
-    } else {
-        Err(CommandError::InvalidAccess {
-            reason: "a token id is 16 lower-case hex digits".into(),
-        })
-    }
-}
-
-fn invalid_access(error: RuleError) -> CommandError {
-    CommandError::InvalidAccess {
-        reason: error.to_string(),
-    }
-}
-
-fn validate_address(broker: u32, what: &str, address: &str) -> Result<(), CommandError> {
-    let invalid = |reason: String| Err(CommandError::InvalidBroker { broker, reason });
-    if address.is_empty() {
-        return invalid(format!("{what} is empty"));
-    }
-    if address.len() > ADDRESS_BYTES_MAX {
-        return invalid(format!(
-            "{what} is {} bytes long; the limit is {ADDRESS_BYTES_MAX}",
-            address.len()
-        ));
-    }
-    Ok(())
-}
-
-fn validate_broker(broker: u32, address: &str, rack: Option<&str>) -> Result<(), CommandError> {
-    let invalid = |reason: String| Err(CommandError::InvalidBroker { broker, reason });
-    validate_address(broker, "address", address)?;
-    if let Some(rack) = rack {
-        if rack.is_empty() {
-            return invalid("rack is empty (leave it unset instead)".into());
-        }
-        if rack.len() > RACK_BYTES_MAX {
-            return invalid(format!(
-                "rack is {} bytes long; the limit is {RACK_BYTES_MAX}",
-                rack.len()
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests;

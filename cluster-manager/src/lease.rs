@@ -1,26 +1,34 @@
 //! Broker lease expiry: the Raft leader's background task that fences silent brokers.
 //!
-//! Every check interval the leader looks at its applied state and, only if some live
-//! broker's last heartbeat is older than the lease, proposes `ExpireLeases { now, lease }`;
-//! applying that fences the brokers and moves their partition leadership (see
-//! `state.rs`). Checking first keeps idle clusters from writing a log entry per second.
+//! Leases are judged by the leader's monotonic clock, never by wall-clock times: every
+//! check interval the leader looks at each live broker's renewal count (registrations
+//! and heartbeats applied, in the Raft state) and notes when, by its own `Instant`,
+//! it last saw the count change. A broker it has seen renew nothing for a whole lease
+//! is proposed in `FenceSilent`, with the count it saw; applying that fences it only if
+//! the count is unchanged (a heartbeat that lands first saves it) and moves its
+//! partition leadership (see `state/leadership.rs`). So a step of the leader's wall
+//! clock (NTP, a VM restore, a person) fences no one and spares no one, and two
+//! nodes' clocks never need to agree. Proposing only when someone is silent keeps idle
+//! clusters from writing a log entry per second.
 //!
-//! A node that just became leader waits one lease before expiring anything: during the
-//! election no heartbeat could be committed, so brokers deserve a full lease to reach the
-//! new leader before they are judged.
+//! A node that just became leader starts every broker's lease afresh and waits one
+//! lease before expiring anything: during the election no heartbeat could be
+//! committed, so brokers deserve a full lease to reach the new leader.
 //!
 //! The same task runs preferred leader election: every [`PREFERRED_LEADER_CHECK`], if a
 //! partition's preferred (first) replica is live and in sync but does not lead, it
 //! proposes `ElectPreferredLeaders`, so a broker back from a restart leads its share
 //! again once it has caught up (Kafka's auto leader rebalance).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::command::Command;
-use crate::manager::{LeaderRequest, Manager, now_ms};
+use crate::command::{Command, SilentBroker};
+use crate::manager::{LeaderRequest, Manager};
+use crate::state::ClusterState;
 
 /// How often the leader looks for leaderships to return to preferred replicas.
 pub(crate) const PREFERRED_LEADER_CHECK: Duration = Duration::from_secs(5);
@@ -41,7 +49,7 @@ pub(crate) async fn propose(manager: &Manager, command: Command, done: &str) {
 /// Runs until the task is aborted.
 pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duration) {
     let lease = manager.lease();
-    let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    let mut renewals = Renewals::default();
     let mut tick = tokio::time::interval(check_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // (term, when this node was first seen leading in it)
@@ -54,6 +62,7 @@ pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duratio
             leading_since = None;
             continue;
         }
+        renewals.observe(metrics.current_term, &manager.view().state, Instant::now());
         let since = match leading_since {
             Some((term, since)) if term == metrics.current_term => since,
             _ => {
@@ -65,12 +74,9 @@ pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duratio
         if since.elapsed() < lease {
             continue;
         }
-        let now = now_ms();
-        if manager.view().state.has_expired_leases(now, lease_ms) {
-            let command = Command::ExpireLeases {
-                now_ms: now,
-                lease_ms,
-            };
+        let silent = renewals.silent(Instant::now(), lease);
+        if !silent.is_empty() {
+            let command = Command::FenceSilent { brokers: silent };
             propose(&manager, command, "broker leases expired").await;
         }
         if preferred_checked.elapsed() >= PREFERRED_LEADER_CHECK {
@@ -87,3 +93,47 @@ pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duratio
         }
     }
 }
+
+/// When this leader last saw each live broker renew its lease, by its own monotonic
+/// clock.
+#[derive(Debug, Default)]
+struct Renewals {
+    /// The term these sightings belong to: a new term starts everyone afresh.
+    term: Option<u64>,
+    /// Per live broker: the renewal count seen, and when it was first seen.
+    seen: BTreeMap<u32, (u64, Instant)>,
+}
+
+impl Renewals {
+    /// Notes, as of `now`, every live broker whose renewal count changed (or that is
+    /// new to this term); forgets fenced brokers.
+    fn observe(&mut self, term: u64, state: &ClusterState, now: Instant) {
+        if self.term != Some(term) {
+            self.term = Some(term);
+            self.seen.clear();
+        }
+        self.seen
+            .retain(|id, _| state.brokers().get(id).is_some_and(|b| !b.fenced()));
+        for broker in state.live_brokers() {
+            let renewals = broker.renewals();
+            match self.seen.get(&broker.id()) {
+                Some(&(seen, _)) if seen == renewals => {}
+                _ => {
+                    self.seen.insert(broker.id(), (renewals, now));
+                }
+            }
+        }
+    }
+
+    /// Live brokers seen renewing nothing for longer than `lease` before `now`.
+    fn silent(&self, now: Instant, lease: Duration) -> Vec<SilentBroker> {
+        self.seen
+            .iter()
+            .filter(|(_, (_, since))| now.saturating_duration_since(*since) > lease)
+            .map(|(&broker, &(renewals, _))| SilentBroker { broker, renewals })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

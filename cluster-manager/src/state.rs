@@ -68,6 +68,10 @@ pub struct Broker {
     #[serde(default)]
     kafka_address: Option<String>,
     last_heartbeat_ms: u64,
+    /// Registrations and heartbeats applied: the Raft leader judges leases by when it
+    /// saw this change, on its monotonic clock.
+    #[serde(default)]
+    renewals: u64,
     fenced: bool,
     /// Being decommissioned: its replicas move off, none move on.
     #[serde(default)]
@@ -146,6 +150,10 @@ impl Broker {
     /// Leader clock at its last heartbeat or registration, ms since the Unix epoch.
     pub fn last_heartbeat_ms(&self) -> u64 {
         self.last_heartbeat_ms
+    }
+    /// Registrations and heartbeats applied so far (wrapping).
+    pub fn renewals(&self) -> u64 {
+        self.renewals
     }
     /// Whether its lease expired since it last registered.
     pub fn fenced(&self) -> bool {
@@ -295,8 +303,8 @@ impl ClusterState {
         self.brokers.values().filter(|b| !b.fenced)
     }
 
-    /// Whether an `ExpireLeases { now_ms, lease_ms }` would fence anyone, so the leader
-    /// proposes one only when it matters.
+    /// Whether an `ExpireLeases { now_ms, lease_ms }` (the wall-clock command of older
+    /// logs; leaders now judge leases in `lease.rs`) would fence anyone.
     pub fn has_expired_leases(&self, now_ms: u64, lease_ms: u64) -> bool {
         self.live_brokers()
             .any(|b| lease_expired(b, now_ms, lease_ms))
@@ -369,6 +377,7 @@ impl ClusterState {
                 self.create_partitions(name, partitions)
             }
             Command::ExpireLeases { now_ms, lease_ms } => Ok(self.expire_leases(now_ms, lease_ms)),
+            Command::FenceSilent { brokers } => Ok(self.fence_silent(&brokers)),
             Command::ElectPreferredLeaders => Ok(self.elect_preferred_leaders()),
             Command::UpdateIsr {
                 broker,
@@ -452,6 +461,7 @@ impl ClusterState {
             rack: None,
             kafka_address: None,
             last_heartbeat_ms: now_ms,
+            renewals: 0,
             fenced: false,
             draining: false,
         });
@@ -459,6 +469,7 @@ impl ClusterState {
         broker.rack = rack;
         broker.kafka_address = kafka_address;
         broker.last_heartbeat_ms = broker.last_heartbeat_ms.max(now_ms);
+        broker.renewals = broker.renewals.wrapping_add(1);
         if !known {
             return Ok(Response::BrokerRegistered { leaderships: 0 });
         }
@@ -501,6 +512,7 @@ impl ClusterState {
             return Err(CommandError::BrokerFenced { broker: id });
         }
         broker.last_heartbeat_ms = broker.last_heartbeat_ms.max(now_ms);
+        broker.renewals = broker.renewals.wrapping_add(1);
         for size in sizes {
             let partition = self
                 .topics

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::{ClusterState, Partition, lease_expired};
-use crate::command::{CommandError, Response};
+use crate::command::{CommandError, Response, SilentBroker};
 
 impl ClusterState {
     /// Partitions whose preferred (first) replica is live and in sync but does not
@@ -62,6 +62,25 @@ impl ClusterState {
                 b.id
             })
             .collect();
+        self.after_fencing(fenced)
+    }
+
+    /// Fences each listed broker that is live and has not renewed since the leader
+    /// judged it silent.
+    pub(super) fn fence_silent(&mut self, silent: &[SilentBroker]) -> Response {
+        let mut fenced = Vec::new();
+        for s in silent {
+            let broker = self.brokers.get_mut(&s.broker);
+            if let Some(b) = broker.filter(|b| !b.fenced && b.renewals == s.renewals) {
+                b.fenced = true;
+                fenced.push(b.id);
+            }
+        }
+        self.after_fencing(fenced)
+    }
+
+    /// Moves the leaderships of newly `fenced` brokers, and says what changed.
+    fn after_fencing(&mut self, fenced: Vec<u32>) -> Response {
         let leader_changes = if fenced.is_empty() {
             0
         } else {
