@@ -3,19 +3,9 @@
 
 use super::*;
 use crate::command::Response;
-use crate::state::testing::cluster;
+use crate::state::testing::{cluster, heartbeat};
 
 const LEASE: Duration = Duration::from_secs(3);
-
-fn heartbeat(state: &mut ClusterState, broker: u32, now_ms: u64) {
-    state
-        .apply(Command::Heartbeat {
-            broker,
-            now_ms,
-            sizes: Vec::new(),
-        })
-        .unwrap();
-}
 
 fn at(start: Instant, secs: u64) -> Instant {
     start + Duration::from_secs(secs)

@@ -57,3 +57,14 @@ pub(crate) fn create_with(name: &str, replication_factor: u32, settings: TopicCo
 pub(crate) fn partition<'a>(state: &'a ClusterState, topic: &str, p: usize) -> &'a Partition {
     &state.topic(topic).unwrap().partitions()[p]
 }
+
+/// Applies a heartbeat of `broker` stamped `now_ms`, reporting no sizes.
+pub(crate) fn heartbeat(state: &mut ClusterState, broker: u32, now_ms: u64) {
+    state
+        .apply(Command::Heartbeat {
+            broker,
+            now_ms,
+            sizes: Vec::new(),
+        })
+        .unwrap();
+}

@@ -1,7 +1,7 @@
 //! Unit tests of the metadata state machine: placement through `apply`, elections from
 //! the in-sync replicas only, stale epochs, fencing and returning brokers.
 
-use super::testing::{cluster, create, partition, register};
+use super::testing::{cluster, create, heartbeat, partition, register};
 use super::*;
 
 const LEASE_MS: u64 = 6_000;
@@ -9,13 +9,7 @@ const LEASE_MS: u64 = 6_000;
 fn heartbeat_all_but(state: &mut ClusterState, silent: u32, now_ms: u64) {
     let ids: Vec<u32> = state.live_brokers().map(|b| b.id()).collect();
     for broker in ids.into_iter().filter(|&b| b != silent) {
-        state
-            .apply(Command::Heartbeat {
-                broker,
-                now_ms,
-                sizes: Vec::new(),
-            })
-            .unwrap();
+        heartbeat(state, broker, now_ms);
     }
 }
 
