@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod cli_contracts;
 mod client;
+mod clock;
 mod cluster;
 mod consumer;
 mod consumer_integrity;
