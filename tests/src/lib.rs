@@ -5,6 +5,7 @@
 //! executables (the cli crate's own integration test makes cargo build them first).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod checker;
 pub mod disk;
 pub mod netns;
 

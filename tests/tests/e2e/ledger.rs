@@ -1,6 +1,6 @@
 //! The books of durability tests: the acknowledged records (partition, offset, value),
-//! a read-back of the whole topic, and the count of acknowledged records lost, records
-//! stored twice and records out of order.
+//! a read-back of the whole topic, and what `pubsub_tests::checker` finds in them
+//! (acknowledged records lost, stored twice, out of order, offsets that do not grow).
 //!
 //! Values are `<key>-<number>` with the number zero-padded: records of one key (one
 //! writer on one partition, say `p3-w1`) must be stored in the order they were sent.
@@ -13,6 +13,7 @@ use pubsub_client::{
     Client, Consumer, ConsumerConfig, Delivery, PartitionId, Producer, ProducerRecord,
     StartPosition,
 };
+use pubsub_tests::checker::{Anomalies, Outcome, Read, Send, check};
 
 /// An acknowledged record: partition, offset, value.
 pub type Ack = (PartitionId, u64, String);
@@ -51,77 +52,60 @@ pub async fn read_back(client: &Client, topic: &str) -> HashMap<PartitionId, Vec
     stored
 }
 
-/// What a read-back shows of the acknowledged records.
+/// What a read-back shows of the acknowledged records: the checker's anomaly classes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// Records acknowledged.
-    pub acked: usize,
-    /// Acknowledged records not at their offset.
-    pub lost: usize,
-    /// Values stored more than once.
-    pub duplicated: usize,
-    /// Values stored after a later one of the same key.
-    pub reordered: usize,
-}
+pub struct Tally(Anomalies);
 
 impl Tally {
     /// Compares `stored` (from [`read_back`]) with `acked`; names the first few lost.
     pub fn check(acked: &[Ack], stored: &HashMap<PartitionId, Vec<(u64, String)>>) -> Tally {
-        let mut tally = Tally {
-            acked: acked.len(),
-            ..Tally::default()
-        };
-        let by_offset: HashMap<(PartitionId, u64), &String> = stored
+        let sends: Vec<Send> = acked
             .iter()
-            .flat_map(|(p, records)| records.iter().map(move |(o, v)| ((*p, *o), v)))
+            .map(|(partition, offset, value)| Send {
+                partition: partition.0,
+                value: value.clone(),
+                outcome: Outcome::Acked(*offset),
+            })
             .collect();
-        for (partition, offset, value) in acked {
-            if by_offset.get(&(*partition, *offset)) != Some(&value) {
-                if tally.lost < 5 {
-                    eprintln!("lost {value} at {partition}-{offset}");
-                }
-                tally.lost += 1;
+        let reads: Vec<Read> = stored
+            .iter()
+            .flat_map(|(partition, records)| {
+                records.iter().map(|(offset, value)| Read {
+                    partition: partition.0,
+                    offset: *offset,
+                    value: value.clone(),
+                })
+            })
+            .collect();
+        let found = check(&sends, &[reads]);
+        if found.lost > 0 {
+            let stored: HashSet<(PartitionId, u64, &String)> = stored
+                .iter()
+                .flat_map(|(p, records)| records.iter().map(move |(o, v)| (*p, *o, v)))
+                .collect();
+            let lost = acked
+                .iter()
+                .filter(|(p, o, v)| !stored.contains(&(*p, *o, v)));
+            for (partition, offset, value) in lost.take(5) {
+                eprintln!("lost {value} at {partition}-{offset}");
             }
         }
-        for records in stored.values() {
-            let mut seen = HashSet::new();
-            let mut last: HashMap<&str, &str> = HashMap::new();
-            for (_, value) in records {
-                if !seen.insert(value) {
-                    tally.duplicated += 1;
-                    continue;
-                }
-                let key = value.rsplit_once('-').map_or("", |(key, _)| key);
-                if last.insert(key, value).is_some_and(|l| l > value.as_str()) {
-                    tally.reordered += 1;
-                }
-            }
-        }
-        tally
+        Tally(found)
     }
 
-    /// Fails on any loss, duplicate or reordering.
+    /// Fails on any anomaly.
     pub fn assert_intact(&self) {
-        assert_eq!(self.lost, 0, "acknowledged records were lost");
-        assert_eq!(
-            self.duplicated, 0,
-            "the idempotent producer stored a record twice"
-        );
-        assert_eq!(self.reordered, 0, "records were reordered");
+        assert!(self.0.is_clean(), "anomalies: {}", self.0);
     }
 
-    /// Nothing lost, stored twice or reordered.
+    /// No anomaly.
     pub fn intact(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.reordered == 0
+        self.0.is_clean()
     }
 }
 
 impl fmt::Display for Tally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "acked {}, lost {}, duplicated {}, reordered {}",
-            self.acked, self.lost, self.duplicated, self.reordered
-        )
+        self.0.fmt(f)
     }
 }
