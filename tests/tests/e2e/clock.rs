@@ -12,8 +12,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use pubsub_client::Subscriptions;
 use pubsub_proto::v1;
-use pubsub_tests::Cluster;
+use pubsub_tests::{Cluster, Server, pubsub};
 
 use crate::cluster::{status, wait_for_brokers};
 use crate::create_replicated;
@@ -115,6 +116,20 @@ async fn fenced_after_kill(cluster: &mut Cluster, id: u32) -> Duration {
     panic!("broker {id} was not fenced within 30 s of its death");
 }
 
+/// The environment that puts a process's wall clock at the offset in `file`.
+fn faketime_env(file: &Path) -> Vec<(String, String)> {
+    step_clocks(file, "+0");
+    [
+        ("LD_PRELOAD", LIBFAKETIME),
+        ("FAKETIME_TIMESTAMP_FILE", &file.display().to_string()),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_steps_fence_no_live_broker_and_spare_no_dead_one() {
     if !faketime_available() {
@@ -122,16 +137,7 @@ async fn clock_steps_fence_no_live_broker_and_spare_no_dead_one() {
     }
     let mut cluster = Cluster::start("3s");
     let offset = cluster.dir.path().join("faketime");
-    step_clocks(&offset, "+0");
-    let env: Vec<(String, String)> = [
-        ("LD_PRELOAD", LIBFAKETIME),
-        ("FAKETIME_TIMESTAMP_FILE", &offset.display().to_string()),
-        ("FAKETIME_NO_CACHE", "1"),
-        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env = faketime_env(&offset);
     // One manager at a time, so the other two keep a quorum.
     for manager in &mut cluster.managers {
         manager.set_env(env.clone());
@@ -166,4 +172,78 @@ async fn clock_steps_fence_no_live_broker_and_spare_no_dead_one() {
     );
     let took = fenced_after_kill(&mut cluster, 2).await;
     println!("clock -1h: no live broker fenced; a killed one fenced after {took:?}");
+}
+
+/// Writes `count` records numbered from `first` to partition 0 of `steps`.
+fn write(server: &Server, first: usize, count: usize) {
+    let lines: String = (first..first + count)
+        .map(|n| format!("s-{n:06}\n"))
+        .collect();
+    let written = pubsub(server.address(), &["write", "steps"], lines.as_bytes());
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+}
+
+/// Offsets the subscription hands out in one read of up to `max` records.
+async fn read_offsets(subs: &Subscriptions, max: u32) -> Vec<u64> {
+    let read = subs
+        .read("steps-sub", "", 0, max, Duration::from_secs(2))
+        .await
+        .unwrap();
+    read.records.iter().map(|r| r.offset).collect()
+}
+
+/// One `pubsubd standalone` (broker, cluster manager and consumer manager) whose wall
+/// clock steps an hour forward, then two back: records leased to a subscriber are not
+/// handed out again before their ack deadline (deadlines run on the monotonic clock),
+/// writes and reads go on, and retention deletes nothing (records are judged by their
+/// timestamps against the wall clock, as Kafka does: only a step longer than a
+/// topic's retention could delete its data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_server_rides_out_clock_steps() {
+    if !faketime_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("faketime");
+    let data = dir.path().join("data");
+    let server = Server::start_with_env(&data, "127.0.0.1:0", &[], faketime_env(&offset));
+    let created = pubsub(server.address(), &["create", "steps"], b"");
+    assert!(created.status.success());
+    write(&server, 0, 100);
+    let client = pubsub_client::Client::connect(server.address())
+        .await
+        .unwrap();
+    let subs = Subscriptions::new(client.clone());
+    let options = v1::SubscriptionOptions {
+        start: Some(v1::subscription_options::Start::Earliest(true)),
+        ack_deadline_ms: 60_000,
+        ..Default::default()
+    };
+    subs.subscribe("steps", "steps-sub", options).await.unwrap();
+    let leased = read_offsets(&subs, 50).await;
+    assert_eq!(leased, (0..50).collect::<Vec<u64>>());
+
+    step_clocks(&offset, "+1h");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let next = read_offsets(&subs, 100).await;
+    assert_eq!(
+        next,
+        (50..100).collect::<Vec<u64>>(),
+        "leased records came again early"
+    );
+    let all: Vec<(u32, u64)> = (0..100).map(|o| (0, o)).collect();
+    subs.ack("steps-sub", "", 0, &all).await.unwrap();
+
+    step_clocks(&offset, "-1h");
+    write(&server, 100, 100);
+    let after = read_offsets(&subs, 200).await;
+    assert_eq!(after, (100..200).collect::<Vec<u64>>());
+    let stored = crate::ledger::read_back(&client, "steps").await;
+    let kept = stored.values().map(Vec::len).sum::<usize>();
+    assert_eq!(kept, 200, "retention deleted records after the steps");
+    println!("standalone: clock +1h then -2h: no early redelivery, 200 of 200 records kept");
 }
