@@ -42,6 +42,9 @@ pub enum Error {
     /// Raft on this node stopped (shutdown or a storage failure).
     #[error("raft stopped: {0}")]
     RaftStopped(String),
+    /// The store lost its records since it was last opened (or its id file is bad).
+    #[error(transparent)]
+    StoreId(#[from] pubsub_proto::store_id::StoreIdError),
     /// The sled database failed.
     #[error("raft storage in {path}: {source}")]
     Storage {

@@ -54,6 +54,7 @@ impl From<Error> for Status {
                 Code::Unavailable
             }
             Error::Storage { .. }
+            | Error::StoreId(_)
             | Error::Flush { .. }
             | Error::Io { .. }
             | Error::Config(_)

@@ -301,15 +301,43 @@ async fn open_db(dir: &Path) -> Result<sled::Db> {
             path: dir.clone(),
             source,
         })?;
-        sled::Config::new()
+        let db = sled::Config::new()
             .path(&dir)
             .cache_capacity(SLED_CACHE_BYTES)
             .open()
-            .map_err(|source| Error::Storage { path: dir, source })
+            .map_err(|source| Error::Storage {
+                path: dir.clone(),
+                source,
+            })?;
+        guard_store(&dir, &db)?;
+        Ok(db)
     })
     .await
     .map_err(|e| Error::Internal(format!("opening sled: {e}")))?
 }
+
+/// Refuses a store that lost its records since it was last opened (see
+/// `pubsub_proto::store_id`), so a damaged store never restarts the node empty.
+fn guard_store(dir: &Path, db: &sled::Db) -> Result<()> {
+    let storage = |source| Error::Storage {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let stored = db
+        .get(STORE_ID_KEY)
+        .map_err(storage)?
+        .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok());
+    pubsub_proto::store_id::check(dir, stored, |id| {
+        db.insert(STORE_ID_KEY, &id[..])
+            .and_then(|_| db.flush())
+            .map(drop)
+            .map_err(std::io::Error::other)
+    })?;
+    Ok(())
+}
+
+/// Where the store's id is kept in the store itself.
+const STORE_ID_KEY: &[u8] = b"store_id";
 
 /// Initializes a new group with the configured peers (or this node alone) as voters.
 async fn bootstrap(raft: &Raft, config: &ClusterManagerConfig, address: &str) -> Result<()> {

@@ -268,6 +268,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The database lost its records since it was last opened (or its id file is bad).
+    #[error(transparent)]
+    StoreId(#[from] pubsub_proto::store_id::StoreIdError),
     /// The database (or one of its trees) cannot be opened.
     #[error("consumer manager storage: cannot open {}{}: {source}", path.display(),
         tree.map(|t| format!(" (tree {t})")).unwrap_or_default())]

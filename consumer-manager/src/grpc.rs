@@ -42,6 +42,7 @@ fn code(error: &Error) -> Code {
             None => Code::Internal,
         },
         Error::DataDir { .. }
+        | Error::StoreId(_)
         | Error::OpenDatabase { .. }
         | Error::UnreadableSubscription { .. }
         | Error::Encode(_)

@@ -236,8 +236,12 @@ fn be_u32(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// Where the store's id is kept in the store itself (the default tree).
+const STORE_ID_KEY: &[u8] = b"store_id";
+
 impl Store {
-    /// Opens (or creates) the database under `dir`.
+    /// Opens (or creates) the database under `dir`, refusing one that lost its records
+    /// (`pubsub_proto::store_id`).
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
             path: dir.to_path_buf(),
@@ -247,10 +251,22 @@ impl Store {
             let path = dir.to_path_buf();
             move |source| Error::OpenDatabase { path, tree, source }
         };
+        let path = dir.join("sled");
         let db = sled::Config::new()
-            .path(dir.join("sled"))
+            .path(&path)
             .open()
             .map_err(opening(None))?;
+        // A store that comes back empty is refused, never served as new.
+        let stored = db
+            .get(STORE_ID_KEY)
+            .map_err(opening(None))?
+            .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok());
+        pubsub_proto::store_id::check(&path, stored, |id| {
+            db.insert(STORE_ID_KEY, &id[..])
+                .and_then(|_| db.flush())
+                .map(drop)
+                .map_err(std::io::Error::other)
+        })?;
         let tree = |name: &'static str| db.open_tree(name).map_err(opening(Some(name)));
         Ok(Store {
             subscriptions: tree("subscriptions")?,

@@ -23,6 +23,7 @@ mod limits;
 pub mod net;
 pub mod partitioner;
 pub mod serve;
+pub mod store_id;
 pub mod tls;
 pub mod topic_config;
 pub mod units;

@@ -31,6 +31,7 @@ mod replication;
 mod rolling;
 mod routing;
 mod scale;
+mod stores;
 mod tls;
 mod topic_config;
 
