@@ -304,8 +304,10 @@ impl ClusterState {
     }
 
     /// Whether an `ExpireLeases { now_ms, lease_ms }` (the wall-clock command of older
-    /// logs; leaders now judge leases in `lease.rs`) would fence anyone.
-    pub fn has_expired_leases(&self, now_ms: u64, lease_ms: u64) -> bool {
+    /// logs; leaders now judge leases in `lease.rs`) would fence anyone. Tests only: no
+    /// server path judges leases by wall clock any more.
+    #[cfg(test)]
+    pub(crate) fn has_expired_leases(&self, now_ms: u64, lease_ms: u64) -> bool {
         self.live_brokers()
             .any(|b| lease_expired(b, now_ms, lease_ms))
     }
