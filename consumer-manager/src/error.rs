@@ -306,6 +306,38 @@ pub enum Error {
         /// Its stored length.
         len: usize,
     },
+    /// A record of the subscription-state journal cannot be read: the state cannot be
+    /// rebuilt past it, so the consumer manager refuses to serve rather than serve less.
+    #[error(
+        "subscription-state journal partition {partition} offset {offset} is unreadable: {why}"
+    )]
+    JournalUnreadable {
+        /// The journal partition.
+        partition: u32,
+        /// The record's offset.
+        offset: u64,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The local copy of the journal cannot be written or read while it is rebuilt or
+    /// snapshotted (a full disk, say); the load is retried.
+    #[error("consumer manager storage: cannot rebuild from the journal: {0}")]
+    Rebuild(#[source] sled::Error),
+    /// The journal topic is missing while this node's copy was being rebuilt from it:
+    /// the local copy is partial, and uploading it would lose subscriptions.
+    #[error(
+        "the subscription-state journal topic {topic:?} is gone and this node's copy of it \
+         was only partly rebuilt; restore the topic or start the consumer manager on an \
+         empty data directory"
+    )]
+    JournalLost {
+        /// The journal topic.
+        topic: &'static str,
+    },
+    /// The consumer manager is still loading its subscriptions (at startup, from the
+    /// journal on the brokers); a retry shortly succeeds.
+    #[error("the consumer manager is loading its subscriptions; retry shortly")]
+    Loading,
     /// The database failed (a full disk, say): memory may be ahead of the disk, so the
     /// consumer manager reloads from disk; a retry shortly succeeds. The cause is
     /// logged where it happened.

@@ -34,7 +34,9 @@ fn code(error: &Error) -> Code {
         | Error::PartitionStopped { .. }
         | Error::Undecodable { .. } => Code::FailedPrecondition,
         Error::MemberRemoved { .. } => Code::Aborted,
-        Error::BrokersUnreachable { .. } | Error::Reloading | Error::Server(_) => Code::Unavailable,
+        Error::BrokersUnreachable { .. } | Error::Loading | Error::Reloading | Error::Server(_) => {
+            Code::Unavailable
+        }
         Error::Reflection(_) => Code::Internal,
         Error::Broker(e) => match e.code() {
             Some(code) => code,
@@ -46,7 +48,10 @@ fn code(error: &Error) -> Code {
         | Error::OpenDatabase { .. }
         | Error::UnreadableSubscription { .. }
         | Error::Encode(_)
-        | Error::UnreadableCursor { .. } => Code::Internal,
+        | Error::UnreadableCursor { .. }
+        | Error::JournalUnreadable { .. }
+        | Error::JournalLost { .. }
+        | Error::Rebuild(_) => Code::Internal,
     }
 }
 

@@ -42,6 +42,7 @@ mod grpc;
 mod history;
 mod id_map;
 mod incarnation;
+mod journal;
 mod lock;
 mod manager;
 mod membership;

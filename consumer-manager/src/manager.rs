@@ -41,6 +41,10 @@ pub struct ManagerConfig {
     /// Cluster-manager addresses the access rules are watched at (needed with access
     /// control on).
     pub cluster_managers: Vec<String>,
+    /// Keep subscription state in the journal topic on the brokers (see `journal`),
+    /// so it survives this node; off, a sled flush makes writes durable on this
+    /// node only (the crate's own tests, which run without brokers).
+    pub journal: bool,
 }
 
 impl ManagerConfig {
@@ -52,6 +56,7 @@ impl ManagerConfig {
             cleanup_interval: Duration::from_secs(10),
             security: NodeSecurity::default(),
             cluster_managers: Vec::new(),
+            journal: true,
         }
     }
 }
@@ -87,9 +92,26 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Opens the store and reloads every subscription.
-    pub fn open(config: ManagerConfig) -> Result<Manager> {
+    /// Opens the store, rebuilds it from the journal (when the configuration keeps
+    /// one) and loads every subscription.
+    pub async fn load(config: ManagerConfig) -> Result<Manager> {
         let store = Store::open(&config.data_dir)?;
+        if config.journal {
+            let link = config.security.link.clone();
+            let source = Source::new(config.brokers.clone(), link);
+            store.attach_journal(source).await?;
+        }
+        Self::from_store(store, config)
+    }
+
+    /// Opens the store and loads every subscription, without a journal (tests).
+    #[cfg(test)]
+    pub(crate) fn open(config: ManagerConfig) -> Result<Manager> {
+        Self::from_store(Store::open(&config.data_dir)?, config)
+    }
+
+    /// Loads every subscription from an opened store.
+    fn from_store(store: Store, config: ManagerConfig) -> Result<Manager> {
         let mut subscriptions = HashMap::new();
         for record in store.subscriptions()? {
             let mut cursors = Vec::with_capacity(record.partitions as usize);

@@ -178,7 +178,8 @@ mod tests {
     /// moment after the last handle is dropped (its I/O threads finish first), so
     /// the open is tried again for a while, as the supervisor does.
     fn reopen(dir: &std::path::Path) -> Manager {
-        let config = ManagerConfig::new(dir.to_path_buf(), "127.0.0.1:1".into());
+        let mut config = ManagerConfig::new(dir.to_path_buf(), "127.0.0.1:1".into());
+        config.journal = false;
         for _ in 0..100 {
             if let Ok(manager) = Manager::open(config.clone()) {
                 return manager;

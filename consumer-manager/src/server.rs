@@ -70,7 +70,7 @@ async fn periodic(supervisor: &Supervisor) {
                 }).await;
             }
             _ = cleanup.tick() => match supervisor.serve(|manager| async move { manager.delete_consumed().await }).await {
-                Ok(0) | Err(Error::Reloading) => {}
+                Ok(0) | Err(Error::Reloading | Error::Loading) => {}
                 Ok(deleted) => tracing::info!(segments = deleted, "deleted segments every subscription consumed"),
                 Err(e) => tracing::warn!(error = %e, "keep-until-consumed pass failed"),
             },
@@ -91,8 +91,8 @@ pub async fn run(
     let background = tokio::spawn(background(supervisor.clone()));
     let mut serving = supervisor.serving();
     let health_follows = tokio::spawn(async move {
-        // Health says NOT_SERVING while the database is reloaded from disk.
-        while serving.changed().await.is_ok() {
+        // Health says NOT_SERVING while the subscriptions are (re)loaded.
+        loop {
             let now = *serving.borrow_and_update();
             let status = if now {
                 tonic_health::ServingStatus::Serving
@@ -105,6 +105,9 @@ pub async fn run(
                     status,
                 )
                 .await;
+            if serving.changed().await.is_err() {
+                break;
+            }
         }
     });
     tracing::info!(address = ?listener.local_addr().ok(), "consumer manager listening");

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pubsub_client::{
-    Admin, Client, ConsumerRecord, Producer, ProducerConfig, Router, Undecodable, decode_fetched,
+    Admin, Client, ConsumerRecord, Producer, ProducerConfig, RecordMetadata, Router, Undecodable,
+    decode_fetched,
 };
 use pubsub_proto::ids::PartitionId;
 use pubsub_proto::v1;
@@ -346,18 +347,19 @@ impl Source {
         Ok(response.into_inner())
     }
 
-    /// A producer of dead letters to `topic`, creating the topic (with `partitions`
-    /// partitions) if it is missing.
-    async fn producer_for(&self, topic: &str, partitions: u32) -> Result<Producer> {
+    /// A producer to `topic`, creating the topic (with `partitions` partitions) first
+    /// when `create` says so and it is missing.
+    async fn producer_for(&self, topic: &str, create: Option<u32>) -> Result<Producer> {
         let client = self.client().await?;
         let admin = Admin::new(client.clone());
-        if let Err(e) = admin
-            .create_topic(pubsub_client::NewTopic {
-                name: topic.to_string(),
-                partitions: partitions.max(1),
-                ..Default::default()
-            })
-            .await
+        if let Some(partitions) = create
+            && let Err(e) = admin
+                .create_topic(pubsub_client::NewTopic {
+                    name: topic.to_string(),
+                    partitions: partitions.max(1),
+                    ..Default::default()
+                })
+                .await
             && !matches!(e, pubsub_client::Error::AlreadyExists { .. })
         {
             return Err(e.into());
@@ -377,10 +379,30 @@ impl Source {
         partitions: u32,
         records: Vec<pubsub_client::ProducerRecord>,
     ) -> Result<()> {
+        self.send_all(topic, Some(partitions), records).await?;
+        Ok(())
+    }
+
+    /// Produces `records` to `topic`, which must exist, and waits until every one is
+    /// stored by all in-sync replicas; returns where each went, in order.
+    pub(crate) async fn append(
+        &self,
+        topic: &str,
+        records: Vec<pubsub_client::ProducerRecord>,
+    ) -> Result<Vec<RecordMetadata>> {
+        self.send_all(topic, None, records).await
+    }
+
+    async fn send_all(
+        &self,
+        topic: &str,
+        create: Option<u32>,
+        records: Vec<pubsub_client::ProducerRecord>,
+    ) -> Result<Vec<RecordMetadata>> {
         let mut producers = self.producers.lock().await;
         let producer = match producers.entry(topic.to_string()) {
             Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => entry.insert(self.producer_for(topic, partitions).await?),
+            Entry::Vacant(entry) => entry.insert(self.producer_for(topic, create).await?),
         };
         let sent = async {
             let mut deliveries = Vec::with_capacity(records.len());
@@ -388,10 +410,11 @@ impl Source {
                 deliveries.push(producer.send(record).await?);
             }
             producer.flush().await?;
+            let mut stored = Vec::with_capacity(deliveries.len());
             for delivery in deliveries {
-                delivery.wait().await?;
+                stored.push(delivery.wait().await?);
             }
-            Ok::<(), pubsub_client::Error>(())
+            Ok::<_, pubsub_client::Error>(stored)
         }
         .await;
         if sent.is_err() {
@@ -401,6 +424,21 @@ impl Source {
             self.switch_bootstrap().await;
         }
         Ok(sent?)
+    }
+
+    /// Creates `topic` as `topic` says; `Ok(false)` if it already exists.
+    pub(crate) async fn create_topic(&self, topic: pubsub_client::NewTopic) -> Result<bool> {
+        let created = self
+            .on_bootstrap(|admin| {
+                let topic = topic.clone();
+                async move { admin.create_topic(topic).await }
+            })
+            .await;
+        match created {
+            Ok(_) => Ok(true),
+            Err(Error::Broker(pubsub_client::Error::AlreadyExists { .. })) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

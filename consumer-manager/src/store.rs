@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
 
@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::commit::GroupCommit;
 use crate::error::{Error, Result};
+use crate::journal::{self, Journal};
 use crate::options::Options;
+use crate::source::Source;
 
 /// A subscription as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +113,9 @@ pub struct Store {
     failed: Arc<watch::Sender<bool>>,
     /// One flush at a time for every writer (see `commit`).
     commit: Arc<GroupCommit>,
+    /// Where writes are made durable, once rebuilt from it (see `journal`); without
+    /// one, a flush of sled makes them durable.
+    journal: OnceLock<Arc<Journal>>,
     subscriptions: sled::Tree,
     cursors: sled::Tree,
     acks: sled::Tree,
@@ -186,17 +191,25 @@ impl Changes {
     }
 }
 
-/// Writes one tree's changes key by key: values first, then removals.
-fn write_tree(tree: &sled::Tree, writes: Writes) -> sled::Result<()> {
-    let (values, removals): (Vec<_>, Vec<_>) =
-        writes.into_iter().partition(|(_, value)| value.is_some());
+/// Writes one tree's changes key by key, values first, then removals; each is
+/// queued in the journal (if any) once sled holds it.
+fn write_tree(
+    tree: &sled::Tree,
+    writes: &Writes,
+    journal: Option<(&Journal, journal::Tree)>,
+) -> sled::Result<()> {
+    let values = writes.iter().filter_map(|(k, v)| Some((k, v.as_deref()?)));
     for (key, value) in values {
-        if let Some(value) = value {
-            tree.insert(key, value)?;
+        tree.insert(key.as_slice(), value)?;
+        if let Some((journal, kind)) = journal {
+            journal.record(kind, key, Some(value));
         }
     }
-    for (key, _) in removals {
-        tree.remove(key)?;
+    for (key, _) in writes.iter().filter(|(_, v)| v.is_none()) {
+        tree.remove(key.as_slice())?;
+        if let Some((journal, kind)) = journal {
+            journal.record(kind, key, None);
+        }
     }
     Ok(())
 }
@@ -238,6 +251,8 @@ fn be_u32(bytes: &[u8]) -> Option<u32> {
 
 /// Where the store's id is kept in the store itself (the default tree).
 const STORE_ID_KEY: &[u8] = b"store_id";
+/// Set in the default tree while the trees are rebuilt from the journal.
+const RESTORING_KEY: &[u8] = b"restoring";
 
 impl Store {
     /// Opens (or creates) the database under `dir`, refusing one that lost its records
@@ -276,6 +291,7 @@ impl Store {
             db,
             failed: Arc::new(watch::Sender::new(false)),
             commit: GroupCommit::new(),
+            journal: OnceLock::new(),
         })
     }
 
@@ -312,8 +328,14 @@ impl Store {
     pub fn put_subscription(&self, record: &SubscriptionRecord) -> Result<()> {
         self.check_not_failed()?;
         let value = serde_json::to_vec(record).map_err(Error::Encode)?;
-        let inserted = self.subscriptions.insert(record.name.as_bytes(), value);
+        let inserted = self
+            .subscriptions
+            .insert(record.name.as_bytes(), &value[..]);
         self.fail_on(inserted)?;
+        if let Some(journal) = self.journal.get() {
+            let (kind, key) = (journal::Tree::Subscriptions, record.name.as_bytes());
+            journal.record(kind, key, Some(&value));
+        }
         Ok(())
     }
 
@@ -389,9 +411,14 @@ impl Store {
         if changes.empty {
             return Ok(());
         }
-        let applied = write_tree(&self.cursors, changes.cursors)
-            .and_then(|()| write_tree(&self.acks, changes.acks))
-            .and_then(|()| write_tree(&self.deliveries, changes.deliveries));
+        let journal = self.journal.get().map(Arc::as_ref);
+        let to = |kind| journal.map(|j| (j, kind));
+        let applied = write_tree(&self.cursors, &changes.cursors, to(journal::Tree::Cursors))
+            .and_then(|()| write_tree(&self.acks, &changes.acks, to(journal::Tree::Acks)))
+            .and_then(|()| {
+                let to = to(journal::Tree::Deliveries);
+                write_tree(&self.deliveries, &changes.deliveries, to)
+            });
         self.fail_on(applied)
     }
 
@@ -468,15 +495,29 @@ impl Store {
     pub fn delete_subscription(&self, name: &str) -> Result<()> {
         self.check_not_failed()?;
         let prefix = name_prefix(name);
-        for tree in [&self.cursors, &self.acks, &self.deliveries] {
+        let journal = self.journal.get();
+        let trees = [
+            (&self.cursors, journal::Tree::Cursors),
+            (&self.acks, journal::Tree::Acks),
+            (&self.deliveries, journal::Tree::Deliveries),
+        ];
+        for (tree, kind) in trees {
             let mut batch = sled::Batch::default();
+            let mut keys = Vec::new();
             for item in tree.scan_prefix(&prefix) {
                 let (key, _) = self.fail_on(item)?;
-                batch.remove(key);
+                batch.remove(key.clone());
+                keys.push(key);
             }
             self.fail_on(tree.apply_batch(batch))?;
+            if let Some(journal) = journal {
+                keys.iter().for_each(|key| journal.record(kind, key, None));
+            }
         }
         self.fail_on(self.subscriptions.remove(name.as_bytes()))?;
+        if let Some(journal) = journal {
+            journal.record(journal::Tree::Subscriptions, name.as_bytes(), None);
+        }
         Ok(())
     }
 
@@ -488,6 +529,18 @@ impl Store {
     /// flush runs share the next one.
     pub async fn flush(&self) -> Result<()> {
         self.check_not_failed()?;
+        if let Some(journal) = self.journal.get() {
+            let (journal, failed) = (journal.clone(), self.failed.clone());
+            let round = move || {
+                let (journal, failed) = (journal.clone(), failed.clone());
+                async move {
+                    let appended = journal.append().await;
+                    appended.map_err(|e| fail(&failed, &e)).is_ok()
+                }
+            };
+            self.commit.durable(round, self.failed()).await;
+            return self.check_not_failed();
+        }
         let (flush_fn, failed) = (self.flush_fn(), self.failed.clone());
         let round = move || {
             let (flush_fn, failed) = (flush_fn.clone(), failed.clone());
@@ -498,6 +551,42 @@ impl Store {
         };
         self.commit.durable(round, self.failed()).await;
         self.check_not_failed()
+    }
+
+    /// Rebuilds the trees from the subscription-state journal on the brokers (or
+    /// uploads them when there is none yet); from then on, writes are made durable
+    /// there (see `journal`).
+    pub(crate) async fn attach_journal(&self, source: Source) -> Result<()> {
+        let journal = Journal::restore(source, self).await?;
+        let _ = self.journal.set(Arc::new(journal));
+        Ok(())
+    }
+
+    /// The trees the journal carries, in [`journal::Tree`] order.
+    pub(crate) fn trees(&self) -> journal::Trees {
+        [
+            self.subscriptions.clone(),
+            self.cursors.clone(),
+            self.acks.clone(),
+            self.deliveries.clone(),
+        ]
+    }
+
+    /// Whether a rebuild from the journal was cut short (the trees hold part of it).
+    pub(crate) fn was_restoring(&self) -> Result<bool> {
+        let mark = self.db.get(RESTORING_KEY).map_err(Error::Rebuild)?;
+        Ok(mark.is_some())
+    }
+
+    /// Sets or clears the mark that a rebuild from the journal is under way, durably.
+    pub(crate) fn mark_restoring(&self, on: bool) -> Result<()> {
+        let marked = match on {
+            true => self.db.insert(RESTORING_KEY, &[1u8][..]).map(drop),
+            false => self.db.remove(RESTORING_KEY).map(drop),
+        };
+        marked
+            .and_then(|()| self.db.flush().map(drop))
+            .map_err(Error::Rebuild)
     }
 
     /// One blocking flush of the database, for [`flush::on_blocking_pool`].
@@ -519,73 +608,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use std::time::Duration;
-
-    #[tokio::test]
-    async fn cursors_acks_and_counts_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            let mut changes = Changes::new();
-            changes.cursor(
-                "s",
-                2,
-                StoredCursor {
-                    committed: 5,
-                    next: 9,
-                },
-            );
-            changes.ack_range("s", 2, 7..8);
-            changes.ack_range("s", 2, 8..9);
-            changes.deliveries("s", 2, 6, 3);
-            changes.forget_ack("s", 2, 8);
-            changes.cursor(
-                "s2",
-                2,
-                StoredCursor {
-                    committed: 1,
-                    next: 1,
-                },
-            );
-            store.apply(changes).unwrap();
-            store.flush().await.unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let loaded = store.cursor("s", 2).unwrap().unwrap();
-        assert_eq!(
-            loaded.cursor,
-            StoredCursor {
-                committed: 5,
-                next: 9
-            }
-        );
-        assert_eq!(loaded.acked, vec![7..8]);
-        assert_eq!(loaded.deliveries, vec![(6, 3)]);
-        store.delete_subscription("s").unwrap();
-        assert!(store.cursor("s", 2).unwrap().is_none());
-        assert!(store.cursor("s2", 2).unwrap().is_some());
-    }
-
-    #[tokio::test]
-    async fn a_failed_store_refuses_every_write_and_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let failed = store.failed();
-        assert!(!store.has_failed());
-        store.fail(&"test");
-        tokio::time::timeout(Duration::from_secs(5), failed)
-            .await
-            .expect("failed() resolves once the store fails");
-        let mut changes = Changes::new();
-        changes.ack_range("s", 0, 1..2);
-        assert!(matches!(store.apply(changes), Err(Error::Reloading)));
-        assert!(matches!(
-            store.delete_subscription("s"),
-            Err(Error::Reloading)
-        ));
-        assert!(matches!(store.flush().await, Err(Error::Reloading)));
-    }
-}
+mod tests;

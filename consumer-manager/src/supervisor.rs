@@ -21,11 +21,15 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::lock::recover;
 use crate::manager::{Manager, ManagerConfig};
+use crate::store::Store;
 
 /// First wait before reopening the database: a full disk rarely frees itself at once.
 const RELOAD_BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest wait between reopens, so service resumes within seconds of space coming back.
 const RELOAD_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// First wait before loading again at startup: the brokers holding the journal
+/// usually start alongside.
+const LOAD_RETRY: Duration = Duration::from_millis(100);
 /// A manager that served this long before failing starts the backoff over: a new
 /// failure rather than the same disk still full.
 const SERVED_WELL: Duration = Duration::from_secs(30);
@@ -44,6 +48,8 @@ pub struct Supervisor {
     /// Whether a manager is installed, for the health service: a load balancer or
     /// Kubernetes then stops sending work while the database is reloaded.
     serving: tokio::sync::watch::Sender<bool>,
+    /// Whether a manager was ever installed (before, requests are told it is loading).
+    loaded: tokio::sync::watch::Sender<bool>,
 }
 
 /// Waits between attempts to reopen the database: [`RELOAD_BACKOFF_MIN`] doubling up
@@ -62,6 +68,11 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// A backoff whose first wait is `first` (then doubling as usual).
+    fn starting(first: Duration) -> Self {
+        Backoff { next: first }
+    }
+
     /// The wait before the next attempt; the one after is twice as long, capped.
     fn next(&mut self) -> Duration {
         let wait = self.next;
@@ -76,14 +87,17 @@ impl Backoff {
 }
 
 impl Supervisor {
-    /// Opens the database and loads every subscription. An error here (at startup)
-    /// is reported at once rather than retried, so a wrong directory is seen.
+    /// Checks that the database opens (an error here, at startup, is reported at
+    /// once rather than retried, so a wrong directory is seen); [`Supervisor::supervise`]
+    /// then loads every subscription, rebuilding them from the journal on the brokers,
+    /// which may not be serving yet. Nothing is served until then ([`Error::Loading`]).
     pub fn open(config: ManagerConfig) -> Result<Supervisor> {
-        let manager = Manager::open(config.clone())?;
+        drop(Store::open(&config.data_dir)?);
         Ok(Supervisor {
             config,
-            slot: RwLock::new(Some(Arc::new(manager))),
-            serving: tokio::sync::watch::Sender::new(true),
+            slot: RwLock::new(None),
+            serving: tokio::sync::watch::Sender::new(false),
+            loaded: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -97,7 +111,9 @@ impl Supervisor {
     pub fn current(&self) -> Result<Arc<Manager>> {
         match self.installed() {
             Some(manager) if !manager.store().has_failed() => Ok(manager),
-            _ => Err(Error::Reloading),
+            Some(_) => Err(Error::Reloading),
+            None if *self.loaded.borrow() => Err(Error::Reloading),
+            None => Err(Error::Loading),
         }
     }
 
@@ -108,6 +124,9 @@ impl Supervisor {
 
     fn install(&self, manager: Option<Arc<Manager>>) {
         let serving = manager.is_some();
+        if serving {
+            self.loaded.send_replace(true);
+        }
         *recover(self.slot.write()) = manager;
         self.serving.send_replace(serving);
     }
@@ -144,10 +163,10 @@ impl Supervisor {
         }
     }
 
-    /// Replaces the manager, reloaded from disk, each time its database fails; runs
-    /// until dropped (`background` runs it).
+    /// Loads the manager, then replaces it, reloaded, each time its database fails;
+    /// runs until dropped (`background` runs it).
     pub async fn supervise(&self) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::starting(LOAD_RETRY);
         let mut since = Instant::now();
         loop {
             if let Some(manager) = self.installed() {
@@ -156,10 +175,17 @@ impl Supervisor {
                     backoff.reset();
                 }
                 self.retire(manager).await;
+                tokio::time::sleep(backoff.next()).await;
             }
             self.reload(&mut backoff).await;
             since = Instant::now();
         }
+    }
+
+    /// Resolves once a manager serves (startup's load is done).
+    pub async fn ready(&self) {
+        let mut serving = self.serving.subscribe();
+        let _ = serving.wait_for(|&serving| serving).await;
     }
 
     /// Takes a failed manager out of service and closes its database once every
@@ -183,25 +209,21 @@ impl Supervisor {
         let _ = tokio::task::spawn_blocking(move || drop(manager)).await;
     }
 
-    /// Opens the database again and loads every subscription from it, retrying with
-    /// [`Backoff`] until it works.
+    /// Opens the database and loads every subscription (rebuilt from the journal),
+    /// retrying with [`Backoff`] until it works.
     async fn reload(&self, backoff: &mut Backoff) {
         loop {
-            tokio::time::sleep(backoff.next()).await;
-            let config = self.config.clone();
-            match tokio::task::spawn_blocking(move || Manager::open(config)).await {
-                Ok(Ok(manager)) => {
+            match Manager::load(self.config.clone()).await {
+                Ok(manager) => {
                     self.install(Some(Arc::new(manager)));
-                    tracing::info!("consumer manager reloaded from disk");
+                    tracing::info!("consumer manager loaded");
                     return;
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot reopen the consumer manager database; retrying");
-                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "reopening the consumer manager database failed; retrying");
+                    tracing::warn!(error = %e, "cannot load the consumer manager; retrying");
                 }
             }
+            tokio::time::sleep(backoff.next()).await;
         }
     }
 }
@@ -238,16 +260,19 @@ mod tests {
     #[tokio::test]
     async fn a_failed_database_is_reloaded_from_disk_and_operations_end_meanwhile() {
         let dir = tempfile::tempdir().unwrap();
-        let config = ManagerConfig::new(dir.path().to_path_buf(), "127.0.0.1:1".into());
+        let mut config = ManagerConfig::new(dir.path().to_path_buf(), "127.0.0.1:1".into());
+        config.journal = false;
         let supervisor = Arc::new(Supervisor::open(config).unwrap());
-        let first = supervisor.current().unwrap();
-        store_subscription(&first, 7).await;
-        assert!(first.subscription("s").is_err(), "stored behind its back");
-        drop(first);
+        assert!(matches!(supervisor.current(), Err(Error::Loading)));
         let supervising = tokio::spawn({
             let supervisor = supervisor.clone();
             async move { supervisor.supervise().await }
         });
+        supervisor.ready().await;
+        let first = supervisor.current().unwrap();
+        store_subscription(&first, 7).await;
+        assert!(first.subscription("s").is_err(), "stored behind its back");
+        drop(first);
         // An operation in flight when the store fails ends at once, letting go of it.
         let waiting = tokio::spawn({
             let supervisor = supervisor.clone();

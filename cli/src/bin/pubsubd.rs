@@ -295,8 +295,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .add_service(embedded.cluster_manager())
             .add_service(embedded.access());
             tracing::info!(listen = %broker_bound, data_dir = %config.data_dir.display(), "pubsubd standalone starting");
-            // Tests and scripts read this line to learn the port when listening on :0.
-            println!("listening on {broker_bound}");
+            // Tests and scripts read this line to learn the port when listening on :0;
+            // it comes once every service is ready (the consumer manager rebuilds its
+            // subscriptions from the journal, which this broker serves).
+            tokio::spawn({
+                let consumers = consumers.clone();
+                async move {
+                    consumers.ready().await;
+                    println!("listening on {broker_bound}");
+                }
+            });
             let names = [
                 pubsub_proto::v1::consumer_manager_server::SERVICE_NAME,
                 pubsub_proto::v1::cluster_manager_server::SERVICE_NAME,
@@ -421,7 +429,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("cannot open the consumer manager")?,
             );
             let (listener, bound) = bind(listen, "consumer manager").await?;
-            println!("listening on {bound}");
+            // Once its subscriptions are loaded (from the journal on the brokers).
+            tokio::spawn({
+                let manager = manager.clone();
+                async move {
+                    manager.ready().await;
+                    println!("listening on {bound}");
+                }
+            });
             pubsub_consumer_manager::run(manager, listener, shutdown())
                 .await
                 .context("consumer manager failed")

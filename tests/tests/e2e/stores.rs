@@ -45,14 +45,27 @@ fn a_cluster_manager_store_that_lost_its_records_is_refused_and_no_data_is_delet
     assert!(store.join("STORE_ID").exists());
     wipe_store(&store);
 
-    let server = Server::start(&data);
+    // The server never becomes ready (its consumer manager waits for metadata the
+    // refused store cannot give), so it is watched without waiting for readiness.
+    let address = format!("127.0.0.1:{}", pubsub_tests::free_port());
+    let mut server = std::process::Command::new(pubsub_tests::binary("pubsubd"))
+        .args(["standalone", "--data-dir", &data.display().to_string()])
+        .args(["--listen", &address])
+        .env("PUBSUB_METRICS_LISTEN", "off")
+        .env("PUBSUB_KAFKA_LISTEN", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let partition = data.join("broker").join("kept-0");
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         assert!(partition.exists(), "the partition's data was deleted");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let listed = pubsub(server.address(), &["list"], b"");
+    let listed = pubsub(&address, &["list"], b"");
+    let _ = server.kill();
+    let _ = server.wait();
     assert!(
         !listed.status.success(),
         "served metadata from an empty store"

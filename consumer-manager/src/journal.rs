@@ -1,0 +1,385 @@
+//! The subscription-state journal: every write to the consumer manager's sled trees
+//! is also appended to a replicated topic on the brokers, so a subscription's state
+//! survives the loss of the node (and disk) that kept it.
+//!
+//! Kafka keeps consumer offsets the same way (`__consumer_offsets`): the brokers'
+//! replication, with its zero-loss failover, already solves keeping bytes on several
+//! nodes, so the consumer manager needs no consensus of its own. The topic
+//! ([`TOPIC`]) has [`SHARDS`] partitions; a subscription's writes go to the partition
+//! its name hashes to, in the order they reached sled.
+//!
+//! - **Write.** The store applies a step's writes to sled, then hands them to
+//!   [`Journal::record`] (still under the subscription's lock, so one subscription's
+//!   writes are queued in order). Group commit's round ([`Journal::append`]) sends
+//!   what was queued, at most [`CHUNK_BYTES`] per record, with acks=all; the round's
+//!   waiters are answered once every record is stored. So "durable" means on the
+//!   in-sync replicas of the journal, and sled is this node's view of it, never
+//!   flushed on the write path.
+//! - **Rebuild.** At load the trees are emptied and every partition of the journal is
+//!   read from its start to its high watermark, each record's writes applied in
+//!   order (`replay`). A node with an empty disk rebuilds the same state.
+//! - **Snapshots.** Once a partition has taken [`SNAPSHOT_AFTER`] bytes since its
+//!   last snapshot, the round after it writes every key of that partition's
+//!   subscriptions as they are in sled, then deletes the journal below the snapshot
+//!   (`DeleteRecords` on every replica). A snapshot is read after the round's queued
+//!   writes were sent, and a write reaches sled before it is queued, so whatever a
+//!   snapshot misses follows it in the journal; replay from its first offset gives
+//!   the same trees. A snapshot cut short by a crash deletes nothing.
+//! - **Creation.** The topic is created with the first write, so a cluster without
+//!   subscriptions has none. A node that finds no journal topic but holds
+//!   subscriptions in sled (an upgrade) creates it and writes its whole store as the
+//!   first snapshot; one that finds none while an earlier rebuild was cut short (the
+//!   `restoring` mark) refuses to upload a partial copy.
+
+mod codec;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pubsub_client::{NewTopic, ProducerRecord};
+use pubsub_proto::ids::PartitionId;
+use pubsub_proto::v1;
+
+use codec::Op;
+pub(crate) use codec::Tree;
+
+use crate::error::{Error, Result};
+use crate::lock::recover;
+use crate::source::{ReadOutcome, Source};
+use crate::store::Store;
+
+/// The journal topic (internal, as Kafka's `__consumer_offsets`).
+pub(crate) const TOPIC: &str = "__subscription_state";
+/// Partitions of a new journal topic: how far subscriptions can later be spread.
+pub(crate) const SHARDS: u32 = 16;
+/// Most bytes of writes in one journal record (the broker takes 1 MiB batches).
+const CHUNK_BYTES: usize = 256 << 10;
+/// Bytes a partition takes between snapshots.
+const SNAPSHOT_AFTER: u64 = 32 << 20;
+/// Segment size of the journal topic: small, so deleting below a snapshot frees
+/// space soon.
+const SEGMENT_BYTES: i64 = 16 << 20;
+/// Bytes asked per read while rebuilding.
+const REPLAY_FETCH_BYTES: u32 = 4 << 20;
+
+/// The sled trees the journal carries, indexed by [`Tree`].
+pub(crate) type Trees = [sled::Tree; 4];
+
+/// One partition's queued writes, as whole records.
+#[derive(Default)]
+struct Queued {
+    records: Vec<Vec<u8>>,
+}
+
+impl Queued {
+    fn push(&mut self, op: Op<'_>) {
+        let full = self.records.last().is_none_or(|r| r.len() >= CHUNK_BYTES);
+        if full {
+            let mut record = Vec::new();
+            codec::begin(&mut record);
+            self.records.push(record);
+        }
+        if let Some(record) = self.records.last_mut()
+            && let Err(e) = codec::push(record, op)
+        {
+            // Keys and values are bounded by the store far below the codec's limits.
+            tracing::error!(error = %e, "a write too large for the journal was not journaled");
+        }
+    }
+}
+
+/// The journal of one consumer manager's store.
+pub(crate) struct Journal {
+    source: Source,
+    trees: Trees,
+    shards: u32,
+    /// Whether the topic exists (it is created with the first write).
+    exists: AtomicBool,
+    queued: Mutex<Vec<Queued>>,
+    /// Bytes each partition took since its last snapshot (or rebuild).
+    since_snapshot: Mutex<Vec<u64>>,
+}
+
+impl Journal {
+    /// The journal of `store`, whose trees are emptied and rebuilt from the brokers
+    /// (or uploaded, when no journal exists yet).
+    pub(crate) async fn restore(source: Source, store: &Store) -> Result<Journal> {
+        let shards = match source.describe(TOPIC).await {
+            Ok(described) => Some(partition_count(&described)),
+            Err(Error::TopicNotFound { .. }) if store.was_restoring()? => {
+                return Err(Error::JournalLost { topic: TOPIC });
+            }
+            Err(Error::TopicNotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let count = shards.unwrap_or(SHARDS).max(1);
+        let journal = Journal {
+            source,
+            trees: store.trees(),
+            shards: count,
+            exists: AtomicBool::new(shards.is_some()),
+            queued: Mutex::new((0..count).map(|_| Queued::default()).collect()),
+            since_snapshot: Mutex::new(vec![0; count as usize]),
+        };
+        if shards.is_none() {
+            // No journal yet: created with the first write, or now to upload the
+            // state of a node that kept it in sled alone (an upgrade).
+            if journal.trees.iter().any(|tree| !tree.is_empty()) {
+                tracing::info!(
+                    topic = TOPIC,
+                    "uploading this node's subscriptions to the new subscription-state journal"
+                );
+                journal.create().await?;
+                for shard in 0..journal.shards {
+                    journal.snapshot(shard).await?;
+                }
+            }
+            return Ok(journal);
+        }
+        store.mark_restoring(true)?;
+        for tree in &journal.trees {
+            tree.clear().map_err(Error::Rebuild)?;
+        }
+        for shard in 0..journal.shards {
+            let bytes = journal.replay(shard).await?;
+            recover(journal.since_snapshot.lock())[shard as usize] = bytes;
+        }
+        store.mark_restoring(false)?;
+        Ok(journal)
+    }
+
+    /// Creates the journal topic (the first write of a cluster's consumer managers);
+    /// refuses one made elsewhere meanwhile with another partition count, which the
+    /// writes queued so far were not placed by.
+    async fn create(&self) -> Result<()> {
+        self.source.create_topic(new_topic()).await?;
+        let found = partition_count(&self.source.describe(TOPIC).await?);
+        if found != self.shards {
+            return Err(Error::JournalUnreadable {
+                partition: 0,
+                offset: 0,
+                why: format!(
+                    "the topic has {found} partitions; this node placed writes by {}",
+                    self.shards
+                ),
+            });
+        }
+        self.exists.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The partition a subscription's writes go to.
+    fn shard_of(&self, key: &[u8]) -> usize {
+        let name = codec::subscription_of(key);
+        (pubsub_proto::partitioner::murmur2(name) % self.shards) as usize
+    }
+
+    /// Queues one write that sled already holds, for the next [`Journal::append`].
+    pub(crate) fn record(&self, tree: Tree, key: &[u8], value: Option<&[u8]>) {
+        let shard = self.shard_of(key);
+        let mut queued = recover(self.queued.lock());
+        if let Some(queue) = queued.get_mut(shard) {
+            queue.push(Op { tree, key, value });
+        }
+    }
+
+    /// Sends every queued write and waits until all are stored (one group-commit
+    /// round); then snapshots any partition due for one.
+    pub(crate) async fn append(&self) -> Result<()> {
+        let taken: Vec<Queued> = {
+            let mut queued = recover(self.queued.lock());
+            queued.iter_mut().map(std::mem::take).collect()
+        };
+        let mut records = Vec::new();
+        let mut due = Vec::new();
+        {
+            let mut since = recover(self.since_snapshot.lock());
+            for (shard, queue) in taken.into_iter().enumerate() {
+                for record in queue.records {
+                    since[shard] += record.len() as u64;
+                    records.push(to_record(shard, record));
+                }
+                if since[shard] >= SNAPSHOT_AFTER {
+                    due.push(shard as u32);
+                }
+            }
+        }
+        if !records.is_empty() {
+            if !self.exists.load(Ordering::Acquire) {
+                self.create().await?;
+            }
+            self.source.append(TOPIC, records).await?;
+        }
+        for shard in due {
+            self.snapshot(shard).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every key of a partition's subscriptions as sled holds it, then deletes
+    /// the journal below the snapshot's first record.
+    async fn snapshot(&self, shard: u32) -> Result<()> {
+        let mut queue = Queued::default();
+        for (tree, kind) in self.trees.iter().zip(Tree::ALL) {
+            for item in tree.iter() {
+                let (key, value) = item.map_err(Error::Rebuild)?;
+                if self.shard_of(&key) == shard as usize {
+                    queue.push(Op {
+                        tree: kind,
+                        key: &key,
+                        value: Some(&value),
+                    });
+                }
+            }
+        }
+        if queue.records.is_empty() {
+            // Nothing to keep: an empty marker record starts the snapshot.
+            queue.records.push(vec![]);
+            codec::begin(&mut queue.records[0]);
+        }
+        let bytes: u64 = queue.records.iter().map(|r| r.len() as u64).sum();
+        let records = queue
+            .records
+            .into_iter()
+            .map(|r| to_record(shard as usize, r))
+            .collect();
+        let stored = self.source.append(TOPIC, records).await?;
+        recover(self.since_snapshot.lock())[shard as usize] = bytes;
+        if let Some(first) = stored.first().and_then(|m| m.offset) {
+            self.delete_below(shard, first).await;
+        }
+        Ok(())
+    }
+
+    /// Deletes a partition's journal below `offset` on each of its replicas; a
+    /// replica that fails keeps its records until the next snapshot (replay from an
+    /// earlier start gives the same state).
+    async fn delete_below(&self, shard: u32, offset: u64) {
+        let described = match self.source.describe(TOPIC).await {
+            Ok(described) => described,
+            Err(e) => {
+                tracing::debug!(error = %e, "journal compaction skipped");
+                return;
+            }
+        };
+        for address in replica_addresses(&described, shard) {
+            if let Err(e) = self
+                .source
+                .delete_below(&address, TOPIC, shard, offset)
+                .await
+            {
+                tracing::debug!(shard, broker = %address, error = %e, "journal compaction failed on a replica");
+            }
+        }
+    }
+
+    /// Applies a partition's journal, from its start to its high watermark, to the
+    /// trees; returns the bytes read.
+    async fn replay(&self, shard: u32) -> Result<u64> {
+        let (mut offset, mut bytes) = (0, 0);
+        loop {
+            let fetched = match self
+                .source
+                .read(TOPIC, shard, offset, Duration::ZERO, REPLAY_FETCH_BYTES)
+                .await?
+            {
+                ReadOutcome::Records(fetched) => fetched,
+                ReadOutcome::BelowStart { log_start } => {
+                    offset = log_start;
+                    continue;
+                }
+                ReadOutcome::AboveEnd { .. } => return Ok(bytes),
+            };
+            if let Some(undecodable) = fetched.undecodable {
+                return Err(Error::JournalUnreadable {
+                    partition: shard,
+                    offset: undecodable.offset,
+                    why: undecodable.reason,
+                });
+            }
+            if fetched.records.is_empty() {
+                if offset >= fetched.high_watermark {
+                    return Ok(bytes);
+                }
+                return Err(Error::JournalUnreadable {
+                    partition: shard,
+                    offset,
+                    why: "no record below the high watermark".into(),
+                });
+            }
+            for record in &fetched.records {
+                let value = record.value.as_deref().unwrap_or_default();
+                bytes += value.len() as u64;
+                self.apply(value).map_err(|why| Error::JournalUnreadable {
+                    partition: shard,
+                    offset: record.offset,
+                    why,
+                })?;
+                offset = record.offset + 1;
+            }
+        }
+    }
+
+    /// Applies one journal record's writes to the trees.
+    fn apply(&self, value: &[u8]) -> std::result::Result<(), String> {
+        let ops = codec::decode(value).map_err(|e| e.to_string())?;
+        for op in ops {
+            let tree = &self.trees[op.tree as usize];
+            let written = match op.value {
+                Some(value) => tree.insert(op.key, value).map(drop),
+                None => tree.remove(op.key).map(drop),
+            };
+            written.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// A journal record for partition `shard`.
+fn to_record(shard: usize, value: Vec<u8>) -> ProducerRecord {
+    ProducerRecord {
+        value: Some(Bytes::from(value)),
+        partition: Some(PartitionId(shard as u32)),
+        ..Default::default()
+    }
+}
+
+/// The journal topic as created: kept forever (snapshots delete what is no longer
+/// needed), small segments.
+fn new_topic() -> NewTopic {
+    NewTopic {
+        name: TOPIC.to_string(),
+        partitions: SHARDS,
+        replication_factor: 0,
+        config: v1::TopicConfig {
+            retention_ms: Some(pubsub_proto::topic_config::UNLIMITED),
+            retention_bytes: Some(pubsub_proto::topic_config::UNLIMITED),
+            segment_bytes: Some(SEGMENT_BYTES),
+            ..Default::default()
+        },
+    }
+}
+
+/// How many partitions a described topic has.
+fn partition_count(described: &v1::DescribeTopicResponse) -> u32 {
+    described
+        .topic
+        .as_ref()
+        .map_or(0, |t| t.partitions.len() as u32)
+}
+
+/// The addresses of a partition's replicas.
+fn replica_addresses(described: &v1::DescribeTopicResponse, shard: u32) -> Vec<String> {
+    let partitions = described.topic.iter().flat_map(|t| &t.partitions);
+    let Some(partition) = partitions.into_iter().find(|p| p.partition == shard) else {
+        return Vec::new();
+    };
+    partition
+        .replicas
+        .iter()
+        .filter_map(|id| described.brokers.iter().find(|b| b.id == *id))
+        .map(|b| b.address.clone())
+        .collect()
+}
