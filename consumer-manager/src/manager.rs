@@ -127,12 +127,13 @@ impl Manager {
                 };
                 cursors.push(cursor);
             }
-            tracing::info!(subscription = %record.name, topic = %record.topic, "subscription loaded");
+            tracing::debug!(subscription = %record.name, topic = %record.topic, "subscription loaded");
             subscriptions.insert(
                 record.name.clone(),
                 Arc::new(Subscription::new(&record, cursors)),
             );
         }
+        tracing::info!(subscriptions = subscriptions.len(), "subscriptions loaded");
         Ok(Manager {
             source: Source::new(config.brokers.clone(), config.security.link.clone()),
             store,

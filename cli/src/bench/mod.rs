@@ -143,12 +143,20 @@ pub struct SubscribeArgs {
     /// Topic to read from the beginning.
     #[arg(long)]
     topic: String,
-    /// Records to read and acknowledge.
+    /// Records to read and acknowledge (each subscription).
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
-    /// Unacknowledged records the server may send ahead.
+    /// Unacknowledged records the server may send ahead (each subscription).
     #[arg(long, default_value_t = 10_000)]
     credits: u32,
+    /// Subscriptions reading the topic at once, each everything (fan-out); the
+    /// report is their total over the wall time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    subscriptions: u32,
+    /// Leave the subscriptions in place at the end (with `--records 0`, what idle
+    /// subscriptions cost the server can then be read off it).
+    #[arg(long)]
+    keep: bool,
     /// Then read the same records with `bench consume` and report the ratio of the
     /// two throughputs (what per-record leases and acks cost).
     #[arg(long)]

@@ -435,18 +435,7 @@ fn records_leased_for_a_subscriber_that_left_come_next_as_first_deliveries() {
 async fn the_consumer_manager_role_follows_partition_leaders_in_a_cluster() {
     let mut cluster = pubsub_tests::Cluster::start("2s");
     crate::cluster::wait_for_brokers(&cluster).await;
-    let managers = cluster.live_managers().join(",");
-    let data = cluster.dir.path().join("consumer-manager");
-    let args = vec![
-        "consumer-manager".to_string(),
-        "--listen".into(),
-        "{listen}".into(),
-        "--data-dir".into(),
-        data.display().to_string(),
-        "--cluster-managers".into(),
-        managers,
-    ];
-    let consumers = Server::spawn(&data, args, "127.0.0.1:0");
+    let consumers = crate::consumer_failover::consumer_manager(&cluster, "consumer-manager");
     // Its own server lists, by reflection, exactly what it serves.
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", consumers.address()))

@@ -10,6 +10,7 @@ mod client;
 mod clock;
 mod cluster;
 mod consumer;
+mod consumer_failover;
 mod consumer_integrity;
 mod consumer_more;
 mod contracts;

@@ -1,0 +1,183 @@
+//! A consumer-manager node lost with its disk while a subscriber acknowledges: a
+//! consumer manager on another disk rebuilds every subscription from the
+//! subscription-state journal on the brokers and takes over. An acknowledgement that
+//! was answered is never undone (its record never comes back) and no record is
+//! skipped; a record whose acknowledgement was not answered may come back
+//! (at-least-once).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pubsub_client::{
+    Acks, Admin, Client, NewTopic, Producer, ProducerConfig, ProducerRecord, SubscriptionOptions,
+    Subscriptions,
+};
+use pubsub_proto::v1;
+use pubsub_tests::{Cluster, Server};
+
+const PARTITIONS: u32 = 3;
+const RECORDS: u64 = 3_000;
+
+/// A `pubsubd consumer-manager` on its own data directory `name`.
+pub(crate) fn consumer_manager(cluster: &Cluster, name: &str) -> Server {
+    let data = cluster.dir.path().join(name);
+    let args = vec![
+        "consumer-manager".to_string(),
+        "--listen".into(),
+        "{listen}".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--cluster-managers".into(),
+        cluster.live_managers().join(","),
+    ];
+    Server::spawn(&data, args, "127.0.0.1:0")
+}
+
+/// What the subscriber saw.
+#[derive(Default)]
+struct Seen {
+    /// Acknowledgements the consumer manager answered.
+    answered: HashSet<(u32, u64)>,
+    /// Deliveries of a record whose acknowledgement had been answered.
+    undone: Vec<(u32, u64)>,
+    /// Deliveries of a record delivered before whose ack was not answered.
+    again: u64,
+    delivered: HashSet<(u32, u64)>,
+}
+
+/// Reads and acknowledges from whichever consumer manager `address` names, through
+/// errors, until every record is acknowledged or `deadline` passes.
+async fn subscriber(address: Arc<Mutex<String>>, seen: Arc<Mutex<Seen>>, deadline: Instant) {
+    let mut connected: Option<(String, Subscriptions)> = None;
+    while Instant::now() < deadline && seen.lock().unwrap().answered.len() < RECORDS as usize {
+        let now = address.lock().unwrap().clone();
+        if connected.as_ref().is_none_or(|(at, _)| *at != now) {
+            match Client::connect(&now).await {
+                Ok(client) => connected = Some((now, Subscriptions::new(client))),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        let Some((_, subs)) = connected.as_ref() else {
+            continue;
+        };
+        let read = subs
+            .read("worker", "", 0, 100, Duration::from_millis(500))
+            .await;
+        let Ok(read) = read else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let ids: Vec<(u32, u64)> = read
+            .records
+            .iter()
+            .map(|r| (r.partition, r.offset))
+            .collect();
+        {
+            let mut seen = seen.lock().unwrap();
+            for id in &ids {
+                if seen.answered.contains(id) {
+                    seen.undone.push(*id);
+                } else if !seen.delivered.insert(*id) {
+                    seen.again += 1;
+                }
+            }
+        }
+        if !ids.is_empty() && subs.ack("worker", "", 0, &ids).await.is_ok() {
+            seen.lock().unwrap().answered.extend(ids);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_manager_lost_with_its_disk_is_replaced_from_the_journal() {
+    let cluster = Cluster::start("2s");
+    crate::cluster::wait_for_brokers(&cluster).await;
+    let mut first = consumer_manager(&cluster, "consumers-a");
+    let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
+    Admin::new(client.clone())
+        .create_topic(NewTopic {
+            name: "work".into(),
+            partitions: PARTITIONS,
+            replication_factor: 3,
+            ..NewTopic::default()
+        })
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        acks: Acks::All,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client, "work", config).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..RECORDS {
+        sent.push(
+            producer
+                .send(ProducerRecord::value(i.to_string()))
+                .await
+                .unwrap(),
+        );
+    }
+    producer.flush().await.unwrap();
+    let mut per_partition: HashMap<u32, u64> = HashMap::new();
+    for delivery in sent {
+        *per_partition
+            .entry(delivery.wait().await.unwrap().partition.0)
+            .or_default() += 1;
+    }
+
+    let consumers = Subscriptions::new(Client::connect(first.address()).await.unwrap());
+    let options = SubscriptionOptions {
+        start: Some(v1::subscription_options::Start::Earliest(true)),
+        ack_deadline_ms: 2_000,
+        ..SubscriptionOptions::default()
+    };
+    consumers
+        .subscribe("work", "worker", options)
+        .await
+        .unwrap();
+
+    let address = Arc::new(Mutex::new(first.address().to_string()));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let reading = tokio::spawn(subscriber(address.clone(), seen.clone(), deadline));
+    // Lose the node a third of the way through, while the subscriber acknowledges.
+    while seen.lock().unwrap().answered.len() < RECORDS as usize / 3 {
+        assert!(Instant::now() < deadline, "the subscriber made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill9();
+    let lost = Instant::now();
+    std::fs::remove_dir_all(cluster.dir.path().join("consumers-a")).unwrap();
+    let second = consumer_manager(&cluster, "consumers-b");
+    let takeover = lost.elapsed();
+    *address.lock().unwrap() = second.address().to_string();
+    reading.await.unwrap();
+
+    let seen = seen.lock().unwrap();
+    let expected: HashSet<(u32, u64)> = per_partition
+        .iter()
+        .flat_map(|(&p, &n)| (0..n).map(move |o| (p, o)))
+        .collect();
+    let skipped = expected.difference(&seen.answered).count();
+    println!(
+        "consumer manager replaced in {takeover:?}: {} acknowledged, {} redelivered after an \
+         unanswered ack, {} redelivered after an answered ack, {skipped} skipped",
+        seen.answered.len(),
+        seen.again,
+        seen.undone.len()
+    );
+    assert_eq!(skipped, 0, "records never delivered and acknowledged");
+    assert!(
+        seen.undone.is_empty(),
+        "acknowledged records came back: {:?}",
+        seen.undone
+    );
+    assert!(
+        takeover < Duration::from_secs(10),
+        "the replacement took {takeover:?} to serve"
+    );
+}
