@@ -18,8 +18,8 @@
 //! - **Rebuild.** At load the trees are emptied and every partition of the journal is
 //!   read from its start to its high watermark, each record's writes applied in
 //!   order (`replay`). A node with an empty disk rebuilds the same state.
-//! - **Snapshots.** Once a partition has taken [`SNAPSHOT_AFTER`] bytes since its
-//!   last snapshot, the round after it writes every key of that partition's
+//! - **Snapshots.** Once a partition has taken `--journal-snapshot-bytes` (32 MiB)
+//!   since its last snapshot, the round after it writes every key of that partition's
 //!   subscriptions as they are in sled, then deletes the journal below the snapshot
 //!   (`DeleteRecords` on every replica). A snapshot is read after the round's queued
 //!   writes were sent, and a write reaches sled before it is queued, so whatever a
@@ -54,13 +54,11 @@ use crate::store::Store;
 pub(crate) const TOPIC: &str = "__subscription_state";
 /// Partitions of a new journal topic: how far subscriptions can later be spread.
 pub(crate) const SHARDS: u32 = 16;
-/// Most bytes of writes in one journal record (the broker takes 1 MiB batches).
+/// Most bytes of writes in one journal record: a quarter of the topic's largest batch
+/// (1 MiB by default), so a producer batch of two records always fits.
 const CHUNK_BYTES: usize = 256 << 10;
-/// Bytes a partition takes between snapshots.
-const SNAPSHOT_AFTER: u64 = 32 << 20;
-/// Segment size of the journal topic: small, so deleting below a snapshot frees
-/// space soon.
-const SEGMENT_BYTES: i64 = 16 << 20;
+/// The topic's largest batch, where its description does not say.
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Bytes asked per read while rebuilding.
 const REPLAY_FETCH_BYTES: u32 = 4 << 20;
 
@@ -68,14 +66,25 @@ const REPLAY_FETCH_BYTES: u32 = 4 << 20;
 pub(crate) type Trees = [sled::Tree; 4];
 
 /// One partition's queued writes, as whole records.
-#[derive(Default)]
 struct Queued {
     records: Vec<Vec<u8>>,
+    /// Bytes after which a record is full.
+    record_bytes: usize,
 }
 
 impl Queued {
+    fn new(record_bytes: usize) -> Queued {
+        Queued {
+            records: Vec::new(),
+            record_bytes,
+        }
+    }
+
     fn push(&mut self, op: Op<'_>) {
-        let full = self.records.last().is_none_or(|r| r.len() >= CHUNK_BYTES);
+        let full = self
+            .records
+            .last()
+            .is_none_or(|r| r.len() >= self.record_bytes);
         if full {
             let mut record = Vec::new();
             codec::begin(&mut record);
@@ -95,6 +104,10 @@ pub(crate) struct Journal {
     source: Source,
     trees: Trees,
     shards: u32,
+    /// Bytes a partition takes between snapshots.
+    snapshot_after: u64,
+    /// Bytes after which a journal record is full.
+    record_bytes: usize,
     /// Whether the topic exists (it is created with the first write).
     exists: AtomicBool,
     queued: Mutex<Vec<Queued>>,
@@ -105,22 +118,32 @@ pub(crate) struct Journal {
 impl Journal {
     /// The journal of `store`, whose trees are emptied and rebuilt from the brokers
     /// (or uploaded, when no journal exists yet).
-    pub(crate) async fn restore(source: Source, store: &Store) -> Result<Journal> {
-        let shards = match source.describe(TOPIC).await {
-            Ok(described) => Some(partition_count(&described)),
+    pub(crate) async fn restore(
+        source: Source,
+        store: &Store,
+        snapshot_after: u64,
+    ) -> Result<Journal> {
+        let (shards, max_message) = match source.describe(TOPIC).await {
+            Ok(described) => (
+                Some(partition_count(&described)),
+                max_message_bytes(&described),
+            ),
             Err(Error::TopicNotFound { .. }) if store.was_restoring()? => {
                 return Err(Error::JournalLost { topic: TOPIC });
             }
-            Err(Error::TopicNotFound { .. }) => None,
+            Err(Error::TopicNotFound { .. }) => (None, topic_max_message(snapshot_after)),
             Err(e) => return Err(e),
         };
         let count = shards.unwrap_or(SHARDS).max(1);
+        let record_bytes = (max_message / 4).clamp(1, CHUNK_BYTES);
         let journal = Journal {
             source,
             trees: store.trees(),
             shards: count,
+            snapshot_after: snapshot_after.max(1),
             exists: AtomicBool::new(shards.is_some()),
-            queued: Mutex::new((0..count).map(|_| Queued::default()).collect()),
+            record_bytes,
+            queued: Mutex::new((0..count).map(|_| Queued::new(record_bytes)).collect()),
             since_snapshot: Mutex::new(vec![0; count as usize]),
         };
         if shards.is_none() {
@@ -154,7 +177,9 @@ impl Journal {
     /// refuses one made elsewhere meanwhile with another partition count, which the
     /// writes queued so far were not placed by.
     async fn create(&self) -> Result<()> {
-        self.source.create_topic(new_topic()).await?;
+        self.source
+            .create_topic(new_topic(self.snapshot_after))
+            .await?;
         let found = partition_count(&self.source.describe(TOPIC).await?);
         if found != self.shards {
             return Err(Error::JournalUnreadable {
@@ -190,7 +215,11 @@ impl Journal {
     pub(crate) async fn append(&self) -> Result<()> {
         let taken: Vec<Queued> = {
             let mut queued = recover(self.queued.lock());
-            queued.iter_mut().map(std::mem::take).collect()
+            let fresh = || Queued::new(self.record_bytes);
+            queued
+                .iter_mut()
+                .map(|q| std::mem::replace(q, fresh()))
+                .collect()
         };
         let mut records = Vec::new();
         let mut due = Vec::new();
@@ -201,7 +230,7 @@ impl Journal {
                     since[shard] += record.len() as u64;
                     records.push(to_record(shard, record));
                 }
-                if since[shard] >= SNAPSHOT_AFTER {
+                if since[shard] >= self.snapshot_after {
                     due.push(shard as u32);
                 }
             }
@@ -210,7 +239,9 @@ impl Journal {
             if !self.exists.load(Ordering::Acquire) {
                 self.create().await?;
             }
-            self.source.append(TOPIC, records).await?;
+            self.source
+                .append(TOPIC, records, self.record_bytes * 2)
+                .await?;
         }
         for shard in due {
             self.snapshot(shard).await?;
@@ -221,7 +252,7 @@ impl Journal {
     /// Writes every key of a partition's subscriptions as sled holds it, then deletes
     /// the journal below the snapshot's first record.
     async fn snapshot(&self, shard: u32) -> Result<()> {
-        let mut queue = Queued::default();
+        let mut queue = Queued::new(self.record_bytes);
         for (tree, kind) in self.trees.iter().zip(Tree::ALL) {
             for item in tree.iter() {
                 let (key, value) = item.map_err(Error::Rebuild)?;
@@ -245,9 +276,12 @@ impl Journal {
             .into_iter()
             .map(|r| to_record(shard as usize, r))
             .collect();
-        let stored = self.source.append(TOPIC, records).await?;
+        let batch_bytes = self.record_bytes * 2;
+        let stored = self.source.append(TOPIC, records, batch_bytes).await?;
         recover(self.since_snapshot.lock())[shard as usize] = bytes;
-        if let Some(first) = stored.first().and_then(|m| m.offset) {
+        let first = stored.first().and_then(|m| m.offset);
+        tracing::info!(partition = shard, offset = ?first, bytes, "subscription-state journal snapshot written");
+        if let Some(first) = first {
             self.delete_below(shard, first).await;
         }
         Ok(())
@@ -270,7 +304,7 @@ impl Journal {
                 .delete_below(&address, TOPIC, shard, offset)
                 .await
             {
-                tracing::debug!(shard, broker = %address, error = %e, "journal compaction failed on a replica");
+                tracing::warn!(shard, broker = %address, error = %e, "journal compaction failed on a replica");
             }
         }
     }
@@ -347,8 +381,9 @@ fn to_record(shard: usize, value: Vec<u8>) -> ProducerRecord {
 }
 
 /// The journal topic as created: kept forever (snapshots delete what is no longer
-/// needed), small segments.
-fn new_topic() -> NewTopic {
+/// needed), small segments (see [`segment_bytes`]).
+fn new_topic(snapshot_after: u64) -> NewTopic {
+    let segment = segment_bytes(snapshot_after);
     NewTopic {
         name: TOPIC.to_string(),
         partitions: SHARDS,
@@ -356,10 +391,35 @@ fn new_topic() -> NewTopic {
         config: v1::TopicConfig {
             retention_ms: Some(pubsub_proto::topic_config::UNLIMITED),
             retention_bytes: Some(pubsub_proto::topic_config::UNLIMITED),
-            segment_bytes: Some(SEGMENT_BYTES),
+            segment_bytes: Some(segment),
+            max_message_bytes: Some(segment.min(MAX_MESSAGE_BYTES as i64) as i32),
             ..Default::default()
         },
     }
+}
+
+/// The largest batch the journal topic takes, as created with `snapshot_after`.
+fn topic_max_message(snapshot_after: u64) -> usize {
+    usize::try_from(segment_bytes(snapshot_after))
+        .map_or(MAX_MESSAGE_BYTES, |s| s.min(MAX_MESSAGE_BYTES))
+}
+
+/// Segments of the journal topic: half the bytes between snapshots, so each snapshot
+/// lets the segments before it go.
+fn segment_bytes(snapshot_after: u64) -> i64 {
+    use pubsub_proto::topic_config::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+    let half = i64::try_from(snapshot_after / 2).unwrap_or(SEGMENT_BYTES_MAX);
+    half.clamp(SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX)
+}
+
+/// The largest batch a described topic takes.
+fn max_message_bytes(described: &v1::DescribeTopicResponse) -> usize {
+    let set = described
+        .topic
+        .as_ref()
+        .and_then(|t| t.config.as_ref()?.max_message_bytes);
+    set.and_then(|b| usize::try_from(b).ok())
+        .unwrap_or(MAX_MESSAGE_BYTES)
 }
 
 /// How many partitions a described topic has.

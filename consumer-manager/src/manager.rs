@@ -45,6 +45,8 @@ pub struct ManagerConfig {
     /// so it survives this node; off, a sled flush makes writes durable on this
     /// node only (the crate's own tests, which run without brokers).
     pub journal: bool,
+    /// Bytes a journal partition takes between snapshots (see `journal`).
+    pub journal_snapshot_bytes: u64,
 }
 
 impl ManagerConfig {
@@ -57,6 +59,7 @@ impl ManagerConfig {
             security: NodeSecurity::default(),
             cluster_managers: Vec::new(),
             journal: true,
+            journal_snapshot_bytes: 32 << 20,
         }
     }
 }
@@ -99,7 +102,9 @@ impl Manager {
         if config.journal {
             let link = config.security.link.clone();
             let source = Source::new(config.brokers.clone(), link);
-            store.attach_journal(source).await?;
+            store
+                .attach_journal(source, config.journal_snapshot_bytes)
+                .await?;
         }
         Self::from_store(store, config)
     }

@@ -347,9 +347,14 @@ impl Source {
         Ok(response.into_inner())
     }
 
-    /// A producer to `topic`, creating the topic (with `partitions` partitions) first
-    /// when `create` says so and it is missing.
-    async fn producer_for(&self, topic: &str, create: Option<u32>) -> Result<Producer> {
+    /// A producer to `topic` with batches of at most `batch_bytes`, creating the topic
+    /// (with `partitions` partitions) first when `create` says so and it is missing.
+    async fn producer_for(
+        &self,
+        topic: &str,
+        create: Option<u32>,
+        batch_bytes: usize,
+    ) -> Result<Producer> {
         let client = self.client().await?;
         let admin = Admin::new(client.clone());
         if let Some(partitions) = create
@@ -366,6 +371,7 @@ impl Source {
         }
         let config = ProducerConfig {
             acks: pubsub_client::Acks::All,
+            batch_bytes,
             ..ProducerConfig::default()
         };
         Ok(Producer::new(client, topic, config).await?)
@@ -379,18 +385,22 @@ impl Source {
         partitions: u32,
         records: Vec<pubsub_client::ProducerRecord>,
     ) -> Result<()> {
-        self.send_all(topic, Some(partitions), records).await?;
+        let batch_bytes = ProducerConfig::default().batch_bytes;
+        self.send_all(topic, Some(partitions), records, batch_bytes)
+            .await?;
         Ok(())
     }
 
-    /// Produces `records` to `topic`, which must exist, and waits until every one is
-    /// stored by all in-sync replicas; returns where each went, in order.
+    /// Produces `records` to `topic`, which must exist, in batches of at most
+    /// `batch_bytes`, and waits until every one is stored by all in-sync replicas;
+    /// returns where each went, in order.
     pub(crate) async fn append(
         &self,
         topic: &str,
         records: Vec<pubsub_client::ProducerRecord>,
+        batch_bytes: usize,
     ) -> Result<Vec<RecordMetadata>> {
-        self.send_all(topic, None, records).await
+        self.send_all(topic, None, records, batch_bytes).await
     }
 
     async fn send_all(
@@ -398,11 +408,14 @@ impl Source {
         topic: &str,
         create: Option<u32>,
         records: Vec<pubsub_client::ProducerRecord>,
+        batch_bytes: usize,
     ) -> Result<Vec<RecordMetadata>> {
         let mut producers = self.producers.lock().await;
         let producer = match producers.entry(topic.to_string()) {
             Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => entry.insert(self.producer_for(topic, create).await?),
+            Entry::Vacant(entry) => {
+                entry.insert(self.producer_for(topic, create, batch_bytes).await?)
+            }
         };
         let sent = async {
             let mut deliveries = Vec::with_capacity(records.len());

@@ -556,8 +556,8 @@ impl Store {
     /// Rebuilds the trees from the subscription-state journal on the brokers (or
     /// uploads them when there is none yet); from then on, writes are made durable
     /// there (see `journal`).
-    pub(crate) async fn attach_journal(&self, source: Source) -> Result<()> {
-        let journal = Journal::restore(source, self).await?;
+    pub(crate) async fn attach_journal(&self, source: Source, snapshot_after: u64) -> Result<()> {
+        let journal = Journal::restore(source, self, snapshot_after).await?;
         let _ = self.journal.set(Arc::new(journal));
         Ok(())
     }

@@ -150,9 +150,14 @@ enum Role {
         /// Address to listen on.
         #[arg(long, env = "PUBSUB_LISTEN")]
         listen: SocketAddr,
-        /// Directory of the sled database of offsets and subscriptions.
+        /// Directory of the sled database of offsets and subscriptions (a view of the
+        /// __subscription_state topic, rebuilt from it at every start).
         #[arg(long, env = "PUBSUB_DATA_DIR")]
         data_dir: PathBuf,
+        /// Bytes a partition of the __subscription_state journal takes before it gets a
+        /// snapshot and what precedes the snapshot is deleted (segments are half this).
+        #[arg(long, env = "PUBSUB_JOURNAL_SNAPSHOT_BYTES", value_parser = pubsub_proto::units::parse_size, default_value = "32MiB")]
+        journal_snapshot_bytes: u64,
         /// Broker addresses to bootstrap from, comma separated, tried in turn (a
         /// Kubernetes Service works well).
         #[arg(long, env = "PUBSUB_BROKERS")]
@@ -404,6 +409,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             brokers,
             cluster_managers,
             cleanup_interval,
+            journal_snapshot_bytes,
             reserve_bytes,
             security,
             metrics,
@@ -422,6 +428,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut config = pubsub_consumer_manager::ManagerConfig::new(data_dir, brokers);
             config.cleanup_interval = cleanup_interval;
+            config.journal_snapshot_bytes = journal_snapshot_bytes;
             config.security = security;
             config.cluster_managers = cluster_managers;
             let manager = Arc::new(

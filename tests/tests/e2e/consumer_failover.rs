@@ -3,15 +3,16 @@
 //! subscription-state journal on the brokers and takes over. An acknowledgement that
 //! was answered is never undone (its record never comes back) and no record is
 //! skipped; a record whose acknowledgement was not answered may come back
-//! (at-least-once).
+//! (at-least-once). Snapshots of the journal are taken every few KiB here, so the
+//! replacement rebuilds from a journal whose start was deleted below a snapshot.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pubsub_client::{
-    Acks, Admin, Client, NewTopic, Producer, ProducerConfig, ProducerRecord, SubscriptionOptions,
-    Subscriptions,
+    Acks, Admin, Client, Consumer, ConsumerConfig, NewTopic, PartitionId, Producer, ProducerConfig,
+    ProducerRecord, StartPosition, SubscriptionOptions, Subscriptions,
 };
 use pubsub_proto::v1;
 use pubsub_tests::{Cluster, Server};
@@ -19,10 +20,19 @@ use pubsub_tests::{Cluster, Server};
 const PARTITIONS: u32 = 3;
 const RECORDS: u64 = 3_000;
 
+/// Bytes between journal snapshots in this test: small, so snapshots and the
+/// deletion below them happen many times within it.
+const SNAPSHOT_BYTES: &str = "1KiB";
+
 /// A `pubsubd consumer-manager` on its own data directory `name`.
 pub(crate) fn consumer_manager(cluster: &Cluster, name: &str) -> Server {
+    consumer_manager_with(cluster, name, &[])
+}
+
+/// As [`consumer_manager`], with `extra` arguments.
+fn consumer_manager_with(cluster: &Cluster, name: &str, extra: &[&str]) -> Server {
     let data = cluster.dir.path().join(name);
-    let args = vec![
+    let mut args = vec![
         "consumer-manager".to_string(),
         "--listen".into(),
         "{listen}".into(),
@@ -31,6 +41,7 @@ pub(crate) fn consumer_manager(cluster: &Cluster, name: &str) -> Server {
         "--cluster-managers".into(),
         cluster.live_managers().join(","),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     Server::spawn(&data, args, "127.0.0.1:0")
 }
 
@@ -65,7 +76,7 @@ async fn subscriber(address: Arc<Mutex<String>>, seen: Arc<Mutex<Seen>>, deadlin
             continue;
         };
         let read = subs
-            .read("worker", "", 0, 100, Duration::from_millis(500))
+            .read("worker", "", 0, 20, Duration::from_millis(500))
             .await;
         let Ok(read) = read else {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -96,7 +107,8 @@ async fn subscriber(address: Arc<Mutex<String>>, seen: Arc<Mutex<Seen>>, deadlin
 async fn a_consumer_manager_lost_with_its_disk_is_replaced_from_the_journal() {
     let cluster = Cluster::start("2s");
     crate::cluster::wait_for_brokers(&cluster).await;
-    let mut first = consumer_manager(&cluster, "consumers-a");
+    let snapshots = ["--journal-snapshot-bytes", SNAPSHOT_BYTES];
+    let mut first = consumer_manager_with(&cluster, "consumers-a", &snapshots);
     let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
     Admin::new(client.clone())
         .create_topic(NewTopic {
@@ -111,7 +123,7 @@ async fn a_consumer_manager_lost_with_its_disk_is_replaced_from_the_journal() {
         acks: Acks::All,
         ..ProducerConfig::default()
     };
-    let producer = Producer::new(client, "work", config).await.unwrap();
+    let producer = Producer::new(client.clone(), "work", config).await.unwrap();
     let mut sent = Vec::new();
     for i in 0..RECORDS {
         sent.push(
@@ -144,15 +156,16 @@ async fn a_consumer_manager_lost_with_its_disk_is_replaced_from_the_journal() {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let deadline = Instant::now() + Duration::from_secs(90);
     let reading = tokio::spawn(subscriber(address.clone(), seen.clone(), deadline));
-    // Lose the node a third of the way through, while the subscriber acknowledges.
-    while seen.lock().unwrap().answered.len() < RECORDS as usize / 3 {
+    // Lose the node two thirds of the way through, while the subscriber acknowledges.
+    while seen.lock().unwrap().answered.len() < RECORDS as usize * 2 / 3 {
         assert!(Instant::now() < deadline, "the subscriber made no progress");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     first.kill9();
     let lost = Instant::now();
     std::fs::remove_dir_all(cluster.dir.path().join("consumers-a")).unwrap();
-    let second = consumer_manager(&cluster, "consumers-b");
+    let journal_start = journal_start(&client).await;
+    let second = consumer_manager_with(&cluster, "consumers-b", &snapshots);
     let takeover = lost.elapsed();
     *address.lock().unwrap() = second.address().to_string();
     reading.await.unwrap();
@@ -165,7 +178,8 @@ async fn a_consumer_manager_lost_with_its_disk_is_replaced_from_the_journal() {
     let skipped = expected.difference(&seen.answered).count();
     println!(
         "consumer manager replaced in {takeover:?}: {} acknowledged, {} redelivered after an \
-         unanswered ack, {} redelivered after an answered ack, {skipped} skipped",
+         unanswered ack, {} redelivered after an answered ack, {skipped} skipped; rebuilt \
+         from a journal deleted below offset {journal_start} (snapshots)",
         seen.answered.len(),
         seen.again,
         seen.undone.len()
@@ -177,7 +191,34 @@ async fn a_consumer_manager_lost_with_its_disk_is_replaced_from_the_journal() {
         seen.undone
     );
     assert!(
+        journal_start > 0,
+        "no snapshot let the journal's start move before the node was lost"
+    );
+    assert!(
         takeover < Duration::from_secs(10),
         "the replacement took {takeover:?} to serve"
     );
+}
+
+/// The highest first offset still stored among the journal's partitions: above 0 once
+/// a snapshot let the segments before it be deleted.
+async fn journal_start(client: &Client) -> u64 {
+    let journal = "__subscription_state";
+    let consumer = Consumer::new(client.clone(), journal, ConsumerConfig::default());
+    let mut highest = 0;
+    for partition in 0..consumer.partition_count().await.unwrap() {
+        let start = consumer
+            .offset_of(PartitionId(partition), StartPosition::Earliest)
+            .await
+            .unwrap();
+        let end = consumer
+            .offset_of(PartitionId(partition), StartPosition::Latest)
+            .await
+            .unwrap();
+        if end > 0 {
+            println!("journal partition {partition}: offsets {start}..{end}");
+        }
+        highest = highest.max(start);
+    }
+    highest
 }
