@@ -37,7 +37,8 @@ fn command_code(error: &CommandError) -> Code {
         | CommandError::StaleLeaderEpoch { .. }
         | CommandError::NotPartitionLeader { .. }
         | CommandError::BrokerIdInUse { .. }
-        | CommandError::MoveConflict { .. } => Code::FailedPrecondition,
+        | CommandError::MoveConflict { .. }
+        | CommandError::InternalTopic { .. } => Code::FailedPrecondition,
         CommandError::LimitExceeded { .. } => Code::ResourceExhausted,
     }
 }

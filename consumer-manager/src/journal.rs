@@ -51,7 +51,7 @@ use crate::source::{ReadOutcome, Source};
 use crate::store::Store;
 
 /// The journal topic (internal, as Kafka's `__consumer_offsets`).
-pub(crate) const TOPIC: &str = "__subscription_state";
+pub(crate) const TOPIC: &str = pubsub_proto::ids::SUBSCRIPTION_STATE_TOPIC;
 /// Partitions of a new journal topic: how far subscriptions can later be spread.
 pub(crate) const SHARDS: u32 = 16;
 /// Most bytes of writes in one journal record: a quarter of the topic's largest batch

@@ -9,6 +9,16 @@ pub const TOPIC_NAME_MAX_BYTES: usize = 249;
 /// Most partitions a topic may have.
 pub const PARTITIONS_MAX: u32 = 10_000;
 
+/// The topic where consumer managers journal every subscription's state (as Kafka's
+/// `__consumer_offsets`): internal, never deleted through the API.
+pub const SUBSCRIPTION_STATE_TOPIC: &str = "__subscription_state";
+
+/// Whether a topic is one the system keeps for itself (deleting it would lose state
+/// no other copy holds).
+pub fn is_internal_topic(name: &str) -> bool {
+    name == SUBSCRIPTION_STATE_TOPIC
+}
+
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {

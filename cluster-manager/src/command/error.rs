@@ -97,6 +97,15 @@ pub enum CommandError {
         /// What stands in the way.
         reason: String,
     },
+    /// The topic is internal (`pubsub_proto::ids::is_internal_topic`): deleting it would
+    /// lose state no other copy holds.
+    #[error(
+        "topic {name:?} is internal: it holds every subscription's position, and deleting it would reset them all; it cannot be deleted"
+    )]
+    InternalTopic {
+        /// Topic name.
+        name: String,
+    },
     /// A different topic of that name exists.
     #[error("topic {name:?} already exists with different settings")]
     TopicExists {

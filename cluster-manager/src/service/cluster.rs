@@ -291,6 +291,11 @@ impl ClusterManager for ClusterManagerService {
             Target::Topic(&request.get_ref().name),
         )?;
         let name = request.into_inner().name;
+        // Refused here, not in the command's validation: a deletion already in the
+        // Raft log still applies the same way.
+        if pubsub_proto::ids::is_internal_topic(&name) {
+            return Err(Error::Command(CommandError::InternalTopic { name }).into());
+        }
         self.manager.write(Command::DeleteTopic { name }).await?;
         tracing::info!("topic deleted");
         Ok(Response::new(v1::DeleteTopicResponse {}))
