@@ -97,14 +97,17 @@ pub enum CommandError {
         /// What stands in the way.
         reason: String,
     },
-    /// The topic is internal (`pubsub_proto::ids::is_internal_topic`): deleting it would
-    /// lose state no other copy holds.
+    /// The topic is internal (`pubsub_proto::ids::is_internal_topic`): deleting it,
+    /// changing its retention or re-hashing it over more partitions would lose or
+    /// reorder state no other copy holds.
     #[error(
-        "topic {name:?} is internal: it holds every subscription's position, and deleting it would reset them all; it cannot be deleted"
+        "topic {name:?} is internal (it holds every subscription's position); it cannot be {action}"
     )]
     InternalTopic {
         /// Topic name.
         name: String,
+        /// What was refused: "deleted", "given more partitions", "reconfigured".
+        action: String,
     },
     /// A different topic of that name exists.
     #[error("topic {name:?} already exists with different settings")]

@@ -239,6 +239,7 @@ impl ClusterManager for ClusterManagerService {
             Target::Topic(&request.get_ref().name),
         )?;
         let request = request.into_inner();
+        refuse_internal(&request.name, "reconfigured")?;
         let written = self
             .manager
             .write(Command::AlterTopicConfig {
@@ -265,6 +266,7 @@ impl ClusterManager for ClusterManagerService {
             Target::Topic(&request.get_ref().name),
         )?;
         let request = request.into_inner();
+        refuse_internal(&request.name, "given more partitions")?;
         let written = self
             .manager
             .write(Command::CreatePartitions {
@@ -291,11 +293,7 @@ impl ClusterManager for ClusterManagerService {
             Target::Topic(&request.get_ref().name),
         )?;
         let name = request.into_inner().name;
-        // Refused here, not in the command's validation: a deletion already in the
-        // Raft log still applies the same way.
-        if pubsub_proto::ids::is_internal_topic(&name) {
-            return Err(Error::Command(CommandError::InternalTopic { name }).into());
-        }
+        refuse_internal(&name, "deleted")?;
         self.manager.write(Command::DeleteTopic { name }).await?;
         tracing::info!("topic deleted");
         Ok(Response::new(v1::DeleteTopicResponse {}))
@@ -544,4 +542,18 @@ impl ClusterManager for ClusterManagerService {
             metadata_version: written.log_index,
         }))
     }
+}
+
+/// Refuses a change to an internal topic (see `pubsub_proto::ids::is_internal_topic`).
+/// Checked here, not in the command's validation, so a change already in the Raft log
+/// still applies the same way on every node.
+fn refuse_internal(name: &str, action: &str) -> Result<(), Status> {
+    if !pubsub_proto::ids::is_internal_topic(name) {
+        return Ok(());
+    }
+    let refused = CommandError::InternalTopic {
+        name: name.to_string(),
+        action: action.to_string(),
+    };
+    Err(Error::Command(refused).into())
 }

@@ -177,19 +177,23 @@ async fn a_consumer_manager_lost_with_its_disk_is_replaced_from_the_journal() {
     let takeover = lost.elapsed();
     *address.lock().unwrap() = second.address().to_string();
     reading.await.unwrap();
-    // The journal is internal: deleting it, which would reset every subscription, is
-    // refused.
-    let deleted = Admin::new(client.clone())
-        .delete_topic("__subscription_state")
-        .await;
-    assert!(
-        matches!(
-            deleted,
-            Err(pubsub_client::Error::FailedPrecondition { .. })
-        ),
-        "{deleted:?}"
-    );
-
+    // The journal is internal: deleting it (every subscription reset), shortening its
+    // retention or re-hashing it over more partitions is refused.
+    let admin = Admin::new(client.clone());
+    let journal = "__subscription_state";
+    let refused = |result: &Result<_, pubsub_client::Error>| {
+        matches!(result, Err(pubsub_client::Error::FailedPrecondition { .. }))
+    };
+    let deleted = admin.delete_topic(journal).await.map(|()| None);
+    assert!(refused(&deleted), "{deleted:?}");
+    let retention = v1::TopicConfig {
+        retention_ms: Some(60_000),
+        ..v1::TopicConfig::default()
+    };
+    let altered = admin.alter_topic_config(journal, retention).await.map(Some);
+    assert!(refused(&altered), "{altered:?}");
+    let grown = admin.create_partitions(journal, 32).await.map(Some);
+    assert!(refused(&grown), "{grown:?}");
     let seen = seen.lock().unwrap();
     let expected: HashSet<(u32, u64)> = per_partition
         .iter()
