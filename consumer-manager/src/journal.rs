@@ -31,8 +31,6 @@
 //!   first snapshot; one that finds none while an earlier rebuild was cut short (the
 //!   `restoring` mark) refuses to upload a partial copy.
 
-mod codec;
-
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -42,8 +40,8 @@ use pubsub_client::{NewTopic, ProducerRecord};
 use pubsub_proto::ids::PartitionId;
 use pubsub_proto::v1;
 
-use codec::Op;
-pub(crate) use codec::Tree;
+pub(crate) use pubsub_proto::journal::Tree;
+use pubsub_proto::journal::{self as codec, Op};
 
 use crate::error::{Error, Result};
 use crate::lock::recover;

@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod flush;
 pub mod ids;
+pub mod journal;
 mod limits;
 pub mod net;
 pub mod partitioner;

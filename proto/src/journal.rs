@@ -1,4 +1,7 @@
-//! How the journal's records carry writes to the consumer manager's sled trees.
+//! The record layout of the subscription-state journal
+//! ([`crate::ids::SUBSCRIPTION_STATE_TOPIC`]): how its records carry writes to the
+//! consumer manager's sled trees. Here, beside the other wire formats, so the fuzz
+//! targets reach it.
 //!
 //! A record's value is a version byte followed by operations, each
 //! `tree(u8) key_len(be16) key kind(u8) [value_len(be32) value]`, kind 1 a put and
@@ -13,7 +16,7 @@ const VERSION: u8 = 1;
 
 /// The sled trees the journal carries, by their number on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Tree {
+pub enum Tree {
     /// Subscription records, keyed by name.
     Subscriptions = 0,
     /// Per-partition cursors.
@@ -26,7 +29,7 @@ pub(crate) enum Tree {
 
 impl Tree {
     /// Every tree, in wire order.
-    pub(crate) const ALL: [Tree; 4] = [
+    pub const ALL: [Tree; 4] = [
         Tree::Subscriptions,
         Tree::Cursors,
         Tree::Acks,
@@ -40,22 +43,22 @@ impl Tree {
 
 /// One write to a tree, borrowed from the record it was decoded from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Op<'a> {
+pub struct Op<'a> {
     /// The tree written.
-    pub(crate) tree: Tree,
+    pub tree: Tree,
     /// The key.
-    pub(crate) key: &'a [u8],
+    pub key: &'a [u8],
     /// The new value; `None` removes the key.
-    pub(crate) value: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
 }
 
 /// A journal record that cannot be read: its offset and what is wrong.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Undecodable {
+pub struct Undecodable {
     /// What is wrong, for the log line.
-    pub(crate) why: &'static str,
+    pub why: &'static str,
     /// Where in the value.
-    pub(crate) at: usize,
+    pub at: usize,
 }
 
 impl fmt::Display for Undecodable {
@@ -65,14 +68,14 @@ impl fmt::Display for Undecodable {
 }
 
 /// Starts a record's value.
-pub(crate) fn begin(buffer: &mut Vec<u8>) {
+pub fn begin(buffer: &mut Vec<u8>) {
     buffer.push(VERSION);
 }
 
 /// Appends one operation to a record begun with [`begin`]. A key longer than 65,535
 /// bytes is never written by the store (names are bounded); one would be refused
 /// here rather than cut.
-pub(crate) fn push(buffer: &mut Vec<u8>, op: Op<'_>) -> Result<(), Undecodable> {
+pub fn push(buffer: &mut Vec<u8>, op: Op<'_>) -> Result<(), Undecodable> {
     let Ok(key_len) = u16::try_from(op.key.len()) else {
         return Err(Undecodable {
             why: "key too long",
@@ -101,7 +104,7 @@ pub(crate) fn push(buffer: &mut Vec<u8>, op: Op<'_>) -> Result<(), Undecodable> 
 }
 
 /// Reads a record's operations, in order.
-pub(crate) fn decode(value: &[u8]) -> Result<Vec<Op<'_>>, Undecodable> {
+pub fn decode(value: &[u8]) -> Result<Vec<Op<'_>>, Undecodable> {
     let mut reader = Reader {
         bytes: value,
         at: 0,
@@ -167,7 +170,7 @@ impl<'a> Reader<'a> {
 }
 
 /// The subscription a key belongs to: keys are `name`, or `name 0x00 ...`.
-pub(crate) fn subscription_of(key: &[u8]) -> &[u8] {
+pub fn subscription_of(key: &[u8]) -> &[u8] {
     key.split(|&b| b == 0).next().unwrap_or(key)
 }
 
