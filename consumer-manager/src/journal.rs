@@ -153,9 +153,8 @@ impl Journal {
                     "uploading this node's subscriptions to the new subscription-state journal"
                 );
                 journal.create().await?;
-                for shard in 0..journal.shards {
-                    journal.snapshot(shard).await?;
-                }
+                let every: Vec<u32> = (0..journal.shards).collect();
+                journal.snapshot(&every).await?;
             }
             return Ok(journal);
         }
@@ -241,28 +240,43 @@ impl Journal {
                 .append(TOPIC, records, self.record_bytes * 2)
                 .await?;
         }
-        for shard in due {
-            self.snapshot(shard).await?;
+        if !due.is_empty() {
+            self.snapshot(&due).await?;
         }
         Ok(())
     }
 
-    /// Writes every key of a partition's subscriptions as sled holds it, then deletes
-    /// the journal below the snapshot's first record.
-    async fn snapshot(&self, shard: u32) -> Result<()> {
-        let mut queue = Queued::new(self.record_bytes);
+    /// Writes every key of the subscriptions of partitions `shards` as sled holds it
+    /// (one pass over the trees for all of them), then deletes each partition's
+    /// journal below its snapshot's first record.
+    async fn snapshot(&self, shards: &[u32]) -> Result<()> {
+        let mut queues: Vec<Option<Queued>> = (0..self.shards).map(|_| None).collect();
+        for &shard in shards {
+            queues[shard as usize] = Some(Queued::new(self.record_bytes));
+        }
         for (tree, kind) in self.trees.iter().zip(Tree::ALL) {
             for item in tree.iter() {
                 let (key, value) = item.map_err(Error::Rebuild)?;
-                if self.shard_of(&key) == shard as usize {
+                if let Some(Some(queue)) = queues.get_mut(self.shard_of(&key)) {
+                    let value = Some(&value[..]);
                     queue.push(Op {
                         tree: kind,
                         key: &key,
-                        value: Some(&value),
+                        value,
                     });
                 }
             }
         }
+        for (shard, queue) in queues.into_iter().enumerate() {
+            if let Some(queue) = queue {
+                self.write_snapshot(shard as u32, queue).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends one partition's snapshot and deletes the journal below it.
+    async fn write_snapshot(&self, shard: u32, mut queue: Queued) -> Result<()> {
         if queue.records.is_empty() {
             // Nothing to keep: an empty marker record starts the snapshot.
             queue.records.push(vec![]);

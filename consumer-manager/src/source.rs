@@ -355,20 +355,15 @@ impl Source {
         create: Option<u32>,
         batch_bytes: usize,
     ) -> Result<Producer> {
-        let client = self.client().await?;
-        let admin = Admin::new(client.clone());
-        if let Some(partitions) = create
-            && let Err(e) = admin
-                .create_topic(pubsub_client::NewTopic {
-                    name: topic.to_string(),
-                    partitions: partitions.max(1),
-                    ..Default::default()
-                })
-                .await
-            && !matches!(e, pubsub_client::Error::AlreadyExists { .. })
-        {
-            return Err(e.into());
+        if let Some(partitions) = create {
+            self.create_topic(pubsub_client::NewTopic {
+                name: topic.to_string(),
+                partitions: partitions.max(1),
+                ..Default::default()
+            })
+            .await?;
         }
+        let client = self.client().await?;
         let config = ProducerConfig {
             acks: pubsub_client::Acks::All,
             batch_bytes,

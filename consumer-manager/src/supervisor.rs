@@ -13,6 +13,7 @@
 //! The slot's lock guards only the swap of an `Arc`, never I/O.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ pub struct Supervisor {
     /// Kubernetes then stops sending work while the database is reloaded.
     serving: tokio::sync::watch::Sender<bool>,
     /// Whether a manager was ever installed (before, requests are told it is loading).
-    loaded: tokio::sync::watch::Sender<bool>,
+    loaded: AtomicBool,
 }
 
 /// Waits between attempts to reopen the database: [`RELOAD_BACKOFF_MIN`] doubling up
@@ -97,7 +98,7 @@ impl Supervisor {
             config,
             slot: RwLock::new(None),
             serving: tokio::sync::watch::Sender::new(false),
-            loaded: tokio::sync::watch::Sender::new(false),
+            loaded: AtomicBool::new(false),
         })
     }
 
@@ -112,7 +113,7 @@ impl Supervisor {
         match self.installed() {
             Some(manager) if !manager.store().has_failed() => Ok(manager),
             Some(_) => Err(Error::Reloading),
-            None if *self.loaded.borrow() => Err(Error::Reloading),
+            None if self.loaded.load(Ordering::Acquire) => Err(Error::Reloading),
             None => Err(Error::Loading),
         }
     }
@@ -125,7 +126,7 @@ impl Supervisor {
     fn install(&self, manager: Option<Arc<Manager>>) {
         let serving = manager.is_some();
         if serving {
-            self.loaded.send_replace(true);
+            self.loaded.store(true, Ordering::Release);
         }
         *recover(self.slot.write()) = manager;
         self.serving.send_replace(serving);

@@ -36,6 +36,18 @@ fn server_with_a_topic(data: &Path) {
     server.terminate();
 }
 
+/// `pubsubd standalone` on `data` at `listen`, without metrics or Kafka listeners,
+/// run by the caller (these servers never become ready).
+fn standalone(data: &Path, listen: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(pubsub_tests::binary("pubsubd"));
+    command
+        .args(["standalone", "--data-dir", &data.display().to_string()])
+        .args(["--listen", listen])
+        .env("PUBSUB_METRICS_LISTEN", "off")
+        .env("PUBSUB_KAFKA_LISTEN", "off");
+    command
+}
+
 #[test]
 fn a_cluster_manager_store_that_lost_its_records_is_refused_and_no_data_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,11 +60,7 @@ fn a_cluster_manager_store_that_lost_its_records_is_refused_and_no_data_is_delet
     // The server never becomes ready (its consumer manager waits for metadata the
     // refused store cannot give), so it is watched without waiting for readiness.
     let address = format!("127.0.0.1:{}", pubsub_tests::free_port());
-    let mut server = std::process::Command::new(pubsub_tests::binary("pubsubd"))
-        .args(["standalone", "--data-dir", &data.display().to_string()])
-        .args(["--listen", &address])
-        .env("PUBSUB_METRICS_LISTEN", "off")
-        .env("PUBSUB_KAFKA_LISTEN", "off")
+    let mut server = standalone(&data, &address)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -81,14 +89,7 @@ fn a_consumer_manager_store_that_lost_its_records_is_refused() {
     assert!(store.join("STORE_ID").exists());
     wipe_store(&store);
 
-    let mut command = std::process::Command::new(pubsub_tests::binary("pubsubd"));
-    let output = command
-        .args(["standalone", "--data-dir", &data.display().to_string()])
-        .args(["--listen", "127.0.0.1:0"])
-        .env("PUBSUB_METRICS_LISTEN", "off")
-        .env("PUBSUB_KAFKA_LISTEN", "off")
-        .output()
-        .unwrap();
+    let output = standalone(&data, "127.0.0.1:0").output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("lost its records"), "{stderr}");
