@@ -158,16 +158,28 @@ impl<E: Entry> ActiveIndex<E> {
         last_at_or_below(&self.bytes, self.count(), target, key)
     }
 
-    /// Writes the entries and a trailer to `path` and syncs it; the index is then
-    /// sealed. On failure (a full disk) the index is unchanged and sealing can be
-    /// tried again.
-    pub(crate) fn write_sealed(&self, path: &Path, covered_log_bytes: u64) -> Result<()> {
-        write_file(path, &self.bytes, self.count(), covered_log_bytes)
+    /// Writes the entries and a trailer to `path`, synced if `durable` (else the
+    /// segment's background flush syncs it); the index is then sealed. On failure (a
+    /// full disk) the index is unchanged and sealing can be tried again.
+    pub(crate) fn write_sealed(
+        &self,
+        path: &Path,
+        covered_log_bytes: u64,
+        durable: bool,
+    ) -> Result<()> {
+        write_file(path, &self.bytes, self.count(), covered_log_bytes, durable)
     }
 }
 
-/// Writes `entries` (encoded) and their trailer to `path`, then syncs the file.
-fn write_file(path: &Path, entries: &[u8], count: usize, covered_log_bytes: u64) -> Result<()> {
+/// Writes `entries` (encoded) and their trailer to `path`, then syncs the file if
+/// `durable`. A torn file fails its trailer check on open and is rebuilt.
+fn write_file(
+    path: &Path,
+    entries: &[u8],
+    count: usize,
+    covered_log_bytes: u64,
+    durable: bool,
+) -> Result<()> {
     use std::io::Write;
     let trailer = trailer(entries, count, covered_log_bytes);
     let mut file = OpenOptions::new()
@@ -178,7 +190,10 @@ fn write_file(path: &Path, entries: &[u8], count: usize, covered_log_bytes: u64)
         .at(path)?;
     file.write_all(entries).at(path)?;
     file.write_all(&trailer).at(path)?;
-    file.sync_all().at(path)
+    if durable {
+        file.sync_all().at(path)?;
+    }
+    Ok(())
 }
 
 fn trailer(entries: &[u8], count: usize, covered_log_bytes: u64) -> [u8; TRAILER_BYTES] {
@@ -257,7 +272,7 @@ impl<E: Entry> SealedIndex<E> {
         for (i, entry) in entries.iter().enumerate() {
             entry.write(&mut bytes[i * E::BYTES..(i + 1) * E::BYTES]);
         }
-        if let Err(e) = write_file(path, &bytes, entries.len(), covered_log_bytes) {
+        if let Err(e) = write_file(path, &bytes, entries.len(), covered_log_bytes, true) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write a rebuilt index; serving it from memory");
             // A partial file fails its trailer check and is rebuilt next time.
         }
@@ -314,7 +329,7 @@ mod tests {
             relative_offset: 5,
             position: 4096,
         });
-        index.write_sealed(&path, 8192).unwrap();
+        index.write_sealed(&path, 8192, true).unwrap();
         let sealed = SealedIndex::<OffsetEntry>::open(&path, 8192)
             .unwrap()
             .unwrap();

@@ -10,6 +10,8 @@
 //! - `open`: recovery of the directory when the log is opened.
 //! - `append`: producer and follower appends, and rolling segments.
 //! - `sync`: group commit, when appended bytes become durable.
+//! - `flusher`: syncing sealed segments in the background after a roll.
+//! - `recovery_point`: the checkpoint of which closed segments are on disk.
 //! - `truncate`: a follower cutting its log back to its leader's.
 //! - `retention`: deleting the oldest closed segments.
 
@@ -26,10 +28,14 @@ use crate::producers::ProducerStates;
 use crate::segment::{self, ActiveSegment, SealedSegment, SegmentRef};
 
 mod append;
+mod flusher;
 mod open;
+mod recovery_point;
 mod retention;
 mod sync;
 mod truncate;
+
+use flusher::Flusher;
 
 use sync::SyncState;
 
@@ -144,7 +150,18 @@ pub struct Log {
     writer: Mutex<()>,
     sync: Mutex<SyncState>,
     synced: Condvar,
-    failed: AtomicBool,
+    /// Syncs segments sealed without syncing, after the roll.
+    flusher: Arc<Flusher>,
+    /// Shared with the flusher, whose failed fsync fails the log too.
+    failed: Arc<AtomicBool>,
+}
+
+impl Drop for Log {
+    /// A log closed cleanly has every sealed segment on disk and its recovery point
+    /// at the active segment, so the next open checks nothing it need not.
+    fn drop(&mut self) {
+        self.flusher.wait_idle();
+    }
 }
 
 impl Log {

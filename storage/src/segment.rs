@@ -7,7 +7,8 @@
 //! and never touch bytes past what was written. The file is extended sparsely to the
 //! segment size: bytes reach the disk only through `pwrite`, so a full disk is an
 //! error of the append that met it (ENOSPC), never a fault on a mapped page. Sealing
-//! cuts the file to its size, syncs it and writes the index files.
+//! cuts the file to its size and writes the index files; they are synced then
+//! (fsync `always`) or by the log's background flush.
 //!
 //! - `active`: the segment being appended to, and its recovery after a crash.
 //! - `sealed`: a closed segment, its indexes checked or rebuilt on open.

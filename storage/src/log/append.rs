@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{AppendInfo, Log, ValidatedBatch, sync_dir};
 use crate::batch::{self, BatchHeader};
+use crate::config::FsyncPolicy;
 use crate::error::{Error, Result};
 use crate::producers::Admission;
 use crate::segment::{ActiveSegment, SealError, SealedSegment};
@@ -148,9 +149,13 @@ impl Log {
 
     /// Seals `active` and starts a new segment at its end. Caller holds the writer lock.
     fn roll_locked(&self, active: &Arc<ActiveSegment>) -> Result<Arc<ActiveSegment>> {
-        // Seal fully (synced file and index trailers) before the next segment exists:
-        // after a crash, the last segment is always the one to recover as active.
-        match active.seal() {
+        // Under fsync `always` every batch is already synced, so the seal syncs only
+        // the rest (the cut to size, the indexes) at little cost. Otherwise the roll
+        // does not wait for the disk: the background flush syncs the sealed segment
+        // and then moves the recovery point past it; recovery checks it batch by
+        // batch until then.
+        let durable = matches!(self.alterable().fsync, FsyncPolicy::Always);
+        match active.seal(durable) {
             Ok(()) => {}
             Err(SealError::Sync(e)) => {
                 // As for any failed fsync: never retry, stop acknowledging.
@@ -166,17 +171,22 @@ impl Log {
             active.base_offset(),
             &self.config,
         )?);
-        let (next, _) = ActiveSegment::recover(
+        let next = Arc::new(ActiveSegment::start(
             &self.dir,
             active.next_offset(),
             &self.config,
             (self.clock)(),
-        )?;
-        sync_dir(&self.dir)?;
-        let next = Arc::new(next);
-        let mut segments = self.write_segments();
-        segments.sealed.push(sealed);
-        segments.active = next.clone();
+            durable,
+        )?);
+        if durable {
+            sync_dir(&self.dir)?;
+        }
+        {
+            let mut segments = self.write_segments();
+            segments.sealed.push(sealed.clone());
+            segments.active = next.clone();
+        }
+        self.flusher.enqueue(sealed, active.clone(), durable);
         tracing::info!(dir = %self.dir.display(), base_offset = next.base_offset(), "rolled segment");
         Ok(next)
     }

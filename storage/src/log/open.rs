@@ -1,9 +1,11 @@
 //! Opening a log: recovery of whatever a crash left in its directory.
 //!
-//! Closed segments are checked against their indexes (rebuilt when missing or
-//! damaged; a corrupt closed segment fails the open) and must follow one another with
-//! no gap; the last segment's tail is checked batch by batch and cut at the first torn
-//! or corrupt batch. The idempotent producers' recent sequences are read back from the
+//! Closed segments below the recovery point are checked against their indexes
+//! (rebuilt when missing or damaged; a corrupt one fails the open) and must follow
+//! one another with no gap; closed segments past it (sealed under fsync `interval` or
+//! `never` and perhaps not flushed before a crash) are checked batch by batch, and the
+//! log is cut at the first damaged one; the last segment's tail is checked batch by
+//! batch and cut at the first torn or corrupt batch. The idempotent producers' recent sequences are read back from the
 //! newest batches, so a retry sent before the crash is still recognised.
 
 use std::path::Path;
@@ -11,8 +13,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
+use super::flusher::Flusher;
 use super::sync::SyncState;
-use super::{Alterable, Clock, Log, Segments, sync_dir, system_clock};
+use super::{
+    Alterable, Clock, Log, Segments, recovery_point, remove_segment_files, sync_dir, system_clock,
+};
 use crate::batch;
 use crate::config::LogConfig;
 use crate::epochs::EpochCache;
@@ -37,8 +42,23 @@ impl Log {
     pub fn open_with_clock(dir: &Path, config: LogConfig, clock: Clock) -> Result<Log> {
         config.validate()?;
         std::fs::create_dir_all(dir).at(dir)?;
-        let (sealed, active) = recover_segments(dir, &config, clock())?;
+        let checkpoint = recovery_point::load(dir)?;
+        let Recovered {
+            sealed,
+            active,
+            unsynced,
+        } = recover_segments(dir, &config, clock(), checkpoint)?;
         sync_dir(dir)?;
+        // Checked whole, but maybe still only in the page cache: make them durable
+        // before the recovery point moves past them.
+        for segment in &unsynced {
+            segment.sync_files()?;
+        }
+        let recovery_point = active.base_offset();
+        if checkpoint != Some(recovery_point) {
+            recovery_point::store(dir, recovery_point)?;
+        }
+        let failed = Arc::new(AtomicBool::new(false));
         let durable_offset = active.next_offset();
         let epochs = EpochCache::load(dir, durable_offset)?;
         let producers = recover_producers(sealed.last().map(|s| &**s), &active);
@@ -64,33 +84,72 @@ impl Log {
                 last_sync: Instant::now(),
             }),
             synced: Condvar::new(),
-            failed: AtomicBool::new(false),
+            flusher: Arc::new(Flusher::new(
+                dir.to_path_buf(),
+                recovery_point,
+                failed.clone(),
+            )),
+            failed,
         })
     }
+}
+
+/// The segments recovery opened.
+struct Recovered {
+    sealed: Vec<Arc<SealedSegment>>,
+    active: ActiveSegment,
+    /// The sealed segments past the recovery point: checked whole, maybe not on disk.
+    unsynced: Vec<Arc<SealedSegment>>,
 }
 
 /// Opens the segments in `dir`: every one but the last as sealed, the last as active
 /// (an empty active segment at offset 0 in an empty directory), checked to follow one
 /// another with no gap.
+///
+/// A sealed segment that ends at or below `recovery_point` (all of them when there is
+/// no checkpoint) was synced at its seal: damage there fails the open. One past it
+/// may have lost pages in a crash: it is checked batch by batch, and the first
+/// damaged one becomes the active segment (its tail cut) with every later one removed.
 fn recover_segments(
     dir: &Path,
     config: &LogConfig,
     now: i64,
-) -> Result<(Vec<Arc<SealedSegment>>, ActiveSegment)> {
+    recovery_point: Option<u64>,
+) -> Result<Recovered> {
     let bases = list_segments(dir)?;
-    let Some((&last, rest)) = bases.split_last() else {
-        return Ok((Vec::new(), ActiveSegment::recover(dir, 0, config, now)?.0));
+    let Some(&last) = bases.last() else {
+        let (active, _) = ActiveSegment::recover(dir, 0, config, now)?;
+        return Ok(Recovered {
+            sealed: Vec::new(),
+            active,
+            unsynced: Vec::new(),
+        });
     };
-    let mut sealed = Vec::with_capacity(rest.len());
-    for &base in rest {
-        let segment = SealedSegment::open(dir, base, config)?;
-        check_contiguous(
-            sealed.last().map(|s: &Arc<SealedSegment>| s.next_offset()),
-            &segment,
-        )?;
-        sealed.push(Arc::new(segment));
+    let mut sealed: Vec<Arc<SealedSegment>> = Vec::with_capacity(bases.len());
+    let mut unsynced = Vec::new();
+    let mut active_base = last;
+    for pair in bases.windows(2) {
+        let (base, end) = (pair[0], pair[1]);
+        let synced = recovery_point.is_none_or(|point| end <= point);
+        let segment = if synced {
+            SealedSegment::open(dir, base, config)?
+        } else if let Some(segment) = SealedSegment::open_checked(dir, base, config)? {
+            segment
+        } else {
+            active_base = base;
+            break;
+        };
+        check_contiguous(sealed.last().map(|s| s.next_offset()), &segment)?;
+        let segment = Arc::new(segment);
+        if !synced {
+            unsynced.push(segment.clone());
+        }
+        sealed.push(segment);
     }
-    let (active, _dropped) = ActiveSegment::recover(dir, last, config, now)?;
+    if active_base != last {
+        cut_after(dir, &bases, active_base)?;
+    }
+    let (active, _dropped) = ActiveSegment::recover(dir, active_base, config, now)?;
     if let Some(prev) = sealed.last()
         && prev.next_offset() != active.base_offset()
     {
@@ -104,7 +163,26 @@ fn recover_segments(
             ),
         });
     }
-    Ok((sealed, active))
+    Ok(Recovered {
+        sealed,
+        active,
+        unsynced,
+    })
+}
+
+/// Removes every segment after `base`, newest first: recovery found `base` damaged
+/// past the recovery point, and nothing after a lost page can be kept.
+fn cut_after(dir: &Path, bases: &[u64], base: u64) -> Result<()> {
+    let later: Vec<u64> = bases.iter().copied().filter(|&b| b > base).collect();
+    for &doomed in later.iter().rev() {
+        remove_segment_files(dir, doomed)?;
+    }
+    tracing::warn!(
+        path = %segment::log_path(dir, base).display(),
+        removed_segments = later.len(),
+        "a segment sealed after the recovery point is damaged (lost in a crash under fsync interval or never); the log is cut there"
+    );
+    Ok(())
 }
 
 /// The idempotent producers' recent sequences, read from the active segment and the

@@ -77,8 +77,9 @@ impl Log {
                 state = recover(self.synced.wait(state));
                 continue;
             }
-            // Read the target before choosing the file: a segment sealed in between was
-            // synced by its seal, so syncing the active one then covers everything.
+            // Read the target before choosing the file: a segment sealed in between is
+            // synced by its seal or the background flush (waited for below), so
+            // syncing the active one then covers everything.
             let covered = self.log_end_offset();
             if covered < target {
                 return Err(Error::AppendLost {
@@ -91,7 +92,8 @@ impl Log {
             let generation = state.generation;
             drop(state);
             let active = self.read_segments().active.clone();
-            let result = active.sync();
+            self.flusher.wait_synced();
+            let result = self.check_not_failed().and_then(|()| active.sync());
             state = recover(self.sync.lock());
             state.running = false;
             self.synced.notify_all();

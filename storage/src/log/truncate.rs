@@ -31,6 +31,8 @@ impl Log {
         if offset <= log_start {
             return self.reset_locked(offset.min(log_start));
         }
+        // No flush may move the recovery point past the cut once it is lowered.
+        self.flusher.wait_idle();
         let mut segments = self.write_segments();
         let keep = segments.holding(offset);
         let (base, position) = match &keep {
@@ -67,6 +69,7 @@ impl Log {
         segments.active = Arc::new(active);
         let new_end = segments.active.next_offset();
         drop(segments);
+        self.flusher.lower(base)?;
         self.lower_durable_offset(new_end);
         self.lock_epochs().truncate_from(new_end)?;
         self.lock_producers().truncate_from(new_end);
@@ -83,6 +86,8 @@ impl Log {
     }
 
     fn reset_locked(&self, offset: u64) -> Result<()> {
+        self.flusher.wait_idle();
+        self.flusher.lower(offset)?;
         let mut segments = self.write_segments();
         for base in segments
             .sealed

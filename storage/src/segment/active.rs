@@ -2,8 +2,8 @@
 //!
 //! `size` (an atomic, stored after the bytes are written) tells readers how much of
 //! the map holds complete batches. Recovery after a crash scans the file's data and
-//! cuts it at the first torn or corrupt batch; sealing cuts the file to its size,
-//! syncs it and writes the index files.
+//! cuts it at the first torn or corrupt batch; sealing cuts the file to its size
+//! and writes the index files (synced then, or later by the log's background flush).
 
 /// Time of each fsync of an active segment, for `pubsubd`'s metrics (a no-op without
 /// an exporter); looked up once.
@@ -87,6 +87,29 @@ impl ActiveSegment {
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<(Self, u64)> {
+        Self::open_file(dir, base_offset, config, now_ms, true)
+    }
+
+    /// Starts the segment after a roll at `base_offset`. Its empty file is synced only
+    /// if `durable`; otherwise syncing it would queue behind the sealed segment's
+    /// background flush, and a crash that loses it loses no record.
+    pub(crate) fn start(
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        now_ms: i64,
+        durable: bool,
+    ) -> Result<Self> {
+        Ok(Self::open_file(dir, base_offset, config, now_ms, durable)?.0)
+    }
+
+    fn open_file(
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        now_ms: i64,
+        durable: bool,
+    ) -> Result<(Self, u64)> {
         let path = log_path(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
@@ -104,7 +127,9 @@ impl ActiveSegment {
         // slower (ext4 converts unwritten extents on each one: measured 10x).
         file.set_len(valid).at(&path)?;
         file.set_len(capacity).at(&path)?;
-        file.sync_all().at(&path)?;
+        if durable {
+            file.sync_all().at(&path)?;
+        }
         remove_stale_indexes(dir, base_offset)?;
         // SAFETY: readers only touch the committed bytes (`size`), which were written
         // through the file (so their pages exist, even on tmpfs), and the file is never
@@ -234,20 +259,24 @@ impl ActiveSegment {
         synced
     }
 
-    /// Closes the segment for writing: cuts the file to its size, syncs it, then
-    /// writes both index files with their trailers.
+    /// Closes the segment for writing: cuts the file to its size, syncs it if
+    /// `durable`, then writes both index files with their trailers (synced likewise).
+    /// A segment sealed without `durable` is synced later by the log's background
+    /// flush, and until then recovery checks it batch by batch.
     ///
     /// Readers that still hold this segment keep reading its committed bytes. If the
     /// index files cannot be written (a full disk), the segment stays active with its
     /// indexes and sealing can be tried again; a failed fsync is
     /// [`SealError::Sync`], after which nothing written may be trusted.
-    pub(crate) fn seal(&self) -> std::result::Result<(), SealError> {
+    pub(crate) fn seal(&self, durable: bool) -> std::result::Result<(), SealError> {
         let size = self.size();
         self.file.set_len(size).at(&self.path)?;
-        self.file
-            .sync_all()
-            .at(&self.path)
-            .map_err(SealError::Sync)?;
+        if durable {
+            self.file
+                .sync_all()
+                .at(&self.path)
+                .map_err(SealError::Sync)?;
+        }
         let mut guard = recover(self.indexes.write());
         if let Some(indexes) = guard.as_mut() {
             let max = self.max_timestamp();
@@ -266,10 +295,10 @@ impl ActiveSegment {
             let dir = self.path.parent().unwrap_or(Path::new("."));
             indexes
                 .offsets
-                .write_sealed(&index_path(dir, self.base_offset), size)?;
+                .write_sealed(&index_path(dir, self.base_offset), size, durable)?;
             indexes
                 .times
-                .write_sealed(&time_index_path(dir, self.base_offset), size)?;
+                .write_sealed(&time_index_path(dir, self.base_offset), size, durable)?;
         }
         // Sealed: no more appends, so no more index entries.
         guard.take();
@@ -363,7 +392,7 @@ fn scan_file(
 
 /// Where a file's data ends: its first hole, or its length where the filesystem
 /// cannot tell (then holes, if any, read as zeros without allocating).
-fn data_end(file: &File, len: u64) -> u64 {
+pub(super) fn data_end(file: &File, len: u64) -> u64 {
     if len == 0 {
         return 0;
     }

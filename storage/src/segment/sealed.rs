@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+use super::active::data_end;
 use super::read::{collect, first_at_or_after, seek};
 use super::scan::{ScanStop, scan};
 use super::{index_path, log_path, offset_key, time_index_path, time_key};
@@ -64,6 +65,51 @@ impl SealedSegment {
             offsets,
             times,
         })
+    }
+
+    /// Opens a sealed segment that may not have reached the disk whole (it was sealed
+    /// after the log's recovery point, then the machine stopped): every batch is
+    /// checked first, and `None` means one is torn, corrupt or missing, so the caller
+    /// cuts the log there instead of failing the open.
+    pub(crate) fn open_checked(
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+    ) -> Result<Option<Self>> {
+        let path = log_path(dir, base_offset);
+        let file = File::open(&path).at(&path)?;
+        let size = file.metadata().at(&path)?.len();
+        // Pages that never reached the disk read back as a hole: never map one.
+        if size == 0 || data_end(&file, size) < size {
+            return Ok(None);
+        }
+        // SAFETY: the file has no hole and is not written while the log is opening.
+        let map = unsafe { Mmap::map(&file) }.at(&path)?;
+        let found = scan(&map, base_offset, u32::MAX);
+        if found.stopped.is_some() || found.valid_bytes != size {
+            return Ok(None);
+        }
+        drop(map);
+        Self::open(dir, base_offset, config).map(Some)
+    }
+
+    /// Forces the segment's file and its index files to disk: the background flush of
+    /// a segment sealed without syncing. A file already deleted (retention, a deleted
+    /// topic) needs nothing.
+    pub(crate) fn sync_files(&self) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        for path in [
+            self.path.clone(),
+            index_path(dir, self.base_offset),
+            time_index_path(dir, self.base_offset),
+        ] {
+            match File::open(&path) {
+                Ok(file) => file.sync_all().at(&path)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at(&path),
+            }
+        }
+        Ok(())
     }
 
     /// First offset of the segment.

@@ -7,6 +7,7 @@ mod full_disk;
 mod model;
 mod recovery;
 mod retention;
+mod unsynced;
 
 use std::path::Path;
 use std::sync::Arc;
