@@ -9,7 +9,9 @@
 //! lengths (offset index, time index), a u16 base offset for a second segment (0: none),
 //! then the index bytes, the time index bytes and the first segment's `.log`. With a
 //! second segment the first is opened as sealed (indexes and trailers checked), and the
-//! second, empty, as the active one.
+//! second, empty, as the active one; an odd base offset also writes a damaged
+//! recovery-point checkpoint, so the sealed segment is checked as one a crash may have
+//! cut short (and the log cut there) instead of trusted.
 #![no_main]
 
 use std::path::Path;
@@ -60,6 +62,11 @@ fn write_files(dir: &Path, mut input: &[u8]) {
     std::fs::write(name(0, "timeindex"), time).expect("write the time index");
     if second > 0 {
         std::fs::write(name(u64::from(second), "log"), b"").expect("write the next segment");
+    }
+    if second % 2 == 1 {
+        // A crash before the background flush: the first segment is past the recovery
+        // point, checked batch by batch and cut rather than trusted.
+        std::fs::write(dir.join("recovery-point-checkpoint"), b"0").expect("write the checkpoint");
     }
 }
 
