@@ -292,7 +292,28 @@ impl Partition {
     /// Returns once the fsync policy is satisfied, so with `always` every returned
     /// offset is on disk; then the log end moves and the high watermark follows as the
     /// in-sync replicas catch up.
+    #[cfg(test)]
     pub(crate) async fn append(&self, batches: Vec<Bytes>) -> Result<Appended> {
+        let appended = self.write(batches).await?;
+        self.make_durable(appended.pending.end_offset).await?;
+        Ok(appended)
+    }
+
+    /// Waits until everything below `end` is durable under the fsync policy, then
+    /// moves the log end there: only durable records are served to consumers and
+    /// followers.
+    pub(crate) async fn make_durable(&self, end: u64) -> Result<()> {
+        let log = self.log.clone();
+        blocking(move || Ok(log.wait_durable(end)?)).await?;
+        self.publish_log_end(end);
+        Ok(())
+    }
+
+    /// Writes producer batches in order (leader only), as [`Partition::append`] does
+    /// but without waiting for the fsync policy: [`Partition::make_durable`] does that.
+    /// A produce stream writes its next request while this one waits, so one fsync
+    /// covers several requests (group commit across a stream's pipeline).
+    pub(crate) async fn write(&self, batches: Vec<Bytes>) -> Result<Appended> {
         let log = self.log.clone();
         let disk = self.disk.clone();
         let term = *self.term.borrow();
@@ -311,14 +332,13 @@ impl Partition {
             let mut offsets = Vec::with_capacity(batches.len());
             let mut end = 0;
             for batch in checked {
-                let info = log.append_validated(batch, epoch)?;
+                let info = log.write_validated(batch, epoch)?;
                 offsets.push(info.base_offset);
                 end = info.last_offset + 1;
             }
             Ok((offsets, end))
         })
         .await?;
-        self.publish_log_end(end);
         Ok(Appended {
             base_offsets: offsets,
             pending: Pending {

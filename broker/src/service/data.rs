@@ -44,10 +44,13 @@ impl DataService {
 /// How long an acks=all produce waits for the in-sync replicas.
 pub(crate) const ACKS_ALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A produce appended on the leader, waiting for its acknowledgement condition.
+/// A produce written on the leader, waiting for its acknowledgement condition: first
+/// the fsync policy, then (acks=all) the in-sync replicas.
 pub(crate) struct Appended {
     correlation_id: u64,
     base_offsets: Vec<u64>,
+    /// The log end after the request's batches: durable before anything is answered.
+    end_offset: u64,
     partition: Arc<Partition>,
     broker: Arc<Broker>,
     /// For acks=all: what commits the records, and how many in-sync replicas the
@@ -70,6 +73,7 @@ impl Appended {
     }
 
     async fn wait(self) -> Result<v1::ProduceResponse, Error> {
+        self.partition.make_durable(self.end_offset).await?;
         if let Some((pending, needed)) = self.commit {
             let deadline = tokio::time::Instant::now() + ACKS_ALL_TIMEOUT;
             let lease = self.broker.lease();
@@ -142,7 +146,10 @@ pub(crate) async fn append(
         }
     }
     let bytes: u64 = request.batches.iter().map(|b| b.len() as u64).sum();
-    let appended = partition.append(request.batches).await?;
+    // Written, not yet durable: `Appended::acknowledge` waits for the fsync policy,
+    // so a stream's next request is written meanwhile and shares the fsync.
+    let appended = partition.write(request.batches).await?;
+    let end_offset = appended.pending.end_offset;
     if let Some(first) = appended.base_offsets.first() {
         let records = appended.pending.end_offset.saturating_sub(*first);
         partition.counters().produced(records, bytes);
@@ -155,6 +162,7 @@ pub(crate) async fn append(
     Ok(Appended {
         correlation_id: request.correlation_id,
         base_offsets,
+        end_offset,
         partition,
         broker: broker.clone(),
         commit: acks_all.then_some((appended.pending, needed)),

@@ -70,8 +70,9 @@ pub struct ProducerArgs {
     /// Batch size limit in bytes (before compression).
     #[arg(long, default_value_t = 256 * 1024)]
     pub batch_bytes: usize,
-    /// How long a batch may wait to fill, in ms.
-    #[arg(long, default_value_t = 5)]
+    /// How long a batch may wait to fill, in ms (the SDK's default, 0: closed within
+    /// a millisecond).
+    #[arg(long, default_value_t = 0)]
     pub linger_ms: u64,
     /// Acknowledgement level: none, leader or all.
     #[arg(long, default_value = "leader")]

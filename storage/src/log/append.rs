@@ -30,10 +30,25 @@ impl Log {
     }
 
     /// Appends a batch [`Log::validate`] accepted, as [`Log::append`] does.
+    pub fn append_validated(
+        &self,
+        batch: ValidatedBatch<'_>,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let info = self.write_validated(batch, leader_epoch)?;
+        self.wait_durable(info.last_offset + 1)?;
+        Ok(info)
+    }
+
+    /// Writes a batch [`Log::validate`] accepted, stamped with its base offset and
+    /// leader epoch, but returns before the fsync policy is applied: the caller then
+    /// waits in [`Log::wait_durable`]. A produce stream writes its next request while
+    /// the last one waits, so one fsync covers several requests.
     ///
     /// The caller's bytes are not modified or copied: the stamped header is written
     /// from a stack copy and the rest straight from the batch. Nothing is re-encoded.
-    pub fn append_validated(
+    /// A retry of a stored batch is answered with the stored offsets.
+    pub fn write_validated(
         &self,
         batch: ValidatedBatch<'_>,
         leader_epoch: i32,
@@ -46,9 +61,8 @@ impl Log {
             let _writer = self.lock_writer()?;
             self.check_not_failed()?;
             if let Admission::Duplicate(stored) = self.lock_producers().admit(&header)? {
-                // A retry whose answer was lost: answer with the stored batch, once durable.
-                drop(_writer);
-                self.after_append(stored.last_offset + 1)?;
+                // A retry whose answer was lost: answer with the stored batch (once
+                // durable, which the caller waits for as for any write).
                 return Ok(stored);
             }
             let active = self.prepare_active(batch_bytes.len(), header.last_offset_delta)?;
@@ -76,7 +90,6 @@ impl Log {
                 last_offset: header.last_offset(),
             }
         };
-        self.after_append(info.last_offset + 1)?;
         Ok(info)
     }
 
@@ -120,7 +133,7 @@ impl Log {
             }
         }
         if let Some(info) = appended {
-            self.after_append(info.last_offset + 1)?;
+            self.wait_durable(info.last_offset + 1)?;
         }
         Ok(appended)
     }

@@ -29,8 +29,10 @@ impl Log {
         recover(self.sync.lock()).durable_offset
     }
 
-    /// Applies the fsync policy after an append that ends at `end_offset`.
-    pub(super) fn after_append(&self, end_offset: u64) -> Result<()> {
+    /// Applies the fsync policy to a write that ends at `end_offset`: returns once
+    /// it is durable under fsync `always` (sharing the fsync with concurrent writers),
+    /// syncs if the interval is due under `interval`, and at once under `never`.
+    pub fn wait_durable(&self, end_offset: u64) -> Result<()> {
         match self.alterable().fsync {
             FsyncPolicy::Always => self.sync_to(end_offset),
             FsyncPolicy::Interval(every) => {
