@@ -287,7 +287,20 @@ impl<'a> DecodedBatch<'a> {
             ));
         }
         batch::check_crc(bytes, &header)?;
-        let body = &bytes[HEADER_BYTES..];
+        Self::of_checked(header, bytes, max_uncompressed_bytes)
+    }
+
+    /// Decodes a batch that [`batch::batches`] yielded with `header`: its length and
+    /// CRC are checked already, so they are not checked twice (a consumer's decode of
+    /// every fetched batch). Records are still bounds-checked as they are read.
+    pub fn of_checked(
+        header: BatchHeader,
+        bytes: &'a [u8],
+        max_uncompressed_bytes: usize,
+    ) -> Result<Self> {
+        let body = bytes
+            .get(HEADER_BYTES..)
+            .ok_or_else(|| Error::malformed("batch shorter than its header"))?;
         let records = match header.compression()? {
             Compression::None => Cow::Borrowed(body),
             codec => Cow::Owned(compression::decompress(

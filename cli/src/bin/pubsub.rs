@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use pubsub_cli::commands::{self, Cli, output};
 
+/// mimalloc rather than glibc's malloc: a consumer allocates and frees a fetch-sized
+/// buffer per response, and glibc returned those pages to the kernel and faulted them
+/// back in each time (a quarter of `bench consume`'s time went to page faults).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Logs only on request: the SDK's warnings would otherwise add lines to the one
     // error line a failed command prints.

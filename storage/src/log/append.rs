@@ -184,6 +184,8 @@ impl Log {
             active.base_offset(),
             &self.config,
         )?);
+        // Every batch in it was checked as it was appended or recovered.
+        sealed.mark_verified();
         let next = Arc::new(ActiveSegment::start(
             &self.dir,
             active.next_offset(),

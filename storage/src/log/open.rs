@@ -54,10 +54,7 @@ impl Log {
         for segment in &unsynced {
             segment.sync_files()?;
         }
-        let recovery_point = active.base_offset();
-        if checkpoint != Some(recovery_point) {
-            recovery_point::store(dir, recovery_point)?;
-        }
+        let recovery_point = store_recovery_point(dir, checkpoint, active.base_offset());
         let failed = Arc::new(AtomicBool::new(false));
         let durable_offset = active.next_offset();
         let epochs = EpochCache::load(dir, durable_offset)?;
@@ -91,6 +88,23 @@ impl Log {
             )),
             failed,
         })
+    }
+}
+
+/// Moves the checkpoint to `point` (every closed segment is now on disk) and returns
+/// what the file then says, `u64::MAX` for no file (every closed segment trusted). A
+/// checkpoint that cannot be written (a full disk) keeps the old one: the next open
+/// checks more segments than it needs, and the log opens all the same.
+fn store_recovery_point(dir: &Path, checkpoint: Option<u64>, point: u64) -> u64 {
+    if checkpoint == Some(point) {
+        return point;
+    }
+    match recovery_point::store(dir, point) {
+        Ok(()) => point,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot move the recovery point; the next open checks more segments");
+            checkpoint.unwrap_or(u64::MAX)
+        }
     }
 }
 

@@ -322,7 +322,9 @@ impl ActiveSegment {
         end_offset: u64,
     ) -> Result<std::ops::Range<usize>> {
         let (bytes, start) = self.seek(offset)?;
-        collect(bytes, start, max_bytes, end_offset, &self.path)
+        // Every committed byte was checked: by the recovery scan or, for an append,
+        // by the validation of the batch before it was written.
+        collect(bytes, start, max_bytes, end_offset, &self.path, usize::MAX)
     }
 
     /// Base offset of the first batch whose max timestamp is at or after `timestamp`.

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use memmap2::Mmap;
 
@@ -24,6 +25,10 @@ pub(crate) struct SealedSegment {
     map: Option<Mmap>,
     offsets: SealedIndex<OffsetEntry>,
     times: SealedIndex<TimeEntry>,
+    /// Every batch below this position had its CRC checked by this process (a full
+    /// scan, its appends while it was active, or an earlier read), so reads serve
+    /// those without checking again; a consumer and a follower check each batch too.
+    verified_below: AtomicUsize,
 }
 
 impl SealedSegment {
@@ -51,6 +56,7 @@ impl SealedSegment {
             times,
             next_offset,
             max_timestamp,
+            verified_below,
         } = match indexes {
             (Some(offsets), Some(times)) => verify_tail(bytes, base_offset, offsets, times, &path)?,
             _ => rebuild_indexes(dir, bytes, base_offset, config, &path)?,
@@ -64,7 +70,15 @@ impl SealedSegment {
             map,
             offsets,
             times,
+            verified_below: AtomicUsize::new(verified_below),
         })
+    }
+
+    /// Notes that every batch of the segment was checked (it was appended to as the
+    /// active segment in this process, or scanned whole).
+    pub(crate) fn mark_verified(&self) {
+        self.verified_below
+            .store(self.bytes().len(), Ordering::Release);
     }
 
     /// Opens a sealed segment that may not have reached the disk whole (it was sealed
@@ -90,7 +104,9 @@ impl SealedSegment {
             return Ok(None);
         }
         drop(map);
-        Self::open(dir, base_offset, config).map(Some)
+        let segment = Self::open(dir, base_offset, config)?;
+        segment.mark_verified();
+        Ok(Some(segment))
     }
 
     /// Forces the segment's file and its index files to disk: the background flush of
@@ -159,7 +175,21 @@ impl SealedSegment {
         end_offset: u64,
     ) -> Result<std::ops::Range<usize>> {
         let start = seek(self.bytes(), self.position_of(offset), offset, &self.path)?;
-        collect(self.bytes(), start, max_bytes, end_offset, &self.path)
+        let verified = self.verified_below.load(Ordering::Acquire);
+        let range = collect(
+            self.bytes(),
+            start,
+            max_bytes,
+            end_offset,
+            &self.path,
+            verified,
+        )?;
+        // Checked from where the checked prefix ends: a reader going front to back
+        // checks each batch once.
+        if range.start <= verified {
+            self.verified_below.fetch_max(range.end, Ordering::AcqRel);
+        }
+        Ok(range)
     }
 
     /// Base offset of the first batch whose max timestamp is at or after `timestamp`.
@@ -199,6 +229,9 @@ struct Indexed {
     times: SealedIndex<TimeEntry>,
     next_offset: u64,
     max_timestamp: i64,
+    /// Where the batches known good by the open's scan end (all of them after a full
+    /// scan, none when only the tail was scanned).
+    verified_below: usize,
 }
 
 /// Trusts checked indexes and verifies only the batches from the last offset entry to
@@ -225,6 +258,7 @@ fn verify_tail(
         times,
         next_offset: tail.next_offset,
         max_timestamp: max.max(tail.max_timestamp.unwrap_or(i64::MIN)),
+        verified_below: 0,
     })
 }
 
@@ -257,6 +291,7 @@ fn rebuild_indexes(
         times: SealedIndex::write(&time_index_path(dir, base_offset), &time_entries, size),
         next_offset: full.next_offset,
         max_timestamp: max,
+        verified_below: bytes.len(),
     })
 }
 
