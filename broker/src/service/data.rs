@@ -187,7 +187,12 @@ pub(crate) async fn produce(
     broker: &Arc<Broker>,
     request: v1::ProduceRequest,
 ) -> Result<v1::ProduceResponse, Error> {
-    append(broker, request).await?.acknowledge().await
+    // Spawned: a caller that goes away must not leave the written records unpublished
+    // (acknowledging is what makes them durable and moves the log end past them).
+    let appended = append(broker, request).await?;
+    tokio::spawn(appended.acknowledge())
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
 }
 
 fn error_response(correlation_id: u64, error: Error) -> v1::ProduceResponse {

@@ -190,6 +190,50 @@ fn kcat_records_read_back_through_grpc_a_subscription_and_the_other_way() {
 }
 
 #[test]
+fn records_produced_with_acks_0_become_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    if !clients_present("acks_0") {
+        return;
+    }
+    let (server, kafka) = start(dir.path(), &[]);
+    ok(
+        pubsub(
+            server.address(),
+            &["create", "fire", "--partitions", "1"],
+            b"",
+        ),
+        "create",
+    );
+    // Nothing answers an acks=0 produce, but the records it carried are stored and
+    // must become visible like any others (not only once a later produce moves the
+    // log end past them).
+    kcat(
+        &kafka,
+        &["-P", "-t", "fire", "-X", "acks=0"],
+        b"one\ntwo\nthree\n",
+    );
+    let consumed = kcat(
+        &kafka,
+        &[
+            "-C",
+            "-t",
+            "fire",
+            "-o",
+            "beginning",
+            "-c",
+            "3",
+            "-f",
+            "%s\\n",
+        ],
+        b"",
+    );
+    assert_eq!(
+        consumed.lines().collect::<Vec<_>>(),
+        ["one", "two", "three"]
+    );
+}
+
+#[test]
 fn kafka_python_creates_produces_with_kafka_partitioning_and_consumes() {
     let dir = tempfile::tempdir().unwrap();
     if !clients_present("kafka_python") {
