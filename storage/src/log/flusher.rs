@@ -153,7 +153,7 @@ impl Flusher {
             let mut state = self.lock();
             match stored {
                 Ok(()) => state.recovery_point = end,
-                // Only recovery work is lost: it checks more segments than it need.
+                // Only recovery work is lost: it checks more segments than it needs.
                 Err(e) => {
                     tracing::warn!(dir = %self.dir.display(), error = %e, "cannot move the recovery point")
                 }
