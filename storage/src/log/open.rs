@@ -5,8 +5,9 @@
 //! one another with no gap; closed segments past it (sealed under fsync `interval` or
 //! `never` and perhaps not flushed before a crash) are checked batch by batch, and the
 //! log is cut at the first damaged one; the last segment's tail is checked batch by
-//! batch and cut at the first torn or corrupt batch. The idempotent producers' recent sequences are read back from the
-//! newest batches, so a retry sent before the crash is still recognised.
+//! batch and cut at the first torn or corrupt batch. The idempotent producers' recent
+//! sequences are read back from the newest batches, so a retry sent before the crash
+//! is still recognised.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
