@@ -309,8 +309,8 @@ impl Partition {
         Ok(())
     }
 
-    /// Writes producer batches in order (leader only), as [`Partition::append`] does
-    /// but without waiting for the fsync policy: [`Partition::make_durable`] does that.
+    /// Writes producer batches in order (leader only) without waiting for the fsync
+    /// policy: [`Partition::make_durable`] does that, then makes them visible.
     /// A produce stream writes its next request while this one waits, so one fsync
     /// covers several requests (group commit across a stream's pipeline).
     pub(crate) async fn write(&self, batches: Vec<Bytes>) -> Result<Appended> {

@@ -139,17 +139,6 @@ pub(super) async fn handle(ctx: Ctx, body: Bytes) -> Result<Pending, String> {
         appended.push((topic.name, partitions));
     }
     if acks == Some(v1::Acks::None) {
-        // Nothing is answered, but what was written must still become durable and
-        // visible: acknowledging is what moves the log end past it.
-        tokio::spawn(async move {
-            for (_, partitions) in appended {
-                for (_, outcome) in partitions {
-                    if let Outcome::Appended(appended) = outcome {
-                        let _ = appended.acknowledge().await;
-                    }
-                }
-            }
-        });
         return Ok(Pending::Ready(Ok(None)));
     }
     Ok(Pending::Later(tokio::spawn(async move {

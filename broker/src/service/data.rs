@@ -49,8 +49,10 @@ pub(crate) const ACKS_ALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Appended {
     correlation_id: u64,
     base_offsets: Vec<u64>,
-    /// The log end after the request's batches: durable before anything is answered.
-    end_offset: u64,
+    /// The fsync policy's wait, set off as soon as the batches are written: it is what
+    /// makes them durable and visible, so it runs even if nobody waits for the answer
+    /// (acks=0, a caller gone), and a stream's next request is written meanwhile.
+    durable: tokio::task::JoinHandle<Result<(), Error>>,
     partition: Arc<Partition>,
     broker: Arc<Broker>,
     /// For acks=all: what commits the records, and how many in-sync replicas the
@@ -73,7 +75,9 @@ impl Appended {
     }
 
     async fn wait(self) -> Result<v1::ProduceResponse, Error> {
-        self.partition.make_durable(self.end_offset).await?;
+        self.durable
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
         if let Some((pending, needed)) = self.commit {
             let deadline = tokio::time::Instant::now() + ACKS_ALL_TIMEOUT;
             let lease = self.broker.lease();
@@ -146,10 +150,14 @@ pub(crate) async fn append(
         }
     }
     let bytes: u64 = request.batches.iter().map(|b| b.len() as u64).sum();
-    // Written, not yet durable: `Appended::acknowledge` waits for the fsync policy,
-    // so a stream's next request is written meanwhile and shares the fsync.
+    // Written, not yet durable: the wait for the fsync policy runs on its own, so a
+    // stream's next request is written meanwhile and shares the fsync.
     let appended = partition.write(request.batches).await?;
-    let end_offset = appended.pending.end_offset;
+    let durable = {
+        let partition = partition.clone();
+        let end = appended.pending.end_offset;
+        tokio::spawn(async move { partition.make_durable(end).await })
+    };
     if let Some(first) = appended.base_offsets.first() {
         let records = appended.pending.end_offset.saturating_sub(*first);
         partition.counters().produced(records, bytes);
@@ -162,7 +170,7 @@ pub(crate) async fn append(
     Ok(Appended {
         correlation_id: request.correlation_id,
         base_offsets,
-        end_offset,
+        durable,
         partition,
         broker: broker.clone(),
         commit: acks_all.then_some((appended.pending, needed)),
@@ -187,12 +195,7 @@ pub(crate) async fn produce(
     broker: &Arc<Broker>,
     request: v1::ProduceRequest,
 ) -> Result<v1::ProduceResponse, Error> {
-    // Spawned: a caller that goes away must not leave the written records unpublished
-    // (acknowledging is what makes them durable and moves the log end past them).
-    let appended = append(broker, request).await?;
-    tokio::spawn(appended.acknowledge())
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?
+    append(broker, request).await?.acknowledge().await
 }
 
 fn error_response(correlation_id: u64, error: Error) -> v1::ProduceResponse {
