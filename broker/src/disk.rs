@@ -3,8 +3,11 @@
 //! Appends stop (RESOURCE_EXHAUSTED) while less than `min_free_bytes` would remain, so
 //! partition logs never take the last of the disk: the Raft log and the consumer
 //! manager's database, which may share it (as in `pubsubd standalone`), keep room to
-//! write, and a restart finds the space it needs to open them. Writes resume by
-//! themselves once space is freed (retention, deleted topics, an operator).
+//! write, and a restart finds the space it needs to open them. Internal topics (the
+//! consumer managers' subscription-state journal) are metadata too: they write on down
+//! to half the floor, so acks and subscriptions keep working once user data has
+//! stopped. Writes resume by themselves once space is freed (retention, deleted
+//! topics, an operator).
 //!
 //! `statvfs` is not called per append: the answer is reused for `RECHECK_INTERVAL`,
 //! or until the bytes appended since reach half of the headroom it showed, so a burst
@@ -22,6 +25,26 @@ use crate::error::{Error, Result};
 
 /// Longest time a free-space reading is trusted.
 const RECHECK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Whose bytes an append carries, which decides how close to full the disk may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// A user topic: stops at the floor.
+    Data,
+    /// An internal topic (metadata other nodes rebuild from): stops at half the floor.
+    Internal,
+}
+
+impl Writer {
+    /// The writer of a topic's partitions.
+    pub(crate) fn of_topic(topic: &str) -> Self {
+        if pubsub_proto::ids::is_internal_topic(topic) {
+            Writer::Internal
+        } else {
+            Writer::Data
+        }
+    }
+}
 
 /// The broker's view of the free space under its data directory.
 #[derive(Debug)]
@@ -55,17 +78,22 @@ impl DiskSpace {
         }
     }
 
-    /// Admits an append of `len` bytes, or refuses it because the disk would be left
-    /// with less than the floor. Blocking (it may call `statvfs`).
-    pub(crate) fn admit(&self, len: u64) -> Result<()> {
-        if self.min_free_bytes == 0 {
+    /// Admits an append of `len` bytes by `writer`, or refuses it because the disk
+    /// would be left with less than the writer's floor. Blocking (it may call
+    /// `statvfs`).
+    pub(crate) fn admit(&self, len: u64, writer: Writer) -> Result<()> {
+        let floor = match writer {
+            Writer::Data => self.min_free_bytes,
+            Writer::Internal => self.min_free_bytes / 2,
+        };
+        if floor == 0 {
             return Ok(());
         }
         let mut probe = self
             .probe
             .lock()
             .map_err(|_| Error::Task("disk space lock poisoned".into()))?;
-        let headroom = probe.free.saturating_sub(self.min_free_bytes);
+        let headroom = probe.free.saturating_sub(floor);
         let stale = probe
             .read_at
             .is_none_or(|at| at.elapsed() >= RECHECK_INTERVAL);
@@ -75,9 +103,9 @@ impl DiskSpace {
             probe.admitted = 0;
         }
         let remaining = probe.free.saturating_sub(probe.admitted + len);
-        if remaining < self.min_free_bytes {
+        if remaining < floor {
             return Err(Error::ResourceExhausted(format!(
-                "disk almost full: {} bytes free under {}, and writes stop below min_free_bytes ({}); free space or raise the disk",
+                "disk almost full: {} bytes free under {}, and writes stop below {floor} bytes (min_free_bytes {}); free space or raise the disk",
                 probe.free.saturating_sub(probe.admitted),
                 self.dir.display(),
                 self.min_free_bytes
@@ -174,9 +202,9 @@ mod tests {
     fn a_floor_above_the_free_space_refuses_and_zero_admits_everything() {
         let dir = tempfile::tempdir().unwrap();
         let all = DiskSpace::new(dir.path().to_path_buf(), 0);
-        all.admit(u64::MAX / 2).unwrap();
+        all.admit(u64::MAX / 2, Writer::Data).unwrap();
         let refusing = DiskSpace::new(dir.path().to_path_buf(), u64::MAX / 2);
-        let error = refusing.admit(1).unwrap_err();
+        let error = refusing.admit(1, Writer::Data).unwrap_err();
         assert!(matches!(error, Error::ResourceExhausted(_)), "{error}");
         assert!(error.to_string().contains("disk almost full"), "{error}");
     }
@@ -208,9 +236,21 @@ mod tests {
     fn admitted_bytes_count_against_the_last_reading() {
         let dir = tempfile::tempdir().unwrap();
         let disk = DiskSpace::new(dir.path().to_path_buf(), 1);
-        disk.admit(1).unwrap();
+        disk.admit(1, Writer::Data).unwrap();
         let free = disk.probe.lock().unwrap().free;
         // More than is free, in one go, is refused even before the reading is stale.
-        assert!(disk.admit(free).is_err());
+        assert!(disk.admit(free, Writer::Data).is_err());
+    }
+
+    #[test]
+    fn internal_topics_write_on_below_the_floor_down_to_half_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).unwrap();
+        // A floor a little above the free space: user data stops, the journal writes.
+        let disk = DiskSpace::new(dir.path().to_path_buf(), free + (free / 4).max(1 << 20));
+        assert!(disk.admit(4096, Writer::Data).is_err());
+        disk.admit(4096, Writer::Internal).unwrap();
+        assert_eq!(Writer::of_topic("__subscription_state"), Writer::Internal);
+        assert_eq!(Writer::of_topic("orders"), Writer::Data);
     }
 }

@@ -26,7 +26,7 @@ use pubsub_storage::{Log, ReadSlice};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::disk::DiskSpace;
+use crate::disk::{DiskSpace, Writer};
 use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::metrics::TopicCounters;
@@ -100,6 +100,8 @@ struct ReplicaState {
 pub(crate) struct Partition {
     log: Arc<Log>,
     disk: Arc<DiskSpace>,
+    /// How close to full this topic may fill the disk.
+    writer: Writer,
     topic: String,
     index: u32,
     broker_id: u32,
@@ -150,6 +152,7 @@ impl Partition {
         Partition {
             log: Arc::new(log),
             disk,
+            writer: Writer::of_topic(topic),
             topic: topic.to_string(),
             index,
             broker_id,
@@ -316,13 +319,14 @@ impl Partition {
     pub(crate) async fn write(&self, batches: Vec<Bytes>) -> Result<Appended> {
         let log = self.log.clone();
         let disk = self.disk.clone();
+        let writer = self.writer;
         let term = *self.term.borrow();
         if term.leader != Some(self.broker_id) {
             return Err(self.deposed());
         }
         let epoch = term.leader_epoch;
         let (offsets, end) = blocking(move || {
-            disk.admit(batches.iter().map(|b| b.len() as u64).sum())?;
+            disk.admit(batches.iter().map(|b| b.len() as u64).sum(), writer)?;
             // All or nothing: a bad batch later in the request must not leave the
             // earlier ones appended behind an error. Each is walked once.
             let checked = batches
@@ -352,8 +356,9 @@ impl Partition {
     pub(crate) async fn append_replicated(&self, batches: Bytes) -> Result<()> {
         let log = self.log.clone();
         let disk = self.disk.clone();
+        let writer = self.writer;
         let end = blocking(move || {
-            disk.admit(batches.len() as u64)?;
+            disk.admit(batches.len() as u64, writer)?;
             log.append_replicated(&batches)?;
             Ok(log.log_end_offset())
         })
