@@ -8,6 +8,7 @@
 pub mod checker;
 pub mod disk;
 pub mod netns;
+pub mod powercut;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,22 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Builds the LD_PRELOAD shim `tests/e2e/NAME.c` into `dir` with the C compiler cargo
+/// links with; returns the shared object's path.
+pub fn build_shim(name: &str, dir: &Path) -> PathBuf {
+    let shim = dir.join(format!("{name}.so"));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/e2e/{name}.c"));
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(&source)
+        .args(["-ldl", "-lpthread"])
+        .status()
+        .expect("cc (the C compiler cargo links with) runs");
+    assert!(built.success(), "cannot build {}", source.display());
+    shim
 }
 
 /// A running `pubsubd` process, killed (SIGKILL) when dropped.

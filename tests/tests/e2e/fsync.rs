@@ -3,7 +3,6 @@
 //! on restart. The failure is injected with an LD_PRELOAD shim (`fsync_shim.c`) that
 //! makes fsync and fdatasync of the broker's files return EIO while a flag file exists.
 
-use std::process::Command;
 use std::time::Duration;
 
 use pubsub_client::{
@@ -23,16 +22,7 @@ async fn send(producer: &Producer, value: &str) -> pubsub_client::Result<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_stops_acknowledging_and_the_log_recovers_on_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let shim = dir.path().join("fsync_shim.so");
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/fsync_shim.c");
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&shim)
-        .arg(source)
-        .arg("-ldl")
-        .status()
-        .expect("cc (the C compiler cargo links with) runs");
-    assert!(built.success(), "cannot build the fsync shim");
+    let shim = pubsub_tests::build_shim("fsync_shim", dir.path());
     let flag = dir.path().join("fail-fsync");
     let data = dir.path().join("data");
     let env = vec![

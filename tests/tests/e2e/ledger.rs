@@ -102,6 +102,16 @@ impl Tally {
     pub fn intact(&self) -> bool {
         self.0.is_clean()
     }
+
+    /// Acknowledged sends checked.
+    pub fn acked(&self) -> usize {
+        self.0.acked
+    }
+
+    /// No anomaly but lost records: what a policy that trades durability may show.
+    pub fn only_lost(&self) -> bool {
+        Anomalies { lost: 0, ..self.0 }.is_clean()
+    }
 }
 
 impl fmt::Display for Tally {

@@ -27,6 +27,7 @@ mod metrics;
 mod moves;
 mod overload;
 mod partition;
+mod powercut;
 mod records;
 mod replication;
 mod rolling;

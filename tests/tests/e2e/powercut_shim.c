@@ -1,0 +1,205 @@
+/* LD_PRELOAD shim for the power-loss test: records how to undo every write a process
+ * makes to files under PUBSUB_POWERCUT_DIR, and which of them an fsync made durable,
+ * in the undo log PUBSUB_POWERCUT_LOG. After the process is killed, the test's cutter
+ * (tests/src/powercut.rs) undoes what was written after each file's last fsync, as a
+ * power cut loses what the page cache held.
+ *
+ * Record: a 64-byte header (magic, kind, seq, dev, ino, offset, len, old_size,
+ * saved_len; native endian) and saved_len bytes: what the write or truncate replaced.
+ * A write is logged after it returns, with the next sequence number; an fsync logs
+ * SYNC with the sequence number reached before it began, so every write numbered up
+ * to it finished before the fsync started and is durable. Unlinks and renames over a
+ * file log DEAD, so a reused inode number is not taken for the deleted file.
+ * Directory entries are not modelled (a file created and never synced survives). */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+enum { KIND_WRITE = 1, KIND_TRUNCATE = 2, KIND_SYNC = 3, KIND_DEAD = 4 };
+#define MAGIC 0x54554350u /* "PCUT" */
+
+struct header {
+    uint32_t magic, kind;
+    uint64_t seq, dev, ino, offset, len, old_size, saved_len;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t seq;
+static int log_fd = -1;
+
+static void *real(const char *name) { return dlsym(RTLD_NEXT, name); }
+
+static int path_tracked(const char *path) {
+    const char *dir = getenv("PUBSUB_POWERCUT_DIR");
+    return dir && path && strncmp(path, dir, strlen(dir)) == 0;
+}
+
+static int fd_tracked(int fd, struct stat *st) {
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n <= 0) return 0;
+    path[n] = 0;
+    return path_tracked(path) && fstat(fd, st) == 0 && S_ISREG(st->st_mode);
+}
+
+/* Appends one record (the caller holds the lock). */
+static void log_record(struct header *h, const void *saved) {
+    if (log_fd < 0) {
+        const char *name = getenv("PUBSUB_POWERCUT_LOG");
+        if (!name) return;
+        log_fd = open(name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (log_fd < 0) return;
+    }
+    h->magic = MAGIC;
+    size_t total = sizeof *h + h->saved_len;
+    char *buf = malloc(total);
+    if (!buf) abort();
+    memcpy(buf, h, sizeof *h);
+    if (h->saved_len) memcpy(buf + sizeof *h, saved, h->saved_len);
+    ssize_t (*w)(int, const void *, size_t) = real("write");
+    if (w(log_fd, buf, total) != (ssize_t)total) abort();
+    free(buf);
+}
+
+/* Saves [offset, offset+len) clipped to the file's size. */
+static char *save(int fd, uint64_t size, uint64_t offset, uint64_t len, uint64_t *saved) {
+    *saved = offset >= size ? 0 : (size - offset < len ? size - offset : len);
+    if (!*saved) return NULL;
+    char *old = malloc(*saved);
+    if (!old) abort();
+    ssize_t (*pr)(int, void *, size_t, off_t) = real("pread64");
+    if (pr(fd, old, *saved, offset) != (ssize_t)*saved) abort();
+    return old;
+}
+
+static ssize_t tracked_write(int fd, const void *buf, size_t count, off_t offset, int positional) {
+    ssize_t (*pw)(int, const void *, size_t, off_t) = real("pwrite64");
+    ssize_t (*w)(int, const void *, size_t) = real("write");
+    struct stat st;
+    if (!fd_tracked(fd, &st)) return positional ? pw(fd, buf, count, offset) : w(fd, buf, count);
+    pthread_mutex_lock(&lock);
+    uint64_t at = positional ? (uint64_t)offset
+                  : (fcntl(fd, F_GETFL) & O_APPEND) ? (uint64_t)st.st_size
+                  : (uint64_t)lseek(fd, 0, SEEK_CUR);
+    uint64_t saved_len;
+    char *old = save(fd, st.st_size, at, count, &saved_len);
+    ssize_t n = positional ? pw(fd, buf, count, offset) : w(fd, buf, count);
+    if (n > 0) {
+        struct header h = {.kind = KIND_WRITE, .seq = ++seq, .dev = st.st_dev, .ino = st.st_ino,
+                           .offset = at, .len = n, .old_size = st.st_size,
+                           .saved_len = saved_len < (uint64_t)n ? saved_len : (uint64_t)n};
+        log_record(&h, old);
+    }
+    pthread_mutex_unlock(&lock);
+    free(old);
+    return n;
+}
+
+ssize_t write(int fd, const void *buf, size_t count) { return tracked_write(fd, buf, count, 0, 0); }
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset) {
+    return tracked_write(fd, buf, count, offset, 1);
+}
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset) {
+    return tracked_write(fd, buf, count, offset, 1);
+}
+
+static int tracked_truncate(int fd, off_t length) {
+    int (*t)(int, off_t) = real("ftruncate64");
+    struct stat st;
+    if (!fd_tracked(fd, &st)) return t(fd, length);
+    pthread_mutex_lock(&lock);
+    /* A preallocated segment cut to its end: save up to where the data ends (past
+     * it, the file is a hole, which growing it back restores). */
+    uint64_t size = st.st_size;
+    off_t hole = lseek(fd, length, SEEK_HOLE);
+    if (hole >= length && (uint64_t)hole < size && lseek(fd, hole, SEEK_DATA) < 0 && errno == ENXIO)
+        size = hole;
+    uint64_t saved_len;
+    char *old = save(fd, size, length, size, &saved_len);
+    int r = t(fd, length);
+    if (r == 0) {
+        struct header h = {.kind = KIND_TRUNCATE, .seq = ++seq, .dev = st.st_dev, .ino = st.st_ino,
+                           .offset = length, .old_size = st.st_size, .saved_len = saved_len};
+        log_record(&h, old);
+    }
+    pthread_mutex_unlock(&lock);
+    free(old);
+    return r;
+}
+
+int ftruncate(int fd, off_t length) { return tracked_truncate(fd, length); }
+int ftruncate64(int fd, off_t length) { return tracked_truncate(fd, length); }
+
+static int tracked_sync(int fd, const char *name) {
+    int (*s)(int) = real(name);
+    struct stat st;
+    if (!fd_tracked(fd, &st)) return s(fd);
+    pthread_mutex_lock(&lock);
+    uint64_t before = seq;
+    pthread_mutex_unlock(&lock);
+    int r = s(fd);
+    if (r == 0) {
+        pthread_mutex_lock(&lock);
+        struct header h = {.kind = KIND_SYNC, .seq = before, .dev = st.st_dev, .ino = st.st_ino};
+        log_record(&h, NULL);
+        pthread_mutex_unlock(&lock);
+    }
+    return r;
+}
+
+int fsync(int fd) { return tracked_sync(fd, "fsync"); }
+int fdatasync(int fd) { return tracked_sync(fd, "fdatasync"); }
+
+/* Logs the end of the file at `path` (relative to `dirfd`) if this is its last name. */
+static void mark_dead(int dirfd, const char *path) {
+    char full[8200];
+    if (path[0] != '/') {
+        char base[4096];
+        if (dirfd == AT_FDCWD) {
+            if (!getcwd(base, sizeof base)) return;
+        } else {
+            char link[64];
+            snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+            ssize_t n = readlink(link, base, sizeof base - 1);
+            if (n <= 0) return;
+            base[n] = 0;
+        }
+        snprintf(full, sizeof full, "%s/%s", base, path);
+        path = full;
+    }
+    struct stat st;
+    if (!path_tracked(path) || lstat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)
+        return;
+    pthread_mutex_lock(&lock);
+    struct header h = {.kind = KIND_DEAD, .seq = ++seq, .dev = st.st_dev, .ino = st.st_ino};
+    log_record(&h, NULL);
+    pthread_mutex_unlock(&lock);
+}
+
+int unlink(const char *path) {
+    int (*u)(const char *) = real("unlink");
+    mark_dead(AT_FDCWD, path);
+    return u(path);
+}
+
+int unlinkat(int dirfd, const char *path, int flags) {
+    int (*u)(int, const char *, int) = real("unlinkat");
+    if (!(flags & AT_REMOVEDIR)) mark_dead(dirfd, path);
+    return u(dirfd, path, flags);
+}
+
+int rename(const char *from, const char *to) {
+    int (*r)(const char *, const char *) = real("rename");
+    mark_dead(AT_FDCWD, to);
+    return r(from, to);
+}
