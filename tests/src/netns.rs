@@ -108,14 +108,32 @@ impl Network {
     /// Drops every packet between `node` and each of `peers`, both ways; the test
     /// process (and any node not listed) still reaches it. Replaces an earlier cut.
     pub fn cut(&self, node: usize, peers: &[usize]) {
+        self.drop_packets(node, peers, Direction::Both, 100);
+    }
+
+    /// Drops `percent` of the packets between `node` and each of `peers` going
+    /// `direction` (as seen from `node`), each drawn at random by nftables' `numgen`.
+    /// Replaces an earlier cut of `node`.
+    pub fn drop_packets(&self, node: usize, peers: &[usize], direction: Direction, percent: u32) {
         self.heal(node);
         let addresses: Vec<String> = peers.iter().map(|&p| self.ip(p)).collect();
         let set = addresses.join(", ");
+        let share = match percent {
+            100.. => String::new(),
+            p => format!("numgen random mod 100 < {p} "),
+        };
+        let chain = |name: &str, field: &str, on: bool| match on {
+            true => format!(
+                "chain {name} {{ type filter hook {name} priority 0; policy accept; ip {field} {{ {set} }} {share}drop; }}\n"
+            ),
+            false => String::new(),
+        };
+        let inbound = matches!(direction, Direction::Both | Direction::Inbound);
+        let outbound = matches!(direction, Direction::Both | Direction::Outbound);
         let rules = format!(
-            "table inet chaos {{\n\
-             chain input {{ type filter hook input priority 0; policy accept; ip saddr {{ {set} }} drop; }}\n\
-             chain output {{ type filter hook output priority 0; policy accept; ip daddr {{ {set} }} drop; }}\n\
-             }}\n"
+            "table inet chaos {{\n{}{}}}\n",
+            chain("input", "saddr", inbound),
+            chain("output", "daddr", outbound)
         );
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.namespace(node), "nft", "-f", "-"])
@@ -159,6 +177,17 @@ impl Network {
     pub fn heal_all(&self) {
         (0..self.nodes).for_each(|node| self.heal(node));
     }
+}
+
+/// Which packets of a node a fault drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Those it receives and those it sends.
+    Both,
+    /// Only those it receives.
+    Inbound,
+    /// Only those it sends.
+    Outbound,
 }
 
 impl Drop for Network {

@@ -9,14 +9,18 @@
 //! - `isolating_the_busiest_leader_...`: the broker leading the most partitions is cut
 //!   off from every other node;
 //! - `a_minority_split_...`: one cluster manager and one broker are cut off from the
-//!   other two of each.
+//!   other two of each;
+//! - `a_leader_that_cannot_send_...`: the busiest leader's packets to every other node
+//!   are dropped, while it still hears them (one-way loss);
+//! - `a_lossy_link_...`: 20% of the packets between the busiest leader and another
+//!   broker are dropped, both ways.
 //!
 //! Each run prints its seed, `acked N, lost 0, duplicated 0, reordered 0` and how long
 //! after the heal produce worked again. A seed picks the cut-off nodes (consecutive
 //! seeds take turns among equals) and the warm-up, cut and after-heal times; seeds
 //! 3k+1, 3k+2 and 3k+3 cut short (a quarter to 0.45 of the cut setting), middling
 //! (0.65-0.85) and long (1.05-1.25). By default the isolation runs seeds 1-3 and the
-//! split seed 1, with a cut setting of 8 s. `PUBSUB_PARTITION_SEEDS=20` runs seeds
+//! split, one-way and lossy faults seed 1, with a cut setting of 8 s. `PUBSUB_PARTITION_SEEDS=20` runs seeds
 //! 1-20 of each, `PUBSUB_PARTITION_SEED=N` only seed N, and
 //! `PUBSUB_PARTITION_CUT_SECS=20` sets 20 s. Needs root (namespaces, nftables):
 //! without it the tests say NOT RUN, or fail if `PUBSUB_TESTS_REQUIRE_ROOT`
@@ -28,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use pubsub_client::{Acks, Admin, Client, Producer, ProducerConfig};
 use pubsub_tests::Cluster;
-use pubsub_tests::netns::{BROKER_PORT, Network};
+use pubsub_tests::netns::{BROKER_PORT, Direction, Network};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -55,7 +59,14 @@ enum Fault {
     IsolateLeader,
     /// One cluster manager and one broker, from the other two of each.
     Minority,
+    /// The busiest leader's packets to every other node (it still receives theirs).
+    OneWay,
+    /// A share of the packets between the busiest leader and another broker.
+    Lossy,
 }
+
+/// Share of the packets a lossy link drops, in percent.
+const LOSS_PERCENT: u32 = 20;
 
 /// What one seed's run saw.
 struct Outcome {
@@ -74,6 +85,16 @@ async fn isolating_the_busiest_leader_loses_no_acknowledged_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_split_loses_no_acknowledged_record() {
     run_seeds(Fault::Minority, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_send_loses_no_acknowledged_record() {
+    run_seeds(Fault::OneWay, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_link_loses_no_acknowledged_record() {
+    run_seeds(Fault::Lossy, 1).await;
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -140,11 +161,11 @@ async fn run(fault: Fault, seed: u64, network: Network) -> Outcome {
     let cut = Duration::from_millis(cut_secs * rng.random_range(band..=band + 200));
     let network = cluster.network.as_ref().unwrap();
     println!(
-        "{fault:?} seed {seed}: leaders {leaders:?}; cutting off nodes {side:?} \
+        "{fault:?} seed {seed}: leaders {leaders:?}; faulting nodes {side:?} \
          (managers 0-2, brokers 3-5) for {} ms",
         cut.as_millis()
     );
-    network.split(&side);
+    inflict(fault, network, &side, seed);
     tokio::time::sleep(cut).await;
     network.heal_all();
     let healed = Instant::now();
@@ -209,7 +230,7 @@ async fn leaders(client: &Client) -> Vec<Option<u32>> {
 /// nodes 0-2, broker id `b` is node `b + 2`).
 fn choose(fault: Fault, seed: u64, leaders: &[Option<u32>], rng: &mut StdRng) -> (u32, Vec<usize>) {
     match fault {
-        Fault::IsolateLeader => {
+        Fault::IsolateLeader | Fault::OneWay | Fault::Lossy => {
             let led = |b: u32| leaders.iter().filter(|l| **l == Some(b)).count();
             let most = (1..=3).map(led).max().unwrap_or(0);
             let busiest: Vec<u32> = (1..=3).filter(|&b| led(b) == most).collect();
@@ -221,6 +242,21 @@ fn choose(fault: Fault, seed: u64, leaders: &[Option<u32>], rng: &mut StdRng) ->
             let manager = (seed % 3) as usize;
             let victim = rng.random_range(1..=3u32);
             (victim, vec![manager, victim as usize + 2])
+        }
+    }
+}
+
+/// Starts `fault` on the nodes of `side` (the cut-off nodes or the faulty leader).
+fn inflict(fault: Fault, network: &Network, side: &[usize], seed: u64) {
+    let others = |node: usize| -> Vec<usize> { (0..6).filter(|n| *n != node).collect() };
+    match fault {
+        Fault::IsolateLeader | Fault::Minority => network.split(side),
+        Fault::OneWay => network.drop_packets(side[0], &others(side[0]), Direction::Outbound, 100),
+        Fault::Lossy => {
+            // One of the other two brokers (nodes 3-5), taking turns by seed.
+            let peers: Vec<usize> = (3..6).filter(|n| *n != side[0]).collect();
+            let peer = peers[seed as usize % peers.len()];
+            network.drop_packets(side[0], &[peer], Direction::Both, LOSS_PERCENT);
         }
     }
 }
