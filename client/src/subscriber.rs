@@ -239,6 +239,10 @@ impl Subscriptions {
 
     /// Opens a push stream holding at most `credits` unacknowledged records. A
     /// heartbeat goes out every `heartbeat` so the member stays present while idle.
+    ///
+    /// Read the stream or drop it: records it has not read hold its connection's
+    /// HTTP/2 flow-control window, and other calls over the same [`Client`] wait
+    /// behind them. A stream that may sit unread belongs on a `Client` of its own.
     pub async fn stream(
         &self,
         subscription: &str,

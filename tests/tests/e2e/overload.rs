@@ -108,3 +108,107 @@ fn many_producers_get_slow_acks_and_the_server_stays_bounded() {
         String::from_utf8_lossy(&after.stderr)
     );
 }
+
+/// Push subscribers that never read: each grants far more credits than the backlog
+/// holds, opens its stream and reads nothing. What the server holds for them must
+/// stay bounded by its delivery step, its outbound queue and HTTP/2 flow control, not
+/// grow with the backlog; other subscribers are still served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_that_never_read_hold_bounded_server_memory() {
+    const STREAMS: usize = 8;
+    const BACKLOG_RECORDS: &str = "100000";
+    /// The backlog is 100 MB; holding it for every stream would take 800 MB.
+    const GROWTH_LIMIT_BYTES: u64 = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let pid = server.pid().unwrap();
+    let args = ["bench", "produce", "--topic", "backlog", "--create"];
+    let more = ["--partitions", "4", "--record-size", "1024"];
+    let filled = pubsub(
+        server.address(),
+        &[&args[..], &more[..], &["--records", BACKLOG_RECORDS]].concat(),
+        b"",
+    );
+    assert!(
+        filled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&filled.stderr)
+    );
+    let client = pubsub_client::Client::connect(server.address())
+        .await
+        .unwrap();
+    let subs = pubsub_client::Subscriptions::new(client);
+    let earliest = || pubsub_proto::v1::SubscriptionOptions {
+        start: Some(pubsub_proto::v1::subscription_options::Start::Earliest(
+            true,
+        )),
+        ..Default::default()
+    };
+    for n in 0..=STREAMS {
+        subs.subscribe("backlog", &format!("s{n}"), earliest())
+            .await
+            .unwrap();
+    }
+    let before = heap_bytes(pid).unwrap();
+    // Each on a connection of its own, as separate subscriber processes would be: an
+    // unread stream holds its connection's HTTP/2 window, which calls sharing that
+    // connection would wait behind.
+    let mut streams = Vec::new();
+    for n in 0..STREAMS {
+        let own = pubsub_client::Client::connect(server.address())
+            .await
+            .unwrap();
+        let own = pubsub_client::Subscriptions::new(own);
+        let name = format!("s{n}");
+        streams.push(own.stream(&name, "", 1_000_000).await.unwrap());
+    }
+    let mut peak = before;
+    let started = Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        peak = peak.max(heap_bytes(pid).unwrap_or(0));
+        // Another subscriber, reading and acking, is served all along.
+        let read = subs
+            .read(
+                &format!("s{STREAMS}"),
+                "",
+                0,
+                200,
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap();
+        let ids: Vec<(u32, u64)> = read
+            .records
+            .iter()
+            .map(|r| (r.partition, r.offset))
+            .collect();
+        served += ids.len();
+        subs.ack(&format!("s{STREAMS}"), "", 0, &ids).await.unwrap();
+    }
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    println!(
+        "{STREAMS} push streams of 1,000,000 credits never read over a 100 MB backlog: \
+         server heap {:.0} MiB before, {:.0} MiB at peak; another subscriber read {served} \
+         records meanwhile",
+        mib(before),
+        mib(peak)
+    );
+    assert!(served > 0, "the reading subscriber was starved");
+    assert!(
+        peak.saturating_sub(before) < GROWTH_LIMIT_BYTES,
+        "server heap grew {:.0} MiB for subscribers that read nothing",
+        mib(peak - before)
+    );
+    drop(streams);
+    let after = pubsub(
+        server.address(),
+        &["write", "backlog", "--partition", "0"],
+        b"after\n",
+    );
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+}
