@@ -5,6 +5,9 @@
 //! sure, or unknown) and every read, in the order each reader saw them. Values are
 //! `<key>-<number>`, the number zero-padded and growing with each send of the key, so
 //! send order is known from the values alone. Pure: no I/O, no clock.
+//! [`subscription`] does the same for a subscriber's deliveries and answered acks.
+
+pub mod subscription;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

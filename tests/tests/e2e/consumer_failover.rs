@@ -15,6 +15,7 @@ use pubsub_client::{
     ProducerRecord, StartPosition, SubscriptionOptions, Subscriptions,
 };
 use pubsub_proto::v1;
+use pubsub_tests::checker::subscription::{Event, check_subscription};
 use pubsub_tests::{Cluster, Server};
 
 const PARTITIONS: u32 = 3;
@@ -45,17 +46,13 @@ fn consumer_manager_with(cluster: &Cluster, name: &str, extra: &[&str]) -> Serve
     Server::spawn(&data, args, "127.0.0.1:0")
 }
 
-/// What the subscriber saw.
+/// What the subscriber saw and did.
 #[derive(Default)]
 struct Seen {
-    /// Acknowledgements the consumer manager answered.
-    answered: HashSet<(u32, u64)>,
-    /// Deliveries of a record whose acknowledgement had been answered.
-    undone: Vec<(u32, u64)>,
-    /// Deliveries of a record delivered before whose ack was not answered.
-    again: u64,
-    /// Records delivered at least once.
-    delivered: HashSet<(u32, u64)>,
+    /// Its history, for `pubsub_tests::checker::subscription`.
+    events: Vec<Event>,
+    /// Records whose acknowledgement was answered.
+    answered: usize,
     /// Records whose acknowledgement was sent (answered or not: one the lost node
     /// made durable and never answered is, rightly, not delivered again).
     acked: HashSet<(u32, u64)>,
@@ -91,22 +88,19 @@ async fn subscriber(address: Arc<Mutex<String>>, seen: Arc<Mutex<Seen>>, deadlin
             .iter()
             .map(|r| (r.partition, r.offset))
             .collect();
-        {
-            let mut seen = seen.lock().unwrap();
-            for id in &ids {
-                if seen.answered.contains(id) {
-                    seen.undone.push(*id);
-                } else if !seen.delivered.insert(*id) {
-                    seen.again += 1;
-                }
-            }
-        }
         if ids.is_empty() {
             continue;
         }
-        seen.lock().unwrap().acked.extend(ids.iter().copied());
+        {
+            let mut seen = seen.lock().unwrap();
+            seen.events
+                .extend(ids.iter().map(|id| Event::Delivered(*id)));
+            seen.acked.extend(ids.iter().copied());
+        }
         if subs.ack("worker", "", 0, &ids).await.is_ok() {
-            seen.lock().unwrap().answered.extend(ids);
+            let mut seen = seen.lock().unwrap();
+            seen.answered += ids.len();
+            seen.events.push(Event::AckAnswered(ids));
         }
     }
 }
@@ -165,7 +159,7 @@ async fn a_consumer_manager_lost_with_its_disk_is_replaced_from_the_journal() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let reading = tokio::spawn(subscriber(address.clone(), seen.clone(), deadline));
     // Lose the node two thirds of the way through, while the subscriber acknowledges.
-    while seen.lock().unwrap().answered.len() < RECORDS as usize * 2 / 3 {
+    while seen.lock().unwrap().answered < RECORDS as usize * 2 / 3 {
         assert!(Instant::now() < deadline, "the subscriber made no progress");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -195,29 +189,16 @@ async fn a_consumer_manager_lost_with_its_disk_is_replaced_from_the_journal() {
     let grown = admin.create_partitions(journal, 32).await.map(Some);
     assert!(refused(&grown), "{grown:?}");
     let seen = seen.lock().unwrap();
-    let expected: HashSet<(u32, u64)> = per_partition
+    let expected = per_partition
         .iter()
-        .flat_map(|(&p, &n)| (0..n).map(move |o| (p, o)))
-        .collect();
-    let mut missing: Vec<_> = expected.difference(&seen.delivered).copied().collect();
-    missing.sort_unstable();
-    let skipped = missing.len();
+        .flat_map(|(&p, &n)| (0..n).map(move |o| (p, o)));
+    let found = check_subscription(expected, &seen.events);
     println!(
-        "consumer manager replaced in {takeover:?}: {} acknowledged ({} answered), {} \
-         redelivered after an unanswered ack, {} redelivered after an answered ack, \
-         {skipped} skipped; rebuilt from a journal deleted below offset {journal_start} \
-         (snapshots)",
+        "consumer manager replaced in {takeover:?}: {} acks sent; {found}; rebuilt from a \
+         journal deleted below offset {journal_start} (snapshots)",
         seen.acked.len(),
-        seen.answered.len(),
-        seen.again,
-        seen.undone.len()
     );
-    assert_eq!(skipped, 0, "records never delivered: {missing:?}");
-    assert!(
-        seen.undone.is_empty(),
-        "acknowledged records came back: {:?}",
-        seen.undone
-    );
+    assert!(found.is_clean(), "the at-least-once promise broke: {found}");
     assert!(
         journal_start > 0,
         "no snapshot let the journal's start move before the node was lost"
