@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pubsub_proto::serve::{incoming, reflection_v1, reflection_v1alpha, server as grpc_server};
+use pubsub_proto::serve::{admitted, reflection_v1, reflection_v1alpha, server as grpc_server};
 use pubsub_proto::v1::admin_server::AdminServer;
 use pubsub_proto::v1::broker_server::BrokerServer;
 use tokio::net::TcpListener;
@@ -140,7 +140,6 @@ pub(crate) async fn serve(
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "broker listening");
     let (start_drain, drain) = tokio::sync::oneshot::channel::<()>();
-    let tls = broker.config().security.server_tls.clone();
     let server = grpc_server(broker.config().security.access.clone())
         .layer(crate::join_gate::JoinGateLayer::new(broker.joined_watch()))
         .add_routes(extra)
@@ -153,7 +152,7 @@ pub(crate) async fn serve(
         .add_service(pubsub_proto::with_limits!(BrokerServer::new(
             DataService::new(broker.clone())
         )))
-        .serve_with_incoming_shutdown(incoming(listener, tls), async move {
+        .serve_with_incoming_shutdown(admitted(listener, &broker.config().security), async move {
             let _ = drain.await;
         });
     let result = drain_bounded(server, shutdown, start_drain).await;

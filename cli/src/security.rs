@@ -48,6 +48,11 @@ pub struct SecurityArgs {
     /// and standalone when authentication is first turned on.
     #[arg(long, env = "PUBSUB_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Most connections the listener holds at once (0: no cap); one more is answered
+    /// RESOURCE_EXHAUSTED. Each may hold about 1 MiB of requests in memory; count the
+    /// clients and, in a cluster, a few per other node.
+    #[arg(long, env = "PUBSUB_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 }
 
 impl SecurityArgs {
@@ -55,6 +60,7 @@ impl SecurityArgs {
     /// makes up its own secret: its parts only talk to each other.
     pub fn resolve(&self, listen: SocketAddr, alone: bool) -> anyhow::Result<NodeSecurity> {
         let mut security = self.access(listen, alone)?;
+        security.max_connections = self.max_connections;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             let files = ServerTlsFiles {
                 cert: cert.clone(),
@@ -149,6 +155,7 @@ mod tests {
             tls_client_ca: None,
             tls_ca: None,
             admin_token_file: None,
+            max_connections: 0,
         }
     }
 

@@ -391,7 +391,7 @@ async fn serve(
         pubsub_proto::serve::reflection_v1alpha(&served).map_err(reflection)?;
 
     let mut stopped = stopping.subscribe();
-    let tls = security.server_tls;
+    let connections = pubsub_proto::serve::admitted(listener, &security);
     let server = pubsub_proto::serve::server(security.access)
         .add_service(pubsub_proto::with_limits!(health_service))
         .add_service(pubsub_proto::with_limits!(AccessServer::new(
@@ -405,7 +405,7 @@ async fn serve(
         .add_service(pubsub_proto::with_limits!(RaftServer::new(
             RaftService::new(manager)
         )))
-        .serve_with_incoming_shutdown(pubsub_proto::serve::incoming(listener, tls), async move {
+        .serve_with_incoming_shutdown(connections, async move {
             // An error means the sender is gone, which also means stop.
             let _ = stopped.wait_for(|stop| *stop).await;
         });

@@ -120,10 +120,7 @@ pub async fn run(
         .add_service(pubsub_proto::with_limits!(reflection_v1alpha))
         .add_service(grpc_service(supervisor.clone()))
         .serve_with_incoming_shutdown(
-            pubsub_proto::serve::incoming(
-                listener,
-                supervisor.config().security.server_tls.clone(),
-            ),
+            pubsub_proto::serve::admitted(listener, &supervisor.config().security),
             shutdown,
         )
         .await;

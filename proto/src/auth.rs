@@ -38,6 +38,9 @@ pub struct NodeSecurity {
     pub link: Link,
     /// The listener's TLS; `None`: plain TCP.
     pub server_tls: Option<Arc<ServerTls>>,
+    /// Most connections the listener holds at once (0: no cap); see
+    /// [`crate::serve::ConnectionLimit`].
+    pub max_connections: usize,
 }
 
 impl Default for NodeSecurity {
@@ -46,6 +49,7 @@ impl Default for NodeSecurity {
             access: Access::off(),
             link: Link::default(),
             server_tls: None,
+            max_connections: 0,
         }
     }
 }
@@ -57,6 +61,7 @@ impl NodeSecurity {
             access: Access::on(cluster_secret),
             link: Link::with_credentials(Credentials::node(cluster_secret)?),
             server_tls: None,
+            max_connections: 0,
         })
     }
 

@@ -2,8 +2,12 @@
 //! keepalive, the authentication layer, and reflection (v1 and v1alpha) that lists only
 //! the services the address serves.
 
+mod limit;
+
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use limit::{Admitted, ConnectionLimit};
 
 use tonic::transport::Server;
 use tower_layer::{Identity, Stack};
@@ -197,32 +201,49 @@ async fn speaks_plain_http2(stream: &tokio::net::TcpStream) -> bool {
 /// Answers every call of a plain-text client with UNAVAILABLE saying the port serves
 /// TLS, instead of a broken pipe it cannot make sense of.
 async fn refuse_plaintext(stream: tokio::net::TcpStream) {
-    const MESSAGE: &str = "this%20port%20serves%20TLS%20only%3A%20connect%20with%20TLS%20%28--tls-ca%20FILE%20or%20PUBSUB_TLS_CA%29";
+    let status = tonic::Status::unavailable(
+        "this port serves TLS only: connect with TLS (--tls-ca FILE or PUBSUB_TLS_CA)",
+    );
+    answer_every_call(stream, &status, Duration::from_secs(30)).await;
+}
+
+/// Speaks HTTP/2 on `io` only to answer each call with `status`, for at most `linger`.
+async fn answer_every_call<IO>(io: IO, status: &tonic::Status, linger: Duration)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let Ok(Ok(mut connection)) =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, h2::server::handshake(stream)).await
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, h2::server::handshake(io)).await
     else {
         return;
     };
     let answer = async {
         while let Some(Ok((_request, mut respond))) = connection.accept().await {
-            let response = http::Response::builder()
-                .status(200)
-                .header("content-type", "application/grpc")
-                .header("grpc-status", "14")
-                .header("grpc-message", MESSAGE)
-                .body(());
-            if let Ok(response) = response {
-                let _ = respond.send_response(response, true);
-            }
+            let mut response = status.clone().into_http::<()>();
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            let _ = respond.send_response(response, true);
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(30), answer).await;
+    let _ = tokio::time::timeout(linger, answer).await;
 }
 
 /// Longest a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (out of file descriptors, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The connections a role's gRPC listener serves: [`incoming`] under `security`'s TLS,
+/// within its connection cap.
+pub fn admitted(
+    listener: tokio::net::TcpListener,
+    security: &crate::auth::NodeSecurity,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Admitted>> + use<> {
+    let connections = incoming(listener, security.server_tls.clone());
+    ConnectionLimit::new(security.max_connections).admit(connections)
+}
 
 /// The connections `listener` accepts, with Nagle's algorithm off (acks and Raft
 /// heartbeats are small writes) and, with `tls`, after a TLS handshake each (run

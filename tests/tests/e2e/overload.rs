@@ -212,3 +212,58 @@ async fn subscribers_that_never_read_hold_bounded_server_memory() {
         String::from_utf8_lossy(&after.stderr)
     );
 }
+
+/// A listener at its connection cap answers the next client RESOURCE_EXHAUSTED with
+/// the cap in the message (not a hang or a reset), and admits again once a
+/// connection closes. The standalone server's own parts hold some of the places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_the_connection_cap_is_told_so_and_admitted_once_a_place_frees() {
+    const CAP: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let cap = CAP.to_string();
+    let server = Server::start_with(dir.path(), "127.0.0.1:0", &["--max-connections", &cap]);
+    let mut held = Vec::new();
+    let refused = loop {
+        assert!(
+            held.len() <= CAP,
+            "{} clients connected past a cap of {CAP}",
+            held.len()
+        );
+        let client = match pubsub_client::Client::connect(server.address()).await {
+            Ok(client) => client,
+            Err(e) => break e,
+        };
+        match pubsub_client::Admin::new(client.clone())
+            .list_topics()
+            .await
+        {
+            Ok(_) => held.push(client),
+            Err(e) => break e,
+        }
+    };
+    println!(
+        "cap {CAP}: {} clients held, the next refused: {refused}",
+        held.len()
+    );
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::ResourceExhausted),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("at most 16"), "{refused}");
+    assert!(!held.is_empty(), "no client got in");
+
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = async {
+            let client = pubsub_client::Client::connect(server.address()).await?;
+            pubsub_client::Admin::new(client).list_topics().await
+        };
+        match attempt.await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "no place came back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
