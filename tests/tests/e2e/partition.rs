@@ -13,14 +13,17 @@
 //! - `a_leader_that_cannot_send_...`: the busiest leader's packets to every other node
 //!   are dropped, while it still hears them (one-way loss);
 //! - `a_lossy_link_...`: 20% of the packets between the busiest leader and another
-//!   broker are dropped, both ways.
+//!   broker are dropped, both ways;
+//! - `a_ring_...`: nodes 0-5 (managers 0-2, brokers 3-5) in a ring, each reaching only
+//!   its two neighbours: manager 1 reaches the other two, broker 4 no manager, brokers
+//!   3 and 5 not each other (links that are not transitive).
 //!
 //! Each run prints its seed, `acked N, lost 0, duplicated 0, reordered 0` and how long
 //! after the heal produce worked again. A seed picks the cut-off nodes (consecutive
 //! seeds take turns among equals) and the warm-up, cut and after-heal times; seeds
 //! 3k+1, 3k+2 and 3k+3 cut short (a quarter to 0.45 of the cut setting), middling
 //! (0.65-0.85) and long (1.05-1.25). By default the isolation runs seeds 1-3 and the
-//! split, one-way and lossy faults seed 1, with a cut setting of 8 s. `PUBSUB_PARTITION_SEEDS=20` runs seeds
+//! split, one-way, lossy and ring faults seed 1, with a cut setting of 8 s. `PUBSUB_PARTITION_SEEDS=20` runs seeds
 //! 1-20 of each, `PUBSUB_PARTITION_SEED=N` only seed N, and
 //! `PUBSUB_PARTITION_CUT_SECS=20` sets 20 s. Needs root (namespaces, nftables):
 //! without it the tests say NOT RUN, or fail if `PUBSUB_TESTS_REQUIRE_ROOT`
@@ -63,6 +66,8 @@ enum Fault {
     OneWay,
     /// A share of the packets between the busiest leader and another broker.
     Lossy,
+    /// Every node reaches only its two neighbours in the ring 0-1-2-3-4-5-0.
+    Ring,
 }
 
 /// Share of the packets a lossy link drops, in percent.
@@ -95,6 +100,11 @@ async fn a_leader_that_cannot_send_loses_no_acknowledged_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_link_loses_no_acknowledged_record() {
     run_seeds(Fault::Lossy, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_loses_no_acknowledged_record() {
+    run_seeds(Fault::Ring, 1).await;
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -238,6 +248,10 @@ fn choose(fault: Fault, seed: u64, leaders: &[Option<u32>], rng: &mut StdRng) ->
             let victim = busiest[seed as usize % busiest.len()];
             (victim, vec![victim as usize + 2])
         }
+        Fault::Ring => {
+            // Broker 2 (node 4) is the one cut off from every manager.
+            (2, (0..6).collect())
+        }
         Fault::Minority => {
             let manager = (seed % 3) as usize;
             let victim = rng.random_range(1..=3u32);
@@ -252,6 +266,14 @@ fn inflict(fault: Fault, network: &Network, side: &[usize], seed: u64) {
     match fault {
         Fault::IsolateLeader | Fault::Minority => network.split(side),
         Fault::OneWay => network.drop_packets(side[0], &others(side[0]), Direction::Outbound, 100),
+        Fault::Ring => {
+            for node in 0..6 {
+                let far: Vec<usize> = (0..6)
+                    .filter(|n| *n != node && *n != (node + 1) % 6 && *n != (node + 5) % 6)
+                    .collect();
+                network.cut(node, &far);
+            }
+        }
         Fault::Lossy => {
             // One of the other two brokers (nodes 3-5), taking turns by seed.
             let peers: Vec<usize> = (3..6).filter(|n| *n != side[0]).collect();
