@@ -18,6 +18,7 @@ use pubsub_client::{
     ProducerRecord, StartPosition, SubscriberStream, Subscriptions,
 };
 use pubsub_proto::v1;
+use pubsub_tests::checker::{Anomalies, Outcome, Read, Send as CheckedSend, check};
 use pubsub_tests::disk::SmallDisk;
 use pubsub_tests::{Server, binary, free_port};
 
@@ -28,11 +29,21 @@ fn value(seq: u64) -> String {
     format!("{seq:010}-{}", "v".repeat(1000))
 }
 
+/// What a run sent: the acknowledged records and the values of refused sends.
+#[derive(Default)]
+struct Sent {
+    acked: Vec<Acked>,
+    /// Refused for sure (RESOURCE_EXHAUSTED: nothing was appended that a reader could
+    /// see): reading one back is an aborted read.
+    refused: Vec<String>,
+}
+
 /// Sends records until one is refused; returns the acknowledged ones and the refusal.
 async fn produce_until_refused(
     producer: &Producer,
     seq: &mut u64,
-) -> (Vec<Acked>, pubsub_client::Error) {
+    sent: &mut Sent,
+) -> (usize, pubsub_client::Error) {
     let mut acked = Vec::new();
     let limit = *seq + 200_000;
     loop {
@@ -47,11 +58,18 @@ async fn produce_until_refused(
         for (value, delivery) in pending {
             match delivery.wait().await {
                 Ok(stored) => acked.push((stored.partition, stored.offset.unwrap(), value)),
-                Err(e) => refused = Some(e),
+                Err(e) => {
+                    if e.code() == Some(tonic::Code::ResourceExhausted) {
+                        sent.refused.push(value);
+                    }
+                    refused = Some(e);
+                }
             }
         }
         if let Some(e) = refused {
-            return (acked, e);
+            let count = acked.len();
+            sent.acked.extend(acked);
+            return (count, e);
         }
     }
 }
@@ -72,11 +90,13 @@ async fn produce_all(producer: &Producer, seq: &mut u64, count: u64) -> Vec<Acke
     acked
 }
 
-/// Reads both partitions to their ends and counts the acknowledged records missing.
-async fn lost(client: &Client, acked: &[Acked]) -> usize {
+/// Reads both partitions to their ends and checks them against what was sent: every
+/// acknowledged record at its offset, no refused one anywhere (the checker's lost
+/// writes and aborted reads), nothing duplicated or inconsistent.
+async fn check_sent(client: &Client, sent: &Sent) -> Anomalies {
     let mut consumer = Consumer::new(client.clone(), "full", ConsumerConfig::default());
     consumer.assign_all(StartPosition::Earliest).await.unwrap();
-    let mut stored = std::collections::HashMap::new();
+    let mut reads = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut quiet = 0;
     while quiet < 3 {
@@ -87,13 +107,25 @@ async fn lost(client: &Client, acked: &[Acked]) -> usize {
         }
         for r in records {
             let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
-            stored.insert((r.partition, r.offset), value);
+            reads.push(Read {
+                partition: r.partition.0,
+                offset: r.offset,
+                value,
+            });
         }
     }
-    acked
-        .iter()
-        .filter(|(p, o, v)| stored.get(&(*p, *o)) != Some(v))
-        .count()
+    let acked = sent.acked.iter().map(|(p, o, v)| CheckedSend {
+        partition: p.0,
+        value: v.clone(),
+        outcome: Outcome::Acked(*o),
+    });
+    let refused = sent.refused.iter().map(|v| CheckedSend {
+        partition: 0,
+        value: v.clone(),
+        outcome: Outcome::Failed,
+    });
+    let sends: Vec<CheckedSend> = acked.chain(refused).collect();
+    check(&sends, &[reads])
 }
 
 fn producer_config() -> ProducerConfig {
@@ -133,8 +165,9 @@ async fn full_disk_loses_nothing(disk: SmallDisk, kind: &str) {
         .await
         .unwrap();
     let mut seq = 0;
-    let (mut acked, refused) = produce_until_refused(&producer, &mut seq).await;
-    println!("{kind}: acknowledged {} then: {refused}", acked.len());
+    let mut sent = Sent::default();
+    let (acked, refused) = produce_until_refused(&producer, &mut seq, &mut sent).await;
+    println!("{kind}: acknowledged {acked} then: {refused}");
     assert_eq!(
         refused.code(),
         Some(tonic::Code::ResourceExhausted),
@@ -150,16 +183,17 @@ async fn full_disk_loses_nothing(disk: SmallDisk, kind: &str) {
         "the server died: {:?}",
         server.exited()
     );
-    assert_eq!(lost(&client, &acked).await, 0, "reads on a full disk");
+    let found = check_sent(&client, &sent).await;
+    assert!(found.is_clean(), "reads on a full disk: {found}");
 
     // Space comes back: writes resume without a restart.
     disk.free("spare");
     let producer = Producer::new(client.clone(), "full", producer_config())
         .await
         .unwrap();
-    acked.extend(produce_all(&producer, &mut seq, 300).await);
-    let (more, refused) = produce_until_refused(&producer, &mut seq).await;
-    acked.extend(more);
+    sent.acked
+        .extend(produce_all(&producer, &mut seq, 300).await);
+    let (_, refused) = produce_until_refused(&producer, &mut seq, &mut sent).await;
     assert_eq!(
         refused.code(),
         Some(tonic::Code::ResourceExhausted),
@@ -169,12 +203,12 @@ async fn full_disk_loses_nothing(disk: SmallDisk, kind: &str) {
     // A crash and a restart on the still-full disk: everything is there.
     server.restart_after_kill9();
     let client = Client::connect(server.address()).await.unwrap();
-    let missing = lost(&client, &acked).await;
+    let found = check_sent(&client, &sent).await;
     println!(
-        "{kind}: acknowledged {}, lost {missing} after a restart on a full disk",
-        acked.len()
+        "{kind}: after a restart on a full disk: {found} ({} sends refused)",
+        sent.refused.len()
     );
-    assert_eq!(missing, 0);
+    assert!(found.is_clean(), "{found}");
     assert!(
         server.exited().is_none(),
         "the server died: {:?}",
@@ -219,8 +253,9 @@ async fn the_free_space_floor_keeps_metadata_and_subscriptions_writable() {
         .await
         .unwrap();
     let mut seq = 0;
-    let (acked, refused) = produce_until_refused(&producer, &mut seq).await;
-    println!("floor: acknowledged {} then: {refused}", acked.len());
+    let mut sent = Sent::default();
+    let (acked, refused) = produce_until_refused(&producer, &mut seq, &mut sent).await;
+    println!("floor: acknowledged {acked} then: {refused}");
     assert_eq!(
         refused.code(),
         Some(tonic::Code::ResourceExhausted),
@@ -255,7 +290,8 @@ async fn the_free_space_floor_keeps_metadata_and_subscriptions_writable() {
 
     server.restart_after_kill9();
     let client = Client::connect(server.address()).await.unwrap();
-    assert_eq!(lost(&client, &acked).await, 0);
+    let found = check_sent(&client, &sent).await;
+    assert!(found.is_clean(), "{found}");
 }
 
 /// The disk fills under the metadata (the floor off, another program fills it): the
