@@ -51,11 +51,21 @@ pub(crate) async fn serve(broker: Arc<Broker>, listener: TcpListener) {
             "kafka consumer groups are not served: no consumer manager given (--kafka-consumer-manager)"
         );
     }
+    let limit = pubsub_proto::serve::ConnectionLimit::new(config.security.max_connections);
     let mut incoming = pubsub_proto::serve::incoming(listener, tls);
     while let Some(accepted) = incoming.next().await {
         match accepted {
             Ok(stream) => {
-                tokio::spawn(conn::serve(broker.clone(), groups.clone(), stream));
+                // Over the cap the connection is closed: Kafka clients reconnect with
+                // their backoff.
+                let Some(place) = limit.place() else {
+                    continue;
+                };
+                let serving = conn::serve(broker.clone(), groups.clone(), stream);
+                tokio::spawn(async move {
+                    serving.await;
+                    drop(place);
+                });
             }
             Err(e) => tracing::debug!(error = %e, "kafka connection not accepted"),
         }

@@ -74,7 +74,36 @@ impl ConnectionLimit {
         })
     }
 
+    /// A place for a connection a caller serves itself (the Kafka listener, whose
+    /// clients get no gRPC answer: one over the cap is closed, and logged); `None` at
+    /// the cap. The connection holds the place until it is dropped.
+    pub fn place(&self) -> Option<OwnedSemaphorePermit> {
+        let place = self.open.clone().try_acquire_owned().ok();
+        if place.is_none() {
+            self.warn();
+        }
+        place
+    }
+
+    /// Logs that connections are being refused, at most once per [`WARN_EVERY`].
+    fn warn(&self) {
+        let due = self.warned.lock().is_ok_and(|mut last| {
+            let due = last.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        });
+        if due {
+            tracing::warn!(
+                max_connections = self.max,
+                "connections refused: at the cap"
+            );
+        }
+    }
+
     fn refuse(&self, conn: Conn) {
+        self.warn();
         let Ok(answering) = self.refusing.clone().try_acquire_owned() else {
             return; // dropped: closed
         };
@@ -82,18 +111,6 @@ impl ConnectionLimit {
             "too many connections: this server holds at most {} at once; retry later, or raise its --max-connections",
             self.max
         );
-        if self.warned.lock().is_ok_and(|mut last| {
-            let due = last.is_none_or(|at| at.elapsed() >= WARN_EVERY);
-            if due {
-                *last = Some(std::time::Instant::now());
-            }
-            due
-        }) {
-            tracing::warn!(
-                max_connections = self.max,
-                "connections refused: at the cap"
-            );
-        }
         tokio::spawn(async move {
             let status = tonic::Status::resource_exhausted(message);
             super::answer_every_call(conn, &status, REFUSAL_LINGER).await;
@@ -159,6 +176,19 @@ impl AsyncWrite for Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_place_is_given_while_under_the_cap_and_comes_back_when_dropped() {
+        let limit = ConnectionLimit::new(2);
+        let first = limit.place().unwrap();
+        let _second = limit.place().unwrap();
+        assert!(limit.place().is_none());
+        drop(first);
+        assert!(limit.place().is_some());
+        let unlimited = ConnectionLimit::new(0);
+        let places: Vec<_> = (0..1000).map(|_| unlimited.place()).collect();
+        assert!(places.iter().all(Option::is_some));
+    }
 
     #[tokio::test]
     async fn a_connection_over_the_cap_is_answered_resource_exhausted_and_a_place_comes_back() {

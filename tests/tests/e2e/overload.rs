@@ -267,3 +267,37 @@ async fn a_client_over_the_connection_cap_is_told_so_and_admitted_once_a_place_f
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The Kafka listener keeps the same cap; a Kafka client gets no gRPC answer, so a
+/// connection over it is closed at once (the client reconnects with its backoff),
+/// and those within it stay open.
+#[test]
+fn the_kafka_listener_closes_a_connection_over_the_cap() {
+    use std::io::Read;
+    const CAP: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let cap = CAP.to_string();
+    let (_server, kafka) = crate::kafka::start(dir.path(), &["--max-connections", &cap]);
+    let open = |timeout: Duration| {
+        let mut stream = std::net::TcpStream::connect(&kafka).unwrap();
+        stream.set_read_timeout(Some(timeout)).unwrap();
+        // 0 bytes read: closed by the server; a timeout: held open.
+        let closed = matches!(stream.read(&mut [0u8; 1]), Ok(0));
+        (stream, closed)
+    };
+    let held: Vec<_> = (0..CAP).map(|_| open(Duration::from_millis(300))).collect();
+    assert!(
+        held.iter().all(|(_, closed)| !closed),
+        "a connection within the cap was closed"
+    );
+    let (_, closed) = open(Duration::from_secs(5));
+    assert!(closed, "a connection over the cap of {CAP} was kept");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open(Duration::from_millis(300)).1 {
+        assert!(
+            Instant::now() < deadline,
+            "no place came back after the others closed"
+        );
+    }
+}
