@@ -14,16 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pubsub_client::{
-    Acks, Admin, Client, Consumer, ConsumerConfig, NewTopic, PartitionId, Producer, ProducerConfig,
-    ProducerRecord, StartPosition, SubscriberStream, Subscriptions,
+    Acks, Admin, Client, NewTopic, Producer, ProducerConfig, ProducerRecord, SubscriberStream,
+    Subscriptions,
 };
 use pubsub_proto::v1;
-use pubsub_tests::checker::{Anomalies, Outcome, Read, Send as CheckedSend, check};
 use pubsub_tests::disk::SmallDisk;
-use pubsub_tests::{Server, binary, free_port};
 
-/// (partition, offset, value) of an acknowledged record.
-type Acked = (PartitionId, u64, String);
+use crate::ledger::{self, Ack, read_back};
+use pubsub_tests::{Server, binary, free_port};
 
 fn value(seq: u64) -> String {
     format!("{seq:010}-{}", "v".repeat(1000))
@@ -32,7 +30,7 @@ fn value(seq: u64) -> String {
 /// What a run sent: the acknowledged records and the values of refused sends.
 #[derive(Default)]
 struct Sent {
-    acked: Vec<Acked>,
+    acked: Vec<Ack>,
     /// Refused for sure (RESOURCE_EXHAUSTED: nothing was appended that a reader could
     /// see): reading one back is an aborted read.
     refused: Vec<String>,
@@ -75,7 +73,7 @@ async fn produce_until_refused(
 }
 
 /// Sends `count` records that must all be acknowledged.
-async fn produce_all(producer: &Producer, seq: &mut u64, count: u64) -> Vec<Acked> {
+async fn produce_all(producer: &Producer, seq: &mut u64, count: u64) -> Vec<Ack> {
     let mut pending = Vec::new();
     for _ in 0..count {
         let record = ProducerRecord::keyed(format!("k{seq}"), value(*seq));
@@ -93,39 +91,9 @@ async fn produce_all(producer: &Producer, seq: &mut u64, count: u64) -> Vec<Acke
 /// Reads both partitions to their ends and checks them against what was sent: every
 /// acknowledged record at its offset, no refused one anywhere (the checker's lost
 /// writes and aborted reads), nothing duplicated or inconsistent.
-async fn check_sent(client: &Client, sent: &Sent) -> Anomalies {
-    let mut consumer = Consumer::new(client.clone(), "full", ConsumerConfig::default());
-    consumer.assign_all(StartPosition::Earliest).await.unwrap();
-    let mut reads = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut quiet = 0;
-    while quiet < 3 {
-        assert!(Instant::now() < deadline, "reads did not reach the end");
-        let records = consumer.poll(Duration::from_millis(300)).await.unwrap();
-        if records.is_empty() && consumer.lag() == 0 {
-            quiet += 1;
-        }
-        for r in records {
-            let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
-            reads.push(Read {
-                partition: r.partition.0,
-                offset: r.offset,
-                value,
-            });
-        }
-    }
-    let acked = sent.acked.iter().map(|(p, o, v)| CheckedSend {
-        partition: p.0,
-        value: v.clone(),
-        outcome: Outcome::Acked(*o),
-    });
-    let refused = sent.refused.iter().map(|v| CheckedSend {
-        partition: 0,
-        value: v.clone(),
-        outcome: Outcome::Failed,
-    });
-    let sends: Vec<CheckedSend> = acked.chain(refused).collect();
-    check(&sends, &[reads])
+async fn check_sent(client: &Client, sent: &Sent) -> ledger::Tally {
+    let stored = read_back(client, "full").await;
+    ledger::Tally::check_with_refused(&sent.acked, &sent.refused, &stored)
 }
 
 fn producer_config() -> ProducerConfig {
@@ -184,7 +152,7 @@ async fn full_disk_loses_nothing(disk: SmallDisk, kind: &str) {
         server.exited()
     );
     let found = check_sent(&client, &sent).await;
-    assert!(found.is_clean(), "reads on a full disk: {found}");
+    assert!(found.intact(), "reads on a full disk: {found}");
 
     // Space comes back: writes resume without a restart.
     disk.free("spare");
@@ -208,7 +176,7 @@ async fn full_disk_loses_nothing(disk: SmallDisk, kind: &str) {
         "{kind}: after a restart on a full disk: {found} ({} sends refused)",
         sent.refused.len()
     );
-    assert!(found.is_clean(), "{found}");
+    assert!(found.intact(), "{found}");
     assert!(
         server.exited().is_none(),
         "the server died: {:?}",
@@ -291,7 +259,7 @@ async fn the_free_space_floor_keeps_metadata_and_subscriptions_writable() {
     server.restart_after_kill9();
     let client = Client::connect(server.address()).await.unwrap();
     let found = check_sent(&client, &sent).await;
-    assert!(found.is_clean(), "{found}");
+    assert!(found.intact(), "{found}");
 }
 
 /// The disk fills under the metadata (the floor off, another program fills it): the

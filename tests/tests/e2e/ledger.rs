@@ -59,14 +59,27 @@ pub struct Tally(Anomalies);
 impl Tally {
     /// Compares `stored` (from [`read_back`]) with `acked`; names the first few lost.
     pub fn check(acked: &[Ack], stored: &HashMap<PartitionId, Vec<(u64, String)>>) -> Tally {
-        let sends: Vec<Send> = acked
-            .iter()
-            .map(|(partition, offset, value)| Send {
-                partition: partition.0,
-                value: value.clone(),
-                outcome: Outcome::Acked(*offset),
-            })
-            .collect();
+        Tally::check_with_refused(acked, &[], stored)
+    }
+
+    /// [`Tally::check`], where the values of `refused` were refused for sure and must
+    /// never be read (aborted reads).
+    pub fn check_with_refused(
+        acked: &[Ack],
+        refused: &[String],
+        stored: &HashMap<PartitionId, Vec<(u64, String)>>,
+    ) -> Tally {
+        let acked_sends = acked.iter().map(|(partition, offset, value)| Send {
+            partition: partition.0,
+            value: value.clone(),
+            outcome: Outcome::Acked(*offset),
+        });
+        let refused_sends = refused.iter().map(|value| Send {
+            partition: 0,
+            value: value.clone(),
+            outcome: Outcome::Failed,
+        });
+        let sends: Vec<Send> = acked_sends.chain(refused_sends).collect();
         let reads: Vec<Read> = stored
             .iter()
             .flat_map(|(partition, records)| {
