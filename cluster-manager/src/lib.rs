@@ -27,6 +27,8 @@ mod command;
 mod config;
 mod embedded;
 mod error;
+#[doc(hidden)]
+pub mod fuzz_api;
 mod gauges;
 mod grpc;
 mod lease;
@@ -61,6 +63,6 @@ pub use config::{ClusterManagerConfig, Member};
 pub use embedded::{EmbeddedServices, Swappable, run_embedded};
 pub use error::{Error, Result};
 pub use raft::RaftSettings;
-pub use server::run;
+pub use server::{Connections, run, run_on_connections};
 pub use service::access::AccessService;
 pub use service::cluster::ClusterManagerService;

@@ -16,11 +16,14 @@ use std::time::Duration;
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
 use pubsub_proto::auth::NodeSecurity;
+use pubsub_proto::serve::{Conn, ConnInfo};
 use pubsub_proto::v1::access_server::AccessServer;
 use pubsub_proto::v1::cluster_manager_server::ClusterManagerServer;
 use pubsub_proto::v1::raft_server::RaftServer;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::transport::server::Connected;
 
 use crate::access_sync::keep_access;
 use crate::config::ClusterManagerConfig;
@@ -80,10 +83,32 @@ pub async fn run(
     run_lives(&config, &address, front, shutdown).await
 }
 
+/// Runs a cluster-manager node advertised as `address` that serves the connections
+/// `connections` gives (one stream per life of the node) until `shutdown` resolves.
+///
+/// For networks other than this host's TCP (see `pubsub_proto::dial`): the
+/// deterministic simulation tests run a group over simulated TCP this way. The
+/// connections are served as given: no TLS handshake and no connection cap.
+pub async fn run_on_connections(
+    config: ClusterManagerConfig,
+    address: &str,
+    mut connections: impl FnMut() -> Connections,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    config.validate()?;
+    let front = || Ok(Front::Connections(connections()));
+    run_lives(&config, address, front, shutdown).await
+}
+
+/// A stream of accepted connections, as [`run_on_connections`] serves them.
+pub type Connections = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Conn>> + Send>>;
+
 /// Where a life of the node is served.
 pub(crate) enum Front {
     /// Its own gRPC server on this listener.
     Listener(TcpListener),
+    /// Its own gRPC server on connections accepted elsewhere.
+    Connections(Connections),
     /// Another server's routes, which forward to it while it runs.
     Embedded(EmbeddedServices),
 }
@@ -180,7 +205,12 @@ async fn run_once(
         let served = match front {
             Front::Listener(listener) => {
                 let security = config.security.clone();
-                serve(manager, security, listener, until, stopping_tx).await
+                let connections = pubsub_proto::serve::admitted(listener, &security);
+                serve(manager, security, connections, until, stopping_tx).await
+            }
+            Front::Connections(connections) => {
+                let security = config.security.clone();
+                serve(manager, security, connections, until, stopping_tx).await
             }
             Front::Embedded(services) => {
                 services.start(manager);
@@ -364,14 +394,18 @@ async fn bootstrap(raft: &Raft, config: &ClusterManagerConfig, address: &str) ->
     }
 }
 
-/// Serves the services until `shutdown`, then flips `stopping` and drains.
-async fn serve(
+/// Serves the services on `connections` until `shutdown`, then flips `stopping` and
+/// drains.
+async fn serve<C>(
     manager: Arc<Manager>,
     security: NodeSecurity,
-    listener: TcpListener,
+    connections: impl futures::Stream<Item = std::io::Result<C>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send,
     stopping: watch::Sender<bool>,
-) -> Result<()> {
+) -> Result<()>
+where
+    C: Connected<ConnectInfo = ConnInfo> + AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ClusterManagerServer<ClusterManagerService>>()
@@ -391,7 +425,6 @@ async fn serve(
         pubsub_proto::serve::reflection_v1alpha(&served).map_err(reflection)?;
 
     let mut stopped = stopping.subscribe();
-    let connections = pubsub_proto::serve::admitted(listener, &security);
     let server = pubsub_proto::serve::server(security.access)
         .add_service(pubsub_proto::with_limits!(health_service))
         .add_service(pubsub_proto::with_limits!(AccessServer::new(

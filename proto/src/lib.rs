@@ -17,6 +17,7 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 
 pub mod auth;
+pub mod dial;
 pub mod flush;
 pub mod ids;
 pub mod journal;

@@ -18,6 +18,7 @@ use tonic::{Code, Status};
 
 use crate::MAX_FRAME_BYTES;
 use crate::auth::Credentials;
+use crate::dial::Dialer;
 
 /// A channel that adds the caller's credentials to every call: what every pubsub stub
 /// is built on.
@@ -100,6 +101,8 @@ pub struct Link {
     pub credentials: Credentials,
     /// TLS settings; `None`: plain TCP.
     pub tls: Option<ClientTlsConfig>,
+    /// Opens connections in place of TCP (a simulated network); `None`: TCP.
+    pub dialer: Option<Dialer>,
 }
 
 impl Link {
@@ -108,6 +111,7 @@ impl Link {
         Link {
             credentials,
             tls: None,
+            dialer: None,
         }
     }
 }
@@ -164,7 +168,11 @@ impl ChannelPool {
         if let Some(channel) = channels.get(address) {
             return Ok(self.with_credentials(channel.clone()));
         }
-        let channel = customize(self.endpoint(address)?).connect_lazy();
+        let endpoint = customize(self.endpoint(address)?);
+        let channel = match &self.link.dialer {
+            Some(dialer) => endpoint.connect_with_connector_lazy(dialer.clone()),
+            None => endpoint.connect_lazy(),
+        };
         if channels.len() >= CHANNELS_MAX {
             channels.clear();
         }

@@ -77,6 +77,11 @@ pub enum Conn {
     Plain(tokio::net::TcpStream),
     /// TLS over TCP.
     Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+    /// A stream of another network (see [`crate::dial`]), with the addresses it has.
+    Other(
+        Box<dyn crate::dial::ByteStream>,
+        tonic::transport::server::TcpConnectInfo,
+    ),
 }
 
 /// What a server knows of a connection: its addresses and, under mutual TLS, the
@@ -110,6 +115,10 @@ impl tonic::transport::server::Connected for Conn {
                     peer_name,
                 }
             }
+            Conn::Other(_, tcp) => ConnInfo {
+                tcp: tcp.clone(),
+                peer_name: None,
+            },
         }
     }
 }
@@ -122,6 +131,10 @@ macro_rules! delegate {
                 $call
             }
             Conn::Tls($stream) => {
+                let $stream = std::pin::Pin::new($stream.as_mut());
+                $call
+            }
+            Conn::Other($stream, _) => {
                 let $stream = std::pin::Pin::new($stream.as_mut());
                 $call
             }
@@ -174,6 +187,7 @@ impl tokio::io::AsyncWrite for Conn {
         match self {
             Conn::Plain(s) => s.is_write_vectored(),
             Conn::Tls(s) => s.is_write_vectored(),
+            Conn::Other(s, _) => s.is_write_vectored(),
         }
     }
 }
