@@ -40,4 +40,4 @@ mod topic;
 pub use config::{BrokerConfig, KafkaListener};
 pub use disk::{ReserveOutcome, SpaceReserve};
 pub use error::{Error, Result};
-pub use server::{run, run_with};
+pub use server::{run, run_on_connections, run_with};

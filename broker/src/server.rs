@@ -5,10 +5,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pubsub_proto::serve::{Connections, Served};
 use pubsub_proto::serve::{admitted, reflection_v1, reflection_v1alpha, server as grpc_server};
 use pubsub_proto::v1::admin_server::AdminServer;
 use pubsub_proto::v1::broker_server::BrokerServer;
 use tokio::net::TcpListener;
+use tokio_stream::Stream;
 use tonic::service::Routes;
 
 use crate::broker::Broker;
@@ -46,6 +48,35 @@ pub async fn run_with(
     extra: Routes,
     extra_names: &[&'static str],
 ) -> Result<()> {
+    tracing::info!(address = ?listener.local_addr().ok(), "broker listening");
+    let connections = admitted(listener, &config.security);
+    run_served(config, connections, shutdown, extra, extra_names).await
+}
+
+/// [`run`] on the connections `connections` gives instead of a listener's: for
+/// networks other than this host's TCP (see `pubsub_proto::dial`; the simulation
+/// tests run brokers over simulated TCP this way). Served as given: no TLS handshake
+/// and no connection cap.
+pub async fn run_on_connections(
+    config: BrokerConfig,
+    connections: Connections,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    run_served(config, connections, shutdown, Routes::default(), &[]).await
+}
+
+/// Joins the cluster, then serves `connections` while heartbeats and the metadata
+/// watch run, until `shutdown`.
+async fn run_served<C>(
+    config: BrokerConfig,
+    connections: impl Stream<Item = std::io::Result<C>> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send,
+    extra: Routes,
+    extra_names: &[&'static str],
+) -> Result<()>
+where
+    C: Served,
+{
     std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::DataDir {
         path: config.data_dir.clone(),
         reason: format!("cannot create it: {e}"),
@@ -71,7 +102,7 @@ pub async fn run_with(
         shutdown.await;
         membership::leave(&leaving).await;
     };
-    let server = serve(broker, listener, shutdown, extra, extra_names);
+    let server = serve(broker, connections, shutdown, extra, extra_names);
     tokio::pin!(server);
     let membership = tokio::select! {
         joined = joining => joined?,
@@ -82,14 +113,17 @@ pub async fn run_with(
     result
 }
 
-/// Serves an opened broker on `listener` until `shutdown` resolves, then flushes.
-pub(crate) async fn serve(
+/// Serves an opened broker on `connections` until `shutdown` resolves, then flushes.
+pub(crate) async fn serve<C>(
     broker: Arc<Broker>,
-    listener: TcpListener,
+    connections: impl Stream<Item = std::io::Result<C>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send,
     extra: Routes,
     extra_names: &[&'static str],
-) -> Result<()> {
+) -> Result<()>
+where
+    C: Served,
+{
     crate::metrics::describe();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_not_serving::<AdminServer<AdminService>>().await;
@@ -137,8 +171,6 @@ pub(crate) async fn serve(
         }
         None => None,
     };
-    let address = listener.local_addr().ok();
-    tracing::info!(address = ?address, "broker listening");
     let (start_drain, drain) = tokio::sync::oneshot::channel::<()>();
     let server = grpc_server(broker.config().security.access.clone())
         .layer(crate::join_gate::JoinGateLayer::new(broker.joined_watch()))
@@ -152,7 +184,7 @@ pub(crate) async fn serve(
         .add_service(pubsub_proto::with_limits!(BrokerServer::new(
             DataService::new(broker.clone())
         )))
-        .serve_with_incoming_shutdown(admitted(listener, &broker.config().security), async move {
+        .serve_with_incoming_shutdown(connections, async move {
             let _ = drain.await;
         });
     let result = drain_bounded(server, shutdown, start_drain).await;

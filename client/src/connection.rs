@@ -220,10 +220,10 @@ async fn connect_first(addresses: Vec<String>, link: Link) -> Result<Client> {
     let pool = ChannelPool::new(link);
     let mut failures = Vec::new();
     for address in &addresses {
-        let endpoint = pool
-            .endpoint(address)
-            .map_err(|e| Error::InvalidArgument(format!("server: {e}")))?;
-        match endpoint.connect().await {
+        match pool.connect(address).await {
+            Err(net::ConnectError::Address(e)) => {
+                return Err(Error::InvalidArgument(format!("server: {e}")));
+            }
             Ok(channel) => {
                 pool.insert(address, channel);
                 return Ok(Client {
@@ -234,7 +234,7 @@ async fn connect_first(addresses: Vec<String>, link: Link) -> Result<Client> {
                     }),
                 });
             }
-            Err(e) => failures.push(source_chain(&e)),
+            Err(net::ConnectError::Transport(e)) => failures.push(source_chain(&e)),
         }
     }
     failures.dedup();

@@ -63,6 +63,6 @@ pub use config::{ClusterManagerConfig, Member};
 pub use embedded::{EmbeddedServices, Swappable, run_embedded};
 pub use error::{Error, Result};
 pub use raft::RaftSettings;
-pub use server::{Connections, run, run_on_connections};
+pub use server::{run, run_on_connections};
 pub use service::access::AccessService;
 pub use service::cluster::ClusterManagerService;

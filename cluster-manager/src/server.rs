@@ -16,14 +16,12 @@ use std::time::Duration;
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
 use pubsub_proto::auth::NodeSecurity;
-use pubsub_proto::serve::{Conn, ConnInfo};
+use pubsub_proto::serve::{Connections, Served};
 use pubsub_proto::v1::access_server::AccessServer;
 use pubsub_proto::v1::cluster_manager_server::ClusterManagerServer;
 use pubsub_proto::v1::raft_server::RaftServer;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::Connected;
 
 use crate::access_sync::keep_access;
 use crate::config::ClusterManagerConfig;
@@ -99,9 +97,6 @@ pub async fn run_on_connections(
     let front = || Ok(Front::Connections(connections()));
     run_lives(&config, address, front, shutdown).await
 }
-
-/// A stream of accepted connections, as [`run_on_connections`] serves them.
-pub type Connections = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Conn>> + Send>>;
 
 /// Where a life of the node is served.
 pub(crate) enum Front {
@@ -404,7 +399,7 @@ async fn serve<C>(
     stopping: watch::Sender<bool>,
 ) -> Result<()>
 where
-    C: Connected<ConnectInfo = ConnInfo> + AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    C: Served,
 {
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -93,6 +93,17 @@ pub fn endpoint(address: &str) -> Result<Endpoint, InvalidAddress> {
         .keep_alive_while_idle(true))
 }
 
+/// Why [`ChannelPool::connect`] has no channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The address does not parse.
+    #[error(transparent)]
+    Address(InvalidAddress),
+    /// Nothing answered there.
+    #[error(transparent)]
+    Transport(transport::Error),
+}
+
 /// How a caller secures its links: the credentials every call carries, and TLS (the
 /// CA it trusts, and its own certificate under mutual TLS).
 #[derive(Clone, Debug, Default)]
@@ -178,6 +189,17 @@ impl ChannelPool {
         }
         channels.insert(address.to_string(), channel.clone());
         Ok(self.with_credentials(channel))
+    }
+
+    /// A channel to `address` connected now (through the link's dialer, if any): for
+    /// a caller that wants to know the address answers before it keeps the channel.
+    pub async fn connect(&self, address: &str) -> Result<transport::Channel, ConnectError> {
+        let endpoint = self.endpoint(address).map_err(ConnectError::Address)?;
+        let connected = match &self.link.dialer {
+            Some(dialer) => endpoint.connect_with_connector(dialer.clone()).await,
+            None => endpoint.connect().await,
+        };
+        connected.map_err(ConnectError::Transport)
     }
 
     /// The channel to `address`, created on first use.

@@ -70,6 +70,34 @@ pub fn reflection_v1alpha(
     reflection(served).build_v1alpha()
 }
 
+/// A connection a role's gRPC server can serve: a byte stream that says what it knows
+/// of its peer ([`ConnInfo`], which the auth layer reads). [`Conn`] and
+/// [`Admitted`] are.
+pub trait Served:
+    tonic::transport::server::Connected<ConnectInfo = ConnInfo>
+    + tokio::io::AsyncRead
+    + tokio::io::AsyncWrite
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<T> Served for T where
+    T: tonic::transport::server::Connected<ConnectInfo = ConnInfo>
+        + tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
+/// A stream of accepted connections a server is handed rather than accepting them
+/// itself (see [`crate::dial`]).
+pub type Connections =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = std::io::Result<Conn>> + Send>>;
+
 /// An accepted connection, plain or TLS: one type, so every role serves either from
 /// the same code.
 pub enum Conn {

@@ -150,7 +150,11 @@ impl GlobalArgs {
             }
             None => None,
         };
-        Ok(Link { credentials, tls })
+        Ok(Link {
+            credentials,
+            tls,
+            dialer: None,
+        })
     }
 
     /// The cluster-manager node to ask: `explicit`, else the first --server address

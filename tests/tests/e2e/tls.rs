@@ -118,8 +118,8 @@ async fn mutual_tls_refuses_a_peer_without_a_certificate() {
     let status = |identity: Option<(&Path, &Path)>| {
         let tls = pubsub_proto::tls::client_config(&ca1.pem, identity).unwrap();
         let pool = ChannelPool::new(Link {
-            credentials: Default::default(),
             tls: Some(tls),
+            ..Link::default()
         });
         let channel = pool.channel(server.address()).unwrap();
         async move {
@@ -244,6 +244,7 @@ async fn a_broker_id_moves_only_with_its_own_certificate() {
         let pool = ChannelPool::new(Link {
             credentials,
             tls: Some(tls),
+            dialer: None,
         });
         let channel = pool.channel(server.address()).unwrap();
         async move {

@@ -56,8 +56,8 @@ impl GroupLink {
     /// carry the Kafka client's token, never this broker's secret.
     pub(crate) fn new(address: String, tls: Option<ClientTlsConfig>) -> GroupLink {
         let link = Link {
-            credentials: Default::default(),
             tls,
+            ..Link::default()
         };
         GroupLink {
             address,

@@ -13,7 +13,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::timeout;
 
-use crate::history::{History, Outcome};
+use super::history::{HEAL_BOUND, History, Outcome};
+use crate::faults::Observed;
 use crate::net;
 
 /// Longest one call waits for its answer.
@@ -49,8 +50,22 @@ impl Shared {
     fn clients(&self) -> Vec<ClusterManagerClient<Channel>> {
         let pool = net::pool();
         (1..=self.nodes)
-            .map(|id| ClusterManagerClient::new(net::channel(&pool, id)))
+            .map(|id| ClusterManagerClient::new(net::cm_channel(&pool, id)))
             .collect()
+    }
+}
+
+impl Observed for Shared {
+    fn leader(&self) -> Option<String> {
+        self.leader.get().map(|(_, id)| net::cm_host(id))
+    }
+
+    fn healed(&self, at: Duration) {
+        self.healed_at.set(Some(at));
+    }
+
+    fn injected(&self, kind: &'static str) {
+        *self.history.borrow_mut().faults.entry(kind).or_default() += 1;
     }
 }
 
@@ -98,7 +113,7 @@ pub async fn admin(shared: Rc<Shared>, seed: u64) -> turmoil::Result {
             shared.history.borrow_mut().healed_in = Some(now() - healed_at);
             break;
         }
-        if now() - healed_at > 2 * crate::history::HEAL_BOUND {
+        if now() - healed_at > 2 * HEAL_BOUND {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
