@@ -232,7 +232,8 @@ async fn a_power_cut_loses_nothing_acknowledged_under_fsync_always() {
         let report = outcome.report;
         println!(
             "power cut: fsync {fsync}, {cut:?}, seed {seed}: {}; lost {} (window {} ms, \
-             holes {}); undid {} writes ({} torn, {} bytes) in {} files",
+             holes {}); undid {} writes ({} torn, {} bytes) in {} files; removed {} \
+             files created after their directory's last fsync",
             outcome.tally,
             outcome.lost,
             outcome.window.as_millis(),
@@ -240,7 +241,8 @@ async fn a_power_cut_loses_nothing_acknowledged_under_fsync_always() {
             report.undone,
             report.torn,
             report.bytes,
-            report.files
+            report.files,
+            report.removed
         );
         let replay = format!("replay with PUBSUB_POWERCUT_SEED={seed}");
         assert!(outcome.tally.acked() > 0, "nothing acknowledged; {replay}");

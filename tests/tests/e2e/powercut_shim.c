@@ -10,10 +10,14 @@
  * SYNC with the sequence number reached before it began, so every write numbered up
  * to it finished before the fsync started and is durable. Unlinks and renames over a
  * file log DEAD, so a reused inode number is not taken for the deleted file.
- * Directory entries are not modelled (a file created and never synced survives). */
+ * Directory entries: creating a file logs CREATE (offset and len hold its directory's
+ * inode and device), and an fsync of a directory logs SYNC for it, so a file whose
+ * directory was not synced after it was created can be removed by the cut. Renames
+ * are not modelled beyond DEAD (a renamed file keeps its new name). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -24,7 +28,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-enum { KIND_WRITE = 1, KIND_TRUNCATE = 2, KIND_SYNC = 3, KIND_DEAD = 4 };
+enum { KIND_WRITE = 1, KIND_TRUNCATE = 2, KIND_SYNC = 3, KIND_DEAD = 4, KIND_CREATE = 5 };
 #define MAGIC 0x54554350u /* "PCUT" */
 
 struct header {
@@ -43,13 +47,34 @@ static int path_tracked(const char *path) {
     return dir && path && strncmp(path, dir, strlen(dir)) == 0;
 }
 
-static int fd_tracked(int fd, struct stat *st) {
+/* Whether fd is a regular file (or, with dirs, a directory) under the tracked dir. */
+static int fd_tracked_as(int fd, struct stat *st, int dirs) {
     char link[64], path[4096];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     ssize_t n = readlink(link, path, sizeof path - 1);
     if (n <= 0) return 0;
     path[n] = 0;
-    return path_tracked(path) && fstat(fd, st) == 0 && S_ISREG(st->st_mode);
+    return path_tracked(path) && fstat(fd, st) == 0 &&
+           (S_ISREG(st->st_mode) || (dirs && S_ISDIR(st->st_mode)));
+}
+
+static int fd_tracked(int fd, struct stat *st) { return fd_tracked_as(fd, st, 0); }
+
+/* `path` relative to `dirfd` as an absolute path in `full` (8200 bytes); NULL if unknown. */
+static const char *resolve(int dirfd, const char *path, char *full) {
+    if (path[0] == '/') return path;
+    char base[4096];
+    if (dirfd == AT_FDCWD) {
+        if (!getcwd(base, sizeof base)) return NULL;
+    } else {
+        char link[64];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+        ssize_t n = readlink(link, base, sizeof base - 1);
+        if (n <= 0) return NULL;
+        base[n] = 0;
+    }
+    snprintf(full, 8200, "%s/%s", base, path);
+    return full;
 }
 
 /* Appends one record (the caller holds the lock). */
@@ -57,7 +82,8 @@ static void log_record(struct header *h, const void *saved) {
     if (log_fd < 0) {
         const char *name = getenv("PUBSUB_POWERCUT_LOG");
         if (!name) return;
-        log_fd = open(name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        int (*o)(const char *, int, ...) = real("open");
+        log_fd = o(name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
         if (log_fd < 0) return;
     }
     h->magic = MAGIC;
@@ -143,7 +169,7 @@ int ftruncate64(int fd, off_t length) { return tracked_truncate(fd, length); }
 static int tracked_sync(int fd, const char *name) {
     int (*s)(int) = real(name);
     struct stat st;
-    if (!fd_tracked(fd, &st)) return s(fd);
+    if (!fd_tracked_as(fd, &st, 1)) return s(fd);
     pthread_mutex_lock(&lock);
     uint64_t before = seq;
     pthread_mutex_unlock(&lock);
@@ -163,20 +189,8 @@ int fdatasync(int fd) { return tracked_sync(fd, "fdatasync"); }
 /* Logs the end of the file at `path` (relative to `dirfd`) if this is its last name. */
 static void mark_dead(int dirfd, const char *path) {
     char full[8200];
-    if (path[0] != '/') {
-        char base[4096];
-        if (dirfd == AT_FDCWD) {
-            if (!getcwd(base, sizeof base)) return;
-        } else {
-            char link[64];
-            snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-            ssize_t n = readlink(link, base, sizeof base - 1);
-            if (n <= 0) return;
-            base[n] = 0;
-        }
-        snprintf(full, sizeof full, "%s/%s", base, path);
-        path = full;
-    }
+    path = resolve(dirfd, path, full);
+    if (!path) return;
     struct stat st;
     if (!path_tracked(path) || lstat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)
         return;
@@ -203,3 +217,60 @@ int rename(const char *from, const char *to) {
     mark_dead(AT_FDCWD, to);
     return r(from, to);
 }
+
+/* Opens as `name` (open, open64, openat, openat64) does; logs CREATE if it made a new
+ * regular file under the tracked dir. */
+static int tracked_open(int dirfd, const char *path, int flags, mode_t mode, const char *name) {
+    char full[8200];
+    const char *where = (flags & O_CREAT) ? resolve(dirfd, path, full) : NULL;
+    struct stat before;
+    int creating = where && path_tracked(where) && lstat(where, &before) != 0;
+    int fd;
+    if (dirfd == AT_FDCWD && strncmp(name, "openat", 6) != 0) {
+        int (*o)(const char *, int, ...) = real(name);
+        fd = o(path, flags, mode);
+    } else {
+        int (*o)(int, const char *, int, ...) = real(name);
+        fd = o(dirfd, path, flags, mode);
+    }
+    if (fd < 0 || !creating) return fd;
+    char dir[8200];
+    snprintf(dir, sizeof dir, "%s", where);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    struct stat st, parent;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && stat(dir, &parent) == 0) {
+        pthread_mutex_lock(&lock);
+        struct header h = {.kind = KIND_CREATE, .seq = ++seq, .dev = st.st_dev, .ino = st.st_ino,
+                           .offset = parent.st_ino, .len = parent.st_dev};
+        log_record(&h, NULL);
+        pthread_mutex_unlock(&lock);
+    }
+    return fd;
+}
+
+static mode_t mode_arg(int flags, va_list ap) {
+    return (flags & (O_CREAT | O_TMPFILE)) ? (mode_t)va_arg(ap, int) : 0;
+}
+
+/* The four entry points, each reading its optional mode argument. */
+#define WRAP_OPEN(name)                                                   \
+    int name(const char *path, int flags, ...) {                          \
+        va_list ap;                                                       \
+        va_start(ap, flags);                                              \
+        mode_t mode = mode_arg(flags, ap);                                \
+        va_end(ap);                                                       \
+        return tracked_open(AT_FDCWD, path, flags, mode, #name);          \
+    }
+#define WRAP_OPENAT(name)                                                 \
+    int name(int dirfd, const char *path, int flags, ...) {               \
+        va_list ap;                                                       \
+        va_start(ap, flags);                                              \
+        mode_t mode = mode_arg(flags, ap);                                \
+        va_end(ap);                                                       \
+        return tracked_open(dirfd, path, flags, mode, #name);             \
+    }
+WRAP_OPEN(open)
+WRAP_OPEN(open64)
+WRAP_OPENAT(openat)
+WRAP_OPENAT(openat64)
