@@ -16,6 +16,7 @@ use std::time::Duration;
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
 use pubsub_proto::auth::NodeSecurity;
+use pubsub_proto::flush::SledFile;
 use pubsub_proto::serve::{Connections, Served};
 use pubsub_proto::v1::access_server::AccessServer;
 use pubsub_proto::v1::cluster_manager_server::ClusterManagerServer;
@@ -233,7 +234,8 @@ async fn run_once(
     }
     drop(raft);
     release(&users).await;
-    let flushed = crate::raft::flush(&db)
+    let file = SledFile::open(&raft_dir).unwrap_or_else(|_| SledFile::none());
+    let flushed = crate::raft::flush(&db, &file)
         .await
         .map_err(|source| Error::Flush {
             path: raft_dir.clone(),
@@ -263,9 +265,13 @@ async fn start_raft(
         path: raft_dir.to_path_buf(),
         source,
     };
-    let log_store = LogStore::open(db, users).map_err(storage)?;
+    let file = SledFile::open(raft_dir).map_err(|source| Error::Io {
+        path: raft_dir.to_path_buf(),
+        source,
+    })?;
+    let log_store = LogStore::open(db, file.clone(), users).map_err(storage)?;
     let pristine = log_store.is_pristine().map_err(storage)?;
-    let (state_machine, view) = StateMachineStore::open(db, users)
+    let (state_machine, view) = StateMachineStore::open(db, file, users)
         .map_err(|e| Error::Internal(format!("cannot load the metadata snapshot: {e}")))?;
     let pristine = pristine && view.borrow().applied_index == 0;
     let channels = Channels::new(config.security.link.clone());

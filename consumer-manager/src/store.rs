@@ -25,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
 
-use pubsub_proto::flush::{self, Timing};
+use pubsub_proto::flush::{self, SledFile, Timing};
 use serde::{Deserialize, Serialize};
 
 use crate::commit::GroupCommit;
@@ -107,6 +107,8 @@ const STORE: &str = "consumer manager";
 /// handle, so dropping the manager closes the database (and frees its file lock).
 pub struct Store {
     db: sled::Db,
+    /// sled's data file, synced after each flush (see `SledFile`).
+    file: SledFile,
     /// Set by the first sled error or a flush that never finished: memory may then be
     /// ahead of the disk, so nothing more is acknowledged and the supervisor reloads
     /// from disk (as a log does after a failed fsync). Shared with the flush task.
@@ -282,6 +284,7 @@ impl Store {
                 .map(drop)
                 .map_err(std::io::Error::other)
         })?;
+        let file = SledFile::open(&path).map_err(|e| opening(None)(sled::Error::Io(e)))?;
         let tree = |name: &'static str| db.open_tree(name).map_err(opening(Some(name)));
         Ok(Store {
             subscriptions: tree("subscriptions")?,
@@ -289,6 +292,7 @@ impl Store {
             acks: tree("acks")?,
             deliveries: tree("deliveries")?,
             db,
+            file,
             failed: Arc::new(watch::Sender::new(false)),
             commit: GroupCommit::new(),
             journal: OnceLock::new(),
@@ -591,8 +595,11 @@ impl Store {
 
     /// One blocking flush of the database, for [`flush::on_blocking_pool`].
     fn flush_fn(&self) -> impl Fn() -> std::io::Result<()> + Clone + Send + 'static {
-        let db = self.db.clone();
-        move || db.flush().map(drop).map_err(std::io::Error::other)
+        let (db, file) = (self.db.clone(), self.file.clone());
+        move || {
+            db.flush().map_err(std::io::Error::other)?;
+            file.sync()
+        }
     }
 
     /// Wakes every flush still waiting on a failed database, so it ends and lets go

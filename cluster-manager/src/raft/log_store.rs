@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use pubsub_proto::flush::SledFile;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -39,6 +40,8 @@ const PURGED_KEY: &[u8] = b"purged";
 pub(crate) struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
+    /// The database's data file, synced after each flush.
+    file: SledFile,
     /// Counts live handles on the database, so the owner can wait for the last one
     /// (openraft's replication tasks hold clones) before reopening it.
     _users: Arc<()>,
@@ -58,10 +61,15 @@ fn write_error(e: impl Into<AnyError>) -> StorageError {
 
 impl LogStore {
     /// Opens (or creates) the log trees in `db`; `users` counts the store's clones.
-    pub(crate) fn open(db: &sled::Db, users: &Arc<()>) -> Result<Self, sled::Error> {
+    pub(crate) fn open(
+        db: &sled::Db,
+        file: SledFile,
+        users: &Arc<()>,
+    ) -> Result<Self, sled::Error> {
         Ok(LogStore {
             log: db.open_tree(LOG_TREE)?,
             meta: db.open_tree(META_TREE)?,
+            file,
             _users: users.clone(),
         })
     }
@@ -88,7 +96,9 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        super::flush(&self.log).await.map_err(|e| write_error(&e))?;
+        super::flush(&self.log, &self.file)
+            .await
+            .map_err(|e| write_error(&e))?;
         Ok(())
     }
 
@@ -146,7 +156,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .insert(VOTE_KEY, bytes)
             .map_err(|e| StorageIOError::write_vote(&e))?;
-        super::flush(&self.meta)
+        super::flush(&self.meta, &self.file)
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
@@ -186,7 +196,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log.apply_batch(batch).map_err(|e| write_error(&e))?;
         // Durable before acknowledged: the callback tells openraft the entries survive a
         // crash, so it only runs after the flush.
-        match super::flush(&self.log).await {
+        match super::flush(&self.log, &self.file).await {
             Ok(_) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -248,7 +258,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = crate::raft::open_test_db(dir.path());
-            let mut store = LogStore::open(&db, &Arc::default()).unwrap();
+            let mut store = LogStore::open(&db, SledFile::none(), &Arc::default()).unwrap();
             assert!(store.is_pristine().unwrap());
             store
                 .blocking_append((1..=5).map(|i| entry(1, i)))
@@ -264,7 +274,7 @@ mod tests {
             db.flush().unwrap();
         }
         let db = crate::raft::open_test_db(dir.path());
-        let mut store = LogStore::open(&db, &Arc::default()).unwrap();
+        let mut store = LogStore::open(&db, SledFile::none(), &Arc::default()).unwrap();
         assert!(!store.is_pristine().unwrap());
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
         assert_eq!(
@@ -288,7 +298,7 @@ mod tests {
     async fn a_fully_purged_log_reports_the_purged_id_as_last() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::raft::open_test_db(dir.path());
-        let mut store = LogStore::open(&db, &Arc::default()).unwrap();
+        let mut store = LogStore::open(&db, SledFile::none(), &Arc::default()).unwrap();
         store
             .blocking_append((1..=3).map(|i| entry(2, i)))
             .await
@@ -303,7 +313,7 @@ mod tests {
     async fn corrupt_entries_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::raft::open_test_db(dir.path());
-        let mut store = LogStore::open(&db, &Arc::default()).unwrap();
+        let mut store = LogStore::open(&db, SledFile::none(), &Arc::default()).unwrap();
         store.log.insert(log_key(1), &b"{not json"[..]).unwrap();
         assert!(store.try_get_log_entries(..).await.is_err());
         assert!(store.get_log_state().await.is_err());

@@ -15,7 +15,7 @@ use std::io::Cursor;
 use std::time::Duration;
 
 use openraft::{BasicNode, Config, SnapshotPolicy};
-use pubsub_proto::flush::{FlushError, Timing};
+use pubsub_proto::flush::{FlushError, SledFile, Timing};
 
 use crate::command::{Command, CommandError, Response};
 use crate::error::{Error, Result};
@@ -135,11 +135,14 @@ pub(crate) fn open_test_db(path: &std::path::Path) -> sled::Db {
     }
 }
 
-/// Makes everything written to `tree`'s database durable, through the one flush
-/// helper (`pubsub_proto::flush`): on tokio's blocking pool, asked again after 1 s,
+/// Makes everything written to `tree`'s database durable (sled's flush, then an
+/// fdatasync of its `file`: see `SledFile`), through the one flush helper (`pubsub_proto::flush`): on tokio's blocking pool, asked again after 1 s,
 /// failed after 10 s (Raft then stops, and the node restarts from disk).
-pub(crate) async fn flush(tree: &sled::Tree) -> Result<(), FlushError> {
-    let tree = tree.clone();
-    let flush = move || tree.flush().map(drop).map_err(std::io::Error::other);
+pub(crate) async fn flush(tree: &sled::Tree, file: &SledFile) -> Result<(), FlushError> {
+    let (tree, file) = (tree.clone(), file.clone());
+    let flush = move || {
+        tree.flush().map_err(std::io::Error::other)?;
+        file.sync()
+    };
     pubsub_proto::flush::on_blocking_pool(flush, Timing::DEFAULT, "raft storage").await
 }

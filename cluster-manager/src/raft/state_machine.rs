@@ -25,6 +25,7 @@ use openraft::{
     AnyError, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
     StorageIOError, StoredMembership,
 };
+use pubsub_proto::flush::SledFile;
 use tokio::sync::watch;
 
 use super::codec::{self, PAYLOAD_BYTES_MAX, SNAPSHOT_BYTES_MAX};
@@ -54,6 +55,8 @@ pub(crate) struct StateMachineStore {
     /// Distinguishes snapshots built at the same log id.
     snapshot_seq: u64,
     published: watch::Sender<MetadataView>,
+    /// The database's data file, synced after each flush.
+    file: SledFile,
     users: Arc<()>,
 }
 
@@ -64,6 +67,7 @@ pub(crate) struct SnapshotBuilder {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     snapshots: sled::Tree,
+    file: SledFile,
     snapshot_id: String,
     _users: Arc<()>,
 }
@@ -81,6 +85,7 @@ impl StateMachineStore {
     /// counts handles on the database, as for the log store.
     pub(crate) fn open(
         db: &sled::Db,
+        file: SledFile,
         users: &Arc<()>,
     ) -> Result<(Self, watch::Receiver<MetadataView>), StorageError> {
         let snapshots = db
@@ -102,6 +107,7 @@ impl StateMachineStore {
             snapshots,
             snapshot_seq: 0,
             published,
+            file,
             users: users.clone(),
         };
         Ok((store, watching))
@@ -140,6 +146,7 @@ fn decode_state(data: &[u8]) -> Result<ClusterState, StorageError> {
 /// Persists a snapshot (meta and data in one batch) and flushes it.
 async fn save_snapshot(
     tree: &sled::Tree,
+    file: &SledFile,
     meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
     data: &[u8],
 ) -> Result<(), StorageError> {
@@ -149,7 +156,7 @@ async fn save_snapshot(
     batch.insert(DATA_KEY, data);
     tree.apply_batch(batch)
         .map_err(|e| snapshot_write_error(&e))?;
-    super::flush(tree)
+    super::flush(tree, file)
         .await
         .map_err(|e| snapshot_write_error(&e))?;
     Ok(())
@@ -163,7 +170,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id: self.snapshot_id.clone(),
         };
-        save_snapshot(&self.snapshots, &meta, &data).await?;
+        save_snapshot(&self.snapshots, &self.file, &meta, &data).await?;
         tracing::info!(
             snapshot_id = %meta.snapshot_id,
             bytes = data.len(),
@@ -240,6 +247,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             snapshots: self.snapshots.clone(),
+            file: self.file.clone(),
             snapshot_id,
             _users: self.users.clone(),
         }
@@ -256,7 +264,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let state = decode_state(&data)?;
-        save_snapshot(&self.snapshots, meta, &data).await?;
+        save_snapshot(&self.snapshots, &self.file, meta, &data).await?;
         tracing::info!(
             snapshot_id = %meta.snapshot_id,
             bytes = data.len(),
@@ -316,7 +324,8 @@ mod tests {
         );
         let built = {
             let db = crate::raft::open_test_db(dir.path());
-            let (mut sm, mut watching) = StateMachineStore::open(&db, &Arc::default()).unwrap();
+            let (mut sm, mut watching) =
+                StateMachineStore::open(&db, SledFile::none(), &Arc::default()).unwrap();
             let results = sm
                 .apply([
                     entry(1, EntryPayload::Membership(membership.clone())),
@@ -346,7 +355,8 @@ mod tests {
             snapshot.meta
         };
         let db = crate::raft::open_test_db(dir.path());
-        let (mut sm, watching) = StateMachineStore::open(&db, &Arc::default()).unwrap();
+        let (mut sm, watching) =
+            StateMachineStore::open(&db, SledFile::none(), &Arc::default()).unwrap();
         let (applied, stored) = sm.applied_state().await.unwrap();
         assert_eq!(applied, built.last_log_id);
         assert_eq!(stored.membership(), &membership);
@@ -358,7 +368,7 @@ mod tests {
         let other_dir = tempfile::tempdir().unwrap();
         let other_db = crate::raft::open_test_db(other_dir.path());
         let (mut other, other_watching) =
-            StateMachineStore::open(&other_db, &Arc::default()).unwrap();
+            StateMachineStore::open(&other_db, SledFile::none(), &Arc::default()).unwrap();
         other
             .install_snapshot(&current.meta, current.snapshot)
             .await
@@ -371,7 +381,8 @@ mod tests {
     async fn heartbeats_do_not_wake_watchers() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::raft::open_test_db(dir.path());
-        let (mut sm, mut watching) = StateMachineStore::open(&db, &Arc::default()).unwrap();
+        let (mut sm, mut watching) =
+            StateMachineStore::open(&db, SledFile::none(), &Arc::default()).unwrap();
         sm.apply([entry(1, register(1))]).await.unwrap();
         watching.borrow_and_update();
         sm.apply([entry(
@@ -396,7 +407,7 @@ mod tests {
     async fn a_corrupt_snapshot_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::raft::open_test_db(dir.path());
-        let (mut sm, _) = StateMachineStore::open(&db, &Arc::default()).unwrap();
+        let (mut sm, _) = StateMachineStore::open(&db, SledFile::none(), &Arc::default()).unwrap();
         let meta = SnapshotMeta::default();
         let result = sm
             .install_snapshot(&meta, Box::new(Cursor::new(b"{broken".to_vec())))

@@ -125,13 +125,7 @@ async fn admin_errors_have_the_documented_codes() {
         "fsync",
     );
     // Nothing was half-created by the failures.
-    let names: Vec<String> = admin
-        .list_topics()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names: Vec<String> = crate::topic_names(&admin).await;
     assert_eq!(names, ["t"]);
 }
 

@@ -46,6 +46,12 @@ use pubsub_client::{
 use pubsub_proto::v1::TopicDescription;
 use pubsub_tests::Cluster;
 
+/// The names of every topic, sorted.
+pub async fn topic_names(admin: &pubsub_client::Admin) -> Vec<String> {
+    let topics = admin.list_topics().await.unwrap();
+    topics.into_iter().map(|t| t.name).collect()
+}
+
 /// Every record of `topic` from the beginning up to the current end.
 pub async fn read_everything(client: &Client, topic: &str, expected: usize) -> Vec<ConsumerRecord> {
     let mut consumer = Consumer::new(client.clone(), topic, ConsumerConfig::default());

@@ -107,13 +107,7 @@ async fn create_refuses_settings_no_broker_could_host() {
         &["create", "cli", "--config", "min_insync_replicas=1"],
     )
     .unwrap();
-    let names: Vec<String> = admin
-        .list_topics()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names: Vec<String> = crate::topic_names(&admin).await;
     assert_eq!(names, ["cli"], "nothing else was created");
 }
 
