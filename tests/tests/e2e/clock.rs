@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pubsub_client::Subscriptions;
+use pubsub_client::{Consumer, ConsumerConfig, PartitionId, StartPosition, Subscriptions};
 use pubsub_proto::v1;
 use pubsub_tests::{Cluster, Server, pubsub};
 
@@ -239,11 +239,22 @@ async fn a_standalone_server_rides_out_clock_steps() {
     subs.ack("steps-sub", "", 0, &all).await.unwrap();
 
     step_clocks(&offset, "-1h");
+    let second_from = pubsub_client::now_ms();
     write(&server, 100, 100);
     let after = read_offsets(&subs, 200).await;
     assert_eq!(after, (100..200).collect::<Vec<u64>>());
+    // The time index still finds records by time (the writer's clock stood still).
+    let consumer = Consumer::new(client.clone(), "steps", ConsumerConfig::default());
+    let found = consumer
+        .offset_of(PartitionId(0), StartPosition::Timestamp(second_from))
+        .await
+        .unwrap();
+    assert_eq!(found, 100, "the time index misplaced the second write");
     let stored = crate::ledger::read_back(&client, "steps").await;
     let kept = stored.values().map(Vec::len).sum::<usize>();
     assert_eq!(kept, 200, "retention deleted records after the steps");
-    println!("standalone: clock +1h then -2h: no early redelivery, 200 of 200 records kept");
+    println!(
+        "standalone: clock +1h then -2h: no early redelivery, 200 of 200 records kept, \
+         the time index finds offset 100 by time"
+    );
 }
