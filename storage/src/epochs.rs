@@ -31,17 +31,32 @@ pub(crate) struct EpochCache {
 
 impl EpochCache {
     /// Loads the checkpoint in `dir`, dropping entries at or past `log_end_offset`.
-    pub(crate) fn load(dir: &Path, log_end_offset: u64) -> Result<Self> {
+    ///
+    /// A damaged checkpoint is rebuilt from `batches`, the (leader epoch, base offset)
+    /// of every batch in the log, oldest first, and written again: started empty, the
+    /// leader would answer a follower's truncation question from nothing and could
+    /// have it cut records it must keep.
+    pub(crate) fn load(
+        dir: &Path,
+        log_end_offset: u64,
+        batches: impl FnOnce() -> Vec<(i32, u64)>,
+    ) -> Result<Self> {
         let path = dir.join(FILE_NAME);
-        let entries = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes).unwrap_or_else(|| {
-                tracing::warn!(path = %path.display(), "damaged leader-epoch checkpoint; starting empty");
-                Vec::new()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        let (entries, damaged) = match std::fs::read(&path) {
+            Ok(bytes) => decode(&bytes).map_or_else(|| (rebuild(batches()), true), |e| (e, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), false),
             Err(e) => return Err(e).at(&path),
         };
-        let mut cache = EpochCache { path, entries };
+        let mut cache = EpochCache {
+            path,
+            entries: Vec::new(),
+        };
+        if damaged {
+            tracing::warn!(path = %cache.path.display(), epochs = entries.len(), "damaged leader-epoch checkpoint; rebuilt from the log");
+            cache.replace(entries)?;
+        } else {
+            cache.entries = entries;
+        }
         cache.truncate_from(log_end_offset)?;
         Ok(cache)
     }
@@ -100,6 +115,18 @@ impl EpochCache {
         let end = self.entries.get(index).map_or(log_end_offset, |e| e.1);
         (index.checked_sub(1).map(|i| self.entries[i].0), end)
     }
+}
+
+/// The epochs of a log whose batches carry `batches` (leader epoch, base offset), in
+/// order: where each new, larger epoch starts.
+fn rebuild(batches: Vec<(i32, u64)>) -> Vec<(i32, u64)> {
+    let mut entries: Vec<(i32, u64)> = Vec::new();
+    for (epoch, start) in batches {
+        if epoch >= 0 && entries.last().is_none_or(|&(last, _)| last < epoch) {
+            entries.push((epoch, start));
+        }
+    }
+    entries
 }
 
 fn persist(path: &Path, entries: &[(i32, u64)]) -> Result<()> {
@@ -162,7 +189,7 @@ mod tests {
     #[test]
     fn epochs_end_where_the_next_one_starts() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cache = EpochCache::load(dir.path(), 0).unwrap();
+        let mut cache = EpochCache::load(dir.path(), 0, Vec::new).unwrap();
         cache.assign(1, 0).unwrap();
         cache.assign(1, 5).unwrap();
         cache.assign(3, 10).unwrap();
@@ -171,9 +198,9 @@ mod tests {
         assert_eq!(cache.end_offset_for(2, 20), (Some(1), 10));
         assert_eq!(cache.end_offset_for(3, 20), (Some(3), 20));
         assert_eq!(cache.end_offset_for(0, 20), (None, 0));
-        let reloaded = EpochCache::load(dir.path(), 20).unwrap();
+        let reloaded = EpochCache::load(dir.path(), 20, Vec::new).unwrap();
         assert_eq!(reloaded.entries, [(1, 0), (3, 10)]);
-        let cut = EpochCache::load(dir.path(), 10).unwrap();
+        let cut = EpochCache::load(dir.path(), 10, Vec::new).unwrap();
         assert_eq!(
             cut.entries,
             [(1, 0)],
@@ -182,17 +209,21 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_checkpoint_starts_empty() {
+    fn a_damaged_checkpoint_is_rebuilt_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cache = EpochCache::load(dir.path(), 0).unwrap();
+        let mut cache = EpochCache::load(dir.path(), 0, Vec::new).unwrap();
         cache.assign(4, 0).unwrap();
+        cache.assign(6, 30).unwrap();
         let path = dir.path().join(FILE_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[0] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(
-            EpochCache::load(dir.path(), 100).unwrap().last_epoch(),
-            None
-        );
+        // The log's batches: epochs 4 and 6, a batch without an epoch, one past the end.
+        let batches = || vec![(4, 0), (4, 10), (-1, 20), (6, 30), (6, 40), (7, 100)];
+        let rebuilt = EpochCache::load(dir.path(), 100, batches).unwrap();
+        assert_eq!(rebuilt.entries, [(4, 0), (6, 30)]);
+        // Written again: the next load reads it without the log.
+        let reloaded = EpochCache::load(dir.path(), 100, || panic!("not needed")).unwrap();
+        assert_eq!(reloaded.entries, [(4, 0), (6, 30)]);
     }
 }

@@ -58,7 +58,7 @@ impl Log {
         let recovery_point = store_recovery_point(dir, checkpoint, active.base_offset());
         let failed = Arc::new(AtomicBool::new(false));
         let durable_offset = active.next_offset();
-        let epochs = EpochCache::load(dir, durable_offset)?;
+        let epochs = EpochCache::load(dir, durable_offset, || epochs_in(&sealed, &active))?;
         let producers = recover_producers(sealed.last().map(|s| &**s), &active);
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -227,6 +227,17 @@ fn recover_producers(previous: Option<&SealedSegment>, active: &ActiveSegment) -
         }
     }
     producers
+}
+
+/// The (leader epoch, base offset) of every batch in the log, oldest first: what a
+/// damaged leader-epoch checkpoint is rebuilt from (the whole log is read, but only
+/// then).
+fn epochs_in(sealed: &[Arc<SealedSegment>], active: &ActiveSegment) -> Vec<(i32, u64)> {
+    let segments = sealed.iter().map(|s| s.bytes()).chain([active.bytes()]);
+    segments
+        .flat_map(|bytes| batch::batches(bytes).map_while(|b| b.ok()))
+        .map(|(header, _)| (header.leader_epoch, header.base_offset))
+        .collect()
 }
 
 /// A closed segment must start exactly where the one before it ends.
