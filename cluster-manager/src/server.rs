@@ -165,8 +165,15 @@ async fn run_once(
         Ok(db) => db,
         Err(e) => return Ended::Failed(e),
     };
+    let file = match SledFile::open(&raft_dir) {
+        Ok(file) => file,
+        Err(source) => {
+            let path = raft_dir.clone();
+            return Ended::Failed(Error::Io { path, source });
+        }
+    };
     let users = Arc::new(());
-    let started = start_raft(config, address, &db, &users, &raft_dir).await;
+    let started = start_raft(config, address, &db, &file, &users, &raft_dir).await;
     let (raft, manager, stopping_tx, pristine) = match started {
         Ok(started) => started,
         Err(e) => {
@@ -234,7 +241,6 @@ async fn run_once(
     }
     drop(raft);
     release(&users).await;
-    let file = SledFile::open(&raft_dir).unwrap_or_else(|_| SledFile::none());
     let flushed = crate::raft::flush(&db, &file)
         .await
         .map_err(|source| Error::Flush {
@@ -258,6 +264,7 @@ async fn start_raft(
     config: &ClusterManagerConfig,
     address: &str,
     db: &sled::Db,
+    file: &SledFile,
     users: &Arc<()>,
     raft_dir: &Path,
 ) -> Result<Started> {
@@ -265,13 +272,9 @@ async fn start_raft(
         path: raft_dir.to_path_buf(),
         source,
     };
-    let file = SledFile::open(raft_dir).map_err(|source| Error::Io {
-        path: raft_dir.to_path_buf(),
-        source,
-    })?;
     let log_store = LogStore::open(db, file.clone(), users).map_err(storage)?;
     let pristine = log_store.is_pristine().map_err(storage)?;
-    let (state_machine, view) = StateMachineStore::open(db, file, users)
+    let (state_machine, view) = StateMachineStore::open(db, file.clone(), users)
         .map_err(|e| Error::Internal(format!("cannot load the metadata snapshot: {e}")))?;
     let pristine = pristine && view.borrow().applied_index == 0;
     let channels = Channels::new(config.security.link.clone());

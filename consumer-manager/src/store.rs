@@ -590,6 +590,7 @@ impl Store {
         };
         marked
             .and_then(|()| self.db.flush().map(drop))
+            .and_then(|()| self.file.sync().map_err(sled::Error::Io))
             .map_err(Error::Rebuild)
     }
 
