@@ -2,11 +2,15 @@
 //! node decodes from a peer or from its own store, and the state machine applying what
 //! decodes. Not an API: hidden, and free to change with the fuzz targets.
 
-use openraft::EntryPayload;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, EntryPayload, LogId, SnapshotMeta, Vote};
 
 use crate::command::Command;
-use crate::manager::LeaderRequest;
+use crate::manager::{LeaderReply, LeaderRequest};
 use crate::raft::codec::{self, PAYLOAD_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 use crate::raft::{Entry, NodeId, TypeConfig};
 use crate::state::ClusterState;
@@ -14,12 +18,14 @@ use crate::state::ClusterState;
 /// Leader clock of the commands the base state is built with.
 const NOW_MS: u64 = 1_700_000_000_000;
 
-/// Decodes `bytes` as each Raft payload (AppendEntries, Vote, InstallSnapshot, a
-/// forwarded write, a stored log entry, a snapshot) and applies every command that
-/// decodes to a populated state, as a follower would, then builds what brokers are
-/// sent and one balance check from the result. None of it may panic; how many
-/// commands were applied is returned (so the target's work is observable).
+/// Decodes `bytes` as each Raft payload (AppendEntries, Vote and InstallSnapshot
+/// requests and replies, a forwarded write and its reply, a stored log entry, vote,
+/// log id, snapshot meta and snapshot) and applies every command that decodes to a
+/// populated state, as a follower would, then builds what brokers are sent and one
+/// balance check from the result. None of it may panic; how many commands were
+/// applied is returned (so the target's work is observable).
 pub fn raft_payload(bytes: &[u8]) -> usize {
+    decode_replies_and_stored(bytes);
     let mut commands = Vec::new();
     if let Ok(rpc) = codec::decode::<AppendEntriesRequest<TypeConfig>>(bytes, PAYLOAD_BYTES_MAX) {
         commands.extend(rpc.entries.into_iter().filter_map(normal));
@@ -43,6 +49,21 @@ pub fn raft_payload(bytes: &[u8]) -> usize {
     let _ = crate::wire::state_metadata(&state, 1, Some(1));
     let _ = crate::rebalance::next_commands(&state);
     applied
+}
+
+/// What a node decodes but applies nothing from: peers' replies and its own stored
+/// vote, log ids and snapshot meta.
+fn decode_replies_and_stored(bytes: &[u8]) {
+    type Reply<T, E = RaftError<NodeId>> = Result<T, E>;
+    let _ = codec::decode::<Reply<AppendEntriesResponse<NodeId>>>(bytes, PAYLOAD_BYTES_MAX);
+    let _ = codec::decode::<Reply<VoteResponse<NodeId>>>(bytes, PAYLOAD_BYTES_MAX);
+    let _ = codec::decode::<
+        Reply<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    >(bytes, PAYLOAD_BYTES_MAX);
+    let _ = codec::decode::<LeaderReply>(bytes, PAYLOAD_BYTES_MAX);
+    let _ = codec::decode::<Option<Vote<NodeId>>>(bytes, PAYLOAD_BYTES_MAX);
+    let _ = codec::decode::<Option<LogId<NodeId>>>(bytes, PAYLOAD_BYTES_MAX);
+    let _ = codec::decode::<SnapshotMeta<NodeId, BasicNode>>(bytes, PAYLOAD_BYTES_MAX);
 }
 
 /// The command of a normal entry.

@@ -161,16 +161,9 @@ async fn run_once(
     shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
 ) -> Ended {
     let raft_dir = config.data_dir.join("raft");
-    let db = match open_db(&raft_dir).await {
-        Ok(db) => db,
+    let (db, file) = match open_db(&raft_dir).await {
+        Ok(opened) => opened,
         Err(e) => return Ended::Failed(e),
-    };
-    let file = match SledFile::open(&raft_dir) {
-        Ok(file) => file,
-        Err(source) => {
-            let path = raft_dir.clone();
-            return Ended::Failed(Error::Io { path, source });
-        }
     };
     let users = Arc::new(());
     let started = start_raft(config, address, &db, &file, &users, &raft_dir).await;
@@ -328,7 +321,9 @@ fn advertised_address(config: &ClusterManagerConfig, local: std::net::SocketAddr
         .unwrap_or_else(|| local.to_string())
 }
 
-async fn open_db(dir: &Path) -> Result<sled::Db> {
+/// Opens the sled database in `dir` and its data file (see `SledFile`), refusing a
+/// store that lost its records.
+async fn open_db(dir: &Path) -> Result<(sled::Db, SledFile)> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
@@ -343,8 +338,12 @@ async fn open_db(dir: &Path) -> Result<sled::Db> {
                 path: dir.clone(),
                 source,
             })?;
-        guard_store(&dir, &db)?;
-        Ok(db)
+        let file = SledFile::open(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        guard_store(&dir, &db, &file)?;
+        Ok((db, file))
     })
     .await
     .map_err(|e| Error::Internal(format!("opening sled: {e}")))?
@@ -352,7 +351,7 @@ async fn open_db(dir: &Path) -> Result<sled::Db> {
 
 /// Refuses a store that lost its records since it was last opened (see
 /// `pubsub_proto::store_id`), so a damaged store never restarts the node empty.
-fn guard_store(dir: &Path, db: &sled::Db) -> Result<()> {
+fn guard_store(dir: &Path, db: &sled::Db, file: &SledFile) -> Result<()> {
     let storage = |source| Error::Storage {
         path: dir.to_path_buf(),
         source,
@@ -364,8 +363,8 @@ fn guard_store(dir: &Path, db: &sled::Db) -> Result<()> {
     pubsub_proto::store_id::check(dir, stored, |id| {
         db.insert(STORE_ID_KEY, &id[..])
             .and_then(|_| db.flush())
-            .map(drop)
-            .map_err(std::io::Error::other)
+            .map_err(std::io::Error::other)?;
+        file.sync()
     })?;
     Ok(())
 }

@@ -278,13 +278,13 @@ impl Store {
             .get(STORE_ID_KEY)
             .map_err(opening(None))?
             .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok());
+        let file = SledFile::open(&path).map_err(|e| opening(None)(sled::Error::Io(e)))?;
         pubsub_proto::store_id::check(&path, stored, |id| {
             db.insert(STORE_ID_KEY, &id[..])
                 .and_then(|_| db.flush())
-                .map(drop)
-                .map_err(std::io::Error::other)
+                .map_err(std::io::Error::other)?;
+            file.sync()
         })?;
-        let file = SledFile::open(&path).map_err(|e| opening(None)(sled::Error::Io(e)))?;
         let tree = |name: &'static str| db.open_tree(name).map_err(opening(Some(name)));
         Ok(Store {
             subscriptions: tree("subscriptions")?,

@@ -1,6 +1,7 @@
 //! What a cluster-manager node decodes from its Raft peers and its own store: any bytes
-//! as AppendEntries, Vote and InstallSnapshot requests, a forwarded write, a stored log
-//! entry and a metadata snapshot (bounded JSON); every command that decodes is applied
+//! as AppendEntries, Vote and InstallSnapshot requests and replies, a forwarded write
+//! and its reply, a stored log entry, vote, log id, snapshot meta and metadata
+//! snapshot (bounded JSON); every command that decodes is applied
 //! to a populated metadata state, which is then turned into what brokers are sent and
 //! one balance check. Refused or applied, never a panic.
 #![no_main]

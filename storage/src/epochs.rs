@@ -11,8 +11,9 @@
 //! count     u32
 //! crc       u32   CRC-32 (crc32fast) of the entries and the count
 //! ```
-//! A missing or damaged file starts empty (the epochs are then learned again from new
-//! appends); it never stops the log from opening.
+//! A missing or damaged file is rebuilt from the leader epochs the log's batches carry
+//! and written again (a log with no batch starts empty); only failing to write it
+//! fails the open.
 
 use std::path::{Path, PathBuf};
 
@@ -32,30 +33,34 @@ pub(crate) struct EpochCache {
 impl EpochCache {
     /// Loads the checkpoint in `dir`, dropping entries at or past `log_end_offset`.
     ///
-    /// A damaged checkpoint is rebuilt from `batches`, the (leader epoch, base offset)
-    /// of every batch in the log, oldest first, and written again: started empty, the
-    /// leader would answer a follower's truncation question from nothing and could
-    /// have it cut records it must keep.
+    /// A missing or damaged checkpoint is rebuilt by `rebuild`, which gives where each
+    /// leader epoch starts in the log (see [`starts`]), and written again: started
+    /// empty, the leader would answer a follower's truncation question from nothing
+    /// and could have it cut records it must keep.
     pub(crate) fn load(
         dir: &Path,
         log_end_offset: u64,
-        batches: impl FnOnce() -> Vec<(i32, u64)>,
+        rebuild: impl FnOnce() -> Vec<(i32, u64)>,
     ) -> Result<Self> {
         let path = dir.join(FILE_NAME);
-        let (entries, damaged) = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes).map_or_else(|| (rebuild(batches()), true), |e| (e, false)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), false),
+        let loaded = match std::fs::read(&path) {
+            Ok(bytes) => decode(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).at(&path),
         };
         let mut cache = EpochCache {
             path,
             entries: Vec::new(),
         };
-        if damaged {
-            tracing::warn!(path = %cache.path.display(), epochs = entries.len(), "damaged leader-epoch checkpoint; rebuilt from the log");
-            cache.replace(entries)?;
-        } else {
-            cache.entries = entries;
+        match loaded {
+            Some(entries) => cache.entries = entries,
+            None => {
+                let entries = rebuild();
+                if !entries.is_empty() {
+                    tracing::warn!(path = %cache.path.display(), epochs = entries.len(), "missing or damaged leader-epoch checkpoint; rebuilt from the log");
+                    cache.replace(entries)?;
+                }
+            }
         }
         cache.truncate_from(log_end_offset)?;
         Ok(cache)
@@ -117,9 +122,9 @@ impl EpochCache {
     }
 }
 
-/// The epochs of a log whose batches carry `batches` (leader epoch, base offset), in
-/// order: where each new, larger epoch starts.
-fn rebuild(batches: Vec<(i32, u64)>) -> Vec<(i32, u64)> {
+/// Where each leader epoch starts in a log whose batches carry `batches` (leader
+/// epoch, base offset), oldest first: at the first batch of each new, larger epoch.
+pub(crate) fn starts(batches: impl IntoIterator<Item = (i32, u64)>) -> Vec<(i32, u64)> {
     let mut entries: Vec<(i32, u64)> = Vec::new();
     for (epoch, start) in batches {
         if epoch >= 0 && entries.last().is_none_or(|&(last, _)| last < epoch) {
@@ -219,11 +224,16 @@ mod tests {
         bytes[0] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         // The log's batches: epochs 4 and 6, a batch without an epoch, one past the end.
-        let batches = || vec![(4, 0), (4, 10), (-1, 20), (6, 30), (6, 40), (7, 100)];
-        let rebuilt = EpochCache::load(dir.path(), 100, batches).unwrap();
+        let batches = [(4, 0), (4, 10), (-1, 20), (6, 30), (6, 40), (7, 100)];
+        let rebuilt = EpochCache::load(dir.path(), 100, || starts(batches)).unwrap();
         assert_eq!(rebuilt.entries, [(4, 0), (6, 30)]);
         // Written again: the next load reads it without the log.
         let reloaded = EpochCache::load(dir.path(), 100, || panic!("not needed")).unwrap();
         assert_eq!(reloaded.entries, [(4, 0), (6, 30)]);
+        // A missing one too.
+        std::fs::remove_file(&path).unwrap();
+        let rebuilt = EpochCache::load(dir.path(), 100, || starts(batches)).unwrap();
+        assert_eq!(rebuilt.entries, [(4, 0), (6, 30)]);
+        assert!(path.exists());
     }
 }

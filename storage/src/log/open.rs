@@ -229,15 +229,15 @@ fn recover_producers(previous: Option<&SealedSegment>, active: &ActiveSegment) -
     producers
 }
 
-/// The (leader epoch, base offset) of every batch in the log, oldest first: what a
-/// damaged leader-epoch checkpoint is rebuilt from (the whole log is read, but only
-/// then).
+/// Where each leader epoch starts in the log, from its batches' headers: what a
+/// missing or damaged leader-epoch checkpoint is rebuilt from (the whole log is read,
+/// but only then).
 fn epochs_in(sealed: &[Arc<SealedSegment>], active: &ActiveSegment) -> Vec<(i32, u64)> {
     let segments = sealed.iter().map(|s| s.bytes()).chain([active.bytes()]);
-    segments
+    let batches = segments
         .flat_map(|bytes| batch::batches(bytes).map_while(|b| b.ok()))
-        .map(|(header, _)| (header.leader_epoch, header.base_offset))
-        .collect()
+        .map(|(header, _)| (header.leader_epoch, header.base_offset));
+    crate::epochs::starts(batches)
 }
 
 /// A closed segment must start exactly where the one before it ends.

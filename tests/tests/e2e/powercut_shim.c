@@ -12,8 +12,9 @@
  * file log DEAD, so a reused inode number is not taken for the deleted file.
  * Directory entries: creating a file logs CREATE (offset and len hold its directory's
  * inode and device), and an fsync of a directory logs SYNC for it, so a file whose
- * directory was not synced after it was created can be removed by the cut. Renames
- * are not modelled beyond DEAD (a renamed file keeps its new name). */
+ * directory was not synced after it was created can be removed by the cut (under
+ * whatever name it has then: one created and renamed goes too). Renames are not
+ * modelled beyond DEAD: an older file renamed keeps its new name. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -225,6 +226,9 @@ static int tracked_open(int dirfd, const char *path, int flags, mode_t mode, con
     const char *where = (flags & O_CREAT) ? resolve(dirfd, path, full) : NULL;
     struct stat before;
     int creating = where && path_tracked(where) && lstat(where, &before) != 0;
+    /* Held across the open, so no directory fsync logged meanwhile gets a sequence
+     * number below this creation's while covering it. */
+    if (creating) pthread_mutex_lock(&lock);
     int fd;
     if (dirfd == AT_FDCWD && strncmp(name, "openat", 6) != 0) {
         int (*o)(const char *, int, ...) = real(name);
@@ -233,24 +237,29 @@ static int tracked_open(int dirfd, const char *path, int flags, mode_t mode, con
         int (*o)(int, const char *, int, ...) = real(name);
         fd = o(dirfd, path, flags, mode);
     }
-    if (fd < 0 || !creating) return fd;
+    if (!creating) return fd;
+    if (fd < 0) {
+        pthread_mutex_unlock(&lock);
+        return fd;
+    }
     char dir[8200];
     snprintf(dir, sizeof dir, "%s", where);
     char *slash = strrchr(dir, '/');
     if (slash) *slash = 0;
     struct stat st, parent;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && stat(dir, &parent) == 0) {
-        pthread_mutex_lock(&lock);
         struct header h = {.kind = KIND_CREATE, .seq = ++seq, .dev = st.st_dev, .ino = st.st_ino,
                            .offset = parent.st_ino, .len = parent.st_dev};
         log_record(&h, NULL);
-        pthread_mutex_unlock(&lock);
     }
+    pthread_mutex_unlock(&lock);
     return fd;
 }
 
 static mode_t mode_arg(int flags, va_list ap) {
-    return (flags & (O_CREAT | O_TMPFILE)) ? (mode_t)va_arg(ap, int) : 0;
+    /* O_TMPFILE includes O_DIRECTORY: only all of its bits mean a mode was passed. */
+    int has_mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
+    return has_mode ? (mode_t)va_arg(ap, int) : 0;
 }
 
 /* The four entry points, each reading its optional mode argument. */
