@@ -60,7 +60,9 @@ async fn produce_until_refused(
                     if e.code() == Some(tonic::Code::ResourceExhausted) {
                         sent.refused.push(value);
                     }
-                    refused = Some(e);
+                    // The first failure in send order is the refused batch; batches
+                    // sent behind it on its partition end with an unknown outcome.
+                    refused = refused.or(Some(e));
                 }
             }
         }
