@@ -125,11 +125,15 @@ impl Client {
         admin(self.preferred_channel())
     }
 
-    /// A raw ConsumerManager stub with the message limits set, on the preferred server.
-    pub(crate) fn consumer_manager_stub(&self) -> ConsumerManagerClient<Channel> {
-        ConsumerManagerClient::new(self.preferred_channel())
+    /// A raw ConsumerManager stub with the message limits set, on the server at
+    /// `address` (connected lazily, then reused).
+    pub(crate) fn consumer_manager_stub_at(
+        &self,
+        address: &str,
+    ) -> Result<ConsumerManagerClient<Channel>> {
+        Ok(ConsumerManagerClient::new(self.channel(address)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A raw Broker stub with the message limits set, on the preferred server.

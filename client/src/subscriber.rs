@@ -16,9 +16,12 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pubsub_proto::net::Channel;
+use pubsub_proto::net::{self, Channel};
 use pubsub_proto::v1;
 use pubsub_proto::v1::consumer_manager_client::ConsumerManagerClient;
 use tokio::sync::mpsc;
@@ -30,18 +33,104 @@ use crate::error::{Error, Result};
 /// Messages queued toward the server on a stream (acks, credits, heartbeats).
 const STREAM_QUEUE: usize = 1_024;
 
+/// Most times one call follows a consumer manager to another (the owner it names,
+/// or the next bootstrap server when one cannot be reached).
+const HOPS_MAX: usize = 4;
+
+/// Sends `request` with the stub's `method` to the consumer manager serving
+/// `subscription` (see [`Subscriptions::routed`]).
+macro_rules! routed {
+    ($self:ident, $subscription:expr, $method:ident, $request:ident) => {
+        $self.routed($subscription, |mut stub| {
+            let request = $request.clone();
+            async move { stub.$method(request).await }
+        })
+    };
+}
+
 /// Subscription operations over a [`Client`] connected to a consumer manager (in
 /// standalone, the server's one address).
+///
+/// Where several consumer managers share the subscriptions, each subscription is
+/// served by one of them (the owner of its journal partition): a call reaching
+/// another is refused naming the owner, and is sent there instead; the owner is
+/// remembered per subscription until it fails, when the bootstrap servers are asked
+/// again (they name the new owner once it is chosen).
 #[derive(Clone, Debug)]
 pub struct Subscriptions {
-    stub: ConsumerManagerClient<Channel>,
+    client: Client,
+    /// The owner each subscription was last served by.
+    owners: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Subscriptions {
     /// Subscription operations on `client`'s server.
     pub fn new(client: Client) -> Self {
         Subscriptions {
-            stub: client.consumer_manager_stub(),
+            client,
+            owners: Arc::default(),
+        }
+    }
+
+    /// Where a call about `subscription` goes first: its known owner, else the
+    /// server that answered last.
+    fn first_address(&self, subscription: &str) -> String {
+        let owners = self.owners.lock().ok();
+        let known = owners.and_then(|o| o.get(subscription).cloned());
+        known.unwrap_or_else(|| self.client.address())
+    }
+
+    fn remember(&self, subscription: &str, address: Option<String>) {
+        if subscription.is_empty() {
+            return;
+        }
+        if let Ok(mut owners) = self.owners.lock() {
+            match address {
+                Some(address) => owners.insert(subscription.to_string(), address),
+                None => owners.remove(subscription),
+            };
+        }
+    }
+
+    /// Runs `call` on the consumer manager serving `subscription`, following the
+    /// owner a refusal names, and moving on to the next bootstrap server when one
+    /// cannot be reached.
+    async fn routed<T, F, Fut>(&self, subscription: &str, call: F) -> Result<T>
+    where
+        F: Fn(ConsumerManagerClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut address = self.first_address(subscription);
+        let bootstrap = self.client.addresses();
+        let mut hops = 0;
+        loop {
+            let status = match call(self.client.consumer_manager_stub_at(&address)?).await {
+                Ok(response) => {
+                    self.remember(subscription, Some(address));
+                    return Ok(response.into_inner());
+                }
+                Err(status) => status,
+            };
+            hops += 1;
+            let next = match net::owner_hint(&status) {
+                Some(owner) => Some(owner),
+                None if net::never_sent(&status) => {
+                    self.remember(subscription, None);
+                    let at = bootstrap.iter().position(|a| *a == address);
+                    let next = at.map_or(0, |i| i + 1);
+                    bootstrap.get(next).cloned()
+                }
+                None => {
+                    if status.code() == tonic::Code::Unavailable {
+                        self.remember(subscription, None);
+                    }
+                    None
+                }
+            };
+            match next {
+                Some(next) if hops < HOPS_MAX.max(bootstrap.len()) => address = next,
+                _ => return Err(status.into()),
+            }
         }
     }
 
@@ -52,66 +141,61 @@ impl Subscriptions {
         subscription: &str,
         options: v1::SubscriptionOptions,
     ) -> Result<v1::SubscribeResponse> {
-        Ok(self
-            .stub
-            .clone()
-            .subscribe(v1::SubscribeRequest {
-                topic: topic.into(),
-                subscription: subscription.into(),
-                options: Some(options),
-            })
-            .await?
-            .into_inner())
+        let request = v1::SubscribeRequest {
+            topic: topic.into(),
+            subscription: subscription.into(),
+            options: Some(options),
+        };
+        routed!(self, subscription, subscribe, request).await
     }
 
     /// Deletes a subscription with its offsets.
     pub async fn unsubscribe(&self, topic: &str, subscription: &str) -> Result<()> {
-        self.stub
-            .clone()
-            .unsubscribe(v1::UnsubscribeRequest {
-                topic: topic.into(),
-                subscription: subscription.into(),
-            })
-            .await?;
+        let request = v1::UnsubscribeRequest {
+            topic: topic.into(),
+            subscription: subscription.into(),
+        };
+        routed!(self, subscription, unsubscribe, request).await?;
         Ok(())
     }
 
     /// Subscriptions (of a topic, or one by name; empty strings for all) with lag.
+    /// A listing of all asks every consumer manager serving some.
     pub async fn list(&self, topic: &str, subscription: &str) -> Result<Vec<v1::SubscriptionInfo>> {
-        Ok(self
-            .stub
-            .clone()
-            .list_subscriptions(v1::ListSubscriptionsRequest {
-                topic: topic.into(),
-                subscription: subscription.into(),
-            })
-            .await?
-            .into_inner()
-            .subscriptions)
+        let request = v1::ListSubscriptionsRequest {
+            topic: topic.into(),
+            subscription: subscription.into(),
+        };
+        let first = routed!(self, subscription, list_subscriptions, request).await?;
+        let mut all = first.subscriptions;
+        if subscription.is_empty() {
+            for other in first.other_consumer_managers.iter().take(HOPS_MAX * 64) {
+                let mut stub = self.client.consumer_manager_stub_at(other)?;
+                let answer = stub.list_subscriptions(request.clone()).await?;
+                all.extend(answer.into_inner().subscriptions);
+            }
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            all.dedup_by(|a, b| a.name == b.name);
+        }
+        Ok(all)
     }
 
     /// Joins a group subscription (or heartbeats with a known member id).
     pub async fn join(&self, subscription: &str, member_id: &str) -> Result<v1::JoinGroupResponse> {
-        Ok(self
-            .stub
-            .clone()
-            .join_group(v1::JoinGroupRequest {
-                subscription: subscription.into(),
-                member_id: member_id.into(),
-            })
-            .await?
-            .into_inner())
+        let request = v1::JoinGroupRequest {
+            subscription: subscription.into(),
+            member_id: member_id.into(),
+        };
+        routed!(self, subscription, join_group, request).await
     }
 
     /// Leaves a group at once.
     pub async fn leave(&self, subscription: &str, member_id: &str) -> Result<()> {
-        self.stub
-            .clone()
-            .leave_group(v1::LeaveGroupRequest {
-                subscription: subscription.into(),
-                member_id: member_id.into(),
-            })
-            .await?;
+        let request = v1::LeaveGroupRequest {
+            subscription: subscription.into(),
+            member_id: member_id.into(),
+        };
+        routed!(self, subscription, leave_group, request).await?;
         Ok(())
     }
 
@@ -124,18 +208,14 @@ impl Subscriptions {
         max: u32,
         wait: Duration,
     ) -> Result<v1::ReadResponse> {
-        Ok(self
-            .stub
-            .clone()
-            .read(v1::ReadRequest {
-                subscription: subscription.into(),
-                max_records: max,
-                max_wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
-                member_id: member_id.into(),
-                generation,
-            })
-            .await?
-            .into_inner())
+        let request = v1::ReadRequest {
+            subscription: subscription.into(),
+            max_records: max,
+            max_wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+            member_id: member_id.into(),
+            generation,
+        };
+        routed!(self, subscription, read, request).await
     }
 
     /// Acknowledges records (durable when this returns).
@@ -146,15 +226,13 @@ impl Subscriptions {
         generation: u64,
         records: &[(u32, u64)],
     ) -> Result<()> {
-        self.stub
-            .clone()
-            .ack(v1::AckRequest {
-                subscription: subscription.into(),
-                records: ids(records),
-                member_id: member_id.into(),
-                generation,
-            })
-            .await?;
+        let request = v1::AckRequest {
+            subscription: subscription.into(),
+            records: ids(records),
+            member_id: member_id.into(),
+            generation,
+        };
+        routed!(self, subscription, ack, request).await?;
         Ok(())
     }
 
@@ -166,15 +244,13 @@ impl Subscriptions {
         generation: u64,
         records: &[(u32, u64)],
     ) -> Result<()> {
-        self.stub
-            .clone()
-            .nack(v1::NackRequest {
-                subscription: subscription.into(),
-                records: ids(records),
-                member_id: member_id.into(),
-                generation,
-            })
-            .await?;
+        let request = v1::NackRequest {
+            subscription: subscription.into(),
+            records: ids(records),
+            member_id: member_id.into(),
+            generation,
+        };
+        routed!(self, subscription, nack, request).await?;
         Ok(())
     }
 
@@ -185,56 +261,39 @@ impl Subscriptions {
         partition: Option<u32>,
         target: v1::seek_request::Target,
     ) -> Result<Vec<v1::PartitionLag>> {
-        Ok(self
-            .stub
-            .clone()
-            .seek(v1::SeekRequest {
-                subscription: subscription.into(),
-                partition,
-                target: Some(target),
-            })
-            .await?
-            .into_inner()
-            .partitions)
+        let request = v1::SeekRequest {
+            subscription: subscription.into(),
+            partition,
+            target: Some(target),
+        };
+        let answer = routed!(self, subscription, seek, request).await?;
+        Ok(answer.partitions)
     }
 
     /// Who is connected to a topic's subscriptions (or one subscription).
     pub async fn presence(&self, topic: &str, subscription: &str) -> Result<Vec<v1::MemberInfo>> {
-        Ok(self
-            .stub
-            .clone()
-            .presence(v1::PresenceRequest {
-                topic: topic.into(),
-                subscription: subscription.into(),
-            })
-            .await?
-            .into_inner()
-            .members)
+        let request = v1::PresenceRequest {
+            topic: topic.into(),
+            subscription: subscription.into(),
+        };
+        let answer = routed!(self, subscription, presence, request).await?;
+        Ok(answer.members)
     }
 
     /// History of a topic as offset-range reads.
     pub async fn history(&self, request: v1::HistoryRequest) -> Result<Vec<v1::HistoryPartition>> {
-        Ok(self
-            .stub
-            .clone()
-            .history(request)
-            .await?
-            .into_inner()
-            .partitions)
+        let answer = routed!(self, "", history, request).await?;
+        Ok(answer.partitions)
     }
 
     /// Moves dead letters back to the subscription's topic; returns how many.
     pub async fn replay_dead_letters(&self, subscription: &str, max: u64) -> Result<u64> {
-        Ok(self
-            .stub
-            .clone()
-            .replay_dead_letters(v1::ReplayDeadLettersRequest {
-                subscription: subscription.into(),
-                max_records: max,
-            })
-            .await?
-            .into_inner()
-            .replayed)
+        let request = v1::ReplayDeadLettersRequest {
+            subscription: subscription.into(),
+            max_records: max,
+        };
+        let answer = routed!(self, subscription, replay_dead_letters, request).await?;
+        Ok(answer.replayed)
     }
 
     /// Opens a push stream holding at most `credits` unacknowledged records. A
@@ -249,7 +308,6 @@ impl Subscriptions {
         member_id: &str,
         credits: u32,
     ) -> Result<SubscriberStream> {
-        let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
         let open = v1::StreamRequest {
             kind: Some(v1::stream_request::Kind::Open(v1::StreamOpen {
                 subscription: subscription.into(),
@@ -257,13 +315,19 @@ impl Subscriptions {
                 credits,
             })),
         };
-        sender.send(open).await.map_err(|_| Error::Closed)?;
-        let inbound = self
-            .stub
-            .clone()
-            .stream(ReceiverStream::new(receiver))
-            .await?
-            .into_inner();
+        let (sender, inbound) = self
+            .routed(subscription, |mut stub| {
+                let open = open.clone();
+                async move {
+                    let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+                    if sender.send(open).await.is_err() {
+                        return Err(tonic::Status::cancelled("the stream was dropped"));
+                    }
+                    let inbound = stub.stream(ReceiverStream::new(receiver)).await?;
+                    Ok(inbound.map(|inbound| (sender, inbound)))
+                }
+            })
+            .await?;
         let heartbeat = {
             let sender = sender.clone();
             tokio::spawn(async move {

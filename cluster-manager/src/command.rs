@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 
 mod error;
 mod validate;
+use crate::state::CONSUMER_MANAGERS_MAX;
+pub(crate) use crate::state::SilentConsumerManager;
 pub(crate) use error::CommandError;
 pub(crate) use validate::validate_topic_name;
 use validate::{
-    invalid_access, validate_address, validate_broker, validate_move, validate_sizes,
-    validate_token_id,
+    invalid_access, validate_address, validate_broker, validate_consumer_manager, validate_move,
+    validate_sizes, validate_token_id,
 };
 
 /// Longest broker address accepted (`host:port`; a DNS name is at most 253 bytes).
@@ -221,6 +223,23 @@ pub enum Command {
         /// Bytes per second each receiving broker copies for moves; 0: unlimited.
         move_rate_bytes: Option<u64>,
     },
+    /// A consumer manager renews its lease (the first registers it), serving the
+    /// journal partitions `held`; see `state/consumers.rs`.
+    ConsumerManagerHeartbeat {
+        /// Where clients reach it: its identity.
+        address: String,
+        /// Journal partitions it serves now.
+        held: Vec<u32>,
+        /// Leader clock, ms since the Unix epoch.
+        now_ms: u64,
+    },
+    /// Fences consumer managers the Raft leader saw renew nothing for a lease (by its
+    /// monotonic clock), each only if its renewal count is still the one listed; their
+    /// journal partitions go to the others.
+    FenceSilentConsumerManagers {
+        /// The silent ones, at most [`CONSUMER_MANAGERS_MAX`].
+        nodes: Vec<SilentConsumerManager>,
+    },
     /// Stores a token's hash for a principal.
     CreateToken {
         /// The token's public id.
@@ -323,6 +342,13 @@ pub enum Response {
     MoveCancelled,
     /// A broker's draining flag or the balancing settings changed.
     BalancingChanged,
+    /// A consumer manager's lease was renewed.
+    ConsumerManagerRenewed,
+    /// Silent consumer managers were fenced.
+    ConsumerManagersFenced {
+        /// Addresses fenced now.
+        fenced: Vec<String>,
+    },
     /// Tokens or rules changed.
     AccessChanged {
         /// How many were added or removed.
@@ -335,7 +361,9 @@ impl Response {
     /// lease checks that fence nobody only move timestamps, so watchers are not woken.
     pub fn changes_metadata(&self) -> bool {
         match self {
-            Response::HeartbeatRenewed => false,
+            Response::HeartbeatRenewed
+            | Response::ConsumerManagerRenewed
+            | Response::ConsumerManagersFenced { .. } => false,
             Response::LeasesExpired { fenced, .. } => !fenced.is_empty(),
             Response::Applied
             | Response::BrokerRegistered { .. }
@@ -442,6 +470,18 @@ impl Command {
                 validate_topic_name(topic)
             }
             Command::SetDraining { .. } | Command::SetBalancing { .. } => Ok(()),
+            Command::ConsumerManagerHeartbeat { address, held, .. } => {
+                validate_consumer_manager(address, held)
+            }
+            Command::FenceSilentConsumerManagers { nodes }
+                if nodes.len() > CONSUMER_MANAGERS_MAX =>
+            {
+                Err(CommandError::LimitExceeded {
+                    what: "silent consumer manager".into(),
+                    limit: CONSUMER_MANAGERS_MAX as u64,
+                })
+            }
+            Command::FenceSilentConsumerManagers { .. } => Ok(()),
             Command::Heartbeat { broker, sizes, .. } => validate_sizes(*broker, sizes),
             Command::FenceSilent { brokers } if brokers.len() > BROKERS_MAX => {
                 Err(CommandError::LimitExceeded {
@@ -482,8 +522,10 @@ impl Command {
             | Command::CreateTopic { now_ms, .. }
             | Command::CreateToken { now_ms, .. }
             | Command::BootstrapAdmin { now_ms, .. }
-            | Command::ExpireLeases { now_ms, .. } => *now_ms = now,
+            | Command::ExpireLeases { now_ms, .. }
+            | Command::ConsumerManagerHeartbeat { now_ms, .. } => *now_ms = now,
             Command::DeleteTopic { .. }
+            | Command::FenceSilentConsumerManagers { .. }
             | Command::AlterTopicConfig { .. }
             | Command::CreatePartitions { .. }
             | Command::FenceSilent { .. }
@@ -525,6 +567,8 @@ impl Command {
             Command::CancelMove { .. } => "cancel_move",
             Command::SetDraining { .. } => "set_draining",
             Command::SetBalancing { .. } => "set_balancing",
+            Command::ConsumerManagerHeartbeat { .. } => "consumer_manager_heartbeat",
+            Command::FenceSilentConsumerManagers { .. } => "fence_silent_consumer_managers",
         }
     }
 }

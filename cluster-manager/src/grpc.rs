@@ -25,6 +25,7 @@ fn command_code(error: &CommandError) -> Code {
         | CommandError::ReplicationFactorTooLarge { .. }
         | CommandError::InvalidSetting { .. }
         | CommandError::InvalidBroker { .. }
+        | CommandError::InvalidConsumerManager { .. }
         | CommandError::InvalidIsr { .. }
         | CommandError::InvalidAccess { .. }
         | CommandError::InvalidMove { .. } => Code::InvalidArgument,

@@ -1,4 +1,5 @@
-//! Broker lease expiry: the Raft leader's background task that fences silent brokers.
+//! Lease expiry: the Raft leader's background task that fences silent brokers and
+//! consumer managers.
 //!
 //! Leases are judged by the leader's monotonic clock, never by wall-clock times: every
 //! check interval the leader looks at each live broker's renewal count (registrations
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::command::{Command, SilentBroker};
+use crate::command::{Command, SilentBroker, SilentConsumerManager};
 use crate::manager::{LeaderRequest, Manager};
 use crate::state::ClusterState;
 
@@ -79,6 +80,11 @@ pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duratio
             let command = Command::FenceSilent { brokers: silent };
             propose(&manager, command, "broker leases expired").await;
         }
+        let silent = renewals.silent_consumer_managers(Instant::now(), lease);
+        if !silent.is_empty() {
+            let command = Command::FenceSilentConsumerManagers { nodes: silent };
+            propose(&manager, command, "consumer manager leases expired").await;
+        }
         if preferred_checked.elapsed() >= PREFERRED_LEADER_CHECK {
             preferred_checked = Instant::now();
             if manager.view().state.preferred_leader_imbalance() > 0 {
@@ -94,44 +100,89 @@ pub(crate) async fn expire_leases(manager: Arc<Manager>, check_interval: Duratio
     }
 }
 
-/// When this leader last saw each live broker renew its lease, by its own monotonic
-/// clock.
+/// When this leader last saw each live broker and consumer manager renew its lease,
+/// by its own monotonic clock.
 #[derive(Debug, Default)]
 struct Renewals {
-    /// The term these sightings belong to: a new term starts everyone afresh.
-    term: Option<u64>,
-    /// Per live broker: the renewal count seen, and when it was first seen.
-    seen: BTreeMap<u32, (u64, Instant)>,
+    brokers: Sightings<u32>,
+    consumer_managers: Sightings<String>,
 }
 
 impl Renewals {
-    /// Notes, as of `now`, every live broker whose renewal count changed (or that is
-    /// new to this term); forgets fenced brokers.
+    /// Notes, as of `now`, every live broker and consumer manager whose renewal count
+    /// changed (or that is new to this term); forgets fenced ones.
     fn observe(&mut self, term: u64, state: &ClusterState, now: Instant) {
+        let brokers = state.live_brokers().map(|b| (b.id(), b.renewals()));
+        self.brokers.observe(term, brokers, now);
+        let consumers = state.consumer_managers().live();
+        let consumers = consumers.map(|(address, renewals)| (address.to_string(), renewals));
+        self.consumer_managers.observe(term, consumers, now);
+    }
+
+    /// Live brokers seen renewing nothing for longer than `lease` before `now`.
+    fn silent(&self, now: Instant, lease: Duration) -> Vec<SilentBroker> {
+        let silent = self.brokers.silent(now, lease);
+        silent
+            .map(|(broker, renewals)| SilentBroker { broker, renewals })
+            .collect()
+    }
+
+    /// Live consumer managers seen renewing nothing for longer than `lease`.
+    fn silent_consumer_managers(
+        &self,
+        now: Instant,
+        lease: Duration,
+    ) -> Vec<SilentConsumerManager> {
+        let silent = self.consumer_managers.silent(now, lease);
+        silent
+            .map(|(address, renewals)| SilentConsumerManager { address, renewals })
+            .collect()
+    }
+}
+
+/// Per live node (by key): the renewal count seen, and when it was first seen.
+#[derive(Debug)]
+struct Sightings<K> {
+    /// The term these sightings belong to: a new term starts everyone afresh.
+    term: Option<u64>,
+    seen: BTreeMap<K, (u64, Instant)>,
+}
+
+impl<K> Default for Sightings<K> {
+    fn default() -> Self {
+        Sightings {
+            term: None,
+            seen: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone> Sightings<K> {
+    /// Notes the renewal counts of the `live` nodes as of `now`; forgets the others.
+    fn observe(&mut self, term: u64, live: impl Iterator<Item = (K, u64)>, now: Instant) {
         if self.term != Some(term) {
             self.term = Some(term);
             self.seen.clear();
         }
-        self.seen
-            .retain(|id, _| state.brokers().get(id).is_some_and(|b| !b.fenced()));
-        for broker in state.live_brokers() {
-            let renewals = broker.renewals();
-            match self.seen.get(&broker.id()) {
+        let live: BTreeMap<K, u64> = live.collect();
+        self.seen.retain(|key, _| live.contains_key(key));
+        for (key, renewals) in live {
+            match self.seen.get(&key) {
                 Some(&(seen, _)) if seen == renewals => {}
                 _ => {
-                    self.seen.insert(broker.id(), (renewals, now));
+                    self.seen.insert(key, (renewals, now));
                 }
             }
         }
     }
 
-    /// Live brokers seen renewing nothing for longer than `lease` before `now`.
-    fn silent(&self, now: Instant, lease: Duration) -> Vec<SilentBroker> {
+    /// Nodes seen renewing nothing for longer than `lease` before `now`, with the
+    /// count seen.
+    fn silent(&self, now: Instant, lease: Duration) -> impl Iterator<Item = (K, u64)> + '_ {
         self.seen
             .iter()
-            .filter(|(_, (_, since))| now.saturating_duration_since(*since) > lease)
-            .map(|(&broker, &(renewals, _))| SilentBroker { broker, renewals })
-            .collect()
+            .filter(move |(_, (_, since))| now.saturating_duration_since(*since) > lease)
+            .map(|(key, &(renewals, _))| (key.clone(), renewals))
     }
 }
 

@@ -19,10 +19,13 @@ use serde::{Deserialize, Serialize};
 use crate::command::{BROKERS_MAX, Command, CommandError, PartitionSize, Response};
 
 mod access;
+mod consumers;
 mod leadership;
 mod moves;
 mod topics;
 pub(crate) use access::AccessState;
+pub(crate) use consumers::CONSUMER_MANAGERS_MAX;
+pub(crate) use consumers::{ConsumerManagers, SilentConsumerManager};
 
 /// The whole metadata: brokers and topics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +38,9 @@ pub struct ClusterState {
     /// How replicas are balanced over brokers.
     #[serde(default)]
     balancing: Balancing,
+    /// Consumer managers and who owns each partition of the subscription journal.
+    #[serde(default)]
+    consumers: ConsumerManagers,
 }
 
 /// Cluster-wide balancing settings, changed with [`Command::SetBalancing`].
@@ -298,6 +304,11 @@ impl ClusterState {
         &self.balancing
     }
 
+    /// Consumer managers and the owners of the subscription journal's partitions.
+    pub fn consumer_managers(&self) -> &ConsumerManagers {
+        &self.consumers
+    }
+
     /// Brokers not fenced.
     pub fn live_brokers(&self) -> impl Iterator<Item = &Broker> {
         self.brokers.values().filter(|b| !b.fenced)
@@ -419,6 +430,14 @@ impl ClusterState {
                 self.balancing.move_rate_bytes =
                     move_rate_bytes.unwrap_or(self.balancing.move_rate_bytes);
                 Ok(Response::BalancingChanged)
+            }
+            Command::ConsumerManagerHeartbeat {
+                address,
+                held,
+                now_ms,
+            } => self.consumers.heartbeat(&address, &held, now_ms),
+            Command::FenceSilentConsumerManagers { nodes } => {
+                Ok(self.consumers.fence_silent(&nodes))
             }
             Command::AddAcl { rule } => self.access.add_rule(rule),
             Command::RemoveAcl { rule } => self.access.remove_rule(&rule),

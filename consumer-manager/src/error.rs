@@ -338,6 +338,19 @@ pub enum Error {
     /// journal on the brokers); a retry shortly succeeds.
     #[error("the consumer manager is loading its subscriptions; retry shortly")]
     Loading,
+    /// Another consumer manager serves this subscription (the owner of its journal
+    /// partition): the client calls it instead (the SDK follows the address given).
+    #[error("{}", not_owner_message(.subscription, .owner.as_deref()))]
+    NotOwner {
+        /// The subscription asked for.
+        subscription: String,
+        /// The owner's address, if one is known.
+        owner: Option<String>,
+    },
+    /// This node's lease from the cluster managers may have run out, so what it just
+    /// wrote may not be what the next owner reads: not acknowledged; retry shortly.
+    #[error("this consumer manager lost its lease from the cluster managers; retry shortly")]
+    LeaseLost,
     /// The database failed (a full disk, say): memory may be ahead of the disk, so the
     /// consumer manager reloads from disk; a retry shortly succeeds. The cause is
     /// logged where it happened.
@@ -361,5 +374,17 @@ impl Error {
                 | Error::SubscriptionDeleted { .. }
                 | Error::TopicNotFound { .. }
         )
+    }
+}
+
+/// The message of [`Error::NotOwner`].
+fn not_owner_message(subscription: &str, owner: Option<&str>) -> String {
+    match owner {
+        Some(owner) => format!(
+            "subscription {subscription:?} is served by the consumer manager at {owner}; call it there"
+        ),
+        None => format!(
+            "no consumer manager serves subscription {subscription:?} yet (its owner is being chosen); retry shortly"
+        ),
     }
 }

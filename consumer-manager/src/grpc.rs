@@ -34,9 +34,12 @@ fn code(error: &Error) -> Code {
         | Error::PartitionStopped { .. }
         | Error::Undecodable { .. } => Code::FailedPrecondition,
         Error::MemberRemoved { .. } => Code::Aborted,
-        Error::BrokersUnreachable { .. } | Error::Loading | Error::Reloading | Error::Server(_) => {
-            Code::Unavailable
-        }
+        Error::BrokersUnreachable { .. }
+        | Error::Loading
+        | Error::Reloading
+        | Error::NotOwner { .. }
+        | Error::LeaseLost
+        | Error::Server(_) => Code::Unavailable,
         Error::Reflection(_) => Code::Internal,
         Error::Broker(e) => match e.code() {
             Some(code) => code,
@@ -69,6 +72,13 @@ impl From<Error> for Status {
                 keys::REASON,
                 tonic::metadata::MetadataValue::from_static(reason),
             );
+        }
+        if let Error::NotOwner {
+            owner: Some(owner), ..
+        } = &error
+            && let Ok(value) = owner.parse()
+        {
+            status.metadata_mut().insert(keys::OWNER_ADDRESS, value);
         }
         status
     }

@@ -1,7 +1,5 @@
-//! History reads, dead-letter replay, and deleting segments every subscription of a
-//! keep-until-consumed topic has consumed.
+//! History reads and dead-letter replay.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pubsub_proto::ids::PartitionId;
@@ -198,65 +196,6 @@ impl Manager {
         }
         tracing::info!(subscription = %name, replayed, "dead letters replayed");
         Ok(replayed)
-    }
-
-    /// One pass of keep-until-consumed deletion: for every such topic with
-    /// subscriptions, each replica deletes the segments below the smallest committed
-    /// offset of its partition. Returns how many segments were deleted.
-    pub async fn delete_consumed(&self) -> Result<u64> {
-        let mut floors: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for subscription in self.all() {
-            let state = subscription.lock()?;
-            let committed: Vec<u64> = state.cursors.iter().map(|c| c.committed()).collect();
-            let entry = floors
-                .entry(subscription.topic.clone())
-                .or_insert_with(|| vec![u64::MAX; committed.len()]);
-            for (floor, c) in entry.iter_mut().zip(committed) {
-                *floor = (*floor).min(c);
-            }
-        }
-        let mut deleted = 0u64;
-        for (topic, floors) in floors {
-            let description = match self.source().describe(&topic).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::debug!(%topic, error = %e, "cannot describe topic for cleanup");
-                    continue;
-                }
-            };
-            let Some(described) = description.topic else {
-                continue;
-            };
-            let keep_until_consumed = described
-                .config
-                .as_ref()
-                .and_then(|c| c.retain_until_consumed)
-                .unwrap_or(false);
-            if !keep_until_consumed {
-                continue;
-            }
-            for partition in &described.partitions {
-                let Some(&floor) = floors.get(partition.partition as usize) else {
-                    continue;
-                };
-                for replica in &partition.replicas {
-                    let Some(broker) = description.brokers.iter().find(|b| b.id == *replica) else {
-                        continue;
-                    };
-                    match self
-                        .source()
-                        .delete_below(&broker.address, &topic, partition.partition, floor)
-                        .await
-                    {
-                        Ok(response) => deleted += u64::from(response.segments_deleted),
-                        Err(e) => {
-                            tracing::debug!(%topic, partition = partition.partition, broker = replica, error = %e, "delete below the consumed offset failed")
-                        }
-                    }
-                }
-            }
-        }
-        Ok(deleted)
     }
 }
 

@@ -31,8 +31,9 @@
 //!   first snapshot; one that finds none while an earlier rebuild was cut short (the
 //!   `restoring` mark) refuses to upload a partial copy.
 
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,6 +46,7 @@ use pubsub_proto::journal::{self as codec, Op};
 
 use crate::error::{Error, Result};
 use crate::lock::recover;
+use crate::ownership::Ownership;
 use crate::source::{ReadOutcome, Source};
 use crate::store::Store;
 
@@ -62,6 +64,15 @@ const REPLAY_FETCH_BYTES: u32 = 4 << 20;
 
 /// The sled trees the journal carries, indexed by [`Tree`].
 pub(crate) type Trees = [sled::Tree; 4];
+
+/// The part of the journal a manager serves.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Scope {
+    /// The partitions rebuilt and written; `None`: every one.
+    pub(crate) partitions: Option<BTreeSet<u32>>,
+    /// The lease a write must still hold when stored to be acknowledged.
+    pub(crate) ownership: Option<Arc<Ownership>>,
+}
 
 /// One partition's queued writes, as whole records.
 struct Queued {
@@ -111,15 +122,19 @@ pub(crate) struct Journal {
     queued: Mutex<Vec<Queued>>,
     /// Bytes each partition took since its last snapshot (or rebuild).
     since_snapshot: Mutex<Vec<u64>>,
+    /// The lease writes are acknowledged under, when consumer managers share the
+    /// journal.
+    ownership: Option<Arc<Ownership>>,
 }
 
 impl Journal {
     /// The journal of `store`, whose trees are emptied and rebuilt from the brokers
-    /// (or uploaded, when no journal exists yet).
+    /// (or uploaded, when no journal exists yet), for the partitions of `scope`.
     pub(crate) async fn restore(
         source: Source,
         store: &Store,
         snapshot_after: u64,
+        scope: Scope,
     ) -> Result<Journal> {
         let (shards, max_message) = match source.describe(TOPIC).await {
             Ok(described) => (
@@ -143,7 +158,22 @@ impl Journal {
             record_bytes,
             queued: Mutex::new((0..count).map(|_| Queued::new(record_bytes)).collect()),
             since_snapshot: Mutex::new(vec![0; count as usize]),
+            ownership: scope.ownership,
         };
+        if journal.ownership.is_some() && count != pubsub_proto::ids::SUBSCRIPTION_STATE_PARTITIONS
+        {
+            return Err(Error::JournalUnreadable {
+                partition: 0,
+                offset: 0,
+                why: format!(
+                    "the topic has {count} partitions; consumer managers share {}",
+                    pubsub_proto::ids::SUBSCRIPTION_STATE_PARTITIONS
+                ),
+            });
+        }
+        let served: Vec<u32> = (0..count)
+            .filter(|p| scope.partitions.as_ref().is_none_or(|s| s.contains(p)))
+            .collect();
         if shards.is_none() {
             // No journal yet: created with the first write, or now to upload the
             // state of a node that kept it in sled alone (an upgrade).
@@ -153,8 +183,7 @@ impl Journal {
                     "uploading this node's subscriptions to the new subscription-state journal"
                 );
                 journal.create().await?;
-                let every: Vec<u32> = (0..journal.shards).collect();
-                journal.snapshot(&every).await?;
+                journal.snapshot(&served).await?;
             }
             return Ok(journal);
         }
@@ -162,7 +191,7 @@ impl Journal {
         for tree in &journal.trees {
             tree.clear().map_err(Error::Rebuild)?;
         }
-        for shard in 0..journal.shards {
+        for &shard in &served {
             let bytes = journal.replay(shard).await?;
             recover(journal.since_snapshot.lock())[shard as usize] = bytes;
         }
@@ -195,7 +224,7 @@ impl Journal {
     /// The partition a subscription's writes go to.
     fn shard_of(&self, key: &[u8]) -> usize {
         let name = codec::subscription_of(key);
-        (pubsub_proto::partitioner::murmur2(name) % self.shards) as usize
+        pubsub_proto::ids::subscription_shard(name, self.shards) as usize
     }
 
     /// Queues one write that sled already holds, for the next [`Journal::append`].
@@ -239,6 +268,11 @@ impl Journal {
             self.source
                 .append(TOPIC, records, self.record_bytes * 2)
                 .await?;
+            // Stored after the lease may have run out: the next owner may have read
+            // the journal without it, so it is not acknowledged.
+            if self.ownership.as_ref().is_some_and(|o| !o.still_valid()) {
+                return Err(Error::LeaseLost);
+            }
         }
         if !due.is_empty() {
             self.snapshot(&due).await?;

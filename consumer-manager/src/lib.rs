@@ -16,11 +16,14 @@
 //! - `stream`: push delivery with credit-based flow control.
 //! - `source` and `fetches`: the brokers; one fetch serves every reader of a
 //!   partition position.
-//! - `history`: history reads, dead-letter replay, keep-until-consumed deletion.
+//! - `history`: history reads and dead-letter replay; `consumed`:
+//!   keep-until-consumed deletion.
 //! - `undecodable`: batches that cannot be decoded: dead-lettered whole, or their
 //!   partition stopped visibly.
 //! - `incarnation`: subscriptions end with their topic's incarnation; positions
 //!   past a partition's end are reset.
+//! - `ownership`: which subscriptions this node serves when several consumer
+//!   managers share them (journal partitions granted by the cluster managers).
 //! - `supervisor`: a failed database is reopened and the manager reloaded from
 //!   disk, without a restart; requests meanwhile get UNAVAILABLE.
 //! - `service` and `server`: the gRPC face and the background work; `grpc.rs`
@@ -33,6 +36,7 @@ mod acks;
 mod assignment;
 mod command;
 mod commit;
+mod consumed;
 mod cursor;
 mod delivery;
 mod describe;
@@ -48,6 +52,7 @@ mod manager;
 mod membership;
 mod metrics;
 mod options;
+mod ownership;
 mod persist;
 mod ranges;
 mod redelivery;
@@ -63,6 +68,7 @@ mod undecodable;
 
 pub use error::{Error, Result};
 pub use manager::{Manager, ManagerConfig};
+pub use ownership::Ownership;
 pub use server::{background, grpc_service, run};
 pub use service::ConsumerManagerService;
 pub use supervisor::Supervisor;

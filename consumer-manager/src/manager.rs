@@ -15,8 +15,10 @@ use pubsub_proto::v1;
 
 use crate::cursor::{Cursor, Holder};
 use crate::error::{Error, Result};
+use crate::journal::Scope;
 use crate::lock::recover;
 use crate::options::{Options, check_name, check_subscription_name};
+use crate::ownership::{Grant, Ownership};
 use crate::source::Source;
 use crate::store::{Changes, Store, StoredCursor, SubscriptionRecord};
 use crate::subscription::{Deletion, Mode, Subscription, check_generation};
@@ -47,6 +49,10 @@ pub struct ManagerConfig {
     pub journal: bool,
     /// Bytes a journal partition takes between snapshots (see `journal`).
     pub journal_snapshot_bytes: u64,
+    /// Shares subscriptions with other consumer managers, serving those of the
+    /// journal partitions the cluster managers grant it (see `ownership`); `None`
+    /// serves every subscription (standalone, or a lone consumer manager).
+    pub ownership: Option<Arc<Ownership>>,
 }
 
 impl ManagerConfig {
@@ -60,6 +66,7 @@ impl ManagerConfig {
             cluster_managers: Vec::new(),
             journal: true,
             journal_snapshot_bytes: 32 << 20,
+            ownership: None,
         }
     }
 }
@@ -92,21 +99,49 @@ pub struct Manager {
     admin: Mutex<()>,
     next_holder: AtomicU64,
     config: ManagerConfig,
+    /// The journal partitions this manager was loaded for; `None`: every one.
+    grant: Option<Grant>,
 }
 
 impl Manager {
     /// Opens the store, rebuilds it from the journal (when the configuration keeps
-    /// one) and loads every subscription.
-    pub async fn load(config: ManagerConfig) -> Result<Manager> {
+    /// one; only the partitions of `grant`, when given) and loads every subscription.
+    pub(crate) async fn load(config: ManagerConfig, grant: Option<Grant>) -> Result<Manager> {
         let store = Store::open(&config.data_dir)?;
         if config.journal {
             let link = config.security.link.clone();
             let source = Source::new(config.brokers.clone(), link);
+            let scope = Scope {
+                partitions: grant.as_ref().map(Grant::partitions),
+                ownership: config.ownership.clone(),
+            };
             store
-                .attach_journal(source, config.journal_snapshot_bytes)
+                .attach_journal(source, config.journal_snapshot_bytes, scope)
                 .await?;
         }
-        Self::from_store(store, config)
+        let mut manager = Self::from_store(store, config)?;
+        manager.grant = grant;
+        Ok(manager)
+    }
+
+    /// The journal partitions this manager serves; `None`: every one.
+    pub(crate) fn grant(&self) -> Option<&Grant> {
+        self.grant.as_ref()
+    }
+
+    /// OK if this manager serves subscription `name`; otherwise who does.
+    fn check_owned(&self, name: &str) -> Result<()> {
+        match &self.grant {
+            Some(grant) if !grant.covers(name) => Err(Error::NotOwner {
+                subscription: name.to_string(),
+                owner: self
+                    .config
+                    .ownership
+                    .as_ref()
+                    .and_then(|o| o.owner_of(name)),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Opens the store and loads every subscription, without a journal (tests).
@@ -146,6 +181,7 @@ impl Manager {
             admin: Mutex::new(()),
             next_holder: AtomicU64::new(1),
             config,
+            grant: None,
         })
     }
 
@@ -171,6 +207,7 @@ impl Manager {
 
     /// A subscription by name.
     pub fn subscription(&self, name: &str) -> Result<Arc<Subscription>> {
+        self.check_owned(name)?;
         let subscriptions = recover(self.subscriptions.read());
         subscriptions
             .get(name)
@@ -199,6 +236,7 @@ impl Manager {
     ) -> Result<(Arc<Subscription>, bool)> {
         check_subscription_name(name)?;
         check_name("topic name", topic)?;
+        self.check_owned(name)?;
         let options = Options::resolve(topic, name, options)?;
         if let Some(existing) = self.existing(topic, name, &options).await? {
             return Ok((existing, false));

@@ -36,7 +36,17 @@ pub async fn background(supervisor: Arc<Supervisor>) {
     crate::metrics::describe();
     let config = supervisor.config();
     let access = watch_access(config.cluster_managers.clone(), config.security.clone());
-    tokio::join!(supervisor.supervise(), periodic(&supervisor), access);
+    let ownership = async {
+        if let Some(ownership) = &config.ownership {
+            ownership.keep(|| supervisor.held()).await;
+        }
+    };
+    tokio::join!(
+        supervisor.supervise(),
+        periodic(&supervisor),
+        access,
+        ownership
+    );
 }
 
 /// The periodic work, each pass on the manager serving then (skipped while reloading).

@@ -142,7 +142,7 @@ impl Rpc for ConsumerManagerService {
     ) -> Result<Response<v1::ListSubscriptionsResponse>, Status> {
         let visible = auth::caller(&request);
         let request = request.into_inner();
-        let subscriptions = self
+        let answer = self
             .supervisor
             .serve(|manager| async move {
                 let mut chosen = if request.subscription.is_empty() {
@@ -160,11 +160,20 @@ impl Rpc for ConsumerManagerService {
                 for subscription in chosen {
                     subscriptions.push(manager.describe(&subscription).await);
                 }
-                Ok(subscriptions)
+                let every = 0..pubsub_proto::ids::SUBSCRIPTION_STATE_PARTITIONS;
+                let served = manager
+                    .grant()
+                    .map_or_else(|| every.collect(), |g| g.partitions().into_iter().collect());
+                Ok((subscriptions, served))
             })
             .await?;
+        let (subscriptions, journal_partitions) = answer;
+        let ownership = self.supervisor.config().ownership.as_ref();
+        let others = ownership.map(|o| o.other_owners()).unwrap_or_default();
         Ok(Response::new(v1::ListSubscriptionsResponse {
             subscriptions,
+            other_consumer_managers: others.into_iter().collect(),
+            journal_partitions,
         }))
     }
 

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::commit::GroupCommit;
 use crate::error::{Error, Result};
-use crate::journal::{self, Journal};
+use crate::journal::{self, Journal, Scope};
 use crate::options::Options;
 use crate::source::Source;
 
@@ -560,8 +560,13 @@ impl Store {
     /// Rebuilds the trees from the subscription-state journal on the brokers (or
     /// uploads them when there is none yet); from then on, writes are made durable
     /// there (see `journal`).
-    pub(crate) async fn attach_journal(&self, source: Source, snapshot_after: u64) -> Result<()> {
-        let journal = Journal::restore(source, self, snapshot_after).await?;
+    pub(crate) async fn attach_journal(
+        &self,
+        source: Source,
+        snapshot_after: u64,
+        scope: Scope,
+    ) -> Result<()> {
+        let journal = Journal::restore(source, self, snapshot_after, scope).await?;
         let _ = self.journal.set(Arc::new(journal));
         Ok(())
     }

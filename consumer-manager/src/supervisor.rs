@@ -11,6 +11,11 @@
 //! answer, never a hang, and the retired manager is let go of quickly. Nothing is
 //! acknowledged that was not flushed, since every flush after the failure fails.
 //! The slot's lock guards only the swap of an `Arc`, never I/O.
+//!
+//! When consumer managers share subscriptions (`ownership`), the manager is also
+//! loaded again whenever this node's grant of journal partitions changes, for the
+//! new grant: what it lost is no longer served, what it won is rebuilt from the
+//! journal as its previous owner left it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +27,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::lock::recover;
 use crate::manager::{Manager, ManagerConfig};
+use crate::ownership::Grant;
 use crate::store::Store;
 
 /// First wait before reopening the database: a full disk rarely frees itself at once.
@@ -164,23 +170,56 @@ impl Supervisor {
         }
     }
 
-    /// Loads the manager, then replaces it, reloaded, each time its database fails;
-    /// runs until dropped (`background` runs it).
+    /// Loads the manager, then replaces it, reloaded, each time its database fails
+    /// or its grant changes; runs until dropped (`background` runs it).
     pub async fn supervise(&self) {
         let mut backoff = Backoff::starting(LOAD_RETRY);
+        if let Some(ownership) = &self.config.ownership {
+            ownership.heard().await;
+        }
         let mut since = Instant::now();
         loop {
             if let Some(manager) = self.installed() {
-                manager.store().failed().await;
+                let failed = tokio::select! {
+                    () = manager.store().failed() => true,
+                    () = self.regranted(manager.grant()) => false,
+                };
                 if since.elapsed() >= SERVED_WELL {
                     backoff.reset();
                 }
-                self.retire(manager).await;
-                tokio::time::sleep(backoff.next()).await;
+                self.retire(manager, failed).await;
+                if failed {
+                    tokio::time::sleep(backoff.next()).await;
+                }
             }
             self.reload(&mut backoff).await;
             since = Instant::now();
         }
+    }
+
+    /// The grant to load a manager for now; `None` without ownership (every
+    /// partition).
+    fn wanted(&self) -> Option<Grant> {
+        let ownership = self.config.ownership.as_ref()?;
+        Some(ownership.grant().borrow().clone())
+    }
+
+    /// Resolves once this node's grant differs from `loaded` (never without
+    /// ownership).
+    async fn regranted(&self, loaded: Option<&Grant>) {
+        let (Some(ownership), Some(loaded)) = (&self.config.ownership, loaded) else {
+            return std::future::pending().await;
+        };
+        let mut grant = ownership.grant();
+        let _ = grant.wait_for(|grant| grant != loaded).await;
+    }
+
+    /// The journal partitions the serving manager was loaded for (reported in
+    /// heartbeats); none while none serves.
+    pub(crate) fn held(&self) -> std::collections::BTreeSet<u32> {
+        let installed = self.installed();
+        let grant = installed.as_ref().and_then(|m| m.grant());
+        grant.map(Grant::partitions).unwrap_or_default()
     }
 
     /// Resolves once a manager serves (startup's load is done).
@@ -189,11 +228,16 @@ impl Supervisor {
         let _ = serving.wait_for(|&serving| serving).await;
     }
 
-    /// Takes a failed manager out of service and closes its database once every
-    /// operation has let go of it (or [`RELEASE_WAIT`] has passed).
-    async fn retire(&self, manager: Arc<Manager>) {
+    /// Takes a manager out of service (its database `failed`, or its grant changed)
+    /// and closes its database once every operation has let go of it (or
+    /// [`RELEASE_WAIT`] has passed).
+    async fn retire(&self, manager: Arc<Manager>, failed: bool) {
         self.install(None);
-        tracing::warn!("consumer manager database failed; reloading it from disk");
+        if failed {
+            tracing::warn!("consumer manager database failed; reloading it from disk");
+        } else {
+            tracing::info!("this node's journal partitions changed; reloading its subscriptions");
+        }
         manager.store().wake_flushes().await;
         let deadline = Instant::now() + RELEASE_WAIT;
         while Arc::strong_count(&manager) > 1 && Instant::now() < deadline {
@@ -214,7 +258,7 @@ impl Supervisor {
     /// retrying with [`Backoff`] until it works.
     async fn reload(&self, backoff: &mut Backoff) {
         loop {
-            match Manager::load(self.config.clone()).await {
+            match Manager::load(self.config.clone(), self.wanted()).await {
                 Ok(manager) => {
                     self.install(Some(Arc::new(manager)));
                     tracing::info!("consumer manager loaded");

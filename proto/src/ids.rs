@@ -13,6 +13,16 @@ pub const PARTITIONS_MAX: u32 = 10_000;
 /// `__consumer_offsets`): internal, never deleted through the API.
 pub const SUBSCRIPTION_STATE_TOPIC: &str = "__subscription_state";
 
+/// Partitions of the subscription-state journal: the units subscriptions are spread
+/// over consumer managers by (each partition has one owner at a time).
+pub const SUBSCRIPTION_STATE_PARTITIONS: u32 = 16;
+
+/// The journal partition a subscription's state lives in, out of `partitions`: its
+/// owner serves the subscription.
+pub fn subscription_shard(subscription: &[u8], partitions: u32) -> u32 {
+    crate::partitioner::murmur2(subscription) % partitions.max(1)
+}
+
 /// Whether a topic is one the system keeps for itself (deleting it would lose state
 /// no other copy holds).
 pub fn is_internal_topic(name: &str) -> bool {

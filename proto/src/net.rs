@@ -28,6 +28,9 @@ pub type Channel = InterceptedService<transport::Channel, Credentials>;
 pub mod keys {
     /// On a not-leader UNAVAILABLE: the partition leader's client address.
     pub const LEADER_ADDRESS: &str = "pubsub-leader-address";
+    /// On a consumer manager's UNAVAILABLE for a subscription it does not own: the
+    /// address of the consumer manager that does.
+    pub const OWNER_ADDRESS: &str = "pubsub-owner-address";
     /// On OUT_OF_RANGE: the partition's log start offset.
     pub const LOG_START_OFFSET: &str = "pubsub-log-start-offset";
     /// On OUT_OF_RANGE: the partition's log end offset.
@@ -287,9 +290,18 @@ pub fn never_sent(status: &Status) -> bool {
 
 /// The leader address a broker named when it refused a call it does not lead.
 pub fn leader_hint(status: &Status) -> Option<String> {
+    address_in(status, keys::LEADER_ADDRESS)
+}
+
+/// The owner a consumer manager named when it refused a subscription it does not own.
+pub fn owner_hint(status: &Status) -> Option<String> {
+    address_in(status, keys::OWNER_ADDRESS)
+}
+
+fn address_in(status: &Status, key: &str) -> Option<String> {
     status
         .metadata()
-        .get(keys::LEADER_ADDRESS)
+        .get(key)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map(str::to_string)

@@ -146,10 +146,17 @@ enum Role {
         security: SecurityArgs,
     },
     /// The consumer manager: subscriptions, groups, committed offsets, push delivery.
+    /// Given --cluster-managers, several share the subscriptions (each serves those of
+    /// the journal partitions the cluster managers grant it, and takes over a dead
+    /// one's within a few seconds); given only --brokers, it serves every one alone.
     ConsumerManager {
         /// Address to listen on.
         #[arg(long, env = "PUBSUB_LISTEN")]
         listen: SocketAddr,
+        /// Address clients and the other consumer managers reach this one at: its
+        /// identity among them [default: the listen address].
+        #[arg(long, env = "PUBSUB_ADVERTISED_ADDRESS")]
+        advertised_address: Option<String>,
         /// Directory of the sled database of offsets and subscriptions (a view of the
         /// __subscription_state topic, rebuilt from it at every start).
         #[arg(long, env = "PUBSUB_DATA_DIR")]
@@ -405,6 +412,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Role::ConsumerManager {
             listen,
+            advertised_address: advertised,
             data_dir,
             brokers,
             cluster_managers,
@@ -426,16 +434,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(brokers) => brokers,
                 None => find_broker(&cluster_managers, &security).await?,
             };
+            let (listener, bound) = bind(listen, "consumer manager").await?;
             let mut config = pubsub_consumer_manager::ManagerConfig::new(data_dir, brokers);
             config.cleanup_interval = cleanup_interval;
             config.journal_snapshot_bytes = journal_snapshot_bytes;
+            if !cluster_managers.is_empty() {
+                let address = advertised_address(advertised, bound, "consumer manager")?;
+                config.ownership = Some(Arc::new(pubsub_consumer_manager::Ownership::new(
+                    address,
+                    cluster_managers.clone(),
+                    security.link.clone(),
+                )));
+            }
             config.security = security;
             config.cluster_managers = cluster_managers;
             let manager = Arc::new(
                 pubsub_consumer_manager::Supervisor::open(config)
                     .context("cannot open the consumer manager")?,
             );
-            let (listener, bound) = bind(listen, "consumer manager").await?;
             // Once its subscriptions are loaded (from the journal on the brokers).
             tokio::spawn({
                 let manager = manager.clone();

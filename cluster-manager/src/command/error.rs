@@ -66,6 +66,12 @@ pub enum CommandError {
         /// What is wrong.
         reason: String,
     },
+    /// A consumer manager's heartbeat is malformed.
+    #[error("consumer manager: {reason}")]
+    InvalidConsumerManager {
+        /// What is wrong.
+        reason: String,
+    },
     /// The proposed in-sync replicas are not acceptable.
     #[error("in-sync replicas of {topic}-{partition}: {reason}")]
     InvalidIsr {

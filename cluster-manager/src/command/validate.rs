@@ -79,14 +79,36 @@ pub(super) fn invalid_access(error: RuleError) -> CommandError {
 }
 
 pub(super) fn validate_address(broker: u32, what: &str, address: &str) -> Result<(), CommandError> {
-    let invalid = |reason: String| Err(CommandError::InvalidBroker { broker, reason });
-    if address.is_empty() {
-        return invalid(format!("{what} is empty"));
+    match address_problem(what, address) {
+        Some(reason) => Err(CommandError::InvalidBroker { broker, reason }),
+        None => Ok(()),
     }
-    if address.len() > ADDRESS_BYTES_MAX {
-        return invalid(format!(
+}
+
+/// What is wrong with a node's address, if anything: empty, or too long.
+fn address_problem(what: &str, address: &str) -> Option<String> {
+    if address.is_empty() {
+        return Some(format!("{what} is empty"));
+    }
+    (address.len() > ADDRESS_BYTES_MAX).then(|| {
+        format!(
             "{what} is {} bytes long; the limit is {ADDRESS_BYTES_MAX}",
             address.len()
+        )
+    })
+}
+
+/// A consumer manager's heartbeat: its address bounded, held partitions within the
+/// journal's and few enough.
+pub(super) fn validate_consumer_manager(address: &str, held: &[u32]) -> Result<(), CommandError> {
+    let invalid = |reason: String| Err(CommandError::InvalidConsumerManager { reason });
+    if let Some(reason) = address_problem("address", address) {
+        return invalid(reason);
+    }
+    let partitions = pubsub_proto::ids::SUBSCRIPTION_STATE_PARTITIONS;
+    if held.len() > partitions as usize || held.iter().any(|&p| p >= partitions) {
+        return invalid(format!(
+            "held journal partitions must be below {partitions}, at most {partitions} of them"
         ));
     }
     Ok(())

@@ -93,5 +93,8 @@ fn a_renewal_applied_before_the_fencing_saves_the_broker() {
     assert!(!state.brokers()[&2].fenced());
     let mut renewals = Renewals::default();
     renewals.observe(1, &state, Instant::now());
-    assert_eq!(renewals.seen.keys().copied().collect::<Vec<_>>(), [2]);
+    assert_eq!(
+        renewals.brokers.seen.keys().copied().collect::<Vec<_>>(),
+        [2]
+    );
 }

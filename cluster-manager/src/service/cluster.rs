@@ -377,6 +377,17 @@ impl ClusterManager for ClusterManagerService {
         super::balance::plan(&view.state, request.get_ref()).map(Response::new)
     }
 
+    #[tracing::instrument(skip_all, fields(address = %request.get_ref().address))]
+    async fn consumer_manager_heartbeat(
+        &self,
+        request: Request<v1::ConsumerManagerHeartbeatRequest>,
+    ) -> Result<Response<v1::ConsumerManagerHeartbeatResponse>, Status> {
+        let lease_ms = self.lease_ms();
+        super::consumers::heartbeat(&self.manager, request.into_inner(), lease_ms)
+            .await
+            .map(Response::new)
+    }
+
     #[tracing::instrument(skip_all, fields(broker_id = request.get_ref().broker_id))]
     async fn decommission_broker(
         &self,

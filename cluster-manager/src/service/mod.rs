@@ -3,11 +3,13 @@
 //! - [`access`]: `Access`, tokens and access rules.
 //! - [`cluster`]: `ClusterManager`, for brokers and clients.
 //! - [`balance`]: its PlanBalance call.
+//! - [`consumers`]: its ConsumerManagerHeartbeat call.
 //! - [`raft`]: `Raft`, between cluster-manager nodes.
 
 pub(crate) mod access;
 pub(crate) mod balance;
 pub(crate) mod cluster;
+pub(crate) mod consumers;
 pub(crate) mod raft;
 
 use std::pin::Pin;

@@ -27,10 +27,11 @@ const PUBLIC_PREFIXES: [&str; 3] = [
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
-/// Calls only nodes make: Raft, broker membership, replication of metadata and
+/// Calls only nodes make: Raft, broker and consumer-manager membership, replication of metadata and
 /// access rules. A client token never grants them.
-const NODE_ONLY: [&str; 7] = [
+const NODE_ONLY: [&str; 8] = [
     "/pubsub.v1.Raft/",
+    "/pubsub.v1.ClusterManager/ConsumerManagerHeartbeat",
     "/pubsub.v1.ClusterManager/RegisterBroker",
     "/pubsub.v1.ClusterManager/Heartbeat",
     "/pubsub.v1.ClusterManager/UpdateIsr",

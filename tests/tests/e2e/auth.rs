@@ -179,6 +179,20 @@ fn every_rpc() -> Vec<(&'static str, bool, bool, Call)> {
             })
             .await
     ));
+    call!(
+        c,
+        "ClusterManager/ConsumerManagerHeartbeat",
+        true,
+        false,
+        |ch| unary(
+            ClusterManagerClient::new(ch)
+                .consumer_manager_heartbeat(v1::ConsumerManagerHeartbeatRequest {
+                    address: "10.6.6.6:1".into(),
+                    held: vec![],
+                })
+                .await
+        )
+    );
     call!(c, "ClusterManager/UpdateIsr", true, false, |ch| unary(
         ClusterManagerClient::new(ch)
             .update_isr(v1::UpdateIsrRequest {

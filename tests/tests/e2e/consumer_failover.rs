@@ -6,19 +6,18 @@
 //! (at-least-once). Snapshots of the journal are taken every few KiB here, so the
 //! replacement rebuilds from a journal whose start was deleted below a snapshot.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pubsub_client::{
-    Acks, Admin, Client, Consumer, ConsumerConfig, NewTopic, PartitionId, Producer, ProducerConfig,
-    ProducerRecord, StartPosition, SubscriptionOptions, Subscriptions,
+    Admin, Client, Consumer, ConsumerConfig, PartitionId, StartPosition, SubscriptionOptions,
+    Subscriptions,
 };
 use pubsub_proto::v1;
 use pubsub_tests::checker::subscription::{Event, check_subscription};
 use pubsub_tests::{Cluster, Server};
 
-const PARTITIONS: u32 = 3;
 const RECORDS: u64 = 3_000;
 
 /// Bytes between journal snapshots in this test: small, so snapshots and the
@@ -31,7 +30,7 @@ pub(crate) fn consumer_manager(cluster: &Cluster, name: &str) -> Server {
 }
 
 /// As [`consumer_manager`], with `extra` arguments.
-fn consumer_manager_with(cluster: &Cluster, name: &str, extra: &[&str]) -> Server {
+pub(crate) fn consumer_manager_with(cluster: &Cluster, name: &str, extra: &[&str]) -> Server {
     let data = cluster.dir.path().join(name);
     let mut args = vec![
         "consumer-manager".to_string(),
@@ -48,14 +47,14 @@ fn consumer_manager_with(cluster: &Cluster, name: &str, extra: &[&str]) -> Serve
 
 /// What the subscriber saw and did.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// Its history, for `pubsub_tests::checker::subscription`.
-    events: Vec<Event>,
+    pub(crate) events: Vec<Event>,
     /// Records whose acknowledgement was answered.
-    answered: usize,
+    pub(crate) answered: usize,
     /// Records whose acknowledgement was sent (answered or not: one the lost node
     /// made durable and never answered is, rightly, not delivered again).
-    acked: HashSet<(u32, u64)>,
+    pub(crate) acked: HashSet<(u32, u64)>,
 }
 
 /// Reads and acknowledges from whichever consumer manager `address` names, through
@@ -76,33 +75,45 @@ async fn subscriber(address: Arc<Mutex<String>>, seen: Arc<Mutex<Seen>>, deadlin
         let Some((_, subs)) = connected.as_ref() else {
             continue;
         };
-        let read = subs
-            .read("worker", "", 0, 20, Duration::from_millis(500))
-            .await;
-        let Ok(read) = read else {
+        if !read_and_ack(subs, "worker", &seen).await {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let ids: Vec<(u32, u64)> = read
-            .records
-            .iter()
-            .map(|r| (r.partition, r.offset))
-            .collect();
-        if ids.is_empty() {
-            continue;
-        }
-        {
-            let mut seen = seen.lock().unwrap();
-            seen.events
-                .extend(ids.iter().map(|id| Event::Delivered(*id)));
-            seen.acked.extend(ids.iter().copied());
-        }
-        if subs.ack("worker", "", 0, &ids).await.is_ok() {
-            let mut seen = seen.lock().unwrap();
-            seen.answered += ids.len();
-            seen.events.push(Event::AckAnswered(ids));
         }
     }
+}
+
+/// Reads up to 20 records of `subscription` and acknowledges them, noting both in
+/// `seen`; false if the read failed (the caller waits before trying again).
+pub(crate) async fn read_and_ack(
+    subs: &Subscriptions,
+    subscription: &str,
+    seen: &Mutex<Seen>,
+) -> bool {
+    let read = subs
+        .read(subscription, "", 0, 20, Duration::from_millis(500))
+        .await;
+    let Ok(read) = read else {
+        return false;
+    };
+    let ids: Vec<(u32, u64)> = read
+        .records
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    if ids.is_empty() {
+        return true;
+    }
+    {
+        let mut seen = seen.lock().unwrap();
+        seen.events
+            .extend(ids.iter().map(|id| Event::Delivered(*id)));
+        seen.acked.extend(ids.iter().copied());
+    }
+    if subs.ack(subscription, "", 0, &ids).await.is_ok() {
+        let mut seen = seen.lock().unwrap();
+        seen.answered += ids.len();
+        seen.events.push(Event::AckAnswered(ids));
+    }
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,36 +123,7 @@ async fn a_consumer_manager_lost_with_its_disk_is_replaced_from_the_journal() {
     let snapshots = ["--journal-snapshot-bytes", SNAPSHOT_BYTES];
     let mut first = consumer_manager_with(&cluster, "consumers-a", &snapshots);
     let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
-    Admin::new(client.clone())
-        .create_topic(NewTopic {
-            name: "work".into(),
-            partitions: PARTITIONS,
-            replication_factor: 3,
-            ..NewTopic::default()
-        })
-        .await
-        .unwrap();
-    let config = ProducerConfig {
-        acks: Acks::All,
-        ..ProducerConfig::default()
-    };
-    let producer = Producer::new(client.clone(), "work", config).await.unwrap();
-    let mut sent = Vec::new();
-    for i in 0..RECORDS {
-        sent.push(
-            producer
-                .send(ProducerRecord::value(i.to_string()))
-                .await
-                .unwrap(),
-        );
-    }
-    producer.flush().await.unwrap();
-    let mut per_partition: HashMap<u32, u64> = HashMap::new();
-    for delivery in sent {
-        *per_partition
-            .entry(delivery.wait().await.unwrap().partition.0)
-            .or_default() += 1;
-    }
+    let per_partition = crate::consumer_sharing::fill(&client, RECORDS).await;
 
     let consumers = Subscriptions::new(Client::connect(first.address()).await.unwrap());
     let options = SubscriptionOptions {

@@ -13,6 +13,7 @@ mod consumer;
 mod consumer_failover;
 mod consumer_integrity;
 mod consumer_more;
+mod consumer_sharing;
 mod contracts;
 mod docs;
 mod errors;
