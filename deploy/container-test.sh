@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The container image as a cluster: 3 cluster managers, 3 brokers and a consumer
-# manager, each a container of ${TAG:-pubsub:dev} on a private Docker network, reached
-# by name as on Kubernetes. Writes records with acks=all, kills one broker (SIGKILL),
-# writes more, then reads everything back through a broker and through a subscription:
-# every acknowledged record must be there exactly once. Exits non-zero otherwise.
+# The container image as a cluster: 3 cluster managers, 3 brokers and 3 consumer
+# managers (sharing the subscriptions), each a container of ${TAG:-pubsub:dev} on a
+# private Docker network, reached by name as on Kubernetes. Writes records with
+# acks=all, kills one broker and one consumer manager (SIGKILL), writes more, then
+# reads everything back through a broker and through a subscription (served by
+# whichever consumer manager owns it now): every acknowledged record must be there
+# exactly once. Exits non-zero otherwise.
 #
 #   deploy/image.sh base && deploy/image.sh build && deploy/container-test.sh
 #
@@ -17,6 +19,7 @@ RUN=pubsub-ct-$$
 NET=$RUN
 MANAGERS=cm1:9393,cm2:9393,cm3:9393
 BROKERS=broker1:9392,broker2:9392,broker3:9392
+CONSUMERS=consumers1:9402,consumers2:9402,consumers3:9402
 STARTED=()
 
 log() { echo "container-test: $*"; }
@@ -50,7 +53,7 @@ start() {
 # Runs the pubsub CLI in a throwaway container on the network.
 cli() {
     docker run --rm -i --network "$NET" --read-only --entrypoint pubsub "$TAG" \
-        --server "$BROKERS" --consumer-manager consumers:9402 "$@"
+        --server "$BROKERS" --consumer-manager "$CONSUMERS" "$@"
 }
 
 # Waits (up to 60 s) until the cluster managers see $1 live brokers.
@@ -92,15 +95,17 @@ for id in 1 2 3; do
     start "broker$id" broker --id "$id" --listen 0.0.0.0:9392 \
         --advertised-address "broker$id:9392" --cluster-managers "$MANAGERS"
 done
-start consumers consumer-manager --listen 0.0.0.0:9402 \
-    --brokers "$BROKERS" --cluster-managers "$MANAGERS"
+for id in 1 2 3; do
+    start "consumers$id" consumer-manager --listen 0.0.0.0:9402 \
+        --advertised-address "consumers$id:9402" --brokers "$BROKERS" --cluster-managers "$MANAGERS"
+done
 wait_brokers 3
-log "3 cluster managers, 3 brokers and a consumer manager run as containers of $TAG"
+log "3 cluster managers, 3 brokers and 3 consumer managers run as containers of $TAG"
 
 cli create orders --partitions 3 --replication-factor 3 >/dev/null
 write_range 1 "$RECORDS"
-log "wrote $RECORDS records with acks=all; killing broker1"
-docker kill --signal KILL "$RUN-broker1" >/dev/null
+log "wrote $RECORDS records with acks=all; killing broker1 and consumers1"
+docker kill --signal KILL "$RUN-broker1" "$RUN-consumers1" >/dev/null
 write_range $((RECORDS + 1)) $((2 * RECORDS))
 total=$((2 * RECORDS))
 log "wrote $RECORDS more with broker1 dead"

@@ -21,7 +21,7 @@ if [ ! -f pubsub-ca.key ]; then
         -keyout pubsub-ca.key -out pubsub-ca.pem 2>/dev/null
 fi
 san="DNS:*.pubsub-cm.$NS.svc,DNS:*.pubsub-broker.$NS.svc,DNS:pubsub.$NS.svc"
-san="$san,DNS:pubsub-consumers.$NS.svc,DNS:localhost,IP:127.0.0.1"
+san="$san,DNS:pubsub-consumers.$NS.svc,DNS:*.pubsub-consumer-manager.$NS.svc,DNS:localhost,IP:127.0.0.1"
 openssl req -newkey rsa:2048 -nodes -subj /CN=pubsub -keyout "$work/tls.key" \
     -out "$work/tls.csr" 2>/dev/null
 printf 'subjectAltName=%s\n' "$san" > "$work/san.ext"
