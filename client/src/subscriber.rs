@@ -16,11 +16,12 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use pubsub_proto::net::{self, Channel};
 use pubsub_proto::v1;
 use pubsub_proto::v1::consumer_manager_client::ConsumerManagerClient;
@@ -61,6 +62,8 @@ pub struct Subscriptions {
     client: Client,
     /// The owner each subscription was last served by.
     owners: Arc<Mutex<HashMap<String, String>>>,
+    /// Push streams take records several to a message.
+    batched: bool,
 }
 
 impl Subscriptions {
@@ -69,7 +72,15 @@ impl Subscriptions {
         Subscriptions {
             client,
             owners: Arc::default(),
+            batched: true,
         }
+    }
+
+    /// Whether push streams take records several to a message (the default) or one
+    /// each (as older servers send them; for comparison).
+    pub fn batched(mut self, batched: bool) -> Self {
+        self.batched = batched;
+        self
     }
 
     /// Where a call about `subscription` goes first: its known owner, else the
@@ -313,6 +324,7 @@ impl Subscriptions {
                 subscription: subscription.into(),
                 member_id: member_id.into(),
                 credits,
+                batched: self.batched,
             })),
         };
         let (sender, inbound) = self
@@ -323,7 +335,8 @@ impl Subscriptions {
                     if sender.send(open).await.is_err() {
                         return Err(tonic::Status::cancelled("the stream was dropped"));
                     }
-                    let inbound = stub.stream(ReceiverStream::new(receiver)).await?;
+                    let outbound = coalesced(ReceiverStream::new(receiver));
+                    let inbound = stub.stream(outbound).await?;
                     Ok(inbound.map(|inbound| (sender, inbound)))
                 }
             })
@@ -349,8 +362,49 @@ impl Subscriptions {
             heartbeat,
             assignment: None,
             skipped: Vec::new(),
+            ready: VecDeque::new(),
         })
     }
+}
+
+/// Most messages of a stream's outbound queue merged into one.
+const MERGED_MAX: usize = 1_024;
+
+/// The stream's outbound messages, with the acks queued together sent as one message
+/// (the server applies them alike), so a subscriber acking record by record does not
+/// cost a message per record when it acks faster than they go out.
+fn coalesced(
+    queued: impl Stream<Item = v1::StreamRequest> + Send + 'static,
+) -> impl Stream<Item = v1::StreamRequest> + Send + 'static {
+    use v1::stream_request::Kind;
+    queued.ready_chunks(MERGED_MAX).flat_map(|chunk| {
+        let mut merged: Vec<v1::StreamRequest> = Vec::with_capacity(chunk.len());
+        let mut acks: Vec<v1::RecordId> = Vec::new();
+        for message in chunk {
+            match message.kind {
+                Some(Kind::Ack(id)) => acks.push(id),
+                kind => {
+                    flush_acks(&mut merged, &mut acks);
+                    merged.push(v1::StreamRequest { kind });
+                }
+            }
+        }
+        flush_acks(&mut merged, &mut acks);
+        futures::stream::iter(merged)
+    })
+}
+
+/// Appends the acks gathered so far as one message (a lone ack as itself).
+fn flush_acks(merged: &mut Vec<v1::StreamRequest>, acks: &mut Vec<v1::RecordId>) {
+    use v1::stream_request::Kind;
+    let kind = match acks.len() {
+        0 => return,
+        1 => acks.pop().map(Kind::Ack),
+        _ => Some(Kind::Acks(v1::RecordIds {
+            records: std::mem::take(acks),
+        })),
+    };
+    merged.push(v1::StreamRequest { kind });
 }
 
 fn ids(records: &[(u32, u64)]) -> Vec<v1::RecordId> {
@@ -369,6 +423,8 @@ pub struct SubscriberStream {
     pub assignment: Option<v1::JoinGroupResponse>,
     /// Retention skips reported since last taken.
     pub skipped: Vec<v1::Skip>,
+    /// Records of a batch received and not yet returned.
+    ready: VecDeque<v1::DeliveredRecord>,
 }
 
 impl Drop for SubscriberStream {
@@ -381,11 +437,15 @@ impl SubscriberStream {
     /// The next record; `None` when the server ended the stream.
     pub async fn next_record(&mut self) -> Result<Option<v1::DeliveredRecord>> {
         loop {
+            if let Some(record) = self.ready.pop_front() {
+                return Ok(Some(record));
+            }
             let Some(message) = self.inbound.message().await? else {
                 return Ok(None);
             };
             match message.kind {
                 Some(v1::stream_response::Kind::Record(record)) => return Ok(Some(record)),
+                Some(v1::stream_response::Kind::Records(batch)) => self.ready.extend(batch.records),
                 Some(v1::stream_response::Kind::Assignment(assignment)) => {
                     self.assignment = Some(assignment);
                 }
@@ -433,5 +493,42 @@ impl SubscriberStream {
         drop(std::mem::replace(&mut self.sender, sender));
         while self.inbound.message().await.ok().flatten().is_some() {}
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use v1::stream_request::Kind;
+
+    fn ack(offset: u64) -> v1::StreamRequest {
+        let id = v1::RecordId {
+            partition: 0,
+            offset,
+        };
+        v1::StreamRequest {
+            kind: Some(Kind::Ack(id)),
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_acks_go_out_together_in_order_with_what_lies_between() {
+        let credits = v1::StreamRequest {
+            kind: Some(Kind::Credits(5)),
+        };
+        let queued = vec![ack(1), ack(2), credits.clone(), ack(3)];
+        let sent: Vec<_> = coalesced(futures::stream::iter(queued)).collect().await;
+        let acks = |offsets: &[u64]| v1::StreamRequest {
+            kind: Some(Kind::Acks(v1::RecordIds {
+                records: offsets
+                    .iter()
+                    .map(|&offset| v1::RecordId {
+                        partition: 0,
+                        offset,
+                    })
+                    .collect(),
+            })),
+        };
+        assert_eq!(sent, vec![acks(&[1, 2]), credits, ack(3)]);
     }
 }

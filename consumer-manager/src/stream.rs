@@ -25,6 +25,8 @@ use crate::error::{Error, Result};
 use crate::manager::{Caller, Manager};
 use crate::subscription::{Mode, Subscription};
 
+/// Bytes of records a batched stream puts in one message, about.
+const BATCH_BYTES: usize = 256 << 10;
 /// Most records delivered per step.
 const STEP_RECORDS: u64 = 5_000;
 /// A step waits for at least this fraction of the credits to be free (1/4), for at
@@ -68,6 +70,8 @@ struct Open {
     /// is not reported as an eviction.
     client_ended: AtomicBool,
     outbound: Outbound,
+    /// Each step's records go out as one message (`StreamOpen.batched`).
+    batched: bool,
 }
 
 /// Runs one stream: registers the member, spawns its inbound and delivery tasks,
@@ -113,6 +117,7 @@ pub(crate) async fn open(
         credits: AtomicU64::new(u64::from(open.credits)),
         client_ended: AtomicBool::new(false),
         outbound,
+        batched: open.batched,
     });
     let inbound_task = tokio::spawn(receive(stream.clone(), inbound));
     tokio::spawn(run_delivery(stream, evicted, inbound_task));
@@ -171,6 +176,10 @@ impl Taken {
                     stream.credits.fetch_add(u64::from(n), Ordering::Relaxed);
                 }
                 Some(Kind::Ack(id)) => taken.acks.push((id.partition, id.offset)),
+                Some(Kind::Acks(ids)) => {
+                    let ids = ids.records.iter().map(|id| (id.partition, id.offset));
+                    taken.acks.extend(ids);
+                }
                 Some(Kind::Nack(id)) => taken.nacks.push((id.partition, id.offset)),
                 Some(Kind::Heartbeat(_)) | Some(Kind::Open(_)) | None => {}
             }
@@ -385,19 +394,7 @@ async fn deliver(stream: &Open, evicted: &mut watch::Receiver<bool>) -> Option<S
                         break;
                     }
                 }
-                let (mut unsent, mut sent, mut again) = (Vec::new(), 0, 0);
-                for record in delivery.records {
-                    let id = id(&record);
-                    if gone
-                        || !send(&stream.outbound, v1::stream_response::Kind::Record(record)).await
-                    {
-                        gone = true;
-                        unsent.push(id);
-                    } else {
-                        sent += 1;
-                        again += usize::from(id.2 > 1);
-                    }
-                }
+                let (unsent, sent, again) = send_records(stream, delivery.records, gone).await;
                 subscription.counters.delivered_count(sent, again);
                 if !unsent.is_empty() {
                     give_back(&stream.manager, subscription, stream.holder, &unsent).await;
@@ -414,6 +411,69 @@ async fn deliver(stream: &Open, evicted: &mut watch::Receiver<bool>) -> Option<S
             }
         }
     }
+}
+
+/// Sends one step's records (one message if the stream is batched, else one each),
+/// unless the client is already `gone`; returns the ids not sent, how many were
+/// sent and how many of those were redeliveries.
+async fn send_records(
+    stream: &Open,
+    records: Vec<v1::DeliveredRecord>,
+    mut gone: bool,
+) -> (Vec<(u32, u64, u32)>, usize, usize) {
+    let (mut unsent, mut sent, mut again) = (Vec::new(), 0, 0);
+    if stream.batched {
+        for batch in batches(records) {
+            let ids: Vec<_> = batch.iter().map(id).collect();
+            let kind = v1::stream_response::Kind::Records(v1::DeliveredRecords { records: batch });
+            if gone || !send(&stream.outbound, kind).await {
+                gone = true;
+                unsent.extend(ids);
+            } else {
+                sent += ids.len();
+                again += ids.iter().filter(|id| id.2 > 1).count();
+            }
+        }
+        return (unsent, sent, again);
+    }
+    for record in records {
+        let id = id(&record);
+        if gone || !send(&stream.outbound, v1::stream_response::Kind::Record(record)).await {
+            gone = true;
+            unsent.push(id);
+        } else {
+            sent += 1;
+            again += usize::from(id.2 > 1);
+        }
+    }
+    (unsent, sent, again)
+}
+
+/// Splits a step's records into messages of about [`BATCH_BYTES`] each, so the
+/// client's decoding buffer stays small whatever its credits.
+fn batches(records: Vec<v1::DeliveredRecord>) -> Vec<Vec<v1::DeliveredRecord>> {
+    let mut batches = Vec::new();
+    let (mut batch, mut bytes) = (Vec::new(), 0usize);
+    for record in records {
+        bytes += approximate_size(&record);
+        batch.push(record);
+        if bytes >= BATCH_BYTES {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
+/// About the bytes `record` takes on the wire: its payload and a little framing.
+fn approximate_size(record: &v1::DeliveredRecord) -> usize {
+    let payload = |b: &Option<_>| b.as_ref().map_or(0, |b: &bytes::Bytes| b.len());
+    let headers = record.headers.iter();
+    let headers: usize = headers.map(|h| h.key.len() + payload(&h.value) + 8).sum();
+    payload(&record.key) + payload(&record.value) + headers + 32
 }
 
 /// A delivered record's partition, offset and delivery attempt.

@@ -165,6 +165,10 @@ pub struct SubscribeArgs {
     /// Stop after this long even if fewer records were read.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Ask for each record in a message of its own (as clients that predate batched
+    /// streams get them), to compare with the default.
+    #[arg(long)]
+    one_record_per_message: bool,
 }
 
 /// `pubsub bench e2e`

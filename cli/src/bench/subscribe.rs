@@ -20,7 +20,7 @@ pub async fn run(
     args: SubscribeArgs,
     show_progress: bool,
 ) -> anyhow::Result<Report> {
-    let subscriptions = Subscriptions::new(client.clone());
+    let subscriptions = Subscriptions::new(client.clone()).batched(!args.one_record_per_message);
     let options = SubscriptionOptions {
         start: Some(v1::subscription_options::Start::Earliest(true)),
         ..SubscriptionOptions::default()

@@ -458,6 +458,7 @@ fn every_rpc() -> Vec<(&'static str, bool, bool, Call)> {
                 subscription: "orders.none".into(),
                 member_id: String::new(),
                 credits: 1,
+                batched: false,
             })),
         };
         streaming(
