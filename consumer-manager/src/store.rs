@@ -372,6 +372,12 @@ impl Store {
         })
     }
 
+    /// Ends the store's service as a failure does (see [`Store::failed`]), without
+    /// logging one: its manager is retired while the database is sound.
+    pub(crate) fn stop(&self) {
+        self.failed.send_replace(true);
+    }
+
     /// Fails the store for good (see [`Store::failed`]); logs the cause once.
     pub(crate) fn fail(&self, why: &dyn std::fmt::Display) {
         fail(&self.failed, why);

@@ -57,6 +57,10 @@ pub struct Supervisor {
     serving: tokio::sync::watch::Sender<bool>,
     /// Whether a manager was ever installed (before, requests are told it is loading).
     loaded: AtomicBool,
+    /// The grant of a manager being retired, until it is let go of: still reported
+    /// as held, so the cluster managers hand none of it over while its last writes
+    /// may still land.
+    retiring: RwLock<Option<Grant>>,
 }
 
 /// Waits between attempts to reopen the database: [`RELOAD_BACKOFF_MIN`] doubling up
@@ -105,6 +109,7 @@ impl Supervisor {
             slot: RwLock::new(None),
             serving: tokio::sync::watch::Sender::new(false),
             loaded: AtomicBool::new(false),
+            retiring: RwLock::new(None),
         })
     }
 
@@ -219,7 +224,11 @@ impl Supervisor {
     pub(crate) fn held(&self) -> std::collections::BTreeSet<u32> {
         let installed = self.installed();
         let grant = installed.as_ref().and_then(|m| m.grant());
-        grant.map(Grant::partitions).unwrap_or_default()
+        let mut held = grant.map(Grant::partitions).unwrap_or_default();
+        if let Some(retiring) = recover(self.retiring.read()).as_ref() {
+            held.extend(retiring.partitions());
+        }
+        held
     }
 
     /// Resolves once a manager serves (startup's load is done).
@@ -232,11 +241,16 @@ impl Supervisor {
     /// and closes its database once every operation has let go of it (or
     /// [`RELEASE_WAIT`] has passed).
     async fn retire(&self, manager: Arc<Manager>, failed: bool) {
+        *recover(self.retiring.write()) = manager.grant().cloned();
         self.install(None);
         if failed {
             tracing::warn!("consumer manager database failed; reloading it from disk");
         } else {
             tracing::info!("this node's journal partitions changed; reloading its subscriptions");
+            // Every operation on it ends now (streams included), as on a failure, and
+            // nothing it writes from here on is acknowledged: another node may own
+            // some of its subscriptions next.
+            manager.store().stop();
         }
         manager.store().wake_flushes().await;
         let deadline = Instant::now() + RELEASE_WAIT;
@@ -252,6 +266,7 @@ impl Supervisor {
         }
         // Closing a sled database joins its flusher thread: blocking work.
         let _ = tokio::task::spawn_blocking(move || drop(manager)).await;
+        *recover(self.retiring.write()) = None;
     }
 
     /// Opens the database and loads every subscription (rebuilt from the journal),

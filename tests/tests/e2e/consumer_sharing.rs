@@ -21,7 +21,7 @@ use pubsub_tests::{Cluster, Server};
 use crate::consumer_failover::{Seen, consumer_manager_with, read_and_ack};
 
 const PARTITIONS: u32 = 3;
-const RECORDS: u64 = 3_000;
+const RECORDS: u64 = 1_200;
 /// Subscriptions besides the one read: enough that several nodes own some.
 const OTHERS: usize = 12;
 
@@ -100,21 +100,40 @@ pub(crate) async fn fill(client: &Client, records: u64) -> HashMap<u32, u64> {
     per_partition
 }
 
-/// Reads and acknowledges `worker` until every record is acknowledged or `deadline`
-/// passes; notes when a read first succeeds after `lost` is set.
-async fn subscriber(subs: Subscriptions, seen: Arc<Mutex<Seen>>, lost: Lost, deadline: Instant) {
-    while Instant::now() < deadline && seen.lock().unwrap().acked.len() < RECORDS as usize {
-        let before = lost.lock().unwrap().as_ref().map(|(at, _)| *at);
-        if !read_and_ack(&subs, "worker", &seen).await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
+/// Reads and acknowledges every subscription of `names` in turn, a little at a
+/// time, until each has every record acknowledged or `deadline` passes; notes when a
+/// read of `worker` first succeeds after `lost` is set.
+async fn subscriber(
+    subs: Subscriptions,
+    names: Vec<String>,
+    seen: Arc<Vec<Mutex<Seen>>>,
+    lost: Lost,
+    deadline: Instant,
+) {
+    let done = |seen: &Mutex<Seen>| seen.lock().unwrap().acked.len() >= RECORDS as usize;
+    while Instant::now() < deadline && !seen.iter().all(done) {
+        for (name, seen) in names.iter().zip(seen.iter()) {
+            if done(seen) {
+                continue;
+            }
+            let before = lost.lock().unwrap().as_ref().map(|(at, _)| *at);
+            if !read_and_ack(&subs, name, seen).await {
+                continue;
+            }
+            if name == "worker"
+                && let Some(at) = before
+                && let Some((_, served)) = lost.lock().unwrap().as_mut()
+            {
+                served.get_or_insert(at.elapsed());
+            }
         }
-        if let Some(at) = before
-            && let Some((_, served)) = lost.lock().unwrap().as_mut()
-        {
-            served.get_or_insert(at.elapsed());
-        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Records of every subscription acknowledged (answered) so far.
+fn answered(seen: &[Mutex<Seen>]) -> usize {
+    seen.iter().map(|s| s.lock().unwrap().answered).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,53 +181,86 @@ async fn consumer_managers_share_subscriptions_and_take_over_a_killed_owners() {
     }
     assert!(owners.len() >= 2, "{OTHERS} subscriptions all on one node");
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let lost = Arc::new(Mutex::new(None));
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let seen: Arc<Vec<Mutex<Seen>>> = Arc::new(names.iter().map(|_| Mutex::default()).collect());
+    let lost: Lost = Arc::new(Mutex::new(None));
+    let deadline = Instant::now() + Duration::from_secs(120);
     let reading = tokio::spawn(subscriber(
         subs.clone(),
+        names.clone(),
         seen.clone(),
         lost.clone(),
         deadline,
     ));
-    while seen.lock().unwrap().answered < RECORDS as usize * 2 / 3 {
+    let total = RECORDS as usize * names.len();
+    while answered(&seen) < total / 3 {
         assert!(Instant::now() < deadline, "the subscriber made no progress");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Kill the owner of `worker`; once it is served again, a fourth node joins and
+    // takes partitions over from the survivors (they let go first) while reading goes on.
     let owner = owner_of(&nodes, "worker")
         .await
         .expect("worker has an owner");
     nodes[owner].kill9();
     *lost.lock().unwrap() = Some((Instant::now(), None));
+    while lost
+        .lock()
+        .unwrap()
+        .is_some_and(|(_, served)| served.is_none())
+    {
+        assert!(Instant::now() < deadline, "worker was never served again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let joined = consumer_manager_with(&cluster, "cm-d", &snapshots);
+    let at_join = answered(&seen);
     reading.await.unwrap();
     let served_again = lost.lock().unwrap().and_then(|(_, served)| served);
-    let expected = per_partition
-        .iter()
-        .flat_map(|(&p, &n)| (0..n).map(move |o| (p, o)));
-    let (found, acks_sent) = {
-        let seen = seen.lock().unwrap();
-        (check_subscription(expected, &seen.events), seen.acked.len())
-    };
+    let mut clean = true;
+    for (name, seen) in names.iter().zip(seen.iter()) {
+        let expected = per_partition
+            .iter()
+            .flat_map(|(&p, &n)| (0..n).map(move |o| (p, o)));
+        let found = check_subscription(expected, &seen.lock().unwrap().events);
+        println!("{name}: {found}");
+        clean &= found.is_clean();
+    }
+    // The new node got its share of the journal's partitions.
+    let share_deadline = Instant::now() + Duration::from_secs(20);
+    while own_listing(joined.address())
+        .await
+        .is_none_or(|l| l.journal_partitions.is_empty())
+    {
+        assert!(
+            Instant::now() < share_deadline,
+            "the joining node was granted nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let taken = own_listing(joined.address())
+        .await
+        .map(|l| l.subscriptions.len());
     println!(
-        "owner of the subscription killed; another served it after {served_again:?}; \
-         {acks_sent} acks sent; {found}; {} nodes owned the {} subscriptions",
+        "owner of worker killed; served again after {served_again:?}; a node joined with \
+         {at_join} of {total} records acknowledged and serves {taken:?} subscriptions; \
+         {} nodes owned the {} subscriptions at first",
         owners.len(),
         names.len()
     );
-    assert!(found.is_clean(), "the at-least-once promise broke: {found}");
+    assert!(clean, "the at-least-once promise broke (above)");
     let served_again = served_again.expect("never served again after the owner was killed");
     assert!(
         served_again < Duration::from_secs(10),
         "took {served_again:?} to serve again"
     );
-    // The survivors serve every subscription, the killed node's included.
-    let survivors: Vec<&str> = nodes
+    // The survivors and the new node serve every subscription.
+    let mut live: Vec<&str> = nodes
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != owner)
         .map(|(_, n)| n.address())
         .collect();
-    let subs = Subscriptions::new(Client::connect(&survivors.join(",")).await.unwrap());
+    live.push(joined.address());
+    let subs = Subscriptions::new(Client::connect(&live.join(",")).await.unwrap());
     let listed = subs.list("", "").await.unwrap();
     assert_eq!(listed.len(), names.len(), "{listed:?}");
 }
