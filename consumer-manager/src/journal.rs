@@ -31,7 +31,7 @@
 //!   first snapshot; one that finds none while an earlier rebuild was cut short (the
 //!   `restoring` mark) refuses to upload a partial copy.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,8 +68,9 @@ pub(crate) type Trees = [sled::Tree; 4];
 /// The part of the journal a manager serves.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Scope {
-    /// The partitions rebuilt and written; `None`: every one.
-    pub(crate) partitions: Option<BTreeSet<u32>>,
+    /// The partitions rebuilt and written, with the epoch each was granted at;
+    /// `None`: every one, without epochs (a lone consumer manager).
+    pub(crate) epochs: Option<BTreeMap<u32, u64>>,
     /// The lease a write must still hold when stored to be acknowledged.
     pub(crate) ownership: Option<Arc<Ownership>>,
 }
@@ -79,14 +80,25 @@ struct Queued {
     records: Vec<Vec<u8>>,
     /// Bytes after which a record is full.
     record_bytes: usize,
+    /// The epoch the records are written under.
+    epoch: Option<u64>,
 }
 
 impl Queued {
-    fn new(record_bytes: usize) -> Queued {
+    fn new(record_bytes: usize, epoch: Option<u64>) -> Queued {
         Queued {
             records: Vec::new(),
             record_bytes,
+            epoch,
         }
+    }
+
+    /// A record of no writes, under this queue's epoch: it starts a snapshot, or
+    /// fences the partition's earlier owners.
+    fn marker(&mut self) {
+        let mut record = Vec::new();
+        codec::begin(&mut record, self.epoch);
+        self.records.push(record);
     }
 
     fn push(&mut self, op: Op<'_>) {
@@ -95,9 +107,7 @@ impl Queued {
             .last()
             .is_none_or(|r| r.len() >= self.record_bytes);
         if full {
-            let mut record = Vec::new();
-            codec::begin(&mut record);
-            self.records.push(record);
+            self.marker();
         }
         if let Some(record) = self.records.last_mut()
             && let Err(e) = codec::push(record, op)
@@ -125,6 +135,8 @@ pub(crate) struct Journal {
     /// The lease writes are acknowledged under, when consumer managers share the
     /// journal.
     ownership: Option<Arc<Ownership>>,
+    /// Per partition, the epoch of this node's grant (`None` for a lone node).
+    epochs: Vec<Option<u64>>,
 }
 
 impl Journal {
@@ -156,10 +168,14 @@ impl Journal {
             snapshot_after: snapshot_after.max(1),
             exists: AtomicBool::new(shards.is_some()),
             record_bytes,
-            queued: Mutex::new((0..count).map(|_| Queued::new(record_bytes)).collect()),
+            queued: Mutex::new(Vec::new()),
             since_snapshot: Mutex::new(vec![0; count as usize]),
             ownership: scope.ownership,
+            epochs: (0..count)
+                .map(|p| scope.epochs.as_ref().and_then(|e| e.get(&p).copied()))
+                .collect(),
         };
+        *recover(journal.queued.lock()) = (0..count).map(|p| journal.fresh(p)).collect();
         if journal.ownership.is_some() && count != pubsub_proto::ids::SUBSCRIPTION_STATE_PARTITIONS
         {
             return Err(Error::JournalUnreadable {
@@ -172,7 +188,7 @@ impl Journal {
             });
         }
         let served: Vec<u32> = (0..count)
-            .filter(|p| scope.partitions.as_ref().is_none_or(|s| s.contains(p)))
+            .filter(|p| scope.epochs.as_ref().is_none_or(|e| e.contains_key(p)))
             .collect();
         if shards.is_none() {
             // No journal yet: created with the first write, or now to upload the
@@ -187,16 +203,66 @@ impl Journal {
             }
             return Ok(journal);
         }
+        if journal.ownership.is_some() {
+            journal.fence(&served).await?;
+        }
         store.mark_restoring(true)?;
         for tree in &journal.trees {
             tree.clear().map_err(Error::Rebuild)?;
         }
         for &shard in &served {
-            let bytes = journal.replay(shard).await?;
+            let (bytes, highest) = journal.replay(shard).await?;
+            journal.check_epoch(shard, highest)?;
             recover(journal.since_snapshot.lock())[shard as usize] = bytes;
         }
         store.mark_restoring(false)?;
         Ok(journal)
+    }
+
+    /// Refuses a partition whose journal holds a record of a higher epoch than this
+    /// node's grant: a newer owner wrote there (this grant is stale, and a reload
+    /// for the next one follows), or the epochs went back, and this node's writes
+    /// would all be skipped on replay. Either way serving it could lose acks.
+    fn check_epoch(&self, shard: u32, highest: u64) -> Result<()> {
+        match self.epochs.get(shard as usize).copied().flatten() {
+            Some(mine) if highest > mine => Err(Error::JournalUnreadable {
+                partition: shard,
+                offset: 0,
+                why: format!(
+                    "an owner with epoch {highest} wrote here, above this node's grant (epoch {mine})"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// An empty queue of partition `shard`'s writes, under this node's epoch.
+    fn fresh(&self, shard: u32) -> Queued {
+        let epoch = self.epochs.get(shard as usize).copied().flatten();
+        Queued::new(self.record_bytes, epoch)
+    }
+
+    /// Appends a marker under this node's epoch to each partition of `shards`
+    /// before reading them: whatever an earlier owner still writes lands after it
+    /// with a lower epoch, and every replay skips it (`replay`).
+    async fn fence(&self, shards: &[u32]) -> Result<()> {
+        let mut records = Vec::new();
+        for &shard in shards {
+            let mut queue = self.fresh(shard);
+            queue.marker();
+            records.extend(
+                queue
+                    .records
+                    .into_iter()
+                    .map(|r| to_record(shard as usize, r)),
+            );
+        }
+        if !records.is_empty() {
+            self.source
+                .append(TOPIC, records, self.record_bytes * 2)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Creates the journal topic (the first write of a cluster's consumer managers);
@@ -241,10 +307,9 @@ impl Journal {
     pub(crate) async fn append(&self) -> Result<()> {
         let taken: Vec<Queued> = {
             let mut queued = recover(self.queued.lock());
-            let fresh = || Queued::new(self.record_bytes);
-            queued
-                .iter_mut()
-                .map(|q| std::mem::replace(q, fresh()))
+            let shards = queued.iter_mut().enumerate();
+            shards
+                .map(|(shard, q)| std::mem::replace(q, self.fresh(shard as u32)))
                 .collect()
         };
         let mut records = Vec::new();
@@ -286,7 +351,7 @@ impl Journal {
     async fn snapshot(&self, shards: &[u32]) -> Result<()> {
         let mut queues: Vec<Option<Queued>> = (0..self.shards).map(|_| None).collect();
         for &shard in shards {
-            queues[shard as usize] = Some(Queued::new(self.record_bytes));
+            queues[shard as usize] = Some(self.fresh(shard));
         }
         for (tree, kind) in self.trees.iter().zip(Tree::ALL) {
             for item in tree.iter() {
@@ -313,8 +378,7 @@ impl Journal {
     async fn write_snapshot(&self, shard: u32, mut queue: Queued) -> Result<()> {
         if queue.records.is_empty() {
             // Nothing to keep: an empty marker record starts the snapshot.
-            queue.records.push(vec![]);
-            codec::begin(&mut queue.records[0]);
+            queue.marker();
         }
         let bytes: u64 = queue.records.iter().map(|r| r.len() as u64).sum();
         let records = queue
@@ -327,7 +391,10 @@ impl Journal {
         recover(self.since_snapshot.lock())[shard as usize] = bytes;
         let first = stored.first().and_then(|m| m.offset);
         tracing::info!(partition = shard, offset = ?first, bytes, "subscription-state journal snapshot written");
-        if let Some(first) = first {
+        // A node whose lease may have run out deletes nothing: its snapshot may be a
+        // replaced owner's (skipped on replay), and what precedes it is then needed.
+        let owning = self.ownership.as_ref().is_none_or(|o| o.still_valid());
+        if let Some(first) = first.filter(|_| owning) {
             self.delete_below(shard, first).await;
         }
         Ok(())
@@ -356,9 +423,11 @@ impl Journal {
     }
 
     /// Applies a partition's journal, from its start to its high watermark, to the
-    /// trees; returns the bytes read.
-    async fn replay(&self, shard: u32) -> Result<u64> {
+    /// trees; returns the bytes read and the highest epoch seen.
+    async fn replay(&self, shard: u32) -> Result<(u64, u64)> {
         let (mut offset, mut bytes) = (0, 0);
+        // The highest epoch read so far: a record below it is a replaced owner's.
+        let mut highest = 0;
         loop {
             let fetched = match self
                 .source
@@ -370,7 +439,7 @@ impl Journal {
                     offset = log_start;
                     continue;
                 }
-                ReadOutcome::AboveEnd { .. } => return Ok(bytes),
+                ReadOutcome::AboveEnd { .. } => return Ok((bytes, highest)),
             };
             if let Some(undecodable) = fetched.undecodable {
                 return Err(Error::JournalUnreadable {
@@ -381,7 +450,7 @@ impl Journal {
             }
             if fetched.records.is_empty() {
                 if offset >= fetched.high_watermark {
-                    return Ok(bytes);
+                    return Ok((bytes, highest));
                 }
                 return Err(Error::JournalUnreadable {
                     partition: shard,
@@ -392,20 +461,27 @@ impl Journal {
             for record in &fetched.records {
                 let value = record.value.as_deref().unwrap_or_default();
                 bytes += value.len() as u64;
-                self.apply(value).map_err(|why| Error::JournalUnreadable {
-                    partition: shard,
-                    offset: record.offset,
-                    why,
-                })?;
+                self.apply(value, &mut highest)
+                    .map_err(|why| Error::JournalUnreadable {
+                        partition: shard,
+                        offset: record.offset,
+                        why,
+                    })?;
                 offset = record.offset + 1;
             }
         }
     }
 
-    /// Applies one journal record's writes to the trees.
-    fn apply(&self, value: &[u8]) -> std::result::Result<(), String> {
-        let ops = codec::decode(value).map_err(|e| e.to_string())?;
-        for op in ops {
+    /// Applies one journal record's writes to the trees, unless an owner with a
+    /// higher epoch than its writer's wrote before it (`highest`, raised here). A
+    /// record without an epoch (a lone consumer manager's) is always applied.
+    fn apply(&self, value: &[u8], highest: &mut u64) -> std::result::Result<(), String> {
+        let record = codec::decode(value).map_err(|e| e.to_string())?;
+        if !current(record.epoch, highest) {
+            tracing::warn!(epoch = ?record.epoch, highest = *highest, "skipped a journal record of a replaced owner");
+            return Ok(());
+        }
+        for op in record.ops {
             let tree = &self.trees[op.tree as usize];
             let written = match op.value {
                 Some(value) => tree.insert(op.key, value).map(drop),
@@ -414,6 +490,20 @@ impl Journal {
             written.map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+/// Whether a record written under `epoch` is applied after records whose highest
+/// epoch was `highest` (raised to it): not if a newer owner wrote before it; always
+/// if it has no epoch (a lone consumer manager's).
+fn current(epoch: Option<u64>, highest: &mut u64) -> bool {
+    match epoch {
+        Some(epoch) if epoch < *highest => false,
+        Some(epoch) => {
+            *highest = epoch;
+            true
+        }
+        None => true,
     }
 }
 
@@ -488,4 +578,29 @@ fn replica_addresses(described: &v1::DescribeTopicResponse, shard: u32) -> Vec<S
         .filter_map(|id| described.brokers.iter().find(|b| b.id == *id))
         .map(|b| b.address.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_owners_late_writes_are_skipped_and_lone_writes_applied() {
+        let mut highest = 0;
+        let applied: Vec<bool> = [
+            Some(1),
+            None,
+            Some(2),
+            Some(1),
+            None,
+            Some(2),
+            Some(3),
+            Some(2),
+        ]
+        .into_iter()
+        .map(|epoch| current(epoch, &mut highest))
+        .collect();
+        assert_eq!(applied, [true, true, true, false, true, true, true, false]);
+        assert_eq!(highest, 3);
+    }
 }

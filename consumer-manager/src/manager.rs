@@ -112,7 +112,7 @@ impl Manager {
             let link = config.security.link.clone();
             let source = Source::new(config.brokers.clone(), link);
             let scope = Scope {
-                partitions: grant.as_ref().map(Grant::partitions),
+                epochs: grant.as_ref().map(Grant::epochs),
                 ownership: config.ownership.clone(),
             };
             store

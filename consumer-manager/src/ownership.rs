@@ -55,6 +55,11 @@ impl Grant {
     pub(crate) fn partitions(&self) -> BTreeSet<u32> {
         self.shards.keys().copied().collect()
     }
+
+    /// The journal partitions granted, with the epoch of each grant.
+    pub(crate) fn epochs(&self) -> BTreeMap<u32, u64> {
+        self.shards.clone()
+    }
 }
 
 /// The journal partition (and so the owner) of subscription `name`.

@@ -8,12 +8,12 @@ use libfuzzer_sys::fuzz_target;
 use pubsub_proto::journal::{begin, decode, push};
 
 fuzz_target!(|bytes: &[u8]| {
-    let Ok(ops) = decode(bytes) else {
+    let Ok(record) = decode(bytes) else {
         return;
     };
     let mut again = Vec::with_capacity(bytes.len());
-    begin(&mut again);
-    for op in ops {
+    begin(&mut again, record.epoch);
+    for op in record.ops {
         push(&mut again, op).expect("a decoded op encodes");
     }
     assert_eq!(again, bytes, "decode and encode disagree");

@@ -3,16 +3,22 @@
 //! consumer manager's sled trees. Here, beside the other wire formats, so the fuzz
 //! targets reach it.
 //!
-//! A record's value is a version byte followed by operations, each
+//! A record's value is a version byte, for version 2 the writer's ownership epoch
+//! (`be64`), then operations, each
 //! `tree(u8) key_len(be16) key kind(u8) [value_len(be32) value]`, kind 1 a put and
-//! 0 a removal. Every length is checked against what is left before anything is
+//! 0 a removal. Version 1 records (no epoch) are a lone consumer manager's, which
+//! owns every partition. On replay a version 2 record whose epoch is below the
+//! highest seen before it in its partition is a write of an owner that had already
+//! been replaced, and is skipped; version 1 records are always applied. Every length is checked against what is left before anything is
 //! taken, so a damaged or foreign record is refused with [`Undecodable`], never
 //! read past its end or sized into an allocation.
 
 use std::fmt;
 
-/// The version of the layout above.
+/// The layout without an epoch.
 const VERSION: u8 = 1;
+/// The layout with the writer's epoch.
+const VERSION_EPOCH: u8 = 2;
 
 /// The sled trees the journal carries, by their number on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,9 +73,25 @@ impl fmt::Display for Undecodable {
     }
 }
 
-/// Starts a record's value.
-pub fn begin(buffer: &mut Vec<u8>) {
-    buffer.push(VERSION);
+/// Starts a record's value, written under ownership `epoch` (`None`: a lone
+/// consumer manager's, in the layout without one).
+pub fn begin(buffer: &mut Vec<u8>, epoch: Option<u64>) {
+    match epoch {
+        Some(epoch) => {
+            buffer.push(VERSION_EPOCH);
+            buffer.extend_from_slice(&epoch.to_be_bytes());
+        }
+        None => buffer.push(VERSION),
+    }
+}
+
+/// A decoded record: the epoch it was written under, and its operations in order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// The writer's ownership epoch (`None` in the layout without one).
+    pub epoch: Option<u64>,
+    /// The writes.
+    pub ops: Vec<Op<'a>>,
 }
 
 /// Appends one operation to a record begun with [`begin`]. A key longer than 65,535
@@ -103,18 +125,22 @@ pub fn push(buffer: &mut Vec<u8>, op: Op<'_>) -> Result<(), Undecodable> {
     Ok(())
 }
 
-/// Reads a record's operations, in order.
-pub fn decode(value: &[u8]) -> Result<Vec<Op<'_>>, Undecodable> {
+/// Reads a record: its epoch and its operations, in order.
+pub fn decode(value: &[u8]) -> Result<Record<'_>, Undecodable> {
     let mut reader = Reader {
         bytes: value,
         at: 0,
     };
-    if reader.take(1, "empty record")?[0] != VERSION {
-        return Err(Undecodable {
-            why: "unknown version",
-            at: 0,
-        });
-    }
+    let epoch = match reader.take(1, "empty record")?[0] {
+        VERSION => None,
+        VERSION_EPOCH => Some(u64::from_be_bytes(reader.array("truncated epoch")?)),
+        _ => {
+            return Err(Undecodable {
+                why: "unknown version",
+                at: 0,
+            });
+        }
+    };
     let mut ops = Vec::new();
     while reader.at < value.len() {
         let tree = Tree::from_byte(reader.take(1, "truncated op")?[0]).ok_or(Undecodable {
@@ -138,7 +164,7 @@ pub fn decode(value: &[u8]) -> Result<Vec<Op<'_>>, Undecodable> {
         };
         ops.push(Op { tree, key, value });
     }
-    Ok(ops)
+    Ok(Record { epoch, ops })
 }
 
 /// A cursor over a record's bytes that never reads past the end.
@@ -192,6 +218,7 @@ mod tests {
     proptest! {
         #[test]
         fn operations_come_back_as_written(
+            epoch in prop::option::of(any::<u64>()),
             ops in prop::collection::vec(
                 (tree(), prop::collection::vec(any::<u8>(), 0..40),
                  prop::option::of(prop::collection::vec(any::<u8>(), 0..40))),
@@ -199,11 +226,13 @@ mod tests {
             )
         ) {
             let mut buffer = Vec::new();
-            begin(&mut buffer);
+            begin(&mut buffer, epoch);
             for (tree, key, value) in &ops {
                 push(&mut buffer, Op { tree: *tree, key, value: value.as_deref() }).unwrap();
             }
-            prop_assert_eq!(owned(&decode(&buffer).unwrap()), ops);
+            let record = decode(&buffer).unwrap();
+            prop_assert_eq!(record.epoch, epoch);
+            prop_assert_eq!(owned(&record.ops), ops);
         }
 
         #[test]
@@ -214,12 +243,12 @@ mod tests {
         }
 
         #[test]
-        fn a_cut_record_is_refused(cut in 1usize..30) {
+        fn a_cut_record_is_refused(cut in 1usize..30, epoch in prop::option::of(any::<u64>())) {
             let mut buffer = Vec::new();
-            begin(&mut buffer);
+            begin(&mut buffer, epoch);
             push(&mut buffer, Op { tree: Tree::Acks, key: b"sub\0key", value: Some(b"12345678") }).unwrap();
-            // Anything between the version byte and the whole record.
-            let cut = cut.min(buffer.len() - 2);
+            // Anything between the header and the whole record.
+            let cut = cut.min(buffer.len() - 2 - if epoch.is_some() { 8 } else { 0 });
             prop_assert!(decode(&buffer[..buffer.len() - cut]).is_err());
         }
     }
@@ -230,7 +259,8 @@ mod tests {
         buffer.extend_from_slice(&u32::MAX.to_be_bytes());
         let refused = decode(&buffer).unwrap_err();
         assert_eq!(refused.why, "truncated value");
-        assert_eq!(decode(&[2]).unwrap_err().why, "unknown version");
+        assert_eq!(decode(&[3]).unwrap_err().why, "unknown version");
+        assert_eq!(decode(&[2, 0, 0]).unwrap_err().why, "truncated epoch");
         assert_eq!(decode(&[]).unwrap_err().why, "empty record");
     }
 
