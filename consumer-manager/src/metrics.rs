@@ -32,6 +32,10 @@ pub(crate) fn describe() {
         "pubsub_subscription_unacked_records",
         "Records delivered and not yet acknowledged"
     );
+    describe_gauge!(
+        "pubsub_consumer_manager_journal_partitions",
+        "Partitions of the subscription journal this consumer manager is granted (with several sharing the subscriptions)"
+    );
     for name in [
         "pubsub_subscription_delivered_records_total",
         "pubsub_subscription_redelivered_records_total",

@@ -203,6 +203,7 @@ impl Ownership {
             had
         });
         if lapsed {
+            metrics::gauge!("pubsub_consumer_manager_journal_partitions").set(0.0);
             tracing::warn!(
                 "this consumer manager's lease may have run out; it serves no subscription until renewed"
             );
@@ -226,6 +227,8 @@ impl Ownership {
             let changed = *current != grant;
             if changed {
                 tracing::info!(partitions = ?grant.partitions(), "journal partitions granted to this consumer manager");
+                let granted = grant.shards.len() as f64;
+                metrics::gauge!("pubsub_consumer_manager_journal_partitions").set(granted);
                 *current = grant;
             }
             changed

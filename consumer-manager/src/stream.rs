@@ -42,6 +42,10 @@ const STEP_WAIT: Duration = Duration::from_millis(500);
 /// a deep queue lets the delivery task hand over a whole step at once instead of
 /// waking the sending task every few records.
 const OUTBOUND_QUEUE: usize = 1_024;
+/// The same for a batched stream, whose messages hold up to [`BATCH_BYTES`] each: a
+/// step's worth, so an unread stream holds about 1 MiB here, as an unbatched one
+/// holds its 1,024 records.
+const OUTBOUND_QUEUE_BATCHED: usize = 4;
 /// Most inbound messages taken together: whatever has arrived is taken, up to this,
 /// and its acks are applied as one command (more than the credits a subscriber
 /// usually grants, so one apply can cover all it holds).
@@ -102,7 +106,12 @@ pub(crate) async fn open(
             })?;
         (member.holder, member.evicted.subscribe())
     };
-    let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE);
+    let depth = if open.batched {
+        OUTBOUND_QUEUE_BATCHED
+    } else {
+        OUTBOUND_QUEUE
+    };
+    let (outbound, receiver) = mpsc::channel(depth);
     let _ = outbound
         .send(Ok(v1::StreamResponse {
             kind: Some(v1::stream_response::Kind::Assignment(joined)),

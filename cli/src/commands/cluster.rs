@@ -355,7 +355,32 @@ pub fn status_text(status: &v1::ClusterStatusResponse) -> String {
     }
     text.push('\n');
     text.push_str(&moves_text(status));
+    text.push('\n');
+    text.push_str(&owners_text(&status.journal_owners));
     text
+}
+
+/// Which consumer manager serves which partitions of the subscription journal.
+fn owners_text(owners: &[v1::JournalShardOwner]) -> String {
+    if owners.is_empty() {
+        return "no consumer managers share the subscriptions\n".into();
+    }
+    let mut by_owner: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for shard in owners {
+        let owner = if shard.address.is_empty() {
+            "(none)"
+        } else {
+            &shard.address
+        };
+        let mark = if shard.releasing { " (releasing)" } else { "" };
+        let entry = by_owner.entry(owner).or_default();
+        entry.push(format!("{}{mark}", shard.shard));
+    }
+    let mut table = Table::new(&["CONSUMER MANAGER", "JOURNAL PARTITIONS"]);
+    for (owner, shards) in by_owner {
+        table.row(vec![owner.to_string(), shards.join(" ")]);
+    }
+    table.render()
 }
 
 /// Moves under way and the balancing settings.
@@ -412,5 +437,8 @@ pub fn status_json(status: &v1::ClusterStatusResponse) -> serde_json::Value {
         }))).collect::<Vec<_>>(),
         "auto_balance": status.auto_balance,
         "move_rate_bytes_per_sec": status.move_rate_bytes_per_sec,
+        "journal_owners": status.journal_owners.iter().map(|o| json!({
+            "partition": o.shard, "address": o.address, "epoch": o.epoch, "releasing": o.releasing,
+        })).collect::<Vec<_>>(),
     })
 }

@@ -491,6 +491,7 @@ impl ClusterManager for ClusterManagerService {
             moving,
             auto_balance: state.balancing().auto,
             move_rate_bytes_per_sec: state.balancing().move_rate_bytes,
+            journal_owners: super::consumers::owners(state),
         }))
     }
 

@@ -31,7 +31,7 @@ pub(crate) async fn heartbeat(
 }
 
 /// Every journal partition's owner, as the wire names them.
-fn owners(state: &ClusterState) -> Vec<v1::JournalShardOwner> {
+pub(crate) fn owners(state: &ClusterState) -> Vec<v1::JournalShardOwner> {
     let shards = state.consumer_managers().shards().iter().enumerate();
     shards
         .map(|(index, shard)| v1::JournalShardOwner {

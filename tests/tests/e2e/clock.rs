@@ -34,7 +34,7 @@ fn faketime_available() -> bool {
 }
 
 /// The cluster status from the first cluster manager that answers.
-async fn any_status(cluster: &Cluster) -> v1::ClusterStatusResponse {
+pub(crate) async fn any_status(cluster: &Cluster) -> v1::ClusterStatusResponse {
     for _ in 0..100 {
         for address in cluster.live_managers() {
             if let Some(status) = status(&address).await {

@@ -146,6 +146,23 @@ async fn consumer_managers_share_subscriptions_and_take_over_a_killed_owners() {
         .map(|name| consumer_manager_with(&cluster, name, &snapshots))
         .collect();
     wait_spread(&nodes).await;
+    // The cluster status names an owner for each of the 16 journal partitions.
+    let status = crate::clock::any_status(&cluster).await;
+    let owners: BTreeSet<&str> = status
+        .journal_owners
+        .iter()
+        .map(|o| o.address.as_str())
+        .collect();
+    assert_eq!(
+        status.journal_owners.len(),
+        16,
+        "{:?}",
+        status.journal_owners
+    );
+    assert_eq!(
+        owners,
+        nodes.iter().map(|n| n.address()).collect::<BTreeSet<_>>()
+    );
     let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
     let per_partition = fill(&client, RECORDS).await;
 
