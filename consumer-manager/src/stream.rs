@@ -559,3 +559,29 @@ async fn send(outbound: &Outbound, kind: v1::stream_response::Kind) -> bool {
     let message = v1::StreamResponse { kind: Some(kind) };
     outbound.send(Ok(message)).await.is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: u64, value_bytes: usize) -> v1::DeliveredRecord {
+        v1::DeliveredRecord {
+            offset,
+            value: Some(bytes::Bytes::from(vec![0u8; value_bytes])),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_step_goes_out_in_messages_of_about_the_batch_size_in_order() {
+        let records: Vec<_> = (0..7).map(|o| record(o, 100 << 10)).collect();
+        let sizes: Vec<Vec<u64>> = batches(records)
+            .iter()
+            .map(|b| b.iter().map(|r| r.offset).collect())
+            .collect();
+        assert_eq!(sizes, [vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
+        assert!(batches(Vec::new()).is_empty());
+        let small: Vec<_> = (0..1_000).map(|o| record(o, 100)).collect();
+        assert_eq!(batches(small).len(), 1);
+    }
+}
