@@ -38,6 +38,15 @@ const STREAM_QUEUE: usize = 1_024;
 /// or the next bootstrap server when one cannot be reached).
 const HOPS_MAX: usize = 4;
 
+/// How long a call waits for a subscription nobody serves right now to be served
+/// again: longer than a consumer manager's lease, after which its subscriptions move.
+const MOVING_FOR: Duration = Duration::from_secs(30);
+/// The first pause before a refused call is sent again; it doubles up to
+/// [`MOVING_PAUSE_MAX`].
+const MOVING_PAUSE_MIN: Duration = Duration::from_millis(100);
+/// The longest pause between two tries of a refused call.
+const MOVING_PAUSE_MAX: Duration = Duration::from_secs(1);
+
 /// Sends `request` with the stub's `method` to the consumer manager serving
 /// `subscription` (see [`Subscriptions::routed`]).
 macro_rules! routed {
@@ -105,8 +114,39 @@ impl Subscriptions {
 
     /// Runs `call` on the consumer manager serving `subscription`, following the
     /// owner a refusal names, and moving on to the next bootstrap server when one
-    /// cannot be reached.
+    /// cannot be reached. While nobody serves the subscription (a node loading, a dead
+    /// owner not yet replaced) the refusals say so, and the call is sent again, with a
+    /// growing pause, for up to [`MOVING_FOR`].
     async fn routed<T, F, Fut>(&self, subscription: &str, call: F) -> Result<T>
+    where
+        F: Fn(ConsumerManagerClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = std::time::Instant::now();
+        let mut pause = MOVING_PAUSE_MIN;
+        loop {
+            let status = match self.follow_owner(subscription, &call).await? {
+                Ok(answer) => return Ok(answer),
+                Err(status) => status,
+            };
+            let moving = net::reason(&status) == Some(net::reasons::NOT_SERVING);
+            if !moving || started.elapsed() + pause > MOVING_FOR {
+                return Err(status.into());
+            }
+            tracing::debug!(subscription, error = %status.message(), "subscription not served right now; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MOVING_PAUSE_MAX);
+        }
+    }
+
+    /// One pass of [`Subscriptions::routed`]: from the first address, along the owners
+    /// named and the bootstrap list, for at most [`HOPS_MAX`] hops (or the list's
+    /// length). The outer error is the client's own (an address that does not parse).
+    async fn follow_owner<T, F, Fut>(
+        &self,
+        subscription: &str,
+        call: &F,
+    ) -> Result<std::result::Result<T, tonic::Status>>
     where
         F: Fn(ConsumerManagerClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
@@ -115,10 +155,11 @@ impl Subscriptions {
         let bootstrap = self.client.addresses();
         let mut hops = 0;
         loop {
-            let status = match call(self.client.consumer_manager_stub_at(&address)?).await {
+            let stub = self.client.consumer_manager_stub_at(&address)?;
+            let status = match call(stub).await {
                 Ok(response) => {
                     self.remember(subscription, Some(address));
-                    return Ok(response.into_inner());
+                    return Ok(Ok(response.into_inner()));
                 }
                 Err(status) => status,
             };
@@ -140,7 +181,7 @@ impl Subscriptions {
             };
             match next {
                 Some(next) if hops < HOPS_MAX.max(bootstrap.len()) => address = next,
-                _ => return Err(status.into()),
+                _ => return Ok(Err(status)),
             }
         }
     }

@@ -347,6 +347,17 @@ pub enum Error {
         /// The owner's address, if one is known.
         owner: Option<String>,
     },
+    /// A write reached the journal for a partition this node no longer serves (a
+    /// subscription let go of while something still wrote for it): not acknowledged,
+    /// and the store reloads; retry shortly.
+    #[error(
+        "a write for subscription-state journal partition {partition}, which this node no \
+         longer serves, was refused; reloading"
+    )]
+    Unserved {
+        /// The journal partition.
+        partition: u32,
+    },
     /// This node's lease from the cluster managers may have run out, so what it just
     /// wrote may not be what the next owner reads: not acknowledged; retry shortly.
     #[error("this consumer manager lost its lease from the cluster managers; retry shortly")]

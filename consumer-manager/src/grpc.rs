@@ -39,6 +39,7 @@ fn code(error: &Error) -> Code {
         | Error::Reloading
         | Error::NotOwner { .. }
         | Error::LeaseLost
+        | Error::Unserved { .. }
         | Error::Server(_) => Code::Unavailable,
         Error::Reflection(_) => Code::Internal,
         Error::Broker(e) => match e.code() {
@@ -91,6 +92,11 @@ fn reason(error: &Error) -> Option<&'static str> {
         Error::UnknownMember { .. } => Some(reasons::UNKNOWN_MEMBER),
         Error::NoSuchPartition { .. } => Some(reasons::NO_SUCH_PARTITION),
         Error::CommitPastEnd { .. } => Some(reasons::COMMIT_PAST_END),
+        // Not `Reloading`: the node's storage failed (a full disk, say), which a
+        // caller hears of at once rather than waiting on.
+        Error::Loading | Error::NotOwner { .. } | Error::LeaseLost | Error::Unserved { .. } => {
+            Some(reasons::NOT_SERVING)
+        }
         _ => None,
     }
 }
@@ -328,5 +334,28 @@ mod tests {
             );
             assert!(status.message().ends_with("..."));
         }
+    }
+
+    #[test]
+    fn refusals_before_acting_say_so() {
+        let not_owner = Error::NotOwner {
+            subscription: "s".into(),
+            owner: Some("10.0.0.2:9402".into()),
+        };
+        let unserved = Error::Unserved { partition: 3 };
+        for error in [Error::Loading, Error::LeaseLost, not_owner, unserved] {
+            let status = Status::from(error);
+            assert_eq!(
+                pubsub_proto::net::reason(&status),
+                Some(reasons::NOT_SERVING)
+            );
+        }
+        let reloading = Status::from(Error::Reloading);
+        assert_eq!(pubsub_proto::net::reason(&reloading), None);
+        let unreachable = Error::BrokersUnreachable {
+            bootstraps: vec!["127.0.0.1:1".into()],
+            last: None,
+        };
+        assert_eq!(pubsub_proto::net::reason(&Status::from(unreachable)), None);
     }
 }

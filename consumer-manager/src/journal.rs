@@ -33,11 +33,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pubsub_client::{NewTopic, ProducerRecord};
+use pubsub_client::ProducerRecord;
 use pubsub_proto::ids::PartitionId;
 use pubsub_proto::v1;
 
@@ -135,8 +135,13 @@ pub(crate) struct Journal {
     /// The lease writes are acknowledged under, when consumer managers share the
     /// journal.
     ownership: Option<Arc<Ownership>>,
-    /// Per partition, the epoch of this node's grant (`None` for a lone node).
-    epochs: Vec<Option<u64>>,
+    /// Per partition, the epoch of this node's grant (`None` for a lone node, or a
+    /// partition this node does not serve); changed as partitions are won and let go
+    /// (`regrant`).
+    epochs: RwLock<Vec<Option<u64>>>,
+    /// A partition a write was dropped for, since this node does not serve it: the
+    /// store fails at the next round (see [`Journal::record`]).
+    unserved: Mutex<Option<u32>>,
 }
 
 impl Journal {
@@ -171,9 +176,12 @@ impl Journal {
             queued: Mutex::new(Vec::new()),
             since_snapshot: Mutex::new(vec![0; count as usize]),
             ownership: scope.ownership,
-            epochs: (0..count)
-                .map(|p| scope.epochs.as_ref().and_then(|e| e.get(&p).copied()))
-                .collect(),
+            epochs: RwLock::new(
+                (0..count)
+                    .map(|p| scope.epochs.as_ref().and_then(|e| e.get(&p).copied()))
+                    .collect(),
+            ),
+            unserved: Mutex::new(None),
         };
         *recover(journal.queued.lock()) = (0..count).map(|p| journal.fresh(p)).collect();
         if journal.ownership.is_some() && count != pubsub_proto::ids::SUBSCRIPTION_STATE_PARTITIONS
@@ -224,7 +232,7 @@ impl Journal {
     /// for the next one follows), or the epochs went back, and this node's writes
     /// would all be skipped on replay. Either way serving it could lose acks.
     fn check_epoch(&self, shard: u32, highest: u64) -> Result<()> {
-        match self.epochs.get(shard as usize).copied().flatten() {
+        match self.epoch(shard) {
             Some(mine) if highest > mine => Err(Error::JournalUnreadable {
                 partition: shard,
                 offset: 0,
@@ -238,8 +246,22 @@ impl Journal {
 
     /// An empty queue of partition `shard`'s writes, under this node's epoch.
     fn fresh(&self, shard: u32) -> Queued {
-        let epoch = self.epochs.get(shard as usize).copied().flatten();
-        Queued::new(self.record_bytes, epoch)
+        Queued::new(self.record_bytes, self.epoch(shard))
+    }
+
+    /// The epoch partition `shard` is written under: `None` for a lone node, or a
+    /// partition this node does not serve.
+    fn epoch(&self, shard: u32) -> Option<u64> {
+        recover(self.epochs.read())
+            .get(shard as usize)
+            .copied()
+            .flatten()
+    }
+
+    /// Whether this node writes partition `shard`: always alone, only the
+    /// partitions granted when sharing.
+    fn serves(&self, shard: u32) -> bool {
+        self.ownership.is_none() || self.epoch(shard).is_some()
     }
 
     /// Appends a marker under this node's epoch to each partition of `shards`
@@ -272,7 +294,13 @@ impl Journal {
         self.source
             .create_topic(new_topic(self.snapshot_after))
             .await?;
-        let found = partition_count(&self.source.describe(TOPIC).await?);
+        self.found(&self.source.describe(TOPIC).await?)
+    }
+
+    /// Takes the topic `described` as the journal, unless its partitions are not the
+    /// ones writes are placed by.
+    fn found(&self, described: &v1::DescribeTopicResponse) -> Result<()> {
+        let found = partition_count(described);
         if found != self.shards {
             return Err(Error::JournalUnreadable {
                 partition: 0,
@@ -296,6 +324,16 @@ impl Journal {
     /// Queues one write that sled already holds, for the next [`Journal::append`].
     pub(crate) fn record(&self, tree: Tree, key: &[u8], value: Option<&[u8]>) {
         let shard = self.shard_of(key);
+        if !self.serves(shard as u32) {
+            // A subscription is let go of only once nothing writes for it (`regrant`);
+            // should one still, the next round fails the store rather than answer it.
+            tracing::error!(
+                partition = shard,
+                "a write for a journal partition this node does not serve was dropped"
+            );
+            recover(self.unserved.lock()).get_or_insert(shard as u32);
+            return;
+        }
         let mut queued = recover(self.queued.lock());
         if let Some(queue) = queued.get_mut(shard) {
             queue.push(Op { tree, key, value });
@@ -305,6 +343,9 @@ impl Journal {
     /// Sends every queued write and waits until all are stored (one group-commit
     /// round); then snapshots any partition due for one.
     pub(crate) async fn append(&self) -> Result<()> {
+        if let Some(partition) = *recover(self.unserved.lock()) {
+            return Err(Error::Unserved { partition });
+        }
         let taken: Vec<Queued> = {
             let mut queued = recover(self.queued.lock());
             let shards = queued.iter_mut().enumerate();
@@ -321,7 +362,7 @@ impl Journal {
                     since[shard] += record.len() as u64;
                     records.push(to_record(shard, record));
                 }
-                if since[shard] >= self.snapshot_after {
+                if since[shard] >= self.snapshot_after && self.serves(shard as u32) {
                     due.push(shard as u32);
                 }
             }
@@ -516,69 +557,8 @@ fn to_record(shard: usize, value: Vec<u8>) -> ProducerRecord {
     }
 }
 
-/// The journal topic as created: kept forever (snapshots delete what is no longer
-/// needed), small segments (see [`segment_bytes`]).
-fn new_topic(snapshot_after: u64) -> NewTopic {
-    let segment = segment_bytes(snapshot_after);
-    NewTopic {
-        name: TOPIC.to_string(),
-        partitions: SHARDS,
-        replication_factor: 0,
-        config: v1::TopicConfig {
-            retention_ms: Some(pubsub_proto::topic_config::UNLIMITED),
-            retention_bytes: Some(pubsub_proto::topic_config::UNLIMITED),
-            segment_bytes: Some(segment),
-            max_message_bytes: Some(segment.min(MAX_MESSAGE_BYTES as i64) as i32),
-            ..Default::default()
-        },
-    }
-}
-
-/// The largest batch the journal topic takes, as created with `snapshot_after`.
-fn topic_max_message(snapshot_after: u64) -> usize {
-    usize::try_from(segment_bytes(snapshot_after))
-        .map_or(MAX_MESSAGE_BYTES, |s| s.min(MAX_MESSAGE_BYTES))
-}
-
-/// Segments of the journal topic: half the bytes between snapshots, so each snapshot
-/// lets the segments before it go.
-fn segment_bytes(snapshot_after: u64) -> i64 {
-    use pubsub_proto::topic_config::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
-    let half = i64::try_from(snapshot_after / 2).unwrap_or(SEGMENT_BYTES_MAX);
-    half.clamp(SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX)
-}
-
-/// The largest batch a described topic takes.
-fn max_message_bytes(described: &v1::DescribeTopicResponse) -> usize {
-    let set = described
-        .topic
-        .as_ref()
-        .and_then(|t| t.config.as_ref()?.max_message_bytes);
-    set.and_then(|b| usize::try_from(b).ok())
-        .unwrap_or(MAX_MESSAGE_BYTES)
-}
-
-/// How many partitions a described topic has.
-fn partition_count(described: &v1::DescribeTopicResponse) -> u32 {
-    described
-        .topic
-        .as_ref()
-        .map_or(0, |t| t.partitions.len() as u32)
-}
-
-/// The addresses of a partition's replicas.
-fn replica_addresses(described: &v1::DescribeTopicResponse, shard: u32) -> Vec<String> {
-    let partitions = described.topic.iter().flat_map(|t| &t.partitions);
-    let Some(partition) = partitions.into_iter().find(|p| p.partition == shard) else {
-        return Vec::new();
-    };
-    partition
-        .replicas
-        .iter()
-        .filter_map(|id| described.brokers.iter().find(|b| b.id == *id))
-        .map(|b| b.address.clone())
-        .collect()
-}
-
+mod regrant;
+mod topic;
+use topic::{max_message_bytes, new_topic, partition_count, replica_addresses, topic_max_message};
 #[cfg(test)]
 mod tests;

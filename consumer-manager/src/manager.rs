@@ -4,7 +4,7 @@
 //! `delivery` and `redelivery`, `history`; every write goes through `persist`.
 
 use pubsub_proto::auth::NodeSecurity;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -99,8 +99,12 @@ pub struct Manager {
     admin: Mutex<()>,
     next_holder: AtomicU64,
     config: ManagerConfig,
-    /// The journal partitions this manager was loaded for; `None`: every one.
-    grant: Option<Grant>,
+    /// The journal partitions this manager serves; `None`: every one. Changed as
+    /// partitions are won and let go (`regrant`).
+    grant: RwLock<Option<Grant>>,
+    /// Partitions being let go of: no longer served, still reported as held until
+    /// what was written for them is stored (`regrant`).
+    pub(crate) letting_go: Mutex<BTreeSet<u32>>,
 }
 
 impl Manager {
@@ -119,27 +123,49 @@ impl Manager {
                 .attach_journal(source, config.journal_snapshot_bytes, scope)
                 .await?;
         }
-        let mut manager = Self::from_store(store, config)?;
-        manager.grant = grant;
+        let covered = |name: &str| grant.as_ref().is_none_or(|g| g.covers(name));
+        let subscriptions = load_subscriptions(&store, covered)?;
+        let manager = Self::from_parts(store, config, subscriptions);
+        *recover(manager.grant.write()) = grant;
         Ok(manager)
     }
 
     /// The journal partitions this manager serves; `None`: every one.
-    pub(crate) fn grant(&self) -> Option<&Grant> {
-        self.grant.as_ref()
+    pub(crate) fn grant(&self) -> Option<Grant> {
+        recover(self.grant.read()).clone()
+    }
+
+    /// Changes the partitions served (`regrant`).
+    pub(crate) fn set_grant(&self, change: impl FnOnce(&Grant) -> Grant) {
+        let mut grant = recover(self.grant.write());
+        if let Some(served) = grant.as_mut() {
+            *served = change(served);
+        }
+    }
+
+    /// The journal partitions this manager answers for to the cluster managers: those
+    /// it serves and those it is letting go of.
+    pub(crate) fn held(&self) -> BTreeSet<u32> {
+        let mut held = self.grant().map(|g| g.partitions()).unwrap_or_default();
+        held.extend(recover(self.letting_go.lock()).iter().copied());
+        held
     }
 
     /// OK if this manager serves subscription `name`; otherwise who does.
-    fn check_owned(&self, name: &str) -> Result<()> {
-        match &self.grant {
-            Some(grant) if !grant.covers(name) => Err(Error::NotOwner {
-                subscription: name.to_string(),
-                owner: self
-                    .config
-                    .ownership
-                    .as_ref()
-                    .and_then(|o| o.owner_of(name)),
-            }),
+    pub(crate) fn check_owned(&self, name: &str) -> Result<()> {
+        match &*recover(self.grant.read()) {
+            Some(grant) if !grant.covers(name) => {
+                let ownership = self.config.ownership.as_ref();
+                let owner = ownership.and_then(|o| o.owner_of(name));
+                // Granted to this node, and still being read from the journal.
+                if owner.as_deref() == ownership.map(|o| o.address()) {
+                    return Err(Error::Loading);
+                }
+                Err(Error::NotOwner {
+                    subscription: name.to_string(),
+                    owner,
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -147,42 +173,27 @@ impl Manager {
     /// Opens the store and loads every subscription, without a journal (tests).
     #[cfg(test)]
     pub(crate) fn open(config: ManagerConfig) -> Result<Manager> {
-        Self::from_store(Store::open(&config.data_dir)?, config)
+        let store = Store::open(&config.data_dir)?;
+        let subscriptions = load_subscriptions(&store, |_| true)?;
+        Ok(Self::from_parts(store, config, subscriptions))
     }
 
-    /// Loads every subscription from an opened store.
-    fn from_store(store: Store, config: ManagerConfig) -> Result<Manager> {
-        let mut subscriptions = HashMap::new();
-        for record in store.subscriptions()? {
-            let mut cursors = Vec::with_capacity(record.partitions as usize);
-            for partition in 0..record.partitions {
-                let cursor = match store.cursor(&record.name, partition)? {
-                    Some(loaded) => Cursor::restore(
-                        loaded.cursor.committed,
-                        loaded.cursor.next,
-                        loaded.acked,
-                        loaded.deliveries,
-                    ),
-                    None => Cursor::at(0),
-                };
-                cursors.push(cursor);
-            }
-            tracing::debug!(subscription = %record.name, topic = %record.topic, "subscription loaded");
-            subscriptions.insert(
-                record.name.clone(),
-                Arc::new(Subscription::new(&record, cursors)),
-            );
-        }
+    fn from_parts(
+        store: Store,
+        config: ManagerConfig,
+        subscriptions: HashMap<String, Arc<Subscription>>,
+    ) -> Manager {
         tracing::info!(subscriptions = subscriptions.len(), "subscriptions loaded");
-        Ok(Manager {
+        Manager {
             source: Source::new(config.brokers.clone(), config.security.link.clone()),
             store,
             subscriptions: RwLock::new(subscriptions),
             admin: Mutex::new(()),
             next_holder: AtomicU64::new(1),
             config,
-            grant: None,
-        })
+            grant: RwLock::new(None),
+            letting_go: Mutex::default(),
+        }
     }
 
     /// The manager's settings.
@@ -263,6 +274,8 @@ impl Manager {
         };
         let subscription = {
             let _admin = recover(self.admin.lock());
+            // Let go of meanwhile (`regrant` holds `admin` for it): not created here.
+            self.check_owned(name)?;
             // Created meanwhile by another call: answer as for an existing one.
             if let Ok(existing) = self.subscription(name) {
                 return same_or_exists(existing, topic, &record.options).map(|s| (s, false));
@@ -450,4 +463,38 @@ pub(crate) fn delivered(record: ConsumerRecord, attempt: u32) -> v1::DeliveredRe
             .collect(),
         delivery_attempt: attempt,
     }
+}
+
+mod regrant;
+
+/// The stored subscriptions whose names `wanted` accepts, with their cursors.
+pub(crate) fn load_subscriptions(
+    store: &Store,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, Arc<Subscription>>> {
+    let mut subscriptions = HashMap::new();
+    for record in store.subscriptions()? {
+        if !wanted(&record.name) {
+            continue;
+        }
+        let mut cursors = Vec::with_capacity(record.partitions as usize);
+        for partition in 0..record.partitions {
+            let cursor = match store.cursor(&record.name, partition)? {
+                Some(loaded) => Cursor::restore(
+                    loaded.cursor.committed,
+                    loaded.cursor.next,
+                    loaded.acked,
+                    loaded.deliveries,
+                ),
+                None => Cursor::at(0),
+            };
+            cursors.push(cursor);
+        }
+        tracing::debug!(subscription = %record.name, topic = %record.topic, "subscription loaded");
+        subscriptions.insert(
+            record.name.clone(),
+            Arc::new(Subscription::new(&record, cursors)),
+        );
+    }
+    Ok(subscriptions)
 }

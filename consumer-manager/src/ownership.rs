@@ -60,6 +60,40 @@ impl Grant {
     pub(crate) fn epochs(&self) -> BTreeMap<u32, u64> {
         self.shards.clone()
     }
+
+    /// What changes from this grant to `next`: the partitions won (each with its
+    /// epoch) and those lost. A partition granted again under another epoch (this node
+    /// was fenced meanwhile, and another may have written it) is both: let go of, then
+    /// read again.
+    pub(crate) fn changes_to(&self, next: &Grant) -> (BTreeMap<u32, u64>, Vec<u32>) {
+        let won = next
+            .shards
+            .iter()
+            .filter(|&(shard, epoch)| self.shards.get(shard) != Some(epoch))
+            .map(|(&shard, &epoch)| (shard, epoch))
+            .collect();
+        let lost = self
+            .shards
+            .iter()
+            .filter(|&(shard, epoch)| next.shards.get(shard) != Some(epoch))
+            .map(|(&shard, _)| shard)
+            .collect();
+        (won, lost)
+    }
+
+    /// This grant without partitions `lost`.
+    pub(crate) fn without(&self, lost: &[u32]) -> Grant {
+        let mut shards = self.shards.clone();
+        shards.retain(|shard, _| !lost.contains(shard));
+        Grant { shards }
+    }
+
+    /// This grant with partitions `won` (at their epochs).
+    pub(crate) fn with(&self, won: &BTreeMap<u32, u64>) -> Grant {
+        let mut shards = self.shards.clone();
+        shards.extend(won);
+        Grant { shards }
+    }
 }
 
 /// The journal partition (and so the owner) of subscription `name`.
@@ -263,5 +297,45 @@ impl Ownership {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn grant(shards: &[(u32, u64)]) -> Grant {
+        Grant::default().with(&shards.iter().copied().collect())
+    }
+
+    #[test]
+    fn a_change_of_grant_is_partitions_won_and_lost() {
+        let before = grant(&[(0, 1), (1, 1), (2, 1)]);
+        let after = grant(&[(1, 1), (2, 3), (5, 2)]);
+        let (won, lost) = before.changes_to(&after);
+        // Partition 2 granted again under a new epoch is let go of and read again.
+        assert_eq!(won, [(2, 3), (5, 2)].into_iter().collect());
+        assert_eq!(lost, [0, 2]);
+        assert_eq!(before.without(&lost).with(&won), after);
+        assert_eq!(after.changes_to(&after), (BTreeMap::new(), Vec::new()));
+    }
+
+    proptest! {
+        /// Letting go of what was lost and adding what was won always gives the grant
+        /// asked for, and nothing kept is touched.
+        #[test]
+        fn letting_go_then_taking_over_reaches_the_next_grant(
+            before in proptest::collection::btree_map(0u32..16, 1u64..4, 0..16),
+            after in proptest::collection::btree_map(0u32..16, 1u64..4, 0..16),
+        ) {
+            let (before, after) = (Grant { shards: before }, Grant { shards: after });
+            let (won, lost) = before.changes_to(&after);
+            prop_assert_eq!(before.without(&lost).with(&won), after.clone());
+            for (shard, epoch) in &before.shards {
+                let kept = after.shards.get(shard) == Some(epoch);
+                prop_assert_eq!(kept, !lost.contains(shard) && !won.contains_key(shard));
+            }
+        }
     }
 }

@@ -507,6 +507,11 @@ impl Store {
         Ok(())
     }
 
+    /// The journal writes are made durable in, once attached.
+    pub(crate) fn journal(&self) -> Option<&Journal> {
+        self.journal.get().map(Arc::as_ref)
+    }
+
     /// The trees the journal carries, in [`journal::Tree`] order.
     pub(crate) fn trees(&self) -> journal::Trees {
         [

@@ -78,6 +78,9 @@ pub struct State {
     /// Set, with why, once the subscription is deleted (unsubscribed, or its topic
     /// deleted): nothing may be written for it any more.
     pub deleted: Option<Deletion>,
+    /// Set once another consumer manager serves the subscription (its journal
+    /// partition was let go of): nothing may be written for it here any more.
+    pub moved: bool,
 }
 
 /// Why a subscription was deleted, as its members and late requests are told.
@@ -155,6 +158,7 @@ impl Subscription {
                 topic_created_ms: record.topic_created_ms,
                 dead_letter_created_ms: record.dead_letter_created_ms,
                 deleted: None,
+                moved: false,
             }),
             changed: Notify::new(),
             turn: AtomicUsize::new(0),
@@ -182,14 +186,21 @@ impl Subscription {
         self.partitions.store(count, Ordering::Release);
     }
 
-    /// Locks the state of a subscription that still exists (NOT_FOUND once it was
-    /// deleted, so an operation that raced Unsubscribe writes nothing).
+    /// Locks the state of a subscription that still exists and is served here
+    /// (NOT_FOUND once it was deleted, UNAVAILABLE once it moved to another consumer
+    /// manager), so an operation that raced Unsubscribe or the move writes nothing.
     pub fn lock(&self) -> Result<MutexGuard<'_, State>> {
         let state = self.lock_any();
         if let Some(why) = &state.deleted {
             return Err(Error::SubscriptionDeleted {
                 name: self.name.clone(),
                 why: why.clone(),
+            });
+        }
+        if state.moved {
+            return Err(Error::NotOwner {
+                subscription: self.name.clone(),
+                owner: None,
             });
         }
         Ok(state)

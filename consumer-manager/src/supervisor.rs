@@ -12,11 +12,13 @@
 //! acknowledged that was not flushed, since every flush after the failure fails.
 //! The slot's lock guards only the swap of an `Arc`, never I/O.
 //!
-//! When consumer managers share subscriptions (`ownership`), the manager is also
-//! loaded again whenever this node's grant of journal partitions changes, for the
-//! new grant: what it lost is no longer served, what it won is rebuilt from the
-//! journal as its previous owner left it.
+//! When consumer managers share subscriptions (`ownership`), a change of this node's
+//! grant of journal partitions is applied to the serving manager (`Manager::regrant`):
+//! what it lost is let go of, what it won is read from the journal as its previous
+//! owner left it, and every other subscription goes on serving. Should that fail, the
+//! manager is loaded again whole, for the new grant.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -55,12 +57,13 @@ pub struct Supervisor {
     /// Whether a manager is installed, for the health service: a load balancer or
     /// Kubernetes then stops sending work while the database is reloaded.
     serving: tokio::sync::watch::Sender<bool>,
-    /// Whether a manager was ever installed (before, requests are told it is loading).
-    loaded: AtomicBool,
-    /// The grant of a manager being retired, until it is let go of: still reported
-    /// as held, so the cluster managers hand none of it over while its last writes
-    /// may still land.
-    retiring: RwLock<Option<Grant>>,
+    /// Whether the last manager retired had failed (requests meanwhile are told the
+    /// store is reloading) or was retired for a new grant (they are told it loads).
+    retired_failed: AtomicBool,
+    /// The partitions of a manager being retired, until it is let go of: still
+    /// reported as held, so the cluster managers hand none of it over while its last
+    /// writes may still land.
+    retiring: RwLock<BTreeSet<u32>>,
 }
 
 /// Waits between attempts to reopen the database: [`RELOAD_BACKOFF_MIN`] doubling up
@@ -108,8 +111,8 @@ impl Supervisor {
             config,
             slot: RwLock::new(None),
             serving: tokio::sync::watch::Sender::new(false),
-            loaded: AtomicBool::new(false),
-            retiring: RwLock::new(None),
+            retired_failed: AtomicBool::new(false),
+            retiring: RwLock::default(),
         })
     }
 
@@ -124,7 +127,7 @@ impl Supervisor {
         match self.installed() {
             Some(manager) if !manager.store().has_failed() => Ok(manager),
             Some(_) => Err(Error::Reloading),
-            None if self.loaded.load(Ordering::Acquire) => Err(Error::Reloading),
+            None if self.retired_failed.load(Ordering::Acquire) => Err(Error::Reloading),
             None => Err(Error::Loading),
         }
     }
@@ -136,9 +139,6 @@ impl Supervisor {
 
     fn install(&self, manager: Option<Arc<Manager>>) {
         let serving = manager.is_some();
-        if serving {
-            self.loaded.store(true, Ordering::Release);
-        }
         *recover(self.slot.write()) = manager;
         self.serving.send_replace(serving);
     }
@@ -189,6 +189,9 @@ impl Supervisor {
                     () = manager.store().failed() => true,
                     () = self.regranted(manager.grant()) => false,
                 };
+                if !failed && self.regrant(&manager).await {
+                    continue;
+                }
                 if since.elapsed() >= SERVED_WELL {
                     backoff.reset();
                 }
@@ -209,25 +212,40 @@ impl Supervisor {
         Some(ownership.grant().borrow().clone())
     }
 
+    /// Applies the grant wanted now to the serving `manager`; false if it failed
+    /// (the manager is then loaded again whole).
+    async fn regrant(&self, manager: &Manager) -> bool {
+        let Some(next) = self.wanted() else {
+            return true;
+        };
+        tokio::select! {
+            biased;
+            () = manager.store().failed() => false,
+            regranted = manager.regrant(&next) => match regranted {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot apply this node's new journal partitions; reloading its subscriptions");
+                    false
+                }
+            },
+        }
+    }
+
     /// Resolves once this node's grant differs from `loaded` (never without
     /// ownership).
-    async fn regranted(&self, loaded: Option<&Grant>) {
+    async fn regranted(&self, loaded: Option<Grant>) {
         let (Some(ownership), Some(loaded)) = (&self.config.ownership, loaded) else {
             return std::future::pending().await;
         };
         let mut grant = ownership.grant();
-        let _ = grant.wait_for(|grant| grant != loaded).await;
+        let _ = grant.wait_for(|grant| *grant != loaded).await;
     }
 
     /// The journal partitions the serving manager was loaded for (reported in
     /// heartbeats); none while none serves.
-    pub(crate) fn held(&self) -> std::collections::BTreeSet<u32> {
-        let installed = self.installed();
-        let grant = installed.as_ref().and_then(|m| m.grant());
-        let mut held = grant.map(Grant::partitions).unwrap_or_default();
-        if let Some(retiring) = recover(self.retiring.read()).as_ref() {
-            held.extend(retiring.partitions());
-        }
+    pub(crate) fn held(&self) -> BTreeSet<u32> {
+        let mut held = self.installed().map(|m| m.held()).unwrap_or_default();
+        held.extend(recover(self.retiring.read()).iter().copied());
         held
     }
 
@@ -241,7 +259,8 @@ impl Supervisor {
     /// and closes its database once every operation has let go of it (or
     /// [`RELEASE_WAIT`] has passed).
     async fn retire(&self, manager: Arc<Manager>, failed: bool) {
-        *recover(self.retiring.write()) = manager.grant().cloned();
+        *recover(self.retiring.write()) = manager.held();
+        self.retired_failed.store(failed, Ordering::Release);
         self.install(None);
         if failed {
             tracing::warn!("consumer manager database failed; reloading it from disk");
@@ -266,7 +285,7 @@ impl Supervisor {
         }
         // Closing a sled database joins its flusher thread: blocking work.
         let _ = tokio::task::spawn_blocking(move || drop(manager)).await;
-        *recover(self.retiring.write()) = None;
+        recover(self.retiring.write()).clear();
     }
 
     /// Opens the database and loads every subscription (rebuilt from the journal),

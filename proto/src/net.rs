@@ -50,6 +50,11 @@ pub mod reasons {
     pub const NO_SUCH_PARTITION: &str = "no-such-partition";
     /// A commit above the partition's high watermark.
     pub const COMMIT_PAST_END: &str = "commit-past-end";
+    /// The server refused the call because it does not serve the subscription right
+    /// now (it is loading it, is not its owner, or its lease lapsed), and nothing the
+    /// call did was acknowledged: the same call succeeds once the subscription is
+    /// served again, here or at the owner named.
+    pub const NOT_SERVING: &str = "not-serving";
 }
 
 /// How long to wait for a TCP connection.
