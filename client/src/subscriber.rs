@@ -16,12 +16,11 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use pubsub_proto::net::{self, Channel};
 use pubsub_proto::v1;
 use pubsub_proto::v1::consumer_manager_client::ConsumerManagerClient;
@@ -212,24 +211,74 @@ impl Subscriptions {
     }
 
     /// Subscriptions (of a topic, or one by name; empty strings for all) with lag.
-    /// A listing of all asks every consumer manager serving some.
+    ///
+    /// A listing of all asks every consumer manager serving some, and is complete:
+    /// while one of them cannot be reached, or some journal partition has no owner
+    /// serving it (a dead owner not yet replaced), it is asked again as for a
+    /// subscription nobody serves (for up to [`MOVING_FOR`]).
     pub async fn list(&self, topic: &str, subscription: &str) -> Result<Vec<v1::SubscriptionInfo>> {
         let request = v1::ListSubscriptionsRequest {
             topic: topic.into(),
             subscription: subscription.into(),
         };
-        let first = routed!(self, subscription, list_subscriptions, request).await?;
-        let mut all = first.subscriptions;
-        if subscription.is_empty() {
-            for other in first.other_consumer_managers.iter().take(HOPS_MAX * 64) {
-                let mut stub = self.client.consumer_manager_stub_at(other)?;
-                let answer = stub.list_subscriptions(request.clone()).await?;
-                all.extend(answer.into_inner().subscriptions);
-            }
-            all.sort_by(|a, b| a.name.cmp(&b.name));
-            all.dedup_by(|a, b| a.name == b.name);
+        if !subscription.is_empty() {
+            let answer = routed!(self, subscription, list_subscriptions, request).await?;
+            return Ok(answer.subscriptions);
         }
-        Ok(all)
+        let started = std::time::Instant::now();
+        let mut pause = MOVING_PAUSE_MIN;
+        loop {
+            let missing = match self.list_everywhere(&request).await? {
+                Ok(all) => return Ok(all),
+                Err(missing) => missing,
+            };
+            if started.elapsed() + pause > MOVING_FOR {
+                return Err(Error::Unavailable { message: missing });
+            }
+            tracing::debug!(missing = %missing, "listing incomplete; asking again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MOVING_PAUSE_MAX);
+        }
+    }
+
+    /// One listing of every subscription: the first consumer manager's answer and
+    /// those of the others it names; the inner error says what it missed.
+    async fn list_everywhere(
+        &self,
+        request: &v1::ListSubscriptionsRequest,
+    ) -> Result<std::result::Result<Vec<v1::SubscriptionInfo>, String>> {
+        let first = routed!(self, "", list_subscriptions, request).await?;
+        let mut covered: std::collections::BTreeSet<u32> =
+            first.journal_partitions.iter().copied().collect();
+        let mut all = first.subscriptions;
+        for other in first.other_consumer_managers.iter().take(HOPS_MAX * 64) {
+            let mut stub = self.client.consumer_manager_stub_at(other)?;
+            match stub.list_subscriptions(request.clone()).await {
+                Ok(answer) => {
+                    let answer = answer.into_inner();
+                    covered.extend(answer.journal_partitions);
+                    all.extend(answer.subscriptions);
+                }
+                Err(status) if net::is_transient(status.code()) || net::never_sent(&status) => {
+                    return Ok(Err(format!(
+                        "consumer manager {other} did not list its subscriptions: {}",
+                        status.message()
+                    )));
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+        // An older server names no partitions: it serves every one.
+        let partitions = pubsub_proto::ids::SUBSCRIPTION_STATE_PARTITIONS;
+        if !covered.is_empty() && (0..partitions).any(|p| !covered.contains(&p)) {
+            let missing: Vec<u32> = (0..partitions).filter(|p| !covered.contains(p)).collect();
+            return Ok(Err(format!(
+                "no consumer manager serves the subscriptions of journal partitions {missing:?} right now"
+            )));
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.dedup_by(|a, b| a.name == b.name);
+        Ok(Ok(all))
     }
 
     /// Joins a group subscription (or heartbeats with a known member id).
@@ -382,194 +431,10 @@ impl Subscriptions {
                 }
             })
             .await?;
-        let heartbeat = {
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    let beat = v1::StreamRequest {
-                        kind: Some(v1::stream_request::Kind::Heartbeat(true)),
-                    };
-                    if sender.send(beat).await.is_err() {
-                        break;
-                    }
-                }
-            })
-        };
-        Ok(SubscriberStream {
-            inbound,
-            sender,
-            heartbeat,
-            assignment: None,
-            skipped: Vec::new(),
-            ready: VecDeque::new(),
-        })
+        Ok(SubscriberStream::new(inbound, sender))
     }
 }
 
-/// Most messages of a stream's outbound queue merged into one.
-const MERGED_MAX: usize = 1_024;
-
-/// The stream's outbound messages, with the acks queued together sent as one message
-/// (the server applies them alike), so a subscriber acking record by record does not
-/// cost a message per record when it acks faster than they go out.
-fn coalesced(
-    queued: impl Stream<Item = v1::StreamRequest> + Send + 'static,
-) -> impl Stream<Item = v1::StreamRequest> + Send + 'static {
-    use v1::stream_request::Kind;
-    queued.ready_chunks(MERGED_MAX).flat_map(|chunk| {
-        let mut merged: Vec<v1::StreamRequest> = Vec::with_capacity(chunk.len());
-        let mut acks: Vec<v1::RecordId> = Vec::new();
-        for message in chunk {
-            match message.kind {
-                Some(Kind::Ack(id)) => acks.push(id),
-                kind => {
-                    flush_acks(&mut merged, &mut acks);
-                    merged.push(v1::StreamRequest { kind });
-                }
-            }
-        }
-        flush_acks(&mut merged, &mut acks);
-        futures::stream::iter(merged)
-    })
-}
-
-/// Appends the acks gathered so far as one message (a lone ack as itself).
-fn flush_acks(merged: &mut Vec<v1::StreamRequest>, acks: &mut Vec<v1::RecordId>) {
-    use v1::stream_request::Kind;
-    let kind = match acks.len() {
-        0 => return,
-        1 => acks.pop().map(Kind::Ack),
-        _ => Some(Kind::Acks(v1::RecordIds {
-            records: std::mem::take(acks),
-        })),
-    };
-    merged.push(v1::StreamRequest { kind });
-}
-
-fn ids(records: &[(u32, u64)]) -> Vec<v1::RecordId> {
-    records
-        .iter()
-        .map(|&(partition, offset)| v1::RecordId { partition, offset })
-        .collect()
-}
-
-/// An open push stream.
-pub struct SubscriberStream {
-    inbound: tonic::Streaming<v1::StreamResponse>,
-    sender: mpsc::Sender<v1::StreamRequest>,
-    heartbeat: tokio::task::JoinHandle<()>,
-    /// The latest group assignment received (member id, generation, partitions).
-    pub assignment: Option<v1::JoinGroupResponse>,
-    /// Retention skips reported since last taken.
-    pub skipped: Vec<v1::Skip>,
-    /// Records of a batch received and not yet returned.
-    ready: VecDeque<v1::DeliveredRecord>,
-}
-
-impl Drop for SubscriberStream {
-    fn drop(&mut self) {
-        self.heartbeat.abort();
-    }
-}
-
-impl SubscriberStream {
-    /// The next record; `None` when the server ended the stream.
-    pub async fn next_record(&mut self) -> Result<Option<v1::DeliveredRecord>> {
-        loop {
-            if let Some(record) = self.ready.pop_front() {
-                return Ok(Some(record));
-            }
-            let Some(message) = self.inbound.message().await? else {
-                return Ok(None);
-            };
-            match message.kind {
-                Some(v1::stream_response::Kind::Record(record)) => return Ok(Some(record)),
-                Some(v1::stream_response::Kind::Records(batch)) => self.ready.extend(batch.records),
-                Some(v1::stream_response::Kind::Assignment(assignment)) => {
-                    self.assignment = Some(assignment);
-                }
-                Some(v1::stream_response::Kind::Skipped(skip)) => self.skipped.push(skip),
-                None => {}
-            }
-        }
-    }
-
-    async fn send(&self, kind: v1::stream_request::Kind) -> Result<()> {
-        self.sender
-            .send(v1::StreamRequest { kind: Some(kind) })
-            .await
-            .map_err(|_| Error::Closed)
-    }
-
-    /// Acknowledges a record (returns its credit).
-    pub async fn ack(&self, partition: u32, offset: u64) -> Result<()> {
-        self.send(v1::stream_request::Kind::Ack(v1::RecordId {
-            partition,
-            offset,
-        }))
-        .await
-    }
-
-    /// Gives a record back for immediate redelivery.
-    pub async fn nack(&self, partition: u32, offset: u64) -> Result<()> {
-        self.send(v1::stream_request::Kind::Nack(v1::RecordId {
-            partition,
-            offset,
-        }))
-        .await
-    }
-
-    /// Grants more credits.
-    pub async fn grant(&self, credits: u32) -> Result<()> {
-        self.send(v1::stream_request::Kind::Credits(credits)).await
-    }
-
-    /// Ends the stream: stops sending and waits until the server has processed every
-    /// ack sent before (it closes its side after the member has left).
-    pub async fn close(mut self) -> Result<()> {
-        self.heartbeat.abort();
-        let (sender, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.sender, sender));
-        while self.inbound.message().await.ok().flatten().is_some() {}
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use v1::stream_request::Kind;
-
-    fn ack(offset: u64) -> v1::StreamRequest {
-        let id = v1::RecordId {
-            partition: 0,
-            offset,
-        };
-        v1::StreamRequest {
-            kind: Some(Kind::Ack(id)),
-        }
-    }
-
-    #[tokio::test]
-    async fn queued_acks_go_out_together_in_order_with_what_lies_between() {
-        let credits = v1::StreamRequest {
-            kind: Some(Kind::Credits(5)),
-        };
-        let queued = vec![ack(1), ack(2), credits.clone(), ack(3)];
-        let sent: Vec<_> = coalesced(futures::stream::iter(queued)).collect().await;
-        let acks = |offsets: &[u64]| v1::StreamRequest {
-            kind: Some(Kind::Acks(v1::RecordIds {
-                records: offsets
-                    .iter()
-                    .map(|&offset| v1::RecordId {
-                        partition: 0,
-                        offset,
-                    })
-                    .collect(),
-            })),
-        };
-        assert_eq!(sent, vec![acks(&[1, 2]), credits, ack(3)]);
-    }
-}
+mod stream;
+pub use stream::SubscriberStream;
+use stream::{coalesced, ids};

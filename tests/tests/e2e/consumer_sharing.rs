@@ -220,6 +220,16 @@ async fn consumer_managers_share_subscriptions_and_take_over_a_killed_owners() {
         .expect("worker has an owner");
     nodes[owner].kill9();
     *lost.lock().unwrap() = Some((Instant::now(), None));
+    // A listing while the dead owner is not yet replaced waits for its successor,
+    // and is complete.
+    let during: BTreeSet<String> = subs
+        .list("", "")
+        .await
+        .expect("listing while an owner is dead")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(during, names.iter().cloned().collect::<BTreeSet<_>>());
     while lost
         .lock()
         .unwrap()
