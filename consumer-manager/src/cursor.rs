@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::id_map::IdMap;
 use crate::ranges::RangeSet;
+use expiry::Expiry;
 
 /// Most records of one partition delivered and not yet acknowledged (Pub/Sub's
 /// outstanding-message limit, per partition).
@@ -57,7 +58,8 @@ pub struct Cursor {
     /// Acknowledged offsets above `committed`, as ranges.
     acked: RangeSet,
     leases: IdMap<Lease>,
-    expiry: BTreeSet<(Instant, u64)>,
+    /// When leases run out, by run of offsets leased together.
+    expiry: Expiry,
     redeliver: BTreeSet<u64>,
     /// Deliveries so far of offsets delivered more than once (others: 1).
     deliveries: IdMap<u32>,
@@ -141,11 +143,6 @@ impl Cursor {
         MAX_WINDOW.saturating_sub(self.next - self.committed)
     }
 
-    /// Whether any offset waits for redelivery (now, or when a lease expires).
-    pub fn has_redeliveries(&self, now: Instant) -> bool {
-        !self.redeliver.is_empty() || self.expiry.first().is_some_and(|&(d, _)| d <= now)
-    }
-
     /// Deliveries so far of a delivered offset.
     pub fn deliveries(&self, offset: u64) -> u32 {
         self.deliveries.get(&offset).copied().unwrap_or(1)
@@ -153,18 +150,17 @@ impl Cursor {
 
     /// Moves leases whose deadline passed to the redelivery set.
     pub fn expire(&mut self, now: Instant) {
-        while let Some(&(deadline, offset)) = self.expiry.first() {
-            if deadline > now {
-                break;
-            }
-            self.expiry.pop_first();
-            if self
-                .leases
-                .get(&offset)
-                .is_some_and(|l| l.deadline == deadline)
-            {
-                self.unlease(offset);
-                self.redeliver.insert(offset);
+        while let Some((deadline, run)) = self.expiry.pop_due(now, self.committed) {
+            for offset in run {
+                // Acknowledged, given back or leased again since: not this lease.
+                if self
+                    .leases
+                    .get(&offset)
+                    .is_some_and(|l| l.deadline == deadline)
+                {
+                    self.unlease(offset);
+                    self.redeliver.insert(offset);
+                }
             }
         }
     }
@@ -381,13 +377,12 @@ impl Cursor {
 
     fn lease(&mut self, offset: u64, holder: Holder, deadline: Instant) {
         self.leases.insert(offset, Lease { deadline, holder });
-        self.expiry.insert((deadline, offset));
+        self.expiry.add(offset, deadline, self.committed);
         *self.held.entry(holder).or_default() += 1;
     }
 
     fn unlease(&mut self, offset: u64) {
         if let Some(lease) = self.leases.remove(&offset) {
-            self.expiry.remove(&(lease.deadline, offset));
             if let Some(count) = self.held.get_mut(&lease.holder) {
                 *count -= 1;
                 if *count == 0 {
@@ -418,5 +413,6 @@ impl Cursor {
     }
 }
 
+mod expiry;
 #[cfg(test)]
 mod tests;

@@ -247,3 +247,77 @@ proptest! {
         }
     }
 }
+
+#[derive(Debug, Clone)]
+enum LeaseOp {
+    /// Deliver this many new offsets, leased until `ms`.
+    Deliver(u8, u8),
+    Ack(u8),
+    Nack(u8),
+    /// Claim this many redeliveries, leased until `ms`.
+    Redeliver(u8, u8),
+    /// Expire at `ms`.
+    Expire(u8),
+}
+
+fn lease_op() -> impl Strategy<Value = LeaseOp> {
+    prop_oneof![
+        (1u8..10, 0u8..20).prop_map(|(n, ms)| LeaseOp::Deliver(n, ms)),
+        (0u8..64).prop_map(LeaseOp::Ack),
+        (0u8..64).prop_map(LeaseOp::Nack),
+        (1u8..6, 0u8..20).prop_map(|(n, ms)| LeaseOp::Redeliver(n, ms)),
+        (0u8..20).prop_map(LeaseOp::Expire),
+    ]
+}
+
+proptest! {
+    /// Against a model of one lease per offset: an expiry takes back exactly the
+    /// leases whose deadline passed, however runs of leases were merged, and leaves
+    /// those acknowledged, given back or leased again alone.
+    #[test]
+    fn expiry_takes_back_exactly_the_leases_that_ran_out(
+        ops in proptest::collection::vec(lease_op(), 1..100),
+    ) {
+        let base = Instant::now();
+        let at = |ms: u8| base + Duration::from_millis(u64::from(ms));
+        let mut c = Cursor::at(0);
+        // Offset to (holder, deadline) of its lease.
+        let mut leases: std::collections::BTreeMap<u64, (u64, Instant)> = Default::default();
+        let mut delivered = 0u64;
+        for op in ops {
+            match op {
+                LeaseOp::Deliver(n, ms) => {
+                    for _ in 0..n {
+                        prop_assert!(c.deliver_new(delivered, 1, at(ms)));
+                        leases.insert(delivered, (1, at(ms)));
+                        delivered += 1;
+                    }
+                }
+                LeaseOp::Ack(o) => {
+                    c.ack(u64::from(o));
+                    leases.remove(&u64::from(o));
+                }
+                LeaseOp::Nack(o) => {
+                    let o = u64::from(o);
+                    c.nack(o, 1);
+                    if leases.get(&o).is_some_and(|&(holder, _)| holder == 1) {
+                        leases.remove(&o);
+                    }
+                }
+                LeaseOp::Redeliver(n, ms) => {
+                    for (o, _) in c.claim_redeliveries(n as usize, 2, at(ms)) {
+                        prop_assert!(leases.insert(o, (2, at(ms))).is_none(), "{} was leased", o);
+                    }
+                }
+                LeaseOp::Expire(ms) => {
+                    c.expire(at(ms));
+                    leases.retain(|_, &mut (_, deadline)| deadline > at(ms));
+                }
+            }
+            for offset in 0..delivered {
+                let holder = leases.get(&offset).map(|&(holder, _)| holder);
+                prop_assert_eq!(c.holder_of(offset), holder, "offset {}", offset);
+            }
+        }
+    }
+}
