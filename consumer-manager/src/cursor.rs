@@ -13,6 +13,7 @@ use std::time::Instant;
 use crate::id_map::IdMap;
 use crate::ranges::RangeSet;
 use expiry::Expiry;
+use leases::Leases;
 
 /// Most records of one partition delivered and not yet acknowledged (Pub/Sub's
 /// outstanding-message limit, per partition).
@@ -57,7 +58,7 @@ pub struct Cursor {
     next: u64,
     /// Acknowledged offsets above `committed`, as ranges.
     acked: RangeSet,
-    leases: IdMap<Lease>,
+    leases: Leases<Lease>,
     /// When leases run out, by run of offsets leased together.
     expiry: Expiry,
     redeliver: BTreeSet<u64>,
@@ -155,7 +156,7 @@ impl Cursor {
                 // Acknowledged, given back or leased again since: not this lease.
                 if self
                     .leases
-                    .get(&offset)
+                    .get(offset)
                     .is_some_and(|l| l.deadline == deadline)
                 {
                     self.unlease(offset);
@@ -189,7 +190,7 @@ impl Cursor {
     /// Gives back a claimed redelivery that could not be sent (its record could not be
     /// fetched), so it is offered again; the delivery count is not undone.
     pub fn unclaim(&mut self, offset: u64) {
-        if self.leases.contains_key(&offset) {
+        if self.leases.contains(offset) {
             self.unlease(offset);
             self.redeliver.insert(offset);
         }
@@ -260,9 +261,9 @@ impl Cursor {
         }
         let below: Vec<u64> = self
             .leases
-            .keys()
-            .filter(|&&o| o < start)
-            .copied()
+            .iter()
+            .map(|(o, _)| o)
+            .take_while(|&o| o < start)
             .collect();
         for offset in below {
             self.unlease(offset);
@@ -332,7 +333,7 @@ impl Cursor {
 
     /// Who holds the lease on `offset`, if anyone.
     pub fn holder_of(&self, offset: u64) -> Option<Holder> {
-        self.leases.get(&offset).map(|l| l.holder)
+        self.leases.get(offset).map(|l| l.holder)
     }
 
     /// Gives back every lease `holder` has (it left), for immediate redelivery.
@@ -344,7 +345,7 @@ impl Cursor {
             .leases
             .iter()
             .filter(|(_, l)| l.holder == holder)
-            .map(|(&o, _)| o)
+            .map(|(o, _)| o)
             .collect();
         for offset in offsets {
             self.unlease(offset);
@@ -382,12 +383,12 @@ impl Cursor {
     }
 
     fn unlease(&mut self, offset: u64) {
-        if let Some(lease) = self.leases.remove(&offset) {
-            if let Some(count) = self.held.get_mut(&lease.holder) {
-                *count -= 1;
-                if *count == 0 {
-                    self.held.remove(&lease.holder);
-                }
+        if let Some(lease) = self.leases.remove(offset)
+            && let Some(count) = self.held.get_mut(&lease.holder)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.held.remove(&lease.holder);
             }
         }
     }
@@ -414,5 +415,6 @@ impl Cursor {
 }
 
 mod expiry;
+mod leases;
 #[cfg(test)]
 mod tests;
