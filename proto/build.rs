@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("pubsub_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .bytes(".pubsub.v1")
+        // Prost's encoding, writing each message into room reserved for it (see
+        // `src/codec.rs`).
+        .codec_path("crate::codec::Codec")
         // The cluster manager keeps topic configs in its Raft log and snapshots (JSON);
         // the field names are those its state used before, so old entries still read.
         .type_attribute(

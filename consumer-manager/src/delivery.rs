@@ -128,6 +128,7 @@ impl Take {
     ) -> Vec<u64> {
         let mut passed = Vec::new();
         let mut aged: Option<(u32, u64, u64)> = None;
+        delivery.records.reserve(records.len().min(self.left));
         for record in records {
             if self.left == 0 || cursor.room() == 0 {
                 break;

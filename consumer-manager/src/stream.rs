@@ -460,20 +460,28 @@ async fn send_records(
 
 /// Splits a step's records into messages of about [`BATCH_BYTES`] each, so the
 /// client's decoding buffer stays small whatever its credits.
-fn batches(records: Vec<v1::DeliveredRecord>) -> Vec<Vec<v1::DeliveredRecord>> {
-    let mut batches = Vec::new();
-    let (mut batch, mut bytes) = (Vec::new(), 0usize);
-    for record in records {
-        bytes += approximate_size(&record);
-        batch.push(record);
+fn batches(mut records: Vec<v1::DeliveredRecord>) -> Vec<Vec<v1::DeliveredRecord>> {
+    let mut cuts = Vec::new();
+    let mut bytes = 0usize;
+    for (index, record) in records.iter().enumerate() {
+        bytes += approximate_size(record);
         if bytes >= BATCH_BYTES {
-            batches.push(std::mem::take(&mut batch));
+            cuts.push(index + 1);
             bytes = 0;
         }
     }
-    if !batch.is_empty() {
-        batches.push(batch);
+    // Cut from the back, so each record moves at most once (a step that fits one
+    // message, the usual case, is sent as it is).
+    let mut batches = Vec::with_capacity(cuts.len() + 1);
+    for &cut in cuts.iter().rev() {
+        if cut < records.len() {
+            batches.push(records.split_off(cut));
+        }
     }
+    if !records.is_empty() {
+        batches.push(records);
+    }
+    batches.reverse();
     batches
 }
 

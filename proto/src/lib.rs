@@ -14,9 +14,12 @@
 //! - [`tls`]: rustls configuration of listeners and links, reloaded on change.
 //! - [`flush`]: a database flush run on tokio's blocking pool, asked again while it
 //!   hangs and failed after a deadline, for the services that keep state in sled.
+//! - [`codec`]: the gRPC codec of every service (prost's, writing each message
+//!   into room reserved for it).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 
 pub mod auth;
+pub mod codec;
 pub mod dial;
 pub mod flush;
 pub mod ids;
