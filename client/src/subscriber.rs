@@ -268,9 +268,9 @@ impl Subscriptions {
                 Err(status) => return Err(status.into()),
             }
         }
-        // An older server names no partitions: it serves every one.
+        // A node serving alone names every partition; one granted none names none.
         let partitions = pubsub_proto::ids::SUBSCRIPTION_STATE_PARTITIONS;
-        if !covered.is_empty() && (0..partitions).any(|p| !covered.contains(&p)) {
+        if (0..partitions).any(|p| !covered.contains(&p)) {
             let missing: Vec<u32> = (0..partitions).filter(|p| !covered.contains(p)).collect();
             return Ok(Err(format!(
                 "no consumer manager serves the subscriptions of journal partitions {missing:?} right now"

@@ -86,13 +86,16 @@ impl Manager {
     /// (another node runs the pass, or a journal partition went unanswered).
     async fn consumed_floors(&self) -> Result<Option<Floors>> {
         let mut floors = Floors::new();
-        for subscription in self.all() {
+        // Read together: the partitions counted as covered hold every subscription
+        // whose floor is taken here.
+        let (all, grant) = self.served();
+        for subscription in all {
             let state = subscription.lock()?;
             let committed = state.cursors.iter().enumerate();
             let committed = committed.map(|(p, c)| (p as u32, c.committed()));
             lower(&mut floors, &subscription.topic, committed);
         }
-        let Some(grant) = self.grant() else {
+        let Some(grant) = grant else {
             return Ok(Some(floors));
         };
         let Some(ownership) = self.config().ownership.as_ref() else {

@@ -263,7 +263,7 @@ impl Cursor {
             .leases
             .iter()
             .map(|(o, _)| o)
-            .take_while(|&o| o < start)
+            .filter(|&o| o < start)
             .collect();
         for offset in below {
             self.unlease(offset);

@@ -142,6 +142,9 @@ pub(crate) struct Journal {
     /// A partition a write was dropped for, since this node does not serve it: the
     /// store fails at the next round (see [`Journal::record`]).
     unserved: Mutex<Option<u32>>,
+    /// Held (shared) while snapshots are written, and alone while partitions are let
+    /// go of (`regrant`).
+    snapshots: tokio::sync::RwLock<()>,
 }
 
 impl Journal {
@@ -182,6 +185,7 @@ impl Journal {
                     .collect(),
             ),
             unserved: Mutex::new(None),
+            snapshots: tokio::sync::RwLock::new(()),
         };
         *recover(journal.queued.lock()) = (0..count).map(|p| journal.fresh(p)).collect();
         if journal.ownership.is_some() && count != pubsub_proto::ids::SUBSCRIPTION_STATE_PARTITIONS
@@ -390,8 +394,11 @@ impl Journal {
     /// (one pass over the trees for all of them), then deletes each partition's
     /// journal below its snapshot's first record.
     async fn snapshot(&self, shards: &[u32]) -> Result<()> {
+        // Held to the end: a partition is let go of only once no snapshot of it runs
+        // (its deletion below the snapshot could otherwise hit the next owner's writes).
+        let _gate = self.snapshots.read().await;
         let mut queues: Vec<Option<Queued>> = (0..self.shards).map(|_| None).collect();
-        for &shard in shards {
+        for &shard in shards.iter().filter(|&&shard| self.serves(shard)) {
             queues[shard as usize] = Some(self.fresh(shard));
         }
         for (tree, kind) in self.trees.iter().zip(Tree::ALL) {

@@ -105,6 +105,8 @@ pub struct Manager {
     /// Partitions being let go of: no longer served, still reported as held until
     /// what was written for them is stored (`regrant`).
     pub(crate) letting_go: Mutex<BTreeSet<u32>>,
+    /// Partitions being read from the journal to be served: reported as held too.
+    taking_over: Mutex<BTreeSet<u32>>,
 }
 
 impl Manager {
@@ -144,11 +146,20 @@ impl Manager {
     }
 
     /// The journal partitions this manager answers for to the cluster managers: those
-    /// it serves and those it is letting go of.
+    /// it serves, is letting go of, or is taking over.
     pub(crate) fn held(&self) -> BTreeSet<u32> {
         let mut held = self.grant().map(|g| g.partitions()).unwrap_or_default();
         held.extend(recover(self.letting_go.lock()).iter().copied());
+        held.extend(recover(self.taking_over.lock()).iter().copied());
         held
+    }
+
+    /// The subscriptions served and the journal partitions they are all of, read
+    /// together (`regrant` changes both under `admin`), for answers that claim a
+    /// partition's every subscription: listings and keep-until-consumed floors.
+    pub(crate) fn served(&self) -> (Vec<Arc<Subscription>>, Option<Grant>) {
+        let _admin = recover(self.admin.lock());
+        (self.all(), self.grant())
     }
 
     /// OK if this manager serves subscription `name`; otherwise who does.
@@ -156,14 +167,13 @@ impl Manager {
         match &*recover(self.grant.read()) {
             Some(grant) if !grant.covers(name) => {
                 let ownership = self.config.ownership.as_ref();
-                let owner = ownership.and_then(|o| o.owner_of(name));
                 // Granted to this node, and still being read from the journal.
-                if owner.as_deref() == ownership.map(|o| o.address()) {
+                if ownership.is_some_and(|o| o.granted_here(name)) {
                     return Err(Error::Loading);
                 }
                 Err(Error::NotOwner {
                     subscription: name.to_string(),
-                    owner,
+                    owner: ownership.and_then(|o| o.owner_of(name)),
                 })
             }
             _ => Ok(()),
@@ -193,6 +203,7 @@ impl Manager {
             config,
             grant: RwLock::new(None),
             letting_go: Mutex::default(),
+            taking_over: Mutex::default(),
         }
     }
 
@@ -219,13 +230,16 @@ impl Manager {
     /// A subscription by name.
     pub fn subscription(&self, name: &str) -> Result<Arc<Subscription>> {
         self.check_owned(name)?;
-        let subscriptions = recover(self.subscriptions.read());
-        subscriptions
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::SubscriptionNotFound {
-                name: name.to_string(),
-            })
+        let found = recover(self.subscriptions.read()).get(name).cloned();
+        found.ok_or_else(|| {
+            // Let go of since the check: served elsewhere now, not missing.
+            match self.check_owned(name) {
+                Err(moved) => moved,
+                Ok(()) => Error::SubscriptionNotFound {
+                    name: name.to_string(),
+                },
+            }
+        })
     }
 
     /// Every subscription.

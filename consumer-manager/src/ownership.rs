@@ -162,6 +162,12 @@ impl Ownership {
         (!owner.is_empty() && *owner != self.address).then(|| owner.clone())
     }
 
+    /// Whether the cluster managers granted subscription `name`'s partition to this
+    /// node (it may still be reading it).
+    pub(crate) fn granted_here(&self, name: &str) -> bool {
+        self.grant.borrow().covers(name)
+    }
+
     /// The other owners' addresses (for answers that span every subscription).
     pub(crate) fn other_owners(&self) -> BTreeSet<String> {
         let owners = recover(self.owners.read());

@@ -145,8 +145,11 @@ impl Rpc for ConsumerManagerService {
         let answer = self
             .supervisor
             .serve(|manager| async move {
+                // The partitions claimed are read with the subscriptions, so an
+                // answer never claims one whose subscriptions it lacks.
+                let (all, grant) = manager.served();
                 let mut chosen = if request.subscription.is_empty() {
-                    manager.all()
+                    all
                 } else {
                     vec![manager.subscription(&request.subscription)?]
                 };
@@ -161,9 +164,8 @@ impl Rpc for ConsumerManagerService {
                     subscriptions.push(manager.describe(&subscription).await);
                 }
                 let every = 0..pubsub_proto::ids::SUBSCRIPTION_STATE_PARTITIONS;
-                let served = manager
-                    .grant()
-                    .map_or_else(|| every.collect(), |g| g.partitions().into_iter().collect());
+                let served =
+                    grant.map_or_else(|| every.collect(), |g| g.partitions().into_iter().collect());
                 Ok((subscriptions, served))
             })
             .await?;

@@ -64,6 +64,8 @@ pub struct Supervisor {
     /// reported as held, so the cluster managers hand none of it over while its last
     /// writes may still land.
     retiring: RwLock<BTreeSet<u32>>,
+    /// The partitions of a manager being loaded, reported as held meanwhile.
+    loading: RwLock<BTreeSet<u32>>,
 }
 
 /// Waits between attempts to reopen the database: [`RELOAD_BACKOFF_MIN`] doubling up
@@ -113,6 +115,7 @@ impl Supervisor {
             serving: tokio::sync::watch::Sender::new(false),
             retired_failed: AtomicBool::new(false),
             retiring: RwLock::default(),
+            loading: RwLock::default(),
         })
     }
 
@@ -192,6 +195,8 @@ impl Supervisor {
                 if !failed && self.regrant(&manager).await {
                     continue;
                 }
+                // The store may have failed while the change was applied.
+                let failed = failed || manager.store().has_failed();
                 if since.elapsed() >= SERVED_WELL {
                     backoff.reset();
                 }
@@ -246,6 +251,7 @@ impl Supervisor {
     pub(crate) fn held(&self) -> BTreeSet<u32> {
         let mut held = self.installed().map(|m| m.held()).unwrap_or_default();
         held.extend(recover(self.retiring.read()).iter().copied());
+        held.extend(recover(self.loading.read()).iter().copied());
         held
     }
 
@@ -292,7 +298,14 @@ impl Supervisor {
     /// retrying with [`Backoff`] until it works.
     async fn reload(&self, backoff: &mut Backoff) {
         loop {
-            match Manager::load(self.config.clone(), self.wanted()).await {
+            let wanted = self.wanted();
+            // Reported as held while being read, as `Manager::held` does for a
+            // partition taken over.
+            *recover(self.loading.write()) =
+                wanted.as_ref().map(Grant::partitions).unwrap_or_default();
+            let loaded = Manager::load(self.config.clone(), wanted).await;
+            recover(self.loading.write()).clear();
+            match loaded {
                 Ok(manager) => {
                     self.install(Some(Arc::new(manager)));
                     tracing::info!("consumer manager loaded");

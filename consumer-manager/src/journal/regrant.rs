@@ -42,15 +42,21 @@ impl Journal {
         Ok(())
     }
 
-    /// Stops writing partitions `lost`. The caller made sure nothing writes for
-    /// their subscriptions any more, and that what was written is stored.
-    pub(crate) fn let_go(&self, lost: &[u32]) {
-        let mut epochs = recover(self.epochs.write());
+    /// Stops writing partitions `lost`, once no snapshot runs. The caller made sure
+    /// nothing writes for their subscriptions any more, and that what was written is
+    /// stored.
+    pub(crate) async fn let_go(&self, lost: &[u32]) {
+        let _gate = self.snapshots.write().await;
+        {
+            let mut epochs = recover(self.epochs.write());
+            for &shard in lost {
+                if let Some(epoch) = epochs.get_mut(shard as usize) {
+                    *epoch = None;
+                }
+            }
+        }
         let mut since = recover(self.since_snapshot.lock());
         for &shard in lost {
-            if let Some(epoch) = epochs.get_mut(shard as usize) {
-                *epoch = None;
-            }
             if let Some(bytes) = since.get_mut(shard as usize) {
                 *bytes = 0;
             }

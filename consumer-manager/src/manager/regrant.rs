@@ -56,7 +56,7 @@ impl Manager {
         // Whatever they wrote before the mark is durable before the partitions go.
         self.store.flush().await?;
         if let Some(journal) = self.store.journal() {
-            journal.let_go(lost);
+            journal.let_go(lost).await;
         }
         let mut letting_go = recover(self.letting_go.lock());
         lost.iter().for_each(|shard| {
@@ -68,10 +68,23 @@ impl Manager {
     /// Starts serving the subscriptions of partitions `won`: read from the journal
     /// (under the new epochs) into the store, then loaded.
     async fn take_over(&self, won: &BTreeMap<u32, u64>) -> Result<()> {
+        let shards: BTreeSet<u32> = won.keys().copied().collect();
+        // Reported as held meanwhile: the cluster managers must not count a
+        // partition this node is reading as already released.
+        recover(self.taking_over.lock()).extend(shards.iter().copied());
+        let taken = self.take_over_journal(won, &shards).await;
+        recover(self.taking_over.lock()).clear();
+        taken
+    }
+
+    async fn take_over_journal(
+        &self,
+        won: &BTreeMap<u32, u64>,
+        shards: &BTreeSet<u32>,
+    ) -> Result<()> {
         if let Some(journal) = self.store.journal() {
             journal.take_over(&self.store, won).await?;
         }
-        let shards: BTreeSet<u32> = won.keys().copied().collect();
         let loaded = load_subscriptions(&self.store, |name| shards.contains(&shard_of(name)))?;
         let _admin = recover(self.admin.lock());
         recover(self.subscriptions.write()).extend(loaded);
