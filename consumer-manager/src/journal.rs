@@ -222,13 +222,20 @@ impl Journal {
         for tree in &journal.trees {
             tree.clear().map_err(Error::Rebuild)?;
         }
-        for &shard in &served {
-            let (bytes, highest) = journal.replay(shard).await?;
-            journal.check_epoch(shard, highest)?;
-            recover(journal.since_snapshot.lock())[shard as usize] = bytes;
-        }
+        journal.read_again(&served).await?;
         store.mark_restoring(false)?;
         Ok(journal)
+    }
+
+    /// Replays partitions `shards` into the trees, refusing any a newer owner wrote
+    /// (`check_epoch`); their snapshot counts start from what was read.
+    async fn read_again(&self, shards: &[u32]) -> Result<()> {
+        for &shard in shards {
+            let (bytes, highest) = self.replay(shard).await?;
+            self.check_epoch(shard, highest)?;
+            recover(self.since_snapshot.lock())[shard as usize] = bytes;
+        }
+        Ok(())
     }
 
     /// Refuses a partition whose journal holds a record of a higher epoch than this

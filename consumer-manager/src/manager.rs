@@ -391,10 +391,7 @@ impl Manager {
         }
         let mut state = subscription.lock_any();
         state.deleted = Some(why.clone());
-        let ids: Vec<String> = state.members.keys().cloned().collect();
-        for id in ids {
-            state.remove(&id, true);
-        }
+        state.remove_all();
         self.store.delete_subscription(&subscription.name)
     }
 

@@ -304,6 +304,15 @@ impl State {
         true
     }
 
+    /// Removes every member (the subscription was deleted or moved): their leases go
+    /// back and their streams end.
+    pub fn remove_all(&mut self) {
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            self.remove(&id, true);
+        }
+    }
+
     /// Ids of members not heard from within `timeout`.
     pub fn expired(&self, timeout: Duration, now: Instant) -> Vec<String> {
         self.members

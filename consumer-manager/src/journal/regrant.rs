@@ -32,11 +32,7 @@ impl Journal {
         self.forget(&shards)?;
         if self.exists_now().await? {
             self.fence(&shards).await?;
-            for &shard in &shards {
-                let (bytes, highest) = self.replay(shard).await?;
-                self.check_epoch(shard, highest)?;
-                recover(self.since_snapshot.lock())[shard as usize] = bytes;
-            }
+            self.read_again(&shards).await?;
         }
         store.mark_restoring(false)?;
         Ok(())

@@ -98,10 +98,7 @@ impl Manager {
 fn mark_moved(subscription: &Subscription) {
     let mut state = subscription.lock_any();
     state.moved = true;
-    let ids: Vec<String> = state.members.keys().cloned().collect();
-    for id in ids {
-        state.remove(&id, true);
-    }
+    state.remove_all();
     drop(state);
     subscription.changed.notify_waiters();
 }
