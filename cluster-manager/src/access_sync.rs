@@ -91,12 +91,16 @@ async fn bootstrap_admin(
     Ok(())
 }
 
-/// Writes `contents` to a new file only the owner can read, durably.
+/// Writes `contents` to a file only the owner can read, durably and whole: it is
+/// written beside `path` and renamed over it, so a reader never sees part of a token.
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    // A file left by an attempt that lost the race may have other permissions.
-    match std::fs::remove_file(path) {
+    let mut draft = path.as_os_str().to_owned();
+    draft.push(".new");
+    let draft = PathBuf::from(draft);
+    // A file left by an attempt that crashed or lost the race may have other permissions.
+    match std::fs::remove_file(&draft) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
@@ -104,8 +108,33 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&draft)?;
     file.write_all(contents.as_bytes())?;
     file.write_all(b"\n")?;
-    file.sync_all()
+    file.sync_all()?;
+    std::fs::rename(&draft, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::write_private;
+
+    #[test]
+    fn a_token_file_is_private_whole_and_replaces_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, "secret").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "secret\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.path().join("admin.token.new").exists());
+    }
 }

@@ -457,6 +457,48 @@ fn broker_args(id: u32, data: &Path, managers: &str, lease: Option<&str>) -> Vec
     args
 }
 
+/// The admin token a server with `--auth` wrote to `data/admin.token`, once it works:
+/// the file is written before its token is committed, so `works` (a call made with it)
+/// is tried until it succeeds, for up to 20 s.
+pub fn admin_token(data: &Path, works: impl Fn(&str) -> Result<(), String>) -> String {
+    let path = data.join("admin.token");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let tried = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let token = text.trim().to_string();
+                works(&token).map(|()| token)
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        };
+        match tried {
+            Ok(token) => return token,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the admin token never worked: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `works` for [`admin_token`]: `pubsub --server SERVER [EXTRA...] --token TOKEN token list`.
+pub fn lists_tokens<'a>(
+    server: &'a str,
+    extra: &'a [&'a str],
+) -> impl Fn(&str) -> Result<(), String> + 'a {
+    move |token| {
+        let mut args = extra.to_vec();
+        args.extend(["--token", token, "token", "list"]);
+        let out = pubsub(server, &args, b"");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
 /// Runs `pubsub --server ADDR ARGS...` with `stdin` fed in; returns its output.
 pub fn pubsub(server: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut command = Command::new(binary("pubsub"));

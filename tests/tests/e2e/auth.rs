@@ -12,7 +12,7 @@ use pubsub_proto::v1::{
     cluster_manager_client::ClusterManagerClient, consumer_manager_client::ConsumerManagerClient,
     raft_client::RaftClient,
 };
-use pubsub_tests::{Server, pubsub};
+use pubsub_tests::{Server, admin_token, lists_tokens, pubsub};
 use tonic::Code;
 
 type Call = Box<dyn Fn(Channel) -> Pin<Box<dyn Future<Output = Code> + Send>>>;
@@ -529,16 +529,7 @@ fn rule(principal: &str, prefix: &str, operation: v1::Operation) -> v1::AclRule 
 /// A standalone server with authentication on, and its admin token.
 fn start_with_auth(dir: &std::path::Path) -> (Server, String) {
     let server = Server::start_with(dir, "127.0.0.1:0", &["--auth"]);
-    let path = dir.join("admin.token");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !path.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no admin token was written"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
+    let token = admin_token(dir, lists_tokens(server.address(), &[]));
     (server, token)
 }
 

@@ -326,16 +326,10 @@ fn sasl_plain_takes_a_token_as_the_password() {
         return;
     }
     let (server, kafka) = start(dir.path(), &["--auth"]);
-    let path = dir.path().join("admin.token");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no admin token was written"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
+    let token = pubsub_tests::admin_token(
+        dir.path(),
+        pubsub_tests::lists_tokens(server.address(), &[]),
+    );
     let created = Command::new(pubsub_tests::binary("pubsub"))
         .args([
             "--server",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pubsub_proto::net::{ChannelPool, Link};
 use pubsub_proto::v1::{self, cluster_manager_client::ClusterManagerClient};
-use pubsub_tests::{Server, pubsub};
+use pubsub_tests::{Server, admin_token, lists_tokens, pubsub};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 
 /// A CA: its certificate and key, and the PEM file of the certificate.
@@ -209,17 +209,6 @@ async fn a_broker_id_moves_only_with_its_own_certificate() {
             secret.to_str().unwrap(),
         ],
     );
-    // The broker (id 0) has joined once the token exists and a create works.
-    let token_path = data.join("admin.token");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !token_path.exists() {
-        assert!(std::time::Instant::now() < deadline, "no admin token");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let token = std::fs::read_to_string(&token_path)
-        .unwrap()
-        .trim()
-        .to_string();
     let (admin_cert, admin_key) = leaf(dir.path(), &ca1, "operator");
     let identity = [
         "--tls-client-cert",
@@ -227,6 +216,11 @@ async fn a_broker_id_moves_only_with_its_own_certificate() {
         "--tls-client-key",
         admin_key.to_str().unwrap(),
     ];
+    // The broker (id 0) has joined once the token works and a create works.
+    let ca = ca1.pem.to_str().unwrap();
+    let mut extra = vec!["--tls-ca", ca];
+    extra.extend(identity);
+    let token = admin_token(&data, lists_tokens(server.address(), &extra));
     let mut create = identity.to_vec();
     create.extend(["--token", &token, "create", "t"]);
     let (ok, said) = run(&server, Some(&ca1.pem), &create);
