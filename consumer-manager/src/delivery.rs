@@ -89,7 +89,7 @@ impl Take {
     ) -> Persist {
         match found {
             Found::Records(fetched) => {
-                Persist::Passed(self.records(cursor, fetched.records, delivery))
+                Persist::Passed(self.records(cursor, &fetched.records, delivery))
             }
             Found::BelowStart { log_start } => {
                 let from = cursor.committed();
@@ -123,7 +123,7 @@ impl Take {
     fn records(
         &mut self,
         cursor: &mut Cursor,
-        records: Vec<ConsumerRecord>,
+        records: &[ConsumerRecord],
         delivery: &mut Delivery,
     ) -> Vec<u64> {
         let mut passed = Vec::new();
@@ -150,7 +150,7 @@ impl Take {
             }
             if cursor.deliver_new(record.offset, self.holder, self.deadline) {
                 self.left -= 1;
-                delivery.records.push(delivered(record, 1));
+                delivery.records.push(delivered(record.clone(), 1));
             }
         }
         if let Some((partition, from, to)) = aged {

@@ -5,9 +5,9 @@
 //! start read the same offsets. A read that finds a fetch of the same topic,
 //! partition and offset in flight joins it instead of asking the leader again, when
 //! that fetch ends no later than the reader would wait (a reader that must not wait is
-//! never held by another's long poll); the records are decoded by each reader from
-//! the one response, as slices of its buffer. A joiner whose fetch failed or was
-//! dropped fetches on its own.
+//! never held by another's long poll). The leader decodes and CRC-checks the response
+//! once; every joiner gets the same records (slices of the one buffer). A joiner
+//! whose fetch failed or was dropped fetches on its own.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -99,7 +99,7 @@ impl Manager {
                     if fetched.records.is_empty() {
                         break;
                     }
-                    for record in fetched.records {
+                    for record in fetched.records.iter() {
                         if record.offset >= high_watermark {
                             break;
                         }
@@ -108,7 +108,7 @@ impl Manager {
                             break;
                         }
                         position = record.offset + 1;
-                        records.push(delivered(record, 0));
+                        records.push(delivered(record.clone(), 0));
                     }
                     if truncated {
                         break;
@@ -167,7 +167,7 @@ impl Manager {
                     },
                 };
                 let mut batch = Vec::new();
-                for record in fetched.records {
+                for record in fetched.records.iter() {
                     if record.offset >= end || replayed + batch.len() as u64 >= max {
                         break;
                     }

@@ -513,7 +513,7 @@ impl Journal {
                     why: "no record below the high watermark".into(),
                 });
             }
-            for record in &fetched.records {
+            for record in fetched.records.iter() {
                 let value = record.value.as_deref().unwrap_or_default();
                 bytes += value.len() as u64;
                 self.apply(value, &mut highest)

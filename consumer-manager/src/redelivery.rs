@@ -41,10 +41,10 @@ impl Refetched {
         partition: u32,
         wanted: &[(u64, u32)],
         index: &mut usize,
-        records: Vec<ConsumerRecord>,
+        records: &[ConsumerRecord],
         max_deliveries: Option<u32>,
     ) {
-        let mut records = records.into_iter().peekable();
+        let mut records = records.iter().peekable();
         while let Some(&(offset, attempt)) = wanted.get(*index) {
             while records.peek().is_some_and(|r| r.offset < offset) {
                 records.next();
@@ -60,9 +60,10 @@ impl Refetched {
             };
             if max_deliveries.is_some_and(|max| attempt > max) {
                 self.attempts.push((partition, offset, attempt));
-                self.dead.push(record);
+                self.dead.push(record.clone());
             } else {
-                self.found.push((partition, offset, attempt, record));
+                self.found
+                    .push((partition, offset, attempt, record.clone()));
             }
             *index += 1;
         }
@@ -134,7 +135,7 @@ impl Manager {
                         partition,
                         wanted,
                         &mut index,
-                        fetched.records,
+                        &fetched.records,
                         max_deliveries,
                     );
                 }

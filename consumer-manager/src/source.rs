@@ -32,9 +32,11 @@ const SWITCH_AFTER: u32 = 4;
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// Records read from a partition, with where the partition stands.
+#[derive(Clone)]
 pub struct Fetched {
-    /// Records at or after the requested offset, in order.
-    pub records: Vec<ConsumerRecord>,
+    /// Records at or after the requested offset, in order; shared by every reader
+    /// that joined the fetch (decoded and CRC-checked once).
+    pub records: Arc<Vec<ConsumerRecord>>,
     /// Set when the read met a batch that cannot be decoded before any record: the
     /// reader must deal with it before the partition can go on. (When records
     /// precede such a batch, only they are returned; the next read meets it first.)
@@ -80,7 +82,7 @@ pub struct Source {
     routers: Mutex<HashMap<String, Arc<Router>>>,
     producers: tokio::sync::Mutex<HashMap<String, Producer>>,
     /// Fetches in flight, which readers of the same position join.
-    fetches: Fetches<v1::FetchResponse>,
+    fetches: Fetches<Fetched>,
 }
 
 impl Source {
@@ -243,39 +245,22 @@ impl Source {
             leader_epoch: 0,
         };
         let deadline = tokio::time::Instant::now() + wait;
+        let decode = |response| decoded(partition, offset, response);
         let result = match self.fetches.begin(topic, partition, offset, deadline) {
             Turn::Join(done) => match joined(done).await {
-                Some(response) => Ok(response),
-                None => self.fetch(request).await,
+                Some(fetched) => Ok(fetched),
+                None => self.fetch(request).await.map(decode),
             },
             Turn::Lead(lead) => {
-                let result = self.fetch(request).await;
-                if let Ok(response) = &result {
-                    lead.publish(response.clone());
+                let result = self.fetch(request).await.map(decode);
+                if let Ok(fetched) = &result {
+                    lead.publish(fetched.clone());
                 }
                 result
             }
         };
         match result {
-            Ok(response) => {
-                let mut records = Vec::new();
-                let undecodable = decode_fetched(
-                    PartitionId(partition),
-                    &response.records,
-                    offset,
-                    &mut records,
-                )
-                .err()
-                .filter(|_| records.is_empty());
-                Ok(ReadOutcome::Records(Fetched {
-                    records,
-                    undecodable,
-                    high_watermark: response.high_watermark,
-                    log_start_offset: response.log_start_offset,
-                    topic_created_ms: response.topic_created_ms,
-                    bytes: response.records.len(),
-                }))
-            }
+            Ok(fetched) => Ok(ReadOutcome::Records(fetched)),
             Err(Error::Broker(pubsub_client::Error::OutOfRange {
                 range: Some((start, end)),
                 ..
@@ -447,6 +432,27 @@ impl Source {
             Err(Error::Broker(pubsub_client::Error::AlreadyExists { .. })) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The records of a fetch of `partition` from `offset`, decoded and CRC-checked.
+fn decoded(partition: u32, offset: u64, response: v1::FetchResponse) -> Fetched {
+    let mut records = Vec::new();
+    let undecodable = decode_fetched(
+        PartitionId(partition),
+        &response.records,
+        offset,
+        &mut records,
+    )
+    .err()
+    .filter(|_| records.is_empty());
+    Fetched {
+        records: Arc::new(records),
+        undecodable,
+        high_watermark: response.high_watermark,
+        log_start_offset: response.log_start_offset,
+        topic_created_ms: response.topic_created_ms,
+        bytes: response.records.len(),
     }
 }
 
