@@ -177,7 +177,7 @@ impl Manager {
                         tracing::warn!(subscription = %name, topic = %dlq, partition, offset = record.offset, "not replaying a dead-lettered undecodable batch");
                         continue;
                     }
-                    batch.push(republished(&record));
+                    batch.push(republished(record));
                 }
                 replayed += batch.len() as u64;
                 self.source()
