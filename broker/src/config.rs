@@ -7,6 +7,8 @@ use std::time::Duration;
 use pubsub_proto::auth::NodeSecurity;
 use pubsub_proto::ids::BrokerId;
 
+use crate::LocalReads;
+
 /// Settings of one broker process.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -34,6 +36,9 @@ pub struct BrokerConfig {
     pub security: NodeSecurity,
     /// The Kafka-protocol listener, if this broker serves one.
     pub kafka: Option<KafkaListener>,
+    /// Reads of this broker's partitions by a consumer manager in the same process
+    /// (standalone), which the broker attaches itself to once it runs.
+    pub local_reads: Option<LocalReads>,
 }
 
 /// The Kafka-protocol listener's socket, bound by the binary (so a port in use is
@@ -74,6 +79,7 @@ impl BrokerConfig {
             min_free_bytes: MIN_FREE_BYTES_DEFAULT,
             security: NodeSecurity::default(),
             kafka: None,
+            local_reads: None,
         }
     }
 }

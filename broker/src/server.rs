@@ -85,7 +85,11 @@ where
         config.cluster_managers.clone(),
         config.security.link.clone(),
     )?;
+    let local_reads = config.local_reads.clone();
     let broker = Arc::new(Broker::new(config, Arc::new(link)));
+    if let Some(reads) = local_reads {
+        reads.attach(&broker);
+    }
     // Served while it joins, since standalone's own cluster manager answers on this
     // address; until the first metadata is applied, topic requests are UNAVAILABLE
     // and health says NOT_SERVING.

@@ -176,3 +176,20 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// The standalone broker's log as its consumer manager reads it: without gRPC, where
+/// the broker leads the partition (in standalone, every partition).
+#[derive(Debug)]
+pub struct StandaloneLog(pub pubsub_broker::LocalReads);
+
+impl pubsub_consumer_manager::LocalLog for StandaloneLog {
+    fn fetch<'a>(
+        &'a self,
+        request: &'a pubsub_proto::v1::FetchRequest,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Option<Result<pubsub_proto::v1::FetchResponse, tonic::Status>>,
+    > {
+        Box::pin(self.0.fetch(request))
+    }
+}

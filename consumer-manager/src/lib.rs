@@ -71,4 +71,5 @@ pub use manager::{Manager, ManagerConfig};
 pub use ownership::Ownership;
 pub use server::{background, grpc_service, run};
 pub use service::ConsumerManagerService;
+pub use source::LocalLog;
 pub use supervisor::Supervisor;

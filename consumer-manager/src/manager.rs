@@ -19,7 +19,7 @@ use crate::journal::Scope;
 use crate::lock::recover;
 use crate::options::{Options, check_name, check_subscription_name};
 use crate::ownership::{Grant, Ownership};
-use crate::source::Source;
+use crate::source::{LocalLog, Source};
 use crate::store::{Changes, Store, StoredCursor, SubscriptionRecord};
 use crate::subscription::{Deletion, Mode, Subscription, check_generation};
 
@@ -53,6 +53,9 @@ pub struct ManagerConfig {
     /// journal partitions the cluster managers grant it (see `ownership`); `None`
     /// serves every subscription (standalone, or a lone consumer manager).
     pub ownership: Option<Arc<Ownership>>,
+    /// The broker in this process (standalone), whose partitions are read without
+    /// gRPC; `None` reads every partition over gRPC.
+    pub local_log: Option<Arc<dyn LocalLog>>,
 }
 
 impl ManagerConfig {
@@ -67,6 +70,7 @@ impl ManagerConfig {
             journal: true,
             journal_snapshot_bytes: 32 << 20,
             ownership: None,
+            local_log: None,
         }
     }
 }
@@ -116,7 +120,7 @@ impl Manager {
         let store = Store::open(&config.data_dir)?;
         if config.journal {
             let link = config.security.link.clone();
-            let source = Source::new(config.brokers.clone(), link);
+            let source = Source::new(config.brokers.clone(), link, config.local_log.clone());
             let scope = Scope {
                 epochs: grant.as_ref().map(Grant::epochs),
                 ownership: config.ownership.clone(),
@@ -195,7 +199,11 @@ impl Manager {
     ) -> Manager {
         tracing::info!(subscriptions = subscriptions.len(), "subscriptions loaded");
         Manager {
-            source: Source::new(config.brokers.clone(), config.security.link.clone()),
+            source: Source::new(
+                config.brokers.clone(),
+                config.security.link.clone(),
+                config.local_log.clone(),
+            ),
             store,
             subscriptions: RwLock::new(subscriptions),
             admin: Mutex::new(()),

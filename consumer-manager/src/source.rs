@@ -69,6 +69,17 @@ pub enum ReadOutcome {
     },
 }
 
+/// Reads of partitions led by a broker in the same process (`pubsubd standalone`),
+/// without encoding a fetch response, crossing loopback and decoding it again.
+pub trait LocalLog: Send + Sync + std::fmt::Debug {
+    /// The local broker's answer to `request` if it leads the partition; `None` to
+    /// ask the cluster over gRPC instead.
+    fn fetch<'a>(
+        &'a self,
+        request: &'a v1::FetchRequest,
+    ) -> futures::future::BoxFuture<'a, Option<Result<v1::FetchResponse, tonic::Status>>>;
+}
+
 /// Access to the brokers.
 pub struct Source {
     /// Brokers to bootstrap from, tried in turn.
@@ -83,12 +94,14 @@ pub struct Source {
     producers: tokio::sync::Mutex<HashMap<String, Producer>>,
     /// Fetches in flight, which readers of the same position join.
     fetches: Fetches<Fetched>,
+    /// The broker in this process, read without gRPC where it leads.
+    local: Option<Arc<dyn LocalLog>>,
 }
 
 impl Source {
     /// Brokers reached through `bootstrap`: one or more `host:port`, comma separated,
-    /// over links secured as `link` says.
-    pub fn new(bootstrap: String, link: Link) -> Self {
+    /// over links secured as `link` says; partitions `local` leads are read from it.
+    pub fn new(bootstrap: String, link: Link, local: Option<Arc<dyn LocalLog>>) -> Self {
         Source {
             link,
             bootstraps: bootstrap
@@ -102,6 +115,7 @@ impl Source {
             routers: Mutex::new(HashMap::new()),
             producers: tokio::sync::Mutex::new(HashMap::new()),
             fetches: Fetches::new(),
+            local,
         }
     }
 
@@ -273,8 +287,14 @@ impl Source {
         }
     }
 
-    /// One fetch from the partition's leader.
+    /// One fetch from the partition's leader: the local broker's log if it leads the
+    /// partition, else over gRPC.
     async fn fetch(&self, request: v1::FetchRequest) -> Result<v1::FetchResponse> {
+        if let Some(local) = &self.local
+            && let Some(answer) = local.fetch(&request).await
+        {
+            return answer.map_err(|status| pubsub_client::Error::from(status).into());
+        }
         let (topic, partition) = (request.topic.clone(), request.partition);
         self.on_leader(&topic, partition, |mut stub| {
             let request = request.clone();

@@ -21,6 +21,17 @@ pub(crate) const FETCH_BYTES_DEFAULT: usize = 1 << 20;
 pub(crate) const FETCH_BYTES_MAX: usize = 32 << 20;
 /// Longest long poll; a client wanting longer polls again.
 pub(crate) const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// The bytes a fetch may return and when its long poll ends, as `request` asks within
+/// the broker's bounds.
+pub(crate) fn fetch_limits(request: &v1::FetchRequest) -> (usize, tokio::time::Instant) {
+    let max_bytes = match request.max_bytes as usize {
+        0 => FETCH_BYTES_DEFAULT,
+        n => n.min(FETCH_BYTES_MAX),
+    };
+    let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(FETCH_WAIT_MAX);
+    (max_bytes, tokio::time::Instant::now() + wait)
+}
 /// Most batches in one produce request: bounds the work one request can queue.
 pub(crate) const BATCHES_PER_REQUEST_MAX: usize = 1024;
 /// Kafka's ListOffsets shortcuts, accepted in `timestamp_ms`.
@@ -415,12 +426,7 @@ impl BrokerRpc for DataService {
         let (partition, topic_created_ms) = self
             .broker
             .leader_replica(&request.topic, request.partition)?;
-        let max_bytes = match request.max_bytes as usize {
-            0 => FETCH_BYTES_DEFAULT,
-            n => n.min(FETCH_BYTES_MAX),
-        };
-        let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(FETCH_WAIT_MAX);
-        let deadline = tokio::time::Instant::now() + wait;
+        let (max_bytes, deadline) = fetch_limits(&request);
         let replica = request.replica_id.is_some();
         if let Some(follower) = request.replica_id {
             let epoch = partition.role().leader_epoch;

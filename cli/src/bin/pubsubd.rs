@@ -289,10 +289,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             broker.min_free_bytes = min_free_bytes;
             broker.security = security.clone();
             broker.kafka = kafka.bind(true, Some(local.clone()))?;
+            let local_reads = pubsub_broker::LocalReads::default();
+            broker.local_reads = Some(local_reads.clone());
             let mut consumer_config = pubsub_consumer_manager::ManagerConfig::new(
                 config.data_dir.join("consumer-manager"),
                 local,
             );
+            consumer_config.local_log =
+                Some(Arc::new(pubsub_cli::server::StandaloneLog(local_reads)));
             consumer_config.cleanup_interval = cleanup_interval;
             consumer_config.security = security;
             let consumers = Arc::new(

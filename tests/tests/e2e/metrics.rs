@@ -62,6 +62,7 @@ fn metrics_move_with_produce_fetch_and_a_subscription() {
     let before = scrape(&metrics);
     ok(&server, &["write", "m"], lines.as_bytes());
     ok(&server, &["read", "m"], b"");
+    let read = scrape(&metrics);
     ok(
         &server,
         &[
@@ -96,6 +97,12 @@ fn metrics_move_with_produce_fetch_and_a_subscription() {
             r#"pubsub_request_duration_seconds_count{rpc="fetch"}"#
         ) >= 1.0
     );
+    // The standalone consumer manager reads the broker's log in process: its reads
+    // are counted as fetched records, and no Fetch call is made for them.
+    let fetch_calls = r#"pubsub_request_duration_seconds_count{rpc="fetch"}"#;
+    assert_eq!(value(&after, fetch_calls), value(&read, fetch_calls));
+    let fetched = r#"pubsub_fetched_records_total{topic="m"}"#;
+    assert!(value(&after, fetched) >= value(&read, fetched) + 5.0);
     assert!(value(&after, "pubsub_fsync_duration_seconds_count") >= 2.0);
     assert!(value(&after, r#"pubsub_log_size_bytes{topic="m",partition="0"}"#) > 0.0);
     assert_eq!(

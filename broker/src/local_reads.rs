@@ -1,0 +1,58 @@
+//! Reads of this broker's partitions by a consumer manager in the same process
+//! (`pubsubd standalone`): the fetch a gRPC Fetch would answer, without encoding the
+//! response, crossing loopback and decoding it again.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use pubsub_proto::v1;
+use tonic::Status;
+
+use crate::broker::Broker;
+use crate::service::data::fetch_limits;
+
+/// A handle the binary gives both the broker (through [`crate::BrokerConfig`]) and a
+/// consumer manager in the same process; it reads once the broker is running.
+#[derive(Clone, Debug, Default)]
+pub struct LocalReads {
+    broker: Arc<OnceLock<Weak<Broker>>>,
+}
+
+impl LocalReads {
+    /// Called by the broker once it exists.
+    pub(crate) fn attach(&self, broker: &Arc<Broker>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+    }
+
+    /// A consumer's fetch (never a replica's), as the broker's Fetch answers it, if
+    /// this broker leads the partition; `None` otherwise (not running, not the
+    /// leader, no such partition here), and the caller asks the cluster over gRPC.
+    /// The caller is trusted: it runs in this process, so no access check applies.
+    pub async fn fetch(
+        &self,
+        request: &v1::FetchRequest,
+    ) -> Option<Result<v1::FetchResponse, Status>> {
+        if request.replica_id.is_some() {
+            return None;
+        }
+        let broker = self.broker.get()?.upgrade()?;
+        let (partition, topic_created_ms) = broker
+            .leader_replica(&request.topic, request.partition)
+            .ok()?;
+        let (max_bytes, deadline) = fetch_limits(request);
+        let fetched = match partition
+            .fetch(request.offset, max_bytes, deadline, false)
+            .await
+        {
+            Ok(fetched) => fetched,
+            Err(e) => return Some(Err(e.into())),
+        };
+        partition.counters().fetched(&fetched.records);
+        Some(Ok(v1::FetchResponse {
+            records: fetched.records,
+            high_watermark: fetched.high_watermark,
+            log_start_offset: fetched.log_start_offset,
+            log_end_offset: fetched.log_end_offset,
+            topic_created_ms,
+        }))
+    }
+}
