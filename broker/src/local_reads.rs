@@ -2,7 +2,7 @@
 //! (`pubsubd standalone`): the fetch a gRPC Fetch would answer, without encoding the
 //! response, crossing loopback and decoding it again.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use pubsub_proto::v1;
 use tonic::Status;
@@ -14,19 +14,23 @@ use crate::service::data::fetch_limits;
 /// consumer manager in the same process; it reads once the broker is running.
 #[derive(Clone, Debug, Default)]
 pub struct LocalReads {
-    broker: Arc<OnceLock<Weak<Broker>>>,
+    /// The running broker; a broker started again with the same handle replaces it.
+    broker: Arc<Mutex<Weak<Broker>>>,
 }
 
 impl LocalReads {
     /// Called by the broker once it exists.
     pub(crate) fn attach(&self, broker: &Arc<Broker>) {
-        let _ = self.broker.set(Arc::downgrade(broker));
+        *self.broker.lock().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(broker);
     }
 
-    /// A consumer's fetch (never a replica's), as the broker's Fetch answers it, if
-    /// this broker leads the partition; `None` otherwise (not running, not the
-    /// leader, no such partition here), and the caller asks the cluster over gRPC.
-    /// The caller is trusted: it runs in this process, so no access check applies.
+    /// A consumer's fetch (never a replica's), answered as the broker's Fetch answers
+    /// it, if this broker leads the partition; `None` otherwise (not running, not
+    /// joined, not the leader, no such partition here), and the caller asks the
+    /// cluster over gRPC. The caller is trusted (it runs in this process): no access
+    /// check applies, and no Fetch call is counted in the request metrics (the
+    /// fetched records are). The records returned are slices of the segment's memory
+    /// map, as the gRPC handler encodes them from.
     pub async fn fetch(
         &self,
         request: &v1::FetchRequest,
@@ -34,7 +38,11 @@ impl LocalReads {
         if request.replica_id.is_some() {
             return None;
         }
-        let broker = self.broker.get()?.upgrade()?;
+        let broker = self
+            .broker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade()?;
         let (partition, topic_created_ms) = broker
             .leader_replica(&request.topic, request.partition)
             .ok()?;

@@ -455,7 +455,10 @@ impl Source {
     }
 }
 
-/// The records of a fetch of `partition` from `offset`, decoded and CRC-checked.
+/// The records of a fetch of `partition` from `offset`, decoded and CRC-checked. They
+/// are slices of the response's buffer, which, read in process (`LocalLog`), is the
+/// segment's memory map: they live for one delivery step, and the log never cuts
+/// below its high watermark, which they all are below.
 fn decoded(partition: u32, offset: u64, response: v1::FetchResponse) -> Fetched {
     let mut records = Vec::new();
     let undecodable = decode_fetched(

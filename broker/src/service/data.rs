@@ -32,6 +32,7 @@ pub(crate) fn fetch_limits(request: &v1::FetchRequest) -> (usize, tokio::time::I
     let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(FETCH_WAIT_MAX);
     (max_bytes, tokio::time::Instant::now() + wait)
 }
+
 /// Most batches in one produce request: bounds the work one request can queue.
 pub(crate) const BATCHES_PER_REQUEST_MAX: usize = 1024;
 /// Kafka's ListOffsets shortcuts, accepted in `timestamp_ms`.
