@@ -182,10 +182,19 @@ async fn a_dead_broker_is_fenced_and_its_partitions_get_leaders_from_the_isr() {
     let deadline = killed_at + Duration::from_secs(2 + 2);
     let client = Client::connect(cluster.brokers[0].address()).await.unwrap();
     loop {
-        let described = Admin::new(client.clone())
-            .describe_topic("t")
-            .await
-            .unwrap();
+        // While leases are judged (2 s here), a survivor unsure of its own lease
+        // answers UNAVAILABLE, and so may every broker at once: ask again.
+        let described = match Admin::new(client.clone()).describe_topic("t").await {
+            Ok(described) => described,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no broker describes the topic: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let partitions = described.topic.unwrap().partitions;
         let moved = orphaned.iter().all(|&p| {
             let partition = &partitions[p as usize];
