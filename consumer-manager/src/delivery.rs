@@ -36,9 +36,11 @@ pub(crate) type Redeliveries = Vec<(u32, u64, u32)>;
 
 /// Where a delivery reads one partition's new records.
 #[derive(Debug, PartialEq, Eq)]
-struct Plan {
-    partition: u32,
-    from: u64,
+pub(crate) struct Plan {
+    /// The partition.
+    pub(crate) partition: u32,
+    /// Its first offset never delivered.
+    pub(crate) from: u64,
 }
 
 /// What a fetch of new records found, once resolved outside the lock: what the
@@ -477,7 +479,7 @@ impl Manager {
 /// `holder` (leased until `deadline`, their attempts counted), and, if that leaves
 /// room, plans where each partition with room in its window and not stopped reads
 /// new records.
-fn plan(
+pub(crate) fn plan(
     cursors: &mut [Cursor],
     eligible: &[u32],
     holder: Holder,

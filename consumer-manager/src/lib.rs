@@ -15,7 +15,7 @@
 //!   redeliveries and dead letters.
 //! - `stream`: push delivery with credit-based flow control.
 //! - `source` and `fetches`: the brokers; one fetch serves every reader of a
-//!   partition position.
+//!   partition position; `decoded`: a batch decoded once serves later readers.
 //! - `history`: history reads and dead-letter replay; `consumed`:
 //!   keep-until-consumed deletion.
 //! - `undecodable`: batches that cannot be decoded: dead-lettered whole, or their
@@ -38,6 +38,7 @@ mod command;
 mod commit;
 mod consumed;
 mod cursor;
+mod decoded;
 mod delivery;
 mod describe;
 mod error;
@@ -65,6 +66,11 @@ mod stream;
 mod subscription;
 mod supervisor;
 mod undecodable;
+
+/// What `benches/owner.rs` drives: a subscription's decisions without I/O. Not a
+/// stable API.
+#[doc(hidden)]
+pub mod bench_api;
 
 pub use error::{Error, Result};
 pub use manager::{Manager, ManagerConfig};

@@ -13,11 +13,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use pubsub_client::{
     Admin, Client, ConsumerRecord, Producer, ProducerConfig, RecordMetadata, Router, Undecodable,
-    decode_fetched,
 };
 use pubsub_proto::ids::PartitionId;
 use pubsub_proto::v1;
 
+use crate::decoded::{DecodedBatches, Origin};
 use crate::error::{Error, Result};
 use crate::fetches::{Fetches, Turn, joined};
 use crate::lock::recover;
@@ -94,6 +94,8 @@ pub struct Source {
     producers: tokio::sync::Mutex<HashMap<String, Producer>>,
     /// Fetches in flight, which readers of the same position join.
     fetches: Fetches<Fetched>,
+    /// Batches decoded lately, which later reads of the same bytes take as they are.
+    decoded: DecodedBatches,
     /// The broker in this process, read without gRPC where it leads.
     local: Option<Arc<dyn LocalLog>>,
 }
@@ -115,6 +117,7 @@ impl Source {
             routers: Mutex::new(HashMap::new()),
             producers: tokio::sync::Mutex::new(HashMap::new()),
             fetches: Fetches::new(),
+            decoded: DecodedBatches::default(),
             local,
         }
     }
@@ -259,7 +262,7 @@ impl Source {
             leader_epoch: 0,
         };
         let deadline = tokio::time::Instant::now() + wait;
-        let decode = |response| decoded(partition, offset, response);
+        let decode = |response| self.decoded(topic, partition, offset, response);
         let result = match self.fetches.begin(topic, partition, offset, deadline) {
             Turn::Join(done) => match joined(done).await {
                 Some(fetched) => Ok(fetched),
@@ -453,29 +456,36 @@ impl Source {
             Err(e) => Err(e),
         }
     }
-}
-
-/// The records of a fetch of `partition` from `offset`, decoded and CRC-checked. They
-/// are slices of the response's buffer, which, read in process (`LocalLog`), is the
-/// segment's memory map: they live for one delivery step, and the log never cuts
-/// below its high watermark, which they all are below.
-fn decoded(partition: u32, offset: u64, response: v1::FetchResponse) -> Fetched {
-    let mut records = Vec::new();
-    let undecodable = decode_fetched(
-        PartitionId(partition),
-        &response.records,
-        offset,
-        &mut records,
-    )
-    .err()
-    .filter(|_| records.is_empty());
-    Fetched {
-        records: Arc::new(records),
-        undecodable,
-        high_watermark: response.high_watermark,
-        log_start_offset: response.log_start_offset,
-        topic_created_ms: response.topic_created_ms,
-        bytes: response.records.len(),
+    /// The records of a fetch of `partition` from `offset`, decoded and CRC-checked
+    /// (or as decoded before, see `decoded`). They are slices of the response's
+    /// buffer, which, read in process (`LocalLog`), is the segment's memory map: the
+    /// log never cuts below its high watermark, which they all are below.
+    fn decoded(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        response: v1::FetchResponse,
+    ) -> Fetched {
+        let origin = Origin {
+            topic,
+            topic_created_ms: response.topic_created_ms,
+            partition,
+        };
+        let mut records = Vec::new();
+        let undecodable = self
+            .decoded
+            .decode(&origin, &response.records, offset, &mut records)
+            .err()
+            .filter(|_| records.is_empty());
+        Fetched {
+            records: Arc::new(records),
+            undecodable,
+            high_watermark: response.high_watermark,
+            log_start_offset: response.log_start_offset,
+            topic_created_ms: response.topic_created_ms,
+            bytes: response.records.len(),
+        }
     }
 }
 

@@ -62,9 +62,8 @@ pub struct SubscriptionRecord {
     pub dead_letter_created_ms: u64,
 }
 
-#[cfg(test)]
 impl SubscriptionRecord {
-    /// Subscription `s` of topic `t` with default options, for tests.
+    /// Subscription `s` of topic `t` with default options, for tests and benchmarks.
     pub(crate) fn for_test(partitions: u32, topic_created_ms: u64) -> SubscriptionRecord {
         SubscriptionRecord {
             name: "s".into(),

@@ -406,3 +406,6 @@ pub(crate) fn check_generation(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
