@@ -138,7 +138,9 @@ impl DecodedBatches {
                     self.put(key.clone(), decoded, held)
                 }
             };
-            out.extend(records.iter().filter(|r| r.offset >= from).cloned());
+            // A batch's records are in offset order.
+            let first = records.partition_point(|r| r.offset < from);
+            out.extend_from_slice(&records[first..]);
             next = next.max(header.next_offset());
             rest = rest.slice(key.bytes..);
         }
