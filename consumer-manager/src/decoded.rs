@@ -12,6 +12,9 @@
 //! The stored CRC covers everything a record is made of, and the base offset, length
 //! and topic incarnation are in the key, so a cached batch stands for exactly the
 //! bytes read. A batch that does not decode is never kept: every read meets it again.
+//! A read served from here does not check the CRC of the bytes it fetched once more:
+//! it gets the records that were checked when the batch was first decoded (the
+//! broker checks what it stores, and every miss checks again).
 //! The cache is bounded (records and value bytes); the oldest batch goes first.
 
 use std::collections::{HashMap, VecDeque};
@@ -122,25 +125,29 @@ impl DecodedBatches {
             let records = match self.get(&key) {
                 Some(records) => records,
                 None => {
+                    // Decoded from a copy: the records must not keep the fetched
+                    // buffer (in process, a segment's memory map) alive.
+                    let batch = Bytes::copy_from_slice(&rest[..key.bytes]);
                     let mut decoded = Vec::new();
-                    if decode_fetched(partition, &rest.slice(..key.bytes), 0, &mut decoded).is_err()
-                    {
+                    if decode_fetched(partition, &batch, 0, &mut decoded).is_err() {
                         return decode_fetched(partition, &rest, next, out).map(|_| ());
                     }
-                    // A compressed batch's records are slices of its decompressed copy.
+                    // A compressed batch's records are slices of its decompressed
+                    // copy (the compressed one is let go); others, of the copy.
                     let compressed = header.attributes & 0x7 != 0;
-                    let held = key.bytes
-                        + if compressed {
-                            record_bytes(&decoded)
-                        } else {
-                            0
-                        };
+                    let held = if compressed {
+                        record_bytes(&decoded)
+                    } else {
+                        key.bytes
+                    };
                     self.put(key.clone(), decoded, held)
                 }
             };
-            // A batch's records are in offset order.
-            let first = records.partition_point(|r| r.offset < from);
-            out.extend_from_slice(&records[first..]);
+            if records.first().is_some_and(|r| r.offset >= from) {
+                out.extend_from_slice(&records);
+            } else {
+                out.extend(records.iter().filter(|r| r.offset >= from).cloned());
+            }
             next = next.max(header.next_offset());
             rest = rest.slice(key.bytes..);
         }
@@ -163,31 +170,38 @@ impl DecodedBatches {
         if records.len() > self.max_records || bytes_held > self.max_bytes {
             return records;
         }
-        let mut cache = recover(self.cache.lock());
-        let cache = &mut *cache;
-        while cache.records + records.len() > self.max_records
-            || cache.bytes_held + bytes_held > self.max_bytes
+        // What leaves the cache is freed after the lock is let go.
+        let mut gone = Vec::new();
         {
-            let Some(oldest) = cache.order.pop_front() else {
-                break;
+            let mut cache = recover(self.cache.lock());
+            let cache = &mut *cache;
+            while cache.records + records.len() > self.max_records
+                || cache.bytes_held + bytes_held > self.max_bytes
+            {
+                let Some(oldest) = cache.order.pop_front() else {
+                    break;
+                };
+                if let Some(entry) = cache.batches.remove(&oldest) {
+                    cache.records -= entry.records.len();
+                    cache.bytes_held -= entry.bytes_held;
+                    gone.push(entry);
+                }
+            }
+            let entry = Entry {
+                records: records.clone(),
+                bytes_held,
             };
-            if let Some(gone) = cache.batches.remove(&oldest) {
-                cache.records -= gone.records.len();
-                cache.bytes_held -= gone.bytes_held;
+            match cache.batches.insert(key.clone(), entry) {
+                // Another reader kept the same batch meanwhile: the same counts.
+                Some(replaced) => gone.push(replaced),
+                None => {
+                    cache.order.push_back(key);
+                    cache.records += records.len();
+                    cache.bytes_held += bytes_held;
+                }
             }
         }
-        let entry = Entry {
-            records: records.clone(),
-            bytes_held,
-        };
-        if cache.batches.insert(key.clone(), entry).is_none() {
-            cache.order.push_back(key);
-            cache.records += records.len();
-            cache.bytes_held += bytes_held;
-        } else {
-            // Another reader kept the same batch meanwhile: the count is unchanged,
-            // since the entry replaced holds the same records.
-        }
+        drop(gone);
         records
     }
 

@@ -456,10 +456,10 @@ impl Source {
             Err(e) => Err(e),
         }
     }
+
     /// The records of a fetch of `partition` from `offset`, decoded and CRC-checked
-    /// (or as decoded before, see `decoded`). They are slices of the response's
-    /// buffer, which, read in process (`LocalLog`), is the segment's memory map: the
-    /// log never cuts below its high watermark, which they all are below.
+    /// (or as decoded before, see `decoded`): slices of the cache's own copy of each
+    /// batch, never of the response's buffer (in process, a segment's memory map).
     fn decoded(
         &self,
         topic: &str,

@@ -136,3 +136,42 @@ proptest! {
         }
     }
 }
+
+/// Marks its drop: stands for a segment's memory map behind fetched bytes.
+struct Owner {
+    bytes: Vec<u8>,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AsRef<[u8]> for Owner {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.dropped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn kept_batches_do_not_hold_the_fetched_buffer() {
+    let cache = DecodedBatches::default();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let owner = Owner {
+        bytes: log(&[3, 2]).to_vec(),
+        dropped: dropped.clone(),
+    };
+    let fetched = Bytes::from_owner(owner);
+    let (records, error) = cached(&cache, &fetched, 0);
+    assert!(error.is_none());
+    assert_eq!(records.len(), 5);
+    drop((fetched, records));
+    assert_eq!(cache.batches(), 2);
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "the cache holds copies, not the fetched buffer"
+    );
+}
