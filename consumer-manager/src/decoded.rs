@@ -4,8 +4,8 @@
 //! drifts apart within seconds, so few reads share a fetch in flight), and a delivery
 //! step that takes part of a batch decodes it whole again on the next step. Decoding
 //! and CRC-checking were a fifth of the consumer manager's time in a 100-subscription
-//! fan-out. A batch decoded once is kept here, by topic incarnation, partition, base
-//! offset, stored CRC and length, and the next read of those bytes takes its records
+//! fan-out. A batch read a second time is kept here, by topic incarnation, partition,
+//! base offset, stored CRC and length, and later reads of those bytes take its records
 //! from here (cheap clones: keys and values are slices of the cache's own copy of the
 //! batch).
 //!
@@ -17,7 +17,7 @@
 //! broker checks what it stores, and every miss checks again).
 //! The cache is bounded (records and value bytes); the oldest batch goes first.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -32,6 +32,10 @@ const MAX_RECORDS: usize = 256 * 1024;
 /// segment's memory map, nor to the disk space of a segment retention deleted), and a
 /// compressed batch's records are also its decompressed copy.
 const MAX_BYTES: usize = 64 << 20;
+
+/// Most batches remembered as read once: a batch is kept only when it is read a
+/// second time, so a batch only one reader reads costs nothing more than decoding.
+const MAX_SEEN: usize = 64 * 1024;
 
 /// Which bytes a batch is: its topic's incarnation, partition, base offset, stored
 /// CRC and length.
@@ -58,6 +62,19 @@ struct Cache {
     order: VecDeque<Key>,
     records: usize,
     bytes_held: usize,
+    /// Batches read once and not kept, the oldest first.
+    seen: HashSet<Key>,
+    seen_order: VecDeque<Key>,
+}
+
+/// What the cache knows of a batch.
+enum Known {
+    /// Kept: its records.
+    Kept(Arc<Vec<ConsumerRecord>>),
+    /// Read once before: keep it this time.
+    Seen,
+    /// Never read (now noted as read once).
+    New,
 }
 
 /// Decoded batches, shared by every reader of this consumer manager.
@@ -65,6 +82,7 @@ pub(crate) struct DecodedBatches {
     cache: Mutex<Cache>,
     max_records: usize,
     max_bytes: usize,
+    max_seen: usize,
 }
 
 impl Default for DecodedBatches {
@@ -91,6 +109,7 @@ impl DecodedBatches {
             cache: Mutex::default(),
             max_records,
             max_bytes,
+            max_seen: MAX_SEEN,
         }
     }
 
@@ -122,9 +141,19 @@ impl DecodedBatches {
                 crc: header.crc,
                 bytes: header.total_bytes(),
             };
-            let records = match self.get(&key) {
-                Some(records) => records,
-                None => {
+            let records = match self.known(&key) {
+                Known::Kept(records) => records,
+                Known::New => {
+                    // Read once so far: decoded straight into `out`, as without a cache.
+                    let batch = rest.slice(..key.bytes);
+                    if decode_fetched(partition, &batch, from, out).is_err() {
+                        return decode_fetched(partition, &rest, next, out).map(|_| ());
+                    }
+                    next = next.max(header.next_offset());
+                    rest = rest.slice(key.bytes..);
+                    continue;
+                }
+                Known::Seen => {
                     // Decoded from a copy: the records must not keep the fetched
                     // buffer (in process, a segment's memory map) alive.
                     let batch = Bytes::copy_from_slice(&rest[..key.bytes]);
@@ -154,9 +183,23 @@ impl DecodedBatches {
         Ok(())
     }
 
-    fn get(&self, key: &Key) -> Option<Arc<Vec<ConsumerRecord>>> {
-        let cache = recover(self.cache.lock());
-        cache.batches.get(key).map(|entry| entry.records.clone())
+    /// What is known of a batch; one never read is noted as read once.
+    fn known(&self, key: &Key) -> Known {
+        let mut cache = recover(self.cache.lock());
+        if let Some(entry) = cache.batches.get(key) {
+            return Known::Kept(entry.records.clone());
+        }
+        if cache.seen.contains(key) {
+            return Known::Seen;
+        }
+        if cache.seen.len() >= self.max_seen
+            && let Some(oldest) = cache.seen_order.pop_front()
+        {
+            cache.seen.remove(&oldest);
+        }
+        cache.seen.insert(key.clone());
+        cache.seen_order.push_back(key.clone());
+        Known::New
     }
 
     /// Keeps a batch just decoded (unless it alone is past the bounds); returns it.

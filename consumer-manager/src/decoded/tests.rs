@@ -63,7 +63,9 @@ fn a_batch_read_again_comes_from_the_cache() {
     let cache = DecodedBatches::default();
     let fetched = log(&[4, 3, 5]);
     assert_eq!(cached(&cache, &fetched, 2), plain(&fetched, 2));
-    assert_eq!(cache.batches(), 3);
+    assert_eq!(cache.batches(), 0, "a batch read once is not kept");
+    assert_eq!(cached(&cache, &fetched, 2), plain(&fetched, 2));
+    assert_eq!(cache.batches(), 3, "read twice, it is");
     // A later read from inside the second batch: the same records as decoding.
     assert_eq!(cached(&cache, &fetched.slice(..), 5), plain(&fetched, 5));
     assert_eq!(cache.batches(), 3, "nothing decoded twice");
@@ -73,6 +75,7 @@ fn a_batch_read_again_comes_from_the_cache() {
         topic_created_ms: 2,
         ..ORIGIN
     };
+    cache.decode(&other, &fetched, 0, &mut out).unwrap();
     cache.decode(&other, &fetched, 0, &mut out).unwrap();
     assert_eq!(cache.batches(), 6);
 }
@@ -106,8 +109,9 @@ fn a_batch_that_does_not_decode_fails_as_without_the_cache_and_is_not_kept() {
 fn the_oldest_batches_go_first_past_the_bounds() {
     let cache = DecodedBatches::bounded(10, 1 << 20);
     let fetched = log(&[4, 4, 4, 20]);
-    let decoded = cached(&cache, &fetched, 0);
-    assert_eq!(decoded, plain(&fetched, 0));
+    for _ in 0..2 {
+        assert_eq!(cached(&cache, &fetched, 0), plain(&fetched, 0));
+    }
     // The fourth batch alone is past the bound: read, not kept; 12 > 10 evicts one.
     assert_eq!(cache.batches(), 2);
     // Bytes: room for one uncompressed batch of two records, not two.
@@ -116,7 +120,9 @@ fn the_oldest_batches_go_first_past_the_bounds() {
     let mut two = batch_of(0, 2, Compression::None);
     two.extend(batch_of(2, 2, Compression::None));
     let two = Bytes::from(two);
-    assert_eq!(cached(&cache, &two, 0), plain(&two, 0));
+    for _ in 0..2 {
+        assert_eq!(cached(&cache, &two, 0), plain(&two, 0));
+    }
     assert_eq!(cache.batches(), 1);
 }
 
@@ -132,6 +138,7 @@ proptest! {
         let cache = DecodedBatches::bounded(bound, 1 << 20);
         let fetched = log(&sizes);
         for from in froms {
+            prop_assert_eq!(cached(&cache, &fetched, from), plain(&fetched, from));
             prop_assert_eq!(cached(&cache, &fetched, from), plain(&fetched, from));
         }
     }
@@ -165,13 +172,32 @@ fn kept_batches_do_not_hold_the_fetched_buffer() {
         dropped: dropped.clone(),
     };
     let fetched = Bytes::from_owner(owner);
-    let (records, error) = cached(&cache, &fetched, 0);
-    assert!(error.is_none());
-    assert_eq!(records.len(), 5);
-    drop((fetched, records));
+    for _ in 0..2 {
+        let (records, error) = cached(&cache, &fetched, 0);
+        assert!(error.is_none());
+        assert_eq!(records.len(), 5);
+    }
+    drop(fetched);
     assert_eq!(cache.batches(), 2);
     assert!(
         dropped.load(std::sync::atomic::Ordering::SeqCst),
         "the cache holds copies, not the fetched buffer"
     );
+}
+
+#[test]
+fn batches_read_once_are_remembered_within_a_bound() {
+    let mut cache = DecodedBatches::default();
+    cache.max_seen = 2;
+    let fetched = log(&[1, 1, 1]);
+    cached(&cache, &fetched, 0);
+    // The first batch was forgotten for the third: read again, it is read once more.
+    cached(
+        &cache,
+        &fetched.slice(..batch_of(0, 1, Compression::None).len()),
+        0,
+    );
+    assert_eq!(cache.batches(), 0);
+    let seen = recover(cache.cache.lock()).seen_order.len();
+    assert_eq!(seen, 2);
 }
