@@ -187,8 +187,10 @@ fn kept_batches_do_not_hold_the_fetched_buffer() {
 
 #[test]
 fn batches_read_once_are_remembered_within_a_bound() {
-    let mut cache = DecodedBatches::default();
-    cache.max_seen = 2;
+    let cache = DecodedBatches {
+        max_seen: 2,
+        ..DecodedBatches::default()
+    };
     let fetched = log(&[1, 1, 1]);
     cached(&cache, &fetched, 0);
     // The first batch was forgotten for the third: read again, it is read once more.
