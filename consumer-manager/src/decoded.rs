@@ -172,11 +172,8 @@ impl DecodedBatches {
                     self.put(key.clone(), decoded, held)
                 }
             };
-            if records.first().is_some_and(|r| r.offset >= from) {
-                out.extend_from_slice(&records);
-            } else {
-                out.extend(records.iter().filter(|r| r.offset >= from).cloned());
-            }
+            out.reserve(records.len());
+            out.extend(records.iter().filter(|r| r.offset >= from).cloned());
             next = next.max(header.next_offset());
             rest = rest.slice(key.bytes..);
         }

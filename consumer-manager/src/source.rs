@@ -458,8 +458,9 @@ impl Source {
     }
 
     /// The records of a fetch of `partition` from `offset`, decoded and CRC-checked
-    /// (or as decoded before, see `decoded`): slices of the cache's own copy of each
-    /// batch, never of the response's buffer (in process, a segment's memory map).
+    /// (or as decoded before, see `decoded`). They are slices of the response's
+    /// buffer (in process, the segment's memory map: the log never cuts below its high
+    /// watermark, which they all are below), or, taken from the cache, of its own copy.
     fn decoded(
         &self,
         topic: &str,
