@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use pubsub_client::{ConsumerRecord, PartitionId, Undecodable, decode_fetched};
+use pubsub_storage::Compression;
 use pubsub_storage::batch::BatchHeader;
 
 use crate::lock::recover;
@@ -163,7 +164,7 @@ impl DecodedBatches {
                     }
                     // A compressed batch's records are slices of its decompressed
                     // copy (the compressed one is let go); others, of the copy.
-                    let compressed = header.attributes & 0x7 != 0;
+                    let compressed = header.compression().is_ok_and(|c| c != Compression::None);
                     let held = if compressed {
                         record_bytes(&decoded)
                     } else {
